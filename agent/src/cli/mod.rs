@@ -1,0 +1,118 @@
+//! The `portcullis` command line. `daemon` runs the agent; every other verb is a
+//! client of the daemon's local socket API (`policy check` also works offline).
+
+mod client;
+mod print;
+
+use crate::{config::{self, Config}, policy::Policy};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use client::Client;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about = "A human in the loop between programs and the systems they reach")]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "PORTCULLIS_SOCKET", default_value = config::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (as root): intercept, gate, proxy and record.
+    Daemon {
+        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Remove the pinned eBPF programs and maps (protected targets open up again) and exit.
+        #[arg(long)]
+        release: bool,
+    },
+    /// What the daemon is doing: policy, interception, sessions.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recorded sessions (yours, or everyone's for admins).
+    Sessions {
+        #[command(subcommand)]
+        show: Option<SessionsCommand>,
+        #[arg(long)]
+        json: bool,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Check or reload policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// One session in full.
+    Show {
+        /// Session id, or a unique prefix of it.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy directory without a daemon (default: the configured one).
+    Check {
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Load the policy files again in the running daemon (root or admin group).
+    Reload,
+}
+
+/// Runs the command line; the process exit code follows the result.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(cli.socket);
+    match cli.command {
+        Command::Daemon { config, release } => {
+            let config = Config::load(&config)?;
+            if release {
+                let n = crate::intercept::release(&config.bpf_pin_dir)?;
+                println!("Removed {n} pins from {}; protected targets are no longer intercepted.", config.bpf_pin_dir.display());
+                return Ok(());
+            }
+            crate::daemon::run(config).await
+        }
+        Command::Status { json } => {
+            let status = client.get("/v1/status").await?;
+            print::status(&status, json)
+        }
+        Command::Sessions { show: None, json, limit } => {
+            let list = client.get(&format!("/v1/sessions?limit={limit}")).await?;
+            print::sessions(&list, json)
+        }
+        Command::Sessions { show: Some(SessionsCommand::Show { id, json }), .. } => {
+            let one = client.get(&format!("/v1/sessions/{id}")).await?;
+            print::session(&one, json)
+        }
+        Command::Policy { command: PolicyCommand::Check { dir, config } } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => Config::load(&config).map(|c| c.policies).with_context(|| "name the policy directory: `portcullis policy check DIR`")?,
+            };
+            let policy = Policy::load_dir(&dir)?;
+            println!("{}: OK, {} targets, {} rules", dir.display(), policy.targets().len(), policy.rules_len());
+            Ok(())
+        }
+        Command::Policy { command: PolicyCommand::Reload } => {
+            let answer = client.post("/v1/policy/reload").await?;
+            println!("Policy reloaded: {} targets, {} rules.", answer["targets"], answer["rules"]);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The daemon: loads the policy and store, sets up interception, serves the proxy
+//! listeners and the local API, and shuts down in order.
+//!
+//! Shutdown: stop accepting; give open sessions `shutdown_grace` to finish; then end
+//! the rest (each records how it ended); close the store. The eBPF pins stay, so
+//! protected targets stay closed until a daemon runs again.
+
+mod connection;
+mod targets;
+
+pub use targets::{TargetTable, canonical};
+
+use crate::{
+    config::Config,
+    gate::Gate,
+    intercept::{self, Interceptor, Settings},
+    policy::{Policy, PolicyError},
+    record::Store,
+};
+use anyhow::Context as _;
+use portcullis_common::ProxyConfig;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Instant, SystemTime},
+};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    sync::Semaphore,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// Everything a connection or an API call needs, shared.
+pub struct Daemon {
+    pub config: Config,
+    pub gate: Gate,
+    pub store: Store,
+    pub interceptor: Interceptor,
+    pub targets: TargetTable,
+    /// This gateway host's name, recorded with every session.
+    pub host: String,
+    pub started: Instant,
+    /// When the policy in force was loaded.
+    pub policy_loaded: std::sync::Mutex<SystemTime>,
+    pub active_sessions: AtomicU64,
+    pub sessions_total: AtomicU64,
+    /// Serialises policy reloads.
+    reload: tokio::sync::Mutex<()>,
+    /// Cancelled when in-flight sessions must end (after the grace period).
+    pub hard_stop: CancellationToken,
+}
+
+impl Daemon {
+    /// Loads the policy directory again and puts it in force. A broken policy is
+    /// refused whole and the running one stays.
+    pub async fn reload_policy(&self) -> Result<Arc<Policy>, PolicyError> {
+        let _guard = self.reload.lock().await;
+        let dir = self.config.policies.clone();
+        // Loading reads files: off the runtime. If that task dies, load here instead.
+        let policy = match tokio::task::spawn_blocking(move || Policy::load_dir(&dir)).await {
+            Ok(result) => result?,
+            Err(_) => Policy::load_dir(&self.config.policies)?,
+        };
+        self.gate.replace_policy(policy);
+        let policy = self.gate.policy();
+        if let Err(error) = self.targets.refresh(&policy, &self.interceptor).await {
+            tracing::error!(%error, "Cannot update the kernel's target map");
+        }
+        *self.policy_loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = SystemTime::now();
+        tracing::info!(targets = policy.targets().len(), rules = policy.rules_len(), "Policy reloaded");
+        Ok(policy)
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let policy = Policy::load_dir(&config.policies).context("cannot load the policy; fix it and start again")?;
+    let store = Store::open(&config.store).await.context("cannot open the store")?;
+
+    // Listen before redirecting, so the first redirected connect finds us.
+    let listener4 = bind(config.listen4).await?;
+    let listener6 = match config.listen6 {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let proxy = proxy_config(&config)?;
+    let interceptor = Interceptor::start(&Settings {
+        cgroup: config.cgroup.clone(),
+        pin_dir: config.bpf_pin_dir.clone(),
+        proxy,
+    })
+    .context("cannot set up interception")?;
+    if interceptor.adopted() > 0 {
+        tracing::info!(programs = interceptor.adopted(), pins = %config.bpf_pin_dir.display(), "Adopted pinned programs");
+    }
+
+    let daemon = Arc::new(Daemon {
+        host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        gate: Gate::new(policy),
+        store,
+        interceptor,
+        targets: TargetTable::default(),
+        started: Instant::now(),
+        policy_loaded: std::sync::Mutex::new(SystemTime::now()),
+        active_sessions: AtomicU64::new(0),
+        sessions_total: AtomicU64::new(0),
+        reload: tokio::sync::Mutex::new(()),
+        hard_stop: CancellationToken::new(),
+        config,
+    });
+    daemon.targets.refresh(&daemon.gate.policy(), &daemon.interceptor).await.context("cannot protect the targets")?;
+
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(daemon.config.max_connections));
+    for listener in std::iter::once(listener4).chain(listener6) {
+        tracker.spawn(accept_loop(Arc::clone(&daemon), listener, stop.clone(), tracker.clone(), Arc::clone(&slots)));
+    }
+    let api = crate::api::serve(Arc::clone(&daemon), stop.clone()).await?;
+    tracker.spawn(resolve_loop(Arc::clone(&daemon), stop.clone()));
+
+    let policy = daemon.gate.policy();
+    tracing::info!(
+        api = %daemon.config.api_socket.display(),
+        listen = %daemon.config.listen4,
+        cgroup = %daemon.interceptor.cgroup().display(),
+        targets = policy.targets().len(),
+        addresses = daemon.targets.len(),
+        store = %daemon.store.backend(),
+        "Portcullis is running"
+    );
+    for target in policy.targets() {
+        let addrs: Vec<String> = target.addresses.iter().map(ToString::to_string).collect();
+        tracing::info!(target = %target.name, protocol = %target.protocol, addresses = %addrs.join(", "), "Protecting");
+    }
+
+    wait_for_signal().await?;
+    tracing::info!(grace = ?daemon.config.shutdown_grace, "Shutting down");
+    stop.cancel();
+    tracker.close();
+    if tokio::time::timeout(daemon.config.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!(open = daemon.active_sessions.load(Ordering::Relaxed), "Grace period over; ending open sessions");
+        daemon.hard_stop.cancel();
+        tracker.wait().await;
+    }
+    let _ = api.await;
+    daemon.store.close().await;
+    tracing::info!("Stopped; protected targets stay closed until the daemon runs again");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}; is another daemon using it? change `listen`"))
+}
+
+fn proxy_config(config: &Config) -> anyhow::Result<ProxyConfig> {
+    let IpAddr::V4(v4) = config.listen4.ip() else {
+        anyhow::bail!("listen4 must be IPv4");
+    };
+    let (listen6, port6) = match config.listen6.map(|a| (a.ip(), a.port())) {
+        Some((IpAddr::V6(ip), port)) => (intercept::to_endpoint(SocketAddr::new(IpAddr::V6(ip), port)).addr, port),
+        _ => ([0; 4], 0),
+    };
+    Ok(ProxyConfig {
+        netns_cookie: intercept::netns_cookie()?,
+        listen4: u32::from_ne_bytes(v4.octets()),
+        listen6,
+        port4: config.listen4.port(),
+        port6,
+        mark: config.mark,
+        _pad: 0,
+    })
+}
+
+async fn accept_loop(
+    daemon: Arc<Daemon>,
+    listener: TcpListener,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    slots: Arc<Semaphore>,
+) {
+    loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let daemon = Arc::clone(&daemon);
+                tracker.spawn(async move {
+                    connection::handle(&daemon, stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn resolve_loop(daemon: Arc<Daemon>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(daemon.config.resolve_interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let policy = daemon.gate.policy();
+        if let Err(error) = daemon.targets.refresh(&policy, &daemon.interceptor).await {
+            tracing::error!(%error, "Cannot update the kernel's target map");
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

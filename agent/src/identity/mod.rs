@@ -1,0 +1,43 @@
+//! Who is behind a connection: the kernel's record (pid, uid, gid, comm) taken at
+//! connect time, enriched from procfs and the user database while the process lives.
+
+mod procfs;
+
+use serde::{Deserialize, Serialize};
+
+pub use procfs::principal_for;
+
+/// The person and process behind one intercepted connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Process id (thread-group id) of the connecting process.
+    pub pid: u32,
+    /// Parent process id, if the process was still alive when we looked.
+    pub ppid: Option<u32>,
+    /// Real uid at connect time (from the kernel).
+    pub uid: u32,
+    /// Real gid at connect time (from the kernel).
+    pub gid: u32,
+    /// User name for `uid`, when the user database knows it.
+    pub user: Option<String>,
+    /// Names of the primary and supplementary unix groups.
+    pub unix_groups: Vec<String>,
+    /// Resolved `/proc/PID/exe`.
+    pub exe: Option<String>,
+    /// Command line, arguments joined by spaces.
+    pub cmdline: Option<String>,
+    /// The kernel's short task name at connect time.
+    pub comm: String,
+    /// cgroup v2 path of the process.
+    pub cgroup: Option<String>,
+}
+
+impl Principal {
+    /// A short human label: `alice (uid 1000) pid 42 /usr/bin/psql`.
+    #[must_use]
+    pub fn label(&self) -> String {
+        let user = self.user.as_deref().unwrap_or("?");
+        let exe = self.exe.as_deref().unwrap_or(&self.comm);
+        format!("{user} (uid {}) pid {} {exe}", self.uid, self.pid)
+    }
+}

@@ -1,0 +1,305 @@
+//! Validated rules and the question "does this rule apply to this principal and target".
+
+use super::Verdict;
+use crate::identity::Principal;
+
+/// A validated `[[rule]]`.
+#[derive(Debug, Clone)]
+pub(super) struct Rule {
+    pub name: String,
+    pub targets: RuleTargets,
+    /// `None` means everyone.
+    pub who: Option<Who>,
+    pub action: RuleAction,
+    /// Shown in the decision's reason, so people see why a rule exists.
+    pub description: Option<String>,
+}
+
+/// Which targets a rule covers.
+#[derive(Debug, Clone)]
+pub(super) enum RuleTargets {
+    /// `targets = ["*"]`.
+    All,
+    /// Names checked against the policy's targets at load time.
+    Named(Vec<String>),
+}
+
+/// What a rule does when it applies. `Review { approvers, quorum, timeout, .. }` will
+/// join these, mapping to a `Verdict::Review` between allow and deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RuleAction {
+    Allow,
+    Deny,
+}
+
+/// A validated `who`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Who {
+    pub users: Vec<String>,
+    /// Policy groups, copied in at load time so matching needs no lookups.
+    pub groups: Vec<Group>,
+    pub unix_groups: Vec<String>,
+    pub uids: Vec<u32>,
+    /// Empty means any executable.
+    pub exe: Vec<String>,
+}
+
+/// A validated `[[group]]`.
+#[derive(Debug, Clone)]
+pub(super) struct Group {
+    pub users: Vec<String>,
+    pub unix_groups: Vec<String>,
+}
+
+impl Rule {
+    /// The verdict this rule gives when it applies.
+    pub fn verdict(&self) -> Verdict {
+        match self.action {
+            RuleAction::Allow => Verdict::Allow,
+            RuleAction::Deny => Verdict::Deny,
+        }
+    }
+
+    /// Whether the rule covers the target called `target`.
+    pub fn applies_to(&self, target: &str) -> bool {
+        match &self.targets {
+            RuleTargets::All => true,
+            RuleTargets::Named(names) => names.iter().any(|n| n == target),
+        }
+    }
+
+    /// Whether the rule's `who` matches `principal`.
+    ///
+    /// Unknown facts resolve toward restriction: a missing executable fails an `exe`
+    /// restriction on an allow rule and satisfies it on a deny rule.
+    pub fn matches(&self, principal: &Principal) -> bool {
+        let Some(who) = &self.who else { return true };
+        who.identity_matches(principal) && who.exe_matches(principal, self.verdict())
+    }
+}
+
+impl Who {
+    /// Identity fields are ORed; none at all means anyone.
+    fn identity_matches(&self, p: &Principal) -> bool {
+        if self.users.is_empty()
+            && self.groups.is_empty()
+            && self.unix_groups.is_empty()
+            && self.uids.is_empty()
+        {
+            return true;
+        }
+        let user = p.user.as_deref();
+        user.is_some_and(|u| self.users.iter().any(|x| x == u))
+            || self.uids.contains(&p.uid)
+            || shares_unix_group(&self.unix_groups, p)
+            || self.groups.iter().any(|g| {
+                user.is_some_and(|u| g.users.iter().any(|x| x == u))
+                    || shares_unix_group(&g.unix_groups, p)
+            })
+    }
+
+    fn exe_matches(&self, p: &Principal, verdict: Verdict) -> bool {
+        if self.exe.is_empty() {
+            return true;
+        }
+        let Some(exe) = p.exe.as_deref() else {
+            return verdict > Verdict::Allow;
+        };
+        // A binary replaced while running reads as "/usr/bin/x (deleted)": deny
+        // rules still see it as /usr/bin/x; allow rules do not.
+        let restricting = verdict > Verdict::Allow;
+        let stripped = exe.strip_suffix(" (deleted)").filter(|_| restricting);
+        self.exe
+            .iter()
+            .any(|pattern| glob_match(pattern, exe) || stripped.is_some_and(|s| glob_match(pattern, s)))
+    }
+}
+
+fn shares_unix_group(groups: &[String], p: &Principal) -> bool {
+    groups.iter().any(|g| p.unix_groups.contains(g))
+}
+
+/// Matches `text` against `pattern`, where `*` matches any run of characters
+/// (including `/` and the empty run) and everything else matches itself.
+pub(super) fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let middle: Vec<&str> = parts.collect();
+    let Some((last, middle)) = middle.split_last() else {
+        // No `*`: the pattern is a literal.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = rest.get(at + part.len()..).unwrap_or_default(),
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+pub(super) mod tests {
+    use super::*;
+    use crate::policy::{Policy, Verdict};
+
+    /// A principal with every field set.
+    pub fn principal(user: &str, uid: u32, groups: &[&str], exe: &str) -> Principal {
+        Principal {
+            pid: 4242,
+            ppid: Some(1),
+            uid,
+            gid: uid,
+            user: Some(user.to_owned()),
+            unix_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            exe: Some(exe.to_owned()),
+            cmdline: Some(format!("{exe} --flag")),
+            comm: "test".to_owned(),
+            cgroup: Some("/user.slice".to_owned()),
+        }
+    }
+
+    fn policy(rules: &str) -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[target]]\nname = \"db\"\nprotocol = \"tcp\"\naddress = \"127.0.0.2:5432\"\n\
+             [[target]]\nname = \"web\"\nprotocol = \"tcp\"\naddress = \"127.0.0.2:80\"\n\
+             [[group]]\nname = \"dba\"\nusers = [\"bob\"]\nunix_groups = [\"dbadmins\"]\n{rules}"
+        );
+        std::fs::write(dir.path().join("p.toml"), text).unwrap();
+        Policy::load_dir(dir.path()).unwrap()
+    }
+
+    fn verdict(policy: &Policy, p: &Principal, target: &str) -> Verdict {
+        policy.decide(p, target).verdict
+    }
+
+    const ALICE: (&str, u32) = ("alice", 1000);
+
+    #[test]
+    fn allows_by_user_uid_and_unix_group() {
+        let alice = principal(ALICE.0, ALICE.1, &["alice", "ops"], "/usr/bin/psql");
+        let eve = principal("eve", 1001, &["eve"], "/usr/bin/psql");
+        for who in [r#"users = ["alice"]"#, "uids = [1000]", r#"unix_groups = ["ops"]"#] {
+            let p = policy(&format!(
+                "[[rule]]\nname = \"r\"\ntargets = [\"db\"]\nwho = {{ {who} }}\naction = \"allow\"\n"
+            ));
+            assert_eq!(verdict(&p, &alice, "db"), Verdict::Allow, "{who}");
+            assert_eq!(verdict(&p, &eve, "db"), Verdict::Deny, "{who}");
+            assert_eq!(verdict(&p, &alice, "web"), Verdict::Deny, "{who}: other target");
+        }
+    }
+
+    #[test]
+    fn allows_by_policy_group_users_and_unix_groups() {
+        let p = policy(
+            "[[rule]]\nname = \"dbas\"\ntargets = [\"db\"]\nwho = { groups = [\"dba\"] }\naction = \"allow\"\n",
+        );
+        let bob = principal("bob", 1002, &["bob"], "/usr/bin/psql");
+        let carol = principal("carol", 1003, &["carol", "dbadmins"], "/usr/bin/psql");
+        let eve = principal("eve", 1001, &["eve"], "/usr/bin/psql");
+        assert_eq!(verdict(&p, &bob, "db"), Verdict::Allow);
+        assert_eq!(verdict(&p, &carol, "db"), Verdict::Allow);
+        assert_eq!(verdict(&p, &eve, "db"), Verdict::Deny);
+    }
+
+    #[test]
+    fn exe_restricts_identity() {
+        let p = policy(
+            "[[rule]]\nname = \"psql-only\"\ntargets = [\"db\"]\n\
+             who = { users = [\"alice\"], exe = [\"/usr/bin/psql\", \"/opt/*/bin/psql\"] }\naction = \"allow\"\n",
+        );
+        let ok = principal(ALICE.0, ALICE.1, &[], "/usr/bin/psql");
+        let opt = principal(ALICE.0, ALICE.1, &[], "/opt/pg/16/bin/psql");
+        let curl = principal(ALICE.0, ALICE.1, &[], "/usr/bin/curl");
+        let eve = principal("eve", 1001, &[], "/usr/bin/psql");
+        let mut gone = ok.clone();
+        gone.exe = None;
+        assert_eq!(verdict(&p, &ok, "db"), Verdict::Allow);
+        assert_eq!(verdict(&p, &opt, "db"), Verdict::Allow);
+        assert_eq!(verdict(&p, &curl, "db"), Verdict::Deny);
+        assert_eq!(verdict(&p, &eve, "db"), Verdict::Deny);
+        assert_eq!(verdict(&p, &gone, "db"), Verdict::Deny, "unknown exe fails an allow");
+    }
+
+    #[test]
+    fn exe_only_who_and_unknown_exe_on_deny() {
+        let p = policy(
+            "[[rule]]\nname = \"all\"\ntargets = [\"*\"]\naction = \"allow\"\n\
+             [[rule]]\nname = \"no-curl\"\ntargets = [\"*\"]\nwho = { exe = [\"/usr/bin/curl\"] }\naction = \"deny\"\n",
+        );
+        let curl = principal("eve", 1001, &[], "/usr/bin/curl");
+        let deleted = principal("eve", 1001, &[], "/usr/bin/curl (deleted)");
+        let psql = principal("eve", 1001, &[], "/usr/bin/psql");
+        let mut gone = psql.clone();
+        gone.exe = None;
+        assert_eq!(verdict(&p, &curl, "web"), Verdict::Deny);
+        assert_eq!(verdict(&p, &deleted, "web"), Verdict::Deny);
+        assert_eq!(verdict(&p, &psql, "web"), Verdict::Allow);
+        assert_eq!(verdict(&p, &gone, "web"), Verdict::Deny, "unknown exe meets a deny");
+    }
+
+    #[test]
+    fn deny_beats_allow_and_names_the_rule() {
+        let p = policy(
+            "[[rule]]\nname = \"everyone\"\ntargets = [\"*\"]\naction = \"allow\"\n\
+             [[rule]]\nname = \"not-eve\"\ntargets = [\"db\"]\nwho = { users = [\"eve\"] }\n\
+             action = \"deny\"\ndescription = \"eve left\"\n\
+             [[rule]]\nname = \"eve-again\"\ntargets = [\"db\"]\nwho = { uids = [1001] }\naction = \"allow\"\n",
+        );
+        let eve = principal("eve", 1001, &[], "/usr/bin/psql");
+        let d = p.decide(&eve, "db");
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert_eq!(d.rule.as_deref(), Some("not-eve"));
+        assert!(d.reason.contains("rule `not-eve` denies eve (uid 1001)"), "{}", d.reason);
+        assert!(d.reason.ends_with("(eve left)"), "{}", d.reason);
+        let d = p.decide(&eve, "web");
+        assert_eq!((d.verdict, d.rule.as_deref()), (Verdict::Allow, Some("everyone")));
+    }
+
+    #[test]
+    fn wildcard_covers_every_target() {
+        let p = policy(
+            "[[rule]]\nname = \"alice-all\"\ntargets = [\"*\"]\nwho = { users = [\"alice\"] }\naction = \"allow\"\n",
+        );
+        let alice = principal(ALICE.0, ALICE.1, &[], "/bin/sh");
+        assert_eq!(verdict(&p, &alice, "db"), Verdict::Allow);
+        assert_eq!(verdict(&p, &alice, "web"), Verdict::Allow);
+        assert_eq!(verdict(&p, &alice, "nope"), Verdict::Deny, "undefined target");
+    }
+
+    #[test]
+    fn no_match_is_deny_with_reason() {
+        let p = policy(
+            "[[rule]]\nname = \"bob\"\ntargets = [\"db\"]\nwho = { users = [\"bob\"] }\naction = \"allow\"\n",
+        );
+        let alice = principal(ALICE.0, ALICE.1, &[], "/usr/bin/psql");
+        let d = p.decide(&alice, "db");
+        assert_eq!((d.verdict, d.rule), (Verdict::Deny, None));
+        assert_eq!(
+            d.reason,
+            format!("no rule allows {} to reach target db", alice.label())
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("/usr/bin/psql", "/usr/bin/psql"));
+        assert!(!glob_match("/usr/bin/psql", "/usr/bin/psql2"));
+        assert!(!glob_match("/usr/bin/psql", "/usr/bin/psq"));
+        assert!(glob_match("/usr/bin/*", "/usr/bin/psql"));
+        assert!(glob_match("/usr/*", "/usr/local/bin/psql"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*/psql", "/opt/x/psql"));
+        assert!(glob_match("/opt/*/bin/*", "/opt/pg/bin/psql"));
+        assert!(!glob_match("/opt/*/bin/*", "/opt/pg/sbin"));
+        assert!(glob_match("/a*a", "/aa"));
+        assert!(!glob_match("/a*a*a", "/aa"));
+        assert!(glob_match("/a*b*c", "/abbbc"));
+        assert!(glob_match("**", "x"));
+    }
+}

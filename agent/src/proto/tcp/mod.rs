@@ -1,0 +1,64 @@
+//! `tcp` targets: the action is the connection itself; once allowed, bytes are relayed
+//! as they are, through fixed-size buffers, in both directions.
+
+use super::Traffic;
+use std::{io, net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes},
+    net::{TcpSocket, TcpStream},
+};
+
+/// Relay buffer per direction: memory per connection is bounded by twice this.
+pub const RELAY_BUFFER: usize = 64 * 1024;
+/// How long an upstream connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection to `addr` marked with `mark`, so the eBPF programs let it pass.
+pub async fn connect_upstream(addr: SocketAddr, mark: u32) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket2::SockRef::from(&socket).set_mark(mark)?;
+    socket.set_nodelay(true)?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
+        Ok(stream) => stream,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out"))),
+    }
+}
+
+/// Relays bytes between `client` and `upstream` until both sides are done.
+/// On error, the traffic counted so far is not known exactly; `Traffic::default()`
+/// is reported with the error.
+pub async fn relay<C, U>(client: &mut C, upstream: &mut U) -> Result<Traffic, (io::Error, Traffic)>
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    match copy_bidirectional_with_sizes(client, upstream, RELAY_BUFFER, RELAY_BUFFER).await {
+        Ok((up, down)) => Ok(Traffic { up, down }),
+        Err(e) => Err((e, Traffic::default())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    #[tokio::test]
+    async fn relays_both_ways_and_counts() {
+        let (mut client, mut proxy_client) = duplex(1024);
+        let (mut proxy_up, mut server) = duplex(1024);
+        let relay = tokio::spawn(async move { relay(&mut proxy_client, &mut proxy_up).await });
+        client.write_all(b"hello").await.unwrap_or_else(|e| unreachable!("{e}"));
+        let mut buf = [0u8; 5];
+        server.read_exact(&mut buf).await.unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(&buf, b"hello");
+        server.write_all(b"world!").await.unwrap_or_else(|e| unreachable!("{e}"));
+        drop(server);
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(back, b"world!");
+        drop(client);
+        let traffic = relay.await.unwrap_or_else(|e| unreachable!("{e}")).unwrap_or_else(|(e, _)| unreachable!("{e}"));
+        assert_eq!(traffic, Traffic { up: 5, down: 6 });
+    }
+}

@@ -1,0 +1,187 @@
+//! The store where every session is recorded: SQLite (embedded, the default) or
+//! PostgreSQL (shared by several gateway hosts), behind one [`Store`].
+//!
+//! Layout: [`Store`] (this file) opens the database and brings its schema up to date;
+//! `session` holds the session types and the queries on them; `url` parses store URLs
+//! and redacts their passwords; `error` is [`StoreError`]. The schema lives in
+//! `agent/migrations/{sqlite,postgres}`, one numbered file per change, embedded in the
+//! binary and applied by [`Store::open`].
+//!
+//! Both backends go through sqlx's `Any` driver with the same SQL: `$1, $2…`
+//! placeholders, times as BIGINT unix milliseconds, ids as UUIDv7 text, and only the
+//! types `Any` carries (`i64`, `String`, their `Option`s).
+
+mod error;
+mod session;
+mod url;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use session::{
+    DEFAULT_LIMIT, MIN_PREFIX, NewSession, Outcome, SessionEnd, SessionFilter, SessionId,
+    SessionRecord, UnknownOutcome,
+};
+pub use url::redact_url;
+
+use sqlx::{
+    AnyPool,
+    any::AnyPoolOptions,
+    migrate::Migrator,
+};
+use std::{fmt, sync::Arc, time::Duration};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long to wait for a database connection before giving up (PostgreSQL retries
+/// a refused connection until then).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which database a [`Store`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        })
+    }
+}
+
+/// A connection pool to the store; cheap to clone, all clones share the pool.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// The store URL without its password, for messages.
+    url: Arc<str>,
+    /// This gateway's name, written into every session it records.
+    host: Arc<str>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("url", &self.url)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects to the store at `url` (`sqlite://PATH`, `postgres://…`) and applies the
+    /// migrations it lacks. A SQLite file and its directory are created if missing, and
+    /// the file is switched to WAL. Sessions are recorded under this machine's host
+    /// name (see [`Store::with_host`]).
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let parsed = url::parse(url)?;
+        let redacted = parsed.redacted.clone();
+        if let Some(dir) = parsed.sqlite_file.as_deref().and_then(std::path::Path::parent) {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                    url: redacted.clone(),
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            }
+        }
+        sqlx::any::install_default_drivers();
+        let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        let options = match parsed.backend {
+            // In-memory SQLite lives as long as one connection does: keep exactly one.
+            Backend::Sqlite if parsed.sqlite_file.is_none() => options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None),
+            Backend::Sqlite => options.max_connections(4),
+            Backend::Postgres => options.max_connections(8),
+        };
+        let pool = options.connect(&parsed.connect).await.map_err(|source| {
+            StoreError::Connect { url: redacted.clone(), source }
+        })?;
+        let store = Store {
+            pool,
+            backend: parsed.backend,
+            url: redacted.into(),
+            host: local_hostname().into(),
+        };
+        if parsed.sqlite_file.is_some() {
+            store.use_wal().await?;
+        }
+        let migrator = match store.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&store.pool).await.map_err(|source| StoreError::Migrate {
+            url: store.url.to_string(),
+            source,
+        })?;
+        tracing::info!(store = %store.url, backend = %store.backend, "Store ready");
+        Ok(store)
+    }
+
+    /// The same store, recording sessions under `host` instead of this machine's name.
+    #[must_use]
+    pub fn with_host(mut self, host: impl Into<String>) -> Store {
+        self.host = host.into().into();
+        self
+    }
+
+    /// Which database this store uses.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The store URL, password removed.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The host name written into the sessions this store records.
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Closes every connection after in-flight queries finish; later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// WAL lets readers (the API) work while a session is written. It is a property of
+    /// the file, so setting it once per open is enough.
+    async fn use_wal(&self) -> Result<(), StoreError> {
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|source| self.query_error("switch the SQLite journal to WAL", source))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(store = %self.url, journal_mode = %mode, "SQLite refused WAL mode");
+        }
+        Ok(())
+    }
+
+    fn query_error(&self, op: &'static str, source: sqlx::Error) -> StoreError {
+        StoreError::Query { url: self.url.to_string(), op, source }
+    }
+}
+
+/// This machine's host name, as the kernel has it.
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
