@@ -6,6 +6,7 @@ use std::{env, fs, path::PathBuf};
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let object = out_dir.join("portcullis");
+    println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         // An empty object: `intercept::load` reports that the build skipped eBPF.

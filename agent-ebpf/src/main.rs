@@ -27,7 +27,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
     programs::{SockAddrContext, SockOpsContext},
 };
-use core::ptr::{addr_of_mut, write_volatile};
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use portcullis_common::{
     Endpoint, MAX_TARGETS, MAX_TRACKED_SOCKETS, Origin, ProxyConfig, V4_MAPPED_WORD,
 };
@@ -102,7 +102,7 @@ pub fn portcullis_sockops(ctx: SockOpsContext) -> u32 {
     let client = if ctx.family() == AF_INET {
         Endpoint::v4(ctx.local_ip4(), port)
     } else {
-        Endpoint::v6(ctx.local_ip6(), port)
+        Endpoint::v6(local_ip6(&ctx), port)
     };
     // SAFETY: the pointer came from a successful lookup in this program run.
     let origin = unsafe { *origin };
@@ -177,6 +177,21 @@ fn origin_of(ctx: &SockAddrContext) -> Option<Origin> {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: copied out at once.
     SOCKETS.get_ptr(&cookie).map(|p| unsafe { *p })
+}
+
+/// Reads `local_ip6` one word at a time at fixed context offsets: the verifier
+/// refuses a copy through a context pointer moved to the array's start.
+fn local_ip6(ctx: &SockOpsContext) -> [u32; 4] {
+    let ops = ctx.ops;
+    // SAFETY: local_ip6 is readable in sock_ops programs.
+    unsafe {
+        [
+            read_volatile(addr_of!((*ops).local_ip6[0])),
+            read_volatile(addr_of!((*ops).local_ip6[1])),
+            read_volatile(addr_of!((*ops).local_ip6[2])),
+            read_volatile(addr_of!((*ops).local_ip6[3])),
+        ]
+    }
 }
 
 /// Writes an IPv6 address and port, one 4-byte store at a time (see connect4).

@@ -214,12 +214,14 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &std::fs::File) -> Result
     let link = if name == names::SOCKOPS {
         let p: &mut SockOps = program.try_into().map_err(perr)?;
         p.load().map_err(perr)?;
-        let id = p.attach(cgroup, CgroupAttachMode::AllowMultiple).map_err(perr)?;
+        // bpf_link_create on a cgroup takes no flags: links always coexist.
+        let id = p.attach(cgroup, CgroupAttachMode::Single).map_err(perr)?;
         FdLink::try_from(p.take_link(id).map_err(perr)?)
     } else {
         let p: &mut CgroupSockAddr = program.try_into().map_err(perr)?;
         p.load().map_err(perr)?;
-        let id = p.attach(cgroup, CgroupAttachMode::AllowMultiple).map_err(perr)?;
+        // bpf_link_create on a cgroup takes no flags: links always coexist.
+        let id = p.attach(cgroup, CgroupAttachMode::Single).map_err(perr)?;
         FdLink::try_from(p.take_link(id).map_err(perr)?)
     };
     link.map_err(|e| InterceptError::Link { name, reason: e.to_string() })

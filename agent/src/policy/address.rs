@@ -26,6 +26,17 @@ impl TargetAddress {
         }
     }
 
+    /// The form used to spot two spellings of one address: IPv4-mapped IPv6
+    /// addresses become IPv4 (host names are already lowercased).
+    pub(super) fn canonical(&self) -> TargetAddress {
+        match self {
+            TargetAddress::Socket(addr) => {
+                TargetAddress::Socket(SocketAddr::new(addr.ip().to_canonical(), addr.port()))
+            }
+            TargetAddress::Host { .. } => self.clone(),
+        }
+    }
+
     /// Parses one address; the error is a reason ending with what to write instead.
     pub(super) fn parse(text: &str) -> Result<TargetAddress, String> {
         if let Ok(addr) = text.parse::<SocketAddr>() {
@@ -54,7 +65,10 @@ impl TargetAddress {
             _ => return Err(bad_port(port, text)),
         };
         check_host(host, text)?;
-        Ok(TargetAddress::Host { host: host.to_ascii_lowercase(), port })
+        Ok(TargetAddress::Host {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
 }
 
@@ -68,7 +82,9 @@ fn check_host(host: &str, text: &str) -> Result<(), String> {
         (1..=63).contains(&label.len())
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
         return Err(format!(
@@ -117,10 +133,16 @@ mod tests {
         assert_eq!(ok("[::1]:7000"), "[::1]:7000");
         assert_eq!(ok("DB.internal:5432"), "db.internal:5432");
         assert_eq!(ok("localhost:65535"), "localhost:65535");
-        assert!(matches!(TargetAddress::parse("[::1]:1"), Ok(TargetAddress::Socket(_))));
+        assert!(matches!(
+            TargetAddress::parse("[::1]:1"),
+            Ok(TargetAddress::Socket(_))
+        ));
         assert_eq!(
             TargetAddress::parse("db-1.example.com:22").unwrap(),
-            TargetAddress::Host { host: "db-1.example.com".into(), port: 22 }
+            TargetAddress::Host {
+                host: "db-1.example.com".into(),
+                port: 22
+            }
         );
         assert_eq!(TargetAddress::parse("db:22").unwrap().port(), 22);
     }

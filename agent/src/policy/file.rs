@@ -1,7 +1,7 @@
 //! One policy file as written: serde structs mirroring the TOML.
 //!
 //! Unknown keys are errors. Values that validation must point at are
-//! [`Spanned`] so errors can name their line; [`super::load`] turns these into the
+//! [`Spanned`] so errors can name their line; `build` turns these into the
 //! domain types.
 
 use serde::Deserialize;
@@ -41,6 +41,10 @@ pub(super) struct GroupFile {
     pub users: Vec<String>,
     #[serde(default)]
     pub unix_groups: Vec<String>,
+    #[expect(
+        dead_code,
+        reason = "accepted for people reading the file; decisions do not use it"
+    )]
     pub description: Option<String>,
 }
 
@@ -57,7 +61,7 @@ pub(super) struct RuleFile {
     pub description: Option<String>,
 }
 
-/// A rule's `who`: identity fields (ORed) and `exe` patterns (ANDed with them).
+/// A rule's `who`: identity fields (any one matches) and `exe` patterns (must also match).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct WhoFile {

@@ -79,7 +79,7 @@ impl Rule {
 }
 
 impl Who {
-    /// Identity fields are ORed; none at all means anyone.
+    /// Any identity field matching is enough; none at all means anyone.
     fn identity_matches(&self, p: &Principal) -> bool {
         if self.users.is_empty()
             && self.groups.is_empty()
@@ -109,9 +109,9 @@ impl Who {
         // rules still see it as /usr/bin/x; allow rules do not.
         let restricting = verdict > Verdict::Allow;
         let stripped = exe.strip_suffix(" (deleted)").filter(|_| restricting);
-        self.exe
-            .iter()
-            .any(|pattern| glob_match(pattern, exe) || stripped.is_some_and(|s| glob_match(pattern, s)))
+        self.exe.iter().any(|pattern| {
+            glob_match(pattern, exe) || stripped.is_some_and(|s| glob_match(pattern, s))
+        })
     }
 }
 
@@ -184,13 +184,21 @@ pub(super) mod tests {
     fn allows_by_user_uid_and_unix_group() {
         let alice = principal(ALICE.0, ALICE.1, &["alice", "ops"], "/usr/bin/psql");
         let eve = principal("eve", 1001, &["eve"], "/usr/bin/psql");
-        for who in [r#"users = ["alice"]"#, "uids = [1000]", r#"unix_groups = ["ops"]"#] {
+        for who in [
+            r#"users = ["alice"]"#,
+            "uids = [1000]",
+            r#"unix_groups = ["ops"]"#,
+        ] {
             let p = policy(&format!(
                 "[[rule]]\nname = \"r\"\ntargets = [\"db\"]\nwho = {{ {who} }}\naction = \"allow\"\n"
             ));
             assert_eq!(verdict(&p, &alice, "db"), Verdict::Allow, "{who}");
             assert_eq!(verdict(&p, &eve, "db"), Verdict::Deny, "{who}");
-            assert_eq!(verdict(&p, &alice, "web"), Verdict::Deny, "{who}: other target");
+            assert_eq!(
+                verdict(&p, &alice, "web"),
+                Verdict::Deny,
+                "{who}: other target"
+            );
         }
     }
 
@@ -223,7 +231,11 @@ pub(super) mod tests {
         assert_eq!(verdict(&p, &opt, "db"), Verdict::Allow);
         assert_eq!(verdict(&p, &curl, "db"), Verdict::Deny);
         assert_eq!(verdict(&p, &eve, "db"), Verdict::Deny);
-        assert_eq!(verdict(&p, &gone, "db"), Verdict::Deny, "unknown exe fails an allow");
+        assert_eq!(
+            verdict(&p, &gone, "db"),
+            Verdict::Deny,
+            "unknown exe fails an allow"
+        );
     }
 
     #[test]
@@ -240,7 +252,11 @@ pub(super) mod tests {
         assert_eq!(verdict(&p, &curl, "web"), Verdict::Deny);
         assert_eq!(verdict(&p, &deleted, "web"), Verdict::Deny);
         assert_eq!(verdict(&p, &psql, "web"), Verdict::Allow);
-        assert_eq!(verdict(&p, &gone, "web"), Verdict::Deny, "unknown exe meets a deny");
+        assert_eq!(
+            verdict(&p, &gone, "web"),
+            Verdict::Deny,
+            "unknown exe meets a deny"
+        );
     }
 
     #[test]
@@ -255,10 +271,17 @@ pub(super) mod tests {
         let d = p.decide(&eve, "db");
         assert_eq!(d.verdict, Verdict::Deny);
         assert_eq!(d.rule.as_deref(), Some("not-eve"));
-        assert!(d.reason.contains("rule `not-eve` denies eve (uid 1001)"), "{}", d.reason);
+        assert!(
+            d.reason.contains("rule `not-eve` denies eve (uid 1001)"),
+            "{}",
+            d.reason
+        );
         assert!(d.reason.ends_with("(eve left)"), "{}", d.reason);
         let d = p.decide(&eve, "web");
-        assert_eq!((d.verdict, d.rule.as_deref()), (Verdict::Allow, Some("everyone")));
+        assert_eq!(
+            (d.verdict, d.rule.as_deref()),
+            (Verdict::Allow, Some("everyone"))
+        );
     }
 
     #[test]
@@ -269,7 +292,11 @@ pub(super) mod tests {
         let alice = principal(ALICE.0, ALICE.1, &[], "/bin/sh");
         assert_eq!(verdict(&p, &alice, "db"), Verdict::Allow);
         assert_eq!(verdict(&p, &alice, "web"), Verdict::Allow);
-        assert_eq!(verdict(&p, &alice, "nope"), Verdict::Deny, "undefined target");
+        assert_eq!(
+            verdict(&p, &alice, "nope"),
+            Verdict::Deny,
+            "undefined target"
+        );
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //!   and an `action` (`allow` or `deny`).
 //!
 //! `who` semantics: the identity fields `users`, `groups` (policy groups),
-//! `unix_groups` and `uids` are ORed ("is this one of these people"); `exe` (exact
-//! paths or globs where `*` matches any run of characters, `/` included) further
-//! restricts them (AND). A `who` with only `exe` means anyone running that program;
+//! `unix_groups` and `uids` are alternatives, any one matching is enough ("is this one
+//! of these people"); `exe` (exact paths or globs where `*` matches any run of
+//! characters, `/` included) further restricts them: it must match as well. A `who` with only `exe` means anyone running that program;
 //! an omitted `who` means everyone. When the executable is unknown (the process exited
 //! before we looked) an `exe` restriction fails closed: it never satisfies an `allow`
 //! rule and always satisfies a `deny` rule.
@@ -27,12 +27,13 @@
 //! A policy with any error is refused as a whole: [`Policy::load_dir`] returns the
 //! first error as `path/to/file.toml:LINE: reason`.
 //!
-//! Layout: [`file`] mirrors the TOML (serde, unknown keys are errors); [`load`] reads
-//! the directory, validates, and builds the domain types defined here; [`address`]
-//! parses target addresses; [`matching`] holds the validated rules and answers "does
-//! this rule apply to this principal".
+//! Layout: `file` mirrors the TOML (serde, unknown keys are errors); `load` reads
+//! the directory and parses every file; `build` validates and builds the domain
+//! types defined here; `address` parses target addresses; `matching` holds the
+//! validated rules and answers "does this rule apply to this principal".
 
 mod address;
+mod build;
 mod file;
 mod load;
 mod matching;
@@ -113,11 +114,18 @@ impl Policy {
             Verdict::Allow => "allows",
             Verdict::Deny => "denies",
         };
-        let mut reason = format!("rule `{}` {verb} {label} to reach target {}", rule.name, target.name);
+        let mut reason = format!(
+            "rule `{}` {verb} {label} to reach target {}",
+            rule.name, target.name
+        );
         if let Some(description) = &rule.description {
             reason = format!("{reason} ({description})");
         }
-        Decision { verdict: rule.verdict(), rule: Some(rule.name.clone()), reason }
+        Decision {
+            verdict: rule.verdict(),
+            rule: Some(rule.name.clone()),
+            reason,
+        }
     }
 }
 
@@ -191,11 +199,17 @@ pub enum PolicyError {
     #[error("cannot read policy directory {path}: {error}; check that it exists and is readable")]
     ReadDir { path: PathBuf, error: io::Error },
     /// A policy file could not be read.
-    #[error("cannot read policy file {path}: {error}; check its permissions and that it is UTF-8 text")]
+    #[error(
+        "cannot read policy file {path}: {error}; check its permissions and that it is UTF-8 text"
+    )]
     ReadFile { path: PathBuf, error: io::Error },
     /// A syntax or validation error at a place in a file.
     #[error("{path}:{line}: {reason}")]
-    Invalid { path: PathBuf, line: usize, reason: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 impl PolicyError {

@@ -1,0 +1,23 @@
+//! `cargo xtask bench …`: each benchmark is a release binary of the tests crate that
+//! measures Portcullis against the direct path in one run and prints ratios.
+
+use crate::{build_agent, sh};
+use clap::Subcommand;
+use std::process::Command;
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Bench {
+    /// connect() latency with the programs attached vs detached; bulk throughput
+    /// through the proxy vs direct.
+    Tcp,
+}
+
+pub fn run(what: &Bench) -> anyhow::Result<()> {
+    let bin = build_agent(true)?;
+    let name = match what {
+        Bench::Tcp => "bench-tcp",
+    };
+    sh(Command::new("cargo")
+        .args(["run", "--quiet", "--release", "--package", "portcullis-tests", "--bin", name])
+        .env("PORTCULLIS_BIN", bin))
+}
