@@ -45,7 +45,11 @@ impl PgServer {
     pub fn unavailable() -> Option<String> {
         match effective_uid() {
             Some(0) => {}
-            Some(uid) => return Some(format!("not root (euid {uid}): initdb must run as the `postgres` user")),
+            Some(uid) => {
+                return Some(format!(
+                    "not root (euid {uid}): initdb must run as the `postgres` user"
+                ));
+            }
             None => return Some("cannot read the effective uid from /proc/self/status".into()),
         }
         if let Err(e) = find_bindir() {
@@ -83,7 +87,12 @@ impl PgServer {
             std::os::unix::fs::chown(path, Some(uid), Some(gid))
                 .with_context(|| format!("cannot chown {} to {OS_USER}", path.display()))?;
         }
-        let mut server = PgServer { dir, bindir, port: 0, running: false };
+        let mut server = PgServer {
+            dir,
+            bindir,
+            port: 0,
+            running: false,
+        };
         server.initdb()?;
         server.configure()?;
         let mut last_error = None;
@@ -107,7 +116,12 @@ impl PgServer {
     /// `postgres://postgres@127.0.0.1:PORT/DB` (trust auth: no password).
     #[must_use]
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://{}@{}:{}/{db}", Self::USER, Self::HOST, self.port)
+        format!(
+            "postgres://{}@{}:{}/{db}",
+            Self::USER,
+            Self::HOST,
+            self.port
+        )
     }
 
     /// Creates database `name` (letters, digits and `_` only), owned by the superuser.
@@ -124,7 +138,17 @@ impl PgServer {
     /// a line, columns separated by `|`.
     pub fn psql(&self, db: &str, sql: &str) -> anyhow::Result<String> {
         let out = Command::new(self.bindir.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", Self::USER, "-h"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                Self::USER,
+                "-h",
+            ])
             .arg(self.socket_dir())
             .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
             .output()
@@ -175,9 +199,14 @@ impl PgServer {
 
     fn initdb(&self) -> anyhow::Result<()> {
         let mut cmd = self.as_os_user("initdb");
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .args(["-U", Self::USER, "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync"]);
+        cmd.arg("-D").arg(self.data_dir()).args([
+            "-U",
+            Self::USER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+        ]);
         let out = cmd.output().context("cannot run initdb")?;
         check(out, "initdb").map(drop)
     }
@@ -185,7 +214,8 @@ impl PgServer {
     /// Listen on loopback and a private socket dir; trade durability for speed.
     fn configure(&self) -> anyhow::Result<()> {
         let conf = self.data_dir().join("postgresql.conf");
-        let mut text = fs::read_to_string(&conf).with_context(|| format!("cannot read {}", conf.display()))?;
+        let mut text =
+            fs::read_to_string(&conf).with_context(|| format!("cannot read {}", conf.display()))?;
         let _ = write!(
             text,
             "\n# portcullis test server\nlisten_addresses = '{}'\nunix_socket_directories = '{}'\n\
@@ -202,14 +232,23 @@ impl PgServer {
             .arg(self.data_dir())
             .arg("-l")
             .arg(self.log_file())
-            .args(["-w", "-t", "60", "-o", &format!("-p {}", self.port), "start"]);
+            .args([
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &format!("-p {}", self.port),
+                "start",
+            ]);
         let out = cmd.output().context("cannot run pg_ctl")?;
         check(out, "pg_ctl start").map(drop)
     }
 
     fn pg_ctl_stop(&self) -> anyhow::Result<()> {
         let mut cmd = self.as_os_user("pg_ctl");
-        cmd.arg("-D").arg(self.data_dir()).args(["-m", "immediate", "-w", "stop"]);
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "immediate", "-w", "stop"]);
         let out = cmd.output().context("cannot run pg_ctl")?;
         check(out, "pg_ctl stop").map(drop)
     }
@@ -218,7 +257,9 @@ impl PgServer {
     /// root's working directory).
     fn as_os_user(&self, program: &str) -> Command {
         let mut cmd = Command::new("runuser");
-        cmd.args(["-u", OS_USER, "--"]).arg(self.bindir.join(program)).current_dir(self.dir.path());
+        cmd.args(["-u", OS_USER, "--"])
+            .arg(self.bindir.join(program))
+            .current_dir(self.dir.path());
         cmd
     }
 }
@@ -227,7 +268,10 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         if self.running {
             if let Err(e) = self.pg_ctl_stop() {
-                eprintln!("cannot stop the test PostgreSQL in {}: {e:#}", self.dir.path().display());
+                eprintln!(
+                    "cannot stop the test PostgreSQL in {}: {e:#}",
+                    self.dir.path().display()
+                );
             }
         }
         // The temp dir removes itself.
@@ -239,7 +283,11 @@ impl Drop for PgServer {
 fn find_bindir() -> anyhow::Result<PathBuf> {
     let has_initdb = |dir: &Path| dir.join("initdb").is_file();
     if let Some(dir) = std::env::var_os("PG_BINDIR").map(PathBuf::from) {
-        ensure!(has_initdb(&dir), "PG_BINDIR={} holds no initdb", dir.display());
+        ensure!(
+            has_initdb(&dir),
+            "PG_BINDIR={} holds no initdb",
+            dir.display()
+        );
         return Ok(dir);
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
@@ -258,16 +306,27 @@ fn find_bindir() -> anyhow::Result<PathBuf> {
     versions.sort();
     match versions.pop() {
         Some((_, dir)) => Ok(dir),
-        None => bail!("no PostgreSQL server binaries (initdb): install postgresql or set PG_BINDIR"),
+        None => {
+            bail!("no PostgreSQL server binaries (initdb): install postgresql or set PG_BINDIR")
+        }
     }
 }
 
 /// uid and gid of the `postgres` OS user.
 fn os_user_ids() -> anyhow::Result<(u32, u32)> {
     let id = |flag: &str| -> anyhow::Result<u32> {
-        let out = Command::new("id").args([flag, OS_USER]).output().context("cannot run id")?;
-        ensure!(out.status.success(), "no `{OS_USER}` OS user: install postgresql, which creates it");
-        String::from_utf8_lossy(&out.stdout).trim().parse().context("cannot parse the output of id")
+        let out = Command::new("id")
+            .args([flag, OS_USER])
+            .output()
+            .context("cannot run id")?;
+        ensure!(
+            out.status.success(),
+            "no `{OS_USER}` OS user: install postgresql, which creates it"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .context("cannot parse the output of id")
     };
     Ok((id("-u")?, id("-g")?))
 }

@@ -16,7 +16,11 @@ pub enum StoreError {
         "cannot create the directory {path} for the store {url}: {source}; create it or \
          fix its permissions"
     )]
-    CreateDir { url: String, path: PathBuf, source: std::io::Error },
+    CreateDir {
+        url: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error(
         "cannot connect to the store {url}: {source}; check that the database is up and \
@@ -29,16 +33,26 @@ pub enum StoreError {
          host sharing this store runs the same Portcullis version and that the database \
          user may create tables"
     )]
-    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
 
     #[error(
         "store {url}: cannot {op}: {source}; check that the database is up and writable \
          (its server log may say more)"
     )]
-    Query { url: String, op: &'static str, source: sqlx::Error },
+    Query {
+        url: String,
+        op: &'static str,
+        source: sqlx::Error,
+    },
 
     #[error("cannot {op}: {source}; this is a bug in Portcullis, please report it")]
-    Encode { op: &'static str, source: serde_json::Error },
+    Encode {
+        op: &'static str,
+        source: serde_json::Error,
+    },
 
     #[error("store {url}: no session {id}; `portcullis sessions` lists the recorded ones")]
     NotFound { url: String, id: String },
@@ -56,5 +70,10 @@ pub enum StoreError {
         "store {url}: session {id} has an unreadable {column} ({detail}); was the row \
          written by a newer Portcullis or edited by hand?"
     )]
-    Corrupt { url: String, id: String, column: &'static str, detail: String },
+    Corrupt {
+        url: String,
+        id: String,
+        column: &'static str,
+        detail: String,
+    },
 }

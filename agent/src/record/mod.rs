@@ -1,5 +1,5 @@
-//! The store where every session is recorded: SQLite (embedded, the default) or
-//! PostgreSQL (shared by several gateway hosts), behind one [`Store`].
+//! The store where every session is recorded: `SQLite` (embedded, the default) or
+//! `PostgreSQL` (shared by several gateway hosts), behind one [`Store`].
 //!
 //! Layout: [`Store`] (this file) opens the database and brings its schema up to date;
 //! `session` holds the session types and the queries on them; `url` parses store URLs
@@ -8,7 +8,7 @@
 //! binary and applied by [`Store::open`].
 //!
 //! Both backends go through sqlx's `Any` driver with the same SQL: `$1, $2…`
-//! placeholders, times as BIGINT unix milliseconds, ids as UUIDv7 text, and only the
+//! placeholders, times as BIGINT unix milliseconds, ids as `UUIDv7` text, and only the
 //! types `Any` carries (`i64`, `String`, their `Option`s).
 
 mod error;
@@ -25,17 +25,13 @@ pub use session::{
 };
 pub use url::redact_url;
 
-use sqlx::{
-    AnyPool,
-    any::AnyPoolOptions,
-    migrate::Migrator,
-};
+use sqlx::{AnyPool, any::AnyPoolOptions, migrate::Migrator};
 use std::{fmt, sync::Arc, time::Duration};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// How long to wait for a database connection before giving up (PostgreSQL retries
+/// How long to wait for a database connection before giving up (`PostgreSQL` retries
 /// a refused connection until then).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,20 +74,23 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Connects to the store at `url` (`sqlite://PATH`, `postgres://…`) and applies the
-    /// migrations it lacks. A SQLite file and its directory are created if missing, and
+    /// migrations it lacks. A `SQLite` file and its directory are created if missing, and
     /// the file is switched to WAL. Sessions are recorded under this machine's host
     /// name (see [`Store::with_host`]).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let parsed = url::parse(url)?;
         let redacted = parsed.redacted.clone();
-        if let Some(dir) = parsed.sqlite_file.as_deref().and_then(std::path::Path::parent) {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                    url: redacted.clone(),
-                    path: dir.to_owned(),
-                    source,
-                })?;
-            }
+        if let Some(dir) = parsed
+            .sqlite_file
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                url: redacted.clone(),
+                path: dir.to_owned(),
+                source,
+            })?;
         }
         sqlx::any::install_default_drivers();
         let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
@@ -105,9 +104,14 @@ impl Store {
             Backend::Sqlite => options.max_connections(4),
             Backend::Postgres => options.max_connections(8),
         };
-        let pool = options.connect(&parsed.connect).await.map_err(|source| {
-            StoreError::Connect { url: redacted.clone(), source }
-        })?;
+        let pool =
+            options
+                .connect(&parsed.connect)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    url: redacted.clone(),
+                    source,
+                })?;
         let store = Store {
             pool,
             backend: parsed.backend,
@@ -121,10 +125,13 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&store.pool).await.map_err(|source| StoreError::Migrate {
-            url: store.url.to_string(),
-            source,
-        })?;
+        migrator
+            .run(&store.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                url: store.url.to_string(),
+                source,
+            })?;
         tracing::info!(store = %store.url, backend = %store.backend, "Store ready");
         Ok(store)
     }
@@ -173,7 +180,11 @@ impl Store {
     }
 
     fn query_error(&self, op: &'static str, source: sqlx::Error) -> StoreError {
-        StoreError::Query { url: self.url.to_string(), op, source }
+        StoreError::Query {
+            url: self.url.to_string(),
+            op,
+            source,
+        }
     }
 }
 

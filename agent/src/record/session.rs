@@ -29,7 +29,7 @@ macro_rules! select_sessions {
 
 // ---- types ----
 
-/// A session's id: a lowercase hyphenated UUIDv7, so ids sort by creation time.
+/// A session's id: a lowercase hyphenated `UUIDv7`, so ids sort by creation time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SessionId(String);
@@ -161,7 +161,10 @@ pub struct SessionFilter {
 
 impl Default for SessionFilter {
     fn default() -> Self {
-        Self { uid: None, limit: DEFAULT_LIMIT }
+        Self {
+            uid: None,
+            limit: DEFAULT_LIMIT,
+        }
     }
 }
 
@@ -200,7 +203,10 @@ impl Store {
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
-            .map_err(|source| StoreError::Encode { op: "encode a principal as JSON", source })?;
+            .map_err(|source| StoreError::Encode {
+                op: "encode a principal as JSON",
+                source,
+            })?;
         sqlx::query(
             "INSERT INTO sessions (id, host, started_at, ended_at, protocol, target, \
              client_addr, orig_dst, uid, principal, outcome, rule, reason, bytes_up, bytes_down) \
@@ -242,7 +248,10 @@ impl Store {
         .await
         .map_err(|source| self.query_error("record the end of a session", source))?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { url: self.url.to_string(), id: id.to_string() });
+            return Err(StoreError::NotFound {
+                url: self.url.to_string(),
+                id: id.to_string(),
+            });
         }
         Ok(())
     }
@@ -252,17 +261,21 @@ impl Store {
         let limit = i64::from(filter.limit);
         let rows = match filter.uid {
             Some(uid) => {
-                sqlx::query(select_sessions!("WHERE uid = $1 ORDER BY started_at DESC, id DESC LIMIT $2"))
-                    .bind(i64::from(uid))
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
+                sqlx::query(select_sessions!(
+                    "WHERE uid = $1 ORDER BY started_at DESC, id DESC LIMIT $2"
+                ))
+                .bind(i64::from(uid))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
             }
             None => {
-                sqlx::query(select_sessions!("ORDER BY started_at DESC, id DESC LIMIT $1"))
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
+                sqlx::query(select_sessions!(
+                    "ORDER BY started_at DESC, id DESC LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
             }
         }
         .map_err(|source| self.query_error("list sessions", source))?;
@@ -273,7 +286,7 @@ impl Store {
     /// characters (case-insensitive). `Ok(None)` if nothing matches;
     /// [`StoreError::Ambiguous`] if the prefix matches several sessions.
     ///
-    /// UUIDv7 ids start with their creation time, so sessions from the same day share
+    /// `UUIDv7` ids start with their creation time, so sessions from the same day share
     /// their first 8–9 characters: a useful prefix is usually 10+ characters long.
     pub async fn session(&self, id_or_prefix: &str) -> Result<Option<SessionRecord>, StoreError> {
         let wanted = id_or_prefix.trim().to_ascii_lowercase();
@@ -322,7 +335,9 @@ impl Store {
             .transpose()
             .map_err(|e| corrupt("principal", e.to_string()))?;
         let outcome: String = row.try_get("outcome").map_err(read)?;
-        let outcome = outcome.parse().map_err(|e: UnknownOutcome| corrupt("outcome", e.to_string()))?;
+        let outcome = outcome
+            .parse()
+            .map_err(|e: UnknownOutcome| corrupt("outcome", e.to_string()))?;
         let bytes = |column| -> Result<u64, StoreError> {
             let n: i64 = row.try_get(column).map_err(read)?;
             u64::try_from(n).map_err(|_| corrupt(column, format!("negative: {n}")))

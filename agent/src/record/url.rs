@@ -8,18 +8,21 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub(super) struct StoreUrl {
     pub backend: Backend,
-    /// The URL handed to sqlx (for SQLite: with `mode=rwc` unless a mode was given).
+    /// The URL handed to sqlx (for `SQLite`: with `mode=rwc` unless a mode was given).
     pub connect: String,
     /// The URL with any password replaced, for messages.
     pub redacted: String,
-    /// The SQLite database file, `None` for PostgreSQL and in-memory SQLite.
+    /// The `SQLite` database file, `None` for `PostgreSQL` and in-memory `SQLite`.
     pub sqlite_file: Option<PathBuf>,
 }
 
 /// Splits a store URL into what [`super::Store::open`] needs.
 pub(super) fn parse(url: &str) -> Result<StoreUrl, StoreError> {
     let redacted = redact_url(url);
-    let invalid = |reason| StoreError::InvalidUrl { url: redacted.clone(), reason };
+    let invalid = |reason| StoreError::InvalidUrl {
+        url: redacted.clone(),
+        reason,
+    };
     let (scheme, rest) = url
         .split_once(':')
         .ok_or_else(|| invalid("it has no scheme (sqlite:, postgres:)"))?;
@@ -38,7 +41,8 @@ pub(super) fn parse(url: &str) -> Result<StoreUrl, StoreError> {
             };
             let has_param = |key: &str| {
                 params.is_some_and(|p| {
-                    p.split('&').any(|kv| kv.split_once('=').map_or(kv, |(k, _)| k) == key)
+                    p.split('&')
+                        .any(|kv| kv.split_once('=').map_or(kv, |(k, _)| k) == key)
                 })
             };
             let in_memory = path == ":memory:"
@@ -116,7 +120,7 @@ pub fn redact_url(url: &str) -> String {
     format!("{head}{before}?{}{fragment}", query.join("&"))
 }
 
-/// Decodes `%XX` escapes, as sqlx does for SQLite paths; `None` if the result is not
+/// Decodes `%XX` escapes, as sqlx does for `SQLite` paths; `None` if the result is not
 /// UTF-8 or an escape is malformed.
 fn percent_decode(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
@@ -149,8 +153,14 @@ mod tests {
             "postgresql://u:***@db1/x?sslmode=require"
         );
         // An unescaped `@` in the password: the URL parser splits at the last one.
-        assert_eq!(redact_url("postgres://u:p@ss@db1/x"), "postgres://u:***@db1/x");
-        assert_eq!(redact_url("postgres://:onlypw@db1/x"), "postgres://:***@db1/x");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db1/x"),
+            "postgres://u:***@db1/x"
+        );
+        assert_eq!(
+            redact_url("postgres://:onlypw@db1/x"),
+            "postgres://:***@db1/x"
+        );
     }
 
     #[test]
@@ -163,7 +173,10 @@ mod tests {
             redact_url("postgres://u:a@db1/x?sslpassword=k3y#frag"),
             "postgres://u:***@db1/x?sslpassword=***#frag"
         );
-        assert_eq!(redact_url("postgres://db1/x?PASSWORD=s3cret"), "postgres://db1/x?PASSWORD=***");
+        assert_eq!(
+            redact_url("postgres://db1/x?PASSWORD=s3cret"),
+            "postgres://db1/x?PASSWORD=***"
+        );
     }
 
     #[test]
