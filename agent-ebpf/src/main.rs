@@ -117,7 +117,10 @@ pub fn portcullis_getpeername4(ctx: SockAddrContext) -> i32 {
         // SAFETY: user_ip4/user_port are writable in getpeername4.
         unsafe {
             write_volatile(addr_of_mut!((*sa).user_ip4), origin.dst.addr[3]);
-            write_volatile(addr_of_mut!((*sa).user_port), u32::from(origin.dst.port.to_be()));
+            write_volatile(
+                addr_of_mut!((*sa).user_port),
+                u32::from(origin.dst.port.to_be()),
+            );
         }
     }
     PROCEED

@@ -13,16 +13,23 @@ use std::{
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/portcullis/portcullis.toml";
 pub const DEFAULT_SOCKET: &str = "/run/portcullis/api.sock";
-/// The SO_MARK of the proxy's upstream sockets (spells "pc" + 0x1d in hex).
+/// The `SO_MARK` of the proxy's upstream sockets (spells "pc" + 0x1d in hex).
 pub const DEFAULT_MARK: u32 = 0x7063_001d;
 
 /// What is wrong with a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}; pass --config FILE or create it")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Parse { path: PathBuf, line: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -45,7 +52,7 @@ struct ConfigFile {
     cgroup: Option<PathBuf>,
     /// bpffs directory where programs' links and maps are pinned.
     bpf_pin_dir: Option<PathBuf>,
-    /// SO_MARK set on upstream sockets so the eBPF programs let them pass.
+    /// `SO_MARK` set on upstream sockets so the eBPF programs let them pass.
     mark: Option<u32>,
     /// Most connections served at once; more wait for a slot.
     max_connections: Option<usize>,
@@ -76,8 +83,10 @@ pub struct Config {
 impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
@@ -88,31 +97,46 @@ impl Config {
             line: e.span().map_or(1, |s| line_of(text, s.start)),
             message: e.message().to_owned(),
         })?;
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
 
-        let listen = file
-            .listen
-            .unwrap_or_else(|| vec![(Ipv4Addr::LOCALHOST, 7450).into(), (Ipv6Addr::LOCALHOST, 7450).into()]);
+        let listen = file.listen.unwrap_or_else(|| {
+            vec![
+                (Ipv4Addr::LOCALHOST, 7450).into(),
+                (Ipv6Addr::LOCALHOST, 7450).into(),
+            ]
+        });
         let mut v4 = listen.iter().filter(|a| a.is_ipv4());
         let mut v6 = listen.iter().filter(|a| a.is_ipv6());
         let (Some(&listen4), None) = (v4.next(), v4.next()) else {
-            return Err(invalid("`listen` needs exactly one IPv4 address, e.g. \"127.0.0.1:7450\"".into()));
+            return Err(invalid(
+                "`listen` needs exactly one IPv4 address, e.g. \"127.0.0.1:7450\"".into(),
+            ));
         };
         let listen6 = v6.next().copied();
         if v6.next().is_some() {
             return Err(invalid("`listen` takes at most one IPv6 address".into()));
         }
         if listen4.port() == 0 || listen6.is_some_and(|a| a.port() == 0) {
-            return Err(invalid("`listen` addresses need a fixed port (not 0)".into()));
+            return Err(invalid(
+                "`listen` addresses need a fixed port (not 0)".into(),
+            ));
         }
         let duration = |key: &str, value: Option<String>, default: Duration| match value {
             None => Ok(default),
-            Some(v) => humantime::parse_duration(&v)
-                .map_err(|e| invalid(format!("`{key}` = \"{v}\": {e}; write e.g. \"10s\" or \"5m\""))),
+            Some(v) => humantime::parse_duration(&v).map_err(|e| {
+                invalid(format!(
+                    "`{key}` = \"{v}\": {e}; write e.g. \"10s\" or \"5m\""
+                ))
+            }),
         };
-        let store = file.store.unwrap_or_else(|| "sqlite:///var/lib/portcullis/portcullis.db".into());
+        let store = file
+            .store
+            .unwrap_or_else(|| "sqlite:///var/lib/portcullis/portcullis.db".into());
         let store = match store.strip_prefix("sqlite://") {
             // sqlite://relative/path is taken from the config's directory, like other paths.
             Some(p) if !p.starts_with('/') && !p.starts_with(':') => {
@@ -122,18 +146,30 @@ impl Config {
         };
         Ok(Self {
             path: path.to_owned(),
-            policies: rel(file.policies.unwrap_or_else(|| "/etc/portcullis/policies".into())),
+            policies: rel(file
+                .policies
+                .unwrap_or_else(|| "/etc/portcullis/policies".into())),
             store,
             api_socket: rel(file.api_socket.unwrap_or_else(|| DEFAULT_SOCKET.into())),
             admin_group: file.admin_group,
             listen4,
             listen6,
             cgroup: file.cgroup.map(rel),
-            bpf_pin_dir: rel(file.bpf_pin_dir.unwrap_or_else(|| "/sys/fs/bpf/portcullis".into())),
+            bpf_pin_dir: rel(file
+                .bpf_pin_dir
+                .unwrap_or_else(|| "/sys/fs/bpf/portcullis".into())),
             mark: file.mark.unwrap_or(DEFAULT_MARK),
             max_connections: file.max_connections.unwrap_or(4096).max(1),
-            shutdown_grace: duration("shutdown_grace", file.shutdown_grace, Duration::from_secs(10))?,
-            resolve_interval: duration("resolve_interval", file.resolve_interval, Duration::from_secs(30))?,
+            shutdown_grace: duration(
+                "shutdown_grace",
+                file.shutdown_grace,
+                Duration::from_secs(10),
+            )?,
+            resolve_interval: duration(
+                "resolve_interval",
+                file.resolve_interval,
+                Duration::from_secs(30),
+            )?,
         })
     }
 }
@@ -154,7 +190,8 @@ mod tests {
 
     #[test]
     fn defaults_and_relative_paths() {
-        let c = parse("policies = \"pol\"\nstore = \"sqlite://state/p.db\"\n").unwrap_or_else(|e| unreachable!("{e}"));
+        let c = parse("policies = \"pol\"\nstore = \"sqlite://state/p.db\"\n")
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(c.policies, Path::new("/etc/pc/pol"));
         assert_eq!(c.store, "sqlite:///etc/pc/state/p.db");
         assert_eq!(c.listen4, SocketAddr::from(([127, 0, 0, 1], 7450)));
@@ -165,11 +202,20 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_and_the_fix() {
-        let e = parse("policies = \"p\"\nbogus = 1\n").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = parse("policies = \"p\"\nbogus = 1\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.starts_with("/etc/pc/portcullis.toml:2:"), "{e}");
-        let e = parse("listen = [\"[::1]:1\"]").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = parse("listen = [\"[::1]:1\"]")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("exactly one IPv4"), "{e}");
-        let e = parse("shutdown_grace = \"soon\"").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = parse("shutdown_grace = \"soon\"")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("e.g. \"10s\""), "{e}");
     }
 }

@@ -8,7 +8,7 @@
 //! - [`proto`] holds one module per wire protocol, each a translator between its bytes
 //!   and the actions the gate decides (only `tcp` for now: the action is "connect");
 //! - [`gate`] decides (allow or deny today), using [`policy`];
-//! - [`record`] is the store (SQLite or PostgreSQL) where every session is recorded;
+//! - [`record`] is the store (`SQLite` or `PostgreSQL`) where every session is recorded;
 //! - [`api`] is the local socket API, [`cli`] its client, [`daemon`] wires it all up.
 //!
 //! Dependencies point inward: protocols use the gate; the gate uses policy and the

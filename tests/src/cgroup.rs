@@ -2,6 +2,7 @@
 //! its own and moves only its client processes there.
 
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -62,7 +63,10 @@ impl TestCgroup {
     pub fn command(&self, uid_gid: Option<(u32, u32)>, argv: &[&str]) -> Command {
         let mut script = format!("echo $$ > '{}/cgroup.procs' && exec", self.path.display());
         if let Some((uid, gid)) = uid_gid {
-            script.push_str(&format!(" setpriv --reuid={uid} --regid={gid} --clear-groups"));
+            let _ = write!(
+                script,
+                " setpriv --reuid={uid} --regid={gid} --clear-groups"
+            );
         }
         for a in argv {
             script.push_str(" '");

@@ -1,4 +1,4 @@
-//! A real `portcullis daemon` for one test: its own config, policy directory, SQLite
+//! A real `portcullis daemon` for one test: its own config, policy directory, `SQLite`
 //! store, API socket, proxy ports, bpffs pin directory and cgroup.
 
 use crate::{cgroup::TestCgroup, net::free_port};
@@ -34,15 +34,25 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Writes `policy` (TOML) as `policies/main.toml` and starts a daemon attached to
     /// `cgroup`. `extra_config` is appended to the config file.
-    pub fn start(name: &str, cgroup: &TestCgroup, policy: &str, extra_config: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix(&format!("pc-{name}-")).tempdir()?;
+    pub fn start(
+        name: &str,
+        cgroup: &TestCgroup,
+        policy: &str,
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pc-{name}-"))
+            .tempdir()?;
         // Unprivileged test clients must reach the API socket inside.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies)?;
         std::fs::write(policies.join("main.toml"), policy)?;
         let port = free_port("127.0.0.1")?;
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/portcullis-test-{name}-{}", std::process::id()));
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/portcullis-test-{name}-{}",
+            std::process::id()
+        ));
         let config = dir.path().join("portcullis.toml");
         std::fs::write(
             &config,
@@ -54,7 +64,15 @@ impl TestDaemon {
                 pin_dir.display()
             ),
         )?;
-        let mut daemon = Self { socket: dir.path().join("api.sock"), dir, config, policies, pin_dir, port, child: None };
+        let mut daemon = Self {
+            socket: dir.path().join("api.sock"),
+            dir,
+            config,
+            policies,
+            pin_dir,
+            port,
+            child: None,
+        };
         daemon.spawn()?;
         Ok(daemon)
     }
@@ -69,7 +87,9 @@ impl TestDaemon {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("cannot start the portcullis binary; build it with `cargo build -p portcullis`")?;
+            .context(
+                "cannot start the portcullis binary; build it with `cargo build -p portcullis`",
+            )?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -83,7 +103,11 @@ impl TestDaemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("daemon did not answer on {} within 30 s:\n{}", self.socket.display(), self.log())
+        bail!(
+            "daemon did not answer on {} within 30 s:\n{}",
+            self.socket.display(),
+            self.log()
+        )
     }
 
     /// SIGKILL: no cleanup at all, as in a crash.
@@ -106,14 +130,22 @@ impl TestDaemon {
     /// Runs the CLI against this daemon's socket.
     #[must_use]
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.cli_command(args).output().unwrap_or_else(|e| unreachable_output(&e))
+        self.cli_command(args)
+            .output()
+            .unwrap_or_else(|e| unreachable_output(&e))
     }
 
     /// Runs the CLI as another user.
     #[must_use]
     pub fn cli_as(&self, uid: u32, gid: u32, args: &[&str]) -> Output {
         let mut cmd = Command::new("setpriv");
-        cmd.args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into()]).arg(binary()).args(args);
+        cmd.args([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--clear-groups".into(),
+        ])
+        .arg(binary())
+        .args(args);
         cmd.env("PORTCULLIS_SOCKET", &self.socket);
         cmd.output().unwrap_or_else(|e| unreachable_output(&e))
     }
@@ -139,11 +171,18 @@ impl TestDaemon {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let sessions = self.sessions()?;
-            if let Some(s) = sessions.into_iter().find(|s| !s["ended_at"].is_null() && pred(s)) {
+            if let Some(s) = sessions
+                .into_iter()
+                .find(|s| !s["ended_at"].is_null() && pred(s))
+            {
                 return Ok(s);
             }
             if Instant::now() > deadline {
-                bail!("no matching session recorded; have: {:#?}\nlog:\n{}", self.sessions()?, self.log());
+                bail!(
+                    "no matching session recorded; have: {:#?}\nlog:\n{}",
+                    self.sessions()?,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -164,7 +203,10 @@ impl TestDaemon {
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.kill9();
-        let _ = Command::new(binary()).args(["daemon", "--release", "--config"]).arg(&self.config).output();
+        let _ = Command::new(binary())
+            .args(["daemon", "--release", "--config"])
+            .arg(&self.config)
+            .output();
         let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 }

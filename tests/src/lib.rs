@@ -3,7 +3,6 @@
 //! Root tests each create their own cgroup ([`cgroup::TestCgroup`]) and daemon
 //! ([`daemon::TestDaemon`]) with its own ports and pins, so they run in parallel
 //! without redirecting each other or the test harness.
-#![expect(clippy::missing_panics_doc, reason = "test support")]
 
 pub mod cgroup;
 pub mod daemon;

@@ -6,8 +6,8 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener},
     process::Command,
-    sync::atomic::{AtomicBool, Ordering},
     sync::Arc,
+    sync::atomic::{AtomicBool, Ordering},
     thread,
 };
 
@@ -30,7 +30,7 @@ impl EchoServer {
                 }
                 let Ok(mut s) = stream else { continue };
                 thread::spawn(move || {
-                    let mut buf = [0u8; 64 * 1024];
+                    let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n) = s.read(&mut buf) {
                         if n == 0 || s.write_all(buf.get(..n).unwrap_or_default()).is_err() {
                             break;
@@ -83,7 +83,10 @@ pub fn run_client(mut cmd: Command) -> anyhow::Result<Value> {
     let out = cmd.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.trim()).map_err(|e| {
-        anyhow::anyhow!("client printed no JSON ({e}): stdout={stdout:?} stderr={:?}", String::from_utf8_lossy(&out.stderr))
+        anyhow::anyhow!(
+            "client printed no JSON ({e}): stdout={stdout:?} stderr={:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 

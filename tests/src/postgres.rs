@@ -1,4 +1,4 @@
-//! A real, throwaway PostgreSQL server for tests.
+//! A real, throwaway `PostgreSQL` server for tests.
 //!
 //! [`PgServer::start`] runs `initdb` and `pg_ctl start` as the unprivileged `postgres`
 //! OS user (the server refuses to run as root) in a fresh temp dir, with trust
@@ -7,7 +7,7 @@
 //! Dropping it stops the server (`pg_ctl -m immediate stop`) and removes the dir.
 //!
 //! Tests call [`PgServer::start_or_skip`]: it says why and returns `None` when the host
-//! cannot run one (not root, no PostgreSQL binaries, no `postgres` user).
+//! cannot run one (not root, no `PostgreSQL` binaries, no `postgres` user).
 
 use anyhow::{Context, bail, ensure};
 use std::{
@@ -23,7 +23,7 @@ const OS_USER: &str = "postgres";
 /// How many fresh ports to try when another process takes ours first.
 const START_ATTEMPTS: usize = 5;
 
-/// A running PostgreSQL server in its own temp dir; stopped and removed on drop.
+/// A running `PostgreSQL` server in its own temp dir; stopped and removed on drop.
 #[derive(Debug)]
 pub struct PgServer {
     /// Holds `data/`, `sock/` and `postgres.log`; removed on drop.
@@ -47,7 +47,7 @@ impl PgServer {
             Some(0) => {}
             Some(uid) => {
                 return Some(format!(
-                    "not root (euid {uid}): initdb must run as the `postgres` user"
+                    "not root (euid {uid}): root is needed to run initdb as the `postgres` user"
                 ));
             }
             None => return Some("cannot read the effective uid from /proc/self/status".into()),
@@ -181,7 +181,7 @@ impl PgServer {
         self.dir.path().join("data")
     }
 
-    /// Where the PostgreSQL binaries (`psql`, `pg_ctl`, `pgbench`…) are.
+    /// Where the `PostgreSQL` binaries (`psql`, `pg_ctl`, `pgbench`…) are.
     #[must_use]
     pub fn bindir(&self) -> &Path {
         &self.bindir
@@ -266,13 +266,13 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        if self.running {
-            if let Err(e) = self.pg_ctl_stop() {
-                eprintln!(
-                    "cannot stop the test PostgreSQL in {}: {e:#}",
-                    self.dir.path().display()
-                );
-            }
+        if self.running
+            && let Err(e) = self.pg_ctl_stop()
+        {
+            eprintln!(
+                "cannot stop the test PostgreSQL in {}: {e:#}",
+                self.dir.path().display()
+            );
         }
         // The temp dir removes itself.
     }

@@ -1,5 +1,10 @@
 //! Issue 2 (Foundation): transparent interception of TCP targets, as root, with real
 //! eBPF programs attached to a cgroup of each test's own.
+#![expect(
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "root tests panic with a message"
+)]
 
 use portcullis_tests::{
     cgroup::{TestCgroup, can_run_ebpf_tests},
@@ -7,6 +12,7 @@ use portcullis_tests::{
     net::{CLIENT_PY, EchoServer, run_client},
 };
 use serde_json::Value;
+use std::fmt::Write as _;
 use std::process::Command;
 
 const NOBODY: (u32, u32) = (65534, 65534);
@@ -20,18 +26,24 @@ fn policy(addrs: &[String], deny_user: Option<&str>) -> String {
         list.join(", ")
     );
     if let Some(user) = deny_user {
-        p.push_str(&format!("\n[[rule]]\nname = \"no-{user}\"\ntargets = [\"echo\"]\nwho = {{ users = [\"{user}\"] }}\naction = \"deny\"\n"));
+        let _ = write!(
+            p,
+            "\n[[rule]]\nname = \"no-{user}\"\ntargets = [\"echo\"]\nwho = {{ users = [\"{user}\"] }}\naction = \"deny\"\n"
+        );
     }
     p
 }
 
 fn client(cg: &TestCgroup, user: Option<(u32, u32)>, host: &str, port: u16) -> Value {
     let port = port.to_string();
-    run_client(cg.command(user, &["/usr/bin/python3", "-c", CLIENT_PY, host, &port])).unwrap_or_else(|e| panic!("{e}"))
+    run_client(cg.command(user, &["/usr/bin/python3", "-c", CLIENT_PY, host, &port]))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn python_exe() -> String {
-    std::fs::canonicalize("/usr/bin/python3").map(|p| p.display().to_string()).unwrap_or_default()
+    std::fs::canonicalize("/usr/bin/python3")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -41,15 +53,21 @@ fn unprivileged_client_is_served_through_the_proxy_and_recorded() {
     }
     let echo = EchoServer::start("127.0.0.2").unwrap_or_else(|e| panic!("{e}"));
     let cg = TestCgroup::new("served").unwrap_or_else(|e| panic!("{e}"));
-    let d = TestDaemon::start("served", &cg, &policy(&[echo.addr.to_string()], None), "").unwrap_or_else(|e| panic!("{e}"));
+    let d = TestDaemon::start("served", &cg, &policy(&[echo.addr.to_string()], None), "")
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let out = client(&cg, Some(NOBODY), "127.0.0.2", echo.addr.port());
     assert_eq!(out["reply"], "hello portcullis\n", "{out}\n{}", d.log());
     // getpeername shows the address the client asked for, not the proxy.
-    assert_eq!(out["peer"], serde_json::json!(["127.0.0.2", echo.addr.port()]));
+    assert_eq!(
+        out["peer"],
+        serde_json::json!(["127.0.0.2", echo.addr.port()])
+    );
 
     let pid = out["pid"].as_u64().unwrap_or_default();
-    let s = d.wait_session(|s| s["principal"]["pid"].as_u64() == Some(pid)).unwrap_or_else(|e| panic!("{e}"));
+    let s = d
+        .wait_session(|s| s["principal"]["pid"].as_u64() == Some(pid))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s["outcome"], "closed");
     assert_eq!(s["target"], "echo");
     assert_eq!(s["orig_dst"], echo.addr.to_string());
@@ -69,12 +87,23 @@ fn denied_principal_is_refused_and_recorded() {
     }
     let echo = EchoServer::start("127.0.0.2").unwrap_or_else(|e| panic!("{e}"));
     let cg = TestCgroup::new("denied").unwrap_or_else(|e| panic!("{e}"));
-    let d = TestDaemon::start("denied", &cg, &policy(&[echo.addr.to_string()], Some("nobody")), "").unwrap_or_else(|e| panic!("{e}"));
+    let d = TestDaemon::start(
+        "denied",
+        &cg,
+        &policy(&[echo.addr.to_string()], Some("nobody")),
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     let out = client(&cg, Some(NOBODY), "127.0.0.2", echo.addr.port());
-    assert!(out["reply"].as_str().is_none_or(str::is_empty), "nobody must get no echo: {out}");
+    assert!(
+        out["reply"].as_str().is_none_or(str::is_empty),
+        "nobody must get no echo: {out}"
+    );
     let pid = out["pid"].as_u64().unwrap_or_default();
-    let s = d.wait_session(|s| s["principal"]["pid"].as_u64() == Some(pid)).unwrap_or_else(|e| panic!("{e}"));
+    let s = d
+        .wait_session(|s| s["principal"]["pid"].as_u64() == Some(pid))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s["outcome"], "denied");
     assert_eq!(s["rule"], "no-nobody");
     assert_eq!(s["bytes_up"], 0);
@@ -93,18 +122,32 @@ fn ipv6_and_ipv4_mapped_connects_are_intercepted() {
     let echo4 = EchoServer::start("127.0.0.3").unwrap_or_else(|e| panic!("{e}"));
     let cg = TestCgroup::new("ipv6").unwrap_or_else(|e| panic!("{e}"));
     let addrs = [echo6.addr.to_string(), echo4.addr.to_string()];
-    let d = TestDaemon::start("ipv6", &cg, &policy(&addrs, None), "").unwrap_or_else(|e| panic!("{e}"));
+    let d =
+        TestDaemon::start("ipv6", &cg, &policy(&addrs, None), "").unwrap_or_else(|e| panic!("{e}"));
 
     let v6 = client(&cg, Some(NOBODY), "::1", echo6.addr.port());
     assert_eq!(v6["reply"], "hello portcullis\n", "{v6}\n{}", d.log());
     assert_eq!(v6["peer"], serde_json::json!(["::1", echo6.addr.port()]));
     let mapped = client(&cg, Some(NOBODY), "::ffff:127.0.0.3", echo4.addr.port());
-    assert_eq!(mapped["reply"], "hello portcullis\n", "{mapped}\n{}", d.log());
-    assert_eq!(mapped["peer"], serde_json::json!(["::ffff:127.0.0.3", echo4.addr.port()]));
+    assert_eq!(
+        mapped["reply"],
+        "hello portcullis\n",
+        "{mapped}\n{}",
+        d.log()
+    );
+    assert_eq!(
+        mapped["peer"],
+        serde_json::json!(["::ffff:127.0.0.3", echo4.addr.port()])
+    );
 
-    for (out, dst) in [(&v6, echo6.addr.to_string()), (&mapped, echo4.addr.to_string())] {
+    for (out, dst) in [
+        (&v6, echo6.addr.to_string()),
+        (&mapped, echo4.addr.to_string()),
+    ] {
         let pid = out["pid"].as_u64();
-        let s = d.wait_session(|s| s["principal"]["pid"].as_u64() == pid).unwrap_or_else(|e| panic!("{e}"));
+        let s = d
+            .wait_session(|s| s["principal"]["pid"].as_u64() == pid)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s["orig_dst"], dst);
         assert_eq!(s["outcome"], "closed");
     }
@@ -117,7 +160,13 @@ fn client_in_another_network_namespace_is_untouched() {
     }
     let port = portcullis_tests::net::free_port("127.0.0.2").unwrap_or_else(|e| panic!("{e}"));
     let cg = TestCgroup::new("netns").unwrap_or_else(|e| panic!("{e}"));
-    let d = TestDaemon::start("netns", &cg, &policy(&[format!("127.0.0.2:{port}")], None), "").unwrap_or_else(|e| panic!("{e}"));
+    let d = TestDaemon::start(
+        "netns",
+        &cg,
+        &policy(&[format!("127.0.0.2:{port}")], None),
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let ns = Netns::new("pc-test-netns").unwrap_or_else(|e| panic!("{e}"));
 
     // A server inside the namespace that answers in upper case, unlike an echo.
@@ -139,15 +188,33 @@ fn client_in_another_network_namespace_is_untouched() {
     assert_eq!(line.trim(), "ready");
 
     let port_s = port.to_string();
-    let out = run_client(cg.command(None, &["ip", "netns", "exec", &ns.name, "/usr/bin/python3", "-c", CLIENT_PY, "127.0.0.2", &port_s]))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = run_client(cg.command(
+        None,
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &ns.name,
+            "/usr/bin/python3",
+            "-c",
+            CLIENT_PY,
+            "127.0.0.2",
+            &port_s,
+        ],
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     let _ = srv.kill();
     let _ = srv.wait();
     // The in-namespace server answered: the connect went where it was aimed.
     assert_eq!(out["reply"], "HELLO PORTCULLIS\n", "{out}");
     let pid = out["pid"].as_u64();
     let recorded = d.sessions().unwrap_or_else(|e| panic!("{e}"));
-    assert!(recorded.iter().all(|s| s["principal"]["pid"].as_u64() != pid), "{recorded:#?}");
+    assert!(
+        recorded
+            .iter()
+            .all(|s| s["principal"]["pid"].as_u64() != pid),
+        "{recorded:#?}"
+    );
 }
 
 #[test]
@@ -157,13 +224,23 @@ fn killed_daemon_fails_closed_and_restart_intercepts_again() {
     }
     let echo = EchoServer::start("127.0.0.2").unwrap_or_else(|e| panic!("{e}"));
     let cg = TestCgroup::new("failclosed").unwrap_or_else(|e| panic!("{e}"));
-    let mut d = TestDaemon::start("failclosed", &cg, &policy(&[echo.addr.to_string()], None), "").unwrap_or_else(|e| panic!("{e}"));
+    let mut d = TestDaemon::start(
+        "failclosed",
+        &cg,
+        &policy(&[echo.addr.to_string()], None),
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let first = client(&cg, None, "127.0.0.2", echo.addr.port());
     assert_eq!(first["reply"], "hello portcullis\n", "{first}");
 
     d.kill9();
     let closed = client(&cg, None, "127.0.0.2", echo.addr.port());
-    assert_eq!(closed["errno"], libc::ECONNREFUSED, "with the daemon dead the target must refuse: {closed}");
+    assert_eq!(
+        closed["errno"],
+        libc::ECONNREFUSED,
+        "with the daemon dead the target must refuse: {closed}"
+    );
     // A connect to an address that is not protected still works.
     let other = EchoServer::start("127.0.0.4").unwrap_or_else(|e| panic!("{e}"));
     let free = client(&cg, None, "127.0.0.4", other.addr.port());
@@ -174,7 +251,8 @@ fn killed_daemon_fails_closed_and_restart_intercepts_again() {
     let again = client(&cg, None, "127.0.0.2", echo.addr.port());
     assert_eq!(again["reply"], "hello portcullis\n", "{again}\n{}", d.log());
     let pid = again["pid"].as_u64();
-    d.wait_session(|s| s["principal"]["pid"].as_u64() == pid).unwrap_or_else(|e| panic!("{e}"));
+    d.wait_session(|s| s["principal"]["pid"].as_u64() == pid)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -184,21 +262,36 @@ fn malformed_policy_is_refused_with_location_and_old_policy_stays() {
     }
     let echo = EchoServer::start("127.0.0.2").unwrap_or_else(|e| panic!("{e}"));
     let cg = TestCgroup::new("badpolicy").unwrap_or_else(|e| panic!("{e}"));
-    let d = TestDaemon::start("badpolicy", &cg, &policy(&[echo.addr.to_string()], None), "").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(d.policies.join("zz-broken.toml"), "[[rule]]\nname = \"r\"\ntargets = [\"nope\"]\naction = \"allow\"\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let d = TestDaemon::start(
+        "badpolicy",
+        &cg,
+        &policy(&[echo.addr.to_string()], None),
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        d.policies.join("zz-broken.toml"),
+        "[[rule]]\nname = \"r\"\ntargets = [\"nope\"]\naction = \"allow\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     let reload = d.cli(&["policy", "reload"]);
     let err = String::from_utf8_lossy(&reload.stderr);
     assert!(!reload.status.success());
-    assert!(err.contains("zz-broken.toml:3:"), "error must name file:line: {err}");
+    assert!(
+        err.contains("zz-broken.toml:3:"),
+        "error must name file:line: {err}"
+    );
     assert!(err.contains("unchanged"), "{err}");
     let offline = d.cli(&["policy", "check", &d.policies.display().to_string()]);
     assert!(!offline.status.success());
     assert!(String::from_utf8_lossy(&offline.stderr).contains("zz-broken.toml:3:"));
 
     let out = client(&cg, Some(NOBODY), "127.0.0.2", echo.addr.port());
-    assert_eq!(out["reply"], "hello portcullis\n", "old policy must still serve: {out}");
+    assert_eq!(
+        out["reply"], "hello portcullis\n",
+        "old policy must still serve: {out}"
+    );
 }
 
 #[test]
@@ -207,26 +300,51 @@ fn api_refuses_policy_reload_from_non_admin() {
         return;
     }
     let cg = TestCgroup::new("api").unwrap_or_else(|e| panic!("{e}"));
-    let d = TestDaemon::start("api", &cg, &policy(&["127.0.0.2:1".into()], None), "admin_group = \"nogroup\"\n").unwrap_or_else(|e| panic!("{e}"));
+    let d = TestDaemon::start(
+        "api",
+        &cg,
+        &policy(&["127.0.0.2:1".into()], None),
+        "admin_group = \"nogroup\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     let refused = d.cli_as(65534, 65533, &["policy", "reload"]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "non-admin reload must fail");
-    assert!(err.contains("only root or a member of `nogroup`") && err.contains("403"), "{err}");
+    assert!(
+        err.contains("only root or a member of `nogroup`") && err.contains("403"),
+        "{err}"
+    );
 
     let admin = d.cli_as(NOBODY.0, NOBODY.1, &["policy", "reload"]);
-    assert!(admin.status.success(), "admin group member may reload: {}", String::from_utf8_lossy(&admin.stderr));
+    assert!(
+        admin.status.success(),
+        "admin group member may reload: {}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
     let root = d.cli(&["policy", "reload"]);
     assert!(root.status.success());
 
     // Unknown routes and bad query strings get a 4xx with a message.
     let sock = d.socket.display().to_string();
     let curl = |path: &str| {
-        let o = Command::new("curl").args(["-s", "-w", "\n%{http_code}", "--unix-socket", &sock, &format!("http://pc{path}")]).output();
+        let o = Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "--unix-socket",
+                &sock,
+                &format!("http://pc{path}"),
+            ])
+            .output();
         String::from_utf8_lossy(&o.unwrap_or_else(|e| panic!("{e}")).stdout).into_owned()
     };
     let nf = curl("/v1/nope");
-    assert!(nf.ends_with("404") && nf.contains("no route GET /v1/nope"), "{nf}");
+    assert!(
+        nf.ends_with("404") && nf.contains("no route GET /v1/nope"),
+        "{nf}"
+    );
     let bad = curl("/v1/sessions?limit=lots");
     assert!(bad.ends_with("400"), "{bad}");
 }
@@ -237,7 +355,13 @@ fn unattributed_connection_is_refused_and_recorded() {
         return;
     }
     let cg = TestCgroup::new("unattributed").unwrap_or_else(|e| panic!("{e}"));
-    let d = TestDaemon::start("unattributed", &cg, &policy(&["127.0.0.2:1".into()], None), "").unwrap_or_else(|e| panic!("{e}"));
+    let d = TestDaemon::start(
+        "unattributed",
+        &cg,
+        &policy(&["127.0.0.2:1".into()], None),
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     // Straight to the proxy port from outside the cgroup: no eBPF record.
     let out = run_client({
         let mut c = Command::new("/usr/bin/python3");
@@ -246,8 +370,15 @@ fn unattributed_connection_is_refused_and_recorded() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(out["reply"].as_str().is_none_or(str::is_empty), "{out}");
-    let s = d.wait_session(|s| s["outcome"] == "refused").unwrap_or_else(|e| panic!("{e}"));
-    assert!(s["reason"].as_str().unwrap_or_default().contains("no eBPF record"));
+    let s = d
+        .wait_session(|s| s["outcome"] == "refused")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no eBPF record")
+    );
     assert!(s["orig_dst"].is_null());
 }
 
@@ -259,15 +390,23 @@ struct Netns {
 impl Netns {
     fn new(prefix: &str) -> anyhow::Result<Self> {
         let name = format!("{prefix}-{}", std::process::id());
-        let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
-        anyhow::ensure!(ok(Command::new("ip").args(["netns", "add", &name])), "ip netns add failed");
-        anyhow::ensure!(ok(Command::new("ip").args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"])), "lo up failed");
+        let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+        anyhow::ensure!(
+            ok(Command::new("ip").args(["netns", "add", &name])),
+            "ip netns add failed"
+        );
+        anyhow::ensure!(
+            ok(Command::new("ip").args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"])),
+            "lo up failed"
+        );
         Ok(Self { name })
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

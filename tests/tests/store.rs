@@ -1,5 +1,5 @@
-//! The session store, end to end: one scenario against SQLite and against a real
-//! PostgreSQL server (skipped, with the reason printed, where one cannot run).
+//! The session store, end to end: one scenario against `SQLite` and against a real
+//! `PostgreSQL` server (skipped, with the reason printed, where one cannot run).
 
 use anyhow::{Context, ensure};
 use portcullis::identity::Principal;

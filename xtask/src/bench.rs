@@ -7,17 +7,25 @@ use std::process::Command;
 
 #[derive(Debug, Clone, Copy, Subcommand)]
 pub enum Bench {
-    /// connect() latency with the programs attached vs detached; bulk throughput
+    /// `connect()` latency with the programs attached vs detached; bulk throughput
     /// through the proxy vs direct.
     Tcp,
 }
 
-pub fn run(what: &Bench) -> anyhow::Result<()> {
+pub fn run(what: Bench) -> anyhow::Result<()> {
     let bin = build_agent(true)?;
     let name = match what {
         Bench::Tcp => "bench-tcp",
     };
     sh(Command::new("cargo")
-        .args(["run", "--quiet", "--release", "--package", "portcullis-tests", "--bin", name])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "portcullis-tests",
+            "--bin",
+            name,
+        ])
         .env("PORTCULLIS_BIN", bin))
 }

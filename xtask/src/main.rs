@@ -24,7 +24,7 @@ struct Cli {
 enum Cmd {
     /// Install what building and testing need: apt packages, rust-src, bpf-linker.
     Setup,
-    /// Build and run the daemon on the repo's policies/ with an embedded SQLite store
+    /// Build and run the daemon on the repo's `policies/` with an embedded `SQLite` store
     /// under .state/ (needs root).
     Run {
         /// Build with optimizations.
@@ -61,19 +61,23 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { what } => {
             setup::run()?;
-            bench::run(&what)
+            bench::run(what)
         }
         Cmd::Uninstall => {
             let config = write_run_config(&root)?;
             let bin = build_agent(false)?;
-            sh(Command::new(bin).args(["daemon", "--release", "--config"]).arg(config))
+            sh(Command::new(bin)
+                .args(["daemon", "--release", "--config"])
+                .arg(config))
         }
     }
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    dir.parent().map(Path::to_path_buf).context("xtask has no parent directory")
+    dir.parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
 }
 
 /// Builds the `portcullis` binary (with its eBPF programs); returns its path.
@@ -84,7 +88,10 @@ pub fn build_agent(release: bool) -> anyhow::Result<PathBuf> {
         cmd.arg("--release");
     }
     sh(&mut cmd)?;
-    Ok(PathBuf::from("target").join(if release { "release" } else { "debug" }).join("portcullis").canonicalize()?)
+    Ok(PathBuf::from("target")
+        .join(if release { "release" } else { "debug" })
+        .join("portcullis")
+        .canonicalize()?)
 }
 
 /// The config `cargo xtask run` uses: the repo's policies, state under `.state/`.
@@ -110,9 +117,16 @@ fn run_daemon(root: &Path, release: bool) -> anyhow::Result<()> {
     let bin = build_agent(release)?;
     let socket = root.join(".state/api.sock");
     println!("Portcullis daemon: config {}", config.display());
-    println!("  API socket: {}  (try: PORTCULLIS_SOCKET={} {} status)", socket.display(), socket.display(), bin.display());
+    println!(
+        "  API socket: {}  (try: PORTCULLIS_SOCKET={} {} status)",
+        socket.display(),
+        socket.display(),
+        bin.display()
+    );
     println!("  Protected targets (from policies/):");
-    sh(Command::new(&bin).args(["policy", "check"]).arg(root.join("policies")))?;
+    sh(Command::new(&bin)
+        .args(["policy", "check"])
+        .arg(root.join("policies")))?;
     sh(Command::new(bin).args(["daemon", "--config"]).arg(config))
 }
 
@@ -120,7 +134,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     require_root("test")?;
     let bin = build_agent(false)?;
     let mut cmd = Command::new("cargo");
-    cmd.args(["test", "--workspace", "--exclude", "portcullis-ebpf"]).args(extra).env("PORTCULLIS_BIN", bin);
+    cmd.args(["test", "--workspace", "--exclude", "portcullis-ebpf"])
+        .args(extra)
+        .env("PORTCULLIS_BIN", bin);
     sh(&mut cmd)
 }
 
@@ -134,13 +150,19 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|u| u.split_whitespace().next() == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().next() == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 /// Runs `cmd`, failing with its command line if it fails.
 pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }

@@ -33,7 +33,11 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn apt() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -53,31 +57,44 @@ fn dpkg_installed(package: &str) -> bool {
 }
 
 fn rust_src() -> anyhow::Result<()> {
-    let out = Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]).output()?;
-    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         return Ok(());
     }
     sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
-/// bpf-linker must link against the nightly's own LLVM: point LLVM_PREFIX at a
-/// directory of symlinks to the sysroot's libLLVM (both the plain and soname names),
-/// kept under CARGO_HOME so the installed linker finds it at run time.
+/// `bpf-linker` must link against the nightly's own LLVM: point `LLVM_PREFIX` at a
+/// directory of symlinks to the sysroot's `libLLVM` (both the plain and soname names),
+/// kept under `CARGO_HOME` so the installed linker finds it at run time.
 fn bpf_linker() -> anyhow::Result<()> {
     let works = Command::new("bpf-linker")
         .arg("--version")
         .stderr(Stdio::null())
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        });
     if works {
         return Ok(());
     }
-    let sysroot = Command::new("rustc").args(["+nightly", "--print", "sysroot"]).output()?;
+    let sysroot = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()?;
     let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
     let lib = std::fs::read_dir(sysroot.join("lib"))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
         .context("the nightly toolchain has no libLLVM.so.*; reinstall it with rustup")?;
     let cargo_home = std::env::var_os("CARGO_HOME").map_or_else(
         || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"),
@@ -92,13 +109,28 @@ fn bpf_linker() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&lib, &link)?;
     }
-    let llvm_major = soname.to_string_lossy().trim_start_matches("libLLVM.so.").split('.').next().unwrap_or_default().to_owned();
+    let llvm_major = soname
+        .to_string_lossy()
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     if llvm_major.is_empty() {
         bail!("cannot tell the LLVM version from {}", lib.display());
     }
-    println!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major} (about 90 s)");
+    println!(
+        "xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major} (about 90 s)"
+    );
     sh(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{llvm_major}"))
         .arg("--force")
         .env("LLVM_PREFIX", &prefix))

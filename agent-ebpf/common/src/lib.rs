@@ -36,20 +36,25 @@ pub struct Endpoint {
     pub addr: [u32; 4],
     /// Port, host byte order.
     pub port: u16,
-    pub _pad: u16,
+    /// Explicit padding, always zero.
+    pub pad: u16,
 }
 
 impl Endpoint {
     /// An IPv4 endpoint from the raw (network order) address word and a host-order port.
     #[must_use]
     pub const fn v4(raw_addr: u32, port: u16) -> Self {
-        Self { addr: [0, 0, V4_MAPPED_WORD, raw_addr], port, _pad: 0 }
+        Self {
+            addr: [0, 0, V4_MAPPED_WORD, raw_addr],
+            port,
+            pad: 0,
+        }
     }
 
     /// An IPv6 endpoint from raw address words and a host-order port.
     #[must_use]
     pub const fn v6(addr: [u32; 4], port: u16) -> Self {
-        Self { addr, port, _pad: 0 }
+        Self { addr, port, pad: 0 }
     }
 
     /// Whether the address is IPv4-mapped (`::ffff:a.b.c.d`).
@@ -73,9 +78,10 @@ pub struct ProxyConfig {
     pub port4: u16,
     /// IPv6 listener port, host order.
     pub port6: u16,
-    /// SO_MARK carried by the daemon's upstream sockets; those connects are never redirected.
+    /// `SO_MARK` carried by the daemon's upstream sockets; those connects are never redirected.
     pub mark: u32,
-    pub _pad: u32,
+    /// Explicit padding, always zero.
+    pub pad: u32,
 }
 
 /// What the kernel knew about a redirected connect: where it meant to go and who asked.

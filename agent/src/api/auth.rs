@@ -16,7 +16,11 @@ pub struct Caller {
 impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
     fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
         let cred = stream.io().peer_cred().ok();
-        Self { uid: cred.map(|c| c.uid()), gid: cred.map(|c| c.gid()), pid: cred.and_then(|c| c.pid()) }
+        Self {
+            uid: cred.map(|c| c.uid()),
+            gid: cred.map(|c| c.gid()),
+            pid: cred.and_then(|c| c.pid()),
+        }
     }
 }
 
@@ -46,6 +50,9 @@ impl Caller {
         status
             .lines()
             .find_map(|l| l.strip_prefix("Groups:"))
-            .is_some_and(|list| list.split_whitespace().any(|g| g.parse::<u32>().ok().map(Gid::from_raw) == Some(group.gid)))
+            .is_some_and(|list| {
+                list.split_whitespace()
+                    .any(|g| g.parse::<u32>().ok().map(Gid::from_raw) == Some(group.gid))
+            })
     }
 }

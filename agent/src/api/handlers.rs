@@ -15,9 +15,17 @@ type Answer = Result<Json<Value>, ApiError>;
 
 pub async fn status(State(d): State<Arc<Daemon>>) -> Answer {
     let policy = d.gate.policy();
-    let loaded = *d.policy_loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let loaded = loaded.duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
-    let listen: Vec<_> = [Some(d.config.listen4), d.config.listen6].into_iter().flatten().collect();
+    let loaded = *d
+        .policy_loaded
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let loaded = loaded
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let listen: Vec<_> = [Some(d.config.listen4), d.config.listen6]
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "host": d.host,
@@ -51,16 +59,37 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
-pub async fn sessions(State(d): State<Arc<Daemon>>, ConnectInfo(caller): ConnectInfo<Caller>, Query(q): Query<ListQuery>) -> Answer {
-    let filter = SessionFilter { uid: visible_uid(&d, &caller)?, limit: q.limit.unwrap_or(100).clamp(1, 10_000) };
+pub async fn sessions(
+    State(d): State<Arc<Daemon>>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Answer {
+    let filter = SessionFilter {
+        uid: visible_uid(&d, &caller)?,
+        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+    };
     let list = d.store.sessions(&filter).await.map_err(internal)?;
     Ok(Json(json!(list)))
 }
 
-pub async fn session(State(d): State<Arc<Daemon>>, ConnectInfo(caller): ConnectInfo<Caller>, Path(id): Path<String>) -> Answer {
+pub async fn session(
+    State(d): State<Arc<Daemon>>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(id): Path<String>,
+) -> Answer {
     let only_uid = visible_uid(&d, &caller)?;
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no session {id}; list them with `portcullis sessions`"));
-    let record = d.store.session(&id).await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?.ok_or_else(not_found)?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no session {id}; list them with `portcullis sessions`"),
+        )
+    };
+    let record = d
+        .store
+        .session(&id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
+        .ok_or_else(not_found)?;
     let owner = record.principal.as_ref().map(|p| p.uid);
     if only_uid.is_some() && owner != only_uid {
         return Err(not_found());
@@ -68,12 +97,22 @@ pub async fn session(State(d): State<Arc<Daemon>>, ConnectInfo(caller): ConnectI
     Ok(Json(json!(record)))
 }
 
-pub async fn reload(State(d): State<Arc<Daemon>>, ConnectInfo(caller): ConnectInfo<Caller>) -> Answer {
+pub async fn reload(
+    State(d): State<Arc<Daemon>>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+) -> Answer {
     if !caller.is_admin(d.config.admin_group.as_deref()) {
-        let group = d.config.admin_group.as_deref().map_or(String::new(), |g| format!(" or a member of `{g}`"));
+        let group = d
+            .config
+            .admin_group
+            .as_deref()
+            .map_or(String::new(), |g| format!(" or a member of `{g}`"));
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("only root{group} may reload the policy (you are uid {}); ask an admin", caller.uid.map_or("?".into(), |u| u.to_string())),
+            format!(
+                "only root{group} may reload the policy (you are uid {}); ask an admin",
+                caller.uid.map_or("?".into(), |u| u.to_string())
+            ),
         ));
     }
     match d.reload_policy().await {
@@ -90,7 +129,10 @@ pub async fn reload(State(d): State<Arc<Daemon>>, ConnectInfo(caller): ConnectIn
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no route {method} {uri}; see `portcullis --help` for what the API offers"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route {method} {uri}; see `portcullis --help` for what the API offers"),
+    )
 }
 
 /// `None` for admins (they see everything), else the caller's own uid.
@@ -98,10 +140,18 @@ fn visible_uid(d: &Daemon, caller: &Caller) -> Result<Option<u32>, ApiError> {
     if caller.is_admin(d.config.admin_group.as_deref()) {
         return Ok(None);
     }
-    caller.uid.map(Some).ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "cannot tell who you are (no peer credentials)"))
+    caller.uid.map(Some).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cannot tell who you are (no peer credentials)",
+        )
+    })
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "API request failed");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}; see the daemon's log"))
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{e}; see the daemon's log"),
+    )
 }

@@ -1,6 +1,6 @@
 //! The local socket API: HTTP/1.1 + JSON over a Unix socket.
 //!
-//! Who may do what comes from the caller's peer credentials (SO_PEERCRED), never
+//! Who may do what comes from the caller's peer credentials (`SO_PEERCRED`), never
 //! from anything the caller says: root and members of `admin_group` manage policy and
 //! see every session; anyone else sees their own sessions.
 //!
@@ -27,7 +27,7 @@ use tokio::{net::UnixListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 /// Binds the API socket and serves it until `stop` is cancelled.
-pub async fn serve(daemon: Arc<Daemon>, stop: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
+pub fn serve(daemon: Arc<Daemon>, stop: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
     let path = daemon.config.api_socket.clone();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -35,15 +35,21 @@ pub async fn serve(daemon: Arc<Daemon>, stop: CancellationToken) -> anyhow::Resu
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot remove stale socket {}", path.display()));
+        }
     }
-    let listener = UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    let listener = UnixListener::bind(&path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
     // Everyone may connect; what they may do is decided per request from SO_PEERCRED.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
         .with_context(|| format!("cannot open up {}", path.display()))?;
     let app = router(daemon).into_make_service_with_connect_info::<Caller>();
     Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
             tracing::error!(%error, "API server failed");
         }
         let _ = std::fs::remove_file(&path);
@@ -69,12 +75,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
     }
 }

@@ -36,7 +36,8 @@ impl Client {
                 self.socket.display()
             )
         })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let request = Request::builder()
             .method(method)
@@ -50,9 +51,13 @@ impl Client {
             .await
             .map_err(|e| anyhow::anyhow!("cannot read the daemon's answer: {e}"))?
             .to_bytes();
-        let value: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        let value: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         if !status.is_success() {
-            let message = value.get("error").and_then(Value::as_str).map_or_else(|| value.to_string(), str::to_owned);
+            let message = value
+                .get("error")
+                .and_then(Value::as_str)
+                .map_or_else(|| value.to_string(), str::to_owned);
             bail!("{message} (HTTP {status})");
         }
         Ok(value)

@@ -4,14 +4,21 @@
 mod client;
 mod print;
 
-use crate::{config::{self, Config}, policy::Policy};
+use crate::{
+    config::{self, Config},
+    policy::Policy,
+};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use client::Client;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about = "A human in the loop between programs and the systems they reach")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A human in the loop between programs and the systems they reach"
+)]
 pub struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, env = "PORTCULLIS_SOCKET", default_value = config::DEFAULT_SOCKET)]
@@ -83,7 +90,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             if release {
                 let n = crate::intercept::release(&config.bpf_pin_dir)?;
-                println!("Removed {n} pins from {}; protected targets are no longer intercepted.", config.bpf_pin_dir.display());
+                println!(
+                    "Removed {n} pins from {}; protected targets are no longer intercepted.",
+                    config.bpf_pin_dir.display()
+                );
                 return Ok(());
             }
             crate::daemon::run(config).await
@@ -92,26 +102,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let status = client.get("/v1/status").await?;
             print::status(&status, json)
         }
-        Command::Sessions { show: None, json, limit } => {
+        Command::Sessions {
+            show: None,
+            json,
+            limit,
+        } => {
             let list = client.get(&format!("/v1/sessions?limit={limit}")).await?;
             print::sessions(&list, json)
         }
-        Command::Sessions { show: Some(SessionsCommand::Show { id, json }), .. } => {
+        Command::Sessions {
+            show: Some(SessionsCommand::Show { id, json }),
+            ..
+        } => {
             let one = client.get(&format!("/v1/sessions/{id}")).await?;
             print::session(&one, json)
         }
-        Command::Policy { command: PolicyCommand::Check { dir, config } } => {
+        Command::Policy {
+            command: PolicyCommand::Check { dir, config },
+        } => {
             let dir = match dir {
                 Some(d) => d,
-                None => Config::load(&config).map(|c| c.policies).with_context(|| "name the policy directory: `portcullis policy check DIR`")?,
+                None => Config::load(&config)
+                    .map(|c| c.policies)
+                    .with_context(|| "name the policy directory: `portcullis policy check DIR`")?,
             };
             let policy = Policy::load_dir(&dir)?;
-            println!("{}: OK, {} targets, {} rules", dir.display(), policy.targets().len(), policy.rules_len());
+            println!(
+                "{}: OK, {} targets, {} rules",
+                dir.display(),
+                policy.targets().len(),
+                policy.rules_len()
+            );
             Ok(())
         }
-        Command::Policy { command: PolicyCommand::Reload } => {
+        Command::Policy {
+            command: PolicyCommand::Reload,
+        } => {
             let answer = client.post("/v1/policy/reload").await?;
-            println!("Policy reloaded: {} targets, {} rules.", answer["targets"], answer["rules"]);
+            let count = |k: &str| {
+                answer
+                    .get(k)
+                    .map_or_else(|| "?".to_owned(), ToString::to_string)
+            };
+            println!(
+                "Policy reloaded: {} targets, {} rules.",
+                count("targets"),
+                count("rules")
+            );
             Ok(())
         }
     }

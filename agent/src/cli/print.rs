@@ -2,19 +2,62 @@
 
 use serde_json::Value;
 
+/// The value at JSON pointer `path` (`/a/b`), or null.
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    v.pointer(path).unwrap_or(&Value::Null)
+}
+
+/// The value at `path` as display text: strings bare, others as JSON, null as `-`.
+fn text(v: &Value, path: &str) -> String {
+    match at(v, path) {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 pub fn status(s: &Value, json: bool) -> anyhow::Result<()> {
     if json {
         return pretty(s);
     }
-    println!("Portcullis {} on {} (pid {}, up {}s)", s["version"].as_str().unwrap_or("?"), s["host"].as_str().unwrap_or("?"), s["pid"], s["uptime_seconds"]);
-    println!("  store      {}", s["store"].as_str().unwrap_or("?"));
-    println!("  api        {}", s["api_socket"].as_str().unwrap_or("?"));
-    println!("  intercept  cgroup {} · pins {} · {} addresses protected", s["intercept"]["cgroup"].as_str().unwrap_or("?"), s["intercept"]["pin_dir"].as_str().unwrap_or("?"), s["intercept"]["protected_addresses"]);
-    println!("  sessions   {} active, {} since start", s["sessions"]["active"], s["sessions"]["total"]);
-    println!("  policy     {} ({} rules)", s["policy"]["dir"].as_str().unwrap_or("?"), s["policy"]["rules"]);
-    for t in s["policy"]["targets"].as_array().into_iter().flatten() {
-        let addrs: Vec<&str> = t["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        println!("    {:<20} {:<8} {}", t["name"].as_str().unwrap_or("?"), t["protocol"].as_str().unwrap_or("?"), addrs.join(", "));
+    println!(
+        "Portcullis {} on {} (pid {}, up {}s)",
+        text(s, "/version"),
+        text(s, "/host"),
+        text(s, "/pid"),
+        text(s, "/uptime_seconds")
+    );
+    println!("  store      {}", text(s, "/store"));
+    println!("  api        {}", text(s, "/api_socket"));
+    println!(
+        "  intercept  cgroup {} · pins {} · {} addresses protected",
+        text(s, "/intercept/cgroup"),
+        text(s, "/intercept/pin_dir"),
+        text(s, "/intercept/protected_addresses")
+    );
+    println!(
+        "  sessions   {} active, {} since start",
+        text(s, "/sessions/active"),
+        text(s, "/sessions/total")
+    );
+    println!(
+        "  policy     {} ({} rules)",
+        text(s, "/policy/dir"),
+        text(s, "/policy/rules")
+    );
+    for t in at(s, "/policy/targets").as_array().into_iter().flatten() {
+        let addrs: Vec<&str> = at(t, "/addresses")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "    {:<20} {:<8} {}",
+            text(t, "/name"),
+            text(t, "/protocol"),
+            addrs.join(", ")
+        );
     }
     Ok(())
 }
@@ -28,18 +71,29 @@ pub fn sessions(list: &Value, json: bool) -> anyhow::Result<()> {
         println!("No sessions recorded yet.");
         return Ok(());
     }
-    println!("{:<13} {:<20} {:<9} {:<16} {:<22} {:>10} {:>10}", "ID", "STARTED", "OUTCOME", "TARGET", "WHO", "UP", "DOWN");
+    println!(
+        "{:<36}  {:<19}  {:<8}  {:<14}  {:<18}  {:>9}  {:>9}",
+        "ID", "STARTED (UTC)", "OUTCOME", "TARGET", "WHO", "UP", "DOWN"
+    );
     for s in rows {
-        let who = s["principal"].as_object().map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.get("user").and_then(Value::as_str).unwrap_or("?"), p.get("pid").unwrap_or(&Value::Null)));
+        let who = if at(s, "/principal").is_null() {
+            "-".to_owned()
+        } else {
+            format!(
+                "{}/{}",
+                text(s, "/principal/user"),
+                text(s, "/principal/pid")
+            )
+        };
         println!(
-            "{:<13} {:<20} {:<9} {:<16} {:<22} {:>10} {:>10}",
-            s["id"].as_str().unwrap_or("?").get(..13).unwrap_or("?"),
-            time(&s["started_at"]),
-            s["outcome"].as_str().unwrap_or("?"),
-            s["target"].as_str().unwrap_or("-"),
+            "{:<36}  {:<19}  {:<8}  {:<14}  {:<18}  {:>9}  {:>9}",
+            text(s, "/id"),
+            time(at(s, "/started_at")),
+            text(s, "/outcome"),
+            text(s, "/target"),
             who,
-            s["bytes_up"],
-            s["bytes_down"],
+            text(s, "/bytes_up"),
+            text(s, "/bytes_down"),
         );
     }
     Ok(())
@@ -49,19 +103,50 @@ pub fn session(s: &Value, json: bool) -> anyhow::Result<()> {
     if json {
         return pretty(s);
     }
-    let field = |k: &str| s[k].as_str().map_or_else(|| s[k].to_string(), str::to_owned);
-    println!("Session {}", field("id"));
-    println!("  outcome    {}{}", field("outcome"), s["reason"].as_str().map_or(String::new(), |r| format!(" — {r}")));
-    println!("  rule       {}", s["rule"].as_str().unwrap_or("-"));
-    println!("  target     {} ({}) at {}", s["target"].as_str().unwrap_or("-"), field("protocol"), s["orig_dst"].as_str().unwrap_or("-"));
-    println!("  client     {} on host {}", field("client_addr"), field("host"));
-    println!("  started    {}   ended {}", time(&s["started_at"]), time(&s["ended_at"]));
-    println!("  traffic    {} bytes up, {} bytes down", s["bytes_up"], s["bytes_down"]);
-    if let Some(p) = s["principal"].as_object() {
-        let get = |k: &str| p.get(k).map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
-        println!("  user       {} (uid {}, gid {}) groups {}", get("user"), get("uid"), get("gid"), get("unix_groups"));
-        println!("  process    pid {} (parent {}) {} — {}", get("pid"), get("ppid"), get("exe"), get("cmdline"));
-        println!("  cgroup     {}", get("cgroup"));
+    let reason = at(s, "/reason")
+        .as_str()
+        .map_or(String::new(), |r| format!(" — {r}"));
+    println!("Session {}", text(s, "/id"));
+    println!("  outcome    {}{reason}", text(s, "/outcome"));
+    println!("  rule       {}", text(s, "/rule"));
+    println!(
+        "  target     {} ({}) at {}",
+        text(s, "/target"),
+        text(s, "/protocol"),
+        text(s, "/orig_dst")
+    );
+    println!(
+        "  client     {} on host {}",
+        text(s, "/client_addr"),
+        text(s, "/host")
+    );
+    println!(
+        "  started    {}   ended {}",
+        time(at(s, "/started_at")),
+        time(at(s, "/ended_at"))
+    );
+    println!(
+        "  traffic    {} bytes up, {} bytes down",
+        text(s, "/bytes_up"),
+        text(s, "/bytes_down")
+    );
+    if !at(s, "/principal").is_null() {
+        let p = |k: &str| text(s, &format!("/principal/{k}"));
+        println!(
+            "  user       {} (uid {}, gid {}) groups {}",
+            p("user"),
+            p("uid"),
+            p("gid"),
+            p("unix_groups")
+        );
+        println!(
+            "  process    pid {} (parent {}) {} — {}",
+            p("pid"),
+            p("ppid"),
+            p("exe"),
+            p("cmdline")
+        );
+        println!("  cgroup     {}", p("cgroup"));
     }
     Ok(())
 }
@@ -79,7 +164,12 @@ fn time(v: &Value) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant).
@@ -102,7 +192,10 @@ mod tests {
     #[test]
     fn formats_utc_times() {
         assert_eq!(time(&Value::from(0)), "1970-01-01 00:00:00");
-        assert_eq!(time(&Value::from(1_795_000_000_000_i64)), "2026-11-18 11:06:40");
+        assert_eq!(
+            time(&Value::from(1_795_000_000_000_i64)),
+            "2026-11-18 11:06:40"
+        );
         assert_eq!(time(&Value::Null), "-");
     }
 }

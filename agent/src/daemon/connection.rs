@@ -18,10 +18,21 @@ use tracing::Instrument as _;
 pub(super) async fn handle(daemon: &Daemon, stream: TcpStream, peer: SocketAddr) {
     let client = ClientAddr(canonical(peer));
     let Some(origin) = daemon.interceptor.take_origin(client) else {
-        let reason = "connection has no eBPF record (it was not redirected by Portcullis); refused".to_owned();
+        let reason = "connection has no eBPF record (it was not redirected by Portcullis); refused"
+            .to_owned();
         tracing::warn!(client.addr = %client, "Unattributed connection refused");
         refuse(&stream);
-        record_ended(daemon, client, None, None, None, Outcome::Refused, None, reason).await;
+        record_ended(
+            daemon,
+            client,
+            None,
+            None,
+            None,
+            Outcome::Refused,
+            None,
+            reason,
+        )
+        .await;
         return;
     };
     let orig_dst = OrigDstAddr(from_endpoint(&origin.dst));
@@ -29,22 +40,52 @@ pub(super) async fn handle(daemon: &Daemon, stream: TcpStream, peer: SocketAddr)
     let span = tracing::info_span!(
         "conn", client.addr = %client, orig_dst = %orig_dst, pid = principal.pid, user = principal.user.as_deref().unwrap_or("?"), target = tracing::field::Empty,
     );
-    serve(daemon, stream, client, orig_dst, principal).instrument(span).await;
+    serve(daemon, stream, client, orig_dst, principal)
+        .instrument(span)
+        .await;
 }
 
-async fn serve(daemon: &Daemon, stream: TcpStream, client: ClientAddr, orig_dst: OrigDstAddr, principal: Principal) {
+async fn serve(
+    daemon: &Daemon,
+    stream: TcpStream,
+    client: ClientAddr,
+    orig_dst: OrigDstAddr,
+    principal: Principal,
+) {
     let Some(target) = daemon.targets.lookup(orig_dst.0) else {
         refuse(&stream);
         let reason = format!("{orig_dst} is no longer a protected target; refused");
-        record_ended(daemon, client, Some(orig_dst), None, Some(principal), Outcome::Denied, None, reason).await;
+        record_ended(
+            daemon,
+            client,
+            Some(orig_dst),
+            None,
+            Some(principal),
+            Outcome::Denied,
+            None,
+            reason,
+        )
+        .await;
         return;
     };
     tracing::Span::current().record("target", target.name.as_str());
-    let decision = daemon.gate.decide(&principal, &target.name, &Action::Connect);
+    let decision = daemon
+        .gate
+        .decide(&principal, &target.name, &Action::Connect);
     if decision.verdict == Verdict::Deny {
         tracing::info!(rule = decision.rule.as_deref().unwrap_or("-"), reason = %decision.reason, "Denied");
         refuse(&stream);
-        record_ended(daemon, client, Some(orig_dst), Some(target.name.clone()), Some(principal), Outcome::Denied, decision.rule, decision.reason).await;
+        record_ended(
+            daemon,
+            client,
+            Some(orig_dst),
+            Some(target.name.clone()),
+            Some(principal),
+            Outcome::Denied,
+            decision.rule,
+            decision.reason,
+        )
+        .await;
         return;
     }
     let new = NewSession {
@@ -73,19 +114,32 @@ async fn serve(daemon: &Daemon, stream: TcpStream, client: ClientAddr, orig_dst:
         Protocol::Tcp => relay_tcp(daemon, stream, orig_dst).await,
     };
     daemon.active_sessions.fetch_sub(1, Ordering::Relaxed);
-    let end = SessionEnd { outcome, reason, bytes_up: traffic.up, bytes_down: traffic.down };
+    let end = SessionEnd {
+        outcome,
+        reason,
+        bytes_up: traffic.up,
+        bytes_down: traffic.down,
+    };
     if let Err(error) = daemon.store.close_session(&id, &end).await {
         tracing::error!(%error, session = %id, "Cannot record the end of the session");
     }
     tracing::info!(session = %id, up = traffic.up, down = traffic.down, "Connection closed");
 }
 
-async fn relay_tcp(daemon: &Daemon, mut stream: TcpStream, orig_dst: OrigDstAddr) -> (Outcome, Option<String>, Traffic) {
+async fn relay_tcp(
+    daemon: &Daemon,
+    mut stream: TcpStream,
+    orig_dst: OrigDstAddr,
+) -> (Outcome, Option<String>, Traffic) {
     let mut upstream = match proto::tcp::connect_upstream(orig_dst.0, daemon.config.mark).await {
         Ok(u) => u,
         Err(error) => {
             refuse(&stream);
-            return (Outcome::Error, Some(format!("cannot connect to {orig_dst}: {error}")), Traffic::default());
+            return (
+                Outcome::Error,
+                Some(format!("cannot connect to {orig_dst}: {error}")),
+                Traffic::default(),
+            );
         }
     };
     let _ = stream.set_nodelay(true);
@@ -100,8 +154,13 @@ async fn relay_tcp(daemon: &Daemon, mut stream: TcpStream, orig_dst: OrigDstAddr
 
 /// Builds the principal from the kernel's record, enriched from procfs.
 async fn principal_of(origin: &Origin) -> Principal {
-    let comm_len = origin.comm.iter().position(|b| *b == 0).unwrap_or(origin.comm.len());
-    let comm = String::from_utf8_lossy(origin.comm.get(..comm_len).unwrap_or_default()).into_owned();
+    let comm_len = origin
+        .comm
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(origin.comm.len());
+    let comm =
+        String::from_utf8_lossy(origin.comm.get(..comm_len).unwrap_or_default()).into_owned();
     let (pid, uid, gid) = (origin.pid, origin.uid, origin.gid);
     let fallback = comm.clone();
     tokio::task::spawn_blocking(move || identity::principal_for(pid, uid, gid, &comm))
@@ -125,7 +184,10 @@ fn refuse(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
 }
 
-#[expect(clippy::too_many_arguments, reason = "one flat record of a refused connection")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one flat record of a refused connection"
+)]
 async fn record_ended(
     daemon: &Daemon,
     client: ClientAddr,
@@ -146,7 +208,12 @@ async fn record_ended(
         rule,
         reason: Some(reason.clone()),
     };
-    let end = SessionEnd { outcome, reason: Some(reason), bytes_up: 0, bytes_down: 0 };
+    let end = SessionEnd {
+        outcome,
+        reason: Some(reason),
+        bytes_up: 0,
+        bytes_down: 0,
+    };
     let result = match daemon.store.open_session(&new).await {
         Ok(id) => daemon.store.close_session(&id, &end).await,
         Err(e) => Err(e),

@@ -70,16 +70,26 @@ impl Daemon {
         if let Err(error) = self.targets.refresh(&policy, &self.interceptor).await {
             tracing::error!(%error, "Cannot update the kernel's target map");
         }
-        *self.policy_loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = SystemTime::now();
-        tracing::info!(targets = policy.targets().len(), rules = policy.rules_len(), "Policy reloaded");
+        *self
+            .policy_loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = SystemTime::now();
+        tracing::info!(
+            targets = policy.targets().len(),
+            rules = policy.rules_len(),
+            "Policy reloaded"
+        );
         Ok(policy)
     }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let policy = Policy::load_dir(&config.policies).context("cannot load the policy; fix it and start again")?;
-    let store = Store::open(&config.store).await.context("cannot open the store")?;
+    let policy = Policy::load_dir(&config.policies)
+        .context("cannot load the policy; fix it and start again")?;
+    let store = Store::open(&config.store)
+        .await
+        .context("cannot open the store")?;
 
     // Listen before redirecting, so the first redirected connect finds us.
     let listener4 = bind(config.listen4).await?;
@@ -99,7 +109,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let daemon = Arc::new(Daemon {
-        host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         gate: Gate::new(policy),
         store,
         interceptor,
@@ -112,15 +124,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hard_stop: CancellationToken::new(),
         config,
     });
-    daemon.targets.refresh(&daemon.gate.policy(), &daemon.interceptor).await.context("cannot protect the targets")?;
+    daemon
+        .targets
+        .refresh(&daemon.gate.policy(), &daemon.interceptor)
+        .await
+        .context("cannot protect the targets")?;
 
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(daemon.config.max_connections));
     for listener in std::iter::once(listener4).chain(listener6) {
-        tracker.spawn(accept_loop(Arc::clone(&daemon), listener, stop.clone(), tracker.clone(), Arc::clone(&slots)));
+        tracker.spawn(accept_loop(
+            Arc::clone(&daemon),
+            listener,
+            stop.clone(),
+            tracker.clone(),
+            Arc::clone(&slots),
+        ));
     }
-    let api = crate::api::serve(Arc::clone(&daemon), stop.clone()).await?;
+    let api = crate::api::serve(Arc::clone(&daemon), stop.clone())?;
     tracker.spawn(resolve_loop(Arc::clone(&daemon), stop.clone()));
 
     let policy = daemon.gate.policy();
@@ -142,8 +164,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(grace = ?daemon.config.shutdown_grace, "Shutting down");
     stop.cancel();
     tracker.close();
-    if tokio::time::timeout(daemon.config.shutdown_grace, tracker.wait()).await.is_err() {
-        tracing::warn!(open = daemon.active_sessions.load(Ordering::Relaxed), "Grace period over; ending open sessions");
+    if tokio::time::timeout(daemon.config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = daemon.active_sessions.load(Ordering::Relaxed),
+            "Grace period over; ending open sessions"
+        );
         daemon.hard_stop.cancel();
         tracker.wait().await;
     }
@@ -154,7 +182,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}; is another daemon using it? change `listen`"))
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}; is another daemon using it? change `listen`")
+    })
 }
 
 fn proxy_config(config: &Config) -> anyhow::Result<ProxyConfig> {
@@ -162,7 +192,10 @@ fn proxy_config(config: &Config) -> anyhow::Result<ProxyConfig> {
         anyhow::bail!("listen4 must be IPv4");
     };
     let (listen6, port6) = match config.listen6.map(|a| (a.ip(), a.port())) {
-        Some((IpAddr::V6(ip), port)) => (intercept::to_endpoint(SocketAddr::new(IpAddr::V6(ip), port)).addr, port),
+        Some((IpAddr::V6(ip), port)) => (
+            intercept::to_endpoint(SocketAddr::new(IpAddr::V6(ip), port)).addr,
+            port,
+        ),
         _ => ([0; 4], 0),
     };
     Ok(ProxyConfig {
@@ -172,7 +205,7 @@ fn proxy_config(config: &Config) -> anyhow::Result<ProxyConfig> {
         port4: config.listen4.port(),
         port6,
         mark: config.mark,
-        _pad: 0,
+        pad: 0,
     })
 }
 

@@ -41,7 +41,11 @@ impl TargetTable {
 
     /// Rebuilds the table from `policy` (resolving host names) and makes the kernel's
     /// target map match it.
-    pub async fn refresh(&self, policy: &Policy, interceptor: &Interceptor) -> Result<(), crate::intercept::InterceptError> {
+    pub async fn refresh(
+        &self,
+        policy: &Policy,
+        interceptor: &Interceptor,
+    ) -> Result<(), crate::intercept::InterceptError> {
         let mut table = HashMap::new();
         for target in policy.targets() {
             let target = Arc::new(target.clone());
@@ -67,11 +71,20 @@ impl TargetTable {
         match lookup {
             Ok(addrs) => {
                 let addrs: Vec<SocketAddr> = addrs.collect();
-                self.resolved.lock().unwrap_or_else(PoisonError::into_inner).insert(key, addrs.clone());
+                self.resolved
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key, addrs.clone());
                 addrs
             }
             Err(error) => {
-                let kept = self.resolved.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned().unwrap_or_default();
+                let kept = self
+                    .resolved
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_default();
                 tracing::warn!(host = %key.0, port, %error, kept = kept.len(), "Cannot resolve target host; keeping its last addresses");
                 kept
             }
@@ -83,7 +96,9 @@ impl TargetTable {
 #[must_use]
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, |v4| SocketAddr::new(IpAddr::V4(v4), addr.port())),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(addr, |v4| SocketAddr::new(IpAddr::V4(v4), addr.port())),
         IpAddr::V4(_) => addr,
     }
 }

@@ -29,7 +29,9 @@ pub struct Gate {
 impl Gate {
     #[must_use]
     pub fn new(policy: Policy) -> Self {
-        Self { policy: ArcSwap::from_pointee(policy) }
+        Self {
+            policy: ArcSwap::from_pointee(policy),
+        }
     }
 
     /// The policy in force.

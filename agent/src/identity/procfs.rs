@@ -17,38 +17,53 @@ pub fn principal_for(pid: u32, uid: u32, gid: u32, comm: &str) -> Principal {
 }
 
 fn principal_from(proc_root: &Path, pid: u32, uid: u32, gid: u32, comm: &str) -> Principal {
-    let dir = proc_root.join(pid.to_string());
-    let status = fs::read_to_string(dir.join("status")).unwrap_or_default();
-    let ppid = status_field(&status, "PPid:").and_then(|v| v.parse().ok());
+    let proc_dir = proc_root.join(pid.to_string());
+    let status = fs::read_to_string(proc_dir.join("status")).unwrap_or_default();
+    let parent = status_field(&status, "PPid:").and_then(|v| v.parse().ok());
     let mut gids: Vec<u32> = vec![gid];
     if let Some(list) = status_field(&status, "Groups:") {
-        gids.extend(list.split_whitespace().filter_map(|g| g.parse::<u32>().ok()));
+        gids.extend(
+            list.split_whitespace()
+                .filter_map(|g| g.parse::<u32>().ok()),
+        );
     }
     gids.dedup();
     let mut unix_groups = Vec::with_capacity(gids.len());
     for g in gids {
-        if let Ok(Some(group)) = Group::from_gid(Gid::from_raw(g)) {
-            if !unix_groups.contains(&group.name) {
-                unix_groups.push(group.name);
-            }
+        if let Ok(Some(group)) = Group::from_gid(Gid::from_raw(g))
+            && !unix_groups.contains(&group.name)
+        {
+            unix_groups.push(group.name);
         }
     }
     Principal {
         pid,
-        ppid,
+        ppid: parent,
         uid,
         gid,
-        user: User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name),
+        user: User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name),
         unix_groups,
-        exe: fs::read_link(dir.join("exe")).ok().map(|p| p.to_string_lossy().into_owned()),
-        cmdline: fs::read(dir.join("cmdline")).ok().and_then(|raw| cmdline(&raw)),
+        exe: fs::read_link(proc_dir.join("exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned()),
+        cmdline: fs::read(proc_dir.join("cmdline"))
+            .ok()
+            .and_then(|raw| cmdline(&raw)),
         comm: comm.to_owned(),
-        cgroup: fs::read_to_string(dir.join("cgroup")).ok().and_then(|c| cgroup_v2(&c)),
+        cgroup: fs::read_to_string(proc_dir.join("cgroup"))
+            .ok()
+            .and_then(|c| cgroup_v2(&c)),
     }
 }
 
 fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
-    status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
 }
 
 fn cmdline(raw: &[u8]) -> Option<String> {
@@ -74,7 +89,10 @@ fn cmdline(raw: &[u8]) -> Option<String> {
 
 /// The unified-hierarchy entry (`0::/path`) of `/proc/PID/cgroup`.
 fn cgroup_v2(content: &str) -> Option<String> {
-    content.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
+    content
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -96,7 +114,10 @@ mod tests {
     fn exited_process_keeps_kernel_fields() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
         let p = principal_from(dir.path(), 4_000_000, 0, 0, "gone");
-        assert_eq!((p.pid, p.uid, p.gid, p.comm.as_str()), (4_000_000, 0, 0, "gone"));
+        assert_eq!(
+            (p.pid, p.uid, p.gid, p.comm.as_str()),
+            (4_000_000, 0, 0, "gone")
+        );
         assert_eq!(p.user.as_deref(), Some("root"));
         assert!(p.exe.is_none() && p.cmdline.is_none() && p.ppid.is_none());
     }
@@ -111,6 +132,9 @@ mod tests {
 
     #[test]
     fn cgroup_v2_line_is_found() {
-        assert_eq!(cgroup_v2("1:cpu:/a\n0::/user.slice/x\n").as_deref(), Some("/user.slice/x"));
+        assert_eq!(
+            cgroup_v2("1:cpu:/a\n0::/user.slice/x\n").as_deref(),
+            Some("/user.slice/x")
+        );
     }
 }

@@ -51,9 +51,11 @@ pub fn from_endpoint(e: &Endpoint) -> SocketAddr {
 /// The four memory-order words of an IPv6 address, as BPF programs read them.
 #[must_use]
 pub fn words(ip: Ipv6Addr) -> [u32; 4] {
-    let o = ip.octets();
-    let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-    [w(0), w(4), w(8), w(12)]
+    let mut words = [0u32; 4];
+    for (word, chunk) in words.iter_mut().zip(ip.octets().chunks_exact(4)) {
+        *word = u32::from_ne_bytes(chunk.try_into().unwrap_or_default());
+    }
+    words
 }
 
 #[cfg(test)]
@@ -66,8 +68,12 @@ mod tests {
             let a: SocketAddr = s.parse().unwrap_or_else(|e| unreachable!("{e}"));
             assert_eq!(from_endpoint(&to_endpoint(a)), a);
         }
-        let mapped: SocketAddr = "[::ffff:127.0.0.2]:7000".parse().unwrap_or_else(|e| unreachable!("{e}"));
-        let plain: SocketAddr = "127.0.0.2:7000".parse().unwrap_or_else(|e| unreachable!("{e}"));
+        let mapped: SocketAddr = "[::ffff:127.0.0.2]:7000"
+            .parse()
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let plain: SocketAddr = "127.0.0.2:7000"
+            .parse()
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(to_endpoint(mapped), to_endpoint(plain));
         assert!(to_endpoint(plain).is_v4_mapped());
     }
@@ -77,6 +83,11 @@ mod tests {
         // The kernel's user_ip4 is the address in network order read as a native u32.
         let raw = u32::from_ne_bytes([127, 0, 0, 2]);
         let e = Endpoint::v4(raw, 7000);
-        assert_eq!(from_endpoint(&e), "127.0.0.2:7000".parse().unwrap_or_else(|e| unreachable!("{e}")));
+        assert_eq!(
+            from_endpoint(&e),
+            "127.0.0.2:7000"
+                .parse()
+                .unwrap_or_else(|e| unreachable!("{e}"))
+        );
     }
 }

@@ -25,7 +25,7 @@ pub use session::{
 };
 pub use url::redact_url;
 
-use sqlx::{AnyPool, any::AnyPoolOptions, migrate::Migrator};
+use sqlx::{AnyConnection, AnyPool, Connection as _, any::AnyPoolOptions, migrate::Migrator};
 use std::{fmt, sync::Arc, time::Duration};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -92,26 +92,7 @@ impl Store {
                 source,
             })?;
         }
-        sqlx::any::install_default_drivers();
-        let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
-        let options = match parsed.backend {
-            // In-memory SQLite lives as long as one connection does: keep exactly one.
-            Backend::Sqlite if parsed.sqlite_file.is_none() => options
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None),
-            Backend::Sqlite => options.max_connections(4),
-            Backend::Postgres => options.max_connections(8),
-        };
-        let pool =
-            options
-                .connect(&parsed.connect)
-                .await
-                .map_err(|source| StoreError::Connect {
-                    url: redacted.clone(),
-                    source,
-                })?;
+        let pool = connect(&parsed).await?;
         let store = Store {
             pool,
             backend: parsed.backend,
@@ -186,6 +167,40 @@ impl Store {
             source,
         }
     }
+}
+
+/// Opens the pool for `parsed`. One plain connection comes first: it fails at once
+/// with the real cause (refused, bad password, no such database), where the pool
+/// would retry until its timeout and then report only that it timed out.
+async fn connect(parsed: &url::StoreUrl) -> Result<AnyPool, StoreError> {
+    let error = |source| StoreError::Connect {
+        url: parsed.redacted.clone(),
+        source,
+    };
+    sqlx::any::install_default_drivers();
+    let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, AnyConnection::connect(&parsed.connect))
+        .await
+        .map_err(|_| {
+            error(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}s", ACQUIRE_TIMEOUT.as_secs()),
+            )))
+        })?
+        .map_err(error)?;
+    // Closing is a courtesy to the server; the pool below is what matters.
+    let _ = probe.close().await;
+    let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+    let options = match parsed.backend {
+        // In-memory SQLite lives as long as one connection does: keep exactly one.
+        Backend::Sqlite if parsed.sqlite_file.is_none() => options
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None),
+        Backend::Sqlite => options.max_connections(4),
+        Backend::Postgres => options.max_connections(8),
+    };
+    options.connect(&parsed.connect).await.map_err(error)
 }
 
 /// This machine's host name, as the kernel has it.

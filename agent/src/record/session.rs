@@ -286,8 +286,9 @@ impl Store {
     /// characters (case-insensitive). `Ok(None)` if nothing matches;
     /// [`StoreError::Ambiguous`] if the prefix matches several sessions.
     ///
-    /// `UUIDv7` ids start with their creation time, so sessions from the same day share
-    /// their first 8–9 characters: a useful prefix is usually 10+ characters long.
+    /// The first 12 hex digits of a `UUIDv7` are its creation time in milliseconds:
+    /// sessions started within the same minute share their first 8 characters, so a
+    /// useful prefix is usually 10 or more characters long.
     pub async fn session(&self, id_or_prefix: &str) -> Result<Option<SessionRecord>, StoreError> {
         let wanted = id_or_prefix.trim().to_ascii_lowercase();
         let invalid = |reason| StoreError::InvalidId {

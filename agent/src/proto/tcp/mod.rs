@@ -15,12 +15,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens a connection to `addr` marked with `mark`, so the eBPF programs let it pass.
 pub async fn connect_upstream(addr: SocketAddr, mark: u32) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket2::SockRef::from(&socket).set_mark(mark)?;
     socket.set_nodelay(true)?;
     match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
         Ok(stream) => stream,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out"))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect to {addr} timed out"),
+        )),
     }
 }
 
@@ -48,17 +55,32 @@ mod tests {
         let (mut client, mut proxy_client) = duplex(1024);
         let (mut proxy_up, mut server) = duplex(1024);
         let relay = tokio::spawn(async move { relay(&mut proxy_client, &mut proxy_up).await });
-        client.write_all(b"hello").await.unwrap_or_else(|e| unreachable!("{e}"));
+        client
+            .write_all(b"hello")
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
         let mut buf = [0u8; 5];
-        server.read_exact(&mut buf).await.unwrap_or_else(|e| unreachable!("{e}"));
+        server
+            .read_exact(&mut buf)
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(&buf, b"hello");
-        server.write_all(b"world!").await.unwrap_or_else(|e| unreachable!("{e}"));
+        server
+            .write_all(b"world!")
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
         drop(server);
         let mut back = Vec::new();
-        client.read_to_end(&mut back).await.unwrap_or_else(|e| unreachable!("{e}"));
+        client
+            .read_to_end(&mut back)
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(back, b"world!");
         drop(client);
-        let traffic = relay.await.unwrap_or_else(|e| unreachable!("{e}")).unwrap_or_else(|(e, _)| unreachable!("{e}"));
+        let traffic = relay
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"))
+            .unwrap_or_else(|(e, _)| unreachable!("{e}"));
         assert_eq!(traffic, Traffic { up: 5, down: 6 });
     }
 }
