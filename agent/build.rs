@@ -7,6 +7,8 @@ fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let object = out_dir.join("portcullis");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    // sqlx::migrate! embeds the migration files; a new one must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         // An empty object: `intercept::load` reports that the build skipped eBPF.

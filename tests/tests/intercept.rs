@@ -410,3 +410,78 @@ impl Drop for Netns {
             .status();
     }
 }
+
+#[test]
+fn target_given_by_host_name_is_resolved_and_protected() {
+    if !can_run_ebpf_tests("hostname") {
+        return;
+    }
+    // `localhost` resolves to 127.0.0.1 (and ::1): both become protected addresses.
+    let echo = EchoServer::start("127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
+    let cg = TestCgroup::new("hostname").unwrap_or_else(|e| panic!("{e}"));
+    let target = format!("localhost:{}", echo.addr.port());
+    let d = TestDaemon::start("hostname", &cg, &policy(&[target], Some("nobody")), "")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let denied = client(&cg, Some(NOBODY), "127.0.0.1", echo.addr.port());
+    assert!(
+        denied["reply"].as_str().is_none_or(str::is_empty),
+        "nobody is denied, so the connect was intercepted: {denied}"
+    );
+    let ok = client(&cg, None, "127.0.0.1", echo.addr.port());
+    assert_eq!(ok["reply"], "hello portcullis\n", "{ok}");
+    let pid = ok["pid"].as_u64();
+    let s = d
+        .wait_session(|s| s["principal"]["pid"].as_u64() == pid)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s["orig_dst"], echo.addr.to_string());
+}
+
+#[test]
+fn sigterm_ends_open_sessions_records_them_and_keeps_targets_closed() {
+    if !can_run_ebpf_tests("sigterm") {
+        return;
+    }
+    let echo = EchoServer::start("127.0.0.2").unwrap_or_else(|e| panic!("{e}"));
+    let cg = TestCgroup::new("sigterm").unwrap_or_else(|e| panic!("{e}"));
+    let mut d = TestDaemon::start("sigterm", &cg, &policy(&[echo.addr.to_string()], None), "")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A client that stays connected past the 2 s grace period.
+    let hold = "import socket,sys,time\ns=socket.create_connection(('127.0.0.2', int(sys.argv[1])))\ns.sendall(b'x'); s.recv(1)\nprint('up', flush=True); time.sleep(30)\n";
+    let port = echo.addr.port().to_string();
+    let mut long = cg
+        .command(None, &["/usr/bin/python3", "-c", hold, &port])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut line = String::new();
+    if let Some(out) = long.stdout.as_mut() {
+        use std::io::BufRead as _;
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    assert_eq!(line.trim(), "up");
+
+    let status = d.stop().unwrap_or_else(|e| panic!("{e}"));
+    let _ = long.kill();
+    let _ = long.wait();
+    assert!(
+        status.success(),
+        "clean exit expected: {status}\n{}",
+        d.log()
+    );
+    assert!(d.log().contains("ending open sessions"), "{}", d.log());
+    // Still pinned: the target refuses while no daemon runs.
+    let closed = client(&cg, None, "127.0.0.2", echo.addr.port());
+    assert_eq!(closed["errno"], libc::ECONNREFUSED, "{closed}");
+    // The session cut by the shutdown was recorded with its end.
+    d.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let s = d
+        .wait_session(|s| {
+            s["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("daemon shutdown"))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s["bytes_up"], 1);
+}

@@ -1,7 +1,10 @@
 //! API request handlers.
 
 use super::{ApiError, Caller};
-use crate::{daemon::Daemon, record::SessionFilter};
+use crate::{
+    daemon::Daemon,
+    record::{SessionFilter, StoreError},
+};
 use axum::{
     Json,
     extract::{ConnectInfo, Path, Query, State},
@@ -88,7 +91,10 @@ pub async fn session(
         .store
         .session(&id)
         .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
+        .map_err(|e| match e {
+            StoreError::InvalidId { .. } | StoreError::Ambiguous { .. } => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            other => internal(other),
+        })?
         .ok_or_else(not_found)?;
     let owner = record.principal.as_ref().map(|p| p.uid);
     if only_uid.is_some() && owner != only_uid {

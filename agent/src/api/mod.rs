@@ -36,7 +36,8 @@ pub fn serve(daemon: Arc<Daemon>, stop: CancellationToken) -> anyhow::Result<Joi
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot remove stale socket {}", path.display()));
+            return Err(e)
+                .with_context(|| format!("cannot remove stale socket {}", path.display()));
         }
     }
     let listener = UnixListener::bind(&path)

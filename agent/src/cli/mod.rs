@@ -133,6 +133,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 policy.targets().len(),
                 policy.rules_len()
             );
+            for target in policy.targets() {
+                let addrs: Vec<String> = target.addresses.iter().map(ToString::to_string).collect();
+                println!(
+                    "  {:<20} {:<8} {}",
+                    target.name,
+                    target.protocol,
+                    addrs.join(", ")
+                );
+            }
             Ok(())
         }
         Command::Policy {

@@ -7,7 +7,7 @@ use crate::{
     identity::{self, Principal},
     intercept::{ClientAddr, OrigDstAddr, from_endpoint},
     policy::{Protocol, Verdict},
-    proto::{self, Traffic},
+    proto::{self, Metered, Traffic},
     record::{NewSession, Outcome, SessionEnd},
 };
 use portcullis_common::Origin;
@@ -128,28 +128,27 @@ async fn serve(
 
 async fn relay_tcp(
     daemon: &Daemon,
-    mut stream: TcpStream,
+    stream: TcpStream,
     orig_dst: OrigDstAddr,
 ) -> (Outcome, Option<String>, Traffic) {
     let mut upstream = match proto::tcp::connect_upstream(orig_dst.0, daemon.config.mark).await {
         Ok(u) => u,
         Err(error) => {
             refuse(&stream);
-            return (
-                Outcome::Error,
-                Some(format!("cannot connect to {orig_dst}: {error}")),
-                Traffic::default(),
-            );
+            let reason = format!("cannot connect to {orig_dst}: {error}");
+            return (Outcome::Error, Some(reason), Traffic::default());
         }
     };
     let _ = stream.set_nodelay(true);
-    tokio::select! {
-        r = proto::tcp::relay(&mut stream, &mut upstream) => match r {
-            Ok(t) => (Outcome::Closed, None, t),
-            Err((e, t)) => (Outcome::Closed, Some(format!("connection ended: {e}")), t),
+    let mut client = Metered::new(stream);
+    let (outcome, reason) = tokio::select! {
+        r = proto::tcp::relay(&mut client, &mut upstream) => match r {
+            Ok(()) => (Outcome::Closed, None),
+            Err(e) => (Outcome::Closed, Some(format!("connection ended: {e}"))),
         },
-        () = daemon.hard_stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into()), Traffic::default()),
-    }
+        () = daemon.hard_stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
+    };
+    (outcome, reason, client.traffic())
 }
 
 /// Builds the principal from the kernel's record, enriched from procfs.
@@ -206,19 +205,10 @@ async fn record_ended(
         principal,
         outcome,
         rule,
-        reason: Some(reason.clone()),
-    };
-    let end = SessionEnd {
-        outcome,
         reason: Some(reason),
-        bytes_up: 0,
-        bytes_down: 0,
     };
-    let result = match daemon.store.open_session(&new).await {
-        Ok(id) => daemon.store.close_session(&id, &end).await,
-        Err(e) => Err(e),
-    };
-    if let Err(error) = result {
+    // A final outcome records the session as already ended.
+    if let Err(error) = daemon.store.open_session(&new).await {
         tracing::error!(%error, "Cannot record a refused connection");
     }
 }

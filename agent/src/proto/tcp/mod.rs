@@ -1,7 +1,6 @@
 //! `tcp` targets: the action is the connection itself; once allowed, bytes are relayed
 //! as they are, through fixed-size buffers, in both directions.
 
-use super::Traffic;
 use std::{io, net::SocketAddr, time::Duration};
 use tokio::{
     io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes},
@@ -31,18 +30,17 @@ pub async fn connect_upstream(addr: SocketAddr, mark: u32) -> io::Result<TcpStre
     }
 }
 
-/// Relays bytes between `client` and `upstream` until both sides are done.
-/// On error, the traffic counted so far is not known exactly; `Traffic::default()`
-/// is reported with the error.
-pub async fn relay<C, U>(client: &mut C, upstream: &mut U) -> Result<Traffic, (io::Error, Traffic)>
+/// Relays bytes between `client` and `upstream` until both sides are done, through
+/// two fixed buffers. Traffic is counted by the caller's [`Metered`](super::Metered)
+/// client stream, so it is known even if this future is dropped midway.
+pub async fn relay<C, U>(client: &mut C, upstream: &mut U) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    match copy_bidirectional_with_sizes(client, upstream, RELAY_BUFFER, RELAY_BUFFER).await {
-        Ok((up, down)) => Ok(Traffic { up, down }),
-        Err(e) => Err((e, Traffic::default())),
-    }
+    copy_bidirectional_with_sizes(client, upstream, RELAY_BUFFER, RELAY_BUFFER)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]
@@ -54,7 +52,12 @@ mod tests {
     async fn relays_both_ways_and_counts() {
         let (mut client, mut proxy_client) = duplex(1024);
         let (mut proxy_up, mut server) = duplex(1024);
-        let relay = tokio::spawn(async move { relay(&mut proxy_client, &mut proxy_up).await });
+        let relay = tokio::spawn(async move {
+            let mut metered = crate::proto::Metered::new(proxy_client);
+            relay(&mut metered, &mut proxy_up)
+                .await
+                .map(|()| metered.traffic())
+        });
         client
             .write_all(b"hello")
             .await
@@ -80,7 +83,7 @@ mod tests {
         let traffic = relay
             .await
             .unwrap_or_else(|e| unreachable!("{e}"))
-            .unwrap_or_else(|(e, _)| unreachable!("{e}"));
-        assert_eq!(traffic, Traffic { up: 5, down: 6 });
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(traffic, crate::proto::Traffic { up: 5, down: 6 });
     }
 }
