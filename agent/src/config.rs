@@ -4,6 +4,7 @@
 //! the validated form the daemon uses. Relative paths are taken from the directory of
 //! the config file, so a repo-local state dir works without absolute paths.
 
+use crate::gate::notify::WebhookConfig;
 use serde::Deserialize;
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -60,6 +61,11 @@ struct ConfigFile {
     shutdown_grace: Option<String>,
     /// How often target host names are re-resolved ("30s").
     resolve_interval: Option<String>,
+    /// Also serve `/metrics` on this TCP address (e.g. "127.0.0.1:9750").
+    metrics_listen: Option<SocketAddr>,
+    /// Where new approval requests and decisions are POSTed.
+    #[serde(default, rename = "webhook")]
+    webhooks: Vec<WebhookConfig>,
 }
 
 /// The validated configuration.
@@ -78,6 +84,8 @@ pub struct Config {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub resolve_interval: Duration,
+    pub metrics_listen: Option<SocketAddr>,
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Config {
@@ -170,6 +178,8 @@ impl Config {
                 file.resolve_interval,
                 Duration::from_secs(30),
             )?,
+            metrics_listen: file.metrics_listen,
+            webhooks: file.webhooks,
         })
     }
 }

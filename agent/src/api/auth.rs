@@ -56,3 +56,18 @@ impl Caller {
             })
     }
 }
+
+impl Caller {
+    /// The caller as a principal (user, groups, process), for deciding requests.
+    /// `None` if the kernel gave no credentials.
+    pub async fn principal(&self) -> Option<crate::identity::Principal> {
+        let (uid, gid) = (self.uid?, self.gid?);
+        let pid = self.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
+        tokio::task::spawn_blocking(move || {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            crate::identity::principal_for(pid, uid, gid, comm.trim())
+        })
+        .await
+        .ok()
+    }
+}

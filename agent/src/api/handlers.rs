@@ -92,7 +92,9 @@ pub async fn session(
         .session(&id)
         .await
         .map_err(|e| match e {
-            StoreError::InvalidId { .. } | StoreError::Ambiguous { .. } => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            StoreError::InvalidId { .. } | StoreError::Ambiguous { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+            }
             other => internal(other),
         })?
         .ok_or_else(not_found)?;
@@ -154,10 +156,22 @@ fn visible_uid(d: &Daemon, caller: &Caller) -> Result<Option<u32>, ApiError> {
     })
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "API request failed");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("{e}; see the daemon's log"),
+    )
+}
+
+pub async fn metrics(
+    State(d): State<Arc<Daemon>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        d.gate.metrics().encode(),
     )
 }

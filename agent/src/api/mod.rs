@@ -8,7 +8,11 @@
 //! - `GET  /v1/status`
 //! - `GET  /v1/sessions?limit=N`, `GET /v1/sessions/{id}` (id or unique prefix)
 //! - `POST /v1/policy/reload`
+//! - `GET  /v1/approvals?all=true`, `POST /v1/approvals/{id}/approve|deny` (`{"reason": "…"}`),
+//!   `GET /v1/approvals/watch` (JSON lines as requests and decisions happen)
+//! - `GET  /metrics` (Prometheus text; also on `metrics_listen` over TCP)
 
+mod approvals;
 mod auth;
 mod handlers;
 
@@ -63,6 +67,11 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/sessions", get(handlers::sessions))
         .route("/v1/sessions/{id}", get(handlers::session))
         .route("/v1/policy/reload", post(handlers::reload))
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/watch", get(approvals::watch))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
+        .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .with_state(daemon)
 }
@@ -91,4 +100,26 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
+}
+
+/// Serves `/metrics` alone on a TCP address, for a Prometheus scraper.
+pub async fn serve_metrics(
+    daemon: Arc<Daemon>,
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}; change `metrics_listen`"))?;
+    let app = Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .with_state(daemon);
+    Ok(async move {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(%error, "Metrics server failed");
+        }
+    })
 }

@@ -57,6 +57,37 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Held actions waiting for approval (those you may see).
+    Approvals {
+        #[command(subcommand)]
+        watch: Option<ApprovalsCommand>,
+        #[arg(long)]
+        json: bool,
+        /// Decided requests too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a held action (counts once per approver; never your own).
+    Approve {
+        /// Request id, or a unique prefix of it.
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a held action: final, and the client is told who and why.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The daemon's Prometheus metrics.
+    Metrics,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApprovalsCommand {
+    /// Print new requests and decisions as they happen (JSON lines).
+    Watch,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +148,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let one = client.get(&format!("/v1/sessions/{id}")).await?;
             print::session(&one, json)
         }
+        Command::Approvals {
+            watch: Some(ApprovalsCommand::Watch),
+            ..
+        } => {
+            client
+                .stream("/v1/approvals/watch", |line| {
+                    println!("{line}");
+                })
+                .await
+        }
+        Command::Approvals {
+            watch: None,
+            json,
+            all,
+        } => {
+            let list = client.get(&format!("/v1/approvals?all={all}")).await?;
+            print::approvals(&list, json)
+        }
+        Command::Approve { id, reason } => {
+            let done = client
+                .post(
+                    &format!("/v1/approvals/{id}/approve"),
+                    Some(&serde_json::json!({ "reason": reason })),
+                )
+                .await?;
+            println!(
+                "{}",
+                done.get("message")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("done")
+            );
+            Ok(())
+        }
+        Command::Deny { id, reason } => {
+            let done = client
+                .post(
+                    &format!("/v1/approvals/{id}/deny"),
+                    Some(&serde_json::json!({ "reason": reason })),
+                )
+                .await?;
+            println!(
+                "{}",
+                done.get("message")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("done")
+            );
+            Ok(())
+        }
+        Command::Metrics => {
+            let text = client.get("/metrics").await?;
+            print!("{}", text.as_str().unwrap_or_default());
+            Ok(())
+        }
         Command::Policy {
             command: PolicyCommand::Check { dir, config },
         } => {
@@ -147,7 +231,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy {
             command: PolicyCommand::Reload,
         } => {
-            let answer = client.post("/v1/policy/reload").await?;
+            let answer = client.post("/v1/policy/reload", None).await?;
             let count = |k: &str| {
                 answer
                     .get(k)

@@ -151,6 +151,54 @@ pub fn session(s: &Value, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn approvals(list: &Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        return pretty(list);
+    }
+    let rows = list.as_array().map_or(&[][..], Vec::as_slice);
+    if rows.is_empty() {
+        println!("No requests waiting for you.");
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!(
+        "{:<36}  {:<9}  {:<14}  {:<26}  {:<22}  {:>6}  {:>7}",
+        "ID", "STATUS", "TARGET", "WHO (PROCESS)", "WHAT", "AGE", "VOTES"
+    );
+    for r in rows {
+        let created = at(r, "/created_at")
+            .as_i64()
+            .and_then(|ms| u64::try_from(ms / 1000).ok())
+            .unwrap_or(now);
+        let votes = format!(
+            "{}/{}",
+            at(r, "/approvals").as_array().map_or(0, Vec::len),
+            text(r, "/quorum")
+        );
+        println!(
+            "{:<36}  {:<9}  {:<14}  {:<26}  {:<22}  {:>5}s  {:>7}",
+            text(r, "/id"),
+            text(r, "/status"),
+            text(r, "/target"),
+            format!(
+                "{} (pid {} {})",
+                text(r, "/principal/user"),
+                text(r, "/principal/pid"),
+                text(r, "/principal/comm")
+            ),
+            text(r, "/summary"),
+            now.saturating_sub(created),
+            votes,
+        );
+    }
+    println!(
+        "Approve with `portcullis approve ID [--reason …]`, deny with `portcullis deny ID --reason …`."
+    );
+    Ok(())
+}
+
 fn pretty(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())

@@ -12,8 +12,9 @@ pub use targets::{TargetTable, canonical};
 
 use crate::{
     config::Config,
-    gate::Gate,
+    gate::{Gate, notify::Notifier},
     intercept::{self, Interceptor, Settings},
+    metrics::Metrics,
     policy::{Policy, PolicyError},
     record::Store,
 };
@@ -90,6 +91,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.store)
         .await
         .context("cannot open the store")?;
+    // Requests held by a previous run of this gateway lost their connections with it:
+    // they must never be approved into effect.
+    let abandoned = store
+        .abandon_pending_of_this_host("the daemon restarted while the request was held")
+        .await?;
+    if abandoned > 0 {
+        tracing::warn!(
+            abandoned,
+            "Marked requests left pending by the previous run as abandoned"
+        );
+    }
+    let metrics = Arc::new(Metrics::new());
+    let (notifier, notifier_task) = Notifier::start(config.webhooks.clone(), Arc::clone(&metrics))
+        .context("bad [[webhook]] configuration")?;
 
     // Listen before redirecting, so the first redirected connect finds us.
     let listener4 = bind(config.listen4).await?;
@@ -112,7 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         host: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        gate: Gate::new(policy),
+        gate: Gate::new(policy, store.clone(), metrics, Some(notifier)),
         store,
         interceptor,
         targets: TargetTable::default(),
@@ -160,8 +175,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(target = %target.name, protocol = %target.protocol, addresses = %addrs.join(", "), "Protecting");
     }
 
+    if let Some(addr) = daemon.config.metrics_listen {
+        tracker.spawn(crate::api::serve_metrics(Arc::clone(&daemon), addr, stop.clone()).await?);
+    }
+
     wait_for_signal().await?;
     tracing::info!(grace = ?daemon.config.shutdown_grace, "Shutting down");
+    // Held actions are denied first: a shutdown never releases one.
+    daemon.gate.shut_down();
     stop.cancel();
     tracker.close();
     if tokio::time::timeout(daemon.config.shutdown_grace, tracker.wait())
@@ -177,6 +198,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = api.await;
     daemon.store.close().await;
+    // The notifier (owned by the gate) drains its queue once the daemon is dropped.
+    drop(daemon);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), notifier_task).await;
     tracing::info!("Stopped; protected targets stay closed until the daemon runs again");
     Ok(())
 }

@@ -1,36 +1,130 @@
-//! The gate: the one place where an action is allowed or denied, for every protocol.
+//! The gate: the one place where an action is allowed, denied or held for review,
+//! for every protocol. Nothing here knows a wire protocol.
 //!
-//! Protocols describe what a client asks for as an [`Action`] and hand it here with
-//! the principal and the target; the gate answers with a [`Decision`] from the current
-//! policy. Policy reloads swap the policy atomically: a decision is always made against
-//! one whole policy, never a mix.
+//! A protocol describes what its client asks for as an [`Action`] and calls
+//! [`Gate::rule`]. `Allow` and `Deny` are final. `Review` means: call
+//! [`Gate::hold`], tell the client (if the protocol can) that the action waits for
+//! approval and how to give it, then [`Hold::wait`] until approvers decide, the clock
+//! does (deny, or escalate then deny), the client leaves (abandoned) or the daemon
+//! stops (denied — a held action is never released by a shutdown).
+//!
+//! Requests live in the store, so any gateway sharing it can decide them; the gateway
+//! holding the connection owns the clock.
+//!
+//! Layout: `hold` (a held action's lifecycle), `decide` (people approving and
+//! denying), `notify` (webhooks).
+
+mod decide;
+mod hold;
+pub mod notify;
+
+pub use decide::{DecideError, Decided};
+pub use hold::{Hold, HoldOutcome};
 
 use crate::{
     identity::Principal,
-    policy::{Decision, Policy},
+    metrics::{self, Metrics},
+    policy::{Decision, Policy, Review, Verdict},
+    record::Store,
 };
 use arc_swap::ArcSwap;
+use notify::{Event, EventKind, Notifier};
 use serde::Serialize;
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Instant,
+};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
 
 /// What a client asks a target to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// Open a connection (the whole action for `tcp` targets).
     Connect,
 }
 
-/// Decides actions against the policy in force.
+impl Action {
+    /// One line for a person deciding.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Connect => "open a connection".to_owned(),
+        }
+    }
+}
+
+/// The gate's first answer for an action.
+#[derive(Debug, Clone)]
+pub enum Ruling {
+    Allow {
+        rule: Option<String>,
+        reason: String,
+    },
+    Deny {
+        rule: Option<String>,
+        reason: String,
+    },
+    /// Hold it: pass this to [`Gate::hold`].
+    Review {
+        rule: Option<String>,
+        reason: String,
+        review: Review,
+    },
+}
+
+/// Who asks what of which target.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub principal: Principal,
+    pub target: String,
+    pub protocol: String,
+    pub action: Action,
+}
+
+/// Key of a time-limited grant: the same principal's same action on a target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GrantKey {
+    uid: u32,
+    exe: Option<String>,
+    target: String,
+    action: Action,
+}
+
+/// Decides actions against the policy in force and keeps the held ones.
 pub struct Gate {
     policy: ArcSwap<Policy>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    notifier: Option<Notifier>,
+    /// Wakes the hold waiting on a request when its row may have changed.
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    grants: Mutex<HashMap<GrantKey, (Instant, String)>>,
+    /// New requests and decisions, for `approvals watch`.
+    events: broadcast::Sender<Event>,
+    /// Cancelled at shutdown: every held action is denied.
+    shutdown: CancellationToken,
 }
 
 impl Gate {
     #[must_use]
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(
+        policy: Policy,
+        store: Store,
+        metrics: Arc<Metrics>,
+        notifier: Option<Notifier>,
+    ) -> Self {
         Self {
             policy: ArcSwap::from_pointee(policy),
+            store,
+            metrics,
+            notifier,
+            waiters: Mutex::new(HashMap::new()),
+            grants: Mutex::new(HashMap::new()),
+            events: broadcast::channel(1024).0,
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -45,11 +139,123 @@ impl Gate {
         self.policy.store(Arc::new(policy));
     }
 
-    /// Decides whether `principal` may do `action` on the target named `target`.
     #[must_use]
-    pub fn decide(&self, principal: &Principal, target: &str, action: &Action) -> Decision {
-        match action {
-            Action::Connect => self.policy.load().decide(principal, target),
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// New requests and decisions as they happen.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Denies every held action (the daemon is stopping) and refuses new holds.
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// The first answer for `ask`: allow, deny, or review (then [`Gate::hold`]).
+    #[must_use]
+    pub fn rule(&self, ask: &Ask) -> Ruling {
+        let Decision {
+            verdict,
+            rule,
+            reason,
+            review,
+        } = self.policy.load().decide(&ask.principal, &ask.target);
+        let ruling = match (verdict, review) {
+            (Verdict::Allow, _) => Ruling::Allow { rule, reason },
+            (Verdict::Review, Some(review)) => match self.granted(ask) {
+                Some(grant) => Ruling::Allow {
+                    rule,
+                    reason: grant,
+                },
+                None => Ruling::Review {
+                    rule,
+                    reason,
+                    review,
+                },
+            },
+            // A review without its parameters cannot be held: fail closed.
+            (Verdict::Review | Verdict::Deny, _) => Ruling::Deny { rule, reason },
+        };
+        let verdict = match ruling {
+            Ruling::Allow { .. } => metrics::Verdict::Allowed,
+            Ruling::Deny { .. } => metrics::Verdict::Denied,
+            Ruling::Review { .. } => metrics::Verdict::Held,
+        };
+        self.metrics.action(&ask.target, &ask.protocol, verdict);
+        ruling
+    }
+
+    /// A live grant for this ask, as the reason to allow it.
+    fn granted(&self, ask: &Ask) -> Option<String> {
+        let key = GrantKey::of(ask);
+        let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        grants.retain(|_, (until, _)| *until > now);
+        grants.get(&key).map(|(until, request)| {
+            format!(
+                "granted by approved request {request} for {}s more",
+                until.saturating_duration_since(now).as_secs()
+            )
+        })
+    }
+
+    fn add_grant(&self, ask: &Ask, until: Instant, request: &str) {
+        self.grants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(GrantKey::of(ask), (until, request.to_owned()));
+    }
+
+    /// Wakes the hold of request `id`, if this gateway holds it.
+    fn wake(&self, id: &str) {
+        if let Some(n) = self
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            n.notify_one();
         }
     }
+
+    fn announce(&self, kind: EventKind, r: &crate::record::RequestRecord, status: &str) {
+        let event = Event {
+            kind,
+            request_id: r.id.clone(),
+            target: r.target.clone(),
+            action: r.summary.clone(),
+            requester: r.principal.label(),
+            status: status.to_owned(),
+            decided_by: r.decided_by.clone(),
+            reason: r.reason.clone(),
+            host: r.host.clone(),
+            at_ms: now_ms(),
+            approve_hint: format!("portcullis approve {}", r.id),
+        };
+        if let Some(n) = &self.notifier {
+            n.notify(&event);
+        }
+        let _ = self.events.send(event);
+    }
+}
+
+impl GrantKey {
+    fn of(ask: &Ask) -> Self {
+        Self {
+            uid: ask.principal.uid,
+            exe: ask.principal.exe.clone(),
+            target: ask.target.clone(),
+            action: ask.action.clone(),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,14 +1,16 @@
 //! Validating parsed policy files and building the domain types from them.
 
+mod action;
+
 use std::collections::HashMap;
 
 use toml::Spanned;
 
 use super::{
     Policy, PolicyError, Protocol, Target, TargetAddress,
-    file::{ActionFile, GroupFile, RuleFile, TargetFile, WhoFile},
+    file::{GroupFile, RuleFile, TargetFile, WhoFile},
     load::Source,
-    matching::{Group, Rule, RuleAction, RuleTargets, Who},
+    matching::{Group, Rule, RuleTargets, Who},
 };
 
 /// Protocols the format reserves but the proxy does not speak yet.
@@ -30,6 +32,11 @@ impl Builder {
     pub(super) fn finish(self) -> Policy {
         Policy {
             targets: self.targets,
+            groups: self
+                .groups
+                .into_iter()
+                .map(|(name, (group, _))| (name, group))
+                .collect(),
             rules: self.rules,
         }
     }
@@ -136,6 +143,7 @@ impl Builder {
             Some(who) => Some(self.who(src, name, who)?),
             None => None,
         };
+        let action = self.action(src, name, file)?;
         self.rules.push(Rule {
             name: name.to_owned(),
             targets: if all {
@@ -144,10 +152,7 @@ impl Builder {
                 RuleTargets::Named(names)
             },
             who,
-            action: match file.action {
-                ActionFile::Allow => RuleAction::Allow,
-                ActionFile::Deny => RuleAction::Deny,
-            },
+            action,
             description: file.description.clone(),
         });
         Ok(())

@@ -49,6 +49,9 @@ pub(super) struct GroupFile {
 }
 
 /// A `[[rule]]` table.
+///
+/// The review keys (`approvers` … `grant`) belong to `action = "review"` and
+/// `skip_review` to `action = "allow"`; `build` refuses them elsewhere, naming the key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RuleFile {
@@ -57,8 +60,21 @@ pub(super) struct RuleFile {
     pub targets: Spanned<Vec<Spanned<String>>>,
     /// Omitted means everyone.
     pub who: Option<Spanned<WhoFile>>,
-    pub action: ActionFile,
+    pub action: Spanned<ActionFile>,
     pub description: Option<String>,
+    /// Trusted principals pass matching review rules (never deny rules).
+    pub skip_review: Option<Spanned<bool>>,
+    /// `[[group]]` names whose members may approve; required for `review`.
+    pub approvers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The quorum; signed so that `0` and `-1` get our error rather than serde's.
+    pub approvals: Option<Spanned<i64>>,
+    /// Humantime durations (`"5m"`), parsed and bounded by `build`.
+    pub timeout: Option<Spanned<String>>,
+    pub on_timeout: Option<Spanned<OnTimeoutFile>>,
+    /// `[[group]]` names asked after `timeout`; required with `on_timeout = "escalate"`.
+    pub escalate_to: Option<Spanned<Vec<Spanned<String>>>>,
+    pub escalation_timeout: Option<Spanned<String>>,
+    pub grant: Option<Spanned<String>>,
 }
 
 /// A rule's `who`: identity fields (any one matches) and `exe` patterns (must also match).
@@ -79,10 +95,30 @@ pub(super) struct WhoFile {
     pub exe: Vec<Spanned<String>>,
 }
 
-/// A rule's `action`. `review` (with approvers, quorum, timeout) will be added here.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// A rule's `action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum ActionFile {
     Allow,
+    Review,
     Deny,
+}
+
+impl ActionFile {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionFile::Allow => "allow",
+            ActionFile::Review => "review",
+            ActionFile::Deny => "deny",
+        }
+    }
+}
+
+/// What happens when a review's `timeout` passes without a quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum OnTimeoutFile {
+    Deny,
+    Escalate,
 }

@@ -1,6 +1,6 @@
 //! Validated rules and the question "does this rule apply to this principal and target".
 
-use super::Verdict;
+use super::{Review, Verdict};
 use crate::identity::Principal;
 
 /// A validated `[[rule]]`.
@@ -24,11 +24,16 @@ pub(super) enum RuleTargets {
     Named(Vec<String>),
 }
 
-/// What a rule does when it applies. `Review { approvers, quorum, timeout, .. }` will
-/// join these, mapping to a `Verdict::Review` between allow and deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a rule does when it applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum RuleAction {
-    Allow,
+    /// Let the principal through; with `skip_review`, also past matching review rules
+    /// (never past a deny).
+    Allow {
+        skip_review: bool,
+    },
+    /// Hold the action until approvers decide.
+    Review(Review),
     Deny,
 }
 
@@ -55,9 +60,23 @@ impl Rule {
     /// The verdict this rule gives when it applies.
     pub fn verdict(&self) -> Verdict {
         match self.action {
-            RuleAction::Allow => Verdict::Allow,
+            RuleAction::Allow { .. } => Verdict::Allow,
+            RuleAction::Review(_) => Verdict::Review,
             RuleAction::Deny => Verdict::Deny,
         }
+    }
+
+    /// The hold this rule asks for, if it is a `review` rule.
+    pub fn review(&self) -> Option<&Review> {
+        match &self.action {
+            RuleAction::Review(review) => Some(review),
+            RuleAction::Allow { .. } | RuleAction::Deny => None,
+        }
+    }
+
+    /// Whether this is an `allow` rule with `skip_review = true`.
+    pub fn skips_review(&self) -> bool {
+        self.action == RuleAction::Allow { skip_review: true }
     }
 
     /// Whether the rule covers the target called `target`.
@@ -88,14 +107,12 @@ impl Who {
         {
             return true;
         }
-        let user = p.user.as_deref();
-        user.is_some_and(|u| self.users.iter().any(|x| x == u))
+        p.user
+            .as_deref()
+            .is_some_and(|u| self.users.iter().any(|x| x == u))
             || self.uids.contains(&p.uid)
             || shares_unix_group(&self.unix_groups, p)
-            || self.groups.iter().any(|g| {
-                user.is_some_and(|u| g.users.iter().any(|x| x == u))
-                    || shares_unix_group(&g.unix_groups, p)
-            })
+            || self.groups.iter().any(|g| g.contains(p))
     }
 
     fn exe_matches(&self, p: &Principal, verdict: Verdict) -> bool {
@@ -112,6 +129,16 @@ impl Who {
         self.exe.iter().any(|pattern| {
             glob_match(pattern, exe) || stripped.is_some_and(|s| glob_match(pattern, s))
         })
+    }
+}
+
+impl Group {
+    /// Whether `p`'s user is listed or `p` shares one of the listed unix groups.
+    pub fn contains(&self, p: &Principal) -> bool {
+        p.user
+            .as_deref()
+            .is_some_and(|u| self.users.iter().any(|x| x == u))
+            || shares_unix_group(&self.unix_groups, p)
     }
 }
 

@@ -1,4 +1,4 @@
-//! Policy: which principals may reach which protected targets.
+//! Policy: which principals may reach which protected targets, and on what terms.
 //!
 //! A policy is a directory of TOML files (`*.toml`, read in file-name order; other
 //! files and hidden files are ignored) merged into one [`Policy`]. Each file may hold
@@ -10,47 +10,57 @@
 //! - `[[group]]`: a named set of people: `users` (user names) and `unix_groups`. A
 //!   principal is in the group if its user is listed or it shares a unix group.
 //! - `[[rule]]`: `targets` (names, or `["*"]` for every target), an optional `who`,
-//!   and an `action` (`allow` or `deny`).
+//!   and an `action`: `allow` (optionally `skip_review`), `deny`, or `review` with
+//!   `approvers` (group names), `approvals`, `timeout`, `on_timeout` (`deny` or
+//!   `escalate` to `escalate_to` groups for `escalation_timeout`) and `grant`.
 //!
 //! `who` semantics: the identity fields `users`, `groups` (policy groups),
 //! `unix_groups` and `uids` are alternatives, any one matching is enough ("is this one
 //! of these people"); `exe` (exact paths or globs where `*` matches any run of
-//! characters, `/` included) further restricts them: it must match as well. A `who` with only `exe` means anyone running that program;
-//! an omitted `who` means everyone. When the executable is unknown (the process exited
-//! before we looked) an `exe` restriction fails closed: it never satisfies an `allow`
-//! rule and always satisfies a `deny` rule.
+//! characters, `/` included) further restricts them: it must match as well. A `who`
+//! with only `exe` means anyone running that program; an omitted `who` means
+//! everyone. When the executable is unknown (the process exited before we looked) an
+//! `exe` restriction fails closed: it never satisfies an `allow` rule and always
+//! satisfies a `review` or `deny` rule.
 //!
 //! Decisions: every rule that names the target and matches the principal is
-//! collected; the most restrictive wins (deny > allow; `review` will sit between), the
-//! earliest rule breaking ties. No matching rule is a deny.
+//! collected; the most restrictive wins (deny > review > allow), the earliest rule
+//! breaking ties. The one exception: a matching `allow` rule with `skip_review = true`
+//! lets a trusted principal past review rules (never past a deny). No matching rule
+//! is a deny.
 //!
 //! A policy with any error is refused as a whole: [`Policy::load_dir`] returns the
 //! first error as `path/to/file.toml:LINE: reason`.
 //!
 //! Layout: `file` mirrors the TOML (serde, unknown keys are errors); `load` reads
 //! the directory and parses every file; `build` validates and builds the domain
-//! types defined here; `address` parses target addresses; `matching` holds the
-//! validated rules and answers "does this rule apply to this principal".
+//! types defined here and in `review` (the parameters of a review hold); `address`
+//! parses target addresses; `matching` holds the validated rules and answers "does
+//! this rule apply to this principal".
 
 mod address;
 mod build;
 mod file;
 mod load;
 mod matching;
+mod review;
 
-use std::{fmt, io, path::Path, path::PathBuf};
+use std::{collections::HashMap, fmt, io, path::Path, path::PathBuf};
 
 use serde::Serialize;
 
 use crate::identity::Principal;
 pub use address::TargetAddress;
-use matching::Rule;
+use matching::{Group, Rule};
+pub use review::{Escalation, Review};
 
 /// A validated, merged policy; the default is the empty policy that denies everything.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// Targets in load order (files by name, then order within the file).
     targets: Vec<Target>,
+    /// Groups by name, so the gate can check who may approve a review.
+    groups: HashMap<String, Group>,
     /// Rules in load order; the order breaks ties between equally restrictive rules.
     rules: Vec<Rule>,
 }
@@ -81,51 +91,70 @@ impl Policy {
         self.rules.len()
     }
 
+    /// Whether `who` belongs to the policy group called `group` (its user is listed or
+    /// it shares a listed unix group), as `who.groups` in a rule would match it.
+    ///
+    /// An undefined group has no members. The gate uses this to check that a person
+    /// deciding a review is one of its approvers.
+    #[must_use]
+    pub fn is_member(&self, group: &str, who: &Principal) -> bool {
+        self.groups.get(group).is_some_and(|g| g.contains(who))
+    }
+
     /// Decides whether `principal` may reach the target called `target`.
     ///
-    /// The most restrictive matching rule wins; without one, and for targets the
-    /// policy does not define, the answer is a deny.
+    /// The most restrictive matching rule wins (deny, then review, then allow; the
+    /// earliest rule among equals), except that a matching `allow` rule with
+    /// `skip_review` turns a review into an allow. Without a matching rule, and for
+    /// targets the policy does not define, the answer is a deny.
     #[must_use]
     pub fn decide(&self, principal: &Principal, target: &str) -> Decision {
         let label = principal.label();
         let Some(target) = self.target(target) else {
-            return Decision {
-                verdict: Verdict::Deny,
-                rule: None,
-                reason: format!("target {target} is not defined in the policy"),
-            };
+            return Decision::new(
+                Verdict::Deny,
+                None,
+                format!("target {target} is not defined in the policy"),
+            );
         };
-        let winner = self
-            .rules
-            .iter()
-            .filter(|rule| rule.applies_to(&target.name) && rule.matches(principal))
-            .fold(None::<&Rule>, |best, rule| match best {
-                Some(best) if best.verdict() >= rule.verdict() => Some(best),
-                _ => Some(rule),
-            });
-        let Some(rule) = winner else {
-            return Decision {
-                verdict: Verdict::Deny,
-                rule: None,
-                reason: format!("no rule allows {label} to reach target {}", target.name),
-            };
+        let name = &target.name;
+        let matching = || {
+            self.rules
+                .iter()
+                .filter(|rule| rule.applies_to(name) && rule.matches(principal))
         };
-        let verb = match rule.verdict() {
-            Verdict::Allow => "allows",
-            Verdict::Deny => "denies",
-        };
-        let mut reason = format!(
-            "rule `{}` {verb} {label} to reach target {}",
-            rule.name, target.name
-        );
-        if let Some(description) = &rule.description {
-            reason = format!("{reason} ({description})");
+        let first = |verdict| matching().find(|rule| rule.verdict() == verdict);
+        if let Some(rule) = first(Verdict::Deny) {
+            let reason = format!("rule `{}` denies {label} to reach target {name}", rule.name);
+            return Decision::by(rule, reason);
         }
-        Decision {
-            verdict: rule.verdict(),
-            rule: Some(rule.name.clone()),
-            reason,
+        if let Some((rule, review)) = matching().find_map(|rule| Some((rule, rule.review()?))) {
+            if let Some(trusted) = matching().find(|rule| rule.skips_review()) {
+                let reason = format!(
+                    "rule `{}` allows {label} to reach target {name} without review (skips \
+                     rule `{}`, which requires review by {})",
+                    trusted.name,
+                    rule.name,
+                    review.summary()
+                );
+                return Decision::by(trusted, reason);
+            }
+            let reason = format!(
+                "rule `{}` requires review by {} for {label} on target {name}",
+                rule.name,
+                review.summary()
+            );
+            return Decision::by(rule, reason);
         }
+        if let Some(rule) = first(Verdict::Allow) {
+            let reason = format!("rule `{}` allows {label} to reach target {name}", rule.name);
+            return Decision::by(rule, reason);
+        }
+        Decision::new(
+            Verdict::Deny,
+            None,
+            format!("no rule allows {label} to reach target {name}"),
+        )
     }
 }
 
@@ -167,17 +196,47 @@ pub struct Decision {
     pub rule: Option<String>,
     /// One sentence for the client, the log and the audit record.
     pub reason: String,
+    /// What the hold asks for: `Some` exactly when `verdict` is [`Verdict::Review`].
+    pub review: Option<Review>,
+}
+
+impl Decision {
+    fn new(verdict: Verdict, rule: Option<String>, reason: String) -> Decision {
+        Decision {
+            verdict,
+            rule,
+            reason,
+            review: None,
+        }
+    }
+
+    /// The decision of `rule`, with its description (if any) appended to `reason`.
+    fn by(rule: &Rule, reason: String) -> Decision {
+        let reason = match &rule.description {
+            Some(description) => format!("{reason} ({description})"),
+            None => reason,
+        };
+        Decision {
+            verdict: rule.verdict(),
+            rule: Some(rule.name.clone()),
+            reason,
+            review: rule.review().cloned(),
+        }
+    }
 }
 
 /// What a decision says.
 ///
 /// Variants are declared from least to most restrictive and `Ord` is derived, so
-/// `max()` over verdicts is "most restrictive wins". A future `Review` goes between
-/// `Allow` and `Deny`.
+/// `max()` over verdicts is "most restrictive wins".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// Let the action through now.
     Allow,
+    /// Hold the action until approvers decide ([`Decision::review`] says who and how).
+    Review,
+    /// Refuse the action.
     Deny,
 }
 
@@ -185,6 +244,7 @@ impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Verdict::Allow => "allow",
+            Verdict::Review => "review",
             Verdict::Deny => "deny",
         })
     }
@@ -244,12 +304,14 @@ mod tests {
     fn shipped_policies_load() {
         let policy = Policy::load_dir(Path::new(SHIPPED)).unwrap();
         let names: Vec<_> = policy.targets().iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["echo-demo"]);
+        assert_eq!(names, ["echo-demo", "echo-review-demo"]);
         let echo = policy.target("echo-demo").unwrap();
         assert_eq!(echo.protocol, Protocol::Tcp);
         assert_eq!(echo.addresses.len(), 1);
         assert_eq!(echo.addresses[0].to_string(), "127.0.0.2:7000");
-        assert_eq!(policy.rules_len(), 2);
+        let review = policy.target("echo-review-demo").unwrap();
+        assert_eq!(review.addresses[0].to_string(), "127.0.0.2:7001");
+        assert_eq!(policy.rules_len(), 3);
     }
 
     #[test]
@@ -270,6 +332,53 @@ mod tests {
     }
 
     #[test]
+    fn shipped_policies_review_demo() {
+        let policy = Policy::load_dir(Path::new(SHIPPED)).unwrap();
+        let root = matching::tests::principal("root", 0, &["root"], "/usr/bin/nc");
+        let d = policy.decide(&root, "echo-review-demo");
+        assert_eq!(d.verdict, Verdict::Review, "{d:?}");
+        assert_eq!(d.rule.as_deref(), Some("review-demo-needs-approval"));
+        let review = d.review.unwrap();
+        assert_eq!(review.approvers, ["portcullis-approvers"]);
+        assert_eq!(review.quorum, 1);
+        assert_eq!(review.timeout, std::time::Duration::from_secs(120));
+        assert_eq!(review.escalation, None);
+        assert_eq!(review.grant, Some(std::time::Duration::from_secs(600)));
+        let nobody = matching::tests::principal("nobody", 65534, &["nogroup"], "/usr/bin/nc");
+        let d = policy.decide(&nobody, "echo-review-demo");
+        assert_eq!((d.verdict, d.review), (Verdict::Deny, None));
+        let approver =
+            matching::tests::principal("ann", 1002, &["ann", "portcullis-approvers"], "/bin/sh");
+        assert!(policy.is_member("portcullis-approvers", &approver));
+        assert!(!policy.is_member("portcullis-approvers", &root));
+    }
+
+    #[test]
+    fn is_member_by_user_or_unix_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[group]]\nname = \"dba\"\nusers = [\"bob\"]\nunix_groups = [\"dbadmins\"]\n\
+                    [[group]]\nname = \"empty\"\n";
+        std::fs::write(dir.path().join("g.toml"), text).unwrap();
+        let policy = Policy::load_dir(dir.path()).unwrap();
+        let bob = matching::tests::principal("bob", 1002, &["bob"], "/bin/sh");
+        let carol = matching::tests::principal("carol", 1003, &["dbadmins"], "/bin/sh");
+        let eve = matching::tests::principal("eve", 1001, &["eve"], "/bin/sh");
+        let mut unnamed = bob.clone();
+        unnamed.user = None;
+        assert!(policy.is_member("dba", &bob));
+        assert!(policy.is_member("dba", &carol));
+        assert!(!policy.is_member("dba", &eve));
+        assert!(
+            !policy.is_member("dba", &unnamed),
+            "no user name, no unix group"
+        );
+        assert!(!policy.is_member("empty", &bob));
+        assert!(!policy.is_member("dbas", &bob), "undefined group");
+        assert!(!policy.is_member("bob", &bob), "a user name is not a group");
+        assert!(!Policy::default().is_member("dba", &bob));
+    }
+
+    #[test]
     fn empty_policy_denies() {
         let policy = Policy::default();
         let p = matching::tests::principal("alice", 1000, &[], "/bin/sh");
@@ -279,8 +388,13 @@ mod tests {
 
     #[test]
     fn verdicts_order_by_restrictiveness() {
-        assert!(Verdict::Deny > Verdict::Allow);
+        assert!(Verdict::Allow < Verdict::Review && Verdict::Review < Verdict::Deny);
         assert_eq!(Verdict::Deny.to_string(), "deny");
+        assert_eq!(Verdict::Review.to_string(), "review");
+        assert_eq!(
+            serde_json::to_string(&Verdict::Review).unwrap(),
+            "\"review\""
+        );
         assert_eq!(serde_json::to_string(&Verdict::Allow).unwrap(), "\"allow\"");
         assert_eq!(serde_json::to_string(&Protocol::Tcp).unwrap(), "\"tcp\"");
     }

@@ -76,4 +76,21 @@ pub enum StoreError {
         column: &'static str,
         detail: String,
     },
+
+    #[error(
+        "audit entry `{kind}`: its data must be a JSON object, not {found}; this is a bug \
+         in Portcullis, please report it"
+    )]
+    AuditData { kind: String, found: &'static str },
+
+    #[error(
+        "store {url}: audit record {seq} has an unreadable {column} ({detail}); \
+         `portcullis audit verify` checks the log for tampering"
+    )]
+    CorruptAudit {
+        url: String,
+        seq: i64,
+        column: &'static str,
+        detail: String,
+    },
 }

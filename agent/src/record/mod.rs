@@ -2,8 +2,9 @@
 //! `PostgreSQL` (shared by several gateway hosts), behind one [`Store`].
 //!
 //! Layout: [`Store`] (this file) opens the database and brings its schema up to date;
-//! `session` holds the session types and the queries on them; `url` parses store URLs
-//! and redacts their passwords; `error` is [`StoreError`]. The schema lives in
+//! `session` holds the session types and the queries on them; `audit` is the
+//! hash-chained audit log (append, verify, export); `url` parses store URLs and
+//! redacts their passwords; `error` is [`StoreError`]. The schema lives in
 //! `agent/migrations/{sqlite,postgres}`, one numbered file per change, embedded in the
 //! binary and applied by [`Store::open`].
 //!
@@ -11,14 +12,20 @@
 //! placeholders, times as BIGINT unix milliseconds, ids as `UUIDv7` text, and only the
 //! types `Any` carries (`i64`, `String`, their `Option`s).
 
+mod audit;
 mod error;
+mod requests;
 mod session;
 mod url;
 
 #[cfg(test)]
+mod audit_tests;
+#[cfg(test)]
 mod tests;
 
+pub use audit::{AuditEntry, AuditRecord, AuditReport, BadRecord, GENESIS_HASH};
 pub use error::StoreError;
+pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};
 pub use session::{
     DEFAULT_LIMIT, MIN_PREFIX, NewSession, Outcome, SessionEnd, SessionFilter, SessionId,
     SessionRecord, UnknownOutcome,

@@ -290,34 +290,27 @@ impl Store {
     /// sessions started within the same minute share their first 8 characters, so a
     /// useful prefix is usually 10 or more characters long.
     pub async fn session(&self, id_or_prefix: &str) -> Result<Option<SessionRecord>, StoreError> {
-        let wanted = id_or_prefix.trim().to_ascii_lowercase();
-        let invalid = |reason| StoreError::InvalidId {
-            id: id_or_prefix.chars().take(ID_LEN + 8).collect(),
-            reason,
-        };
-        if wanted.len() > ID_LEN || !wanted.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            return Err(invalid("ids are UUIDs: hex digits and dashes"));
-        }
-        if wanted.len() < MIN_PREFIX {
-            return Err(invalid("give at least 4 characters of the id"));
-        }
-        let rows = if wanted.len() == ID_LEN {
-            sqlx::query(select_sessions!("WHERE id = $1"))
-                .bind(&wanted)
-                .fetch_all(&self.pool)
-                .await
-        } else {
-            // Safe as a LIKE pattern: `wanted` holds only hex digits and dashes.
-            sqlx::query(select_sessions!("WHERE id LIKE $1 ORDER BY id LIMIT 2"))
-                .bind(format!("{wanted}%"))
-                .fetch_all(&self.pool)
-                .await
+        let rows = match IdPattern::parse(id_or_prefix)? {
+            IdPattern::Exact(id) => {
+                sqlx::query(select_sessions!("WHERE id = $1"))
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            IdPattern::Prefix(like) => {
+                sqlx::query(select_sessions!("WHERE id LIKE $1 ORDER BY id LIMIT 2"))
+                    .bind(like)
+                    .fetch_all(&self.pool)
+                    .await
+            }
         }
         .map_err(|source| self.query_error("look a session up", source))?;
         match rows.as_slice() {
             [] => Ok(None),
             [row] => self.record_from_row(row).map(Some),
-            _ => Err(StoreError::Ambiguous { prefix: wanted }),
+            _ => Err(StoreError::Ambiguous {
+                prefix: id_or_prefix.trim().to_ascii_lowercase(),
+            }),
         }
     }
 
@@ -362,8 +355,38 @@ impl Store {
     }
 }
 
+/// A full id, or a `LIKE` pattern for a unique prefix of one (sessions, requests).
+pub(super) enum IdPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl IdPattern {
+    /// Validates a user-given id or prefix: UUID characters only, at least
+    /// [`MIN_PREFIX`] of them, case-insensitive.
+    pub(super) fn parse(id_or_prefix: &str) -> Result<Self, StoreError> {
+        let wanted = id_or_prefix.trim().to_ascii_lowercase();
+        let invalid = |reason| StoreError::InvalidId {
+            id: id_or_prefix.chars().take(ID_LEN + 8).collect(),
+            reason,
+        };
+        if wanted.len() > ID_LEN || !wanted.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(invalid("ids are UUIDs: hex digits and dashes"));
+        }
+        if wanted.len() < MIN_PREFIX {
+            return Err(invalid("give at least 4 characters of the id"));
+        }
+        // Safe as a LIKE pattern: `wanted` holds only hex digits and dashes.
+        Ok(if wanted.len() == ID_LEN {
+            Self::Exact(wanted)
+        } else {
+            Self::Prefix(format!("{wanted}%"))
+        })
+    }
+}
+
 /// Now, in unix milliseconds (0 if the clock is before 1970).
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -1,0 +1,196 @@
+//! People deciding held actions: who may, and what their decision does.
+//!
+//! Rules: a deny is final; an approval counts once per approver; the requester can
+//! never approve their own request (admins included); only members of the request's
+//! current approver groups may decide. The decider's identity comes from the API
+//! socket's peer credentials, never from what the caller says.
+
+use super::Gate;
+use crate::{
+    identity::Principal,
+    record::{RequestRecord, RequestStatus, StoreError},
+};
+use serde::Serialize;
+
+/// Why a decision was refused; each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no pending request {0}; list them with `portcullis approvals`")]
+    NotFound(String),
+    #[error("request {id} is already {status}{by}; nothing to do")]
+    AlreadyDecided {
+        id: String,
+        status: RequestStatus,
+        by: String,
+    },
+    #[error("you asked for request {0} yourself; someone else must approve it")]
+    SelfApproval(String),
+    #[error("{who} is not in the approver groups of request {id} ({groups}); ask one of them")]
+    NotApprover {
+        who: String,
+        id: String,
+        groups: String,
+    },
+    #[error("you already approved request {0}; it needs approvals from other people")]
+    AlreadyApproved(String),
+    #[error("a deny needs a reason: `portcullis deny ID --reason \"…\"`")]
+    ReasonRequired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decided {
+    pub request: String,
+    /// The request's status after this decision.
+    pub status: RequestStatus,
+    pub approvals: u32,
+    pub quorum: u32,
+    pub message: String,
+}
+
+impl Gate {
+    /// `approver` approves request `id` (or a unique prefix).
+    pub async fn approve(
+        &self,
+        id: &str,
+        approver: &Principal,
+        reason: Option<&str>,
+    ) -> Result<Decided, DecideError> {
+        let request = self.decidable(id, approver).await?;
+        if approver.uid == request.principal.uid {
+            return Err(DecideError::SelfApproval(request.id));
+        }
+        let name = approver
+            .user
+            .clone()
+            .unwrap_or_else(|| format!("uid {}", approver.uid));
+        if !self
+            .store
+            .add_approval(&request.id, approver.uid, &name, reason)
+            .await?
+        {
+            return Err(DecideError::AlreadyApproved(request.id));
+        }
+        let after = self
+            .store
+            .request(&request.id)
+            .await?
+            .ok_or_else(|| DecideError::NotFound(request.id.clone()))?;
+        let count = u32::try_from(after.approvals.len()).unwrap_or(u32::MAX);
+        let mut status = after.status;
+        if status == RequestStatus::Pending && count >= after.quorum {
+            let by: Vec<&str> = after
+                .approvals
+                .iter()
+                .map(|a| a.approver.as_str())
+                .collect();
+            if self
+                .store
+                .finish_request(&request.id, RequestStatus::Approved, &by.join(", "), reason)
+                .await?
+            {
+                status = RequestStatus::Approved;
+            }
+        }
+        self.wake(&request.id);
+        let message = if status == RequestStatus::Approved {
+            format!("request {} approved; the held action proceeds", request.id)
+        } else {
+            format!(
+                "approval {count} of {} recorded for request {}; it needs {} more",
+                after.quorum,
+                request.id,
+                after.quorum.saturating_sub(count)
+            )
+        };
+        Ok(Decided {
+            request: request.id,
+            status,
+            approvals: count,
+            quorum: after.quorum,
+            message,
+        })
+    }
+
+    /// `approver` denies request `id`: final.
+    pub async fn deny(
+        &self,
+        id: &str,
+        approver: &Principal,
+        reason: &str,
+    ) -> Result<Decided, DecideError> {
+        if reason.trim().is_empty() {
+            return Err(DecideError::ReasonRequired);
+        }
+        let request = self.decidable(id, approver).await?;
+        let name = approver
+            .user
+            .clone()
+            .unwrap_or_else(|| format!("uid {}", approver.uid));
+        if !self
+            .store
+            .finish_request(&request.id, RequestStatus::Denied, &name, Some(reason))
+            .await?
+        {
+            let now = self
+                .store
+                .request(&request.id)
+                .await?
+                .ok_or_else(|| DecideError::NotFound(request.id.clone()))?;
+            return Err(already(now));
+        }
+        self.wake(&request.id);
+        let approvals = u32::try_from(request.approvals.len()).unwrap_or(u32::MAX);
+        Ok(Decided {
+            message: format!(
+                "request {} denied; the client is told who denied it and why",
+                request.id
+            ),
+            request: request.id,
+            status: RequestStatus::Denied,
+            approvals,
+            quorum: request.quorum,
+        })
+    }
+
+    /// The pending request `id`, if `who` is among its current approvers.
+    async fn decidable(&self, id: &str, who: &Principal) -> Result<RequestRecord, DecideError> {
+        let request = self
+            .store
+            .request(id)
+            .await?
+            .ok_or_else(|| DecideError::NotFound(id.to_owned()))?;
+        if request.status != RequestStatus::Pending {
+            return Err(already(request));
+        }
+        let policy = self.policy();
+        if !request.approvers.iter().any(|g| policy.is_member(g, who)) {
+            return Err(DecideError::NotApprover {
+                who: who.label(),
+                id: request.id,
+                groups: request.approvers.join(", "),
+            });
+        }
+        Ok(request)
+    }
+
+    /// Whether `who` may see request `r`: its requester, its approvers, or an admin.
+    #[must_use]
+    pub fn may_see(&self, r: &RequestRecord, who: &Principal, admin: bool) -> bool {
+        admin || r.principal.uid == who.uid || {
+            let policy = self.policy();
+            r.approvers.iter().any(|g| policy.is_member(g, who))
+        }
+    }
+}
+
+fn already(r: RequestRecord) -> DecideError {
+    let by = r.decided_by.map_or(String::new(), |b| format!(" (by {b})"));
+    DecideError::AlreadyDecided {
+        id: r.id,
+        status: r.status,
+        by,
+    }
+}
