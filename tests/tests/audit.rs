@@ -157,7 +157,7 @@ async fn postgres_concurrent_appends_from_two_gateways() -> anyhow::Result<()> {
     let (a, b) = (a.with_host("gw-a"), b.with_host("gw-b"));
 
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..50 {
+    for i in 0..50_usize {
         let store = if i.is_multiple_of(2) {
             a.clone()
         } else {

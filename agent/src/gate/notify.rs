@@ -54,7 +54,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct WebhookConfig {
     /// Names the webhook in logs and metrics; unique.
     pub name: String,
-    /// Where events are POSTed: `http://` or `https://`. Treated as a secret (Slack
+    /// Where events are sent (HTTP POST): `http://` or `https://`. A secret (Slack
     /// puts its key in the path), so it is never logged whole.
     pub url: String,
     /// The body's shape.

@@ -111,11 +111,9 @@ impl Policy {
     pub fn decide(&self, principal: &Principal, target: &str) -> Decision {
         let label = principal.label();
         let Some(target) = self.target(target) else {
-            return Decision::new(
-                Verdict::Deny,
-                None,
-                format!("target {target} is not defined in the policy"),
-            );
+            return Decision::deny_unmatched(format!(
+                "target {target} is not defined in the policy"
+            ));
         };
         let name = &target.name;
         let matching = || {
@@ -150,11 +148,7 @@ impl Policy {
             let reason = format!("rule `{}` allows {label} to reach target {name}", rule.name);
             return Decision::by(rule, reason);
         }
-        Decision::new(
-            Verdict::Deny,
-            None,
-            format!("no rule allows {label} to reach target {name}"),
-        )
+        Decision::deny_unmatched(format!("no rule allows {label} to reach target {name}"))
     }
 }
 
@@ -201,10 +195,11 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn new(verdict: Verdict, rule: Option<String>, reason: String) -> Decision {
+    /// The deny given when no rule decides.
+    fn deny_unmatched(reason: String) -> Decision {
         Decision {
-            verdict,
-            rule,
+            verdict: Verdict::Deny,
+            rule: None,
             reason,
             review: None,
         }
@@ -341,9 +336,9 @@ mod tests {
         let review = d.review.unwrap();
         assert_eq!(review.approvers, ["portcullis-approvers"]);
         assert_eq!(review.quorum, 1);
-        assert_eq!(review.timeout, std::time::Duration::from_secs(120));
+        assert_eq!(review.timeout, std::time::Duration::from_mins(2));
         assert_eq!(review.escalation, None);
-        assert_eq!(review.grant, Some(std::time::Duration::from_secs(600)));
+        assert_eq!(review.grant, Some(std::time::Duration::from_mins(10)));
         let nobody = matching::tests::principal("nobody", 65534, &["nogroup"], "/usr/bin/nc");
         let d = policy.decide(&nobody, "echo-review-demo");
         assert_eq!((d.verdict, d.review), (Verdict::Deny, None));

@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 /// How long a review waits when the rule has no `timeout`.
-pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);
 
 /// The longest `timeout`, `escalation_timeout` or `grant` a rule may set.
-pub(super) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+pub(super) const MAX_DURATION: Duration = Duration::from_hours(7 * 24);
 
 /// The parameters of a review hold, from the `review` rule that decided.
 ///
@@ -121,7 +121,7 @@ mod tests {
             Review {
                 approvers: vec!["dba".into()],
                 quorum: 1,
-                timeout: Duration::from_secs(300),
+                timeout: Duration::from_mins(5),
                 escalation: None,
                 grant: None,
             }
@@ -160,10 +160,10 @@ mod tests {
             review.escalation,
             Some(Escalation {
                 approvers: vec!["sre".into()],
-                timeout: Duration::from_secs(3600),
+                timeout: Duration::from_hours(1),
             })
         );
-        assert_eq!(review.grant, Some(Duration::from_secs(1800)));
+        assert_eq!(review.grant, Some(Duration::from_mins(30)));
         let json = serde_json::to_value(&review).unwrap();
         assert_eq!(
             json,
@@ -184,7 +184,7 @@ mod tests {
         let d = p.decide(&principal("alice", 1000, &[], "/bin/sh"), "db");
         let escalation = d.review.unwrap().escalation.unwrap();
         assert_eq!(escalation.approvers, ["sre", "dba"]);
-        assert_eq!(escalation.timeout, Duration::from_secs(120));
+        assert_eq!(escalation.timeout, Duration::from_mins(2));
     }
 
     #[test]

@@ -362,7 +362,7 @@ async fn concurrent_appends_never_fork_the_chain() {
     let a = open_in(dir.path()).await;
     let b = open_in(dir.path()).await.with_host("gw2");
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..50 {
+    for i in 0..50_usize {
         let store = if i.is_multiple_of(2) {
             a.clone()
         } else {

@@ -10,6 +10,8 @@ use serde_json::json;
 
 /// Longest action text shown in a Slack message (a section holds 3000 characters).
 const SLACK_ACTION_CHARS: usize = 1500;
+/// Longest reason shown in a Slack message.
+const SLACK_REASON_CHARS: usize = 500;
 /// Longest action text in the one-line summary.
 const SUMMARY_ACTION_CHARS: usize = 120;
 
@@ -38,7 +40,10 @@ fn slack(event: &Event) -> serde_json::Value {
                 lines.push(format!("*Decided by:* {}", escape(by)));
             }
             if let Some(reason) = &event.reason {
-                lines.push(format!("*Reason:* {}", escape(&one_line(reason, 500))));
+                lines.push(format!(
+                    "*Reason:* {}",
+                    escape(&one_line(reason, SLACK_REASON_CHARS))
+                ));
             }
         }
     }
@@ -47,14 +52,16 @@ fn slack(event: &Event) -> serde_json::Value {
         code_block(&truncate(&event.action, SLACK_ACTION_CHARS))
     ));
 
-    let mut context = format!(
-        "Request `{}` on host `{}`",
+    let hint = if event.kind == EventKind::RequestCreated && !event.approve_hint.is_empty() {
+        format!(" · `{}`", escape(&event.approve_hint))
+    } else {
+        String::new()
+    };
+    let context = format!(
+        "Request `{}` on host `{}`{hint}",
         escape(&event.request_id),
         escape(&event.host)
     );
-    if event.kind == EventKind::RequestCreated && !event.approve_hint.is_empty() {
-        context.push_str(&format!(" · `{}`", escape(&event.approve_hint)));
-    }
 
     json!({
         "text": escape(&summary(event)),
@@ -80,17 +87,20 @@ pub(super) fn summary(event: &Event) -> String {
             event.requester, event.target, action, event.request_id
         ),
         EventKind::RequestDecided => {
-            let mut text = format!(
-                "Portcullis: request {} on {} {}",
+            let by = event
+                .decided_by
+                .as_ref()
+                .map(|by| format!(" by {by}"))
+                .unwrap_or_default();
+            let reason = event
+                .reason
+                .as_ref()
+                .map(|reason| format!(": {}", one_line(reason, SUMMARY_ACTION_CHARS)))
+                .unwrap_or_default();
+            format!(
+                "Portcullis: request {} on {} {}{by}{reason}",
                 event.request_id, event.target, event.status
-            );
-            if let Some(by) = &event.decided_by {
-                text.push_str(&format!(" by {by}"));
-            }
-            if let Some(reason) = &event.reason {
-                text.push_str(&format!(": {}", one_line(reason, SUMMARY_ACTION_CHARS)));
-            }
-            text
+            )
         }
     }
 }

@@ -571,3 +571,9 @@ fn config_parses_from_toml_and_rejects_unknown_fields() {
         .unwrap();
     assert!(error.to_string().contains("unknown field"), "{error}");
 }
+
+#[test]
+fn notifier_is_shareable() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Notifier>();
+}

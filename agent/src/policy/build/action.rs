@@ -25,39 +25,20 @@ impl Builder {
     ) -> Result<RuleAction, PolicyError> {
         let action = *file.action.get_ref();
         // Each optional key with the action it belongs to.
+        let (allow, review) = (ActionFile::Allow, ActionFile::Review);
         let keys = [
-            (
-                "skip_review",
-                ActionFile::Allow,
-                span(file.skip_review.as_ref()),
-            ),
-            (
-                "approvers",
-                ActionFile::Review,
-                span(file.approvers.as_ref()),
-            ),
-            (
-                "approvals",
-                ActionFile::Review,
-                span(file.approvals.as_ref()),
-            ),
-            ("timeout", ActionFile::Review, span(file.timeout.as_ref())),
-            (
-                "on_timeout",
-                ActionFile::Review,
-                span(file.on_timeout.as_ref()),
-            ),
-            (
-                "escalate_to",
-                ActionFile::Review,
-                span(file.escalate_to.as_ref()),
-            ),
+            ("skip_review", allow, span(file.skip_review.as_ref())),
+            ("approvers", review, span(file.approvers.as_ref())),
+            ("approvals", review, span(file.approvals.as_ref())),
+            ("timeout", review, span(file.timeout.as_ref())),
+            ("on_timeout", review, span(file.on_timeout.as_ref())),
+            ("escalate_to", review, span(file.escalate_to.as_ref())),
             (
                 "escalation_timeout",
-                ActionFile::Review,
+                review,
                 span(file.escalation_timeout.as_ref()),
             ),
-            ("grant", ActionFile::Review, span(file.grant.as_ref())),
+            ("grant", review, span(file.grant.as_ref())),
         ];
         let misplaced = keys
             .into_iter()
@@ -171,7 +152,10 @@ impl Builder {
         if list.get_ref().is_empty() {
             return Err(src.error(
                 list.span(),
-                format!("empty `{key}` in rule `{rule}`; list the [[group]] names whose members may approve"),
+                format!(
+                    "empty `{key}` in rule `{rule}`; list the [[group]] names whose members \
+                     may approve"
+                ),
             ));
         }
         let mut names: Vec<String> = Vec::with_capacity(list.get_ref().len());
