@@ -63,6 +63,9 @@ struct ConfigFile {
     resolve_interval: Option<String>,
     /// Also serve `/metrics` on this TCP address (e.g. "127.0.0.1:9750").
     metrics_listen: Option<SocketAddr>,
+    /// This gateway's name in a shared store (default: the host name). Each daemon
+    /// sharing one store needs its own.
+    gateway: Option<String>,
     /// Where new approval requests and decisions are POSTed.
     #[serde(default, rename = "webhook")]
     webhooks: Vec<WebhookConfig>,
@@ -85,6 +88,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub resolve_interval: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    pub gateway: Option<String>,
     pub webhooks: Vec<WebhookConfig>,
 }
 
@@ -179,6 +183,7 @@ impl Config {
                 Duration::from_secs(30),
             )?,
             metrics_listen: file.metrics_listen,
+            gateway: file.gateway,
             webhooks: file.webhooks,
         })
     }

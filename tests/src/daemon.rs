@@ -33,11 +33,29 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     /// Writes `policy` (TOML) as `policies/main.toml` and starts a daemon attached to
-    /// `cgroup`. `extra_config` is appended to the config file.
+    /// `cgroup`, with a `SQLite` store of its own. `extra_config` is appended to the
+    /// config file.
     pub fn start(
         name: &str,
         cgroup: &TestCgroup,
         policy: &str,
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_store(
+            name,
+            cgroup,
+            policy,
+            "sqlite://state/portcullis.db",
+            extra_config,
+        )
+    }
+
+    /// [`TestDaemon::start`] with the store at `store` (e.g. a shared PostgreSQL).
+    pub fn start_with_store(
+        name: &str,
+        cgroup: &TestCgroup,
+        policy: &str,
+        store: &str,
         extra_config: &str,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
@@ -57,7 +75,7 @@ impl TestDaemon {
         std::fs::write(
             &config,
             format!(
-                "policies = \"policies\"\nstore = \"sqlite://state/portcullis.db\"\napi_socket = \"api.sock\"\n\
+                "policies = \"policies\"\nstore = \"{store}\"\napi_socket = \"api.sock\"\n\
                  listen = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ncgroup = \"{}\"\nbpf_pin_dir = \"{}\"\n\
                  shutdown_grace = \"2s\"\n{extra_config}\n",
                 cgroup.path().display(),

@@ -488,3 +488,131 @@ impl Receiver {
         }
     }
 }
+
+#[test]
+fn two_gateways_sharing_postgres_decide_each_others_requests() {
+    if !can_run_ebpf_tests("two-gateways") {
+        return;
+    }
+    let Some(pg) =
+        portcullis_tests::postgres::PgServer::start_or_skip().unwrap_or_else(|e| panic!("{e}"))
+    else {
+        return;
+    };
+    pg.create_database("shared")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = pg.url("shared");
+    let echo = EchoServer::start("127.0.0.2").unwrap_or_else(|e| panic!("{e}"));
+    let rules = policy(&echo.addr.to_string(), "", "");
+    let (cg_a, cg_b) = (
+        TestCgroup::new("gw-a").unwrap_or_else(|e| panic!("{e}")),
+        TestCgroup::new("gw-b").unwrap_or_else(|e| panic!("{e}")),
+    );
+    let a = TestDaemon::start_with_store("gw-a", &cg_a, &rules, &url, "gateway = \"gw-a\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = TestDaemon::start_with_store("gw-b", &cg_b, &rules, &url, "gateway = \"gw-b\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Held on gateway A…
+    let port = echo.addr.port().to_string();
+    let child = cg_a
+        .command(
+            Some(NOBODY),
+            &["/usr/bin/python3", "-c", CLIENT_PY, "127.0.0.2", &port],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let request = loop {
+        let list: Value =
+            serde_json::from_slice(&b.cli(&["approvals", "--json"]).stdout).unwrap_or(Value::Null);
+        if let Some(r) = list.as_array().and_then(|l| l.first()).cloned() {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway B never saw A's request\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(request["host"], "gw-a");
+    // …approved through gateway B's CLI: A's held connection proceeds.
+    let id = request["id"].as_str().unwrap_or_default();
+    let ok = b.cli_as(DAEMON.0, DAEMON.1, &["approve", id]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let out = finish(child);
+    assert!(served(&out), "{out}\nA:\n{}", a.log());
+    let session = a
+        .wait_session(|x| x["outcome"] == "closed")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(session["host"], "gw-a");
+}
+
+#[test]
+fn audit_verify_detects_a_row_edited_in_the_database() {
+    let Some(s) = setup("audit", "", "", "") else {
+        return;
+    };
+    let child = s.client(Some(NOBODY));
+    let id = s.pending()["id"].as_str().unwrap_or_default().to_owned();
+    assert!(s.decide(BIN, "approve", &id, "ok").status.success());
+    assert!(served(&finish(child)));
+    s.d.wait_session(|x| x["outcome"] == "closed")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let ok = s.d.cli(&["audit", "verify"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    // Every decision and session event is in the export, in chain order.
+    let export = s.d.cli(&["sessions", "export", "--since", "1h"]);
+    let kinds: Vec<String> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for kind in [
+        "request_created",
+        "request_approval",
+        "request_decided",
+        "session_opened",
+        "session_closed",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "{kind} missing from export: {kinds:?}"
+        );
+    }
+
+    // Someone with the database file rewrites who approved.
+    let db = s.d.dir().join("state/portcullis.db");
+    let tamper = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+        for (name,) in c.execute(\"SELECT name FROM sqlite_master WHERE type='trigger'\").fetchall(): c.execute('DROP TRIGGER ' + name)\n\
+        c.execute(\"UPDATE audit SET actor='mallory' WHERE kind='request_approval'\")\nc.commit()\n";
+    let edit = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", tamper])
+        .arg(&db)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(edit.status.success(), "{}", text(&edit));
+    let bad = s.d.cli(&["audit", "verify", "--json"]);
+    assert!(!bad.status.success(), "tampering must be detected");
+    let report: Value = serde_json::from_slice(&bad.stdout).unwrap_or(Value::Null);
+    let approval_seq = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["kind"] == "request_approval")
+        .map(|v| v["seq"].clone());
+    assert_eq!(
+        Some(report["report"]["first_bad"]["seq"].clone()),
+        approval_seq,
+        "{report:#}"
+    );
+    assert!(
+        report["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hash does not match"),
+        "{report:#}"
+    );
+}

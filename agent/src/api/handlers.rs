@@ -123,17 +123,82 @@ pub async fn reload(
             ),
         ));
     }
+    let actor = format!("uid {}", caller.uid.unwrap_or(u32::MAX));
+    let dir = d.config.policies.display().to_string();
     match d.reload_policy().await {
-        Ok(policy) => Ok(Json(json!({
-            "reloaded": true,
-            "targets": policy.targets().len(),
-            "rules": policy.rules_len(),
-        }))),
-        Err(e) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{e}; the policy in force is unchanged. Fix the file and reload again"),
-        )),
+        Ok(policy) => {
+            let data = json!({ "targets": policy.targets().len(), "rules": policy.rules_len() });
+            d.gate
+                .audit("policy_reloaded", &dir, Some(&actor), data)
+                .await;
+            Ok(Json(
+                json!({ "reloaded": true, "targets": policy.targets().len(), "rules": policy.rules_len() }),
+            ))
+        }
+        Err(e) => {
+            d.gate
+                .audit(
+                    "policy_refused",
+                    &dir,
+                    Some(&actor),
+                    json!({ "error": e.to_string() }),
+                )
+                .await;
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{e}; the policy in force is unchanged. Fix the file and reload again"),
+            ))
+        }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    since_ms: Option<i64>,
+    after_seq: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// Audit records in chain order, a page at a time (admins only): for export.
+pub async fn audit(
+    State(d): State<Arc<Daemon>>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Query(q): Query<AuditQuery>,
+) -> Answer {
+    require_admin(&d, &caller, "export the audit log")?;
+    let records = d
+        .store
+        .audit_since(
+            q.since_ms,
+            q.after_seq.unwrap_or(0),
+            q.limit.unwrap_or(1000).clamp(1, 10_000),
+        )
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!(records)))
+}
+
+/// Walks the hash chain and names the first record that does not fit (admins only).
+pub async fn audit_verify(
+    State(d): State<Arc<Daemon>>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+) -> Answer {
+    require_admin(&d, &caller, "verify the audit log")?;
+    let report = d.store.verify_audit().await.map_err(internal)?;
+    Ok(Json(
+        json!({ "intact": report.is_intact(), "summary": report.to_string(), "report": report }),
+    ))
+}
+
+fn require_admin(d: &Daemon, caller: &Caller, what: &str) -> Result<(), ApiError> {
+    if caller.is_admin(d.config.admin_group.as_deref()) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("only root or the admin group may {what}; ask an admin"),
+    ))
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -11,6 +11,7 @@
 //! - `GET  /v1/approvals?all=true`, `POST /v1/approvals/{id}/approve|deny` (`{"reason": "…"}`),
 //!   `GET /v1/approvals/watch` (JSON lines as requests and decisions happen)
 //! - `GET  /metrics` (Prometheus text; also on `metrics_listen` over TCP)
+//! - `GET  /v1/audit?since_ms=&after_seq=&limit=`, `GET /v1/audit/verify` (admins)
 
 mod approvals;
 mod auth;
@@ -72,6 +73,8 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/metrics", get(handlers::metrics))
+        .route("/v1/audit", get(handlers::audit))
+        .route("/v1/audit/verify", get(handlers::audit_verify))
         .fallback(handlers::not_found)
         .with_state(daemon)
 }

@@ -82,6 +82,20 @@ enum Command {
     },
     /// The daemon's Prometheus metrics.
     Metrics,
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; name the first record that does not fit (exit 1 then).
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +106,12 @@ enum ApprovalsCommand {
 
 #[derive(Debug, Subcommand)]
 enum SessionsCommand {
+    /// Audit records (every decision and session event) as JSON lines, for a SIEM.
+    Export {
+        /// Only records newer than this: a duration ago ("1h", "7d") or unix milliseconds.
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// One session in full.
     Show {
         /// Session id, or a unique prefix of it.
@@ -196,6 +216,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Sessions {
+            show: Some(SessionsCommand::Export { since }),
+            ..
+        } => export(&client, since.as_deref()).await,
+        Command::Audit {
+            command: AuditCommand::Verify { json },
+        } => {
+            let answer = client.get("/v1/audit/verify").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!(
+                    "{}",
+                    answer
+                        .get("summary")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("?")
+                );
+            }
+            if answer.get("intact") == Some(&serde_json::Value::Bool(true)) {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "the audit log has been tampered with or damaged; keep a copy of the database and investigate"
+                )
+            }
+        }
         Command::Metrics => {
             let text = client.get("/metrics").await?;
             print!("{}", text.as_str().unwrap_or_default());
@@ -243,6 +290,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 count("rules")
             );
             Ok(())
+        }
+    }
+}
+
+/// Pages through the audit log and prints each record as one JSON line.
+async fn export(client: &Client, since: Option<&str>) -> anyhow::Result<()> {
+    let since_ms = match since {
+        None => None,
+        Some(s) => Some(match s.parse::<i64>() {
+            Ok(ms) => ms,
+            Err(_) => {
+                let ago = humantime::parse_duration(s).with_context(|| {
+                    format!("--since {s}: give a duration like 1h or 7d, or unix milliseconds")
+                })?;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+                i64::try_from(now.saturating_sub(ago).as_millis())?
+            }
+        }),
+    };
+    let mut after = 0_i64;
+    loop {
+        let mut path = format!("/v1/audit?after_seq={after}&limit=1000");
+        if let Some(ms) = since_ms {
+            path.push_str(&format!("&since_ms={ms}"));
+        }
+        let page = client.get(&path).await?;
+        let rows = page.as_array().cloned().unwrap_or_default();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in &rows {
+            println!("{}", serde_json::to_string(row)?);
+            after = row
+                .get("seq")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(after);
         }
     }
 }

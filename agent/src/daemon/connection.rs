@@ -44,8 +44,19 @@ impl Conn {
             reason: Some(reason),
         };
         // A final outcome records the session as already ended.
-        if let Err(error) = daemon.store.open_session(&new).await {
-            tracing::error!(%error, "Cannot record a refused connection");
+        match daemon.store.open_session(&new).await {
+            Ok(id) => {
+                let data = serde_json::json!({
+                    "outcome": outcome.as_str(), "reason": new.reason, "rule": new.rule, "target": new.target,
+                    "client": new.client_addr, "orig_dst": new.orig_dst, "principal": new.principal,
+                });
+                let actor = new.principal.as_ref().map(Principal::label);
+                daemon
+                    .gate
+                    .audit("session_refused", id.as_str(), actor.as_deref(), data)
+                    .await;
+            }
+            Err(error) => tracing::error!(%error, "Cannot record a refused connection"),
         }
     }
 }
@@ -177,6 +188,15 @@ async fn serve(
     daemon.sessions_total.fetch_add(1, Ordering::Relaxed);
     daemon.gate.metrics().session_opened();
     tracing::info!(session = %id, "Session opened");
+    let data = serde_json::json!({
+        "target": new.target, "protocol": new.protocol, "client": new.client_addr, "orig_dst": new.orig_dst,
+        "principal": new.principal, "rule": new.rule, "reason": new.reason,
+    });
+    let actor = new.principal.as_ref().map(Principal::label);
+    daemon
+        .gate
+        .audit("session_opened", id.as_str(), actor.as_deref(), data)
+        .await;
     let (outcome, reason, traffic) = match target.protocol {
         Protocol::Tcp => relay_tcp(daemon, stream, orig_dst).await,
     };
@@ -192,6 +212,11 @@ async fn serve(
         bytes_up: traffic.up,
         bytes_down: traffic.down,
     };
+    let data = serde_json::json!({ "outcome": end.outcome.as_str(), "reason": end.reason, "bytes_up": end.bytes_up, "bytes_down": end.bytes_down });
+    daemon
+        .gate
+        .audit("session_closed", id.as_str(), None, data)
+        .await;
     if let Err(error) = daemon.store.close_session(&id, &end).await {
         tracing::error!(%error, session = %id, "Cannot record the end of the session");
     }

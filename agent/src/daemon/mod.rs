@@ -91,6 +91,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.store)
         .await
         .context("cannot open the store")?;
+    let store = match &config.gateway {
+        Some(name) => store.with_host(name.clone()),
+        None => store,
+    };
     // Requests held by a previous run of this gateway lost their connections with it:
     // they must never be approved into effect.
     let abandoned = store
@@ -124,9 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let daemon = Arc::new(Daemon {
-        host: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        host: store.host().to_owned(),
         gate: Gate::new(policy, store.clone(), metrics, Some(notifier)),
         store,
         interceptor,
@@ -159,6 +161,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let api = crate::api::serve(Arc::clone(&daemon), stop.clone())?;
     tracker.spawn(resolve_loop(Arc::clone(&daemon), stop.clone()));
+    if let Some(changes) = daemon
+        .store
+        .request_changes()
+        .await
+        .context("cannot listen for decisions made by other gateways")?
+    {
+        tracker.spawn(follow_other_gateways(
+            Arc::clone(&daemon),
+            changes,
+            stop.clone(),
+        ));
+    }
 
     let policy = daemon.gate.policy();
     tracing::info!(
@@ -279,6 +293,23 @@ async fn resolve_loop(daemon: Arc<Daemon>, stop: CancellationToken) {
         let policy = daemon.gate.policy();
         if let Err(error) = daemon.targets.refresh(&policy, &daemon.interceptor).await {
             tracing::error!(%error, "Cannot update the kernel's target map");
+        }
+    }
+}
+
+/// Wakes local holds when another gateway sharing the store decides them.
+async fn follow_other_gateways(
+    daemon: Arc<Daemon>,
+    mut changes: crate::record::RequestChanges,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            id = changes.next() => match id {
+                Some(id) => daemon.gate.wake(&id),
+                None => return,
+            },
         }
     }
 }

@@ -73,6 +73,14 @@ impl Gate {
         {
             return Err(DecideError::AlreadyApproved(request.id));
         }
+        let vote = serde_json::json!({ "reason": reason, "approver_uid": approver.uid, "approver_pid": approver.pid });
+        self.audit(
+            "request_approval",
+            &request.id,
+            Some(&approver.label()),
+            vote,
+        )
+        .await;
         let after = self
             .store
             .request(&request.id)
@@ -95,6 +103,7 @@ impl Gate {
             }
         }
         self.wake(&request.id);
+        self.tell_other_gateways(&request.id).await;
         let message = if status == RequestStatus::Approved {
             format!("request {} approved; the held action proceeds", request.id)
         } else {
@@ -129,6 +138,9 @@ impl Gate {
             .user
             .clone()
             .unwrap_or_else(|| format!("uid {}", approver.uid));
+        let vote = serde_json::json!({ "reason": reason, "approver_uid": approver.uid, "approver_pid": approver.pid });
+        self.audit("request_denial", &request.id, Some(&approver.label()), vote)
+            .await;
         if !self
             .store
             .finish_request(&request.id, RequestStatus::Denied, &name, Some(reason))
@@ -142,6 +154,7 @@ impl Gate {
             return Err(already(now));
         }
         self.wake(&request.id);
+        self.tell_other_gateways(&request.id).await;
         let approvals = u32::try_from(request.approvals.len()).unwrap_or(u32::MAX);
         Ok(Decided {
             message: format!(
@@ -153,6 +166,13 @@ impl Gate {
             approvals,
             quorum: request.quorum,
         })
+    }
+
+    async fn tell_other_gateways(&self, id: &str) {
+        if let Err(error) = self.store.announce_request(id).await {
+            // The holding gateway still sees it at its next wake-up or timeout.
+            tracing::warn!(%error, request = id, "Cannot announce the decision to other gateways");
+        }
     }
 
     /// The pending request `id`, if `who` is among its current approvers.

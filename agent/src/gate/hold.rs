@@ -97,6 +97,17 @@ impl Gate {
             .insert(record.id.clone(), Arc::clone(&wake));
         tracing::info!(request = %record.id, target = %ask.target, who = %ask.principal.label(), "Action held for review");
         self.announce(EventKind::RequestCreated, &record, "pending");
+        let data = serde_json::json!({
+            "target": record.target, "action": record.action, "principal": record.principal,
+            "rule": record.rule, "approvers": record.approvers, "quorum": record.quorum, "host": record.host,
+        });
+        self.audit(
+            "request_created",
+            &record.id,
+            Some(&record.principal.label()),
+            data,
+        )
+        .await;
         Ok(Hold {
             gate: self,
             ask: ask.clone(),
@@ -147,6 +158,14 @@ impl Hold<'_> {
             gate.add_grant(&self.ask, std::time::Instant::now() + grant, request);
         }
         tracing::info!(request = %self.record.id, outcome = %outcome.message(), "Held action decided");
+        let actor = match &outcome {
+            HoldOutcome::Approved { by, .. } | HoldOutcome::Denied { by, .. } => by.clone(),
+            HoldOutcome::TimedOut { .. } => "timeout".into(),
+            HoldOutcome::Abandoned { .. } => "client".into(),
+        };
+        let data = serde_json::json!({ "target": target, "outcome": outcome.message(), "waited_ms": millis(self.started.elapsed()) });
+        gate.audit("request_decided", &self.record.id, Some(&actor), data)
+            .await;
         outcome
     }
 

@@ -210,8 +210,29 @@ impl Gate {
             .insert(GrantKey::of(ask), (until, request.to_owned()));
     }
 
-    /// Wakes the hold of request `id`, if this gateway holds it.
-    fn wake(&self, id: &str) {
+    /// Appends an event to the hash-chained audit log. A failure is logged loudly;
+    /// the event itself is also in the requests/sessions tables.
+    pub async fn audit(
+        &self,
+        kind: &str,
+        subject: &str,
+        actor: Option<&str>,
+        data: serde_json::Value,
+    ) {
+        let entry = crate::record::AuditEntry {
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            actor: actor.map(str::to_owned),
+            data,
+        };
+        if let Err(error) = self.store.append_audit(&entry).await {
+            tracing::error!(%error, kind, subject, "Cannot append to the audit log");
+        }
+    }
+
+    /// Wakes the hold of request `id`, if this gateway holds it (another gateway's
+    /// change arrives through [`Store::request_changes`]).
+    pub fn wake(&self, id: &str) {
         if let Some(n) = self
             .waiters
             .lock()

@@ -28,7 +28,7 @@ pub struct Review {
     /// How long the action waits for the quorum before `escalation` (or a deny).
     #[serde(serialize_with = "human_duration")]
     pub timeout: Duration,
-    /// Who else is asked once `timeout` passes; `None` means the action is denied then.
+    /// Who decides once `timeout` passes; `None` means the action is denied then.
     pub escalation: Option<Escalation>,
     /// After an approval, how long the same principal's same action on the same target
     /// passes without a new review; `None` means every action is reviewed.
@@ -38,11 +38,11 @@ pub struct Review {
 
 /// The second stage of a review whose `on_timeout` is `"escalate"`.
 ///
-/// The groups in `approvers` are asked in addition to the review's own approvers,
+/// Once the review's own timeout passes, the groups in `approvers` decide instead,
 /// with the same quorum; when `timeout` passes as well, the action is denied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Escalation {
-    /// Policy `[[group]]` names asked once the review's own timeout has passed.
+    /// Policy `[[group]]` names that decide once the review's own timeout has passed.
     pub approvers: Vec<String>,
     /// How long the escalated review waits before the action is denied.
     #[serde(serialize_with = "human_duration")]

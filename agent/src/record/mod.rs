@@ -13,6 +13,7 @@
 //! types `Any` carries (`i64`, `String`, their `Option`s).
 
 mod audit;
+mod changes;
 mod error;
 mod requests;
 mod session;
@@ -24,6 +25,7 @@ mod audit_tests;
 mod tests;
 
 pub use audit::{AuditEntry, AuditRecord, AuditReport, BadRecord, GENESIS_HASH};
+pub use changes::RequestChanges;
 pub use error::StoreError;
 pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};
 pub use session::{
@@ -67,6 +69,9 @@ pub struct Store {
     url: Arc<str>,
     /// This gateway's name, written into every session it records.
     host: Arc<str>,
+    /// PostgreSQL only: the full URL (with credentials) for the LISTEN connection.
+    /// Never printed: `Debug` and every message use `url`.
+    listen_url: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Store {
@@ -105,6 +110,7 @@ impl Store {
             backend: parsed.backend,
             url: redacted.into(),
             host: local_hostname().into(),
+            listen_url: (parsed.backend == Backend::Postgres).then(|| url.into()),
         };
         if parsed.sqlite_file.is_some() {
             store.use_wal().await?;

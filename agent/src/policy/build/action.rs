@@ -116,7 +116,8 @@ impl Builder {
                         span,
                         format!(
                             "rule `{rule}` has `on_timeout = \"escalate\"` but no `escalate_to`; \
-                             add `escalate_to = [\"GROUP\"]` naming the [[group]] tables to ask next"
+                             add `escalate_to = [\"GROUP\"]` naming the [[group]] tables whose \
+                             members decide next"
                         ),
                     ));
                 };
@@ -289,7 +290,7 @@ mod tests {
             let body = format!("approvers = [\"dba\"]\n{key}");
             assert_error(&[("a.toml", &rule("review", &body))], "a.toml:12", reason);
         }
-        let week = "approvers = [\"dba\"]\ntimeout = \"7d\"\ngrant = \"1week\"";
+        let week = "approvers = [\"dba\"]\ntimeout = \"1h 30m\"\ngrant = \"1week\"";
         assert!(load(&rule("review", week)).is_ok());
     }
 
