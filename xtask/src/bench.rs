@@ -10,12 +10,15 @@ pub enum Bench {
     /// `connect()` latency with the programs attached vs detached; bulk throughput
     /// through the proxy vs direct.
     Tcp,
+    /// Approve → release latency of a held connection.
+    Gate,
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
     let bin = build_agent(true)?;
     let name = match what {
         Bench::Tcp => "bench-tcp",
+        Bench::Gate => "bench-gate",
     };
     sh(Command::new("cargo")
         .args([
