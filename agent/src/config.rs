@@ -66,7 +66,7 @@ struct ConfigFile {
     /// This gateway's name in a shared store (default: the host name). Each daemon
     /// sharing one store needs its own.
     gateway: Option<String>,
-    /// Where new approval requests and decisions are POSTed.
+    /// Where new approval requests and decisions are sent (HTTP POST).
     #[serde(default, rename = "webhook")]
     webhooks: Vec<WebhookConfig>,
 }

@@ -425,7 +425,7 @@ fn webhook_receives_request_and_decision_as_json() {
     );
 }
 
-/// A minimal HTTP receiver on loopback that keeps every JSON body POSTed to it.
+/// A minimal HTTP receiver on loopback that keeps every JSON body sent to it.
 struct Receiver {
     addr: std::net::SocketAddr,
     bodies: Arc<Mutex<Vec<Value>>>,

@@ -298,15 +298,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn export(client: &Client, since: Option<&str>) -> anyhow::Result<()> {
     let since_ms = match since {
         None => None,
-        Some(s) => Some(match s.parse::<i64>() {
-            Ok(ms) => ms,
-            Err(_) => {
-                let ago = humantime::parse_duration(s).with_context(|| {
-                    format!("--since {s}: give a duration like 1h or 7d, or unix milliseconds")
-                })?;
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-                i64::try_from(now.saturating_sub(ago).as_millis())?
-            }
+        Some(s) => Some(if let Ok(ms) = s.parse::<i64>() {
+            ms
+        } else {
+            let ago = humantime::parse_duration(s).with_context(|| {
+                format!("--since {s}: give a duration like 1h or 7d, or unix milliseconds")
+            })?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            i64::try_from(now.saturating_sub(ago).as_millis())?
         }),
     };
     let mut after = 0_i64;

@@ -1,5 +1,5 @@
 //! Cross-gateway wake-ups: with a PostgreSQL store, a decision written by one
-//! gateway is announced with NOTIFY, and the gateway holding the request (LISTENing)
+//! gateway is announced with NOTIFY, and the gateway holding the request (it LISTENs)
 //! re-reads it at once. `SQLite` has a single gateway: nothing to announce.
 
 use super::{Backend, Store, StoreError};

@@ -3,7 +3,7 @@
 //! A client (as `nobody`, in the bench cgroup) connects to a target whose rule asks
 //! for review and waits for its echo. The bench (root, an approver) finds the request
 //! and approves it over the API socket. Latency = from just before the approve call
-//! to the client receiving its echo, both on CLOCK_MONOTONIC (Python's
+//! to the client receiving its echo, both on `CLOCK_MONOTONIC` (Python's
 //! `time.monotonic()` reads the same clock). Goal: ≤ 10 ms on one host.
 
 use portcullis_tests::{
@@ -98,7 +98,7 @@ fn report(what: &str, ms: &mut [f64]) {
     );
 }
 
-/// CLOCK_MONOTONIC in seconds, as Python's `time.monotonic()`.
+/// `CLOCK_MONOTONIC` in seconds, as Python's `time.monotonic()`.
 fn monotonic() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

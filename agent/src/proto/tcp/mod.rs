@@ -50,7 +50,7 @@ mod tests {
 
     #[tokio::test]
     async fn relays_both_ways_and_counts() {
-        let (mut client, mut proxy_client) = duplex(1024);
+        let (mut client, proxy_client) = duplex(1024);
         let (mut proxy_up, mut server) = duplex(1024);
         let relay = tokio::spawn(async move {
             let mut metered = crate::proto::Metered::new(proxy_client);
