@@ -186,36 +186,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let list = client.get(&format!("/v1/approvals?all={all}")).await?;
             print::approvals(&list, json)
         }
-        Command::Approve { id, reason } => {
-            let done = client
-                .post(
-                    &format!("/v1/approvals/{id}/approve"),
-                    Some(&serde_json::json!({ "reason": reason })),
-                )
-                .await?;
-            println!(
-                "{}",
-                done.get("message")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("done")
-            );
-            Ok(())
-        }
-        Command::Deny { id, reason } => {
-            let done = client
-                .post(
-                    &format!("/v1/approvals/{id}/deny"),
-                    Some(&serde_json::json!({ "reason": reason })),
-                )
-                .await?;
-            println!(
-                "{}",
-                done.get("message")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("done")
-            );
-            Ok(())
-        }
+        Command::Approve { id, reason } => decide(&client, "approve", &id, reason.as_deref()).await,
+        Command::Deny { id, reason } => decide(&client, "deny", &id, Some(&reason)).await,
         Command::Sessions {
             show: Some(SessionsCommand::Export { since }),
             ..
@@ -327,4 +299,19 @@ async fn export(client: &Client, since: Option<&str>) -> anyhow::Result<()> {
                 .unwrap_or(after);
         }
     }
+}
+
+/// Approves or denies request `id` and prints what that did.
+async fn decide(client: &Client, verb: &str, id: &str, reason: Option<&str>) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "reason": reason });
+    let done = client
+        .post(&format!("/v1/approvals/{id}/{verb}"), Some(&body))
+        .await?;
+    println!(
+        "{}",
+        done.get("message")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("done")
+    );
+    Ok(())
 }

@@ -25,7 +25,7 @@ use crate::{
     identity::Principal,
     metrics::{self, Metrics},
     policy::{Decision, Policy, Review, Verdict},
-    record::Store,
+    record::{Store, now_ms},
 };
 use arc_swap::ArcSwap;
 use notify::{Event, EventKind, Notifier};
@@ -273,10 +273,4 @@ impl GrantKey {
             action: ask.action.clone(),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

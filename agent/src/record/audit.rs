@@ -29,7 +29,7 @@
 //! [`AuditReport::last_seq`] and [`AuditReport::last_hash`] with a copy kept elsewhere
 //! (an export, a SIEM) to catch that.
 
-use super::{Backend, Store, StoreError};
+use super::{Backend, Store, StoreError, session::now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
 use sha2::{Digest as _, Sha256};
@@ -527,11 +527,4 @@ fn write_canonical(value: &Value, out: &mut String) {
         }
         scalar => out.push_str(&scalar.to_string()),
     }
-}
-
-/// Now, in unix milliseconds (0 if the clock is before 1970).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -28,6 +28,7 @@ pub use audit::{AuditEntry, AuditRecord, AuditReport, BadRecord, GENESIS_HASH};
 pub use changes::RequestChanges;
 pub use error::StoreError;
 pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};
+pub use session::now_ms;
 pub use session::{
     DEFAULT_LIMIT, MIN_PREFIX, NewSession, Outcome, SessionEnd, SessionFilter, SessionId,
     SessionRecord, UnknownOutcome,

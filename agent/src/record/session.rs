@@ -386,7 +386,7 @@ impl IdPattern {
 }
 
 /// Now, in unix milliseconds (0 if the clock is before 1970).
-pub(super) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
