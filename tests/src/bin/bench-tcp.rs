@@ -1,9 +1,12 @@
 //! `cargo xtask bench tcp`: what interception costs, measured in one run.
 //!
-//! 1. `connect()` latency to an address that is NOT protected, from a process in a
-//!    cgroup without the programs, then with them attached (every connect runs them).
-//! 2. Bulk throughput to one sink server: direct (before it is protected), through
-//!    Portcullis (after), and through socat (the relay a user might pick) for scale.
+//! With a daemon running and its programs attached to the bench's cgroup, the same
+//! measurement runs in a child process outside that cgroup (no programs run for its
+//! connects) and in one inside it, in interleaved rounds:
+//! 1. `connect()`+close latency to an address that is NOT protected: the cost every
+//!    connect on the host pays for the programs;
+//! 2. bulk throughput to a protected sink: direct (outside) vs through Portcullis
+//!    (inside), and through socat (the relay a user might pick) for scale.
 //!
 //! Prints absolute numbers and ratios; asserts nothing.
 
@@ -21,86 +24,111 @@ use std::{
 };
 
 const CONNECTS: u32 = 5_000;
-const BULK_BYTES: u64 = 2 << 30;
-const ROUNDS: usize = 3;
+const BULK_BYTES: u64 = 1 << 30;
+const ROUNDS: usize = 5;
 
 fn main() -> anyhow::Result<()> {
+    // Child modes: one measurement, printed as a number.
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, addr] = args.as_slice() {
+        let addr: SocketAddr = addr.parse()?;
+        let value = match mode.as_str() {
+            "connect-loop" => connect_latency(addr),
+            "bulk" => bulk(addr),
+            other => anyhow::bail!("unknown mode {other}"),
+        };
+        println!("{}", value.value());
+        return Ok(());
+    }
     if !is_root() {
         anyhow::bail!("bench tcp needs root (eBPF, cgroups)");
     }
     let cg = TestCgroup::new("bench-tcp")?;
-    // This process joins the cgroup: its connects are the ones measured.
-    std::fs::write(
-        cg.path().join("cgroup.procs"),
-        std::process::id().to_string(),
-    )?;
-
     let plain = accept_and_close("127.0.0.5")?;
     let sink = sink_server("127.0.0.2")?;
-
-    // Warm up (page cache, allocator, ephemeral ports) so the first phase is not cold.
-    let _ = connect_latency(plain);
-    let detached_before = best(|| connect_latency(plain));
-    let direct = best(|| bulk(sink));
-    let socat = socat_relay(sink)?.map(|relay| best(|| bulk(relay.addr)));
-
     let policy = format!(
         "[[target]]\nname = \"sink\"\nprotocol = \"tcp\"\naddress = \"{sink}\"\n\n\
          [[rule]]\nname = \"all\"\ntargets = [\"*\"]\naction = \"allow\"\n"
     );
-    let daemon = TestDaemon::start("bench-tcp", &cg, &policy, "")?;
-    let attached_connect = best(|| connect_latency(plain));
-    let proxied = best(|| bulk(sink));
-    // Releases the pins: the programs detach; measure detached again (A/B/A order).
-    drop(daemon);
-    let detached_connect = detached_before.min(best(|| connect_latency(plain)));
-    // Leave the cgroup so it can be removed.
-    let root = portcullis_tests::cgroup::cgroup2_root().unwrap_or_default();
-    std::fs::write(root.join("cgroup.procs"), std::process::id().to_string())?;
+    let _daemon = TestDaemon::start("bench-tcp", &cg, &policy, "")?;
+    let relay = socat_relay(sink)?;
+
+    // The same measurement from a child outside the cgroup (no programs run for its
+    // connects) and one inside (every connect runs them), rounds interleaved so
+    // machine noise hits both alike.
+    let (mut detached, mut attached, mut direct, mut proxied, mut socat) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let _ = child(None, "connect-loop", plain); // warm-up
+    for _ in 0..ROUNDS {
+        detached.push(child(None, "connect-loop", plain)?);
+        attached.push(child(Some(&cg), "connect-loop", plain)?);
+        direct.push(child(None, "bulk", sink)?);
+        proxied.push(child(Some(&cg), "bulk", sink)?);
+        if let Some(r) = &relay {
+            socat.push(child(None, "bulk", r.addr)?);
+        }
+    }
+    let (detached, attached) = (min(&detached), min(&attached));
+    let (direct, proxied) = (max(&direct), max(&proxied));
 
     println!(
-        "Portcullis TCP benchmark (best of {ROUNDS} rounds, loopback, {} cores)",
+        "Portcullis TCP benchmark (best of {ROUNDS} interleaved rounds, loopback, {} cores)",
         thread::available_parallelism().map_or(0, usize::from)
     );
     println!();
-    println!("connect()+close to a non-protected address, {CONNECTS} times:");
-    println!("  programs detached   {detached_connect:>8.1} µs/connect");
+    println!("connect()+close to a non-protected address, {CONNECTS} times per round:");
     println!(
-        "  programs attached   {:>8.1} µs/connect   ratio {:.3} (attached / detached)",
-        attached_connect,
-        attached_connect / detached_connect
+        "  programs detached   {detached:>8.1} µs/connect   (client outside the attached cgroup)"
+    );
+    println!(
+        "  programs attached   {attached:>8.1} µs/connect   ratio {:.3} (attached / detached)",
+        attached / detached
     );
     println!();
     println!("bulk transfer of {} MiB to one server:", BULK_BYTES >> 20);
     println!("  direct              {direct:>8.0} MiB/s");
     println!(
-        "  through Portcullis  {:>8.0} MiB/s   ratio {:.2} of direct",
-        proxied,
+        "  through Portcullis  {proxied:>8.0} MiB/s   ratio {:.2} of direct",
         proxied / direct
     );
-    match socat {
-        Some(s) => println!(
-            "  through socat       {:>8.0} MiB/s   ratio {:.2} of direct (Portcullis / socat = {:.2})",
-            s,
+    if socat.is_empty() {
+        println!("  through socat       (socat not installed; skipped)");
+    } else {
+        let s = max(&socat);
+        println!(
+            "  through socat       {s:>8.0} MiB/s   ratio {:.2} of direct (Portcullis / socat = {:.2})",
             s / direct,
             proxied / s
-        ),
-        None => println!("  through socat       (socat not installed; skipped)"),
+        );
     }
     Ok(())
 }
 
-/// Best (lowest latency / highest throughput) of a few rounds: the machine's noise
-/// only ever makes a round worse.
-fn best(mut f: impl FnMut() -> Measured) -> f64 {
-    let runs: Vec<Measured> = (0..ROUNDS).map(|_| f()).collect();
-    match runs.first() {
-        Some(Measured::Latency(_)) => runs
-            .iter()
-            .map(Measured::value)
-            .fold(f64::INFINITY, f64::min),
-        _ => runs.iter().map(Measured::value).fold(0.0, f64::max),
-    }
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+/// Runs this binary in `mode` against `addr`, inside `cg` if given; its number.
+fn child(cg: Option<&TestCgroup>, mode: &str, addr: SocketAddr) -> anyhow::Result<f64> {
+    let me = std::env::current_exe()?.display().to_string();
+    let addr = addr.to_string();
+    let mut cmd = match cg {
+        Some(cg) => cg.command(None, &[&me, mode, &addr]),
+        None => {
+            let mut c = Command::new(&me);
+            c.args([mode, &addr]);
+            c
+        }
+    };
+    let out = cmd.stderr(Stdio::inherit()).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("child {mode} printed {text:?}: {e}"))
 }
 
 enum Measured {
