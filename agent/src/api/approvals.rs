@@ -54,36 +54,30 @@ pub async fn list(
     Ok(Json(json!(visible)))
 }
 
-pub async fn approve(
+/// `POST /v1/approvals/{id}/approve` and `…/deny`: the caller decides request `id`.
+pub async fn decide(
     State(d): State<Arc<Daemon>>,
     ConnectInfo(caller): ConnectInfo<Caller>,
-    Path(id): Path<String>,
+    Path((id, verb)): Path<(String, String)>,
     body: Result<Json<DecideBody>, JsonRejection>,
 ) -> Answer {
     let body = decide_body(body)?;
     let who = caller.principal().await.ok_or_else(no_credentials)?;
-    let done = d
-        .gate
-        .approve(&id, &who, body.reason.as_deref())
-        .await
-        .map_err(refused)?;
-    Ok(Json(json!(done)))
-}
-
-pub async fn deny(
-    State(d): State<Arc<Daemon>>,
-    ConnectInfo(caller): ConnectInfo<Caller>,
-    Path(id): Path<String>,
-    body: Result<Json<DecideBody>, JsonRejection>,
-) -> Answer {
-    let body = decide_body(body)?;
-    let who = caller.principal().await.ok_or_else(no_credentials)?;
-    let done = d
-        .gate
-        .deny(&id, &who, body.reason.as_deref().unwrap_or_default())
-        .await
-        .map_err(refused)?;
-    Ok(Json(json!(done)))
+    let done = match verb.as_str() {
+        "approve" => d.gate.approve(&id, &who, body.reason.as_deref()).await,
+        "deny" => {
+            d.gate
+                .deny(&id, &who, body.reason.as_deref().unwrap_or_default())
+                .await
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no decision `{other}`; use approve or deny"),
+            ));
+        }
+    };
+    Ok(Json(json!(done.map_err(refused)?)))
 }
 
 /// New requests and decisions as JSON lines, as they happen, for as long as the
