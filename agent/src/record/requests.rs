@@ -4,10 +4,7 @@
 //! when two deciders race (two approvers, an approver and the clock, two gateways),
 //! exactly one change wins and the others learn they were too late.
 
-use super::{
-    Store, StoreError,
-    session::{IdPattern, now_ms},
-};
+use super::{Store, StoreError, session::now_ms};
 use crate::identity::Principal;
 use serde::{Deserialize, Serialize};
 use sqlx::{Row as _, any::AnyRow};
@@ -148,32 +145,15 @@ impl Store {
 
     /// One request by id or unique prefix, with its approvals.
     pub async fn request(&self, id_or_prefix: &str) -> Result<Option<RequestRecord>, StoreError> {
-        let rows = match IdPattern::parse(id_or_prefix)? {
-            IdPattern::Exact(id) => {
-                sqlx::query(&format!("{SELECT} WHERE id = $1"))
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            IdPattern::Prefix(like) => {
-                sqlx::query(&format!("{SELECT} WHERE id LIKE $1 ORDER BY id LIMIT 2"))
-                    .bind(like)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        }
-        .map_err(|source| self.query_error("look a request up", source))?;
-        match rows.as_slice() {
-            [] => Ok(None),
-            [row] => {
-                let mut record = self.request_from_row(row)?;
-                record.approvals = self.approvals(&record.id).await?;
-                Ok(Some(record))
-            }
-            _ => Err(StoreError::Ambiguous {
-                prefix: id_or_prefix.trim().to_ascii_lowercase(),
-            }),
-        }
+        let Some(row) = self
+            .row_by_id(SELECT, id_or_prefix, "look a request up")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut record = self.request_from_row(&row)?;
+        record.approvals = self.approvals(&record.id).await?;
+        Ok(Some(record))
     }
 
     /// Requests, newest first: only pending ones, or all.

@@ -290,25 +290,40 @@ impl Store {
     /// sessions started within the same minute share their first 8 characters, so a
     /// useful prefix is usually 10 or more characters long.
     pub async fn session(&self, id_or_prefix: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let row = self
+            .row_by_id(select_sessions!(""), id_or_prefix, "look a session up")
+            .await?;
+        row.map(|row| self.record_from_row(&row)).transpose()
+    }
+
+    /// The one row of `select` (a `SELECT … FROM table` without WHERE) whose id is
+    /// `id_or_prefix` or starts with it; [`StoreError::Ambiguous`] if several do.
+    pub(super) async fn row_by_id(
+        &self,
+        select: &str,
+        id_or_prefix: &str,
+        op: &'static str,
+    ) -> Result<Option<AnyRow>, StoreError> {
         let rows = match IdPattern::parse(id_or_prefix)? {
             IdPattern::Exact(id) => {
-                sqlx::query(select_sessions!("WHERE id = $1"))
+                sqlx::query(&format!("{select} WHERE id = $1"))
                     .bind(id)
                     .fetch_all(&self.pool)
                     .await
             }
             IdPattern::Prefix(like) => {
-                sqlx::query(select_sessions!("WHERE id LIKE $1 ORDER BY id LIMIT 2"))
+                sqlx::query(&format!("{select} WHERE id LIKE $1 ORDER BY id LIMIT 2"))
                     .bind(like)
                     .fetch_all(&self.pool)
                     .await
             }
         }
-        .map_err(|source| self.query_error("look a session up", source))?;
-        match rows.as_slice() {
-            [] => Ok(None),
-            [row] => self.record_from_row(row).map(Some),
-            _ => Err(StoreError::Ambiguous {
+        .map_err(|source| self.query_error(op, source))?;
+        let mut rows = rows.into_iter();
+        match (rows.next(), rows.next()) {
+            (None, _) => Ok(None),
+            (Some(row), None) => Ok(Some(row)),
+            (Some(_), Some(_)) => Err(StoreError::Ambiguous {
                 prefix: id_or_prefix.trim().to_ascii_lowercase(),
             }),
         }
