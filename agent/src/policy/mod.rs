@@ -44,6 +44,7 @@ mod file;
 mod load;
 mod matching;
 mod review;
+mod sql;
 
 use std::{collections::HashMap, fmt, io, path::Path, path::PathBuf};
 
@@ -53,6 +54,7 @@ use crate::identity::Principal;
 pub use address::TargetAddress;
 use matching::{Group, Rule};
 pub use review::{Escalation, Review};
+pub use sql::{SqlClass, SqlClasses};
 
 /// A validated, merged policy; the default is the empty policy that denies everything.
 #[derive(Debug, Clone, Default)]
