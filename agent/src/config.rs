@@ -69,7 +69,44 @@ struct ConfigFile {
     /// Where new approval requests and decisions are sent (HTTP POST).
     #[serde(default, rename = "webhook")]
     webhooks: Vec<WebhookConfig>,
+    /// Where the daemon keeps files it makes (the generated TLS certificate).
+    state_dir: Option<PathBuf>,
+    /// The PostgreSQL proxy.
+    #[serde(default)]
+    postgres: PostgresFile,
 }
+
+/// The `[postgres]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostgresFile {
+    /// Accept TLS from clients (default true); false answers `N` to SSLRequest.
+    client_tls: Option<bool>,
+    /// PEM certificate chain and key for clients; default: a generated self-signed one.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    /// Largest message accepted from either side, in bytes (default 64 MiB).
+    max_message: Option<usize>,
+    /// Result rows kept per recorded statement (default 20; 0 keeps none).
+    record_rows: Option<usize>,
+    /// Statement classifications cached (default 10000).
+    classify_cache: Option<usize>,
+}
+
+/// The validated `[postgres]` table.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub client_tls: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub max_message: usize,
+    pub record_rows: usize,
+    pub classify_cache: usize,
+}
+
+/// Smallest `max_message` allowed: below this, ordinary statements would fail.
+const MIN_MESSAGE: usize = 64 * 1024;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -90,6 +127,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub gateway: Option<String>,
     pub webhooks: Vec<WebhookConfig>,
+    pub state_dir: PathBuf,
+    pub postgres: PostgresConfig,
 }
 
 impl Config {
@@ -156,6 +195,32 @@ impl Config {
             }
             _ => store,
         };
+        let state_dir = rel(file
+            .state_dir
+            .unwrap_or_else(|| "/var/lib/portcullis".into()));
+        let pg = file.postgres;
+        if pg.tls_cert.is_some() != pg.tls_key.is_some() {
+            return Err(invalid(
+                "[postgres] needs both `tls_cert` and `tls_key`, or neither (a generated \
+                 certificate is used then)"
+                    .into(),
+            ));
+        }
+        let max_message = pg.max_message.unwrap_or(64 * 1024 * 1024);
+        if max_message < MIN_MESSAGE {
+            return Err(invalid(format!(
+                "[postgres] `max_message` = {max_message} is below the minimum of {MIN_MESSAGE} bytes"
+            )));
+        }
+        let postgres = PostgresConfig {
+            client_tls: pg.client_tls.unwrap_or(true),
+            tls_cert: pg.tls_cert.map(rel),
+            tls_key: pg.tls_key.map(rel),
+            state_dir: state_dir.clone(),
+            max_message,
+            record_rows: pg.record_rows.unwrap_or(20),
+            classify_cache: pg.classify_cache.unwrap_or(10_000).max(16),
+        };
         Ok(Self {
             path: path.to_owned(),
             policies: rel(file
@@ -185,6 +250,8 @@ impl Config {
             metrics_listen: file.metrics_listen,
             gateway: file.gateway,
             webhooks: file.webhooks,
+            state_dir,
+            postgres,
         })
     }
 }

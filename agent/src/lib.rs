@@ -25,3 +25,4 @@ pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod record;
+pub mod secret;

@@ -7,8 +7,8 @@ use crate::{
     gate::{Action, Ask, HoldOutcome, Ruling},
     identity::{self, Principal},
     intercept::{ClientAddr, OrigDstAddr, from_endpoint},
-    policy::Protocol,
-    proto::{self, Metered, Traffic},
+    policy::{Protocol, Target},
+    proto,
     record::{NewSession, Outcome, SessionEnd},
 };
 use portcullis_common::Origin;
@@ -65,7 +65,7 @@ pub(super) async fn handle(daemon: &Daemon, stream: TcpStream, peer: SocketAddr)
     let client = ClientAddr(canonical(peer));
     let Some(origin) = daemon.interceptor.take_origin(client) else {
         tracing::warn!(client.addr = %client, "Unattributed connection refused");
-        refuse(&stream);
+        proto::tcp::reset(&stream);
         let reason = "connection has no eBPF record (it was not redirected by Portcullis); refused";
         let conn = Conn {
             client,
@@ -100,7 +100,7 @@ async fn serve(
     principal: Principal,
 ) {
     let Some(target) = daemon.targets.lookup(orig_dst.0) else {
-        refuse(&stream);
+        proto::tcp::reset(&stream);
         let reason = format!("{orig_dst} is no longer a protected target; refused");
         let conn = Conn {
             client,
@@ -113,51 +113,101 @@ async fn serve(
         return;
     };
     tracing::Span::current().record("target", target.name.as_str());
+    match target.protocol {
+        Protocol::Tcp => {
+            serve_with(
+                daemon,
+                &proto::tcp::Tcp,
+                stream,
+                client,
+                orig_dst,
+                principal,
+                &target,
+            )
+            .await
+        }
+        Protocol::Postgres => {
+            serve_with(
+                daemon,
+                &daemon.postgres,
+                stream,
+                client,
+                orig_dst,
+                principal,
+                &target,
+            )
+            .await;
+        }
+    }
+}
+
+/// Opens, decides and serves one connection with protocol `proto`.
+async fn serve_with<P: proto::Protocol>(
+    daemon: &Daemon,
+    proto: &P,
+    stream: TcpStream,
+    client: ClientAddr,
+    orig_dst: OrigDstAddr,
+    principal: Principal,
+    target: &Target,
+) {
+    let mut conn = Conn {
+        client,
+        orig_dst: Some(orig_dst),
+        principal: Some(principal.clone()),
+        target: Some(target.name.clone()),
+    };
+    let mut opened = match proto.open(stream).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return,
+        Err(reason) => {
+            tracing::info!(%reason, "Connection failed before it could be decided");
+            conn.record_refused(daemon, Outcome::Error, None, reason)
+                .await;
+            return;
+        }
+    };
     let ask = Ask {
-        principal: principal.clone(),
+        principal,
         target: target.name.clone(),
         protocol: target.protocol.to_string(),
         action: Action::Connect,
-    };
-    let conn = Conn {
-        client,
-        orig_dst: Some(orig_dst),
-        principal: Some(principal),
-        target: Some(target.name.clone()),
     };
     let (rule, reason) = match daemon.gate.rule(&ask) {
         Ruling::Allow { rule, reason } => (rule, reason),
         Ruling::Deny { rule, reason } => {
             tracing::info!(rule = rule.as_deref().unwrap_or("-"), %reason, "Denied");
-            refuse(&stream);
+            proto.refuse(opened, &reason).await;
             conn.record_refused(daemon, Outcome::Denied, rule, reason)
                 .await;
             return;
         }
         Ruling::Review { rule, review, .. } => {
-            // The client stays connected while held; tcp has no way to tell it more.
             let hold = match daemon.gate.hold(&ask, rule.clone(), review, None).await {
                 Ok(h) => h,
                 Err(error) => {
                     tracing::error!(%error, "Cannot record the approval request; refusing");
-                    refuse(&stream);
                     let reason = "the approval request could not be recorded; refused".to_owned();
+                    proto.refuse(opened, &reason).await;
                     conn.record_refused(daemon, Outcome::Error, rule, reason)
                         .await;
                     return;
                 }
             };
-            match hold.wait(client_gone(&stream)).await {
+            proto
+                .held(&mut opened, hold.id(), &hold.approve_hint())
+                .await;
+            match hold.wait(client_gone(P::socket(&opened))).await {
                 HoldOutcome::Approved { request, by } => {
                     (rule, format!("request {request} approved by {by}"))
                 }
                 other => {
-                    refuse(&stream);
                     let outcome = if matches!(other, HoldOutcome::Abandoned { .. }) {
                         Outcome::Closed
                     } else {
                         Outcome::Denied
                     };
+                    proto.refuse(opened, &other.message()).await;
                     conn.record_refused(daemon, outcome, rule, other.message())
                         .await;
                     return;
@@ -167,10 +217,10 @@ async fn serve(
     };
     let new = NewSession {
         protocol: target.protocol.to_string(),
-        target: conn.target,
+        target: conn.target.take(),
         client_addr: client.to_string(),
         orig_dst: Some(orig_dst.to_string()),
-        principal: conn.principal,
+        principal: conn.principal.take(),
         outcome: Outcome::Open,
         rule,
         reason: Some(reason),
@@ -180,7 +230,9 @@ async fn serve(
         Err(error) => {
             // No record, no access: the audit trail is part of the deal.
             tracing::error!(%error, "Cannot record the session; refusing it");
-            refuse(&stream);
+            proto
+                .refuse(opened, "the session could not be recorded; refused")
+                .await;
             return;
         }
     };
@@ -197,22 +249,37 @@ async fn serve(
         .gate
         .audit("session_opened", id.as_str(), actor.as_deref(), data)
         .await;
-    let (outcome, reason, traffic) = match target.protocol {
-        Protocol::Tcp => relay_tcp(daemon, stream, orig_dst).await,
+    let Some(principal) = new.principal.as_ref() else {
+        return;
     };
+    let session = proto::Session {
+        id: &id,
+        gate: &daemon.gate,
+        recorder: &daemon.recorder,
+        principal,
+        target,
+        upstream: orig_dst.0,
+        mark: daemon.config.mark,
+        stop: &daemon.hard_stop,
+    };
+    let served = proto.serve(opened, session).await;
     daemon.active_sessions.fetch_sub(1, Ordering::Relaxed);
     daemon.gate.metrics().session_closed();
+    let traffic = served.traffic;
     daemon
         .gate
         .metrics()
         .bytes(&target.name, traffic.up, traffic.down);
     let end = SessionEnd {
-        outcome,
-        reason,
+        outcome: served.outcome,
+        reason: served.reason,
         bytes_up: traffic.up,
         bytes_down: traffic.down,
     };
-    let data = serde_json::json!({ "outcome": end.outcome.as_str(), "reason": end.reason, "bytes_up": end.bytes_up, "bytes_down": end.bytes_down });
+    let data = serde_json::json!({
+        "outcome": end.outcome.as_str(), "reason": end.reason, "bytes_up": end.bytes_up,
+        "bytes_down": end.bytes_down, "statements": served.statements,
+    });
     daemon
         .gate
         .audit("session_closed", id.as_str(), None, data)
@@ -259,31 +326,6 @@ fn peer_closed(stream: &TcpStream) -> bool {
     rc != 0 || matches!(info.tcpi_state, TCP_CLOSE | TCP_CLOSE_WAIT)
 }
 
-async fn relay_tcp(
-    daemon: &Daemon,
-    stream: TcpStream,
-    orig_dst: OrigDstAddr,
-) -> (Outcome, Option<String>, Traffic) {
-    let mut upstream = match proto::tcp::connect_upstream(orig_dst.0, daemon.config.mark).await {
-        Ok(u) => u,
-        Err(error) => {
-            refuse(&stream);
-            let reason = format!("cannot connect to {orig_dst}: {error}");
-            return (Outcome::Error, Some(reason), Traffic::default());
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    let mut client = Metered::new(stream);
-    let (outcome, reason) = tokio::select! {
-        r = proto::tcp::relay(&mut client, &mut upstream) => match r {
-            Ok(()) => (Outcome::Closed, None),
-            Err(e) => (Outcome::Closed, Some(format!("connection ended: {e}"))),
-        },
-        () = daemon.hard_stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
-    };
-    (outcome, reason, client.traffic())
-}
-
 /// Builds the principal from the kernel's record, enriched from procfs.
 async fn principal_of(origin: &Origin) -> Principal {
     let comm_len = origin
@@ -309,9 +351,4 @@ async fn principal_of(origin: &Origin) -> Principal {
             comm: fallback,
             cgroup: None,
         })
-}
-
-/// Ends the client's connection with a reset, so its next read or write fails at once.
-fn refuse(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }

@@ -16,7 +16,7 @@ use crate::{
     intercept::{self, Interceptor, Settings},
     metrics::Metrics,
     policy::{Policy, PolicyError},
-    record::Store,
+    record::{Recorder, Store},
 };
 use anyhow::Context as _;
 use portcullis_common::ProxyConfig;
@@ -42,6 +42,10 @@ pub struct Daemon {
     pub store: Store,
     pub interceptor: Interceptor,
     pub targets: TargetTable,
+    /// The PostgreSQL protocol (classifier cache, cancel keys, TLS for clients).
+    pub postgres: crate::proto::postgres::Postgres,
+    /// Writes statement records in batches.
+    pub recorder: Recorder,
     /// This gateway host's name, recorded with every session.
     pub host: String,
     pub started: Instant,
@@ -127,7 +131,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(programs = interceptor.adopted(), pins = %config.bpf_pin_dir.display(), "Adopted pinned programs");
     }
 
+    let postgres = crate::proto::postgres::Postgres::new(&config.postgres, config.mark)?;
+    let recorder = Recorder::spawn(store.clone());
     let daemon = Arc::new(Daemon {
+        postgres,
+        recorder,
         host: store.host().to_owned(),
         gate: Gate::new(policy, store.clone(), metrics, Some(notifier)),
         store,
@@ -211,6 +219,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracker.wait().await;
     }
     let _ = api.await;
+    daemon.recorder.shutdown().await;
     daemon.store.close().await;
     // The notifier (owned by the gate) drains its queue once the daemon is dropped.
     drop(daemon);

@@ -24,7 +24,7 @@ pub use hold::{Hold, HoldOutcome};
 use crate::{
     identity::Principal,
     metrics::{self, Metrics},
-    policy::{Decision, Policy, Review, Verdict},
+    policy::{Decision, Policy, Review, SqlClasses, Statement, Verdict},
     record::{Store, now_ms},
 };
 use arc_swap::ArcSwap;
@@ -44,7 +44,16 @@ use tokio_util::sync::CancellationToken;
 pub enum Action {
     /// Open a connection (the whole action for `tcp` targets).
     Connect,
+    /// Run SQL (one query string, possibly several statements).
+    Sql {
+        text: String,
+        classes: SqlClasses,
+        tables: Vec<String>,
+    },
 }
+
+/// Longest SQL text an action summary shows.
+const SUMMARY_SQL_CHARS: usize = 400;
 
 impl Action {
     /// One line for a person deciding.
@@ -52,6 +61,12 @@ impl Action {
     pub fn summary(&self) -> String {
         match self {
             Self::Connect => "open a connection".to_owned(),
+            Self::Sql { text, classes, .. } => {
+                let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                let shown: String = flat.chars().take(SUMMARY_SQL_CHARS).collect();
+                let more = if shown.len() < flat.len() { "…" } else { "" };
+                format!("run SQL ({}): {shown}{more}", classes.names())
+            }
         }
     }
 }
@@ -163,7 +178,18 @@ impl Gate {
             rule,
             reason,
             review,
-        } = self.policy.load().decide(&ask.principal, &ask.target);
+        } = match &ask.action {
+            Action::Connect => self.policy.load().decide(&ask.principal, &ask.target),
+            Action::Sql {
+                classes, tables, ..
+            } => {
+                let statement = Statement {
+                    classes: *classes,
+                    tables,
+                };
+                (self.policy.load()).decide_statement(&ask.principal, &ask.target, &statement)
+            }
+        };
         let ruling = match (verdict, review) {
             (Verdict::Allow, _) => Ruling::Allow { rule, reason },
             (Verdict::Review, Some(review)) => match self.granted(ask) {

@@ -7,14 +7,16 @@ use std::collections::HashMap;
 use toml::Spanned;
 
 use super::{
-    Policy, PolicyError, Protocol, Target, TargetAddress,
+    BackendTls, Credentials, Policy, PolicyError, Protocol, SqlClass, SqlClasses, Target,
+    TargetAddress, TargetTls,
     file::{GroupFile, RuleFile, TargetFile, WhoFile},
     load::Source,
-    matching::{Group, Rule, RuleTargets, Who},
+    matching::{Group, Rule, RuleTargets, StatementFilter, Who},
 };
+use crate::secret::SecretRef;
 
 /// Protocols the format reserves but the proxy does not speak yet.
-const RESERVED_PROTOCOLS: [&str; 3] = ["postgres", "ssh", "http"];
+const RESERVED_PROTOCOLS: [&str; 2] = ["ssh", "http"];
 
 /// The policy under construction, with where each name was first defined.
 #[derive(Default)]
@@ -88,11 +90,14 @@ impl Builder {
             self.address_owners.insert(address.canonical(), owner);
             addresses.push(address);
         }
+        let (credentials, tls) = login(src, name, protocol, file)?;
         self.targets.push(Target {
             name: name.to_owned(),
             protocol,
             addresses,
             description: file.description.clone(),
+            credentials,
+            tls,
         });
         Ok(())
     }
@@ -144,6 +149,23 @@ impl Builder {
             None => None,
         };
         let action = self.action(src, name, file)?;
+        let statements = statement_filter(src, name, file)?;
+        if statements.is_some() {
+            let tcp = names.iter().find(|t| {
+                self.targets
+                    .iter()
+                    .any(|x| &x.name == *t && x.protocol == Protocol::Tcp)
+            });
+            if let Some(tcp) = tcp {
+                return Err(src.error(
+                    file.targets.span(),
+                    format!(
+                        "rule `{name}` has `sql`/`tables`, but target `{tcp}` speaks tcp, which \
+                         has no statements; use it only with postgres targets"
+                    ),
+                ));
+            }
+        }
         self.rules.push(Rule {
             name: name.to_owned(),
             targets: if all {
@@ -153,6 +175,7 @@ impl Builder {
             },
             who,
             action,
+            statements,
             description: file.description.clone(),
         });
         Ok(())
@@ -252,9 +275,129 @@ fn duplicate(src: &Source, name: &Spanned<String>, kind: &str, first: &str) -> P
     )
 }
 
+/// A rule's `sql` and `tables`: `None` when it has neither (a rule on connections).
+fn statement_filter(
+    src: &Source,
+    rule: &str,
+    file: &RuleFile,
+) -> Result<Option<StatementFilter>, PolicyError> {
+    if file.sql.is_none() && file.tables.is_none() {
+        return Ok(None);
+    }
+    let mut classes = SqlClasses::empty();
+    for class in file.sql.iter().flat_map(|list| list.get_ref()) {
+        let Some(found) = SqlClass::from_name(class.get_ref()) else {
+            let known: Vec<_> = SqlClass::ALL.iter().map(|c| c.name()).collect();
+            return Err(src.error(
+                class.span(),
+                format!(
+                    "unknown sql class `{}` in rule `{rule}`; use one of {}",
+                    class.get_ref(),
+                    known.join(", ")
+                ),
+            ));
+        };
+        classes.insert(found);
+    }
+    for list in [&file.sql, &file.tables].into_iter().flatten() {
+        if list.get_ref().is_empty() {
+            return Err(src.error(
+                list.span(),
+                format!("empty list in rule `{rule}`; remove the key or name what it covers"),
+            ));
+        }
+    }
+    let tables = file
+        .tables
+        .iter()
+        .flat_map(|list| list.get_ref())
+        .map(|t| t.get_ref().to_lowercase())
+        .collect();
+    Ok(Some(StatementFilter { classes, tables }))
+}
+
+/// A target's `credentials` and `tls`, which only `postgres` targets use.
+fn login(
+    src: &Source,
+    name: &str,
+    protocol: Protocol,
+    file: &TargetFile,
+) -> Result<(Option<Credentials>, TargetTls), PolicyError> {
+    if protocol != Protocol::Postgres {
+        let keys = [
+            ("credentials", file.credentials.as_ref().map(Spanned::span)),
+            ("tls", file.tls.as_ref().map(Spanned::span)),
+            ("tls_ca", file.tls_ca.as_ref().map(Spanned::span)),
+        ];
+        if let Some((key, Some(span))) = keys.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(src.error(
+                span,
+                format!("`{key}` in target `{name}` only applies to protocol = \"postgres\""),
+            ));
+        }
+        return Ok((None, TargetTls::default()));
+    }
+    let credentials = match &file.credentials {
+        None => None,
+        Some(c) => {
+            let creds = c.get_ref();
+            if let Some(inline) = &creds.password {
+                return Err(src.error(
+                    inline.span(),
+                    format!(
+                        "target `{name}`: a password is never written in a policy; use \
+                         `password_env = \"VAR\"` or `password_file = \"/path\"`"
+                    ),
+                ));
+            }
+            let password = match (&creds.password_env, &creds.password_file) {
+                (Some(_), Some(_)) => {
+                    return Err(src.error(
+                        c.span(),
+                        format!("target `{name}`: set one of `password_env` and `password_file`"),
+                    ));
+                }
+                (Some(var), None) => Some(SecretRef::Env(var.clone())),
+                (None, Some(path)) if !path.starts_with('/') => {
+                    return Err(src.error(
+                        c.span(),
+                        format!("target `{name}`: `password_file` must be an absolute path"),
+                    ));
+                }
+                (None, Some(path)) => Some(SecretRef::File(path.into())),
+                (None, None) => None,
+            };
+            Some(Credentials {
+                user: creds.user.clone(),
+                password,
+            })
+        }
+    };
+    let mode = match &file.tls {
+        None => BackendTls::default(),
+        Some(mode) => BackendTls::from_name(mode.get_ref()).ok_or_else(|| {
+            src.error(
+                mode.span(),
+                format!(
+                    "unknown tls mode `{}` in target `{name}`; use disable, prefer, require or \
+                     verify-full",
+                    mode.get_ref()
+                ),
+            )
+        })?,
+    };
+    let tls = TargetTls {
+        mode,
+        ca_file: file.tls_ca.as_ref().map(|p| p.get_ref().into()),
+        server_name: file.tls_server_name.clone(),
+    };
+    Ok((credentials, tls))
+}
+
 fn protocol(src: &Source, name: &Spanned<String>) -> Result<Protocol, PolicyError> {
     match name.get_ref().as_str() {
         "tcp" => Ok(Protocol::Tcp),
+        "postgres" => Ok(Protocol::Postgres),
         reserved if RESERVED_PROTOCOLS.contains(&reserved) => Err(src.error(
             name.span(),
             format!(
@@ -263,7 +406,7 @@ fn protocol(src: &Source, name: &Spanned<String>) -> Result<Protocol, PolicyErro
         )),
         other => Err(src.error(
             name.span(),
-            format!("unknown protocol `{other}`; use \"tcp\""),
+            format!("unknown protocol `{other}`; use \"tcp\" or \"postgres\""),
         )),
     }
 }
@@ -392,11 +535,6 @@ mod tests {
                 "[[target]]\nname = \"t\"\nprotocol = \"{protocol}\"\naddress = \"127.0.0.2:1\"\n"
             )
         };
-        assert_error(
-            &[("a.toml", &target("postgres"))],
-            "a.toml:3",
-            "protocol `postgres` is not supported yet",
-        );
         assert_error(
             &[("a.toml", &target("ssh"))],
             "a.toml:3",

@@ -30,6 +30,26 @@ pub(super) struct TargetFile {
     pub address: Option<Spanned<String>>,
     pub addresses: Option<Spanned<Vec<Spanned<String>>>>,
     pub description: Option<String>,
+    /// How the proxy logs in to the target (`postgres` only).
+    pub credentials: Option<Spanned<CredentialsFile>>,
+    /// TLS to the target: `disable`, `prefer` (default), `require`, `verify-full`.
+    pub tls: Option<Spanned<String>>,
+    /// CA bundle (PEM) for `tls = "verify-full"`; default: the web PKI roots.
+    pub tls_ca: Option<Spanned<String>>,
+    /// Name checked against the target's certificate; default: the address's host.
+    pub tls_server_name: Option<String>,
+}
+
+/// A target's `credentials`: the user to log in as and where its password is kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CredentialsFile {
+    /// Default: the user name the client asked for.
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    /// Accepted only to refuse it with a clear message: secrets are never inline.
+    pub password: Option<Spanned<toml::Value>>,
 }
 
 /// A `[[group]]` table.
@@ -75,6 +95,10 @@ pub(super) struct RuleFile {
     pub escalate_to: Option<Spanned<Vec<Spanned<String>>>>,
     pub escalation_timeout: Option<Spanned<String>>,
     pub grant: Option<Spanned<String>>,
+    /// Statement classes (`read`, `ddl`, …): makes this a rule on statements.
+    pub sql: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Table patterns (`users`, `public.users`, `*.payments`): a rule on statements.
+    pub tables: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A rule's `who`: identity fields (any one matches) and `exe` patterns (must also match).

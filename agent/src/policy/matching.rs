@@ -1,6 +1,6 @@
 //! Validated rules and the question "does this rule apply to this principal and target".
 
-use super::{Review, Verdict};
+use super::{Review, SqlClass, SqlClasses, Statement, Verdict};
 use crate::identity::Principal;
 
 /// A validated `[[rule]]`.
@@ -11,6 +11,8 @@ pub(super) struct Rule {
     /// `None` means everyone.
     pub who: Option<Who>,
     pub action: RuleAction,
+    /// `Some` for a rule on statements (`sql`/`tables`); `None` for one on connections.
+    pub statements: Option<StatementFilter>,
     /// Shown in the decision's reason, so people see why a rule exists.
     pub description: Option<String>,
 }
@@ -35,6 +37,15 @@ pub(super) enum RuleAction {
     /// Hold the action until approvers decide.
     Review(Review),
     Deny,
+}
+
+/// A rule's `sql` and `tables`: both must match (an absent one matches anything).
+#[derive(Debug, Clone)]
+pub(super) struct StatementFilter {
+    /// Empty: any class.
+    pub classes: SqlClasses,
+    /// Lowercase patterns: `name` (any schema) or `schema.name`, `*` globs. Empty: any.
+    pub tables: Vec<String>,
 }
 
 /// A validated `who`.
@@ -84,6 +95,18 @@ impl Rule {
         match &self.targets {
             RuleTargets::All => true,
             RuleTargets::Named(names) => names.iter().any(|n| n == target),
+        }
+    }
+
+    /// Whether the rule decides `statement` (`None`: the connection itself).
+    ///
+    /// Connection rules decide connections, statement rules statements. An unparsed
+    /// statement could be anything, so every statement rule covers it.
+    pub fn covers(&self, statement: Option<&Statement<'_>>) -> bool {
+        match (&self.statements, statement) {
+            (None, None) => true,
+            (Some(filter), Some(statement)) => filter.covers(statement, self.verdict()),
+            (None, Some(_)) | (Some(_), None) => false,
         }
     }
 
@@ -139,6 +162,37 @@ impl Group {
             .as_deref()
             .is_some_and(|u| self.users.iter().any(|x| x == u))
             || shares_unix_group(&self.unix_groups, p)
+    }
+}
+
+impl StatementFilter {
+    fn covers(&self, statement: &Statement<'_>, verdict: Verdict) -> bool {
+        if statement.classes.contains(SqlClass::Unparsed) {
+            return true;
+        }
+        let classes = self.classes.is_empty() || self.classes.intersects(statement.classes);
+        let restricting = verdict > Verdict::Allow;
+        let tables = self.tables.is_empty()
+            || statement.tables.iter().any(|table| {
+                let table = table.to_lowercase();
+                self.tables
+                    .iter()
+                    .any(|pattern| table_matches(pattern, &table, restricting))
+            });
+        classes && tables
+    }
+}
+
+/// Whether `table` (`name` or `schema.name`, as written in the statement) matches
+/// `pattern`. An unqualified name's schema is unknown (it depends on `search_path`):
+/// it satisfies a schema-qualified pattern only on a restricting rule, or when the
+/// pattern's schema is `*`.
+fn table_matches(pattern: &str, table: &str, restricting: bool) -> bool {
+    match (pattern.split_once('.'), table.rsplit_once('.')) {
+        (None, Some((_, name))) => glob_match(pattern, name),
+        (None, None) => glob_match(pattern, table),
+        (Some((ps, pn)), Some((schema, name))) => glob_match(ps, schema) && glob_match(pn, name),
+        (Some((ps, pn)), None) => glob_match(pn, table) && (restricting || ps == "*"),
     }
 }
 

@@ -45,6 +45,7 @@ mod load;
 mod matching;
 mod review;
 mod sql;
+mod target;
 
 use std::{collections::HashMap, fmt, io, path::Path, path::PathBuf};
 
@@ -55,6 +56,7 @@ pub use address::TargetAddress;
 use matching::{Group, Rule};
 pub use review::{Escalation, Review};
 pub use sql::{SqlClass, SqlClasses};
+pub use target::{BackendTls, Credentials, Protocol, Target, TargetTls};
 
 /// A validated, merged policy; the default is the empty policy that denies everything.
 #[derive(Debug, Clone, Default)]
@@ -111,6 +113,29 @@ impl Policy {
     /// targets the policy does not define, the answer is a deny.
     #[must_use]
     pub fn decide(&self, principal: &Principal, target: &str) -> Decision {
+        self.decide_on(principal, target, None)
+    }
+
+    /// Decides one statement on a connection the policy already allowed, with the
+    /// rules that have `sql` or `tables`. The most restrictive matching rule wins, as
+    /// for connections; no matching rule allows it (the connection was allowed),
+    /// except an unparsed statement, which is denied.
+    #[must_use]
+    pub fn decide_statement(
+        &self,
+        principal: &Principal,
+        target: &str,
+        statement: &Statement<'_>,
+    ) -> Decision {
+        self.decide_on(principal, target, Some(statement))
+    }
+
+    fn decide_on(
+        &self,
+        principal: &Principal,
+        target: &str,
+        statement: Option<&Statement<'_>>,
+    ) -> Decision {
         let label = principal.label();
         let Some(target) = self.target(target) else {
             return Decision::deny_unmatched(format!(
@@ -118,21 +143,25 @@ impl Policy {
             ));
         };
         let name = &target.name;
+        let what = match statement {
+            None => format!("to reach target {name}"),
+            Some(s) => format!("to run {} on target {name}", s.classes.names()),
+        };
         let matching = || {
-            self.rules
-                .iter()
-                .filter(|rule| rule.applies_to(name) && rule.matches(principal))
+            self.rules.iter().filter(|rule| {
+                rule.applies_to(name) && rule.covers(statement) && rule.matches(principal)
+            })
         };
         let first = |verdict| matching().find(|rule| rule.verdict() == verdict);
         if let Some(rule) = first(Verdict::Deny) {
-            let reason = format!("rule `{}` denies {label} to reach target {name}", rule.name);
+            let reason = format!("rule `{}` denies {label} {what}", rule.name);
             return Decision::by(rule, reason);
         }
         if let Some((rule, review)) = matching().find_map(|rule| Some((rule, rule.review()?))) {
             if let Some(trusted) = matching().find(|rule| rule.skips_review()) {
                 let reason = format!(
-                    "rule `{}` allows {label} to reach target {name} without review (skips \
-                     rule `{}`, which requires review by {})",
+                    "rule `{}` allows {label} {what} without review (skips rule `{}`, which \
+                     requires review by {})",
                     trusted.name,
                     rule.name,
                     review.summary()
@@ -140,47 +169,37 @@ impl Policy {
                 return Decision::by(trusted, reason);
             }
             let reason = format!(
-                "rule `{}` requires review by {} for {label} on target {name}",
+                "rule `{}` requires review by {} for {label} {what}",
                 rule.name,
                 review.summary()
             );
             return Decision::by(rule, reason);
         }
         if let Some(rule) = first(Verdict::Allow) {
-            let reason = format!("rule `{}` allows {label} to reach target {name}", rule.name);
+            let reason = format!("rule `{}` allows {label} {what}", rule.name);
             return Decision::by(rule, reason);
         }
-        Decision::deny_unmatched(format!("no rule allows {label} to reach target {name}"))
+        match statement {
+            None => Decision::deny_unmatched(format!("no rule allows {label} {what}")),
+            Some(s) if s.classes.contains(SqlClass::Unparsed) => Decision::deny_unmatched(format!(
+                "the statement could not be parsed, and no rule allows unparsed SQL on target {name}"
+            )),
+            Some(_) => Decision {
+                verdict: Verdict::Allow,
+                rule: None,
+                reason: format!("no statement rule applies; {label} may use target {name}"),
+                review: None,
+            },
+        }
     }
 }
 
-/// A protected system that connections are redirected away from and gated.
-#[derive(Debug, Clone, Serialize)]
-pub struct Target {
-    /// Unique name, used by rules, logs and the CLI.
-    pub name: String,
-    /// The wire protocol the proxy speaks to it.
-    pub protocol: Protocol,
-    /// Where it listens; a connection to any of these is a connection to the target.
-    pub addresses: Vec<TargetAddress>,
-    /// Free text for people reading `status` or the audit log.
-    pub description: Option<String>,
-}
-
-/// The wire protocols the proxy can speak to a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// Opaque TCP: the only action is "connect".
-    Tcp,
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-        })
-    }
+/// What a statement does, as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Statement<'a> {
+    pub classes: SqlClasses,
+    /// Tables as written: `name` or `schema.name`.
+    pub tables: &'a [String],
 }
 
 /// The answer to "may this principal reach this target", with who decided and why.

@@ -138,7 +138,10 @@ impl SqlClasses {
     /// Names, comma-separated (for summaries and records).
     #[must_use]
     pub fn names(self) -> String {
-        self.iter().map(SqlClass::name).collect::<Vec<_>>().join(",")
+        self.iter()
+            .map(SqlClass::name)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -172,6 +175,9 @@ mod tests {
         assert!(set.contains(SqlClass::Drop) && !set.contains(SqlClass::Read));
         assert!(set.intersects(SqlClasses::empty().with(SqlClass::Ddl)));
         assert_eq!(set.names(), "ddl,drop");
-        assert_eq!(serde_json::to_string(&set).ok().as_deref(), Some(r#"["ddl","drop"]"#));
+        assert_eq!(
+            serde_json::to_string(&set).ok().as_deref(),
+            Some(r#"["ddl","drop"]"#)
+        );
     }
 }

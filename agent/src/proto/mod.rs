@@ -2,14 +2,91 @@
 //! [`gate::Action`](crate::gate::Action)s the gate decides; the daemon attributes the
 //! connection and picks the module by the target's protocol.
 
+pub mod postgres;
 pub mod tcp;
 
+use crate::{
+    gate::Gate,
+    identity::Principal,
+    policy::Target,
+    record::{Outcome, Recorder, SessionId, StatementsDigest},
+};
+use std::net::SocketAddr;
 use std::{
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_util::sync::CancellationToken;
+
+/// What a protocol module is given to serve one allowed session.
+pub struct Session<'a> {
+    pub id: &'a SessionId,
+    pub gate: &'a Gate,
+    pub recorder: &'a Recorder,
+    pub principal: &'a Principal,
+    pub target: &'a Target,
+    /// The address the client asked for (the target's real address).
+    pub upstream: SocketAddr,
+    /// `SO_MARK` for upstream sockets, so the redirect lets them pass.
+    pub mark: u32,
+    /// Cancelled when the daemon ends the remaining sessions at shutdown.
+    pub stop: &'a CancellationToken,
+}
+
+/// How a served session ended.
+pub struct Served {
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub traffic: Traffic,
+    /// Count and chain head of the statements recorded, for the audit log.
+    pub statements: Option<StatementsDigest>,
+}
+
+/// One wire protocol, as the daemon drives it: the daemon attributes the
+/// connection and asks the gate whether it may open; the protocol speaks to the
+/// client in its own words and serves the session.
+pub trait Protocol: Sync {
+    /// The client's connection after the protocol's opening exchange.
+    type Client: Send;
+
+    /// The opening exchange, before the gate decides the connection (PostgreSQL
+    /// reads the startup packet here). `Ok(None)`: the connection was fully handled
+    /// (e.g. a cancel request) and is not a session.
+    fn open(
+        &self,
+        stream: TcpStream,
+    ) -> impl Future<Output = Result<Option<Self::Client>, String>> + Send;
+
+    /// The client's socket, to notice it leaving while its connection is held.
+    fn socket(client: &Self::Client) -> &TcpStream;
+
+    /// Tells the client its connection waits for approval, if the protocol can.
+    fn held(
+        &self,
+        client: &mut Self::Client,
+        request: &str,
+        hint: &str,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Ends a connection the gate refused, saying why if the protocol can.
+    fn refuse(&self, client: Self::Client, reason: &str) -> impl Future<Output = ()> + Send;
+
+    /// Serves an allowed session until it ends.
+    fn serve(
+        &self,
+        client: Self::Client,
+        session: Session<'_>,
+    ) -> impl Future<Output = Served> + Send;
+}
 
 /// Bytes moved by a session, as the client sees them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,28 +97,55 @@ pub struct Traffic {
     pub down: u64,
 }
 
+/// Traffic counters shared between a [`Metered`] stream and whoever reports on it.
+#[derive(Debug, Default)]
+pub struct Meter {
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Meter {
+    /// Read from the client so far (`up`) and written to it (`down`).
+    #[must_use]
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            up: self.up.load(Ordering::Relaxed),
+            down: self.down.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A client stream that counts what passes, so a session's traffic is known however
-/// it ends (closed, failed, or cut off by shutdown).
+/// it ends (closed, failed, or cut off by shutdown) and wherever its halves went.
 pub struct Metered<S> {
     inner: S,
-    traffic: Traffic,
+    meter: Arc<Meter>,
 }
 
 impl<S> Metered<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            traffic: Traffic::default(),
+            meter: Arc::default(),
         }
     }
 
     /// Read from the client so far (`up`) and written to it (`down`).
     pub fn traffic(&self) -> Traffic {
-        self.traffic
+        self.meter.traffic()
+    }
+
+    /// A handle on the counters that outlives moving the stream away.
+    pub fn meter(&self) -> Arc<Meter> {
+        Arc::clone(&self.meter)
     }
 
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 }
 
@@ -53,7 +157,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.traffic.up += (buf.filled().len() - before) as u64;
+        self.meter
+            .up
+            .fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
         poll
     }
 }
@@ -66,7 +172,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = poll {
-            self.traffic.down += n as u64;
+            self.meter.down.fetch_add(n as u64, Ordering::Relaxed);
         }
         poll
     }

@@ -1,6 +1,8 @@
 //! `tcp` targets: the action is the connection itself; once allowed, bytes are relayed
 //! as they are, through fixed-size buffers, in both directions.
 
+use super::{Metered, Protocol, Served, Session, Traffic};
+use crate::record::Outcome;
 use std::{io, net::SocketAddr, time::Duration};
 use tokio::{
     io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes},
@@ -28,6 +30,60 @@ pub async fn connect_upstream(addr: SocketAddr, mark: u32) -> io::Result<TcpStre
             format!("connect to {addr} timed out"),
         )),
     }
+}
+
+/// The `tcp` protocol: nothing to say to the client, bytes relayed as they are.
+pub struct Tcp;
+
+impl Protocol for Tcp {
+    type Client = TcpStream;
+
+    async fn open(&self, stream: TcpStream) -> Result<Option<TcpStream>, String> {
+        Ok(Some(stream))
+    }
+
+    fn socket(client: &TcpStream) -> &TcpStream {
+        client
+    }
+
+    /// TCP has no way to tell the client more; it stays connected while held.
+    async fn held(&self, _client: &mut TcpStream, _request: &str, _hint: &str) {}
+
+    async fn refuse(&self, client: TcpStream, _reason: &str) {
+        reset(&client);
+    }
+
+    async fn serve(&self, client: TcpStream, session: Session<'_>) -> Served {
+        let mut upstream = match connect_upstream(session.upstream, session.mark).await {
+            Ok(u) => u,
+            Err(error) => {
+                reset(&client);
+                return Served {
+                    outcome: Outcome::Error,
+                    reason: Some(format!("cannot connect to {}: {error}", session.upstream)),
+                    traffic: Traffic::default(),
+                    statements: None,
+                };
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let mut client = Metered::new(client);
+        let reason = tokio::select! {
+            r = relay(&mut client, &mut upstream) => r.err().map(|e| format!("connection ended: {e}")),
+            () = session.stop.cancelled() => Some("ended by daemon shutdown".into()),
+        };
+        Served {
+            outcome: Outcome::Closed,
+            reason,
+            traffic: client.traffic(),
+            statements: None,
+        }
+    }
+}
+
+/// Ends a connection with a reset, so the peer's next read or write fails at once.
+pub fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 /// Relays bytes between `client` and `upstream` until both sides are done, through

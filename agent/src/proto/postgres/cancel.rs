@@ -1,0 +1,137 @@
+//! Cancel requests. PostgreSQL cancels a running query through a new connection that
+//! presents the session's `BackendKeyData` (psql's Ctrl-C). The proxy gives each
+//! client its own key, so a client can only cancel its own session; a cancel ends a
+//! held statement (abandoned) or is passed on with the server's key.
+
+use super::wire::{self, CANCEL_REQUEST};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+use tokio::{io::AsyncWriteExt as _, sync::Notify};
+
+/// A client-facing key: (process id, secret).
+pub type Key = (i32, i32);
+
+/// What a session registers for its key.
+#[derive(Debug)]
+pub struct CancelEntry {
+    /// The server's address and its own key for this session.
+    upstream: SocketAddr,
+    server_key: Key,
+    /// Set while a statement is held; a cancel then wakes `held` instead of the server.
+    holding: AtomicBool,
+    held: Notify,
+}
+
+impl CancelEntry {
+    /// Marks whether a statement is held (so a cancel ends the hold).
+    pub fn set_holding(&self, holding: bool) {
+        self.holding.store(holding, Ordering::SeqCst);
+    }
+
+    /// Completes when a cancel request arrives for the held statement.
+    pub async fn cancelled(&self) {
+        self.held.notified().await;
+    }
+}
+
+/// Every live session's key.
+#[derive(Debug, Default)]
+pub struct Cancels {
+    by_key: Mutex<HashMap<Key, Arc<CancelEntry>>>,
+}
+
+/// Removes the key when the session ends.
+pub struct Registration<'a> {
+    cancels: &'a Cancels,
+    pub key: Key,
+    pub entry: Arc<CancelEntry>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.cancels.lock().remove(&self.key);
+    }
+}
+
+impl Cancels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<CancelEntry>>> {
+        self.by_key.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives a session a fresh random key, mapped to the server's.
+    pub fn register(&self, upstream: SocketAddr, server_key: Key) -> Registration<'_> {
+        let entry = Arc::new(CancelEntry {
+            upstream,
+            server_key,
+            holding: AtomicBool::new(false),
+            held: Notify::new(),
+        });
+        let mut map = self.lock();
+        let key = loop {
+            let key = random_key();
+            if !map.contains_key(&key) {
+                break key;
+            }
+        };
+        map.insert(key, Arc::clone(&entry));
+        Registration {
+            cancels: self,
+            key,
+            entry,
+        }
+    }
+
+    /// Handles a cancel request's body (`pid`, `secret`). An unknown key is ignored,
+    /// as PostgreSQL does, so keys cannot be probed.
+    pub async fn cancel(&self, body: &[u8], mark: u32) {
+        let (Some(pid), Some(secret)) = (wire::be_i32(body), body.get(4..).and_then(wire::be_i32))
+        else {
+            return;
+        };
+        let Some(entry) = self.lock().get(&(pid, secret)).cloned() else {
+            tracing::debug!("Cancel request with an unknown key ignored");
+            return;
+        };
+        if entry.holding.load(Ordering::SeqCst) {
+            tracing::info!("Cancel request ends a held statement");
+            entry.held.notify_waiters();
+            return;
+        }
+        let (pid, secret) = entry.server_key;
+        let mut body = pid.to_be_bytes().to_vec();
+        body.extend_from_slice(&secret.to_be_bytes());
+        let packet = wire::startup_packet(CANCEL_REQUEST, &body);
+        match crate::proto::tcp::connect_upstream(entry.upstream, mark).await {
+            Ok(mut server) => {
+                if let Err(error) = server.write_all(&packet).await {
+                    tracing::warn!(%error, "Cannot pass a cancel request on");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Cannot pass a cancel request on"),
+        }
+    }
+}
+
+/// A key no client can guess: from the OS's random source.
+fn random_key() -> Key {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fall back to a per-process keyed hash of the time. Still
+        // unpredictable to a client without the process's random hash keys.
+        use std::hash::{BuildHasher as _, RandomState};
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = RandomState::new().hash_one(nanos).to_be_bytes();
+    }
+    let (pid, secret) = bytes.split_at(4);
+    let pid = i32::from_be_bytes(pid.try_into().unwrap_or_default()) & i32::MAX;
+    let secret = i32::from_be_bytes(secret.try_into().unwrap_or_default());
+    (pid.max(1), secret)
+}

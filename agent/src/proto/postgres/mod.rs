@@ -1,0 +1,99 @@
+//! PostgreSQL: the wire-protocol proxy.
+//!
+//! The client (psql, pgbench, a driver) believes it talks to the server. The proxy
+//! answers its startup itself (`startup`: TLS with our certificate, GSS refused,
+//! cancel requests), lets the gate decide the connection, logs in to the real
+//! server with the target's stored credentials (`backend`: TLS per target, SCRAM
+//! with channel binding, md5), then runs the session (`session`): every statement is
+//! classified on the real PostgreSQL parser (`classify`) and decided by the gate.
+//!
+//! Layout: `wire` (framing with length caps, the messages the proxy writes),
+//! `startup`, `backend`, `session`, `cancel` (our `BackendKeyData` and cancel
+//! requests), `classify`, `tls`.
+
+mod backend;
+mod cancel;
+pub mod classify;
+mod session;
+mod startup;
+pub mod tls;
+pub mod wire;
+
+use crate::{
+    config::PostgresConfig,
+    proto::{Protocol, Served, Session},
+};
+use anyhow::Context as _;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+/// The PostgreSQL protocol, with what its sessions share.
+pub struct Postgres {
+    classifier: classify::Classifier,
+    /// `None`: clients asking for TLS are told `N`.
+    tls_server: Option<Arc<rustls::ServerConfig>>,
+    cancels: cancel::Cancels,
+    mark: u32,
+    max_message: usize,
+    record_rows: usize,
+}
+
+impl Postgres {
+    pub fn new(config: &PostgresConfig, mark: u32) -> anyhow::Result<Self> {
+        let tls_server = if config.client_tls {
+            Some(
+                tls::server_config(
+                    config.tls_cert.as_deref(),
+                    config.tls_key.as_deref(),
+                    &config.state_dir,
+                )
+                .context("cannot set up TLS for PostgreSQL clients")?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            classifier: classify::Classifier::new(config.classify_cache),
+            tls_server,
+            cancels: cancel::Cancels::default(),
+            mark,
+            max_message: config.max_message,
+            record_rows: config.record_rows,
+        })
+    }
+}
+
+impl Protocol for Postgres {
+    type Client = startup::Opened;
+
+    async fn open(&self, stream: TcpStream) -> Result<Option<startup::Opened>, String> {
+        let _ = stream.set_nodelay(true);
+        startup::open(self, stream).await
+    }
+
+    fn socket(client: &startup::Opened) -> &TcpStream {
+        client.stream.tcp()
+    }
+
+    async fn held(&self, client: &mut startup::Opened, request: &str, hint: &str) {
+        let notice = wire::error_response(
+            wire::Severity::NOTICE,
+            "01000",
+            &format!("Portcullis: this connection is held for approval (request {request})"),
+            Some(&format!(
+                "It proceeds when approved; approvers can run: {hint}"
+            )),
+            None,
+        );
+        client.send(&notice).await;
+    }
+
+    async fn refuse(&self, mut client: startup::Opened, reason: &str) {
+        let message = format!("Portcullis denied the connection: {reason}");
+        startup::fatal(&mut client.stream, "28000", &message).await;
+    }
+
+    async fn serve(&self, client: startup::Opened, session: Session<'_>) -> Served {
+        session::run(self, client, session).await
+    }
+}
