@@ -77,7 +77,7 @@ impl TestDaemon {
             format!(
                 "policies = \"policies\"\nstore = \"{store}\"\napi_socket = \"api.sock\"\n\
                  listen = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ncgroup = \"{}\"\nbpf_pin_dir = \"{}\"\n\
-                 shutdown_grace = \"2s\"\n{extra_config}\n",
+                 shutdown_grace = \"2s\"\nstate_dir = \"state\"\n{extra_config}\n",
                 cgroup.path().display(),
                 pin_dir.display()
             ),

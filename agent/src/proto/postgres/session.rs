@@ -142,6 +142,11 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         r = back.run() => r,
         () = session.stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
     };
+    // What the frontend asked to say last (a protocol error) still reaches the client.
+    drop(front);
+    while let Ok(ToClient::Notice(bytes) | ToClient::Fatal(bytes)) = back.from_frontend.try_recv() {
+        let _ = back.write(&bytes).await;
+    }
     // Statements still unanswered are recorded as they stand.
     let leftover: Vec<Pending> = shared
         .lock()

@@ -1,0 +1,448 @@
+//! Issue 4 (PostgreSQL): the wire-protocol proxy, end to end: a real PostgreSQL 15,
+//! real eBPF redirection, real psql run as `nobody` with no password, and the real
+//! CLI approving and denying held statements.
+#![expect(
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "root tests panic with a message"
+)]
+
+use portcullis_tests::{
+    cgroup::{TestCgroup, can_run_ebpf_tests},
+    daemon::TestDaemon,
+    postgres::PgServer,
+};
+use serde_json::Value;
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const NOBODY: (u32, u32) = (65534, 65534);
+/// The role the proxy logs in as; clients never know its password.
+const APP_ROLE: &str = "app_owner";
+const APP_PASSWORD: &str = "Xq7-not-in-any-log";
+
+struct Setup {
+    pg: PgServer,
+    cg: TestCgroup,
+    d: TestDaemon,
+    _secrets: tempfile::TempDir,
+}
+
+/// Rules every test gets: connect allowed; DDL reviewed by `seniors`; TRUNCATE and
+/// DROP denied.
+const RULES: &str = r#"
+[[group]]
+name = "seniors"
+users = ["root", "daemon"]
+
+[[rule]]
+name = "connect"
+targets = ["db"]
+action = "allow"
+
+[[rule]]
+name = "ddl-needs-a-senior"
+targets = ["db"]
+sql = ["ddl"]
+action = "review"
+approvers = ["seniors"]
+timeout = "60s"
+
+[[rule]]
+name = "no-destruction"
+targets = ["db"]
+sql = ["drop", "truncate"]
+action = "deny"
+description = "destructive statements are never run through the gateway"
+"#;
+
+fn setup(name: &str) -> Option<Setup> {
+    if !can_run_ebpf_tests(name) {
+        return None;
+    }
+    let pg = PgServer::start_or_skip().unwrap_or_else(|e| panic!("{e:#}"))?;
+    pg.create_database("app")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    pg.psql(
+        "app",
+        &format!(
+            "SET password_encryption = 'scram-sha-256';
+             CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}';
+             GRANT ALL ON SCHEMA public TO {APP_ROLE};
+             ALTER DATABASE app OWNER TO {APP_ROLE};
+             SET ROLE {APP_ROLE};
+             CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance int);
+             INSERT INTO accounts SELECT i, 'user' || i, 100 FROM generate_series(1, 10) i;"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // The proxy's role must prove its password (SCRAM); everyone else stays on trust.
+    let hba = pg.data_dir().join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap_or_default();
+    std::fs::write(
+        &hba,
+        format!("host all {APP_ROLE} 127.0.0.1/32 scram-sha-256\n{old}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    pg.psql("postgres", "SELECT pg_reload_conf()")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let secrets = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pw = secrets.path().join("app.pw");
+    std::fs::write(&pw, format!("{APP_PASSWORD}\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let policy = format!(
+        "[[target]]\nname = \"db\"\nprotocol = \"postgres\"\naddress = \"{}:{}\"\ntls = \"disable\"\n\
+         credentials = {{ user = \"{APP_ROLE}\", password_file = \"{}\" }}\n{RULES}",
+        pg.host(),
+        pg.port(),
+        pw.display()
+    );
+    let cg = TestCgroup::new(name).unwrap_or_else(|e| panic!("{e}"));
+    let d = TestDaemon::start(name, &cg, &policy, "").unwrap_or_else(|e| panic!("{e:#}"));
+    Some(Setup {
+        pg,
+        cg,
+        d,
+        _secrets: secrets,
+    })
+}
+
+impl Setup {
+    /// `psql` as `nobody` inside the test cgroup, connecting straight to the target's
+    /// address with a user name and no password.
+    fn psql_command(&self, args: &[&str]) -> Command {
+        let psql = self.pg.bindir().join("psql");
+        let conn = format!(
+            "host={} port={} dbname=app user=whoever sslmode=disable connect_timeout=10",
+            self.pg.host(),
+            self.pg.port()
+        );
+        let mut argv = vec![
+            psql.to_str().unwrap_or("psql"),
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-d",
+            &conn,
+        ];
+        argv.extend_from_slice(args);
+        let mut cmd = self.cg.command(Some(NOBODY), &argv);
+        cmd.env("PGCONNECT_TIMEOUT", "10").current_dir("/tmp");
+        cmd
+    }
+
+    fn psql(&self, args: &[&str]) -> Output {
+        self.psql_command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"))
+    }
+
+    /// The value of `sql` read directly from the server (not through the proxy).
+    fn direct(&self, sql: &str) -> String {
+        self.pg
+            .psql("app", sql)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits for a pending request and returns it.
+    fn wait_request(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = self.d.cli(&["approvals", "--json"]);
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if let Some(first) = list.as_array().and_then(|a| a.first()) {
+                return first.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no request appeared; daemon log:\n{}",
+                self.d.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The statements recorded for the newest session.
+    fn statements(&self) -> Vec<Value> {
+        let session = self
+            .d
+            .wait_session(|s| s["protocol"] == "postgres")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let id = session["id"].as_str().unwrap_or_default().to_owned();
+        let out = self.d.cli(&["sessions", "replay", &id, "--json"]);
+        assert!(
+            out.status.success(),
+            "replay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["statements"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_child(child: Child) -> Output {
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("psql did not finish: {e}"))
+}
+
+#[test]
+fn psql_logs_in_with_injected_credentials_and_is_recorded() {
+    let Some(s) = setup("pg-login") else { return };
+    let out = s.psql(&["-c", "SELECT current_user, count(*) FROM accounts"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "psql failed: {stderr}\n{}", s.d.log());
+    assert_eq!(stdout.trim(), format!("{APP_ROLE}|10"));
+
+    let statements = s.statements();
+    let select = statements
+        .iter()
+        .find(|st| {
+            st["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("current_user"))
+        })
+        .unwrap_or_else(|| panic!("statement not recorded: {statements:#?}"));
+    assert_eq!(select["verdict"], "allowed");
+    assert_eq!(select["classes"], serde_json::json!(["read"]));
+    assert_eq!(select["command_tag"], "SELECT 1");
+    assert_eq!(select["rows"]["rows"][0][0], APP_ROLE);
+    // The password appears nowhere the daemon writes.
+    let db = std::fs::read(s.d.dir().join("state/portcullis.db")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&db).contains(APP_PASSWORD));
+    assert!(!s.d.log().contains(APP_PASSWORD));
+}
+
+#[test]
+fn denied_statement_gets_42501_and_aborts_the_transaction() {
+    let Some(s) = setup("pg-deny") else { return };
+    let out = s.psql(&["-c", "TRUNCATE accounts"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Portcullis denied this statement")
+            && stderr.contains("no-destruction")
+            && stderr.contains("destructive statements are never run"),
+        "unexpected error: {stderr}"
+    );
+    assert_eq!(s.direct("SELECT count(*) FROM accounts"), "10");
+
+    // Inside a transaction: the insert before the denied statement must not commit.
+    let script =
+        "BEGIN;\nINSERT INTO accounts VALUES (11, 'eve', 1);\nTRUNCATE accounts;\nCOMMIT;\n";
+    let mut child = s
+        .psql_command(&["-v", "ON_ERROR_STOP=0", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .map(|mut i| i.write_all(script.as_bytes()));
+    let out = wait_child(child);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stderr.contains("42501") || stderr.contains("Portcullis denied"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("ROLLBACK") || stderr.contains("ROLLBACK") || !stdout.contains("COMMIT"),
+        "{stdout}"
+    );
+    assert_eq!(
+        s.direct("SELECT count(*) FROM accounts"),
+        "10",
+        "a partial batch was committed"
+    );
+}
+
+#[test]
+fn held_ddl_runs_when_a_senior_approves() {
+    let Some(s) = setup("pg-approve") else { return };
+    let child = s
+        .psql_command(&["-c", "CREATE TABLE audit_notes (note text)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request = s.wait_request();
+    assert!(
+        request["action"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CREATE TABLE audit_notes"),
+        "{request}"
+    );
+    assert_eq!(
+        s.direct("SELECT to_regclass('audit_notes') IS NULL"),
+        "t",
+        "ran before approval"
+    );
+    let id = request["id"].as_str().unwrap_or_default();
+    let approve = s.d.cli(&["approve", id, "--reason", "planned change"]);
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    let out = wait_child(child);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "psql failed after approval: {stderr}");
+    assert!(stderr.contains("held for approval"), "no notice: {stderr}");
+    assert_eq!(
+        s.direct("SELECT to_regclass('audit_notes') IS NOT NULL"),
+        "t"
+    );
+    let statements = s.statements();
+    let create = statements
+        .iter()
+        .find(|st| {
+            st["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("audit_notes"))
+        })
+        .unwrap_or_else(|| panic!("{statements:#?}"));
+    assert_eq!(create["verdict"], "approved");
+    assert_eq!(create["request_id"], id);
+}
+
+#[test]
+fn held_ddl_denied_by_a_senior_never_runs() {
+    let Some(s) = setup("pg-reject") else { return };
+    let child = s
+        .psql_command(&["-c", "ALTER TABLE accounts ADD COLUMN secret text"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request = s.wait_request();
+    let id = request["id"].as_str().unwrap_or_default();
+    let deny = s.d.cli(&["deny", id, "--reason", "not during the freeze"]);
+    assert!(
+        deny.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deny.stderr)
+    );
+    let out = wait_child(child);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("root") && stderr.contains("not during the freeze"),
+        "the error must name the decider and the reason: {stderr}"
+    );
+    assert_eq!(
+        s.direct("SELECT count(*) FROM information_schema.columns WHERE column_name = 'secret'"),
+        "0"
+    );
+}
+
+#[test]
+fn cancel_withdraws_a_held_statement() {
+    let Some(s) = setup("pg-cancel") else { return };
+    let child = s
+        .psql_command(&["-c", "CREATE INDEX ON accounts (owner)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request = s.wait_request();
+    // psql answers SIGINT with a CancelRequest on a new connection (redirected too).
+    let pid = i32::try_from(child.id()).unwrap_or_default();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = wait_child(child);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}\n{}",
+        s.d.log()
+    );
+    let id = request["id"].as_str().unwrap_or_default();
+    let shown = s.d.cli(&["approvals", "--all", "--json"]);
+    let all: Value = serde_json::from_slice(&shown.stdout).unwrap_or(Value::Null);
+    let status = all
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"] == id))
+        .map(|r| r["status"].clone());
+    assert_eq!(status, Some(Value::from("abandoned")));
+    assert_eq!(
+        s.direct("SELECT count(*) FROM pg_indexes WHERE tablename = 'accounts'"),
+        "1"
+    );
+}
+
+#[test]
+fn backslash_trick_with_standard_conforming_strings_off_is_caught() {
+    let Some(s) = setup("pg-scs") else { return };
+    // With standard_conforming_strings off the server reads `'a\''` as one string and
+    // runs the DROP; a parser assuming the default would see one harmless SELECT.
+    let out = s.psql(&[
+        "-c",
+        "SET standard_conforming_strings = off",
+        "-c",
+        r"SELECT 'a\'' ; DROP TABLE accounts; --'",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Portcullis denied"), "{stderr}");
+    assert_eq!(s.direct("SELECT to_regclass('accounts') IS NOT NULL"), "t");
+}
+
+#[test]
+fn garbage_gets_a_protocol_error_and_others_are_unaffected() {
+    let Some(s) = setup("pg-garbage") else { return };
+    // A startup packet announcing 1 GB, then a valid startup and a 2 GB message.
+    let py = format!(
+        r#"
+import socket, struct, sys
+def conn():
+    return socket.create_connection(("{host}", {port}), timeout=10)
+c = conn()
+c.sendall(struct.pack("!II", 1 << 30, 196608))
+print("huge-startup", c.recv(1000)[:1].decode(errors="replace"))
+c = conn()
+body = b"user\x00x\x00database\x00app\x00\x00"
+c.sendall(struct.pack("!II", 8 + len(body), 196608) + body)
+data = b""
+while not data.endswith(b"Z\x00\x00\x00\x05I"):
+    chunk = c.recv(65536)
+    if not chunk: break
+    data += chunk
+c.sendall(b"Q" + struct.pack("!I", 0x7fffffff))
+print("hello", data[-6:], "huge-message", c.recv(65536)[:1].decode(errors="replace"))
+"#,
+        host = s.pg.host(),
+        port = s.pg.port()
+    );
+    let out =
+        s.cg.command(Some(NOBODY), &["/usr/bin/python3", "-c", &py])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("huge-startup E"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("huge-message E"),
+        "{stdout}{stderr}\n{}",
+        s.d.log()
+    );
+    let ok = s.psql(&["-c", "SELECT 42"]);
+    assert_eq!(text(&ok).0.trim(), "42", "{}", text(&ok).1);
+}
