@@ -7,4 +7,5 @@
 pub mod cgroup;
 pub mod daemon;
 pub mod net;
+pub mod pgproxy;
 pub mod postgres;

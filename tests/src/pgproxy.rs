@@ -1,0 +1,199 @@
+//! A protected PostgreSQL target for end-to-end tests: a real server with an
+//! `app` database, a proxy role that logs in with SCRAM (its password only in a
+//! secret file the policy points at), a daemon whose policy reviews DDL and denies
+//! destruction, and `psql` run as `nobody` through the redirect.
+#![expect(clippy::panic, reason = "test support panics with a message")]
+
+use crate::{
+    cgroup::{TestCgroup, can_run_ebpf_tests},
+    daemon::TestDaemon,
+    postgres::PgServer,
+};
+use serde_json::Value;
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    process::{Child, Command, Output},
+    time::{Duration, Instant},
+};
+
+pub const NOBODY: (u32, u32) = (65534, 65534);
+/// The role the proxy logs in as; clients never know its password.
+pub const APP_ROLE: &str = "app_owner";
+pub const APP_PASSWORD: &str = "Xq7-not-in-any-log";
+
+pub struct Setup {
+    pub pg: PgServer,
+    pub cg: TestCgroup,
+    pub d: TestDaemon,
+    _secrets: tempfile::TempDir,
+}
+
+/// Rules every test gets: connect allowed; DDL reviewed by `seniors`; TRUNCATE and
+/// DROP denied.
+pub const RULES: &str = r#"
+[[group]]
+name = "seniors"
+users = ["root", "daemon"]
+
+[[rule]]
+name = "connect"
+targets = ["db"]
+action = "allow"
+
+[[rule]]
+name = "ddl-needs-a-senior"
+targets = ["db"]
+sql = ["ddl"]
+action = "review"
+approvers = ["seniors"]
+timeout = "60s"
+
+[[rule]]
+name = "no-destruction"
+targets = ["db"]
+sql = ["drop", "truncate"]
+action = "deny"
+description = "destructive statements are never run through the gateway"
+"#;
+
+pub fn setup(name: &str) -> Option<Setup> {
+    if !can_run_ebpf_tests(name) {
+        return None;
+    }
+    let pg = PgServer::start_or_skip().unwrap_or_else(|e| panic!("{e:#}"))?;
+    pg.create_database("app")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    pg.psql(
+        "app",
+        &format!(
+            "SET password_encryption = 'scram-sha-256';
+             CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}';
+             GRANT ALL ON SCHEMA public TO {APP_ROLE};
+             ALTER DATABASE app OWNER TO {APP_ROLE};
+             SET ROLE {APP_ROLE};
+             CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance int);
+             INSERT INTO accounts SELECT i, 'user' || i, 100 FROM generate_series(1, 10) i;"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // The proxy's role must prove its password (SCRAM); everyone else stays on trust.
+    let hba = pg.data_dir().join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap_or_default();
+    std::fs::write(
+        &hba,
+        format!("host all {APP_ROLE} 127.0.0.1/32 scram-sha-256\n{old}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    pg.psql("postgres", "SELECT pg_reload_conf()")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let secrets = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pw = secrets.path().join("app.pw");
+    std::fs::write(&pw, format!("{APP_PASSWORD}\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let policy = format!(
+        "[[target]]\nname = \"db\"\nprotocol = \"postgres\"\naddress = \"{}:{}\"\ntls = \"disable\"\n\
+         credentials = {{ user = \"{APP_ROLE}\", password_file = \"{}\" }}\n{RULES}",
+        pg.host(),
+        pg.port(),
+        pw.display()
+    );
+    let cg = TestCgroup::new(name).unwrap_or_else(|e| panic!("{e}"));
+    let d = TestDaemon::start(name, &cg, &policy, "").unwrap_or_else(|e| panic!("{e:#}"));
+    Some(Setup {
+        pg,
+        cg,
+        d,
+        _secrets: secrets,
+    })
+}
+
+impl Setup {
+    /// `psql` as `nobody` inside the test cgroup, connecting straight to the target's
+    /// address with a user name and no password.
+    pub fn psql_command(&self, args: &[&str]) -> Command {
+        let psql = self.pg.bindir().join("psql");
+        let conn = format!(
+            "host={} port={} dbname=app user=whoever sslmode=disable connect_timeout=10",
+            self.pg.host(),
+            self.pg.port()
+        );
+        let mut argv = vec![
+            psql.to_str().unwrap_or("psql"),
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-d",
+            &conn,
+        ];
+        argv.extend_from_slice(args);
+        let mut cmd = self.cg.command(Some(NOBODY), &argv);
+        cmd.env("PGCONNECT_TIMEOUT", "10").current_dir("/tmp");
+        cmd
+    }
+
+    pub fn psql(&self, args: &[&str]) -> Output {
+        self.psql_command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"))
+    }
+
+    /// The value of `sql` read directly from the server (not through the proxy).
+    pub fn direct(&self, sql: &str) -> String {
+        self.pg
+            .psql("app", sql)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits for a pending request and returns it.
+    pub fn wait_request(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = self.d.cli(&["approvals", "--json"]);
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if let Some(first) = list.as_array().and_then(|a| a.first()) {
+                return first.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no request appeared; daemon log:\n{}",
+                self.d.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The statements recorded for the newest session.
+    pub fn statements(&self) -> Vec<Value> {
+        let session = self
+            .d
+            .wait_session(|s| s["protocol"] == "postgres")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let id = session["id"].as_str().unwrap_or_default().to_owned();
+        let out = self.d.cli(&["sessions", "replay", &id, "--json"]);
+        assert!(
+            out.status.success(),
+            "replay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["statements"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn wait_child(child: Child) -> Output {
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("psql did not finish: {e}"))
+}
