@@ -256,3 +256,92 @@ print("hello", data[-6:], "huge-message", c.recv(65536)[:1].decode(errors="repla
     let ok = s.psql(&["-c", "SELECT 42"]);
     assert_eq!(text(&ok).0.trim(), "42", "{}", text(&ok).1);
 }
+
+/// A fake server that misbehaves during authentication, on 127.0.0.3.
+const FAKE_SERVER_PY: &str = r#"
+import socket, struct, sys
+mode, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.3", port))
+s.listen(5)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    n = struct.unpack("!I", c.recv(4))[0]
+    c.recv(n - 4)
+    if mode == "ok-before-scram":
+        mech = b"SCRAM-SHA-256\x00\x00"
+        c.sendall(b"R" + struct.pack("!II", 8 + len(mech), 10) + mech)
+        c.recv(4096)
+        c.sendall(b"R" + struct.pack("!II", 8, 0))
+    else:
+        c.sendall(b"R" + struct.pack("!II", 8, 3))
+    c.recv(4096)
+    c.close()
+"#;
+
+#[test]
+fn a_server_misbehaving_during_login_is_refused() {
+    use portcullis_tests::{
+        cgroup::{TestCgroup, can_run_ebpf_tests},
+        daemon::TestDaemon,
+        net::free_port,
+    };
+    use std::io::BufRead as _;
+    let name = "pg-bad-server";
+    if !can_run_ebpf_tests(name) {
+        return;
+    }
+    let secrets = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pw = secrets.path().join("pw");
+    std::fs::write(&pw, APP_PASSWORD).unwrap_or_else(|e| panic!("{e}"));
+    for (mode, expected) in [
+        (
+            "ok-before-scram",
+            "accepted the login before SCRAM authentication finished",
+        ),
+        (
+            "cleartext",
+            "cleartext password over an unencrypted connection",
+        ),
+    ] {
+        let port = free_port("127.0.0.3").unwrap_or_else(|e| panic!("{e}"));
+        let mut server = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", FAKE_SERVER_PY, mode, &port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut ready = String::new();
+        if let Some(out) = server.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut ready);
+        }
+        let policy = format!(
+            "[[target]]\nname = \"fake\"\nprotocol = \"postgres\"\naddress = \"127.0.0.3:{port}\"\n\
+             tls = \"disable\"\ncredentials = {{ user = \"app\", password_file = \"{}\" }}\n\
+             [[rule]]\nname = \"all\"\ntargets = [\"fake\"]\naction = \"allow\"\n",
+            pw.display()
+        );
+        let cg = TestCgroup::new(&format!("{name}-{mode}")).unwrap_or_else(|e| panic!("{e}"));
+        let d = TestDaemon::start(&format!("{name}-{mode}"), &cg, &policy, "")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let conn = format!("host=127.0.0.3 port={port} dbname=app user=x sslmode=disable");
+        let out = cg
+            .command(
+                Some(NOBODY),
+                &["/usr/bin/psql", "-X", "-d", &conn, "-c", "SELECT 1"],
+            )
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = server.kill();
+        let _ = server.wait();
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{mode}: psql succeeded");
+        assert!(stderr.contains(expected), "{mode}: {stderr}\n{}", d.log());
+        assert!(!stderr.contains(APP_PASSWORD) && !d.log().contains(APP_PASSWORD));
+        let session = d
+            .wait_session(|s| s["target"] == "fake")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(session["outcome"], "error", "{session}");
+    }
+}
