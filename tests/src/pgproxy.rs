@@ -56,7 +56,22 @@ action = "deny"
 description = "destructive statements are never run through the gateway"
 "#;
 
+/// Rules that allow the connection and every statement: for tools that create,
+/// truncate and drop their own tables (`pgbench -i`, `pg_restore`).
+pub const ALLOW_ALL_RULES: &str = r#"
+[[rule]]
+name = "connect"
+targets = ["db"]
+action = "allow"
+"#;
+
 pub fn setup(name: &str) -> Option<Setup> {
+    setup_with_rules(name, RULES)
+}
+
+/// [`setup`] with `rules` (`[[group]]` and `[[rule]]` tables about target `db`) in
+/// place of [`RULES`].
+pub fn setup_with_rules(name: &str, rules: &str) -> Option<Setup> {
     if !can_run_ebpf_tests(name) {
         return None;
     }
@@ -94,7 +109,7 @@ pub fn setup(name: &str) -> Option<Setup> {
         .unwrap_or_else(|e| panic!("{e}"));
     let policy = format!(
         "[[target]]\nname = \"db\"\nprotocol = \"postgres\"\naddress = \"{}:{}\"\ntls = \"disable\"\n\
-         credentials = {{ user = \"{APP_ROLE}\", password_file = \"{}\" }}\n{RULES}",
+         credentials = {{ user = \"{APP_ROLE}\", password_file = \"{}\" }}\n{rules}",
         pg.host(),
         pg.port(),
         pw.display()
@@ -113,23 +128,48 @@ impl Setup {
     /// `psql` as `nobody` inside the test cgroup, connecting straight to the target's
     /// address with a user name and no password.
     pub fn psql_command(&self, args: &[&str]) -> Command {
-        let psql = self.pg.bindir().join("psql");
-        let conn = format!(
-            "host={} port={} dbname=app user=whoever sslmode=disable connect_timeout=10",
-            self.pg.host(),
-            self.pg.port()
-        );
+        self.psql_command_to(&self.conninfo("app", "disable"), args)
+    }
+
+    /// [`Setup::psql_command`] with the libpq connection string `conninfo`.
+    pub fn psql_command_to(&self, conninfo: &str, args: &[&str]) -> Command {
+        let psql = self.client_bin("psql");
         let mut argv = vec![
-            psql.to_str().unwrap_or("psql"),
+            psql.as_str(),
             "-X",
             "-v",
             "ON_ERROR_STOP=1",
             "-At",
             "-d",
-            &conn,
+            conninfo,
         ];
         argv.extend_from_slice(args);
-        let mut cmd = self.cg.command(Some(NOBODY), &argv);
+        self.client_command(&argv)
+    }
+
+    /// The connection string of a client that knows only the target's address and a
+    /// made-up user name: `dbname`, `sslmode` as given, no password.
+    #[must_use]
+    pub fn conninfo(&self, dbname: &str, sslmode: &str) -> String {
+        format!(
+            "host={} port={} dbname={dbname} user=whoever sslmode={sslmode} connect_timeout=10",
+            self.pg.host(),
+            self.pg.port()
+        )
+    }
+
+    /// The absolute path of the PostgreSQL client program `name` (`psql`, `pgbench`,
+    /// `pg_dump`…): `nobody` cannot search root's `PATH`.
+    #[must_use]
+    pub fn client_bin(&self, name: &str) -> String {
+        self.pg.bindir().join(name).display().to_string()
+    }
+
+    /// `argv` (its program an absolute path) as `nobody` inside the test cgroup, from
+    /// `/tmp`, so its connects to the target are redirected.
+    #[must_use]
+    pub fn client_command(&self, argv: &[&str]) -> Command {
+        let mut cmd = self.cg.command(Some(NOBODY), argv);
         cmd.env("PGCONNECT_TIMEOUT", "10").current_dir("/tmp");
         cmd
     }
