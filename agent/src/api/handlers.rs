@@ -3,7 +3,7 @@
 use super::{ApiError, Caller};
 use crate::{
     daemon::Daemon,
-    record::{SessionFilter, StoreError},
+    record::{SessionFilter, SessionRecord, StoreError},
 };
 use axum::{
     Json,
@@ -80,7 +80,43 @@ pub async fn session(
     ConnectInfo(caller): ConnectInfo<Caller>,
     Path(id): Path<String>,
 ) -> Answer {
-    let only_uid = visible_uid(&d, &caller)?;
+    let record = visible_session(&d, &caller, &id).await?;
+    Ok(Json(json!(record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementsQuery {
+    /// Only statements with a greater `seq` (0, the default, for the first page).
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// A session's recorded statements in order, a page at a time, to whoever may see the
+/// session.
+pub async fn statements(
+    State(d): State<Arc<Daemon>>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(id): Path<String>,
+    Query(q): Query<StatementsQuery>,
+) -> Answer {
+    let record = visible_session(&d, &caller, &id).await?;
+    let list = d
+        .store
+        .statements(
+            &record.id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(1000).clamp(1, 10_000),
+        )
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!(list)))
+}
+
+/// The session `id` (or unique prefix), if `caller` may see it: admins see every
+/// session, others their own; a session they may not see is "not found" to them.
+async fn visible_session(d: &Daemon, caller: &Caller, id: &str) -> Result<SessionRecord, ApiError> {
+    let only_uid = visible_uid(d, caller)?;
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -89,7 +125,7 @@ pub async fn session(
     };
     let record = d
         .store
-        .session(&id)
+        .session(id)
         .await
         .map_err(|e| match e {
             StoreError::InvalidId { .. } | StoreError::Ambiguous { .. } => {
@@ -102,7 +138,7 @@ pub async fn session(
     if only_uid.is_some() && owner != only_uid {
         return Err(not_found());
     }
-    Ok(Json(json!(record)))
+    Ok(record)
 }
 
 pub async fn reload(

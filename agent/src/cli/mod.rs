@@ -119,6 +119,14 @@ enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A session's transcript: every statement, its verdict, and how it went.
+    Replay {
+        /// Session id, or a unique prefix of it.
+        id: String,
+        /// One JSON document: `{"session": …, "statements": […]}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +176,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let one = client.get(&format!("/v1/sessions/{id}")).await?;
             print::session(&one, json)
         }
+        Command::Sessions {
+            show: Some(SessionsCommand::Replay { id, json }),
+            ..
+        } => replay(&client, &id, json).await,
         Command::Approvals {
             watch: Some(ApprovalsCommand::Watch),
             ..
@@ -298,6 +310,81 @@ async fn export(client: &Client, since: Option<&str>) -> anyhow::Result<()> {
                 .and_then(serde_json::Value::as_i64)
                 .unwrap_or(after);
         }
+    }
+}
+
+/// Statements fetched per API call by `sessions replay`.
+const REPLAY_PAGE: usize = 500;
+
+/// Prints session `id` and every statement recorded in it, a page at a time (so a
+/// long session is never held whole), as a transcript or as one JSON document.
+async fn replay(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+    let session = client.get(&format!("/v1/sessions/{id}")).await?;
+    // The full id from here on: a prefix could come to match a newer session too.
+    let id = session
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .context("the daemon answered without a session id; is it the same version?")?
+        .to_owned();
+    let mut out = if json {
+        format!(
+            "{{\"session\":{},\"statements\":[",
+            serde_json::to_string(&session)?
+        )
+    } else {
+        print::replay_header(&session)
+    };
+    let (mut after, mut count) = (0_i64, 0_u64);
+    loop {
+        let page = client
+            .get(&format!(
+                "/v1/sessions/{id}/statements?after={after}&limit={REPLAY_PAGE}"
+            ))
+            .await?;
+        let statements = page.as_array().map_or(&[][..], Vec::as_slice);
+        for statement in statements {
+            if json {
+                out.push_str(if count == 0 { "\n" } else { ",\n" });
+                out += &serde_json::to_string(statement)?;
+            } else {
+                out.push_str(&print::replay_statement(statement));
+            }
+            count += 1;
+        }
+        if !emit(&out)? {
+            return Ok(());
+        }
+        out.clear();
+        let last = statements
+            .last()
+            .and_then(|s| s.get("seq"))
+            .and_then(serde_json::Value::as_i64);
+        match last {
+            Some(seq) if statements.len() == REPLAY_PAGE && seq > after => after = seq,
+            _ => break,
+        }
+    }
+    let end = if json {
+        "\n]}\n".to_owned()
+    } else {
+        print::replay_footer(count)
+    };
+    emit(&end)?;
+    Ok(())
+}
+
+/// Writes `text` to stdout; `false` when the reader has gone (`| head`), which ends
+/// the output quietly instead of failing.
+fn emit(text: &str) -> anyhow::Result<bool> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
     }
 }
 

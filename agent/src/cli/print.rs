@@ -199,6 +199,217 @@ pub fn approvals(list: &Value, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+// ---- sessions replay ----
+
+/// Widest a cell of a recorded result is printed; longer values end in `…`.
+const MAX_CELL: usize = 40;
+
+/// The head of a replay transcript: the session, who ran it, where, when, and how it
+/// ended.
+pub fn replay_header(s: &Value) -> String {
+    let who = if at(s, "/principal").is_null() {
+        "unknown (the connection could not be attributed to a process)".to_owned()
+    } else {
+        let p = |k: &str| field(s, &format!("/principal/{k}"));
+        format!(
+            "{} (uid {}) · pid {} {} · {}",
+            p("user"),
+            p("uid"),
+            p("pid"),
+            p("exe"),
+            p("cmdline")
+        )
+    };
+    let reason = at(s, "/reason")
+        .as_str()
+        .map_or(String::new(), |r| format!(" — {}", clean(r, false)));
+    format!(
+        "Session {}\n  who        {who}\n  target     {} ({}) at {}\n  client     {} on host {}\n  \
+         started    {}   ended {}\n  outcome    {}{reason}\n",
+        field(s, "/id"),
+        field(s, "/target"),
+        field(s, "/protocol"),
+        field(s, "/orig_dst"),
+        field(s, "/client_addr"),
+        field(s, "/host"),
+        time(at(s, "/started_at")),
+        time(at(s, "/ended_at")),
+        field(s, "/outcome"),
+    )
+}
+
+/// One statement of a replay transcript: when, the verdict, the SQL, its parameters,
+/// how it went, and the recorded rows as a small table.
+pub fn replay_statement(st: &Value) -> String {
+    let mut verdict = field(st, "/verdict");
+    if let Some(by) = at(st, "/decided_by").as_str() {
+        verdict = format!("{verdict} by {}", clean(by, false));
+    }
+    if let Some(request) = at(st, "/request_id").as_str() {
+        verdict = format!("{verdict} (request {})", clean(request, false));
+    }
+    let classes: Vec<String> = at(st, "/classes")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(cell)
+        .collect();
+    let mut lines = vec![
+        String::new(),
+        format!(
+            "#{}  {}  {verdict}  [{}]",
+            field(st, "/seq"),
+            time_ms(at(st, "/at_ms")),
+            classes.join(", ")
+        ),
+    ];
+    let sql = clean(
+        at(st, "/text").as_str().unwrap_or_default().trim_end(),
+        true,
+    );
+    lines.extend(sql.lines().map(|line| format!("    {line}")));
+    if let Some(params) = at(st, "/params").as_array().filter(|p| !p.is_empty()) {
+        let params: Vec<String> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p {
+                Value::String(s) => format!("${} = '{}'", i + 1, clean(s, false)),
+                other => format!("${} = {}", i + 1, cell(other)),
+            })
+            .collect();
+        lines.push(format!("    params   {}", params.join(", ")));
+    }
+    if let Some(reason) = at(st, "/reason").as_str() {
+        lines.push(format!("    reason   {}", clean(reason, false)));
+    }
+    let mut result = Vec::new();
+    match (
+        at(st, "/command_tag").as_str(),
+        at(st, "/rows_affected").as_i64(),
+    ) {
+        (Some(tag), _) => result.push(clean(tag, false)),
+        (None, Some(n)) => result.push(format!("{n} rows")),
+        (None, None) => {}
+    }
+    if let Some(us) = at(st, "/duration_us").as_i64() {
+        result.push(format!("in {}", duration(us)));
+    }
+    if !result.is_empty() {
+        lines.push(format!("    result   {}", result.join(" ")));
+    }
+    if let Some(error) = at(st, "/error").as_str() {
+        lines.push(format!("    error    {}", clean(error, false)));
+    }
+    if let Some(rows) = at(st, "/rows").as_object() {
+        lines.extend(rows_table(rows.get("columns"), rows.get("rows"), "      "));
+        if rows.get("truncated").and_then(Value::as_bool) == Some(true) {
+            lines.push("      … (more rows were not recorded)".to_owned());
+        }
+    }
+    lines.push(String::new());
+    lines.join("\n")
+}
+
+/// The end of a replay transcript.
+pub fn replay_footer(count: u64) -> String {
+    match count {
+        0 => "\nNo statements recorded in this session.\n".to_owned(),
+        1 => "\n1 statement.\n".to_owned(),
+        n => format!("\n{n} statements.\n"),
+    }
+}
+
+/// Recorded result rows as the lines of an aligned table, each starting with `indent`.
+fn rows_table(columns: Option<&Value>, rows: Option<&Value>, indent: &str) -> Vec<String> {
+    let header: Vec<String> = columns
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(cell)
+        .collect();
+    let body: Vec<Vec<String>> = rows
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|row| row.as_array().into_iter().flatten().map(cell).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &body {
+        for (i, value) in row.iter().enumerate() {
+            let width = value.chars().count();
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(width),
+                None => widths.push(width),
+            }
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("{:<w$}", cells.get(i).map_or("", String::as_str)))
+            .collect();
+        format!("{indent}{}", padded.join(" | ").trim_end())
+    };
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    let mut lines = vec![line(&header), format!("{indent}{}", rule.join("-+-"))];
+    lines.extend(body.iter().map(|row| line(row)));
+    lines
+}
+
+/// One value of a recorded row (or a class, a column name) on one line: strings bare,
+/// null as `NULL`, anything else as JSON; at most [`MAX_CELL`] characters.
+fn cell(v: &Value) -> String {
+    let text = match v {
+        Value::Null => "NULL".to_owned(),
+        Value::String(s) => clean(s, false),
+        other => clean(&other.to_string(), false),
+    };
+    if text.chars().count() <= MAX_CELL {
+        return text;
+    }
+    let mut cut: String = text.chars().take(MAX_CELL - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// [`text`], cleaned for the terminal.
+fn field(v: &Value, path: &str) -> String {
+    clean(&text(v, path), false)
+}
+
+/// `s` with its control characters escaped (`\u{1b}`), so that recorded text, which a
+/// client chose, cannot drive the reader's terminal; with `multiline`, newlines and
+/// tabs are kept.
+fn clean(s: &str, multiline: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && !(multiline && matches!(c, '\n' | '\t')) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Microseconds for a person: `850 µs`, `12.3 ms`, `2.41 s`.
+fn duration(us: i64) -> String {
+    match us {
+        ..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{}.{} ms", us / 1_000, us % 1_000 / 100),
+        _ => format!("{}.{:02} s", us / 1_000_000, us % 1_000_000 / 10_000),
+    }
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
+fn time_ms(v: &Value) -> String {
+    match v.as_i64() {
+        Some(ms) => format!("{}.{:03}", time(v), ms.rem_euclid(1000)),
+        None => "-".into(),
+    }
+}
+
 fn pretty(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -234,6 +445,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -245,5 +457,127 @@ mod tests {
             "2026-11-18 11:06:40"
         );
         assert_eq!(time(&Value::Null), "-");
+    }
+
+    fn session() -> Value {
+        serde_json::json!({
+            "id": "0196f0c2-0000-7000-8000-000000000001",
+            "host": "gw1",
+            "started_at": 1_700_000_000_000_i64,
+            "ended_at": 1_700_000_065_000_i64,
+            "protocol": "postgres",
+            "target": "db1",
+            "client_addr": "127.0.0.1:40000",
+            "orig_dst": "10.0.0.5:5432",
+            "principal": {
+                "pid": 4242, "ppid": 1, "uid": 1000, "gid": 1000, "user": "alice",
+                "unix_groups": ["dev"], "exe": "/usr/bin/psql",
+                "cmdline": "psql -h 10.0.0.5", "comm": "psql", "cgroup": null
+            },
+            "outcome": "closed",
+            "rule": "allow-dev",
+            "reason": null,
+            "bytes_up": 10,
+            "bytes_down": 20
+        })
+    }
+
+    /// A statement as the API serves it: a `StatementRecord` serialized.
+    fn statement() -> crate::record::StatementRecord {
+        crate::record::StatementRecord {
+            session_id: serde_json::from_value(at(&session(), "/id").clone()).unwrap(),
+            seq: 3,
+            at_ms: 1_700_000_001_234,
+            text: "SELECT id, name\n  FROM users WHERE team = $1 AND note = $2\n".into(),
+            params: Some(serde_json::json!(["red\u{1b}[2J", null])),
+            classes: vec!["read".into()],
+            tables: vec!["users".into()],
+            verdict: "approved".into(),
+            decided_by: Some("bob, carol".into()),
+            request_id: Some("0196f0c2-aaaa".into()),
+            reason: None,
+            duration_us: Some(12_345),
+            rows_affected: Some(2),
+            command_tag: Some("SELECT 2".into()),
+            error: None,
+            rows: Some(serde_json::json!({
+                "columns": ["id", "name"],
+                "rows": [[1, "alice"], ["22", null]],
+                "truncated": true
+            })),
+            hash: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn a_replay_reads_like_a_transcript() {
+        let st = serde_json::to_value(statement()).unwrap();
+        let transcript = replay_header(&session()) + &replay_statement(&st) + &replay_footer(1);
+        assert_eq!(
+            transcript,
+            "Session 0196f0c2-0000-7000-8000-000000000001
+  who        alice (uid 1000) · pid 4242 /usr/bin/psql · psql -h 10.0.0.5
+  target     db1 (postgres) at 10.0.0.5:5432
+  client     127.0.0.1:40000 on host gw1
+  started    2023-11-14 22:13:20   ended 2023-11-14 22:14:25
+  outcome    closed
+
+#3  2023-11-14 22:13:21.234  approved by bob, carol (request 0196f0c2-aaaa)  [read]
+    SELECT id, name
+      FROM users WHERE team = $1 AND note = $2
+    params   $1 = 'red\\u{1b}[2J', $2 = NULL
+    result   SELECT 2 in 12.3 ms
+      id | name
+      ---+------
+      1  | alice
+      22 | NULL
+      … (more rows were not recorded)
+
+1 statement.
+"
+        );
+    }
+
+    #[test]
+    fn a_denied_statement_shows_why_and_the_error() {
+        let mut record = statement();
+        record.verdict = "denied".into();
+        record.decided_by = Some("no-drop".into());
+        record.request_id = None;
+        record.text = "DROP TABLE users".into();
+        record.params = None;
+        record.classes = vec!["ddl".into(), "drop".into()];
+        record.reason = Some("dropping tables needs a review".into());
+        record.duration_us = None;
+        record.rows_affected = None;
+        record.command_tag = None;
+        record.error = Some("42501 Portcullis: denied by no-drop".into());
+        record.rows = None;
+        let st = serde_json::to_value(record).unwrap();
+        assert_eq!(
+            replay_statement(&st),
+            "
+#3  2023-11-14 22:13:21.234  denied by no-drop  [ddl, drop]
+    DROP TABLE users
+    reason   dropping tables needs a review
+    error    42501 Portcullis: denied by no-drop
+"
+        );
+        assert_eq!(
+            replay_footer(0),
+            "\nNo statements recorded in this session.\n"
+        );
+    }
+
+    #[test]
+    fn replay_helpers() {
+        assert_eq!(duration(850), "850 µs");
+        assert_eq!(duration(12_345), "12.3 ms");
+        assert_eq!(duration(2_410_000), "2.41 s");
+        assert_eq!(cell(&Value::from("x".repeat(50))).chars().count(), MAX_CELL);
+        assert_eq!(cell(&Value::from("a\nb")), "a\\nb");
+        assert_eq!(clean("a\n\tb\u{7}", true), "a\n\tb\\u{7}");
+        let unattributed = serde_json::json!({ "id": "x", "principal": null });
+        assert!(replay_header(&unattributed).contains("who        unknown"));
     }
 }

@@ -25,6 +25,10 @@
 //! transaction (the database's single write lock). The primary key on `seq` backs both:
 //! a writer that slips past them fails on the insert, and is retried.
 //!
+//! A `session_closed` record may carry the digest of the session's statement chain
+//! (`"statements": {"count", "last_hash"}`); verification then re-hashes those
+//! statements too (see `statements`), so the audit chain vouches for them.
+//!
 //! What the chain cannot show: records cut off the end of the log. Compare
 //! [`AuditReport::last_seq`] and [`AuditReport::last_hash`] with a copy kept elsewhere
 //! (an export, a SIEM) to catch that.
@@ -122,7 +126,8 @@ pub struct AuditReport {
 pub struct BadRecord {
     pub seq: i64,
     /// What does not fit, for a person: `hash does not match its contents`,
-    /// `prev_hash does not match record N`, `seq gap after N`.
+    /// `prev_hash does not match record N`, `seq gap after N`, or, for a
+    /// `session_closed` record, `statements of session ID: …`.
     pub reason: String,
 }
 
@@ -370,7 +375,9 @@ impl Store {
     }
 
     /// Walks the whole audit log in `seq` order, a page at a time, and checks that every
-    /// record's hash matches its contents and links to the record before it.
+    /// record's hash matches its contents and links to the record before it, and that
+    /// the statements of every session a `session_closed` record closed (when it
+    /// carries their digest) are stored as recorded (see `statements`).
     pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
         let mut report = AuditReport::default();
         let mut prev: Option<(i64, String)> = None;
@@ -391,11 +398,15 @@ impl Store {
             for row in &rows {
                 let row = self.stored_row(row)?;
                 report.records += 1;
-                if report.first_bad.is_none()
-                    && let Some(reason) =
-                        row.misfit(prev.as_ref().map(|(seq, hash)| (*seq, hash.as_str())))
-                {
-                    report.first_bad = Some(BadRecord {
+                if report.first_bad.is_none() {
+                    let reason = match row.misfit(prev.as_ref().map(|(s, h)| (*s, h.as_str()))) {
+                        Some(reason) => Some(reason),
+                        None => {
+                            self.statements_misfit(&row.kind, &row.subject, &row.data)
+                                .await?
+                        }
+                    };
+                    report.first_bad = reason.map(|reason| BadRecord {
                         seq: row.seq,
                         reason,
                     });
@@ -499,7 +510,7 @@ fn canonical_data(entry: &AuditEntry) -> Result<Box<RawValue>, StoreError> {
 
 /// Writes `value` as compact JSON with object keys sorted, whatever order the map
 /// keeps (`serde_json`'s `preserve_order` feature may be on somewhere in the build).
-fn write_canonical(value: &Value, out: &mut String) {
+pub(super) fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();

@@ -3,7 +3,9 @@
 //!
 //! Layout: [`Store`] (this file) opens the database and brings its schema up to date;
 //! `session` holds the session types and the queries on them; `audit` is the
-//! hash-chained audit log (append, verify, export); `url` parses store URLs and
+//! hash-chained audit log (append, verify, export); `statements` records each
+//! statement of a session in a per-session hash chain, written in batches by the
+//! `recorder` task; `url` parses store URLs and
 //! redacts their passwords; `error` is [`StoreError`]. The schema lives in
 //! `agent/migrations/{sqlite,postgres}`, one numbered file per change, embedded in the
 //! binary and applied by [`Store::open`].
@@ -15,24 +17,30 @@
 mod audit;
 mod changes;
 mod error;
+mod recorder;
 mod requests;
 mod session;
+mod statements;
 mod url;
 
 #[cfg(test)]
 mod audit_tests;
+#[cfg(test)]
+mod statements_tests;
 #[cfg(test)]
 mod tests;
 
 pub use audit::{AuditEntry, AuditRecord, AuditReport, BadRecord, GENESIS_HASH};
 pub use changes::RequestChanges;
 pub use error::StoreError;
+pub use recorder::Recorder;
 pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};
 pub use session::now_ms;
 pub use session::{
     DEFAULT_LIMIT, MIN_PREFIX, NewSession, Outcome, SessionEnd, SessionFilter, SessionId,
     SessionRecord, UnknownOutcome,
 };
+pub use statements::{StatementRecord, StatementsDigest};
 pub use url::redact_url;
 
 use sqlx::{AnyConnection, AnyPool, Connection as _, any::AnyPoolOptions, migrate::Migrator};

@@ -1,0 +1,204 @@
+//! The statement recorder: one background task that numbers, chains and writes the
+//! statements of every session, in batches, so that recording costs a session no
+//! more than a send on a bounded channel.
+//!
+//! Records go through one channel of [`CAPACITY`] messages: when the store falls
+//! behind, [`Recorder::record`] waits (backpressure) instead of growing memory or
+//! dropping a record. The task takes a record off the channel, makes it the next link
+//! of its session's chain ([`StatementsDigest`]), and writes the batch in one
+//! transaction when it holds [`BATCH_MAX`] records, [`LINGER`] after its first record,
+//! or at once when someone waits for it ([`Recorder::finish_session`],
+//! [`Recorder::shutdown`]). A failed write is retried once; a second failure is
+//! logged as an error with the count of records lost, and `portcullis audit verify`
+//! later names the sessions that lack them.
+
+use super::{StatementRecord, StatementsDigest, Store, session::SessionId};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Messages the channel holds before [`Recorder::record`] waits. Each record is capped
+/// by its caller (text, rows sample), so this bounds the recorder's memory.
+const CAPACITY: usize = 1024;
+
+/// Most records written in one transaction.
+const BATCH_MAX: usize = 256;
+
+/// Longest a record waits for others to share its transaction.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// Pause before the one retry of a failed write.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Records statements in the store; cheap to clone, all clones feed one task.
+///
+/// Every session that records statements must end with
+/// [`Recorder::finish_session`], which also frees the session's chain state.
+#[derive(Clone)]
+pub struct Recorder {
+    messages: mpsc::Sender<Message>,
+    /// Each session's chain so far, advanced by the task as it takes records.
+    chains: Arc<Mutex<HashMap<SessionId, StatementsDigest>>>,
+    /// Cancelled when the task has written everything and stopped.
+    stopped: CancellationToken,
+}
+
+enum Message {
+    /// A statement to number, chain and write.
+    Record(Box<StatementRecord>),
+    /// Write what came before now, then answer.
+    Flush(oneshot::Sender<()>),
+    /// Refuse new messages, write everything already sent, then stop.
+    Shutdown,
+}
+
+impl Recorder {
+    /// Starts the recording task on the current tokio runtime.
+    #[must_use]
+    pub fn spawn(store: Store) -> Recorder {
+        let (messages, inbox) = mpsc::channel(CAPACITY);
+        let recorder = Recorder {
+            messages,
+            chains: Arc::default(),
+            stopped: CancellationToken::new(),
+        };
+        let writer = Writer {
+            store,
+            chains: Arc::clone(&recorder.chains),
+            batch: Vec::with_capacity(BATCH_MAX),
+        };
+        tokio::spawn(writer.run(inbox, recorder.stopped.clone()));
+        recorder
+    }
+
+    /// Queues `record` (its `seq` and `hash` are assigned here, whatever the caller
+    /// put in them). Waits while the queue is full. After [`Recorder::shutdown`] the
+    /// record cannot be written: that is logged as an error.
+    pub async fn record(&self, record: StatementRecord) {
+        let session = record.session_id.clone();
+        if self
+            .messages
+            .send(Message::Record(Box::new(record)))
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                %session,
+                lost = 1,
+                "Statement lost: the recorder has shut down"
+            );
+        }
+    }
+
+    /// Waits until every statement of `session` recorded so far is written (or has
+    /// failed for good, which is logged), then forgets the session and returns its
+    /// digest, for the `session_closed` audit record. A session without statements
+    /// gets [`StatementsDigest::empty`].
+    pub async fn finish_session(&self, session: &SessionId) -> StatementsDigest {
+        let (done, written) = oneshot::channel();
+        if self.messages.send(Message::Flush(done)).await.is_ok() {
+            // An error means the task is gone, after writing all it was sent.
+            let _ = written.await;
+        }
+        self.chains
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(session)
+            .unwrap_or_else(StatementsDigest::empty)
+    }
+
+    /// Writes everything recorded so far, then stops the task: later records are
+    /// lost (and logged). Safe to call more than once, from any clone.
+    pub async fn shutdown(&self) {
+        // An error means the task is already stopping.
+        let _ = self.messages.send(Message::Shutdown).await;
+        self.stopped.cancelled().await;
+    }
+}
+
+/// The task behind a [`Recorder`].
+struct Writer {
+    store: Store,
+    chains: Arc<Mutex<HashMap<SessionId, StatementsDigest>>>,
+    /// Records taken off the channel and chained, not yet written.
+    batch: Vec<StatementRecord>,
+}
+
+impl Writer {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Message>, stopped: CancellationToken) {
+        let _stopped = stopped.drop_guard();
+        // Ends once the channel is closed (shutdown, or every Recorder dropped) and empty.
+        while let Some(first) = inbox.recv().await {
+            let mut waiting = Vec::new();
+            self.take(first, &mut inbox, &mut waiting);
+            let deadline = Instant::now() + LINGER;
+            while waiting.is_empty() && self.batch.len() < BATCH_MAX {
+                match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                    Ok(Some(message)) => self.take(message, &mut inbox, &mut waiting),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.flush().await;
+            for done in waiting {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Handles one message; a flush request joins `waiting`.
+    fn take(
+        &mut self,
+        message: Message,
+        inbox: &mut mpsc::Receiver<Message>,
+        waiting: &mut Vec<oneshot::Sender<()>>,
+    ) {
+        match message {
+            Message::Record(mut record) => {
+                self.chains
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(record.session_id.clone())
+                    .or_insert_with(StatementsDigest::empty)
+                    .link(&mut record);
+                self.batch.push(*record);
+            }
+            Message::Flush(done) => waiting.push(done),
+            // What is already queued is still received, then `recv` ends the loop.
+            Message::Shutdown => inbox.close(),
+        }
+    }
+
+    /// Writes the batch in one transaction, retrying once; never fails.
+    async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.insert_statements(&self.batch).await {
+            tracing::error!(
+                %error,
+                count = self.batch.len(),
+                "Cannot record statements; retrying once"
+            );
+            tokio::time::sleep(RETRY_PAUSE).await;
+            if let Err(error) = self.store.insert_statements(&self.batch).await {
+                let sessions: BTreeSet<&str> =
+                    self.batch.iter().map(|r| r.session_id.as_str()).collect();
+                tracing::error!(
+                    %error,
+                    lost = self.batch.len(),
+                    sessions = ?sessions,
+                    "Statements lost: the store refused them twice; `portcullis audit \
+                     verify` will name these sessions"
+                );
+            }
+        }
+        self.batch.clear();
+    }
+}

@@ -1,0 +1,382 @@
+//! Per-statement recording: one row for every statement a client sent in a session,
+//! with what the gate decided and how it went, so that a session can be replayed
+//! (`portcullis sessions replay ID`). The protocol modules hand records to the
+//! [`super::Recorder`], which numbers, chains and writes them in batches.
+//!
+//! ## The chain
+//!
+//! A session's statements are numbered 1, 2, 3… (`seq`) with no gaps, and each carries
+//! `hash`: the lowercase hex SHA-256 of
+//!
+//! ```text
+//! prev_hash ‖ canonical JSON of the record without `hash`
+//! ```
+//!
+//! where `prev_hash` is the `hash` of statement `seq - 1` ([`GENESIS_HASH`] for
+//! statement 1) as its 64 hex characters, and the canonical JSON is the object of
+//! every other field of [`StatementRecord`] (absent values as `null`) with its keys
+//! sorted by code point at every level and no spaces, as the audit log writes its
+//! `data`. [`StatementRecord::chain_hash`] computes it.
+//!
+//! When a session ends, its [`StatementsDigest`] (count and last hash) goes into the
+//! session's `session_closed` audit record, under `"statements"`. The audit log is
+//! itself hash-chained, so [`Store::verify_audit`] can re-hash the stored statements of
+//! every closed session and name the session whose rows were edited, deleted or
+//! inserted after the fact.
+
+use super::{GENESIS_HASH, SessionId, Store, StoreError, audit::write_canonical};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+use sqlx::{Row as _, any::AnyRow};
+use std::cmp::Ordering;
+
+/// How many statements verification reads per query.
+const VERIFY_PAGE: u32 = 1000;
+
+/// The columns of a statement, in one place for every `SELECT`.
+const SELECT_STATEMENTS: &str = "SELECT session_id, seq, at_ms, text, params, classes, \
+    tables, verdict, decided_by, request_id, reason, duration_us, rows_affected, \
+    command_tag, error, rows, hash FROM statements";
+
+// ---- types ----
+
+/// One statement a client sent, what the gate decided, and how it went.
+///
+/// Values that may be sensitive (`text`, `params`, `rows`) arrive already masked:
+/// the store writes what it is given.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatementRecord {
+    pub session_id: SessionId,
+    /// Order within the session, from 1. Assigned by the [`super::Recorder`]: callers
+    /// pass 0.
+    pub seq: i64,
+    /// When the client sent it, unix milliseconds.
+    pub at_ms: i64,
+    /// The SQL text, masked.
+    pub text: String,
+    /// Bind parameters as a JSON array of strings and nulls, masked.
+    pub params: Option<Value>,
+    /// What kind of statement it is: `["read"]`, `["ddl", "drop"]`.
+    pub classes: Vec<String>,
+    /// The tables it names.
+    pub tables: Vec<String>,
+    /// `allowed`, `denied`, `approved`, `timed_out`, `abandoned` or `error`.
+    pub verdict: String,
+    /// Who decided: the approvers, or the rule's name.
+    pub decided_by: Option<String>,
+    /// The approval request, when the statement was held.
+    pub request_id: Option<String>,
+    /// Why, in words, for a person reading the record.
+    pub reason: Option<String>,
+    /// From sending it to the target until the target's answer ended.
+    pub duration_us: Option<i64>,
+    pub rows_affected: Option<i64>,
+    /// The server's command tag: `SELECT 3`, `INSERT 0 1`.
+    pub command_tag: Option<String>,
+    /// SQLSTATE and message, when the server or the gate answered with an error.
+    pub error: Option<String>,
+    /// A capped sample of the result:
+    /// `{"columns": […], "rows": [[…]…], "truncated": bool}`, masked.
+    pub rows: Option<Value>,
+    /// This record's link in its session's chain (see the module docs). Computed by
+    /// the [`super::Recorder`]: callers pass `String::new()`.
+    pub hash: String,
+}
+
+/// Where a session's statement chain stands: how many statements it has, and the
+/// `hash` of the last ([`GENESIS_HASH`] when there are none). Written into the
+/// session's `session_closed` audit record as `"statements"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatementsDigest {
+    pub count: i64,
+    pub last_hash: String,
+}
+
+impl StatementsDigest {
+    /// The digest of a session with no statements.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self {
+            count: 0,
+            last_hash: GENESIS_HASH.to_owned(),
+        }
+    }
+
+    /// Makes `record` the next link of this chain (its `seq` and `hash`) and moves on.
+    pub(super) fn link(&mut self, record: &mut StatementRecord) {
+        record.seq = self.count.saturating_add(1);
+        record.hash = record.chain_hash(&self.last_hash);
+        self.count = record.seq;
+        self.last_hash.clone_from(&record.hash);
+    }
+}
+
+impl StatementRecord {
+    /// The hash this record has as the link after `prev_hash` (see the module docs);
+    /// equal to `hash` unless the record was tampered with.
+    #[must_use]
+    pub fn chain_hash(&self, prev_hash: &str) -> String {
+        let mut canonical = String::new();
+        write_canonical(&self.hashed_fields(), &mut canonical);
+        let mut sha = Sha256::new();
+        sha.update(prev_hash.as_bytes());
+        sha.update(canonical.as_bytes());
+        format!("{:x}", sha.finalize())
+    }
+
+    /// Every field but `hash`, as the JSON object the chain hashes. Spelled out
+    /// rather than derived from `Serialize`, so the hashed bytes cannot change by
+    /// accident; a unit test checks that no field is left out.
+    pub(super) fn hashed_fields(&self) -> Value {
+        let fields: [(&str, Value); 16] = [
+            ("session_id", self.session_id.as_str().into()),
+            ("seq", self.seq.into()),
+            ("at_ms", self.at_ms.into()),
+            ("text", self.text.as_str().into()),
+            ("params", self.params.clone().unwrap_or(Value::Null)),
+            ("classes", self.classes.clone().into()),
+            ("tables", self.tables.clone().into()),
+            ("verdict", self.verdict.as_str().into()),
+            ("decided_by", self.decided_by.clone().into()),
+            ("request_id", self.request_id.clone().into()),
+            ("reason", self.reason.clone().into()),
+            ("duration_us", self.duration_us.into()),
+            ("rows_affected", self.rows_affected.into()),
+            ("command_tag", self.command_tag.clone().into()),
+            ("error", self.error.clone().into()),
+            ("rows", self.rows.clone().unwrap_or(Value::Null)),
+        ];
+        Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect::<Map<_, _>>(),
+        )
+    }
+}
+
+// ---- store operations ----
+
+impl Store {
+    /// Writes `batch` in one transaction: all of it or none. Records are written as
+    /// given (the [`super::Recorder`] numbers and chains them). A record whose
+    /// `(session_id, seq)` is already stored is skipped with a warning, so writing
+    /// a batch again after a commit whose answer was lost is safe.
+    pub async fn insert_statements(&self, batch: &[StatementRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let op = "record statements";
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|source| self.query_error(op, source))?;
+        let mut skipped = 0_u64;
+        for record in batch {
+            let done = sqlx::query(
+                "INSERT INTO statements (session_id, seq, at_ms, text, params, classes, \
+                 tables, verdict, decided_by, request_id, reason, duration_us, \
+                 rows_affected, command_tag, error, rows, hash) VALUES ($1, $2, $3, $4, \
+                 $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 ON CONFLICT (session_id, seq) DO NOTHING",
+            )
+            .bind(record.session_id.as_str())
+            .bind(record.seq)
+            .bind(record.at_ms)
+            .bind(&record.text)
+            .bind(json_column(record.params.as_ref()))
+            .bind(json_text(&record.classes.clone().into()))
+            .bind(json_text(&record.tables.clone().into()))
+            .bind(&record.verdict)
+            .bind(record.decided_by.as_deref())
+            .bind(record.request_id.as_deref())
+            .bind(record.reason.as_deref())
+            .bind(record.duration_us)
+            .bind(record.rows_affected)
+            .bind(record.command_tag.as_deref())
+            .bind(record.error.as_deref())
+            .bind(json_column(record.rows.as_ref()))
+            .bind(&record.hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| self.query_error(op, source))?;
+            skipped += u64::from(done.rows_affected() == 0);
+        }
+        tx.commit()
+            .await
+            .map_err(|source| self.query_error(op, source))?;
+        if skipped > 0 {
+            tracing::warn!(
+                store = %self.url,
+                skipped,
+                "Statements already stored were kept as they were (a retried write, or a \
+                 session recorded twice)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` statements of `session` in `seq` order, those after `after_seq`
+    /// (0 for the start). To read them all, call again with the last `seq` returned
+    /// until the answer is shorter than `limit`.
+    pub async fn statements(
+        &self,
+        session: &SessionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StatementRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_STATEMENTS} WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(session.as_str())
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|source| self.query_error("read recorded statements", source))?;
+        rows.iter()
+            .map(|row| self.statement_from_row(session, row))
+            .collect()
+    }
+
+    /// Why the statements stored for the session that audit record (`kind`,
+    /// `subject`, `data`) closed do not match the digest the record carries; `None`
+    /// if they match, or if the record is not a `session_closed` with a digest.
+    pub(super) async fn statements_misfit(
+        &self,
+        kind: &str,
+        subject: &str,
+        data: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if kind != "session_closed" {
+            return Ok(None);
+        }
+        // Data that is not JSON cannot carry a digest; the audit chain judges it.
+        let Some(digest) = serde_json::from_str::<Value>(data)
+            .ok()
+            .and_then(|mut data| data.get_mut("statements").map(Value::take))
+            .filter(|digest| !digest.is_null())
+        else {
+            return Ok(None);
+        };
+        let misfit = |why: String| Ok(Some(format!("statements of session {subject}: {why}")));
+        let digest: StatementsDigest = match serde_json::from_value(digest) {
+            Ok(digest) => digest,
+            Err(e) => return misfit(format!("the digest in this record is unreadable ({e})")),
+        };
+        // SessionId's constructor is private to `session`; its serde form is the id.
+        let Ok(session) = serde_json::from_value::<SessionId>(Value::from(subject)) else {
+            return Ok(None);
+        };
+        let mut chain = StatementsDigest::empty();
+        loop {
+            let page = match self.statements(&session, chain.count, VERIFY_PAGE).await {
+                Ok(page) => page,
+                Err(StoreError::Corrupt { detail, .. }) => {
+                    return misfit(format!("a stored row is unreadable ({detail})"));
+                }
+                Err(other) => return Err(other),
+            };
+            let full = page.len() >= VERIFY_PAGE as usize;
+            for record in page {
+                let want = chain.count.saturating_add(1);
+                if record.seq != want {
+                    return misfit(format!(
+                        "statement {want} is missing (the next stored is {}): deleted?",
+                        record.seq
+                    ));
+                }
+                if record.chain_hash(&chain.last_hash) != record.hash {
+                    return misfit(format!(
+                        "statement {} does not match its hash: edited, or rows before it \
+                         were",
+                        record.seq
+                    ));
+                }
+                chain.count = record.seq;
+                chain.last_hash = record.hash;
+            }
+            if !full {
+                break;
+            }
+        }
+        let why = match chain.count.cmp(&digest.count) {
+            Ordering::Greater => format!(
+                "{} statements are stored but {} were recorded: rows inserted after the \
+                 session closed",
+                chain.count, digest.count
+            ),
+            Ordering::Less => format!(
+                "{} statements were recorded but only {} are stored: deleted, or lost to a \
+                 write failure (the daemon's log says `Statements lost` then)",
+                digest.count, chain.count
+            ),
+            Ordering::Equal if chain.last_hash != digest.last_hash => {
+                "the last statement's hash differs from the one recorded at close: the rows \
+                 were rewritten"
+                    .to_owned()
+            }
+            Ordering::Equal => return Ok(None),
+        };
+        misfit(why)
+    }
+
+    fn statement_from_row(
+        &self,
+        session: &SessionId,
+        row: &AnyRow,
+    ) -> Result<StatementRecord, StoreError> {
+        let read = |source| self.query_error("read a recorded statement", source);
+        let seq: i64 = row.try_get("seq").map_err(read)?;
+        let corrupt = |column, e: serde_json::Error| StoreError::Corrupt {
+            url: self.url.to_string(),
+            id: session.to_string(),
+            column,
+            detail: format!("statement {seq}: {e}"),
+        };
+        let json = |column| -> Result<Option<Value>, StoreError> {
+            let text: Option<String> = row.try_get(column).map_err(read)?;
+            text.map(|t| serde_json::from_str(&t))
+                .transpose()
+                .map_err(|e| corrupt(column, e))
+        };
+        let list = |column| -> Result<Vec<String>, StoreError> {
+            let text: String = row.try_get(column).map_err(read)?;
+            serde_json::from_str(&text).map_err(|e| corrupt(column, e))
+        };
+        Ok(StatementRecord {
+            session_id: session.clone(),
+            seq,
+            at_ms: row.try_get("at_ms").map_err(read)?,
+            text: row.try_get("text").map_err(read)?,
+            params: json("params")?,
+            classes: list("classes")?,
+            tables: list("tables")?,
+            verdict: row.try_get("verdict").map_err(read)?,
+            decided_by: row.try_get("decided_by").map_err(read)?,
+            request_id: row.try_get("request_id").map_err(read)?,
+            reason: row.try_get("reason").map_err(read)?,
+            duration_us: row.try_get("duration_us").map_err(read)?,
+            rows_affected: row.try_get("rows_affected").map_err(read)?,
+            command_tag: row.try_get("command_tag").map_err(read)?,
+            error: row.try_get("error").map_err(read)?,
+            rows: json("rows")?,
+            hash: row.try_get("hash").map_err(read)?,
+        })
+    }
+}
+
+/// A JSON value as canonical text (keys sorted, no spaces).
+fn json_text(value: &Value) -> String {
+    let mut text = String::new();
+    write_canonical(value, &mut text);
+    text
+}
+
+/// An optional JSON column: SQL NULL for `None` and for JSON `null` alike (both hash
+/// as `null`).
+fn json_column(value: Option<&Value>) -> Option<String> {
+    value.filter(|v| !v.is_null()).map(json_text)
+}
