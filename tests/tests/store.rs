@@ -4,10 +4,11 @@
 use anyhow::{Context, ensure};
 use portcullis::identity::Principal;
 use portcullis::record::{
-    Backend, MIN_PREFIX, NewSession, Outcome, SessionEnd, SessionFilter, SessionId, Store,
-    StoreError,
+    AuditEntry, Backend, MIN_PREFIX, NewSession, Outcome, Recorder, SessionEnd, SessionFilter,
+    SessionId, StatementRecord, Store, StoreError,
 };
 use portcullis_tests::postgres::PgServer;
+use serde_json::json;
 
 fn principal(uid: u32) -> Principal {
     Principal {
@@ -240,5 +241,108 @@ async fn postgres_errors_do_not_leak_the_password() -> anyhow::Result<()> {
         "{msg}"
     );
     assert!(msg.contains(&format!("127.0.0.1:{}", pg.port())), "{msg}");
+    Ok(())
+}
+
+/// Statement `i` of session `id`, as the proxy hands it to the recorder.
+fn statement(id: &SessionId, i: i64) -> StatementRecord {
+    StatementRecord {
+        session_id: id.clone(),
+        seq: 0,
+        at_ms: 1_700_000_000_000 + i,
+        text: format!("SELECT name FROM users WHERE id = $1 -- {i}"),
+        params: Some(json!([i.to_string(), null])),
+        classes: vec!["read".into()],
+        tables: vec!["users".into()],
+        verdict: "allowed".into(),
+        decided_by: Some("allow-read".into()),
+        request_id: None,
+        reason: None,
+        duration_us: Some(850),
+        rows_affected: Some(1),
+        command_tag: Some("SELECT 1".into()),
+        error: None,
+        rows: Some(json!({ "columns": ["name"], "rows": [["O'Brien ✓"]], "truncated": false })),
+        hash: String::new(),
+    }
+}
+
+/// Statements recorded through the recorder are stored chained in `PostgreSQL`; `audit
+/// verify` checks them against the digest in the session's `session_closed` record and
+/// names a statement edited by hand in psql.
+#[tokio::test]
+async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
+    let Some(pg) = PgServer::start_or_skip()? else {
+        return Ok(());
+    };
+    pg.create_database("statements")?;
+    let store = Store::open(&pg.url("statements")).await?.with_host("gw-a");
+    let id = store
+        .open_session(&new_session(Some(1000), Outcome::Open))
+        .await?;
+    let recorder = Recorder::spawn(store.clone());
+    for i in 1..=300 {
+        recorder.record(statement(&id, i)).await;
+    }
+    let digest = recorder.finish_session(&id).await;
+    recorder.shutdown().await;
+    assert_eq!(digest.count, 300);
+    let closed = store
+        .append_audit(&AuditEntry {
+            kind: "session_closed".into(),
+            subject: id.to_string(),
+            actor: None,
+            data: json!({ "outcome": "closed", "statements": digest }),
+        })
+        .await?;
+    let report = store.verify_audit().await?;
+    ensure!(report.is_intact(), "{report}");
+
+    let stored = store.statements(&id, 0, 1000).await?;
+    assert_eq!(stored.len(), 300);
+    let seventh = stored.get(6).context("statement 7")?;
+    let mut want = statement(&id, 7);
+    want.seq = 7;
+    want.hash.clone_from(&seventh.hash);
+    assert_eq!(seventh, &want, "a statement reads back as recorded");
+    assert_eq!(
+        stored.last().map(|s| s.hash.as_str()),
+        Some(digest.last_hash.as_str())
+    );
+    let page = store.statements(&id, 298, 10).await?;
+    let seqs: Vec<_> = page.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, vec![299, 300]);
+
+    for sql in [
+        "UPDATE statements SET text = 'SELECT 0' WHERE seq = 7",
+        "DELETE FROM statements WHERE seq = 7",
+        "TRUNCATE statements",
+    ] {
+        let err = pg
+            .psql("statements", sql)
+            .err()
+            .with_context(|| format!("{sql} must fail"))?;
+        ensure!(format!("{err:#}").contains("append-only"), "{sql}: {err:#}");
+    }
+
+    pg.psql(
+        "statements",
+        "DROP TRIGGER statements_no_change ON statements; \
+         UPDATE statements SET verdict = 'denied' WHERE seq = 7",
+    )?;
+    let report = store.verify_audit().await?;
+    let bad = report
+        .first_bad
+        .as_ref()
+        .with_context(|| format!("tampering not caught: {report}"))?;
+    assert_eq!(bad.seq, closed.seq);
+    assert_eq!(
+        bad.reason,
+        format!(
+            "statements of session {id}: statement 7 does not match its hash: edited, or \
+             rows before it were"
+        )
+    );
+    store.close().await;
     Ok(())
 }
