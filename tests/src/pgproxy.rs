@@ -71,6 +71,10 @@ pub fn setup(name: &str) -> Option<Setup> {
 
 /// [`setup`] with `rules` (`[[group]]` and `[[rule]]` tables about target `db`) in
 /// place of [`RULES`].
+///
+/// # Panics
+/// When the host can run the test and the server or the daemon still fails to start.
+#[must_use]
 pub fn setup_with_rules(name: &str, rules: &str) -> Option<Setup> {
     if !can_run_ebpf_tests(name) {
         return None;
@@ -132,9 +136,10 @@ impl Setup {
     }
 
     /// [`Setup::psql_command`] with the libpq connection string `conninfo`.
+    #[must_use]
     pub fn psql_command_to(&self, conninfo: &str, args: &[&str]) -> Command {
         let psql = self.client_bin("psql");
-        let mut argv = vec![
+        let mut command_line = vec![
             psql.as_str(),
             "-X",
             "-v",
@@ -143,8 +148,8 @@ impl Setup {
             "-d",
             conninfo,
         ];
-        argv.extend_from_slice(args);
-        self.client_command(&argv)
+        command_line.extend_from_slice(args);
+        self.client_command(&command_line)
     }
 
     /// The connection string of a client that knows only the target's address and a
