@@ -339,8 +339,8 @@ async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
     assert_eq!(
         bad.reason,
         format!(
-            "statements of session {id}: statement 7 does not match its hash: edited, or \
-             rows before it were"
+            "statements of session {id}: statement 7 does not match its hash: edited, or the \
+             one before it rewritten"
         )
     );
     store.close().await;

@@ -290,8 +290,8 @@ impl Store {
                 }
                 if record.chain_hash(&chain.last_hash) != record.hash {
                     return misfit(format!(
-                        "statement {} does not match its hash: edited, or rows before it \
-                         were",
+                        "statement {} does not match its hash: edited, or the one before it \
+                         rewritten",
                         record.seq
                     ));
                 }

@@ -329,7 +329,7 @@ async fn verify_names_an_edited_statement() {
     .await;
     assert_eq!(
         verdict(&store, &id, seq).await,
-        "statement 2 does not match its hash: edited, or rows before it were"
+        "statement 2 does not match its hash: edited, or the one before it rewritten"
     );
 }
 
