@@ -12,6 +12,9 @@ pub enum Bench {
     Tcp,
     /// Approve → release latency of a held connection.
     Gate,
+    /// `pgbench -S` TPS and latency: direct vs through the PostgreSQL proxy vs
+    /// through pgbouncer.
+    Postgres,
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -19,6 +22,7 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
     let name = match what {
         Bench::Tcp => "bench-tcp",
         Bench::Gate => "bench-gate",
+        Bench::Postgres => "bench-postgres",
     };
     sh(Command::new("cargo")
         .args([
