@@ -78,9 +78,9 @@ impl Recorder {
         recorder
     }
 
-    /// Queues `record` (its `seq` and `hash` are assigned here, whatever the caller
-    /// put in them). Waits while the queue is full. After [`Recorder::shutdown`] the
-    /// record cannot be written: that is logged as an error.
+    /// Queues `record`; the recorder sets its `seq` and `hash`, whatever the caller put
+    /// in them. Waits while the queue is full. After [`Recorder::shutdown`] the record
+    /// cannot be written: that is logged as an error.
     pub async fn record(&self, record: StatementRecord) {
         let session = record.session_id.clone();
         if self
