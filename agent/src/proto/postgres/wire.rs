@@ -492,7 +492,7 @@ mod tests {
     }
 
     /// A stream that yields `chunks` as separate reads, then ends.
-    fn tokio_test_stream(chunks: &[&[u8]]) -> impl AsyncRead + Unpin {
+    fn tokio_test_stream(chunks: &[&[u8]]) -> tokio::io::DuplexStream {
         use tokio::io::AsyncWriteExt as _;
         let (reader, mut writer) = tokio::io::duplex(1 << 16);
         let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
