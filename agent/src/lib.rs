@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod gate;
 pub mod identity;
 pub mod intercept;
+pub mod mask;
 pub mod metrics;
 pub mod policy;
 pub mod proto;

@@ -1,0 +1,374 @@
+//! Masking: personal data and secrets rewritten in values before they reach a client
+//! or a recording, at memory speed.
+//!
+//! Protocol-agnostic: a protocol module compiles the masking specs of the rules that
+//! apply to a session into one [`Masker`] (shared through an `Arc`) and calls it on
+//! every value it relays; the recorder calls it on everything it stores.
+//!
+//! - By value: [`Masker::mask_value`] finds what the enabled [`Recognizer`]s, custom
+//!   regexes and deny-listed words match anywhere in a value (a `DataRow` field, a COPY
+//!   field, an error message, a notification payload) and rewrites only those spans.
+//!   A value with nothing to mask comes back borrowed, untouched and unallocated.
+//! - By column: [`Masker::column_rule`] says, once per result description, whether a
+//!   column is masked whole; [`Masker::mask_column_value`] then rewrites its values, or
+//!   says to send SQL NULL.
+//!
+//! Styles are described in [`MaskStyle`]; what each produces is tabulated in `style`.
+//!
+//! Layout: [`spec`] is what a policy says ([`MaskSpec`]) and the errors; [`key`] the
+//! HMAC key of `hash` tokens; `scan` the prefilter and the walk that run recognizers
+//! only where a trigger is; `recognize` the recognizers themselves; `style` the
+//! rewriting; `glob` the column patterns.
+
+#![forbid(unsafe_code)]
+
+mod glob;
+pub mod key;
+mod recognize;
+mod scan;
+pub mod spec;
+mod style;
+
+#[cfg(test)]
+mod corpus;
+#[cfg(test)]
+mod tests;
+
+pub use key::{KeySource, MaskKey};
+pub use recognize::Recognizer;
+pub use spec::{MaskError, MaskSpec, MaskStyle, RegexSpec};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use glob::ColumnGlob;
+use key::Hasher;
+use recognize::{RecognizerSet, before, byte, is_word};
+use regex::bytes::Regex;
+use scan::Scanner;
+use std::{borrow::Cow, collections::BTreeMap, fmt};
+use style::{Finding, Label};
+
+/// The compiled masking of a session: cheap to share (`Arc<Masker>`), `Send + Sync`.
+pub struct Masker {
+    /// The style of each enabled built-in recognizer, by `Recognizer as usize`.
+    styles: [Option<MaskStyle>; Recognizer::ALL.len()],
+    scanner: Scanner,
+    regexes: Vec<NamedRegex>,
+    words: Option<Words>,
+    columns: Vec<(ColumnGlob, MaskStyle)>,
+    /// Present when some rule hashes.
+    hasher: Option<Hasher>,
+}
+
+/// How a column is masked, as [`Masker::column_rule`] resolved it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnMask {
+    style: MaskStyle,
+}
+
+impl ColumnMask {
+    #[must_use]
+    pub fn style(self) -> MaskStyle {
+        self.style
+    }
+
+    /// Whether the column's values become SQL NULL.
+    #[must_use]
+    pub fn is_null(self) -> bool {
+        self.style == MaskStyle::Null
+    }
+}
+
+/// A masked column value: bytes to send, or SQL NULL.
+///
+/// The bytes are text, whatever the column's type: a proxy that masks a non-text column
+/// other than to NULL must describe it as text to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Masked<'a> {
+    Value(Cow<'a, [u8]>),
+    Null,
+}
+
+/// A `mask_regex` entry, compiled.
+struct NamedRegex {
+    name: String,
+    regex: Regex,
+    style: MaskStyle,
+}
+
+/// The `mask_words`, compiled: one case-insensitive automaton, and per word its style
+/// and whether its ends are word characters (then they must stand at word boundaries).
+struct Words {
+    ac: AhoCorasick,
+    words: Vec<(MaskStyle, bool, bool)>,
+}
+
+/// The most memory a custom regex may compile to.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl Masker {
+    /// Compiles the masking specs of the rules that apply to a session into one masker.
+    /// Where rules disagree about a recognizer, column or word, the most restrictive
+    /// style wins. `key` is needed if a rule uses `mask_style = "hash"` (see
+    /// [`MaskKey::for_specs`]).
+    pub fn compile(specs: &[MaskSpec], key: Option<&MaskKey>) -> Result<Masker, MaskError> {
+        let mut styles: [Option<MaskStyle>; Recognizer::ALL.len()] = [None; Recognizer::ALL.len()];
+        let mut enabled = RecognizerSet::default();
+        let mut regexes = Vec::new();
+        let mut words: BTreeMap<String, MaskStyle> = BTreeMap::new();
+        let mut columns = Vec::new();
+        let mut uses_hash = false;
+        for spec in specs {
+            let style = spec.mask_style;
+            let by_value =
+                !(spec.mask.is_empty() && spec.mask_regex.is_empty() && spec.mask_words.is_empty());
+            if style == MaskStyle::Null && by_value {
+                return Err(MaskError::NullOnValues);
+            }
+            uses_hash |= style == MaskStyle::Hash && (by_value || !spec.mask_columns.is_empty());
+            for name in &spec.mask {
+                let chosen: Vec<Recognizer> = if name == "all" {
+                    Recognizer::ALL.to_vec()
+                } else {
+                    vec![Recognizer::from_name(name).ok_or_else(|| {
+                        MaskError::UnknownRecognizer {
+                            name: name.clone(),
+                            known: Recognizer::ALL.map(Recognizer::name).join(", "),
+                        }
+                    })?]
+                };
+                for r in chosen {
+                    enabled.insert(r);
+                    if let Some(slot) = styles.get_mut(r as usize) {
+                        *slot = Some(slot.map_or(style, |s| s.max(style)));
+                    }
+                }
+            }
+            for pattern in &spec.mask_columns {
+                columns.push((ColumnGlob::new(pattern)?, style));
+            }
+            for r in &spec.mask_regex {
+                regexes.push(NamedRegex::new(r, style)?);
+            }
+            for word in &spec.mask_words {
+                if word.trim().is_empty() {
+                    return Err(MaskError::EmptyWord);
+                }
+                let style = words
+                    .get(&word.to_ascii_lowercase())
+                    .map_or(style, |s| (*s).max(style));
+                words.insert(word.to_ascii_lowercase(), style);
+            }
+        }
+        let hasher = match (uses_hash, key) {
+            (false, _) => None,
+            (true, None) => return Err(MaskError::MissingKey),
+            (true, Some(key)) => Some(Hasher::new(key)?),
+        };
+        Ok(Masker {
+            styles,
+            scanner: Scanner::new(enabled)?,
+            regexes,
+            words: Words::new(&words)?,
+            columns,
+            hasher,
+        })
+    }
+
+    /// Whether nothing is configured: callers may skip masking entirely.
+    #[must_use]
+    pub fn is_noop(&self) -> bool {
+        !self.scans_values() && self.columns.is_empty()
+    }
+
+    /// How the column `column` of `table` is masked, if it is masked whole. Call it
+    /// once per result description; `table` is empty when the column has none (a
+    /// computed column), which `*.column` patterns still match.
+    #[must_use]
+    pub fn column_rule(&self, table: &str, column: &str) -> Option<ColumnMask> {
+        self.columns
+            .iter()
+            .filter(|(glob, _)| glob.matches(table, column))
+            .map(|(_, style)| *style)
+            .max()
+            .map(|style| ColumnMask { style })
+    }
+
+    /// `value` (text, ideally UTF-8 but any bytes are safe) with every finding masked;
+    /// borrowed when there is none.
+    #[must_use]
+    pub fn mask_value<'a>(&self, value: &'a [u8]) -> Cow<'a, [u8]> {
+        if !self.scans_values() {
+            return Cow::Borrowed(value);
+        }
+        let findings = self.findings(value);
+        if findings.is_empty() {
+            Cow::Borrowed(value)
+        } else {
+            Cow::Owned(self.rewrite(value, findings))
+        }
+    }
+
+    /// A value of a column that [`Masker::column_rule`] says is masked.
+    #[must_use]
+    pub fn mask_column_value<'a>(&self, rule: &ColumnMask, value: &'a [u8]) -> Masked<'a> {
+        match rule.style {
+            MaskStyle::Redact => Masked::Value(Cow::Borrowed(style::REDACTED)),
+            style => self
+                .column_value(style, value)
+                .map_or(Masked::Null, |v| Masked::Value(Cow::Owned(v))),
+        }
+    }
+
+    /// [`Masker::mask_value`] for text (messages, recordings).
+    #[must_use]
+    pub fn mask_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.mask_value(text.as_bytes()) {
+            Cow::Borrowed(_) => Cow::Borrowed(text),
+            // Replacements are ASCII at character boundaries; a custom regex could cut
+            // a character in two, which becomes U+FFFD rather than a panic.
+            Cow::Owned(bytes) => Cow::Owned(
+                String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+        }
+    }
+
+    fn scans_values(&self) -> bool {
+        !self.scanner.is_empty() || !self.regexes.is_empty() || self.words.is_some()
+    }
+
+    /// Everything to mask in `value`, possibly overlapping, in no particular order.
+    fn findings(&self, value: &[u8]) -> Vec<Finding> {
+        let mut found = Vec::new();
+        self.scanner.scan(value, &mut |r, range| {
+            let style = self
+                .styles
+                .get(r as usize)
+                .copied()
+                .flatten()
+                .unwrap_or_default();
+            found.push(Finding {
+                range,
+                label: Label::Builtin(r),
+                style,
+            });
+        });
+        for (i, r) in self.regexes.iter().enumerate() {
+            let matches = r.regex.find_iter(value).filter(|m| !m.is_empty());
+            found.extend(matches.map(|m| Finding {
+                range: m.range(),
+                label: Label::Regex(i),
+                style: r.style,
+            }));
+        }
+        if let Some(words) = &self.words {
+            words.find(value, &mut found);
+        }
+        found
+    }
+}
+
+impl Default for Masker {
+    /// A masker that masks nothing.
+    fn default() -> Self {
+        Masker {
+            styles: [None; Recognizer::ALL.len()],
+            scanner: Scanner::empty(),
+            regexes: Vec::new(),
+            words: None,
+            columns: Vec::new(),
+            hasher: None,
+        }
+    }
+}
+
+impl fmt::Debug for Masker {
+    /// What is configured, without the key or the deny-listed words.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let recognizers: Vec<String> = Recognizer::ALL
+            .into_iter()
+            .filter_map(|r| {
+                Some(format!(
+                    "{}={}",
+                    r.name(),
+                    self.styles.get(r as usize).copied().flatten()?.name()
+                ))
+            })
+            .collect();
+        let regexes: Vec<&str> = self.regexes.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Masker")
+            .field("recognizers", &recognizers)
+            .field("regexes", &regexes)
+            .field("words", &self.words.as_ref().map_or(0, |w| w.words.len()))
+            .field("columns", &self.columns.len())
+            .field("hash_key", &self.hasher.as_ref().map(|_| "<secret>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl NamedRegex {
+    fn new(spec: &RegexSpec, style: MaskStyle) -> Result<Self, MaskError> {
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if spec.name.is_empty() || !spec.name.chars().all(plain) {
+            return Err(MaskError::RegexName {
+                name: spec.name.clone(),
+            });
+        }
+        let regex = regex::bytes::RegexBuilder::new(&spec.pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|source| MaskError::Regex {
+                name: spec.name.clone(),
+                source,
+            })?;
+        Ok(Self {
+            name: spec.name.clone(),
+            regex,
+            style,
+        })
+    }
+}
+
+impl Words {
+    fn new(words: &BTreeMap<String, MaskStyle>) -> Result<Option<Self>, MaskError> {
+        if words.is_empty() {
+            return Ok(None);
+        }
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(words.keys())
+            .map_err(|e| MaskError::Internal {
+                what: "the mask_words automaton",
+                reason: e.to_string(),
+            })?;
+        let words = words
+            .iter()
+            .map(|(w, style)| {
+                let (first, last) = (w.bytes().next().unwrap_or(0), w.bytes().last().unwrap_or(0));
+                (*style, is_word(first), is_word(last))
+            })
+            .collect();
+        Ok(Some(Words { ac, words }))
+    }
+
+    /// Pushes every occurrence that stands alone ("acme" in "Acme's", not in
+    /// "acmes"). Overlapping occurrences are all considered, so a longer word that is
+    /// not whole does not hide a shorter one that is.
+    fn find(&self, v: &[u8], found: &mut Vec<Finding>) {
+        for m in self.ac.find_overlapping_iter(v) {
+            let Some(&(style, left, right)) = self.words.get(m.pattern().as_usize()) else {
+                continue;
+            };
+            let glued =
+                (left && is_word(before(v, m.start()))) || (right && is_word(byte(v, m.end())));
+            if !glued {
+                found.push(Finding {
+                    range: m.range(),
+                    label: Label::Word,
+                    style,
+                });
+            }
+        }
+    }
+}

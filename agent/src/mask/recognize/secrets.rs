@@ -1,0 +1,342 @@
+//! Secrets with a recognizable start: private-key PEM blocks, JWTs, API keys of
+//! well-known services, bearer tokens.
+//!
+//! Each starts with a literal the scanner finds in one aho-corasick pass; [`literals`]
+//! lists them per recognizer, and the functions here take it from the literal's index.
+
+use super::{Cursor, Recognizer, RecognizerSet, before, is_word};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use std::ops::Range;
+
+/// What a literal found by the scanner starts.
+#[derive(Debug, Clone, Copy)]
+pub(in super::super) enum Literal {
+    /// `-----BEGIN `: maybe a private key.
+    PemBegin,
+    /// `eyJ` (`{"` in base64url): maybe a JWT.
+    Jwt,
+    /// The prefix of an API key format.
+    Key(&'static KeyFormat),
+    /// `Bearer ` in any of its usual cases.
+    Bearer,
+}
+
+impl Literal {
+    pub(in super::super) fn recognizer(self) -> Recognizer {
+        match self {
+            Literal::PemBegin => Recognizer::PrivateKey,
+            Literal::Jwt => Recognizer::Jwt,
+            Literal::Key(_) => Recognizer::ApiKey,
+            Literal::Bearer => Recognizer::BearerToken,
+        }
+    }
+
+    /// The span of the secret that starts with this literal at `start`, if it is one.
+    pub(in super::super) fn recognize(
+        self,
+        v: &[u8],
+        start: usize,
+        len: usize,
+    ) -> Option<Range<usize>> {
+        match self {
+            Literal::PemBegin => private_key(v, start),
+            Literal::Jwt => jwt(v, start),
+            Literal::Key(format) => api_key(v, start, format),
+            Literal::Bearer => bearer_token(v, start, len),
+        }
+    }
+}
+
+/// The literals that trigger the enabled recognizers.
+pub(in super::super) fn literals(enabled: RecognizerSet) -> Vec<(&'static [u8], Literal)> {
+    let mut out: Vec<(&'static [u8], Literal)> = Vec::new();
+    if enabled.contains(Recognizer::PrivateKey) {
+        out.push((PEM_BEGIN, Literal::PemBegin));
+    }
+    if enabled.contains(Recognizer::Jwt) {
+        out.push((b"eyJ", Literal::Jwt));
+    }
+    if enabled.contains(Recognizer::ApiKey) {
+        out.extend(
+            KEY_FORMATS
+                .iter()
+                .map(|f| (f.prefix.as_bytes(), Literal::Key(f))),
+        );
+    }
+    if enabled.contains(Recognizer::BearerToken) {
+        out.extend([b"Bearer ", b"bearer ", b"BEARER "].map(|p| (p.as_slice(), Literal::Bearer)));
+    }
+    out
+}
+
+// ---- Private keys --------------------------------------------------------------------
+
+const PEM_BEGIN: &[u8] = b"-----BEGIN ";
+const PEM_END: &[u8] = b"-----END ";
+const PEM_DASHES: &[u8] = b"-----";
+
+/// A PEM block whose label ends in `PRIVATE KEY` (`RSA PRIVATE KEY`, `EC PRIVATE KEY`,
+/// `OPENSSH PRIVATE KEY`, `ENCRYPTED PRIVATE KEY`, `PRIVATE KEY`), from `-----BEGIN` to
+/// the matching `-----END …-----`. Without its END line (a value cut short), the key
+/// runs to the end of the value: a partial key is still a secret.
+fn private_key(v: &[u8], start: usize) -> Option<Range<usize>> {
+    let after = start + PEM_BEGIN.len();
+    let rest = v.get(after..)?;
+    let label_len = rest
+        .iter()
+        .take(64)
+        .position(|&b| !(b.is_ascii_uppercase() || b == b' '))?;
+    let (label, rest) = rest.split_at_checked(label_len)?;
+    if !label.ends_with(b"PRIVATE KEY") || !rest.starts_with(PEM_DASHES) {
+        return None;
+    }
+    let body = after + label_len + PEM_DASHES.len();
+    let end = find_end(v, body, label).unwrap_or(v.len());
+    Some(start..end)
+}
+
+/// The end of `-----END {label}-----` at or after `from`.
+fn find_end(v: &[u8], from: usize, label: &[u8]) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let rest = v.get(at..)?;
+        let found = at + rest.windows(PEM_END.len()).position(|w| w == PEM_END)?;
+        let tail = v.get(found + PEM_END.len()..)?;
+        if tail.starts_with(label) && tail.get(label.len()..)?.starts_with(PEM_DASHES) {
+            return Some(found + PEM_END.len() + label.len() + PEM_DASHES.len());
+        }
+        at = found + 1;
+    }
+}
+
+// ---- JWTs ----------------------------------------------------------------------------
+
+/// The longest JWT header worth decoding.
+const MAX_JWT_HEADER: usize = 2048;
+
+fn is_base64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// A JWT (JWS compact form): three base64url segments joined by dots, the first
+/// decoding to a JSON object with a string `alg`. The payload may not be empty; the
+/// signature is empty exactly when `alg` is `none` (an unsecured JWT), so a header and
+/// payload followed by a full stop are not mistaken for one.
+fn jwt(v: &[u8], start: usize) -> Option<Range<usize>> {
+    let b = before(v, start);
+    if is_base64url(b) || b == b'.' {
+        return None;
+    }
+    let mut run = Cursor::new(v, start).take_while(|b| is_base64url(b) || b == b'.');
+    if run.ends_with(b".") && run.split(|&b| b == b'.').nth(3).is_some() {
+        run = run.split_last().map_or(run, |(_, r)| r); // a sentence's full stop
+    }
+    let mut parts = run.split(|&b| b == b'.');
+    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = parts.next().is_none()
+        && header.len() <= MAX_JWT_HEADER
+        && !payload.is_empty()
+        && payload.len() % 4 != 1
+        && signature.len() % 4 != 1
+        && header_alg(header).is_some_and(|alg| (alg == "none") == signature.is_empty());
+    valid.then(|| start..start + run.len())
+}
+
+/// The `alg` of a JWT header, if it decodes to a JSON object that has one.
+fn header_alg(header: &[u8]) -> Option<String> {
+    let json = URL_SAFE_NO_PAD.decode(header).ok()?;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).ok()?;
+    match header.remove("alg")? {
+        serde_json::Value::String(alg) => Some(alg),
+        _ => None,
+    }
+}
+
+// ---- API keys ------------------------------------------------------------------------
+
+/// A documented API key format: a prefix, then a body of `min..=max` bytes of `body`.
+#[derive(Debug)]
+pub(in super::super) struct KeyFormat {
+    prefix: &'static str,
+    body: fn(u8) -> bool,
+    min: usize,
+    max: usize,
+}
+
+fn upper_alnum(b: u8) -> bool {
+    b.is_ascii_uppercase() || b.is_ascii_digit()
+}
+
+fn alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+/// Letters, digits, `_` and `-`.
+fn token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+const fn key(prefix: &'static str, body: fn(u8) -> bool, min: usize, max: usize) -> KeyFormat {
+    KeyFormat {
+        prefix,
+        body,
+        min,
+        max,
+    }
+}
+
+/// The API key formats recognized. Each body length is the documented one, or a range
+/// around it when a service documents none.
+static KEY_FORMATS: [KeyFormat; 25] = [
+    // AWS access key ids: long-term (AKIA) and temporary (ASIA).
+    key("AKIA", upper_alnum, 16, 16),
+    key("ASIA", upper_alnum, 16, 16),
+    // Stripe secret, restricted and webhook-signing keys.
+    key("sk_live_", alnum, 16, 247),
+    key("sk_test_", alnum, 16, 247),
+    key("rk_live_", alnum, 16, 247),
+    key("rk_test_", alnum, 16, 247),
+    key("whsec_", alnum, 24, 64),
+    // GitHub tokens: personal, OAuth, server, user-to-server, refresh, fine-grained.
+    key("ghp_", alnum, 36, 36),
+    key("gho_", alnum, 36, 36),
+    key("ghs_", alnum, 36, 36),
+    key("ghu_", alnum, 36, 36),
+    key("ghr_", alnum, 36, 76),
+    key("github_pat_", token, 22, 255),
+    // GitLab personal access tokens.
+    key("glpat-", token, 20, 64),
+    // Slack bot, user, app-level and legacy tokens.
+    key("xoxb-", token, 10, 255),
+    key("xoxp-", token, 10, 255),
+    key("xoxa-", token, 10, 255),
+    key("xoxs-", token, 10, 255),
+    key("xapp-", token, 10, 255),
+    // Google API keys.
+    key("AIza", token, 35, 35),
+    // OpenAI project keys and Anthropic keys.
+    key("sk-proj-", token, 20, 255),
+    key("sk-ant-", token, 20, 255),
+    // npm, PyPI and Hugging Face tokens.
+    key("npm_", alnum, 36, 36),
+    key("pypi-", token, 50, 255),
+    key("hf_", alnum, 30, 40),
+];
+
+/// An API key of a known format at `start`: not inside a word, and its body ends there
+/// too (`AKIAIOSFODNN7EXAMPLEx` is not an AWS key id).
+fn api_key(v: &[u8], start: usize, format: &KeyFormat) -> Option<Range<usize>> {
+    if is_word(before(v, start)) {
+        return None;
+    }
+    let mut c = Cursor::new(v, start + format.prefix.len());
+    let body = c.take_while(format.body);
+    ((format.min..=format.max).contains(&body.len()) && !is_word(c.peek())).then_some(start..c.pos)
+}
+
+// ---- Bearer tokens -------------------------------------------------------------------
+
+/// The token after `Bearer ` (the literal, `len` bytes, at `start`): RFC 6750's token68
+/// characters, at least 16 of them with a digit among them, so prose ("the bearer of
+/// bad news") is left alone. Only the token is masked, not the word `Bearer`.
+fn bearer_token(v: &[u8], start: usize, len: usize) -> Option<Range<usize>> {
+    if is_word(before(v, start)) {
+        return None;
+    }
+    let mut c = Cursor::new(v, start + len);
+    while c.eat(b' ') {}
+    let from = c.pos;
+    let token = c.take_while(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    while c.eat(b'=') {}
+    (token.len() >= 16 && token.iter().any(u8::is_ascii_digit) && !is_word(c.peek()))
+        .then_some(from..c.pos)
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn find(text: &str, literal: Literal, prefix: &str) -> Option<String> {
+        let start = text.find(prefix)?;
+        let range = literal.recognize(text.as_bytes(), start, prefix.len())?;
+        text.get(range).map(str::to_owned)
+    }
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+
+    #[test]
+    fn jwts() {
+        assert_eq!(
+            find(&format!("token={JWT}."), Literal::Jwt, "eyJ").as_deref(),
+            Some(JWT)
+        );
+        // Unsecured: empty signature.
+        let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.";
+        assert_eq!(find(none, Literal::Jwt, "eyJ").as_deref(), Some(none));
+        // {"typ":"JWT"}: no alg. Not base64. Two segments. Signed but no signature.
+        for bad in [
+            "eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiIxIn0.abc",
+            "eyJhbGciOi.notbase64.x",
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.",
+        ] {
+            assert_eq!(find(bad, Literal::Jwt, "eyJ"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn private_keys() {
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAK\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(
+            find(
+                &format!("key: {pem}\nnext"),
+                Literal::PemBegin,
+                "-----BEGIN "
+            )
+            .as_deref(),
+            Some(pem)
+        );
+        let cut = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA";
+        assert_eq!(
+            find(cut, Literal::PemBegin, "-----BEGIN ").as_deref(),
+            Some(cut)
+        );
+        let public = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----";
+        assert_eq!(find(public, Literal::PemBegin, "-----BEGIN "), None);
+    }
+
+    #[test]
+    fn api_keys() {
+        let aws = KEY_FORMATS.iter().find(|f| f.prefix == "AKIA").unwrap();
+        assert_eq!(
+            find("id AKIAIOSFODNN7EXAMPLE,", Literal::Key(aws), "AKIA").as_deref(),
+            Some("AKIAIOSFODNN7EXAMPLE")
+        );
+        for bad in [
+            "AKIAIOSFODNN7EXAMPL",
+            "AKIAIOSFODNN7EXAMPLEx",
+            "XAKIAIOSFODNN7EXAMPLE",
+        ] {
+            assert_eq!(find(bad, Literal::Key(aws), "AKIA"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(
+            find(
+                "Authorization: Bearer abcDEF0123456789xyz==",
+                Literal::Bearer,
+                "Bearer "
+            )
+            .as_deref(),
+            Some("abcDEF0123456789xyz==")
+        );
+        assert_eq!(
+            find("the Bearer of bad news", Literal::Bearer, "Bearer "),
+            None
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Rewriting: findings merged into spans and replaced per style, and whole column
+//! values.
+//!
+//! | style    | a finding in a value     | a column value     |
+//! |----------|--------------------------|--------------------|
+//! | `redact` | `[email]`                | `****`             |
+//! | `last4`  | `************1111`       | `*******6789`      |
+//! | `hash`   | `[email:Vb3L0x9Q_zW1k2aB]` | `Vb3L0x9Q_zW1k2aB` |
+//! | `null`   | (not allowed)            | SQL NULL           |
+//!
+//! A hash token is the same for the same bytes wherever they are found (in a column or
+//! inside a text), so a token in one result joins with the same token in another.
+
+use super::{Masker, Recognizer, spec::MaskStyle};
+use std::ops::Range;
+
+/// What a finding is, for the name in its replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Label {
+    Builtin(Recognizer),
+    /// The `mask_regex` at this index.
+    Regex(usize),
+    /// A `mask_words` entry (which one is not said).
+    Word,
+}
+
+/// A span of a value to mask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Finding {
+    pub(super) range: Range<usize>,
+    pub(super) label: Label,
+    pub(super) style: MaskStyle,
+}
+
+/// What a redacted column value becomes.
+pub(super) const REDACTED: &[u8] = b"****";
+
+impl Masker {
+    /// `value` with each finding replaced. Overlapping findings are merged into their
+    /// union, masked in the most restrictive of their styles and named after the
+    /// longest of them (the first found, of equals).
+    pub(super) fn rewrite(&self, value: &[u8], mut findings: Vec<Finding>) -> Vec<u8> {
+        findings.sort_by_key(|f| f.range.start); // stable: ties keep the scan's order
+        let mut out = Vec::with_capacity(value.len() + 16);
+        let mut copied = 0;
+        let mut findings = findings.into_iter().peekable();
+        while let Some(first) = findings.next() {
+            let (mut span, mut style, mut label) = (first.range.clone(), first.style, first.label);
+            let mut longest = first.range.len();
+            while let Some(next) = findings.next_if(|f| f.range.start < span.end) {
+                span.end = span.end.max(next.range.end);
+                style = style.max(next.style);
+                if next.range.len() > longest {
+                    longest = next.range.len();
+                    label = next.label;
+                }
+            }
+            out.extend_from_slice(value.get(copied..span.start).unwrap_or_default());
+            self.replace(
+                &mut out,
+                value.get(span.clone()).unwrap_or_default(),
+                label,
+                style,
+            );
+            copied = span.end;
+        }
+        out.extend_from_slice(value.get(copied..).unwrap_or_default());
+        out
+    }
+
+    /// Appends the replacement of one finding.
+    fn replace(&self, out: &mut Vec<u8>, found: &[u8], label: Label, style: MaskStyle) {
+        let name = match label {
+            Label::Builtin(r) => r.name(),
+            Label::Regex(i) => self.regexes.get(i).map_or("masked", |r| r.name.as_str()),
+            Label::Word => "masked",
+        };
+        match (style, &self.hasher) {
+            (MaskStyle::Last4, _) => last4(found, out),
+            (MaskStyle::Hash, Some(hasher)) => {
+                out.push(b'[');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b':');
+                hasher.token(found, out);
+                out.push(b']');
+            }
+            // Hash without a key cannot be compiled; redact rather than leak anyway.
+            (MaskStyle::Redact | MaskStyle::Null | MaskStyle::Hash, _) => {
+                out.push(b'[');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b']');
+            }
+        }
+    }
+
+    /// A whole column value in `style` (`None` for [`MaskStyle::Null`]).
+    pub(super) fn column_value(&self, style: MaskStyle, value: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(value.len().max(16));
+        match (style, &self.hasher) {
+            (MaskStyle::Null, _) => return None,
+            (MaskStyle::Last4, _) => last4(value, &mut out),
+            (MaskStyle::Hash, Some(hasher)) => hasher.token(value, &mut out),
+            (MaskStyle::Redact | MaskStyle::Hash, _) => out.extend_from_slice(REDACTED),
+        }
+        Some(out)
+    }
+}
+
+/// Appends `text` with every character but the last four replaced by `*`, one `*` per
+/// character. Four characters or fewer are all replaced (last4 never shows a whole
+/// value), and so is text that is not UTF-8 (its characters are not known).
+fn last4(text: &[u8], out: &mut Vec<u8>) {
+    let Ok(text) = std::str::from_utf8(text) else {
+        let chars = String::from_utf8_lossy(text).chars().count();
+        out.resize(out.len() + chars, b'*');
+        return;
+    };
+    let kept = match text.char_indices().nth_back(3) {
+        Some((i, _)) if i > 0 => text.get(i..).unwrap_or_default(),
+        _ => "",
+    };
+    let starred = text.chars().count() - kept.chars().count();
+    out.resize(out.len() + starred, b'*');
+    out.extend_from_slice(kept.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last4;
+
+    fn l4(text: &[u8]) -> String {
+        let mut out = Vec::new();
+        last4(text, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn last_four() {
+        assert_eq!(l4(b"4111 1111 1111 1111"), "***************1111");
+        assert_eq!(l4("ça coûte".as_bytes()), "****oûte");
+        assert_eq!(l4(b"1234"), "****");
+        assert_eq!(l4(b"12345"), "*2345");
+        assert_eq!(l4(b""), "");
+        assert_eq!(l4(b"ab\xffcdef"), "*******");
+    }
+}
