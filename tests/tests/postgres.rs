@@ -95,7 +95,7 @@ fn held_ddl_runs_when_a_senior_approves() {
         .unwrap_or_else(|e| panic!("{e}"));
     let request = s.wait_request();
     assert!(
-        request["action"]
+        request["action"]["text"]
             .as_str()
             .unwrap_or_default()
             .contains("CREATE TABLE audit_notes"),
