@@ -8,12 +8,18 @@
 //!
 //! Tests call [`PgServer::start_or_skip`]: it says why and returns `None` when the host
 //! cannot run one (not root, no `PostgreSQL` binaries, no `postgres` user).
+//!
+//! [`PgServer::start_tls_or_skip`] starts one with `ssl = on` instead: a test CA
+//! ([`PgServer::ca_file`]) signs its certificate for `localhost` and 127.0.0.1, and role
+//! [`PgServer::TLS_USER`] may log in over TCP only with TLS and SCRAM-SHA-256.
 
 use anyhow::{Context, bail, ensure};
 use std::{
     fmt::Write as _,
     fs,
+    io::Write as _,
     net::{Ipv4Addr, TcpListener},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
 };
@@ -32,6 +38,8 @@ pub struct PgServer {
     port: u16,
     /// Whether `pg_ctl start` succeeded, so drop has a server to stop.
     running: bool,
+    /// Whether the server was started with `ssl = on`.
+    tls: bool,
 }
 
 impl PgServer {
@@ -39,6 +47,11 @@ impl PgServer {
     pub const USER: &'static str = OS_USER;
     /// The address the server listens on.
     pub const HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+    /// With TLS: a role that may log in over TCP only with TLS (`hostssl`) and
+    /// SCRAM-SHA-256, using [`PgServer::TLS_PASSWORD`].
+    pub const TLS_USER: &'static str = "tls_scram";
+    /// The password of [`PgServer::TLS_USER`].
+    pub const TLS_PASSWORD: &'static str = "tls-scram-password";
 
     /// Why this host cannot run a test server, or `None` if it can.
     #[must_use]
@@ -71,8 +84,36 @@ impl PgServer {
         Self::start().map(Some)
     }
 
+    /// Like [`PgServer::start_or_skip`], with TLS (see [`PgServer::start_tls`]).
+    pub fn start_tls_or_skip() -> anyhow::Result<Option<PgServer>> {
+        if let Some(why) = Self::unavailable() {
+            eprintln!("skipping the PostgreSQL part of this test: {why}");
+            return Ok(None);
+        }
+        Self::start_tls().map(Some)
+    }
+
     /// Initializes and starts a fresh server.
     pub fn start() -> anyhow::Result<PgServer> {
+        Self::start_with(false)
+    }
+
+    /// Initializes and starts a fresh server with `ssl = on`, a certificate signed by a
+    /// fresh test CA ([`PgServer::ca_file`]), and role [`PgServer::TLS_USER`].
+    pub fn start_tls() -> anyhow::Result<PgServer> {
+        let server = Self::start_with(true)?;
+        server.psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {} LOGIN PASSWORD '{}'",
+                Self::TLS_USER,
+                Self::TLS_PASSWORD
+            ),
+        )?;
+        Ok(server)
+    }
+
+    fn start_with(tls: bool) -> anyhow::Result<PgServer> {
         let bindir = find_bindir()?;
         let (uid, gid) = os_user_ids()?;
         // Under /tmp, not $TMPDIR: the `postgres` user must reach it, and the socket path
@@ -92,9 +133,13 @@ impl PgServer {
             bindir,
             port: 0,
             running: false,
+            tls,
         };
         server.initdb()?;
         server.configure()?;
+        if tls {
+            server.configure_tls(uid, gid)?;
+        }
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             server.port = free_port()?;
@@ -187,6 +232,12 @@ impl PgServer {
         &self.bindir
     }
 
+    /// With TLS: the PEM file of the test CA that signed the server's certificate.
+    #[must_use]
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.dir.path().join("ca.crt"))
+    }
+
     /// The server log so far (for failure messages).
     #[must_use]
     pub fn log(&self) -> String {
@@ -224,6 +275,38 @@ impl PgServer {
             self.socket_dir().display()
         );
         fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))
+    }
+
+    /// `ssl = on` with a CA-signed certificate; [`PgServer::TLS_USER`] only via
+    /// `hostssl` and SCRAM. The key is the `postgres` user's with mode 0600, or the
+    /// server refuses it.
+    fn configure_tls(&self, uid: u32, gid: u32) -> anyhow::Result<()> {
+        let (ca, cert, key) = test_certificates().context("cannot make test certificates")?;
+        let data = self.data_dir();
+        let ca_file = self.dir.path().join("ca.crt");
+        fs::write(&ca_file, ca).with_context(|| format!("cannot write {}", ca_file.display()))?;
+        for (name, text, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600)] {
+            let path = data.join(name);
+            fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot chmod {}", path.display()))?;
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .with_context(|| format!("cannot chown {} to {OS_USER}", path.display()))?;
+        }
+        append(
+            &data.join("postgresql.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )?;
+        // The first matching line wins, so these go before initdb's trust lines.
+        let hba = data.join("pg_hba.conf");
+        let rest =
+            fs::read_to_string(&hba).with_context(|| format!("cannot read {}", hba.display()))?;
+        let user = Self::TLS_USER;
+        let host = Self::HOST;
+        let text = format!(
+            "hostssl all {user} {host}/32 scram-sha-256\nhost all {user} {host}/32 reject\n{rest}"
+        );
+        fs::write(&hba, text).with_context(|| format!("cannot write {}", hba.display()))
     }
 
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
@@ -310,6 +393,41 @@ fn find_bindir() -> anyhow::Result<PathBuf> {
             bail!("no PostgreSQL server binaries (initdb): install postgresql or set PG_BINDIR")
         }
     }
+}
+
+/// PEM (CA certificate, server certificate, server key): a fresh CA, and a server
+/// certificate it signed for `localhost` and 127.0.0.1.
+fn test_certificates() -> anyhow::Result<(String, String, String)> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new())?;
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Portcullis test CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+
+    let key = rcgen::KeyPair::generate()?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), PgServer::HOST.to_string()])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &ca)?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// Appends `text` to the file at `path`.
+fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// uid and gid of the `postgres` OS user.
