@@ -1,6 +1,6 @@
 //! Cancel requests. PostgreSQL cancels a running query through a new connection that
 //! presents the session's `BackendKeyData` (psql's Ctrl-C). The proxy gives each
-//! client its own key, so a client can only cancel its own session; a cancel ends a
+//! client its own secret, so a client can only cancel its own session; a cancel ends a
 //! held statement (abandoned) or is passed on with the server's key.
 
 use super::wire::{self, CANCEL_REQUEST};
@@ -64,7 +64,8 @@ impl Cancels {
         self.by_key.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Gives a session a fresh random key, mapped to the server's.
+    /// Gives a session a key of its own (the server's pid, a fresh random secret),
+    /// mapped to the server's.
     pub fn register(&self, upstream: SocketAddr, server_key: Key) -> Registration<'_> {
         let entry = Arc::new(CancelEntry {
             upstream,
@@ -73,8 +74,10 @@ impl Cancels {
             held: Notify::new(),
         });
         let mut map = self.lock();
+        // The client sees the server's real process id (drivers compare it with the
+        // sender of a notification, and with pg_backend_pid()); only the secret is ours.
         let key = loop {
-            let key = random_key();
+            let key = (server_key.0, random_secret());
             if !map.contains_key(&key) {
                 break key;
             }
@@ -118,9 +121,9 @@ impl Cancels {
     }
 }
 
-/// A key no client can guess: from the OS's random source.
-fn random_key() -> Key {
-    let mut bytes = [0u8; 8];
+/// A secret no client can guess: from the OS's random source.
+fn random_secret() -> i32 {
+    let mut bytes = [0u8; 4];
     if getrandom::fill(&mut bytes).is_err() {
         // No OS randomness: fall back to a per-process keyed hash of the time. Still
         // unpredictable to a client without the process's random hash keys.
@@ -128,10 +131,8 @@ fn random_key() -> Key {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        bytes = RandomState::new().hash_one(nanos).to_be_bytes();
+        let hash = RandomState::new().hash_one(nanos).to_be_bytes();
+        bytes.copy_from_slice(hash.get(..4).unwrap_or(&[1, 2, 3, 4]));
     }
-    let (pid, secret) = bytes.split_at(4);
-    let pid = i32::from_be_bytes(pid.try_into().unwrap_or_default()) & i32::MAX;
-    let secret = i32::from_be_bytes(secret.try_into().unwrap_or_default());
-    (pid.max(1), secret)
+    i32::from_be_bytes(bytes)
 }
