@@ -410,4 +410,68 @@ pub(super) mod tests {
         assert!(glob_match("/a*b*c", "/abbbc"));
         assert!(glob_match("**", "x"));
     }
+
+    #[test]
+    fn statement_rules_decide_statements_by_class_and_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\naddress = \"127.0.0.2:5432\"\n\
+             [[group]]\nname = \"dba\"\nusers = [\"bob\"]\n\
+             [[rule]]\nname = \"connect\"\ntargets = [\"pg\"]\naction = \"allow\"\n\
+             [[rule]]\nname = \"ddl\"\ntargets = [\"pg\"]\nsql = [\"ddl\"]\naction = \"review\"\napprovers = [\"dba\"]\n\
+             [[rule]]\nname = \"payments\"\ntargets = [\"pg\"]\nsql = [\"write\"]\ntables = [\"billing.payments\"]\naction = \"deny\"\n\
+             [[rule]]\nname = \"scratch\"\ntargets = [\"pg\"]\ntables = [\"scratch.*\"]\naction = \"allow\"\nskip_review = true\n";
+        std::fs::write(dir.path().join("p.toml"), text).unwrap();
+        let policy = Policy::load_dir(dir.path()).unwrap();
+        let alice = principal("alice", 1000, &[], "/usr/bin/psql");
+        let decide = |classes: &[SqlClass], tables: &[&str]| {
+            let tables: Vec<String> = tables.iter().map(|t| (*t).to_owned()).collect();
+            let statement = Statement {
+                classes: classes.iter().copied().collect(),
+                tables: &tables,
+            };
+            policy.decide_statement(&alice, "pg", &statement).verdict
+        };
+        // Connection rules decide the connection; statement rules are not consulted.
+        assert_eq!(policy.decide(&alice, "pg").verdict, Verdict::Allow);
+        assert_eq!(decide(&[SqlClass::Read], &["users"]), Verdict::Allow);
+        assert_eq!(decide(&[SqlClass::Ddl], &["users"]), Verdict::Review);
+        assert_eq!(decide(&[SqlClass::Ddl], &["scratch.t"]), Verdict::Allow);
+        assert_eq!(
+            decide(&[SqlClass::Write], &["billing.payments"]),
+            Verdict::Deny
+        );
+        // Unqualified: the schema is unknown, so a deny on billing.payments covers it.
+        assert_eq!(decide(&[SqlClass::Write], &["payments"]), Verdict::Deny);
+        assert_eq!(
+            decide(&[SqlClass::Write], &["public.payments"]),
+            Verdict::Allow
+        );
+        // ...but an allow on scratch.* does not cover an unqualified name.
+        assert_eq!(decide(&[SqlClass::Ddl], &["t"]), Verdict::Review);
+        // Unparsed matches every statement rule: the most restrictive one wins.
+        assert_eq!(decide(&[SqlClass::Unparsed], &[]), Verdict::Deny);
+    }
+
+    #[test]
+    fn unparsed_without_rules_is_denied() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\naddress = \"127.0.0.2:5432\"\n\
+             [[rule]]\nname = \"connect\"\ntargets = [\"pg\"]\naction = \"allow\"\n";
+        std::fs::write(dir.path().join("p.toml"), text).unwrap();
+        let policy = Policy::load_dir(dir.path()).unwrap();
+        let alice = principal("alice", 1000, &[], "/usr/bin/psql");
+        let st = |c: SqlClass| Statement {
+            classes: SqlClasses::empty().with(c),
+            tables: &[],
+        };
+        assert_eq!(
+            policy
+                .decide_statement(&alice, "pg", &st(SqlClass::Drop))
+                .verdict,
+            Verdict::Allow
+        );
+        let d = policy.decide_statement(&alice, "pg", &st(SqlClass::Unparsed));
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert!(d.reason.contains("could not be parsed"), "{}", d.reason);
+    }
 }

@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(
             d.reason,
             format!(
-                "rule `db-review` requires review by dba (1 approval) for {} on target db",
+                "rule `db-review` requires review by dba (1 approval) for {} to reach target db",
                 alice.label()
             )
         );
