@@ -65,7 +65,8 @@ fn classify(sql: &str, standard_conforming_strings: bool, nesting: Nesting) -> C
                 }
             }
             Some(_) => outcome.add_worst_case(&summary),
-            None => outcome.fail("too deeply nested to classify".into()),
+            None => outcome
+                .fail("too deeply nested to classify with backslashes read as escapes".into()),
         },
     }
     outcome.finish()
@@ -129,7 +130,8 @@ impl Outcome {
         self.classes = self.classes.union(classes);
     }
 
-    /// Fails closed: `Unparsed` matches every rule that names any class.
+    /// Fails closed: `Unparsed` matches every rule that names any class. The only way
+    /// `Unparsed` gets in, so `error` says why whenever it is there.
     fn fail(&mut self, error: String) {
         self.classes.insert(SqlClass::Unparsed);
         self.error.get_or_insert(error);
@@ -183,9 +185,6 @@ impl Outcome {
     }
 
     fn finish(self) -> Classified {
-        if self.classes.contains(SqlClass::Unparsed) && self.error.is_none() {
-            return Classified::unparsed("unclassified");
-        }
         Classified {
             // Nothing to run (an empty text, only comments): session-level at most.
             classes: if self.classes.is_empty() {
@@ -286,6 +285,7 @@ impl Walker {
                     // VALUES rows read nothing; what they compute is the summary's part.
                     Some(NodeEnum::SelectStmt(rows)) if !rows.values_lists.is_empty() => {
                         self.seen.push("SelectStmt");
+                        self.with(rows.with_clause.as_ref(), runs);
                     }
                     Some(source) => self.statement(source, runs),
                     None => {}

@@ -77,6 +77,10 @@ fn writes_by_effect() {
             "WITH u AS (UPDATE t SET a = 1 RETURNING *) INSERT INTO log SELECT * FROM u",
             "read,write,update_without_where",
         ),
+        (
+            "INSERT INTO log WITH d AS (DELETE FROM t WHERE id = 1 RETURNING 1) VALUES (1)",
+            "write",
+        ),
     ]);
 }
 
@@ -532,82 +536,85 @@ fn instantiate(template: &str, random: &mut Random) -> String {
     out + rest
 }
 
+/// Statements where literals matter most to the parser or the classifier.
+const TEMPLATES: &[&str] = &[
+    "SELECT abalance FROM pgbench_accounts WHERE aid = {n};",
+    "UPDATE pgbench_accounts SET abalance = abalance + {n} WHERE aid = {n};",
+    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ({n}, {n}, {n}, {n}, CURRENT_TIMESTAMP);",
+    "SELECT 1::float({n})",
+    "SELECT {n}::numeric({n}, {n}), {s}::varchar({n})",
+    "ALTER TABLE t ALTER {n} SET STATISTICS {n}",
+    "ALTER INDEX i ALTER COLUMN {n} SET STATISTICS {n}",
+    "EXPLAIN (ANALYZE {n}) DELETE FROM t",
+    "EXPLAIN (ANALYZE {s}) DELETE FROM t",
+    "COPY t TO {s}",
+    "COPY t FROM {s} WITH (FORMAT csv, DELIMITER {s})",
+    "SELECT {s} {s}",
+    "SELECT {s}\n{s}",
+    "SELECT * FROM t WHERE a IN ({n}, {n}) LIMIT {n} OFFSET {n}",
+    "SELECT {n}.{n}, {n}e{n}, t{n} FROM t{n}",
+    "SET search_path = {s}; SET work_mem = {n}",
+    "DO {s}",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS {s}",
+    "FETCH {n} FROM c; MOVE {n} IN c",
+    "PREPARE p AS SELECT {n}; EXECUTE p({n}, {s})",
+    "SELECT interval {s} hour, date {s}",
+    "SELECT * FROM t WHERE a = {n}; DELETE FROM t",
+    "CREATE TABLE p{n} PARTITION OF t FOR VALUES WITH (MODULUS {n}, REMAINDER {n})",
+    "SELECT * FROM t FETCH FIRST {n} ROWS WITH TIES",
+    "SELECT ({n}, {s})::t, ARRAY[{n}][{n}:{n}]",
+    "CREATE SEQUENCE s INCREMENT {n} START {n}; ALTER SEQUENCE s RESTART {n}",
+];
+/// Tokens for random statements (mostly rejected by the parser).
+const SOUP: &[&str] = &[
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "t",
+    "\"T\"",
+    "(",
+    ")",
+    ",",
+    "=",
+    "+",
+    "-",
+    "::",
+    "float",
+    "int",
+    "{n}",
+    "{s}",
+    "{n}",
+    "{s}",
+    ";",
+    "DELETE",
+    "UPDATE",
+    "SET",
+    "INSERT",
+    "INTO",
+    "VALUES",
+    "EXPLAIN",
+    "ANALYZE",
+    "COPY",
+    "TO",
+    "STDIN",
+    "LIMIT",
+    "AND",
+    "IN",
+    ".",
+    "*",
+    "ALTER",
+    "TABLE",
+    "COLUMN",
+    "STATISTICS",
+    "DROP",
+    "\n",
+];
+
 /// The invariant of `key`: texts with the same key classify alike, so a cached answer
 /// is the answer. Checked over templates where literals matter most, and over random
 /// token soups (mostly rejected by the parser, which must then reject all alike).
 #[test]
 fn same_key_means_same_classification() {
-    const TEMPLATES: &[&str] = &[
-        "SELECT abalance FROM pgbench_accounts WHERE aid = {n};",
-        "UPDATE pgbench_accounts SET abalance = abalance + {n} WHERE aid = {n};",
-        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ({n}, {n}, {n}, {n}, CURRENT_TIMESTAMP);",
-        "SELECT 1::float({n})",
-        "SELECT {n}::numeric({n}, {n}), {s}::varchar({n})",
-        "ALTER TABLE t ALTER {n} SET STATISTICS {n}",
-        "ALTER INDEX i ALTER COLUMN {n} SET STATISTICS {n}",
-        "EXPLAIN (ANALYZE {n}) DELETE FROM t",
-        "EXPLAIN (ANALYZE {s}) DELETE FROM t",
-        "COPY t TO {s}",
-        "COPY t FROM {s} WITH (FORMAT csv, DELIMITER {s})",
-        "SELECT {s} {s}",
-        "SELECT {s}\n{s}",
-        "SELECT * FROM t WHERE a IN ({n}, {n}) LIMIT {n} OFFSET {n}",
-        "SELECT {n}.{n}, {n}e{n}, t{n} FROM t{n}",
-        "SET search_path = {s}; SET work_mem = {n}",
-        "DO {s}",
-        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS {s}",
-        "FETCH {n} FROM c; MOVE {n} IN c",
-        "PREPARE p AS SELECT {n}; EXECUTE p({n}, {s})",
-        "SELECT interval {s} hour, date {s}",
-        "SELECT * FROM t WHERE a = {n}; DELETE FROM t",
-        "CREATE TABLE p{n} PARTITION OF t FOR VALUES WITH (MODULUS {n}, REMAINDER {n})",
-        "SELECT * FROM t FETCH FIRST {n} ROWS WITH TIES",
-        "SELECT ({n}, {s})::t, ARRAY[{n}][{n}:{n}]",
-        "CREATE SEQUENCE s INCREMENT {n} START {n}; ALTER SEQUENCE s RESTART {n}",
-    ];
-    const SOUP: &[&str] = &[
-        "SELECT",
-        "FROM",
-        "WHERE",
-        "t",
-        "\"T\"",
-        "(",
-        ")",
-        ",",
-        "=",
-        "+",
-        "-",
-        "::",
-        "float",
-        "int",
-        "{n}",
-        "{s}",
-        "{n}",
-        "{s}",
-        ";",
-        "DELETE",
-        "UPDATE",
-        "SET",
-        "INSERT",
-        "INTO",
-        "VALUES",
-        "EXPLAIN",
-        "ANALYZE",
-        "COPY",
-        "TO",
-        "STDIN",
-        "LIMIT",
-        "AND",
-        "IN",
-        ".",
-        "*",
-        "ALTER",
-        "TABLE",
-        "COLUMN",
-        "STATISTICS",
-        "DROP",
-        "\n",
-    ];
     let mut random = Random(0x5eed_cafe_f00d_0001);
     let mut soups: Vec<String> = Vec::new();
     for _ in 0..300 {
@@ -647,8 +654,8 @@ fn same_key_means_same_classification() {
 
 // ---- Timings -------------------------------------------------------------------------
 
-/// `cargo test -p portcullis --lib classify::tests::timings -- --ignored --nocapture`
-/// (in release mode for representative figures).
+/// `AYA_BUILD_SKIP=1 cargo test --release -p portcullis --lib classify::tests::timings --
+/// --ignored --nocapture`
 #[test]
 #[ignore = "benchmark"]
 fn timings() {
