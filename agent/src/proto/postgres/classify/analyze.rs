@@ -16,7 +16,10 @@
 //!
 //! Every text goes through both (summary ~2.5 µs, parse ~8 µs for the pgbench query;
 //! cached afterwards). Any statement kind the summary met where the walker did not look
-//! is added at its worst case. When the tree cannot be decoded, the text is split into
+//! is added at its worst case. A kind the walker saw anywhere counts as seen: where it
+//! does not look (expressions, subqueries in FROM) PostgreSQL runs no data-modifying
+//! statement ("WITH clause containing a data-modifying statement must be at the top
+//! level"), so what that can hide is a SELECT. When the tree cannot be decoded, the text is split into
 //! statements and each too-deep one is judged from its summary at the worst case of
 //! every detail: DELETE and UPDATE count as having no WHERE, EXPLAIN as ANALYZE, COPY as
 //! reading, writing and using a server file.
