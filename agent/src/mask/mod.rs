@@ -180,6 +180,13 @@ impl Masker {
         !self.scans_values() && self.columns.is_empty()
     }
 
+    /// Whether some rule masks columns whole (then data whose columns cannot be told
+    /// apart, like a COPY OUT, cannot be let through).
+    #[must_use]
+    pub fn has_column_rules(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
     /// How the column `column` of `table` is masked, if it is masked whole. Call it
     /// once per result description; `table` is empty when the column has none (a
     /// computed column), which `*.column` patterns still match.

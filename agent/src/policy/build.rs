@@ -150,6 +150,7 @@ impl Builder {
         };
         let action = self.action(src, name, file)?;
         let statements = statement_filter(src, name, file)?;
+        let mask = mask_spec(src, name, file)?;
         if statements.is_some() {
             let tcp = names.iter().find(|t| {
                 self.targets
@@ -176,6 +177,7 @@ impl Builder {
             who,
             action,
             statements,
+            mask,
             description: file.description.clone(),
         });
         Ok(())
@@ -314,6 +316,40 @@ fn statement_filter(
         .map(|t| t.get_ref().to_lowercase())
         .collect();
     Ok(Some(StatementFilter { classes, tables }))
+}
+
+/// A rule's masking keys as one spec, checked by compiling it (with a stand-in key:
+/// the real one is read per session, so it never sits in the policy).
+fn mask_spec(
+    src: &Source,
+    rule: &str,
+    file: &RuleFile,
+) -> Result<Option<crate::mask::MaskSpec>, PolicyError> {
+    let spec = crate::mask::MaskSpec {
+        mask: file.mask.as_ref().map(|m| m.get_ref().clone()).unwrap_or_default(),
+        mask_columns: file.mask_columns.clone().unwrap_or_default(),
+        mask_style: file.mask_style.unwrap_or_default(),
+        mask_regex: file.mask_regex.clone().unwrap_or_default(),
+        mask_words: file.mask_words.clone().unwrap_or_default(),
+        mask_key_env: file.mask_key_env.clone(),
+        mask_key_file: file.mask_key_file.clone(),
+    };
+    if spec == crate::mask::MaskSpec::default() {
+        return Ok(None);
+    }
+    let span = file
+        .mask
+        .as_ref()
+        .map_or_else(|| file.name.span(), Spanned::span);
+    let stand_in = crate::mask::MaskKey::new(vec![0x5a; crate::mask::MaskKey::MIN_LEN]).ok();
+    if let Err(error) = crate::mask::Masker::compile(std::slice::from_ref(&spec), stand_in.as_ref())
+    {
+        return Err(src.error(span, format!("rule `{rule}`: {error}")));
+    }
+    if let Err(error) = spec.key_source() {
+        return Err(src.error(span, format!("rule `{rule}`: {error}")));
+    }
+    Ok(Some(spec))
 }
 
 /// A target's `credentials` and `tls`, which only `postgres` targets use.

@@ -99,6 +99,14 @@ pub(super) struct RuleFile {
     pub sql: Option<Spanned<Vec<Spanned<String>>>>,
     /// Table patterns (`users`, `public.users`, `*.payments`): a rule on statements.
     pub tables: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Masking of the sessions this rule matches (see [`crate::mask::MaskSpec`]).
+    pub mask: Option<Spanned<Vec<String>>>,
+    pub mask_columns: Option<Vec<String>>,
+    pub mask_style: Option<crate::mask::MaskStyle>,
+    pub mask_regex: Option<Vec<crate::mask::RegexSpec>>,
+    pub mask_words: Option<Vec<String>>,
+    pub mask_key_env: Option<String>,
+    pub mask_key_file: Option<std::path::PathBuf>,
 }
 
 /// A rule's `who`: identity fields (any one matches) and `exe` patterns (must also match).

@@ -13,6 +13,8 @@ pub(super) struct Rule {
     pub action: RuleAction,
     /// `Some` for a rule on statements (`sql`/`tables`); `None` for one on connections.
     pub statements: Option<StatementFilter>,
+    /// Masking for the sessions this rule matches.
+    pub mask: Option<crate::mask::MaskSpec>,
     /// Shown in the decision's reason, so people see why a rule exists.
     pub description: Option<String>,
 }

@@ -116,6 +116,19 @@ impl Policy {
         self.decide_on(principal, target, None)
     }
 
+    /// The masking specs of every rule that covers `target` and matches `principal`
+    /// (deny rules excepted: their sessions never open). They apply to the whole
+    /// session: results, messages and recordings.
+    #[must_use]
+    pub fn masks_for(&self, principal: &Principal, target: &str) -> Vec<crate::mask::MaskSpec> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.verdict() != Verdict::Deny)
+            .filter(|rule| rule.applies_to(target) && rule.matches(principal))
+            .filter_map(|rule| rule.mask.clone())
+            .collect()
+    }
+
     /// Decides one statement on a connection the policy already allowed, with the
     /// rules that have `sql` or `tables`. The most restrictive matching rule wins, as
     /// for connections; no matching rule allows it (the connection was allowed),

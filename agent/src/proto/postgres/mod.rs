@@ -14,6 +14,7 @@
 mod backend;
 mod cancel;
 pub mod classify;
+mod masking;
 mod session;
 mod startup;
 pub mod tls;

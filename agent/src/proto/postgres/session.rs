@@ -20,10 +20,12 @@ use super::{
     Postgres,
     backend::{self, LoginError},
     classify::Classified,
+    masking,
     startup::{self, Opened},
     tls::{BackendStream, ClientStream},
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
+use crate::mask::{MaskKey, Masker};
 use crate::{
     gate::{Action, Ask, HoldOutcome, Ruling},
     policy::{SqlClass, SqlClasses},
@@ -31,6 +33,7 @@ use crate::{
     record::{Outcome, StatementRecord, now_ms},
 };
 use bytes::{Bytes, BytesMut};
+use std::borrow::Cow;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, PoisonError},
@@ -56,6 +59,7 @@ type ClientWrite = WriteHalf<Metered<ClientStream>>;
 /// Serves a client that finished its startup: log in to the target, greet the client
 /// as the server would, then run both loops until either side leaves.
 pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>) -> Served {
+    let opened_params = opened.params.clone();
     let backend = match backend::login(&session, &opened.params).await {
         Ok(b) => b,
         Err(error) => {
@@ -75,6 +79,23 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
                 }
             };
             tracing::info!(%reason, "Login to the target failed");
+            return Served {
+                outcome: Outcome::Error,
+                reason: Some(reason),
+                traffic: crate::proto::Traffic::default(),
+                statements: None,
+            };
+        }
+    };
+    let masker = match session_masker(&session) {
+        Ok(m) => m,
+        Err(reason) => {
+            startup::fatal(
+                &mut opened.stream,
+                "28000",
+                &format!("Portcullis: {reason}"),
+            )
+            .await;
             return Served {
                 outcome: Outcome::Error,
                 reason: Some(reason),
@@ -126,6 +147,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         to_client,
         cancel: &registration.entry,
         stash: VecDeque::new(),
+        masker: masker.clone(),
     };
     let mut back = BackendLoop {
         reader: MessageReader::with_buffer(server_read, pg.max_message, backend.leftover),
@@ -136,6 +158,9 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         columns: Vec::new(),
         record_rows: pg.record_rows,
         session: &session,
+        catalog: masking::Catalog::new(opened_params),
+        masked_columns: Vec::new(),
+        masker,
     };
     let (outcome, reason) = tokio::select! {
         r = front.run(&mut ask) => r,
@@ -169,6 +194,22 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         traffic: meter.traffic(),
         statements: Some(digest),
     }
+}
+
+/// The masking of this session: the specs of the rules that match it, with their key.
+/// A rule naming a key that cannot be read fails the session (closed, not unmasked).
+fn session_masker(session: &Session<'_>) -> Result<Option<Arc<Masker>>, String> {
+    let specs = session
+        .gate
+        .policy()
+        .masks_for(session.principal, &session.target.name);
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let key = MaskKey::for_specs(&specs).map_err(|e| format!("masking cannot be set up: {e}"))?;
+    let masker = Masker::compile(&specs, key.as_ref())
+        .map_err(|e| format!("masking cannot be set up: {e}"))?;
+    Ok((!masker.is_noop()).then(|| Arc::new(masker)))
 }
 
 /// What both loops share.
@@ -237,6 +278,8 @@ struct Frontend<'a> {
     cancel: &'a super::cancel::CancelEntry,
     /// Messages read while a statement was held, to handle before reading more.
     stash: VecDeque<Message>,
+    /// Masks what is recorded and shown to approvers.
+    masker: Option<Arc<Masker>>,
 }
 
 /// How the frontend continues after a message.
@@ -483,8 +526,26 @@ impl Frontend<'_> {
                 (text, classified, None, PendingKind::Query)
             }
         };
+        let shown = match &self.masker {
+            Some(m) => m.mask_str(&text).into_owned(),
+            None => text.to_string(),
+        };
+        let params = match (&self.masker, params) {
+            (Some(m), Some(serde_json::Value::Array(values))) => Some(serde_json::Value::Array(
+                values
+                    .into_iter()
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => {
+                            serde_json::Value::String(m.mask_str(&s).into_owned())
+                        }
+                        other => other,
+                    })
+                    .collect(),
+            )),
+            (_, params) => params,
+        };
         ask.action = Action::Sql {
-            text: text.to_string(),
+            text: shown.clone(),
             classes: classified.classes,
             tables: classified.tables.clone(),
         };
@@ -492,7 +553,7 @@ impl Frontend<'_> {
             session_id: self.session.id.clone(),
             seq: 0,
             at_ms: now_ms(),
-            text: text.to_string(),
+            text: shown,
             params,
             classes: classified
                 .classes
@@ -791,6 +852,11 @@ struct BackendLoop<'a> {
     columns: Vec<(String, bool)>,
     record_rows: usize,
     session: &'a Session<'a>,
+    /// Masks results and messages; `None` when no rule masks this session.
+    masker: Option<Arc<Masker>>,
+    catalog: masking::Catalog,
+    /// The current result set's columns as masking sees them.
+    masked_columns: Vec<masking::Column>,
 }
 
 impl BackendLoop<'_> {
@@ -824,6 +890,14 @@ impl BackendLoop<'_> {
                             return (Outcome::Error, Some(reason));
                         }
                     };
+                    let m = match self.mask_ahead(m).await {
+                        Ok(m) => m,
+                        Err(reason) => {
+                            let e = wire::error_response(Severity::FATAL, "XX000", &format!("Portcullis: {reason}"), None, None);
+                            let _ = self.write(&e).await;
+                            return (Outcome::Error, Some(reason));
+                        }
+                    };
                     let done = self.handle(m);
                     for record in done {
                         self.session.recorder.record(record).await;
@@ -852,10 +926,51 @@ impl BackendLoop<'_> {
         self.client.flush().await
     }
 
+    /// Masking that needs more than the message: a `RowDescription`'s column rules
+    /// (catalog lookups), and refusing a binary COPY OUT, which cannot be masked.
+    async fn mask_ahead(&mut self, m: Message) -> Result<Message, String> {
+        let Some(masker) = self.masker.clone() else {
+            return Ok(m);
+        };
+        match m.tag() {
+            b'T' => {
+                let (columns, rewritten) =
+                    masking::row_description(&masker, &mut self.catalog, self.session, m.body())
+                        .await?;
+                self.masked_columns = columns;
+                Ok(rewritten.map_or(m, |frame| Message { frame }))
+            }
+            b'H' if m.body().first() == Some(&1) => {
+                Err("binary COPY is refused on a session with masking; use text or CSV COPY".into())
+            }
+            // COPY rows carry no column names: a masked column could not be told apart.
+            b'H' if masker.has_column_rules() => {
+                Err("COPY TO is refused on a session whose policy masks columns; use SELECT".into())
+            }
+            _ => Ok(m),
+        }
+    }
+
+    /// The masked form of a message whose values reach the client, if it changed.
+    fn masked(&self, m: &Message) -> Option<Bytes> {
+        let masker = self.masker.as_deref()?;
+        match m.tag() {
+            b'D' => masking::data_row(masker, &self.masked_columns, m.body()),
+            b'E' | b'N' => masking::notice(masker, m.tag(), m.body()),
+            b'A' => masking::notification(masker, m.body()),
+            b'd' => masking::copy_data(masker, m.body()),
+            _ => None,
+        }
+    }
+
     /// Forwards one server message (rewritten if it answers a stand-in) and returns
     /// the records it completed.
     fn handle(&mut self, m: Message) -> Vec<StatementRecord> {
         let mut done = Vec::new();
+        let m = match self.masked(&m) {
+            Some(frame) if m.tag() != b'E' => Message { frame },
+            _ => m,
+        };
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let mut frame = m.frame.clone();
         match m.tag() {
@@ -912,8 +1027,15 @@ impl BackendLoop<'_> {
                             frame = error.clone();
                         }
                         _ => {
+                            let shown = self
+                                .masker
+                                .as_deref()
+                                .map_or(Cow::Borrowed(message), |mk| mk.mask_str(message));
                             if let Some(r) = p.record.as_mut() {
-                                r.error = Some(format!("{}: {message}", said(b'C').unwrap_or("?")));
+                                r.error = Some(format!("{}: {shown}", said(b'C').unwrap_or("?")));
+                            }
+                            if let Some(masked) = self.masked(&m) {
+                                frame = masked;
                             }
                         }
                     }

@@ -1,0 +1,248 @@
+//! Masking server messages before they reach the client (and the record).
+//!
+//! Column rules are resolved from `RowDescription`'s table OID and attribute number,
+//! looked up in the server's catalog over a second connection the proxy opens with
+//! the same login (cached per session), so an alias or `SELECT *` cannot dodge them.
+//! A masked column is described to the client as `text`, since its values no longer
+//! parse as the original type. Values of other text-format columns are masked by the
+//! recognizers; binary values of unmasked columns pass as they are.
+
+use super::{
+    backend,
+    tls::BackendStream,
+    wire::{self, Builder, Fields, MessageReader},
+};
+use crate::{
+    mask::{ColumnMask, Masked, Masker},
+    proto::Session,
+};
+use bytes::{BufMut as _, Bytes, BytesMut};
+use std::{borrow::Cow, collections::HashMap};
+use tokio::io::AsyncWriteExt as _;
+
+/// The `text` type's OID, which masked columns are described as.
+const TEXT_OID: i32 = 25;
+
+/// One result column, as the session masks it.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub binary: bool,
+    pub rule: Option<ColumnMask>,
+}
+
+/// Catalog lookups of `table.column` for column rules, over a side connection.
+pub struct Catalog {
+    params: Vec<(String, String)>,
+    conn: Option<MessageReader<BackendStream>>,
+    names: HashMap<(i32, i16), Option<(String, String)>>,
+}
+
+impl Catalog {
+    pub fn new(params: Vec<(String, String)>) -> Self {
+        Self {
+            params,
+            conn: None,
+            names: HashMap::new(),
+        }
+    }
+
+    /// `(table, column)` of attribute `attnum` of relation `oid`.
+    async fn name(
+        &mut self,
+        session: &Session<'_>,
+        oid: i32,
+        attnum: i16,
+    ) -> Result<Option<(String, String)>, String> {
+        if let Some(found) = self.names.get(&(oid, attnum)) {
+            return Ok(found.clone());
+        }
+        if self.conn.is_none() {
+            let b = backend::login(session, &self.params)
+                .await
+                .map_err(|e| match e {
+                    backend::LoginError::Server { message, .. }
+                    | backend::LoginError::Proxy(message) => {
+                        format!("cannot open the catalog connection for masking: {message}")
+                    }
+                })?;
+            self.conn = Some(MessageReader::with_buffer(b.stream, 1 << 20, b.leftover));
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err("no catalog connection".into());
+        };
+        // Both values are numbers: nothing of the client's reaches this text.
+        let sql = format!(
+            "SELECT c.relname, a.attname FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             WHERE a.attrelid = {} AND a.attnum = {attnum}",
+            u32::from_ne_bytes(oid.to_ne_bytes())
+        );
+        let query = Builder::new(b'Q').cstr(&sql).finish();
+        let io = |e: std::io::Error| format!("catalog connection: {e}");
+        conn.get_mut().write_all(&query).await.map_err(io)?;
+        conn.get_mut().flush().await.map_err(io)?;
+        let mut found = None;
+        loop {
+            let m = match conn.next().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err("the catalog connection closed".into()),
+                Err(e) => return Err(format!("catalog connection: {e}")),
+            };
+            match m.tag() {
+                b'D' => {
+                    let mut f = Fields(m.body());
+                    let _ = f.count16();
+                    let table = f.value().ok().flatten();
+                    let column = f.value().ok().flatten();
+                    if let (Some(t), Some(c)) = (table, column) {
+                        found = Some((
+                            String::from_utf8_lossy(t).into_owned(),
+                            String::from_utf8_lossy(c).into_owned(),
+                        ));
+                    }
+                }
+                b'E' => return Err("the catalog lookup failed".into()),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        tracing::debug!(oid, attnum, ?found, "Column resolved for masking");
+        self.names.insert((oid, attnum), found.clone());
+        Ok(found)
+    }
+}
+
+/// Reads a `RowDescription`, resolves column rules, and returns the columns and the
+/// message to send (rewritten when a masked column must be described as text).
+pub async fn row_description(
+    masker: &Masker,
+    catalog: &mut Catalog,
+    session: &Session<'_>,
+    body: &[u8],
+) -> Result<(Vec<Column>, Option<Bytes>), String> {
+    let mut f = Fields(body);
+    let count = f.count16().map_err(|e| e.to_string())?;
+    let mut columns = Vec::with_capacity(count);
+    let mut out = Builder::new(b'T').i16(i16::try_from(count).unwrap_or(0));
+    let mut changed = false;
+    for _ in 0..count {
+        let name = f.cstr().map_err(|e| e.to_string())?;
+        let table = f.i32().map_err(|e| e.to_string())?;
+        let attnum = f.i16().map_err(|e| e.to_string())?;
+        let rest = f.take(12).map_err(|e| e.to_string())?;
+        let binary = rest.get(10..12) == Some(&[0, 1]);
+        let rule = if table == 0 {
+            // A computed column: only a rule on the column's name can apply.
+            masker.column_rule("", name)
+        } else {
+            match catalog.name(session, table, attnum).await? {
+                Some((t, c)) => masker.column_rule(&t, &c),
+                None => masker.column_rule("", name),
+            }
+        };
+        out = out.cstr(name).i32(table).i16(attnum);
+        match rule {
+            Some(r) if !r.is_null() => {
+                // type oid, size, modifier, format: text
+                changed = true;
+                out = out.i32(TEXT_OID).i16(-1).i32(-1).i16(0);
+            }
+            _ => out = out.bytes(rest),
+        }
+        columns.push(Column {
+            name: name.to_owned(),
+            binary: binary && !rule.is_some_and(|r| !r.is_null()),
+            rule,
+        });
+    }
+    Ok((columns, changed.then(|| out.finish())))
+}
+
+/// A `DataRow` with its values masked, or `None` when nothing changed.
+pub fn data_row(masker: &Masker, columns: &[Column], body: &[u8]) -> Option<Bytes> {
+    let mut f = Fields(body);
+    let count = f.count16().ok()?;
+    let mut values: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(count);
+    let mut changed = false;
+    for i in 0..count {
+        let value = f.value().ok()?;
+        let column = columns.get(i);
+        let masked = match (value, column.and_then(|c| c.rule)) {
+            (None, _) => None,
+            (Some(v), Some(rule)) => match masker.mask_column_value(&rule, v) {
+                Masked::Value(cow) => Some(cow),
+                Masked::Null => None,
+            },
+            (Some(v), None) if column.is_some_and(|c| c.binary) => Some(Cow::Borrowed(v)),
+            (Some(v), None) => Some(masker.mask_value(v)),
+        };
+        // Unchanged means the very same bytes came back (a static replacement is
+        // borrowed too, from elsewhere).
+        changed |= match (&masked, value) {
+            (Some(Cow::Borrowed(b)), Some(v)) => !std::ptr::eq(*b, v),
+            (None, None) => false,
+            _ => true,
+        };
+        values.push(masked);
+    }
+    if !changed {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(b'D');
+    out.put_u32(0);
+    out.put_i16(i16::try_from(count).unwrap_or(0));
+    for v in &values {
+        match v {
+            None => out.put_i32(-1),
+            Some(bytes) => {
+                out.put_i32(i32::try_from(bytes.len()).unwrap_or(i32::MAX));
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+    let len = u32::try_from(out.len() - 1).unwrap_or(u32::MAX);
+    if let Some(field) = out.get_mut(1..5) {
+        field.copy_from_slice(&len.to_be_bytes());
+    }
+    Some(out.freeze())
+}
+
+/// An `ErrorResponse`/`NoticeResponse` with its text fields masked (values quoted in
+/// messages and details), or `None` when nothing changed.
+pub fn notice(masker: &Masker, tag: u8, body: &[u8]) -> Option<Bytes> {
+    let fields = wire::notice_fields(body);
+    let masked: Vec<(u8, Cow<'_, str>)> = fields
+        .iter()
+        .map(|(code, value)| (*code, masker.mask_str(value)))
+        .collect();
+    if masked.iter().all(|(_, v)| matches!(v, Cow::Borrowed(_))) {
+        return None;
+    }
+    let mut b = Builder::new(tag);
+    for (code, value) in &masked {
+        b = b.u8(*code).cstr(value);
+    }
+    Some(b.u8(0).finish())
+}
+
+/// A `NotificationResponse` with its payload masked, or `None` when unchanged.
+pub fn notification(masker: &Masker, body: &[u8]) -> Option<Bytes> {
+    let mut f = Fields(body);
+    let pid = f.i32().ok()?;
+    let channel = f.cstr().ok()?;
+    let payload = f.cstr().ok()?;
+    match masker.mask_str(payload) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(p) => Some(Builder::new(b'A').i32(pid).cstr(channel).cstr(&p).finish()),
+    }
+}
+
+/// A server `CopyData` line (text or CSV COPY OUT) masked by value.
+pub fn copy_data(masker: &Masker, body: &[u8]) -> Option<Bytes> {
+    match masker.mask_value(body) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(line) => Some(Builder::new(b'd').bytes(&line).finish()),
+    }
+}

@@ -1,0 +1,94 @@
+//! Issue 5 (Masking): PII masked inline in PostgreSQL results, messages and
+//! recordings, with column rules that aliases, `SELECT *` and COPY cannot dodge.
+#![expect(
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "root tests panic with a message"
+)]
+
+use portcullis_tests::pgproxy::{setup_with_rules, text};
+
+const EMAIL: &str = "alice.smith@example.com";
+const CARD: &str = "4111 1111 1111 1111";
+const HASH: &str = "bcrypt$2b$12$Q9v1secretsecretsecret";
+
+const RULES: &str = r#"
+[[rule]]
+name = "connect-masked"
+targets = ["db"]
+action = "allow"
+mask = ["email", "credit_card"]
+mask_columns = ["customers.password_hash"]
+"#;
+
+#[test]
+fn results_messages_and_recordings_are_masked() {
+    let Some(s) = setup_with_rules("mask-e2e", RULES) else {
+        return;
+    };
+    s.pg.psql(
+        "app",
+        &format!(
+            "SET ROLE app_owner;
+             CREATE TABLE customers (id int, email text, card text, password_hash text, note text);
+             INSERT INTO customers VALUES (1, '{EMAIL}', '{CARD}', '{HASH}', 'call {EMAIL} today');"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let run = |sql: &str| {
+        let out = s.psql(&["-c", sql]);
+        let (stdout, stderr) = text(&out);
+        (out.status.success(), stdout, stderr)
+    };
+    // By value: emails and card numbers anywhere in text results.
+    let (ok, stdout, stderr) = run("SELECT email, card, note FROM customers");
+    assert!(ok, "{stderr}");
+    assert!(
+        !stdout.contains(EMAIL) && !stdout.contains(CARD),
+        "unmasked: {stdout}"
+    );
+    assert!(
+        stdout.contains("[email]") && stdout.contains("[credit_card]"),
+        "{stdout}"
+    );
+    // By column: an alias, SELECT * and an expression over it cannot reveal it.
+    for sql in [
+        "SELECT password_hash FROM customers",
+        "SELECT password_hash AS x FROM customers",
+        "SELECT * FROM customers",
+        "SELECT c.password_hash FROM customers c JOIN customers d USING (id)",
+    ] {
+        let (ok, stdout, stderr) = run(sql);
+        assert!(ok, "{sql}: {stderr}");
+        assert!(
+            !stdout.contains(HASH),
+            "{sql} revealed the column: {stdout}\n{}",
+            s.d.log()
+        );
+    }
+    // COPY cannot dodge a column rule.
+    let (ok, stdout, _) = run("COPY customers TO STDOUT");
+    assert!(
+        !ok && !stdout.contains(HASH),
+        "COPY revealed the column: {stdout}"
+    );
+    // Errors quoting a value are masked too.
+    let (_, _, stderr) = run(&format!("SELECT '{EMAIL}'::int"));
+    // (psql then echoes the client's own query text, which it has anyway.)
+    let message = stderr.lines().next().unwrap_or_default();
+    assert!(
+        message.contains("invalid input syntax")
+            && message.contains("[email]")
+            && !message.contains(EMAIL),
+        "{stderr}"
+    );
+
+    // Recordings hold only masked values: the statement text and the rows.
+    let db = std::fs::read(s.d.dir().join("state/portcullis.db")).unwrap_or_default();
+    let db = String::from_utf8_lossy(&db);
+    assert!(
+        !db.contains(EMAIL) && !db.contains(CARD) && !db.contains(HASH),
+        "unmasked value stored"
+    );
+}
