@@ -333,14 +333,25 @@ mod tests {
     fn shipped_policies_load() {
         let policy = Policy::load_dir(Path::new(SHIPPED)).unwrap();
         let names: Vec<_> = policy.targets().iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["echo-demo", "echo-review-demo"]);
+        assert_eq!(names, ["echo-demo", "echo-review-demo", "app-db-demo"]);
         let echo = policy.target("echo-demo").unwrap();
         assert_eq!(echo.protocol, Protocol::Tcp);
         assert_eq!(echo.addresses.len(), 1);
         assert_eq!(echo.addresses[0].to_string(), "127.0.0.2:7000");
         let review = policy.target("echo-review-demo").unwrap();
         assert_eq!(review.addresses[0].to_string(), "127.0.0.2:7001");
-        assert_eq!(policy.rules_len(), 3);
+        let db = policy.target("app-db-demo").unwrap();
+        assert_eq!(db.protocol, Protocol::Postgres);
+        assert!(db.credentials.as_ref().unwrap().password.is_some());
+        assert_eq!(policy.rules_len(), 6);
+        let root = matching::tests::principal("root", 0, &[], "/usr/bin/psql");
+        let ddl = Statement {
+            classes: SqlClasses::empty().with(SqlClass::Ddl),
+            tables: &[],
+        };
+        let d = policy.decide_statement(&root, "app-db-demo", &ddl);
+        assert_eq!(d.verdict, Verdict::Review, "{d:?}");
+        assert_eq!(policy.masks_for(&root, "app-db-demo").len(), 1);
     }
 
     #[test]
