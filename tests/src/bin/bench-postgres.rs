@@ -33,8 +33,9 @@ use std::{
 
 /// pgbench `-s`: 1,000,000 rows in `pgbench_accounts`.
 const SCALE: &str = "10";
-/// Seconds per pgbench run (`-T`).
+/// Seconds per pgbench run (`-T`), unless `BENCH_SECONDS` says otherwise.
 const SECONDS: &str = "10";
+/// Rounds, unless `BENCH_ROUNDS` says otherwise.
 const ROUNDS: usize = 3;
 const DATABASE: &str = "bench";
 
@@ -65,6 +66,9 @@ impl Route {
 struct Run {
     tps: f64,
     latency_ms: f64,
+    /// CPU time the proxy process (Portcullis or pgbouncer) spent per transaction,
+    /// in µs: unlike TPS, barely moved by other load on the machine.
+    proxy_cpu_us: Option<f64>,
 }
 
 /// Set by SIGINT/SIGTERM: the bench stops after the current run and cleans up.
@@ -80,8 +84,8 @@ fn main() -> anyhow::Result<()> {
     }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     // Dropped in reverse order: pgbouncer, daemon (pins released), cgroup, server.
     let pg = PgServer::start().context("cannot start PostgreSQL")?;
@@ -106,7 +110,7 @@ fn main() -> anyhow::Result<()> {
         pg.host(),
         pg.port()
     );
-    let _daemon = TestDaemon::start("bench-pg", &cg, &policy, "")?;
+    let daemon = TestDaemon::start("bench-pg", &cg, &policy, "")?;
     let bouncer = Pgbouncer::start(&pg)?;
 
     let server = format!(
@@ -123,6 +127,8 @@ fn main() -> anyhow::Result<()> {
     let bench = Bench {
         pgbench: pg.bindir().join("pgbench").display().to_string(),
         cg: &cg,
+        daemon_pid: daemon_pid(&daemon.config)?,
+        bouncer_pid: bouncer.child.id(),
         server,
         pooled,
     };
@@ -131,8 +137,13 @@ fn main() -> anyhow::Result<()> {
     for path in ROUTES {
         bench.pgbench(path, 8, "simple", "2")?;
     }
+    let seconds = std::env::var("BENCH_SECONDS").unwrap_or_else(|_| SECONDS.into());
+    let rounds = match std::env::var("BENCH_ROUNDS") {
+        Ok(n) => n.parse().context("BENCH_ROUNDS: a number of rounds")?,
+        Err(_) => ROUNDS,
+    };
     let mut runs: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); ROUTES.len()]; CONFIGS.len()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for (c, &(clients, mode)) in CONFIGS.iter().enumerate() {
             // Rotate the order each round so no path always runs first.
             for k in 0..ROUTES.len() {
@@ -140,13 +151,16 @@ fn main() -> anyhow::Result<()> {
                 let Some(path) = ROUTES.get(p).copied() else {
                     continue;
                 };
-                let run = bench.pgbench(path, clients, mode, SECONDS)?;
+                let run = bench.pgbench(path, clients, mode, &seconds)?;
                 eprintln!(
-                    "  round {}/{ROUNDS}: {clients} client(s), -M {mode}, {:<10} {:>9.0} TPS {:>7.3} ms",
+                    "  round {}/{rounds}: {clients} client(s), -M {mode}, {:<10} {:>9.0} TPS {:>7.3} ms{}",
                     round + 1,
                     path.label(),
                     run.tps,
-                    run.latency_ms
+                    run.latency_ms,
+                    run.proxy_cpu_us
+                        .map(|us| format!(", proxy {us:.1} µs CPU/tx"))
+                        .unwrap_or_default()
                 );
                 if let Some(slot) = runs.get_mut(c).and_then(|r| r.get_mut(p)) {
                     slot.push(run);
@@ -154,13 +168,16 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    print!("{}", table(&runs));
+    print!("{}", table(&runs, &seconds, rounds));
     Ok(())
 }
 
 struct Bench<'a> {
     pgbench: String,
     cg: &'a TestCgroup,
+    /// The daemon's and pgbouncer's process ids, for their CPU time.
+    daemon_pid: u32,
+    bouncer_pid: u32,
     /// libpq connection string of the real server.
     server: String,
     /// libpq connection string of pgbouncer.
@@ -169,12 +186,18 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     /// `pgbench -n -S` for `seconds` with `clients` clients and threads.
-    fn pgbench(&self, path: Route, clients: u32, mode: &str, seconds: &str) -> anyhow::Result<Run> {
+    fn pgbench(
+        &self,
+        route: Route,
+        clients: u32,
+        mode: &str,
+        seconds: &str,
+    ) -> anyhow::Result<Run> {
         if STOP.load(Ordering::SeqCst) {
             bail!("interrupted");
         }
         let clients = clients.to_string();
-        let conninfo = match path {
+        let conninfo = match route {
             Route::Direct | Route::Portcullis => &self.server,
             Route::Pgbouncer => &self.pooled,
         };
@@ -192,7 +215,7 @@ impl Bench<'_> {
             mode,
             conninfo,
         ];
-        let mut cmd = match path {
+        let mut cmd = match route {
             // Inside the cgroup: its connects to the server's address are redirected.
             Route::Portcullis => self.cg.command(None, &argv),
             Route::Direct | Route::Pgbouncer => {
@@ -201,12 +224,22 @@ impl Bench<'_> {
                 c
             }
         };
+        let proxy = match route {
+            Route::Direct => None,
+            Route::Portcullis => Some(self.daemon_pid),
+            Route::Pgbouncer => Some(self.bouncer_pid),
+        };
+        let cpu_before = proxy.map(cpu_seconds).transpose()?;
         let out = cmd.output().context("cannot run pgbench")?;
+        let cpu = match (proxy, cpu_before) {
+            (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+            _ => None,
+        };
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || STOP.load(Ordering::SeqCst) {
             bail!(
                 "pgbench via {} failed ({}): {}{stdout}",
-                path.label(),
+                route.label(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -219,11 +252,53 @@ impl Bench<'_> {
                 .and_then(|n| n.parse().ok())
                 .with_context(|| format!("no `{prefix}` in pgbench's output:\n{stdout}"))
         };
+        let transactions = field("number of transactions actually processed: ")?;
         Ok(Run {
             tps: field("tps = ")?,
             latency_ms: field("latency average = ")?,
+            proxy_cpu_us: cpu.map(|secs| secs * 1e6 / transactions.max(1.0)),
         })
     }
+}
+
+/// User plus system CPU seconds process `pid` (all its threads) has used.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    // Fields after the parenthesized command name; utime and stime are the 14th and
+    // 15th fields of the line, the 12th and 13th after the name.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    #[expect(clippy::cast_precision_loss, reason = "clock ticks per second, ~100")]
+    let per_second = per_second.max(1) as f64;
+    Ok(ticks.iter().sum::<f64>() / per_second)
+}
+
+/// The process running `portcullis daemon --config <config>`.
+fn daemon_pid(config: &Path) -> anyhow::Result<u32> {
+    let wanted = config.as_os_str().as_encoded_bytes();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.contains(&b"daemon".as_slice()) && args.contains(&wanted) {
+            return Ok(pid);
+        }
+    }
+    bail!(
+        "no process runs `portcullis daemon --config {}`",
+        config.display()
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -231,52 +306,56 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// The results: per configuration, median TPS and latency per path, and the ratios.
-fn table(runs: &[Vec<Vec<Run>>]) -> String {
+/// The results: per configuration, median TPS, latency and proxy CPU per path, and
+/// the ratios.
+fn table(runs: &[Vec<Vec<Run>>], seconds: &str, rounds: usize) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "\nPortcullis PostgreSQL benchmark: pgbench -S (select-only), scale {SCALE}, {SECONDS} s \
-         per run,\nmedian of {ROUNDS} interleaved rounds, loopback, sslmode=disable on every leg, \
+        "\nPortcullis PostgreSQL benchmark: pgbench -S (select-only), scale {SCALE}, {seconds} s \
+         per run,\nmedian of {rounds} interleaved rounds, loopback, sslmode=disable on every leg, \
          {} cores\n",
         thread::available_parallelism().map_or(0, usize::from)
     );
     let _ = writeln!(
         t,
-        "{:<8} {:<9} {:<11} {:>10} {:>12}   {:>8} {:>10}",
-        "clients", "mode", "path", "TPS", "latency ms", "P/direct", "P/bouncer"
+        "{:<8} {:<9} {:<11} {:>9} {:>11} {:>14}   {:>8} {:>9}",
+        "clients", "mode", "path", "TPS", "latency ms", "proxy CPU µs", "P/direct", "P/bouncer"
     );
     for (&(clients, mode), per_path) in CONFIGS.iter().zip(runs) {
-        let med: Vec<(f64, f64)> = per_path
+        let tps: Vec<f64> = per_path
             .iter()
-            .map(|r| {
-                (
-                    median(r.iter().map(|x| x.tps).collect()),
-                    median(r.iter().map(|x| x.latency_ms).collect()),
-                )
-            })
+            .map(|r| median(r.iter().map(|x| x.tps).collect()))
             .collect();
-        let tps = |p: Route| {
+        let of = |route: Route| {
             ROUTES
                 .iter()
-                .position(|&q| q == p)
-                .and_then(|i| med.get(i))
-                .map_or(f64::NAN, |m| m.0)
+                .position(|&q| q == route)
+                .and_then(|i| tps.get(i))
+                .copied()
+                .unwrap_or(f64::NAN)
         };
-        for (path, (tps_p, lat)) in ROUTES.iter().zip(&med) {
-            let ratios = if *path == Route::Portcullis {
+        for ((route, r), tps_r) in ROUTES.iter().zip(per_path).zip(&tps) {
+            let latency = median(r.iter().map(|x| x.latency_ms).collect());
+            let cpu: Vec<f64> = r.iter().filter_map(|x| x.proxy_cpu_us).collect();
+            let cpu = if cpu.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.1}/tx", median(cpu))
+            };
+            let ratios = if *route == Route::Portcullis {
                 format!(
-                    "{:>8.2} {:>10.2}",
-                    tps_p / tps(Route::Direct),
-                    tps_p / tps(Route::Pgbouncer)
+                    "{:>8.2} {:>9.2}",
+                    tps_r / of(Route::Direct),
+                    tps_r / of(Route::Pgbouncer)
                 )
             } else {
                 String::new()
             };
             let _ = writeln!(
                 t,
-                "{clients:<8} {mode:<9} {:<11} {tps_p:>10.0} {lat:>12.3}   {ratios}",
-                path.label()
+                "{clients:<8} {mode:<9} {:<11} {tps_r:>9.0} {latency:>11.3} {cpu:>14}   {ratios}",
+                route.label()
             );
         }
     }
