@@ -10,8 +10,10 @@
 //!
 //! Every configuration (clients × protocol mode) runs against every path in each
 //! round, rounds interleaved so machine noise hits all alike; the table shows
-//! medians and the ratios Portcullis/direct and Portcullis/pgbouncer. Asserts
-//! nothing. Servers, daemon, cgroup and pins are removed on the way out, on error or
+//! medians and the ratios Portcullis/direct and Portcullis/pgbouncer, and the CPU
+//! time each proxy process spent per transaction (from `/proc/<pid>/stat`), which
+//! stays meaningful when other work on the machine makes TPS noisy. Asserts
+//! nothing. `BENCH_SECONDS` and `BENCH_ROUNDS` shorten or lengthen the run. Servers, daemon, cgroup and pins are removed on the way out, on error or
 //! Ctrl-C as well.
 
 use anyhow::{Context as _, bail};
