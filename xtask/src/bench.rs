@@ -15,6 +15,8 @@ pub enum Bench {
     /// `pgbench -S` TPS and latency: direct vs through the PostgreSQL proxy vs
     /// through pgbouncer.
     Postgres,
+    /// Masking throughput (MB/s per core at 1% and 10% PII) and cost per clean row.
+    Mask,
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -23,6 +25,7 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Tcp => "bench-tcp",
         Bench::Gate => "bench-gate",
         Bench::Postgres => "bench-postgres",
+        Bench::Mask => "bench-mask",
     };
     sh(Command::new("cargo")
         .args([

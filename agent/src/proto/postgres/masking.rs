@@ -26,6 +26,7 @@ const TEXT_OID: i32 = 25;
 /// One result column, as the session masks it.
 #[derive(Debug, Clone)]
 pub struct Column {
+    #[expect(dead_code, reason = "kept for debugging output of resolved columns")]
     pub name: String,
     pub binary: bool,
     pub rule: Option<ColumnMask>,
