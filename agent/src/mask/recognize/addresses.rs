@@ -72,9 +72,9 @@ const MAX_IPV6: usize = 45;
 
 /// The IPv6 address around the `:` at `colon`, as `std` parses it: `2001:db8::1`,
 /// `fe80::1`, `::ffff:192.0.2.1`. The candidate is the run of hex digits, `:` and `.`
-/// around the colon, standing alone (not inside a word); it must hold two colons and
-/// a decimal digit, so times ("12:34:56"), MAC addresses and `Foo::bar` paths do not
-/// qualify.
+/// around the colon, standing alone (not inside a word); it must hold `::` or seven
+/// colons, and a decimal digit, so times ("12:34:56"), MAC addresses and `Foo::bar`
+/// paths are ruled out before `std` parses anything.
 pub(in super::super) fn ipv6(v: &[u8], colon: usize) -> Option<Range<usize>> {
     let is_part = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
     let mut start = colon;
@@ -92,7 +92,8 @@ pub(in super::super) fn ipv6(v: &[u8], colon: usize) -> Option<Range<usize>> {
     let plausible = text.len() <= MAX_IPV6
         && !is_word(before(v, start))
         && !is_word(byte(v, end))
-        && text.iter().filter(|&&b| b == b':').nth(1).is_some()
+        && (text.windows(2).any(|w| w == b"::")
+            || text.iter().filter(|&&b| b == b':').nth(6).is_some())
         && text.iter().any(u8::is_ascii_digit);
     if !plausible {
         return None;

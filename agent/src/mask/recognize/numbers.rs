@@ -17,6 +17,15 @@ use std::net::Ipv4Addr;
 /// that passes Luhn wins; a grouped card does not start in the middle of groups
 /// ("6251 2654 5194 0298 8" holds no card at "2654").
 pub(in super::super) fn credit_card(v: &[u8], start: usize) -> Option<usize> {
+    // Most numbers are not cards: rule them out before reading further. A grouped
+    // card goes on with a separator and 4 (or, Amex and Diners, 6) digits.
+    let first_run = run_len(v, start);
+    let grouped = first_run == 4
+        && matches!(byte(v, start + 4), b' ' | b'-')
+        && matches!(run_len(v, start + 5), 4 | 6);
+    if !(b'2'..=b'6').contains(&byte(v, start)) || !(grouped || (13..=19).contains(&first_run)) {
+        return None;
+    }
     let mut digits = [0u8; 19];
     let mut count = 0;
     // (length, end) of each group read so far.
@@ -43,10 +52,9 @@ pub(in super::super) fn credit_card(v: &[u8], start: usize) -> Option<usize> {
         sep = Some(next);
         c.pos += 1;
     }
-    let first = digits.first().copied().unwrap_or(0);
     let mid_groups =
         sep.is_some_and(|s| before(v, start) == s && before(v, start - 1).is_ascii_digit());
-    if !(2..=6).contains(&first) || mid_groups {
+    if mid_groups {
         return None;
     }
     (1..=read).rev().find_map(|k| {
@@ -69,6 +77,15 @@ fn card_layout(groups: &[(usize, usize)]) -> bool {
             [(4, _), (6, _)] => matches!(last, 4 | 5),
             _ => init.len() >= 3 && init.iter().all(|g| g.0 == 4) && (1..=4).contains(&last),
         }
+}
+
+/// The length of the run of digits at `start`.
+pub(in super::super) fn run_len(v: &[u8], start: usize) -> usize {
+    v.get(start..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count()
 }
 
 /// The Luhn checksum (ISO/IEC 7812): every second digit from the right doubled.
@@ -177,6 +194,10 @@ fn nanp_phone(v: &[u8], start: usize) -> Option<usize> {
 /// An IPv4 address in dotted-quad form, as `std` parses it (four octets of 0–255, no
 /// leading zeros). "1.2.3.4.5" and "999.1.1.1" are not addresses.
 pub(in super::super) fn ipv4(v: &[u8], start: usize) -> Option<usize> {
+    let first_octet = run_len(v, start);
+    if first_octet > 3 || byte(v, start + first_octet) != b'.' {
+        return None;
+    }
     let mut c = Cursor::new(v, start);
     let run = c.take_while(|b| b.is_ascii_digit() || b == b'.');
     let text = run.strip_suffix(b".").unwrap_or(run); // a sentence's full stop

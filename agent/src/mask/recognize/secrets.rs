@@ -22,6 +22,17 @@ pub(in super::super) enum Literal {
 }
 
 impl Literal {
+    /// The shortest secret this literal can start (so shorter values need no search).
+    pub(in super::super) fn min_len(self) -> usize {
+        match self {
+            Literal::PemBegin => PEM_BEGIN.len() + "PRIVATE KEY".len() + PEM_DASHES.len(),
+            // The shortest header with an alg, `{"alg":"none"}`, is 19 characters.
+            Literal::Jwt => 19 + 3,
+            Literal::Key(format) => format.prefix.len() + format.min,
+            Literal::Bearer => "Bearer ".len() + MIN_BEARER_TOKEN,
+        }
+    }
+
     pub(in super::super) fn recognizer(self) -> Recognizer {
         match self {
             Literal::PemBegin => Recognizer::PrivateKey,
@@ -237,6 +248,8 @@ fn api_key(v: &[u8], start: usize, format: &KeyFormat) -> Option<Range<usize>> {
 
 // ---- Bearer tokens -------------------------------------------------------------------
 
+const MIN_BEARER_TOKEN: usize = 16;
+
 /// The token after `Bearer ` (the literal, `len` bytes, at `start`): RFC 6750's token68
 /// characters, at least 16 of them with a digit among them, so prose ("the bearer of
 /// bad news") is left alone. Only the token is masked, not the word `Bearer`.
@@ -249,7 +262,7 @@ fn bearer_token(v: &[u8], start: usize, len: usize) -> Option<Range<usize>> {
     let from = c.pos;
     let token = c.take_while(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
     while c.eat(b'=') {}
-    (token.len() >= 16 && token.iter().any(u8::is_ascii_digit) && !is_word(c.peek()))
+    (token.len() >= MIN_BEARER_TOKEN && token.iter().any(u8::is_ascii_digit) && !is_word(c.peek()))
         .then_some(from..c.pos)
 }
 
