@@ -1,11 +1,12 @@
 //! Finding the built-in recognizers' matches in a value: one prefilter pass that rules
 //! most values out, then recognizers only where a trigger is.
 //!
-//! 1. **Prefilter**: one pass over the bytes counts digits, dots, colons, `@`, capital
-//!    letters and `_`/`-` (branch-free code the compiler vectorizes). Each recognizer
-//!    needs some minimum of these (a card 13 digits, a JWT two dots and a capital, an
-//!    API key a `_`, a `-` or two capitals…), so the counts say which recognizers may
-//!    match at all: for most values, none, and the value costs that one pass.
+//! 1. **Prefilter**: one pass over the bytes counts a few classes of characters
+//!    (digits, dots, colons, `@`, `+`, `-`, `_`, capitals, the lower-case letters
+//!    g–z) in branch-free code the compiler vectorizes. Each recognizer needs some
+//!    minimum of these (a card 13 digits, a JWT a capital and two dots, a private key
+//!    ten dashes…), so the counts say which recognizers may match at all: for most
+//!    values none, and the value costs that one pass.
 //! 2. **Recognizers at triggers**, for those that may match: each `@` is tried as an
 //!    email; a walk visits each number (and each `:`) and tries the number recognizers
 //!    its first group of digits allows; one aho-corasick search (SIMD) finds the
@@ -260,10 +261,12 @@ struct Triggers {
     colons: usize,
     ats: usize,
     pluses: usize,
+    dashes: usize,
+    underscores: usize,
     /// `A`–`Z`.
     capitals: usize,
-    /// `_` and `-`.
-    marks: usize,
+    /// `g`–`z`: letters that are not hex digits.
+    lowers: usize,
 }
 
 impl Triggers {
@@ -290,15 +293,22 @@ impl Triggers {
             // `eyJ`, and the dots between the three parts.
             (Recognizer::Jwt, t.capitals >= 1 && t.dots >= 2),
             // `-----BEGIN … PRIVATE KEY-----`.
-            (Recognizer::PrivateKey, t.marks >= 10),
-            // Every key prefix has a `_` or a `-` but AKIA/ASIA (then 20 capitals and
-            // digits) and AIza (39 characters).
+            (Recognizer::PrivateKey, t.dashes >= 10),
+            // A key prefix has a `_`, or a `-` after three letters g–z (`xoxb-`,
+            // `glpat-`…), or is AKIA/ASIA (with the body, 20 capitals and digits) or
+            // AIza (39 characters).
             (
                 Recognizer::ApiKey,
-                t.marks >= 1 || t.capitals + t.digits >= 20 || (t.capitals >= 2 && v.len() >= 39),
+                t.underscores >= 1
+                    || (t.dashes >= 1 && t.lowers >= 3)
+                    || (t.capitals >= 4 && t.capitals + t.digits >= 20)
+                    || (t.capitals >= 2 && v.len() >= 39),
             ),
-            // The token has a digit.
-            (Recognizer::BearerToken, t.digits >= 1),
+            // `Bearer` (two `r`s) or `BEARER`, and a token with a digit.
+            (
+                Recognizer::BearerToken,
+                t.digits >= 1 && (t.lowers >= 2 || t.capitals >= 6),
+            ),
         ];
         let mut possible = RecognizerSet::default();
         for (r, may) in needs {
@@ -353,16 +363,20 @@ impl Triggers {
             n.colons += u8::from(b == b':') & keep;
             n.ats += u8::from(b == b'@') & keep;
             n.pluses += u8::from(b == b'+') & keep;
+            n.dashes += u8::from(b == b'-') & keep;
+            n.underscores += u8::from(b == b'_') & keep;
             n.capitals += u8::from(b.wrapping_sub(b'A') < 26) & keep;
-            n.marks += u8::from(matches!(b, b'_' | b'-')) & keep;
+            n.lowers += u8::from(b.wrapping_sub(b'g') < 20) & keep;
         }
         self.digits += usize::from(n.digits);
         self.dots += usize::from(n.dots);
         self.colons += usize::from(n.colons);
         self.ats += usize::from(n.ats);
         self.pluses += usize::from(n.pluses);
+        self.dashes += usize::from(n.dashes);
+        self.underscores += usize::from(n.underscores);
         self.capitals += usize::from(n.capitals);
-        self.marks += usize::from(n.marks);
+        self.lowers += usize::from(n.lowers);
     }
 }
 
@@ -374,8 +388,10 @@ struct Counts {
     colons: u8,
     ats: u8,
     pluses: u8,
+    dashes: u8,
+    underscores: u8,
     capitals: u8,
-    marks: u8,
+    lowers: u8,
 }
 
 /// `KEEP[32 - skip..]` starts with `skip` zeros, then ones: which bytes of a block to
