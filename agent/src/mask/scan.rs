@@ -310,13 +310,7 @@ impl Triggers {
                 t.digits >= 1 && (t.lowers >= 2 || t.capitals >= 6),
             ),
         ];
-        let mut possible = RecognizerSet::default();
-        for (r, may) in needs {
-            if may && enabled.contains(r) {
-                possible.insert(r);
-            }
-        }
-        possible
+        RecognizerSet::of(&needs).and(enabled)
     }
 
     /// Whether `v`, with these counts, may hold an IPv6 address: it has `::` or

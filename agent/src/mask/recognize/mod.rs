@@ -88,6 +88,20 @@ impl RecognizerSet {
         self.0 |= 1 << r as u8;
     }
 
+    /// The recognizers paired with `true`, without branches.
+    pub(super) fn of(pairs: &[(Recognizer, bool)]) -> RecognizerSet {
+        RecognizerSet(
+            pairs
+                .iter()
+                .fold(0, |set, &(r, yes)| set | u16::from(yes) << r as u8),
+        )
+    }
+
+    /// The recognizers in both sets.
+    pub(super) fn and(self, other: RecognizerSet) -> RecognizerSet {
+        RecognizerSet(self.0 & other.0)
+    }
+
     pub(super) fn contains(self, r: Recognizer) -> bool {
         self.0 & (1 << r as u8) != 0
     }
