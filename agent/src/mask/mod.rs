@@ -41,7 +41,7 @@ pub use spec::{MaskError, MaskSpec, MaskStyle, RegexSpec};
 use aho_corasick::{AhoCorasick, MatchKind};
 use glob::ColumnGlob;
 use key::Hasher;
-use recognize::{RecognizerSet, before, byte, is_word};
+use recognize::{RecognizerSet, is_word, word_at, word_before};
 use regex::bytes::Regex;
 use scan::Scanner;
 use std::{borrow::Cow, collections::BTreeMap, fmt};
@@ -153,10 +153,10 @@ impl Masker {
                 if word.trim().is_empty() {
                     return Err(MaskError::EmptyWord);
                 }
-                let style = words
-                    .get(&word.to_ascii_lowercase())
-                    .map_or(style, |s| (*s).max(style));
-                words.insert(word.to_ascii_lowercase(), style);
+                words
+                    .entry(word.to_ascii_lowercase())
+                    .and_modify(|s| *s = (*s).max(style))
+                    .or_insert(style);
             }
         }
         let hasher = match (uses_hash, key) {
@@ -367,8 +367,7 @@ impl Words {
             let Some(&(style, left, right)) = self.words.get(m.pattern().as_usize()) else {
                 continue;
             };
-            let glued =
-                (left && is_word(before(v, m.start()))) || (right && is_word(byte(v, m.end())));
+            let glued = (left && word_before(v, m.start())) || (right && word_at(v, m.end()));
             if !glued {
                 found.push(Finding {
                     range: m.range(),

@@ -20,7 +20,7 @@ use super::{
     recognize::{
         Recognizer, RecognizerSet, addresses, before, byte, class, class_of, is_word, numbers,
         secrets::{self, Literal},
-        starts_number,
+        starts_number, word_at, word_before,
     },
 };
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -156,7 +156,7 @@ fn walk(
             },
             b'+' | b'(' => {
                 let phone = possible.contains(Recognizer::Phone)
-                    && !is_word(before(v, at))
+                    && !word_before(v, at)
                     && byte(v, at + 1).is_ascii_digit();
                 match phone.then(|| numbers::phone(v, at)).flatten() {
                     Some(end) => {
@@ -193,12 +193,12 @@ fn at_digits(
             .take_while(|&&b| is_word(b))
             .count()
     };
-    if is_word(before(v, at)) {
+    if word_before(v, at) {
         let country = at.wrapping_sub(2);
         let iban_start = possible.contains(Recognizer::Iban)
             && before(v, at).is_ascii_uppercase()
             && byte(v, country).is_ascii_uppercase()
-            && !is_word(before(v, country));
+            && !word_before(v, country);
         return match iban_start.then(|| numbers::iban(v, country)).flatten() {
             // A mistyped IBAN is still skipped whole.
             Some((end, valid)) => {
@@ -211,7 +211,7 @@ fn at_digits(
         };
     }
     let (run, next) = (run_end - at, byte(v, run_end));
-    if is_word(next) {
+    if word_at(v, run_end) {
         return word_end();
     }
     if !starts_number(v, at) {

@@ -179,6 +179,16 @@ fn redact_names_what_was_found() {
 }
 
 #[test]
+fn non_ascii_neighbours_are_judged_by_character() {
+    let masker = Masker::compile(&[spec(&["all"], MaskStyle::Redact)], None).unwrap();
+    // A symbol is a boundary, a letter of any script is not.
+    assert_eq!(masked(&masker, "€4111 1111 1111 1111"), "€[credit_card]");
+    assert_eq!(masked(&masker, "☎555-123-4567☎"), "☎[phone]☎");
+    assert_eq!(masked(&masker, "é4111111111111111"), "é4111111111111111");
+    assert_eq!(masked(&masker, "4111111111111111ж"), "4111111111111111ж");
+}
+
+#[test]
 fn clean_values_are_borrowed() {
     let masker = Masker::compile(&[spec(&["all"], MaskStyle::Redact)], None).unwrap();
     for clean in [

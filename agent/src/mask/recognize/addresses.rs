@@ -1,6 +1,6 @@
 //! Addresses: email addresses (anchored at `@`) and IPv6 addresses (anchored at `:`).
 
-use super::{before, byte, is_word};
+use super::{before, byte, word_at, word_before};
 use std::{net::Ipv6Addr, ops::Range};
 
 /// The longest local part (RFC 5321) and domain (RFC 1035) of an email address.
@@ -90,8 +90,8 @@ pub(in super::super) fn ipv6(v: &[u8], colon: usize) -> Option<Range<usize>> {
     }
     let text = v.get(start..end)?;
     let plausible = text.len() <= MAX_IPV6
-        && !is_word(before(v, start))
-        && !is_word(byte(v, end))
+        && !word_before(v, start)
+        && !word_at(v, end)
         && (text.windows(2).any(|w| w == b"::")
             || text.iter().filter(|&&b| b == b':').nth(6).is_some())
         && text.iter().any(u8::is_ascii_digit);

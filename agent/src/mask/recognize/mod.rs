@@ -156,11 +156,40 @@ pub(super) fn class_of(b: u8) -> u8 {
     CLASSES.get(usize::from(b)).copied().unwrap_or(0)
 }
 
-/// Whether `b` belongs to a word: ASCII letters and digits, `_`, and every byte of a
-/// non-ASCII UTF-8 character (so a match never starts or ends inside a word like
-/// "café1234").
+/// Whether `b` may belong to a word: ASCII letters and digits, `_`, and every byte of
+/// a non-ASCII character (for loops that skip words; at a boundary, [`word_before`]
+/// and [`word_at`] look at the whole character).
 pub(super) fn is_word(b: u8) -> bool {
     class_of(b) & class::WORD != 0
+}
+
+/// Whether the character that ends at `i` is part of a word: a letter or digit of any
+/// script, or `_` ("café1234" holds no number, "€1234" and "№ 1234" do). Bytes that
+/// are not UTF-8 are not: a match next to them is masked rather than missed.
+pub(super) fn word_before(v: &[u8], i: usize) -> bool {
+    let b = before(v, i);
+    if b < 0x80 {
+        return is_word(b);
+    }
+    let tail = v.get(i.saturating_sub(4)..i).unwrap_or_default();
+    tail.utf8_chunks()
+        .last()
+        .filter(|chunk| chunk.invalid().is_empty())
+        .and_then(|chunk| chunk.valid().chars().next_back())
+        .is_some_and(char::is_alphanumeric)
+}
+
+/// Whether the character that starts at `i` is part of a word (see [`word_before`]).
+pub(super) fn word_at(v: &[u8], i: usize) -> bool {
+    let b = byte(v, i);
+    if b < 0x80 {
+        return is_word(b);
+    }
+    let head = v.get(i..v.len().min(i + 4)).unwrap_or_default();
+    head.utf8_chunks()
+        .next()
+        .and_then(|chunk| chunk.valid().chars().next())
+        .is_some_and(char::is_alphanumeric)
 }
 
 /// The byte at `i`, or 0 outside the value (0 is neither a word, a digit nor a
@@ -178,7 +207,7 @@ pub(super) fn before(v: &[u8], i: usize) -> u8 {
 /// "v1.2") nor the continuation of a number ("2024-01-15" has no number at "01").
 pub(super) fn starts_number(v: &[u8], i: usize) -> bool {
     let p = before(v, i);
-    !(is_word(p) || (matches!(p, b'.' | b'-') && is_word(before(v, i.wrapping_sub(1)))))
+    !(word_before(v, i) || (matches!(p, b'.' | b'-') && word_before(v, i.wrapping_sub(1))))
 }
 
 /// Whether a number may end at `end` (exclusive): what follows is not a word nor the
@@ -186,7 +215,7 @@ pub(super) fn starts_number(v: &[u8], i: usize) -> bool {
 /// fine: that is how sentences go on ("call 555-123-4567.Thanks").
 pub(super) fn ends_number(v: &[u8], end: usize) -> bool {
     let n = byte(v, end);
-    !(is_word(n) || (matches!(n, b'.' | b'-') && byte(v, end + 1).is_ascii_digit()))
+    !(word_at(v, end) || (matches!(n, b'.' | b'-') && byte(v, end + 1).is_ascii_digit()))
 }
 
 /// A read position in a value, for the recognizers' little parsers.

@@ -5,7 +5,7 @@
 //! has checked [`starts_number`](super::starts_number)) and returns where it ends. A
 //! number must end at a boundary ([`ends_number`]): "555-123-4567-89" is not a phone.
 
-use super::{Cursor, before, byte, ends_number, is_word};
+use super::{Cursor, before, byte, ends_number, word_at};
 use std::net::Ipv4Addr;
 
 /// A payment card number: 13–19 digits, Luhn-valid, starting with 2–6 (the issuers of
@@ -234,7 +234,7 @@ pub(in super::super) fn iban(v: &[u8], start: usize) -> Option<(usize, bool)> {
     }
     let chars = chars.get(..len)?;
     let check_digits = chars.get(2..4)?;
-    (!is_word(c.peek()) && check_digits.iter().all(u8::is_ascii_digit))
+    (!word_at(v, c.pos) && check_digits.iter().all(u8::is_ascii_digit))
         .then(|| (c.pos, mod97(chars) == 1))
 }
 

@@ -4,7 +4,7 @@
 //! Each starts with a literal the scanner finds in one aho-corasick pass; [`literals`]
 //! lists them per recognizer, and the functions here take it from the literal's index.
 
-use super::{Cursor, Recognizer, RecognizerSet, before, is_word};
+use super::{Cursor, Recognizer, RecognizerSet, before, word_at, word_before};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use std::ops::Range;
 
@@ -238,12 +238,12 @@ static KEY_FORMATS: [KeyFormat; 25] = [
 /// An API key of a known format at `start`: not inside a word, and its body ends there
 /// too (`AKIAIOSFODNN7EXAMPLEx` is not an AWS key id).
 fn api_key(v: &[u8], start: usize, format: &KeyFormat) -> Option<Range<usize>> {
-    if is_word(before(v, start)) {
+    if word_before(v, start) {
         return None;
     }
     let mut c = Cursor::new(v, start + format.prefix.len());
     let body = c.take_while(format.body);
-    ((format.min..=format.max).contains(&body.len()) && !is_word(c.peek())).then_some(start..c.pos)
+    ((format.min..=format.max).contains(&body.len()) && !word_at(v, c.pos)).then_some(start..c.pos)
 }
 
 // ---- Bearer tokens -------------------------------------------------------------------
@@ -254,7 +254,7 @@ const MIN_BEARER_TOKEN: usize = 16;
 /// characters, at least 16 of them with a digit among them, so prose ("the bearer of
 /// bad news") is left alone. Only the token is masked, not the word `Bearer`.
 fn bearer_token(v: &[u8], start: usize, len: usize) -> Option<Range<usize>> {
-    if is_word(before(v, start)) {
+    if word_before(v, start) {
         return None;
     }
     let mut c = Cursor::new(v, start + len);
@@ -262,7 +262,7 @@ fn bearer_token(v: &[u8], start: usize, len: usize) -> Option<Range<usize>> {
     let from = c.pos;
     let token = c.take_while(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
     while c.eat(b'=') {}
-    (token.len() >= MIN_BEARER_TOKEN && token.iter().any(u8::is_ascii_digit) && !is_word(c.peek()))
+    (token.len() >= MIN_BEARER_TOKEN && token.iter().any(u8::is_ascii_digit) && !word_at(v, c.pos))
         .then_some(from..c.pos)
 }
 
