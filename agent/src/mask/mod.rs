@@ -15,6 +15,18 @@
 //!
 //! Styles are described in [`MaskStyle`]; what each produces is tabulated in `style`.
 //!
+//! What the recognizers match, in short (each one's doc has the details): emails with
+//! a dotted domain (in a URL, `user@host.tld` is masked, `user@host` is not); cards
+//! that pass Luhn, written whole or in printed groups; SSNs with dashes or spaces
+//! outside the never-issued ranges (nine bare digits are too often order numbers:
+//! mask such columns by name); phones after `+` (E.164) or in North American layouts;
+//! IBANs of registered countries with their length and mod-97; IPv4/IPv6 addresses as
+//! `std` parses them; JWTs whose header is JSON with `alg`; private-key PEM blocks
+//! (cut short, to the end of the value); API keys by documented prefix; the token after
+//! `Bearer `. Custom regexes run on every value (the regex crate's literal search makes
+//! a pattern that starts with a literal cheap); deny-listed words are one
+//! aho-corasick search, matched as whole words.
+//!
 //! Layout: [`spec`] is what a policy says ([`MaskSpec`]) and the errors; [`key`] the
 //! HMAC key of `hash` tokens; `scan` the prefilter and the walk that run recognizers
 //! only where a trigger is; `recognize` the recognizers themselves; `style` the

@@ -8,11 +8,15 @@
 //!    values (what relaying them costs anyway) for scale;
 //! 2. the cost of a 10-column row with no PII, in ns per row.
 //!
+//! Each figure is the fastest of repeated runs. With `BENCH_MASK_EACH=1`, it also
+//! prints the throughput of each recognizer alone (at 10%), to see what costs what.
+//!
 //! Prints absolute numbers and ratios; asserts nothing. Goals: ≥ 500 MB/s per core,
 //! ≤ 2 µs per clean 10-column row.
 
-use portcullis::mask::{MaskKey, MaskSpec, MaskStyle, Masker};
+use portcullis::mask::{MaskKey, MaskSpec, MaskStyle, Masker, Recognizer};
 use std::{
+    borrow::Cow,
     hint::black_box,
     time::{Duration, Instant},
 };
@@ -27,10 +31,10 @@ fn main() -> anyhow::Result<()> {
     let key = MaskKey::new(b"bench-mask-key-0123456789abcdef".to_vec())?;
     let hash = Masker::compile(&[spec(MaskStyle::Hash)], Some(&key))?;
 
-    println!("Masking on one core, mask = [\"all\"]:");
+    println!("Masking on one core, mask = [\"all\"], {VALUES} values per corpus:");
     println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>9}",
-        "corpus", "copy MB/s", "MB/s", "ns/value", "vs copy"
+        "{:<30} {:>8} {:>10} {:>8} {:>9} {:>8}",
+        "corpus", "B/value", "copy MB/s", "MB/s", "ns/value", "vs copy"
     );
     for (density, masker, style) in [
         (1, &redact, "redact"),
@@ -52,10 +56,14 @@ fn main() -> anyhow::Result<()> {
                 black_box(masker.mask_value(black_box(v)));
             }
         });
-        let changed = values.iter().filter(|v| masker.mask_value(v).as_ref() != v.as_slice()).count();
+        let changed = values
+            .iter()
+            .filter(|v| masker.mask_value(v).as_ref() != v.as_slice())
+            .count();
         println!(
-            "{:<28} {:>10.0} {:>10.0} {:>10.1} {:>8.2}x",
+            "{:<30} {:>8} {:>10.0} {:>8.0} {:>9.1} {:>7.2}x",
             format!("{density}% PII, {style} ({changed} masked)"),
+            bytes / values.len(),
             mb_per_s(bytes, copy),
             mb_per_s(bytes, masked),
             ns_per(masked, values.len()),
@@ -66,15 +74,22 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("BENCH_MASK_EACH").is_some() {
         let values = corpus(10, VALUES, 42);
         let bytes: usize = values.iter().map(Vec::len).sum();
-        for name in portcullis::mask::Recognizer::ALL.map(portcullis::mask::Recognizer::name) {
-            let one = MaskSpec { mask: vec![name.into()], ..MaskSpec::default() };
+        for name in Recognizer::ALL.map(Recognizer::name) {
+            let one = MaskSpec {
+                mask: vec![name.into()],
+                ..MaskSpec::default()
+            };
             let masker = Masker::compile(&[one], None)?;
             let t = measure(|| {
                 for v in &values {
                     black_box(masker.mask_value(black_box(v)));
                 }
             });
-            println!("  only {name:<14} {:>8.0} MB/s {:>8.1} ns/value", mb_per_s(bytes, t), ns_per(t, values.len()));
+            println!(
+                "  only {name:<14} {:>8.0} MB/s {:>8.1} ns/value",
+                mb_per_s(bytes, t),
+                ns_per(t, values.len())
+            );
         }
     }
 
@@ -90,7 +105,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
     });
-    let dirty = rows.iter().flatten().filter(|v| !matches!(redact.mask_value(v), std::borrow::Cow::Borrowed(_))).count();
+    let dirty = rows
+        .iter()
+        .flatten()
+        .filter(|v| !matches!(redact.mask_value(v), Cow::Borrowed(_)))
+        .count();
     println!(
         "\nClean 10-column row ({} bytes on average; {dirty} of {} values masked): {:.0} ns/row",
         row_bytes / ROWS,
@@ -102,7 +121,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn spec(style: MaskStyle) -> MaskSpec {
-    MaskSpec { mask: vec!["all".into()], mask_style: style, ..MaskSpec::default() }
+    MaskSpec {
+        mask: vec!["all".into()],
+        mask_style: style,
+        ..MaskSpec::default()
+    }
 }
 
 /// The time one call of `f` takes: the fastest of repeated runs, the one other work on
@@ -155,22 +178,60 @@ impl Rng {
     }
 }
 
-const FIRST: &[&str] = &["Alice", "Bob", "Carol", "David", "Emma", "Farid", "Grace", "Hiro", "Ines", "José", "Kwame", "Lena"];
-const LAST: &[&str] = &["Smith", "Johnson", "Nguyen", "García", "Müller", "O'Brien", "Kowalski", "Okafor", "Tanaka", "Rossi"];
-const STREETS: &[&str] = &["Main St", "Oak Avenue", "Baker Street", "Rue de Rivoli", "Hauptstraße", "Elm Drive", "Harbour Rd"];
-const CITIES: &[&str] = &["Springfield", "London", "Paris", "Berlin", "Lagos", "Osaka", "São Paulo", "Toronto"];
-const STATUS: &[&str] = &["pending", "shipped", "delivered", "cancelled", "refunded", "active", "t", "f"];
+const FIRST: &[&str] = &[
+    "Alice", "Bob", "Carol", "David", "Emma", "Farid", "Grace", "Hiro", "Ines", "José", "Kwame",
+    "Lena",
+];
+const LAST: &[&str] = &[
+    "Smith", "Johnson", "Nguyen", "García", "Müller", "O'Brien", "Kowalski", "Okafor", "Tanaka",
+    "Rossi",
+];
+const STREETS: &[&str] = &[
+    "Main St",
+    "Oak Avenue",
+    "Baker Street",
+    "Rue de Rivoli",
+    "Hauptstraße",
+    "Elm Drive",
+    "Harbour Rd",
+];
+const CITIES: &[&str] = &[
+    "Springfield",
+    "London",
+    "Paris",
+    "Berlin",
+    "Lagos",
+    "Osaka",
+    "São Paulo",
+    "Toronto",
+];
+const STATUS: &[&str] = &[
+    "pending",
+    "shipped",
+    "delivered",
+    "cancelled",
+    "refunded",
+    "active",
+    "t",
+    "f",
+];
 const WORDS: &[&str] = &[
-    "the", "order", "was", "delayed", "because", "of", "weather", "customer", "asked", "for", "a", "refund",
-    "please", "call", "back", "tomorrow", "package", "left", "at", "front", "door", "invoice", "attached",
-    "thanks", "team", "meeting", "notes", "follow", "up", "on", "Monday", "with", "updated", "pricing",
+    "the", "order", "was", "delayed", "because", "of", "weather", "customer", "asked", "for", "a",
+    "refund", "please", "call", "back", "tomorrow", "package", "left", "at", "front", "door",
+    "invoice", "attached", "thanks", "team", "meeting", "notes", "follow", "up", "on", "Monday",
+    "with", "updated", "pricing",
 ];
 
 /// One clean value of a random column type.
 fn clean_value(rng: &mut Rng) -> String {
     match rng.below(10) {
         0 => format!("{} {}", rng.pick(FIRST), rng.pick(LAST)),
-        1 => format!("{} {}, {}", rng.below(9999) + 1, rng.pick(STREETS), rng.pick(CITIES)),
+        1 => format!(
+            "{} {}, {}",
+            rng.below(9999) + 1,
+            rng.pick(STREETS),
+            rng.pick(CITIES)
+        ),
         2 => rng.below(10_000_000).to_string(),
         3 => format!("{}.{:02}", rng.below(2000), rng.below(100)),
         4 => format!(
@@ -212,24 +273,54 @@ fn sentence(rng: &mut Rng) -> String {
 /// One value carrying personal data or a secret: alone (a column of emails) or in text.
 fn pii_value(rng: &mut Rng) -> String {
     let pii = match rng.below(9) {
-        0 => format!("{}.{}@example.com", rng.pick(FIRST).to_lowercase(), rng.below(1000)),
-        1 => format!("({}) {:03}-{:04}", 200 + rng.below(800), rng.below(1000), rng.below(10_000)),
+        0 => format!(
+            "{}.{}@example.com",
+            rng.pick(FIRST).to_lowercase(),
+            rng.below(1000)
+        ),
+        1 => format!(
+            "({}) {:03}-{:04}",
+            200 + rng.below(800),
+            rng.below(1000),
+            rng.below(10_000)
+        ),
         2 => "4111 1111 1111 1111".to_owned(),
-        3 => format!("{:03}-{:02}-{:04}", 100 + rng.below(500), 1 + rng.below(98), 1 + rng.below(9998)),
-        4 => format!("10.{}.{}.{}", rng.below(256), rng.below(256), rng.below(256)),
+        3 => format!(
+            "{:03}-{:02}-{:04}",
+            100 + rng.below(500),
+            1 + rng.below(98),
+            1 + rng.below(9998)
+        ),
+        4 => format!(
+            "10.{}.{}.{}",
+            rng.below(256),
+            rng.below(256),
+            rng.below(256)
+        ),
         5 => "DE89 3704 0044 0532 0130 00".to_owned(),
         6 => "+44 20 7946 0958".to_owned(),
         7 => "AKIAIOSFODNN7EXAMPLE".to_owned(),
         _ => "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIzNDU2".to_owned(),
     };
-    if rng.below(2) == 0 { pii } else { format!("{} {pii} {}", sentence(rng), rng.pick(WORDS)) }
+    if rng.below(2) == 0 {
+        pii
+    } else {
+        format!("{} {pii} {}", sentence(rng), rng.pick(WORDS))
+    }
 }
 
 /// `count` values, `density` percent of them carrying PII.
 fn corpus(density: u64, count: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng(seed);
     (0..count)
-        .map(|_| if rng.below(100) < density { pii_value(&mut rng) } else { clean_value(&mut rng) }.into_bytes())
+        .map(|_| {
+            if rng.below(100) < density {
+                pii_value(&mut rng)
+            } else {
+                clean_value(&mut rng)
+            }
+            .into_bytes()
+        })
         .collect()
 }
 
@@ -244,8 +335,22 @@ fn clean_row(rng: &mut Rng) -> Vec<Vec<u8>> {
         rng.pick(CITIES).to_owned(),
         format!("{}.{:02}", rng.below(2000), rng.below(100)),
         rng.pick(STATUS).to_owned(),
-        format!("2024-{:02}-{:02} {:02}:{:02}:{:02}+00", rng.below(12) + 1, rng.below(28) + 1, rng.below(24), rng.below(60), rng.below(60)),
-        format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", rng.next() >> 32, rng.next() >> 48, rng.below(4096), rng.below(4096), rng.next() >> 16),
+        format!(
+            "2024-{:02}-{:02} {:02}:{:02}:{:02}+00",
+            rng.below(12) + 1,
+            rng.below(28) + 1,
+            rng.below(24),
+            rng.below(60),
+            rng.below(60)
+        ),
+        format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            rng.next() >> 32,
+            rng.next() >> 48,
+            rng.below(4096),
+            rng.below(4096),
+            rng.next() >> 16
+        ),
         sentence(rng),
     ]
     .into_iter()
