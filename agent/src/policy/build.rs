@@ -326,7 +326,11 @@ fn mask_spec(
     file: &RuleFile,
 ) -> Result<Option<crate::mask::MaskSpec>, PolicyError> {
     let spec = crate::mask::MaskSpec {
-        mask: file.mask.as_ref().map(|m| m.get_ref().clone()).unwrap_or_default(),
+        mask: file
+            .mask
+            .as_ref()
+            .map(|m| m.get_ref().clone())
+            .unwrap_or_default(),
         mask_columns: file.mask_columns.clone().unwrap_or_default(),
         mask_style: file.mask_style.unwrap_or_default(),
         mask_regex: file.mask_regex.clone().unwrap_or_default(),

@@ -16,7 +16,7 @@ use crate::{
     mask::{ColumnMask, Masked, Masker},
     proto::Session,
 };
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::Bytes;
 use std::{borrow::Cow, collections::HashMap};
 use tokio::io::AsyncWriteExt as _;
 
@@ -190,24 +190,16 @@ pub fn data_row(masker: &Masker, columns: &[Column], body: &[u8]) -> Option<Byte
     if !changed {
         return None;
     }
-    let mut out = BytesMut::with_capacity(body.len() + 5);
-    out.put_u8(b'D');
-    out.put_u32(0);
-    out.put_i16(i16::try_from(count).unwrap_or(0));
+    let mut out = Builder::new(b'D').i16(i16::try_from(count).unwrap_or(0));
     for v in &values {
-        match v {
-            None => out.put_i32(-1),
-            Some(bytes) => {
-                out.put_i32(i32::try_from(bytes.len()).unwrap_or(i32::MAX));
-                out.extend_from_slice(bytes);
-            }
-        }
+        out = match v {
+            None => out.i32(-1),
+            Some(bytes) => out
+                .i32(i32::try_from(bytes.len()).unwrap_or(i32::MAX))
+                .bytes(bytes),
+        };
     }
-    let len = u32::try_from(out.len() - 1).unwrap_or(u32::MAX);
-    if let Some(field) = out.get_mut(1..5) {
-        field.copy_from_slice(&len.to_be_bytes());
-    }
-    Some(out.freeze())
+    Some(out.finish())
 }
 
 /// An `ErrorResponse`/`NoticeResponse` with its text fields masked (values quoted in

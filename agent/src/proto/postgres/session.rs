@@ -602,7 +602,7 @@ impl Frontend<'_> {
             }
         };
         let risky = risky(&text, classified.classes);
-        let mut pending = Pending::new(kind, record, risky);
+        let mut pending = Pending::new(kind, Some(record), risky);
         match denial {
             None => self.out.extend_from_slice(&m.frame),
             Some((code, message)) => {
@@ -756,10 +756,10 @@ enum Held {
 }
 
 impl Pending {
-    fn new(kind: PendingKind, record: StatementRecord, risky: bool) -> Self {
+    fn new(kind: PendingKind, record: Option<StatementRecord>, risky: bool) -> Self {
         Self {
             kind,
-            record: Some(record),
+            record,
             started: Instant::now(),
             denial: None,
             risky,
@@ -770,16 +770,7 @@ impl Pending {
     }
 
     fn sync() -> Self {
-        Self {
-            kind: PendingKind::Sync,
-            record: None,
-            started: Instant::now(),
-            denial: None,
-            risky: false,
-            rows: Vec::new(),
-            columns: Vec::new(),
-            truncated: false,
-        }
+        Self::new(PendingKind::Sync, None, false)
     }
 
     /// The record, finished: duration and any rows kept.
