@@ -510,32 +510,47 @@ fn canonical_data(entry: &AuditEntry) -> Result<Box<RawValue>, StoreError> {
 
 /// Writes `value` as compact JSON with object keys sorted, whatever order the map
 /// keeps (`serde_json`'s `preserve_order` feature may be on somewhere in the build).
+/// Strings and numbers are written by `serde_json` itself, so the bytes (and every
+/// hash over them) match `serde_json::to_string` of a sorted value.
 pub(super) fn write_canonical(value: &Value, out: &mut String) {
+    let mut bytes = std::mem::take(out).into_bytes();
+    canonical_bytes(value, &mut bytes);
+    *out = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+}
+
+fn canonical_bytes(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
             entries.sort_unstable_by_key(|(key, _)| *key);
-            out.push('{');
+            out.push(b'{');
             for (i, (key, value)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::from(key.as_str()).to_string());
-                out.push(':');
-                write_canonical(value, out);
+                scalar_bytes(key, out);
+                out.push(b':');
+                canonical_bytes(value, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_canonical(item, out);
+                canonical_bytes(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => scalar_bytes(scalar, out),
     }
+}
+
+/// A string, number, boolean or null, appended without an intermediate `String`.
+fn scalar_bytes<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail, and these values always serialize.
+    let _ = serde_json::to_writer(out, value);
 }

@@ -4,13 +4,17 @@
 //!
 //! Records go through one channel of [`CAPACITY`] messages: when the store falls
 //! behind, [`Recorder::record`] waits (backpressure) instead of growing memory or
-//! dropping a record. The task takes a record off the channel, makes it the next link
-//! of its session's chain ([`StatementsDigest`]), and writes the batch in one
-//! transaction when it holds [`BATCH_MAX`] records, [`LINGER`] after its first record,
-//! or at once when someone waits for it ([`Recorder::finish_session`],
-//! [`Recorder::shutdown`]). A failed write is retried once; a second failure is
-//! logged as an error with the count of records lost, and `portcullis audit verify`
-//! later names the sessions that lack them.
+//! dropping a record. The task wakes for a record only when it is idle; it then
+//! sleeps [`LINGER`] while others queue up without waking it, unless the queue is half
+//! full or someone waits for it ([`Recorder::finish_session`], [`Recorder::shutdown`]).
+//! Then it takes everything queued, makes each record the next link of its session's
+//! chain ([`StatementsDigest`]), and writes them in transactions of at most
+//! [`BATCH_MAX`] records. A failed write is retried once; a second failure is logged as
+//! an error with the count of records lost, and `portcullis audit verify` later names
+//! the sessions that lack them.
+//!
+//! Not waking per record matters: a cross-thread wake-up costs more than recording
+//! a statement, and a busy session sends thousands of statements a second.
 
 use super::{StatementRecord, StatementsDigest, Store, session::SessionId};
 use std::{
@@ -18,10 +22,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
-use tokio::{
-    sync::{mpsc, oneshot},
-    time::Instant,
-};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Messages the channel holds before [`Recorder::record`] waits. Each record is capped
@@ -29,9 +30,10 @@ use tokio_util::sync::CancellationToken;
 const CAPACITY: usize = 1024;
 
 /// Most records written in one transaction.
-const BATCH_MAX: usize = 256;
+const BATCH_MAX: usize = 512;
 
-/// Longest a record waits for others to share its transaction.
+/// Longest a record waits for others to share its transaction (unless the queue
+/// fills up or someone waits for it).
 const LINGER: Duration = Duration::from_millis(20);
 
 /// Pause before the one retry of a failed write.
@@ -44,6 +46,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct Recorder {
     messages: mpsc::Sender<Message>,
+    /// Cuts the task's linger short: someone waits, or the queue is half full.
+    hurry: Arc<Notify>,
     /// Each session's chain so far, advanced by the task as it takes records.
     chains: Arc<Mutex<HashMap<SessionId, StatementsDigest>>>,
     /// Cancelled when the task has written everything and stopped.
@@ -66,12 +70,14 @@ impl Recorder {
         let (messages, inbox) = mpsc::channel(CAPACITY);
         let recorder = Recorder {
             messages,
+            hurry: Arc::default(),
             chains: Arc::default(),
             stopped: CancellationToken::new(),
         };
         let writer = Writer {
             store,
             chains: Arc::clone(&recorder.chains),
+            hurry: Arc::clone(&recorder.hurry),
             batch: Vec::with_capacity(BATCH_MAX),
         };
         tokio::spawn(writer.run(inbox, recorder.stopped.clone()));
@@ -94,6 +100,8 @@ impl Recorder {
                 lost = 1,
                 "Statement lost: the recorder has shut down"
             );
+        } else if self.messages.capacity() < CAPACITY / 2 {
+            self.hurry.notify_one();
         }
     }
 
@@ -104,6 +112,7 @@ impl Recorder {
     pub async fn finish_session(&self, session: &SessionId) -> StatementsDigest {
         let (done, written) = oneshot::channel();
         if self.messages.send(Message::Flush(done)).await.is_ok() {
+            self.hurry.notify_one();
             // An error means the task is gone, after writing all it was sent.
             let _ = written.await;
         }
@@ -119,6 +128,7 @@ impl Recorder {
     pub async fn shutdown(&self) {
         // An error means the task is already stopping.
         let _ = self.messages.send(Message::Shutdown).await;
+        self.hurry.notify_one();
         self.stopped.cancelled().await;
     }
 }
@@ -127,6 +137,7 @@ impl Recorder {
 struct Writer {
     store: Store,
     chains: Arc<Mutex<HashMap<SessionId, StatementsDigest>>>,
+    hurry: Arc<Notify>,
     /// Records taken off the channel and chained, not yet written.
     batch: Vec<StatementRecord>,
 }
@@ -138,11 +149,19 @@ impl Writer {
         while let Some(first) = inbox.recv().await {
             let mut waiting = Vec::new();
             self.take(first, &mut inbox, &mut waiting);
-            let deadline = Instant::now() + LINGER;
-            while waiting.is_empty() && self.batch.len() < BATCH_MAX {
-                match tokio::time::timeout_at(deadline, inbox.recv()).await {
-                    Ok(Some(message)) => self.take(message, &mut inbox, &mut waiting),
-                    Ok(None) | Err(_) => break,
+            if waiting.is_empty() {
+                // Not polling the channel meanwhile, so senders do not wake us.
+                tokio::select! {
+                    () = tokio::time::sleep(LINGER) => {}
+                    () = self.hurry.notified() => {}
+                }
+            }
+            // What is queued now, and no more: a Flush must not wait for newcomers.
+            for _ in 0..inbox.len() {
+                let Ok(message) = inbox.try_recv() else { break };
+                self.take(message, &mut inbox, &mut waiting);
+                if self.batch.len() >= BATCH_MAX {
+                    self.flush().await;
                 }
             }
             self.flush().await;

@@ -24,12 +24,61 @@
 //! every closed session and name the session whose rows were edited, deleted or
 //! inserted after the fact.
 
-use super::{GENESIS_HASH, SessionId, Store, StoreError, audit::write_canonical};
+use super::{Backend, GENESIS_HASH, SessionId, Store, StoreError, audit::write_canonical};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use sqlx::{Row as _, any::AnyRow};
 use std::cmp::Ordering;
+
+/// Statements written by one `INSERT` (17 parameters each: well under SQLite's 32766
+/// and PostgreSQL's 65535). One statement per row would cost a round trip to the
+/// store's worker thread per row.
+const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT` of `rows` statements (at most [`ROWS_PER_INSERT`]); the text for each row
+/// count and backend is built once. PostgreSQL numbers its parameters (`$1`); `SQLite`
+/// gets anonymous `?`, because looking a numbered parameter up by name costs SQLite a
+/// scan of all of them, quadratic over a long `INSERT`.
+fn insert_sql(backend: Backend, rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    let build = |numbered: bool| -> Vec<String> {
+        (0..=ROWS_PER_INSERT)
+            .map(|n| {
+                let mut sql = String::from(
+                    "INSERT INTO statements (session_id, seq, at_ms, text, params, classes, \
+                     tables, verdict, decided_by, request_id, reason, duration_us, \
+                     rows_affected, command_tag, error, rows, hash) VALUES ",
+                );
+                for row in 0..n {
+                    sql.push_str(if row == 0 { "(" } else { ", (" });
+                    for column in 1..=STATEMENT_COLUMNS {
+                        if column > 1 {
+                            sql.push_str(", ");
+                        }
+                        if numbered {
+                            sql.push_str(&format!("${}", row * STATEMENT_COLUMNS + column));
+                        } else {
+                            sql.push('?');
+                        }
+                    }
+                    sql.push(')');
+                }
+                sql.push_str(" ON CONFLICT (session_id, seq) DO NOTHING");
+                sql
+            })
+            .collect()
+    };
+    let [sqlite, postgres] = SQL.get_or_init(|| [build(false), build(true)]);
+    let texts = match backend {
+        Backend::Sqlite => sqlite,
+        Backend::Postgres => postgres,
+    };
+    texts.get(rows.min(ROWS_PER_INSERT)).map_or("", String::as_str)
+}
+
+/// Columns of the `statements` table.
+const STATEMENT_COLUMNS: usize = 17;
 
 /// How many statements verification reads per query.
 const VERIFY_PAGE: u32 = 1000;
@@ -174,35 +223,33 @@ impl Store {
             .await
             .map_err(|source| self.query_error(op, source))?;
         let mut skipped = 0_u64;
-        for record in batch {
-            let done = sqlx::query(
-                "INSERT INTO statements (session_id, seq, at_ms, text, params, classes, \
-                 tables, verdict, decided_by, request_id, reason, duration_us, \
-                 rows_affected, command_tag, error, rows, hash) VALUES ($1, $2, $3, $4, \
-                 $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-                 ON CONFLICT (session_id, seq) DO NOTHING",
-            )
-            .bind(record.session_id.as_str())
-            .bind(record.seq)
-            .bind(record.at_ms)
-            .bind(&record.text)
-            .bind(json_column(record.params.as_ref()))
-            .bind(json_text(&record.classes.clone().into()))
-            .bind(json_text(&record.tables.clone().into()))
-            .bind(&record.verdict)
-            .bind(record.decided_by.as_deref())
-            .bind(record.request_id.as_deref())
-            .bind(record.reason.as_deref())
-            .bind(record.duration_us)
-            .bind(record.rows_affected)
-            .bind(record.command_tag.as_deref())
-            .bind(record.error.as_deref())
-            .bind(json_column(record.rows.as_ref()))
-            .bind(&record.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(|source| self.query_error(op, source))?;
-            skipped += u64::from(done.rows_affected() == 0);
+        for chunk in batch.chunks(ROWS_PER_INSERT) {
+            let mut query = sqlx::query(insert_sql(self.backend, chunk.len()));
+            for record in chunk {
+                query = query
+                    .bind(record.session_id.as_str())
+                    .bind(record.seq)
+                    .bind(record.at_ms)
+                    .bind(&record.text)
+                    .bind(json_column(record.params.as_ref()))
+                    .bind(json_strings(&record.classes))
+                    .bind(json_strings(&record.tables))
+                    .bind(&record.verdict)
+                    .bind(record.decided_by.as_deref())
+                    .bind(record.request_id.as_deref())
+                    .bind(record.reason.as_deref())
+                    .bind(record.duration_us)
+                    .bind(record.rows_affected)
+                    .bind(record.command_tag.as_deref())
+                    .bind(record.error.as_deref())
+                    .bind(json_column(record.rows.as_ref()))
+                    .bind(&record.hash);
+            }
+            let done = query
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| self.query_error(op, source))?;
+            skipped += (chunk.len() as u64).saturating_sub(done.rows_affected());
         }
         tx.commit()
             .await
@@ -373,6 +420,13 @@ fn json_text(value: &Value) -> String {
     let mut text = String::new();
     write_canonical(value, &mut text);
     text
+}
+
+/// A list of strings as canonical JSON text, as [`json_text`] would write it.
+fn json_strings(items: &[String]) -> String {
+    json_text(&Value::Array(
+        items.iter().map(|s| Value::String(s.clone())).collect(),
+    ))
 }
 
 /// An optional JSON column: SQL NULL for `None` and for JSON `null` alike (both hash

@@ -159,6 +159,17 @@ async fn statements_round_trip_and_page_by_seq() {
     again.text = "SELECT 'other'".into();
     store.insert_statements(&[again]).await.unwrap();
     assert_eq!(store.statements(&a, 0, 1).await.unwrap(), batch[..1]);
+
+    // A batch of which only some rows are stored writes the others, across the
+    // several INSERTs a long batch takes.
+    let mut longer = batch[..5].to_vec();
+    for i in 5..150 {
+        let mut record = statement(&a, &format!("SELECT {i}"));
+        chains.0.link(&mut record);
+        longer.push(record);
+    }
+    store.insert_statements(&longer).await.unwrap();
+    assert_eq!(store.statements(&a, 0, 1000).await.unwrap(), longer);
 }
 
 #[tokio::test]
