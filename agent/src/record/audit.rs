@@ -519,7 +519,7 @@ pub(super) fn write_canonical(value: &Value, out: &mut String) {
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
-fn canonical_bytes(value: &Value, out: &mut Vec<u8>) {
+pub(super) fn canonical_bytes(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
@@ -550,7 +550,7 @@ fn canonical_bytes(value: &Value, out: &mut Vec<u8>) {
 }
 
 /// A string, number, boolean or null, appended without an intermediate `String`.
-fn scalar_bytes<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+pub(super) fn scalar_bytes<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail, and these values always serialize.
     let _ = serde_json::to_writer(out, value);
 }

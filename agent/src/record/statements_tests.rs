@@ -123,6 +123,27 @@ fn the_hash_covers_every_field_but_hash() {
     assert_eq!(empty.hashed_fields(), serialized);
 }
 
+/// The hash is computed from the fields directly; it must hash the very bytes the
+/// documented encoding (canonical JSON of `hashed_fields`) gives.
+#[test]
+fn the_direct_encoding_matches_canonical_json() {
+    let id = session_id("0196f0c2-0000-7000-8000-000000000001");
+    let mut odd = statement(&id, "SELECT '\"quoted\" \\ back\tslash\u{1}', 'é✓'");
+    odd.params = Some(json!([null, "x\ny", {"b": 1, "a": [true, 2.5]}]));
+    odd.rows = Some(json!({"rows": [["1", null]], "columns": ["z", "a"], "truncated": false}));
+    odd.classes = vec![];
+    odd.tables = vec!["public.\"T\"".into(), "u".into()];
+    odd.error = Some("42501: nope".into());
+    odd.duration_us = Some(-1);
+    for record in [statement(&id, "x"), denied(&id), odd] {
+        let mut direct = Vec::new();
+        record.write_hashed_fields(&mut direct);
+        let mut documented = String::new();
+        audit::write_canonical(&record.hashed_fields(), &mut documented);
+        assert_eq!(String::from_utf8(direct).unwrap(), documented);
+    }
+}
+
 #[tokio::test]
 async fn statements_round_trip_and_page_by_seq() {
     let dir = tempfile::tempdir().unwrap();
