@@ -199,6 +199,58 @@ fn cancel_withdraws_a_held_statement() {
     );
 }
 
+/// The target ending the connection (here: its backend terminated) while a statement
+/// is held ends the request as abandoned at once; it is not left pending.
+#[test]
+fn a_held_statement_is_abandoned_when_the_target_leaves() {
+    let Some(s) = setup("pg-server-left") else {
+        return;
+    };
+    let child = s
+        .psql_command(&["-c", "CREATE INDEX ON accounts (balance)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request = s.wait_request();
+    let id = request["id"].as_str().unwrap_or_default();
+    assert_eq!(
+        s.direct(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE usename = '{APP_ROLE}'"
+        )),
+        "1"
+    );
+    let out = wait_child(child);
+    assert!(
+        !out.status.success(),
+        "psql cannot succeed without its server"
+    );
+    let shown = s.d.cli(&["approvals", "--all", "--json"]);
+    let all: Value = serde_json::from_slice(&shown.stdout).unwrap_or(Value::Null);
+    let status = all
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"] == id))
+        .map(|r| r["status"].clone());
+    assert_eq!(status, Some(Value::from("abandoned")), "{}", s.d.log());
+    let statements = s.statements();
+    let held = statements
+        .iter()
+        .find(|st| st["request_id"] == id)
+        .unwrap_or_else(|| panic!("{statements:#?}"));
+    assert_eq!(held["verdict"], "abandoned");
+    assert!(
+        held["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("target closed")),
+        "{held}"
+    );
+    assert_eq!(
+        s.direct("SELECT count(*) FROM pg_indexes WHERE tablename = 'accounts'"),
+        "1"
+    );
+}
+
 #[test]
 fn backslash_trick_with_standard_conforming_strings_off_is_caught() {
     let Some(s) = setup("pg-scs") else { return };

@@ -34,6 +34,11 @@ impl CancelEntry {
         self.holding.store(holding, Ordering::SeqCst);
     }
 
+    /// Whether a statement is held now.
+    pub fn is_holding(&self) -> bool {
+        self.holding.load(Ordering::SeqCst)
+    }
+
     /// Completes when a cancel request arrives for the held statement.
     pub async fn cancelled(&self) {
         self.held.notified().await;

@@ -43,6 +43,7 @@ use tokio::{
     io::{AsyncWriteExt as _, ReadHalf, WriteHalf},
     sync::mpsc,
 };
+use tokio_util::sync::CancellationToken;
 
 /// Most prepared statements or portals a session may keep open at once.
 const MAX_NAMED: usize = 10_000;
@@ -50,6 +51,8 @@ const MAX_NAMED: usize = 10_000;
 const MAX_STASH: usize = 1024 * 1024;
 /// Longest parameter value or cell kept in a record.
 const MAX_RECORDED_VALUE: usize = 256;
+/// Longest the frontend gets to end a held statement's request once the target left.
+const HOLD_WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(5);
 /// Output is written out when this much is buffered, even mid-batch.
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -129,6 +132,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         risky_in_flight: 0,
     });
     let (to_client, from_frontend) = mpsc::channel(8);
+    let server_gone = CancellationToken::new();
     let mut ask = Ask {
         principal: session.principal.clone(),
         target: session.target.name.clone(),
@@ -148,6 +152,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         cancel: &registration.entry,
         stash: VecDeque::new(),
         masker: masker.clone(),
+        server_gone: &server_gone,
     };
     let mut back = BackendLoop {
         reader: MessageReader::with_buffer(server_read, pg.max_message, backend.leftover),
@@ -162,10 +167,27 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         masked_columns: Vec::new(),
         masker,
     };
-    let (outcome, reason) = tokio::select! {
-        r = front.run(&mut ask) => r,
-        r = back.run() => r,
-        () = session.stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
+    let (outcome, reason) = {
+        let front_run = front.run(&mut ask);
+        let back_run = back.run();
+        tokio::pin!(front_run, back_run);
+        tokio::select! {
+            r = &mut front_run => r,
+            r = &mut back_run => {
+                // A statement held when the target left can never run: let the
+                // frontend end its request (abandoned) rather than leave it pending.
+                server_gone.cancel();
+                if registration.entry.is_holding() {
+                    tokio::select! {
+                        _ = &mut front_run => {}
+                        () = tokio::time::sleep(HOLD_WIND_DOWN) => {}
+                        () = session.stop.cancelled() => {}
+                    }
+                }
+                r
+            }
+            () = session.stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
+        }
     };
     // What the frontend asked to say last (a protocol error) still reaches the client.
     drop(front);
@@ -280,6 +302,9 @@ struct Frontend<'a> {
     stash: VecDeque<Message>,
     /// Masks what is recorded and shown to approvers.
     masker: Option<Arc<Masker>>,
+    /// Cancelled when the target's connection has ended: a held statement can no
+    /// longer run, so its request ends as abandoned.
+    server_gone: &'a CancellationToken,
 }
 
 /// How the frontend continues after a message.
@@ -591,12 +616,9 @@ impl Frontend<'_> {
                 match self.hold(ask, rule, review, &mut record).await {
                     Held::Forward => None,
                     Held::Refuse(code, message) => Some((code, message)),
-                    Held::ClientLeft => {
+                    Held::Left(why) => {
                         self.session.recorder.record(record).await;
-                        return Ok(Next::End(
-                            Outcome::Closed,
-                            Some("the client left while a statement was held".into()),
-                        ));
+                        return Ok(Next::End(Outcome::Closed, Some(why.into())));
                     }
                 }
             }
@@ -678,11 +700,13 @@ impl Frontend<'_> {
             let reader = &mut self.reader;
             let stash = &mut self.stash;
             let cancel = self.cancel;
+            let server_gone = self.server_gone;
             let left = &mut left;
             let gone = async move {
                 tokio::select! {
                     () = cancel.cancelled() => {}
                     () = watch_client(reader, stash, left) => {}
+                    () = server_gone.cancelled() => {}
                 }
             };
             hold.wait(gone).await
@@ -697,7 +721,15 @@ impl Frontend<'_> {
             HoldOutcome::Abandoned { .. } if left => {
                 record.verdict = "abandoned".into();
                 record.reason = Some(outcome.message());
-                Held::ClientLeft
+                Held::Left("the client left while a statement was held")
+            }
+            HoldOutcome::Abandoned { request } if self.server_gone.is_cancelled() => {
+                record.verdict = "abandoned".into();
+                record.reason = Some(format!(
+                    "request {request} abandoned: the target closed the connection while it \
+                     was held"
+                ));
+                Held::Left("the target closed the connection while a statement was held")
             }
             HoldOutcome::Abandoned { .. } => {
                 record.verdict = "abandoned".into();
@@ -752,7 +784,8 @@ enum Statement {
 enum Held {
     Forward,
     Refuse(&'static str, String),
-    ClientLeft,
+    /// The client or the target left: the session ends, for this reason.
+    Left(&'static str),
 }
 
 impl Pending {
