@@ -1,0 +1,570 @@
+//! The frontend loop: reads the client's messages, decides each statement with the
+//! gate, and writes to the server what may run (or a stand-in that can only fail).
+
+use super::super::{
+    Postgres,
+    classify::Classified,
+    tls::BackendStream,
+    wire::{self, Builder, Message, MessageReader, Severity, WireError},
+};
+use super::{
+    ClientRead, FLUSH_AT, MAX_NAMED, MAX_STASH, Pending, PendingKind, Shared, ToClient, shown_value,
+};
+use crate::mask::Masker;
+use crate::{
+    gate::{Action, Ask, HoldOutcome, Ruling},
+    policy::{SqlClass, SqlClasses},
+    proto::Session,
+    record::{Outcome, StatementRecord, now_ms},
+};
+use bytes::BytesMut;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, PoisonError},
+};
+use tokio::{
+    io::{AsyncWriteExt as _, WriteHalf},
+    sync::mpsc,
+};
+use tokio_util::sync::CancellationToken;
+
+/// A named or unnamed prepared statement, as parsed.
+pub(super) struct Prepared {
+    text: Arc<str>,
+    classified: Arc<Classified>,
+}
+
+/// A bound portal.
+pub(super) struct Portal {
+    statement: Arc<Prepared>,
+    params: Option<serde_json::Value>,
+}
+
+pub(super) struct Frontend<'a> {
+    pub(super) pg: &'a Postgres,
+    pub(super) session: &'a Session<'a>,
+    pub(super) reader: MessageReader<ClientRead>,
+    pub(super) server: WriteHalf<BackendStream>,
+    pub(super) out: BytesMut,
+    pub(super) prepared: HashMap<String, Arc<Prepared>>,
+    pub(super) portals: HashMap<String, Portal>,
+    pub(super) shared: &'a Mutex<Shared>,
+    pub(super) to_client: mpsc::Sender<ToClient>,
+    pub(super) cancel: &'a super::super::cancel::CancelEntry,
+    /// Messages read while a statement was held, to handle before reading more.
+    pub(super) stash: VecDeque<Message>,
+    /// Masks what is recorded and shown to approvers.
+    pub(super) masker: Option<Arc<Masker>>,
+    /// Cancelled when the target's connection has ended: a held statement can no
+    /// longer run, so its request ends as abandoned.
+    pub(super) server_gone: &'a CancellationToken,
+}
+
+/// How the frontend continues after a message.
+enum Next {
+    Continue,
+    End(Outcome, Option<String>),
+}
+
+impl Frontend<'_> {
+    pub(super) async fn run(&mut self, ask: &mut Ask) -> (Outcome, Option<String>) {
+        loop {
+            let message = match self.stash.pop_front() {
+                Some(m) => m,
+                None => match self.reader.next().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        let _ = self.flush().await;
+                        return (Outcome::Closed, None);
+                    }
+                    Err(error) => return self.protocol_error(&error).await,
+                },
+            };
+            match self.handle(message, ask).await {
+                Ok(Next::Continue) => {}
+                Ok(Next::End(outcome, reason)) => {
+                    let _ = self.flush().await;
+                    return (outcome, reason);
+                }
+                Err(error) => return self.protocol_error(&error).await,
+            }
+            if (self.stash.is_empty() && !self.reader.has_buffered_message())
+                || self.out.len() >= FLUSH_AT
+            {
+                if let Err(error) = self.flush().await {
+                    return (Outcome::Closed, Some(format!("lost the target: {error}")));
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.server.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.server.flush().await
+    }
+
+    /// A malformed, oversized or unknown message: a protocol error to the client, and
+    /// the session ends (the stream can no longer be trusted to be in step).
+    async fn protocol_error(&mut self, error: &WireError) -> (Outcome, Option<String>) {
+        let reason = match error {
+            WireError::Io(e) => return (Outcome::Closed, Some(format!("client connection: {e}"))),
+            WireError::Truncated => return (Outcome::Closed, Some(error.to_string())),
+            other => format!("protocol violation: {other}"),
+        };
+        let e = wire::error_response(
+            Severity::FATAL,
+            "08P01",
+            &format!("Portcullis: {reason}"),
+            None,
+            None,
+        );
+        let _ = self.to_client.send(ToClient::Fatal(e)).await;
+        (Outcome::Error, Some(reason))
+    }
+
+    async fn handle(&mut self, m: Message, ask: &mut Ask) -> Result<Next, WireError> {
+        match m.tag() {
+            b'Q' => {
+                let text = m.fields().cstr()?.to_owned();
+                return self.statement(&m, ask, Statement::Query(text)).await;
+            }
+            b'P' => self.parse(&m).await?,
+            b'B' => self.bind(&m)?,
+            b'E' => {
+                let portal = m.fields().cstr()?.to_owned();
+                return self.statement(&m, ask, Statement::Execute(portal)).await;
+            }
+            b'F' => {
+                let oid = m.fields().i32()?;
+                return self.statement(&m, ask, Statement::Function(oid)).await;
+            }
+            b'C' => {
+                let mut f = m.fields();
+                let kind = f.u8()?;
+                let name = f.cstr()?;
+                match kind {
+                    b'S' => drop(self.prepared.remove(name)),
+                    b'P' => drop(self.portals.remove(name)),
+                    _ => return Err(WireError::Malformed("Close of neither S nor P".into())),
+                }
+                self.out.extend_from_slice(&m.frame);
+            }
+            b'S' => {
+                self.push_pending(Pending::sync());
+                self.out.extend_from_slice(&m.frame);
+            }
+            // Describe, Flush, COPY data/done/fail, and a password message the server
+            // will judge: forwarded as they are.
+            b'D' | b'H' | b'd' | b'c' | b'f' | b'p' => self.out.extend_from_slice(&m.frame),
+            b'X' => {
+                self.out.extend_from_slice(&m.frame);
+                return Ok(Next::End(Outcome::Closed, None));
+            }
+            other => {
+                return Err(WireError::Malformed(format!(
+                    "unknown message type {:?}",
+                    char::from(other)
+                )));
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    async fn parse(&mut self, m: &Message) -> Result<(), WireError> {
+        let mut f = m.fields();
+        let name = f.cstr()?;
+        let text = f.cstr()?;
+        if !name.is_empty() && !self.prepared.contains_key(name) && self.prepared.len() >= MAX_NAMED
+        {
+            return Err(WireError::Malformed(format!(
+                "more than {MAX_NAMED} prepared statements open"
+            )));
+        }
+        let classified = self.classify(text).await;
+        let prepared = Arc::new(Prepared {
+            text: text.into(),
+            classified,
+        });
+        self.prepared.insert(name.to_owned(), prepared);
+        self.out.extend_from_slice(&m.frame);
+        Ok(())
+    }
+
+    fn bind(&mut self, m: &Message) -> Result<(), WireError> {
+        let mut f = m.fields();
+        let portal = f.cstr()?;
+        let statement = f.cstr()?;
+        let formats: Vec<i16> = (0..f.count16()?)
+            .map(|_| f.i16())
+            .collect::<Result<_, _>>()?;
+        let count = f.count16()?;
+        let mut params = Vec::with_capacity(count);
+        for i in 0..count {
+            let binary = match formats.as_slice() {
+                [] => false,
+                [one] => *one == 1,
+                many => many.get(i).is_some_and(|x| *x == 1),
+            };
+            params.push(match f.value()? {
+                None => serde_json::Value::Null,
+                Some(v) => serde_json::Value::String(shown_value(v, binary)),
+            });
+        }
+        if let Some(statement) = self.prepared.get(statement) {
+            if !portal.is_empty()
+                && !self.portals.contains_key(portal)
+                && self.portals.len() >= MAX_NAMED
+            {
+                return Err(WireError::Malformed(format!(
+                    "more than {MAX_NAMED} portals open"
+                )));
+            }
+            let params = (!params.is_empty()).then_some(serde_json::Value::Array(params));
+            self.portals.insert(
+                portal.to_owned(),
+                Portal {
+                    statement: Arc::clone(statement),
+                    params,
+                },
+            );
+        }
+        self.out.extend_from_slice(&m.frame);
+        Ok(())
+    }
+
+    /// Classifies `text` with the session's `standard_conforming_strings`; while a
+    /// statement that may change it is in flight, both ways, keeping the union.
+    async fn classify(&self, text: &str) -> Arc<Classified> {
+        let (scs, unsure) = {
+            let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                shared.standard_conforming_strings,
+                shared.risky_in_flight > 0,
+            )
+        };
+        let classified = self.pg.classifier.classify(text, scs).await;
+        if !(unsure && text.contains('\\')) {
+            return classified;
+        }
+        let other = self.pg.classifier.classify(text, !scs).await;
+        let mut tables = classified.tables.clone();
+        tables.extend(other.tables.iter().cloned());
+        tables.sort();
+        tables.dedup();
+        Arc::new(Classified {
+            classes: classified.classes.union(other.classes),
+            tables,
+            functions: classified.functions.clone(),
+            error: classified.error.clone().or_else(|| other.error.clone()),
+        })
+    }
+
+    /// A statement: decide it, then forward it, hold it, or send the stand-in.
+    async fn statement(
+        &mut self,
+        m: &Message,
+        ask: &mut Ask,
+        statement: Statement,
+    ) -> Result<Next, WireError> {
+        let (text, classified, params, kind) = match &statement {
+            Statement::Query(text) => {
+                let classified = self.classify(text).await;
+                (
+                    Arc::from(text.as_str()),
+                    classified,
+                    None,
+                    PendingKind::Query,
+                )
+            }
+            Statement::Execute(portal) => match self.portals.get(portal) {
+                Some(p) => (
+                    Arc::clone(&p.statement.text),
+                    Arc::clone(&p.statement.classified),
+                    p.params.clone(),
+                    PendingKind::Execute,
+                ),
+                // A portal we did not see bound (a cursor declared in SQL, whose
+                // DECLARE was decided) or one that does not exist (the server says so).
+                None => {
+                    self.out.extend_from_slice(&m.frame);
+                    return Ok(Next::Continue);
+                }
+            },
+            Statement::Function(oid) => {
+                let classified = Arc::new(Classified {
+                    classes: SqlClasses::empty().with(SqlClass::Dynamic),
+                    tables: Vec::new(),
+                    functions: vec![format!("oid {oid}")],
+                    error: None,
+                });
+                let text: Arc<str> = Arc::from(format!("-- FunctionCall of function oid {oid}"));
+                (text, classified, None, PendingKind::Query)
+            }
+        };
+        let shown = match &self.masker {
+            Some(m) => m.mask_str(&text).into_owned(),
+            None => text.to_string(),
+        };
+        let params = match (&self.masker, params) {
+            (Some(m), Some(serde_json::Value::Array(values))) => Some(serde_json::Value::Array(
+                values
+                    .into_iter()
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => {
+                            serde_json::Value::String(m.mask_str(&s).into_owned())
+                        }
+                        other => other,
+                    })
+                    .collect(),
+            )),
+            (_, params) => params,
+        };
+        ask.action = Action::Sql {
+            text: shown.clone(),
+            classes: classified.classes,
+            tables: classified.tables.clone(),
+        };
+        let mut record = StatementRecord {
+            session_id: self.session.id.clone(),
+            seq: 0,
+            at_ms: now_ms(),
+            text: shown,
+            params,
+            classes: classified
+                .classes
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect(),
+            tables: classified.tables.clone(),
+            verdict: "allowed".into(),
+            decided_by: None,
+            request_id: None,
+            reason: None,
+            duration_us: None,
+            rows_affected: None,
+            command_tag: None,
+            error: None,
+            rows: None,
+            hash: String::new(),
+        };
+        let denial = match self.session.gate.rule(ask) {
+            Ruling::Allow { rule, .. } => {
+                record.decided_by = rule;
+                None
+            }
+            Ruling::Deny { rule, reason } => {
+                record.verdict = "denied".into();
+                record.decided_by.clone_from(&rule);
+                let message = match &classified.error {
+                    Some(parse) => format!("Portcullis denied this statement: {reason} ({parse})"),
+                    None => format!("Portcullis denied this statement: {reason}"),
+                };
+                record.reason = Some(reason);
+                Some(("42501", message))
+            }
+            Ruling::Review { rule, review, .. } => {
+                match self.hold(ask, rule, review, &mut record).await {
+                    Held::Forward => None,
+                    Held::Refuse(code, message) => Some((code, message)),
+                    Held::Left(why) => {
+                        self.session.recorder.record(record).await;
+                        return Ok(Next::End(Outcome::Closed, Some(why.into())));
+                    }
+                }
+            }
+        };
+        let risky = risky(&text, classified.classes);
+        let mut pending = Pending::new(kind, Some(record), risky);
+        match denial {
+            None => self.out.extend_from_slice(&m.frame),
+            Some((code, message)) => {
+                let nonce = nonce();
+                let stand_in = match kind {
+                    PendingKind::Execute => Builder::new(b'E')
+                        .cstr(&format!("portcullis_denied_{nonce}"))
+                        .i32(0)
+                        .finish(),
+                    PendingKind::Query | PendingKind::Sync => Builder::new(b'Q')
+                        .cstr(&format!("EXECUTE portcullis_denied_{nonce}"))
+                        .finish(),
+                };
+                self.out.extend_from_slice(&stand_in);
+                if let Some(r) = pending.record.as_mut() {
+                    r.error = Some(format!("{code}: {message}"));
+                }
+                let error = wire::error_response(Severity::ERROR, code, &message, None, None);
+                pending.denial = Some((nonce, error));
+            }
+        }
+        self.push_pending(pending);
+        Ok(Next::Continue)
+    }
+
+    fn push_pending(&self, pending: Pending) {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.risky {
+            shared.risky_in_flight += 1;
+        }
+        shared.pending.push_back(pending);
+    }
+
+    /// Holds a statement for review: tells the client, waits for the decision while
+    /// watching for the client leaving or cancelling, and says what to do next.
+    async fn hold(
+        &mut self,
+        ask: &Ask,
+        rule: Option<String>,
+        review: crate::policy::Review,
+        record: &mut StatementRecord,
+    ) -> Held {
+        let session_id = Some(self.session.id.to_string());
+        let hold = match self.session.gate.hold(ask, rule, review, session_id).await {
+            Ok(h) => h,
+            Err(error) => {
+                tracing::error!(%error, "Cannot record the approval request; denying the statement");
+                record.verdict = "error".into();
+                let message =
+                    "Portcullis denied this statement: its approval request could not be recorded";
+                record.reason = Some(message.into());
+                return Held::Refuse("42501", message.into());
+            }
+        };
+        record.request_id = Some(hold.id().to_owned());
+        let notice = wire::error_response(
+            Severity::NOTICE,
+            "01000",
+            &format!(
+                "Portcullis: this statement is held for approval (request {})",
+                hold.id()
+            ),
+            Some(&format!(
+                "It runs when approved; approvers can run: {}",
+                hold.approve_hint()
+            )),
+            Some("Cancel the query (Ctrl-C) to withdraw it."),
+        );
+        let _ = self.to_client.send(ToClient::Notice(notice)).await;
+        self.cancel.set_holding(true);
+        let mut left = false;
+        let outcome = {
+            let reader = &mut self.reader;
+            let stash = &mut self.stash;
+            let cancel = self.cancel;
+            let server_gone = self.server_gone;
+            let left = &mut left;
+            let gone = async move {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = watch_client(reader, stash, left) => {}
+                    () = server_gone.cancelled() => {}
+                }
+            };
+            hold.wait(gone).await
+        };
+        self.cancel.set_holding(false);
+        match outcome {
+            HoldOutcome::Approved { by, .. } => {
+                record.verdict = "approved".into();
+                record.decided_by = Some(by);
+                Held::Forward
+            }
+            HoldOutcome::Abandoned { .. } if left => {
+                record.verdict = "abandoned".into();
+                record.reason = Some(outcome.message());
+                Held::Left("the client left while a statement was held")
+            }
+            HoldOutcome::Abandoned { request } if self.server_gone.is_cancelled() => {
+                record.verdict = "abandoned".into();
+                record.reason = Some(format!(
+                    "request {request} abandoned: the target closed the connection while it \
+                     was held"
+                ));
+                Held::Left("the target closed the connection while a statement was held")
+            }
+            HoldOutcome::Abandoned { .. } => {
+                record.verdict = "abandoned".into();
+                record.reason = Some("cancelled by the client".into());
+                Held::Refuse("57014", "canceling statement due to user request".into())
+            }
+            other => {
+                record.verdict = if matches!(other, HoldOutcome::TimedOut { .. }) {
+                    "timed_out".into()
+                } else {
+                    "denied".into()
+                };
+                let message = other.message();
+                record.reason = Some(message.clone());
+                Held::Refuse("42501", format!("Portcullis: {message}"))
+            }
+        }
+    }
+}
+
+/// Reads the client while a statement is held: `Terminate`, a closed connection or a
+/// broken stream end the wait (`left`); other messages (pipelined) are kept for later,
+/// up to [`MAX_STASH`] bytes, after which reading pauses.
+async fn watch_client(
+    reader: &mut MessageReader<ClientRead>,
+    stash: &mut VecDeque<Message>,
+    left: &mut bool,
+) {
+    let mut kept: usize = stash.iter().map(|m| m.frame.len()).sum();
+    loop {
+        if kept >= MAX_STASH {
+            return std::future::pending().await;
+        }
+        match reader.next().await {
+            Ok(Some(m)) if m.tag() == b'X' => break,
+            Ok(Some(m)) => {
+                kept += m.frame.len();
+                stash.push_back(m);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    *left = true;
+}
+
+enum Statement {
+    Query(String),
+    Execute(String),
+    Function(i32),
+}
+
+enum Held {
+    Forward,
+    Refuse(&'static str, String),
+    /// The client or the target left: the session ends, for this reason.
+    Left(&'static str),
+}
+
+/// Whether a statement may change how the server reads backslashes in strings.
+fn risky(text: &str, classes: SqlClasses) -> bool {
+    static WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build([
+                    "standard_conforming_strings",
+                    "reset",
+                    "discard",
+                    "rollback",
+                    "abort",
+                ])
+                .ok()
+        });
+    classes.contains(SqlClass::Dynamic)
+        || classes.contains(SqlClass::Admin)
+        || classes.contains(SqlClass::Unparsed)
+        || WORDS.as_ref().is_none_or(|w| w.is_match(text))
+}
+
+/// A random token naming a stand-in statement.
+fn nonce() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

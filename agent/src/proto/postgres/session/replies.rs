@@ -1,0 +1,312 @@
+//! The backend loop: reads the server's replies, completes the record of the statement
+//! each answers, masks what the client may not see, and writes the rest to the client.
+
+use super::super::{
+    masking,
+    tls::BackendStream,
+    wire::{self, Message, MessageReader, Severity},
+};
+use super::{ClientWrite, FLUSH_AT, PendingKind, Shared, ToClient, shown_value};
+use crate::mask::Masker;
+use crate::{
+    proto::Session,
+    record::{Outcome, StatementRecord},
+};
+use bytes::{Bytes, BytesMut};
+use std::{
+    borrow::Cow,
+    sync::{Arc, Mutex, PoisonError},
+};
+use tokio::{
+    io::{AsyncWriteExt as _, ReadHalf},
+    sync::mpsc,
+};
+
+pub(super) struct BackendLoop<'a> {
+    pub(super) reader: MessageReader<ReadHalf<BackendStream>>,
+    pub(super) client: ClientWrite,
+    pub(super) out: BytesMut,
+    pub(super) shared: &'a Mutex<Shared>,
+    pub(super) from_frontend: mpsc::Receiver<ToClient>,
+    /// Column names and formats of the current result set.
+    pub(super) columns: Vec<(String, bool)>,
+    pub(super) record_rows: usize,
+    pub(super) session: &'a Session<'a>,
+    /// Masks results and messages; `None` when no rule masks this session.
+    pub(super) masker: Option<Arc<Masker>>,
+    pub(super) catalog: masking::Catalog,
+    /// The current result set's columns as masking sees them.
+    pub(super) masked_columns: Vec<masking::Column>,
+}
+
+impl BackendLoop<'_> {
+    pub(super) async fn run(&mut self) -> (Outcome, Option<String>) {
+        loop {
+            tokio::select! {
+                biased;
+                m = self.from_frontend.recv() => match m {
+                    Some(ToClient::Notice(bytes)) => {
+                        if self.write(&bytes).await.is_err() {
+                            return (Outcome::Closed, None);
+                        }
+                    }
+                    Some(ToClient::Fatal(bytes)) => {
+                        let _ = self.write(&bytes).await;
+                        return (Outcome::Error, None);
+                    }
+                    None => return (Outcome::Closed, None),
+                },
+                m = self.reader.next() => {
+                    let m = match m {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            let _ = self.flush().await;
+                            return (Outcome::Closed, Some("the target closed the connection".into()));
+                        }
+                        Err(error) => {
+                            let reason = format!("bad message from the target: {error}");
+                            let e = wire::error_response(Severity::FATAL, "08P01", &format!("Portcullis: {reason}"), None, None);
+                            let _ = self.write(&e).await;
+                            return (Outcome::Error, Some(reason));
+                        }
+                    };
+                    let m = match self.mask_ahead(m).await {
+                        Ok(m) => m,
+                        Err(reason) => {
+                            let e = wire::error_response(Severity::FATAL, "XX000", &format!("Portcullis: {reason}"), None, None);
+                            let _ = self.write(&e).await;
+                            return (Outcome::Error, Some(reason));
+                        }
+                    };
+                    let done = self.handle(m);
+                    for record in done {
+                        self.session.recorder.record(record).await;
+                    }
+                    if (!self.reader.has_buffered_message() || self.out.len() >= FLUSH_AT)
+                        && self.flush().await.is_err()
+                    {
+                        return (Outcome::Closed, Some("the client connection was lost".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.flush().await?;
+        self.client.write_all(bytes).await?;
+        self.client.flush().await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.client.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.client.flush().await
+    }
+
+    /// Masking that needs more than the message: a `RowDescription`'s column rules
+    /// (catalog lookups), and refusing a binary COPY OUT, which cannot be masked.
+    async fn mask_ahead(&mut self, m: Message) -> Result<Message, String> {
+        let Some(masker) = self.masker.clone() else {
+            return Ok(m);
+        };
+        match m.tag() {
+            b'T' => {
+                let (columns, rewritten) =
+                    masking::row_description(&masker, &mut self.catalog, self.session, m.body())
+                        .await?;
+                self.masked_columns = columns;
+                Ok(rewritten.map_or(m, |frame| Message { frame }))
+            }
+            b'H' if m.body().first() == Some(&1) => {
+                Err("binary COPY is refused on a session with masking; use text or CSV COPY".into())
+            }
+            // COPY rows carry no column names: a masked column could not be told apart.
+            b'H' if masker.has_column_rules() => {
+                Err("COPY TO is refused on a session whose policy masks columns; use SELECT".into())
+            }
+            _ => Ok(m),
+        }
+    }
+
+    /// The masked form of a message whose values reach the client, if it changed.
+    fn masked(&self, m: &Message) -> Option<Bytes> {
+        let masker = self.masker.as_deref()?;
+        match m.tag() {
+            b'D' => masking::data_row(masker, &self.masked_columns, m.body()),
+            b'E' | b'N' => masking::notice(masker, m.tag(), m.body()),
+            b'A' => masking::notification(masker, m.body()),
+            b'd' => masking::copy_data(masker, m.body()),
+            _ => None,
+        }
+    }
+
+    /// Forwards one server message (rewritten if it answers a stand-in) and returns
+    /// the records it completed.
+    fn handle(&mut self, m: Message) -> Vec<StatementRecord> {
+        let mut done = Vec::new();
+        let m = match self.masked(&m) {
+            Some(frame) if m.tag() != b'E' => Message { frame },
+            _ => m,
+        };
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut frame = m.frame.clone();
+        match m.tag() {
+            b'T' => {
+                self.columns = row_description(m.body());
+                if let Some(p) = shared.pending.front_mut() {
+                    if p.columns.is_empty() {
+                        p.columns = self.columns.iter().map(|(n, _)| n.clone()).collect();
+                    }
+                }
+            }
+            b'D' => {
+                if let Some(p) = shared.pending.front_mut() {
+                    if p.rows.len() < self.record_rows {
+                        p.rows.push(data_row(m.body(), &self.columns));
+                    } else {
+                        p.truncated = true;
+                    }
+                }
+            }
+            b'C' | b'I' | b's' => {
+                let tag = if m.tag() == b'C' {
+                    m.fields().cstr().ok().map(str::to_owned)
+                } else {
+                    None
+                };
+                if let Some(p) = shared.pending.front_mut() {
+                    if let (Some(r), Some(tag)) = (p.record.as_mut(), tag) {
+                        let rows = tag.rsplit(' ').next().and_then(|n| n.parse::<i64>().ok());
+                        if let Some(rows) = rows {
+                            r.rows_affected = Some(r.rows_affected.unwrap_or(0) + rows);
+                        }
+                        r.command_tag = Some(match r.command_tag.take() {
+                            Some(before) => format!("{before}; {tag}"),
+                            None => tag,
+                        });
+                    }
+                }
+                if shared
+                    .pending
+                    .front()
+                    .is_some_and(|p| p.kind == PendingKind::Execute)
+                {
+                    done.extend(pop(&mut shared));
+                }
+            }
+            b'E' => {
+                if let Some(p) = shared.pending.front_mut() {
+                    let fields = wire::notice_fields(m.body());
+                    let said = |code: u8| fields.iter().find(|(c, _)| *c == code).map(|(_, v)| *v);
+                    let message = said(b'M').unwrap_or_default();
+                    match &p.denial {
+                        Some((nonce, error)) if message.contains(nonce.as_str()) => {
+                            frame = error.clone();
+                        }
+                        _ => {
+                            let shown = self
+                                .masker
+                                .as_deref()
+                                .map_or(Cow::Borrowed(message), |mk| mk.mask_str(message));
+                            if let Some(r) = p.record.as_mut() {
+                                r.error = Some(format!("{}: {shown}", said(b'C').unwrap_or("?")));
+                            }
+                            if let Some(masked) = self.masked(&m) {
+                                frame = masked;
+                            }
+                        }
+                    }
+                }
+                if shared
+                    .pending
+                    .front()
+                    .is_some_and(|p| p.kind == PendingKind::Execute)
+                {
+                    done.extend(pop(&mut shared));
+                    // The server skips the rest of the batch, up to its Sync.
+                    while shared
+                        .pending
+                        .front()
+                        .is_some_and(|p| p.kind == PendingKind::Execute)
+                    {
+                        if let Some(mut p) = shared.pending.pop_front() {
+                            if p.risky {
+                                shared.risky_in_flight = shared.risky_in_flight.saturating_sub(1);
+                            }
+                            if let Some(r) = p.record.as_mut() {
+                                r.error.get_or_insert_with(|| {
+                                    "not run: an earlier message of its batch failed".into()
+                                });
+                            }
+                            done.extend(p.finish());
+                        }
+                    }
+                }
+            }
+            b'Z' => {
+                if let Some(p) = shared.pending.front() {
+                    if matches!(p.kind, PendingKind::Query | PendingKind::Sync) {
+                        done.extend(pop(&mut shared));
+                    }
+                }
+            }
+            b'S' => {
+                let mut f = m.fields();
+                if let (Ok("standard_conforming_strings"), Ok(value)) = (f.cstr(), f.cstr()) {
+                    shared.standard_conforming_strings = value == "on";
+                }
+            }
+            _ => {}
+        }
+        drop(shared);
+        self.out.extend_from_slice(&frame);
+        done
+    }
+}
+
+/// Pops the front statement, returning its finished record.
+fn pop(shared: &mut Shared) -> Option<StatementRecord> {
+    let p = shared.pending.pop_front()?;
+    if p.risky {
+        shared.risky_in_flight = shared.risky_in_flight.saturating_sub(1);
+    }
+    p.finish()
+}
+
+/// Column names and whether each is in binary format, from a `RowDescription`.
+fn row_description(body: &[u8]) -> Vec<(String, bool)> {
+    let mut f = wire::Fields(body);
+    let Ok(count) = f.count16() else {
+        return Vec::new();
+    };
+    let mut columns = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Ok(name) = f.cstr() else { break };
+        // table oid (4), attnum (2), type oid (4), size (2), modifier (4), format (2)
+        let Ok(rest) = f.take(16) else { break };
+        let binary = rest.get(14..16) == Some(&[0, 1]);
+        columns.push((name.to_owned(), binary));
+    }
+    columns
+}
+
+/// A `DataRow` as a JSON array of shown values.
+fn data_row(body: &[u8], columns: &[(String, bool)]) -> serde_json::Value {
+    let mut f = wire::Fields(body);
+    let Ok(count) = f.count16() else {
+        return serde_json::Value::Null;
+    };
+    let mut row = Vec::with_capacity(count);
+    for i in 0..count {
+        let binary = columns.get(i).is_some_and(|(_, b)| *b);
+        match f.value() {
+            Ok(Some(v)) => row.push(serde_json::Value::String(shown_value(v, binary))),
+            Ok(None) => row.push(serde_json::Value::Null),
+            Err(_) => break,
+        }
+    }
+    serde_json::Value::Array(row)
+}
