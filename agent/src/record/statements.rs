@@ -57,7 +57,8 @@ fn insert_sql(backend: Backend, rows: usize) -> &'static str {
                             sql.push_str(", ");
                         }
                         if numbered {
-                            sql.push_str(&format!("${}", row * STATEMENT_COLUMNS + column));
+                            sql.push('$');
+                            sql.push_str(&(row * STATEMENT_COLUMNS + column).to_string());
                         } else {
                             sql.push('?');
                         }

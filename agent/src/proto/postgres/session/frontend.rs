@@ -88,12 +88,11 @@ impl Frontend<'_> {
                 }
                 Err(error) => return self.protocol_error(&error).await,
             }
-            if (self.stash.is_empty() && !self.reader.has_buffered_message())
-                || self.out.len() >= FLUSH_AT
+            if ((self.stash.is_empty() && !self.reader.has_buffered_message())
+                || self.out.len() >= FLUSH_AT)
+                && let Err(error) = self.flush().await
             {
-                if let Err(error) = self.flush().await {
-                    return (Outcome::Closed, Some(format!("lost the target: {error}")));
-                }
+                return (Outcome::Closed, Some(format!("lost the target: {error}")));
             }
         }
     }
