@@ -137,13 +137,22 @@ impl Hasher {
             })
     }
 
-    /// Appends the token of `input` to `out`.
+    /// The length of a token: 12 bytes in base64.
+    pub(super) const TOKEN_LEN: usize = 16;
+
+    /// Appends the token of `input` to `out`. Allocates nothing but room in `out`: the
+    /// keyed state is cloned (a copy of two SHA-256 states), the token encoded on the
+    /// stack.
     pub(super) fn token(&self, input: &[u8], out: &mut Vec<u8>) {
         let mut mac = self.0.clone();
         mac.update(input);
         let digest = mac.finalize().into_bytes();
-        if let Some(head) = digest.first_chunk::<12>() {
-            out.extend_from_slice(URL_SAFE_NO_PAD.encode(head).as_bytes());
+        let mut token = [0; Self::TOKEN_LEN];
+        let encoded = digest
+            .first_chunk::<12>()
+            .and_then(|head| URL_SAFE_NO_PAD.encode_slice(head, &mut token).ok());
+        if encoded == Some(Self::TOKEN_LEN) {
+            out.extend_from_slice(&token);
         }
     }
 }

@@ -166,11 +166,19 @@ pub(super) fn is_word(b: u8) -> bool {
 /// Whether the character that ends at `i` is part of a word: a letter or digit of any
 /// script, or `_` ("café1234" holds no number, "€1234" and "№ 1234" do). Bytes that
 /// are not UTF-8 are not: a match next to them is masked rather than missed.
+#[inline]
 pub(super) fn word_before(v: &[u8], i: usize) -> bool {
     let b = before(v, i);
     if b < 0x80 {
         return is_word(b);
     }
+    letter_or_digit_before(v, i)
+}
+
+/// [`word_before`] at a non-ASCII byte: kept out of line, so the ASCII test inlines
+/// into the walks that call it at every number.
+#[inline(never)]
+fn letter_or_digit_before(v: &[u8], i: usize) -> bool {
     let tail = v.get(i.saturating_sub(4)..i).unwrap_or_default();
     tail.utf8_chunks()
         .last()
@@ -180,11 +188,18 @@ pub(super) fn word_before(v: &[u8], i: usize) -> bool {
 }
 
 /// Whether the character that starts at `i` is part of a word (see [`word_before`]).
+#[inline]
 pub(super) fn word_at(v: &[u8], i: usize) -> bool {
     let b = byte(v, i);
     if b < 0x80 {
         return is_word(b);
     }
+    letter_or_digit_at(v, i)
+}
+
+/// [`word_at`] at a non-ASCII byte (see [`letter_or_digit_before`]).
+#[inline(never)]
+fn letter_or_digit_at(v: &[u8], i: usize) -> bool {
     let head = v.get(i..v.len().min(i + 4)).unwrap_or_default();
     head.utf8_chunks()
         .next()
