@@ -23,14 +23,20 @@ pub struct CancelEntry {
     /// The server's address and its own key for this session.
     upstream: SocketAddr,
     server_key: Key,
-    /// Set while a statement is held; a cancel then wakes `held` instead of the server.
+    /// Set while a statement is held; a cancel then ends the hold instead of going
+    /// to the server.
     holding: AtomicBool,
+    /// Set by a cancel for the held statement; `held` wakes whoever waits for it. The
+    /// flag keeps a cancel that arrives before the wait begins from being lost.
+    cancel_asked: AtomicBool,
     held: Notify,
 }
 
 impl CancelEntry {
     /// Marks whether a statement is held (so a cancel ends the hold).
     pub fn set_holding(&self, holding: bool) {
+        // A cancel asked for an earlier hold must not end the next one.
+        self.cancel_asked.store(false, Ordering::SeqCst);
         self.holding.store(holding, Ordering::SeqCst);
     }
 
@@ -41,7 +47,16 @@ impl CancelEntry {
 
     /// Completes when a cancel request arrives for the held statement.
     pub async fn cancelled(&self) {
-        self.held.notified().await;
+        loop {
+            // Registered before the flag is read, so a cancel in between still wakes us.
+            let woken = self.held.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.cancel_asked.load(Ordering::SeqCst) {
+                return;
+            }
+            woken.await;
+        }
     }
 }
 
@@ -76,6 +91,7 @@ impl Cancels {
             upstream,
             server_key,
             holding: AtomicBool::new(false),
+            cancel_asked: AtomicBool::new(false),
             held: Notify::new(),
         });
         let mut map = self.lock();
@@ -108,6 +124,7 @@ impl Cancels {
         };
         if entry.holding.load(Ordering::SeqCst) {
             tracing::info!("Cancel request ends a held statement");
+            entry.cancel_asked.store(true, Ordering::SeqCst);
             entry.held.notify_waiters();
             return;
         }
@@ -140,4 +157,35 @@ fn random_secret() -> i32 {
         bytes.copy_from_slice(hash.get(..4).unwrap_or(&[1, 2, 3, 4]));
     }
     i32::from_be_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn body(key: Key) -> Vec<u8> {
+        let mut b = key.0.to_be_bytes().to_vec();
+        b.extend_from_slice(&key.1.to_be_bytes());
+        b
+    }
+
+    /// A cancel that arrives after the hold began but before anyone waits for it
+    /// still ends the hold; and it does not end the next one.
+    #[tokio::test]
+    async fn an_early_cancel_is_not_lost_and_does_not_outlive_its_hold() {
+        let cancels = Cancels::default();
+        let upstream: SocketAddr = ([127, 0, 0, 1], 9).into();
+        let registration = cancels.register(upstream, (42, 7));
+        let entry = Arc::clone(&registration.entry);
+        entry.set_holding(true);
+        cancels.cancel(&body(registration.key), 0).await;
+        let ended = tokio::time::timeout(Duration::from_secs(5), entry.cancelled()).await;
+        assert!(ended.is_ok(), "the cancel sent before the wait was lost");
+
+        entry.set_holding(false);
+        entry.set_holding(true);
+        let ended = tokio::time::timeout(Duration::from_millis(100), entry.cancelled()).await;
+        assert!(ended.is_err(), "an old cancel ended a new hold");
+    }
 }

@@ -420,9 +420,13 @@ impl Frontend<'_> {
         record: &mut StatementRecord,
     ) -> Held {
         let session_id = Some(self.session.id.to_string());
+        // From before the request exists: a cancel sent as soon as the client (or an
+        // approver) can see it ends the hold, even if it beats the wait below.
+        self.cancel.set_holding(true);
         let hold = match self.session.gate.hold(ask, rule, review, session_id).await {
             Ok(h) => h,
             Err(error) => {
+                self.cancel.set_holding(false);
                 tracing::error!(%error, "Cannot record the approval request; denying the statement");
                 record.verdict = "error".into();
                 let message =
@@ -446,7 +450,6 @@ impl Frontend<'_> {
             Some("Cancel the query (Ctrl-C) to withdraw it."),
         );
         let _ = self.to_client.send(ToClient::Notice(notice)).await;
-        self.cancel.set_holding(true);
         let mut left = false;
         let outcome = {
             let reader = &mut self.reader;
