@@ -214,9 +214,6 @@ fn at_digits(
     if word_at(v, run_end) {
         return word_end();
     }
-    if !starts_number(v, at) {
-        return run_end;
-    }
     let separated = matches!(next, b'-' | b'.' | b' ');
     let candidates: [(Recognizer, bool, RecognizeNumber); 4] = [
         (
@@ -240,9 +237,17 @@ fn at_digits(
             numbers::ipv4,
         ),
     ];
+    // Most groups of digits (in dates, times, ids) allow no number; then whether one
+    // may start here (which looks at the characters before) need not be asked.
+    let plausible = RecognizerSet::of(&candidates.map(|(r, plausible, _)| (r, plausible)));
+    let tried = plausible.and(possible);
+    if tried.is_empty() || !starts_number(v, at) {
+        return run_end;
+    }
     let mut resume = run_end;
-    for (recognizer, plausible, recognize) in candidates {
-        if let Some(end) = (plausible && possible.contains(recognizer))
+    for (recognizer, _, recognize) in candidates {
+        if let Some(end) = tried
+            .contains(recognizer)
             .then(|| recognize(v, at))
             .flatten()
         {

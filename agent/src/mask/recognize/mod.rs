@@ -3,14 +3,15 @@
 //! Each recognizer is a small parser that starts where the [scanner](super::scan) saw a
 //! trigger and returns the end (or span) of what it recognized, after checking what can
 //! be checked: Luhn for cards, mod-97 for IBANs, the SSA's never-issued ranges for SSNs,
-//! `std`'s parsers for IP addresses, the JSON header of a JWT. None allocates, except the
-//! JWT check (it decodes a short header).
+//! `std`'s parsers for IP addresses, the JSON header of a JWT ([`jwt_header`]). None
+//! allocates, except the JWT check for a header with nested arrays or objects.
 //!
 //! - [`numbers`]: cards, SSNs, phone numbers, IPv4 addresses, IBANs;
 //! - [`addresses`]: email addresses and IPv6 addresses;
 //! - [`secrets`]: private-key PEM blocks, JWTs, API keys, bearer tokens.
 
 pub(super) mod addresses;
+mod jwt_header;
 pub(super) mod numbers;
 pub(super) mod secrets;
 

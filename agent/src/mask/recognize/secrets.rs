@@ -4,8 +4,7 @@
 //! Each starts with a literal the scanner finds in one aho-corasick pass; [`literals`]
 //! lists them per recognizer, and the functions here take it from the literal's index.
 
-use super::{Cursor, Recognizer, RecognizerSet, before, word_at, word_before};
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use super::{Cursor, Recognizer, RecognizerSet, before, jwt_header, word_at, word_before};
 use std::ops::Range;
 
 /// What a literal found by the scanner starts.
@@ -122,9 +121,6 @@ fn find_end(v: &[u8], from: usize, label: &[u8]) -> Option<usize> {
 
 // ---- JWTs ----------------------------------------------------------------------------
 
-/// The longest JWT header worth decoding.
-const MAX_JWT_HEADER: usize = 2048;
-
 fn is_base64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
@@ -145,23 +141,12 @@ fn jwt(v: &[u8], start: usize) -> Option<Range<usize>> {
     let mut parts = run.split(|&b| b == b'.');
     let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
     let valid = parts.next().is_none()
-        && header.len() <= MAX_JWT_HEADER
+        && header.len() <= jwt_header::MAX_LEN
         && !payload.is_empty()
         && payload.len() % 4 != 1
         && signature.len() % 4 != 1
-        && header_alg(header).is_some_and(|alg| (alg == "none") == signature.is_empty());
+        && jwt_header::alg_is_none(header).is_some_and(|none| none == signature.is_empty());
     valid.then(|| start..start + run.len())
-}
-
-/// The `alg` of a JWT header, if it decodes to a JSON object that has one.
-fn header_alg(header: &[u8]) -> Option<String> {
-    let json = URL_SAFE_NO_PAD.decode(header).ok()?;
-    let mut header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&json).ok()?;
-    match header.remove("alg")? {
-        serde_json::Value::String(alg) => Some(alg),
-        _ => None,
-    }
 }
 
 // ---- API keys ------------------------------------------------------------------------
