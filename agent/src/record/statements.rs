@@ -24,7 +24,10 @@
 //! every closed session and name the session whose rows were edited, deleted or
 //! inserted after the fact.
 
-use super::{Backend, GENESIS_HASH, SessionId, Store, StoreError, audit::{canonical_bytes, scalar_bytes, write_canonical}};
+use super::{
+    Backend, GENESIS_HASH, SessionId, Store, StoreError,
+    audit::{canonical_bytes, scalar_bytes, write_canonical},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -75,7 +78,9 @@ fn insert_sql(backend: Backend, rows: usize) -> &'static str {
         Backend::Sqlite => sqlite,
         Backend::Postgres => postgres,
     };
-    texts.get(rows.min(ROWS_PER_INSERT)).map_or("", String::as_str)
+    texts
+        .get(rows.min(ROWS_PER_INSERT))
+        .map_or("", String::as_str)
 }
 
 /// Columns of the `statements` table.
