@@ -57,7 +57,7 @@ use recognize::{RecognizerSet, is_word, word_at, word_before};
 use regex::bytes::Regex;
 use scan::Scanner;
 use std::{borrow::Cow, collections::BTreeMap, fmt};
-use style::{Finding, Label};
+use style::{Finding, Findings, Label};
 
 /// The compiled masking of a session: cheap to share (`Arc<Masker>`), `Send + Sync`.
 pub struct Masker {
@@ -219,11 +219,12 @@ impl Masker {
         if !self.scans_values() {
             return Cow::Borrowed(value);
         }
-        let findings = self.findings(value);
+        let mut findings = Findings::new();
+        self.find(value, &mut findings);
         if findings.is_empty() {
             Cow::Borrowed(value)
         } else {
-            Cow::Owned(self.rewrite(value, findings))
+            Cow::Owned(self.rewrite(value, findings.as_mut_slice()))
         }
     }
 
@@ -257,8 +258,15 @@ impl Masker {
     }
 
     /// Everything to mask in `value`, possibly overlapping, in no particular order.
+    #[cfg(test)]
     fn findings(&self, value: &[u8]) -> Vec<Finding> {
-        let mut found = Vec::new();
+        let mut found = Findings::new();
+        self.find(value, &mut found);
+        found.as_mut_slice().to_vec()
+    }
+
+    /// Adds everything to mask in `value` to `found`.
+    fn find(&self, value: &[u8], found: &mut Findings) {
         self.scanner.scan(value, &mut |r, range| {
             let style = self
                 .styles
@@ -273,17 +281,17 @@ impl Masker {
             });
         });
         for (i, r) in self.regexes.iter().enumerate() {
-            let matches = r.regex.find_iter(value).filter(|m| !m.is_empty());
-            found.extend(matches.map(|m| Finding {
-                range: m.range(),
-                label: Label::Regex(i),
-                style: r.style,
-            }));
+            for m in r.regex.find_iter(value).filter(|m| !m.is_empty()) {
+                found.push(Finding {
+                    range: m.range(),
+                    label: Label::Regex(i),
+                    style: r.style,
+                });
+            }
         }
         if let Some(words) = &self.words {
-            words.find(value, &mut found);
+            words.find(value, found);
         }
-        found
     }
 }
 
@@ -374,7 +382,7 @@ impl Words {
     /// Pushes every occurrence that stands alone ("acme" in "Acme's", not in
     /// "acmes"). Overlapping occurrences are all considered, so a longer word that is
     /// not whole does not hide a shorter one that is.
-    fn find(&self, v: &[u8], found: &mut Vec<Finding>) {
+    fn find(&self, v: &[u8], found: &mut Findings) {
         for m in self.ac.find_overlapping_iter(v) {
             let Some(&(style, left, right)) = self.words.get(m.pattern().as_usize()) else {
                 continue;

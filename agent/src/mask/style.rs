@@ -11,7 +11,7 @@
 //! A hash token is the same for the same bytes wherever they are found (in a column or
 //! inside a text), so a token in one result joins with the same token in another.
 
-use super::{Masker, Recognizer, spec::MaskStyle};
+use super::{Masker, Recognizer, key::Hasher, spec::MaskStyle};
 use std::ops::Range;
 
 /// What a finding is, for the name in its replacement.
@@ -32,6 +32,59 @@ pub(super) struct Finding {
     pub(super) style: MaskStyle,
 }
 
+/// The findings in one value. A value holds none or a few, so the first
+/// [`Findings::INLINE`] are kept on the stack, and a value with PII costs no
+/// allocation but that of its masked copy; more spill to the heap.
+pub(super) struct Findings {
+    inline: [Finding; Findings::INLINE],
+    /// How many of `inline` are findings.
+    len: usize,
+    /// All the findings, once there are more than `INLINE`.
+    spilled: Vec<Finding>,
+}
+
+impl Findings {
+    const INLINE: usize = 4;
+    /// What the unused slots of `inline` hold.
+    const NONE: Finding = Finding {
+        range: 0..0,
+        label: Label::Word,
+        style: MaskStyle::Redact,
+    };
+
+    pub(super) fn new() -> Self {
+        Self {
+            inline: [const { Self::NONE }; Self::INLINE],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, finding: Finding) {
+        if self.spilled.is_empty() {
+            if let Some(slot) = self.inline.get_mut(self.len) {
+                *slot = finding;
+                self.len += 1;
+                return;
+            }
+            self.spilled.extend(self.inline.iter().cloned());
+        }
+        self.spilled.push(finding);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(super) fn as_mut_slice(&mut self) -> &mut [Finding] {
+        if self.spilled.is_empty() {
+            self.inline.get_mut(..self.len).unwrap_or_default()
+        } else {
+            &mut self.spilled
+        }
+    }
+}
+
 /// What a redacted column value becomes.
 pub(super) const REDACTED: &[u8] = b"****";
 
@@ -39,11 +92,17 @@ impl Masker {
     /// `value` with each finding replaced. Overlapping findings are merged into their
     /// union, masked in the most restrictive of their styles and named after the
     /// longest of them (the first found, of equals).
-    pub(super) fn rewrite(&self, value: &[u8], mut findings: Vec<Finding>) -> Vec<u8> {
+    pub(super) fn rewrite(&self, value: &[u8], findings: &mut [Finding]) -> Vec<u8> {
         findings.sort_by_key(|f| f.range.start); // stable: ties keep the scan's order
-        let mut out = Vec::with_capacity(value.len() + 16);
+        // Room for the longest replacement of each finding (a hash token), so the copy
+        // is allocated once.
+        let room: usize = findings
+            .iter()
+            .map(|f| self.name(f.label).len() + 3 + Hasher::TOKEN_LEN)
+            .sum();
+        let mut out = Vec::with_capacity(value.len() + room);
         let mut copied = 0;
-        let mut findings = findings.into_iter().peekable();
+        let mut findings = findings.iter().peekable();
         while let Some(first) = findings.next() {
             let (mut span, mut style, mut label) = (first.range.clone(), first.style, first.label);
             let mut longest = first.range.len();
@@ -68,13 +127,18 @@ impl Masker {
         out
     }
 
-    /// Appends the replacement of one finding.
-    fn replace(&self, out: &mut Vec<u8>, found: &[u8], label: Label, style: MaskStyle) {
-        let name = match label {
+    /// The name a finding is replaced with.
+    fn name(&self, label: Label) -> &str {
+        match label {
             Label::Builtin(r) => r.name(),
             Label::Regex(i) => self.regexes.get(i).map_or("masked", |r| r.name.as_str()),
             Label::Word => "masked",
-        };
+        }
+    }
+
+    /// Appends the replacement of one finding.
+    fn replace(&self, out: &mut Vec<u8>, found: &[u8], label: Label, style: MaskStyle) {
+        let name = self.name(label);
         match (style, &self.hasher) {
             (MaskStyle::Last4, _) => last4(found, out),
             (MaskStyle::Hash, Some(hasher)) => {
