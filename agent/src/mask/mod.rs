@@ -29,8 +29,9 @@
 //!
 //! Layout: [`spec`] is what a policy says ([`MaskSpec`]) and the errors; [`key`] the
 //! HMAC key of `hash` tokens; `scan` the prefilter and the walk that run recognizers
-//! only where a trigger is; `recognize` the recognizers themselves; `style` the
-//! rewriting; `glob` the column patterns.
+//! only where a trigger is, and `shapes` the test that spares short values the walk;
+//! `recognize` the recognizers themselves; `style` the rewriting; `glob` the column
+//! patterns.
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +39,7 @@ mod glob;
 pub mod key;
 mod recognize;
 mod scan;
+mod shapes;
 pub mod spec;
 mod style;
 

@@ -22,6 +22,7 @@ use super::{
         secrets::{self, Literal},
         starts_number, word_at, word_before,
     },
+    shapes,
 };
 use aho_corasick::{AhoCorasick, MatchKind};
 use std::ops::Range;
@@ -94,7 +95,9 @@ impl Scanner {
                 }
             }
         }
-        if NUMBERS.iter().any(|r| possible.contains(*r)) {
+        if NUMBERS.iter().any(|r| possible.contains(*r))
+            && (ipv6 || shapes::numbers_may_start(v, possible))
+        {
             walk(v, possible, ipv6, found);
         }
         let literals = self.literals.as_ref().filter(|l| v.len() >= l.min_len);

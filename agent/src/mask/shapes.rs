@@ -1,0 +1,250 @@
+//! Whether a short value has a place where the number walk could find anything, asked
+//! of all its bytes at once.
+//!
+//! The walk (in `scan`) stops at every group of digits and decides, from the group's
+//! length, what surrounds it and what follows, which number recognizers to try there.
+//! On a timestamp or a UUID it stops a dozen times and tries nothing, and each stop
+//! costs a few mispredicted branches. Here the same conditions, stripped down to what
+//! can be read off the neighbouring bytes, are computed for every position at once
+//! with bit masks (bit `i` for byte `i`): when no position meets them, the walk is
+//! skipped, and when one does, the walk runs as before and decides.
+//!
+//! The conditions here are implied by the walk's own (they leave out its finer
+//! checks: a card's first digit and checksum, whether the number ends at a word), so
+//! skipping the walk never loses a finding. Values longer than 64 bytes, and values
+//! with non-ASCII bytes (whose word boundaries depend on characters), are walked
+//! without asking.
+
+use super::recognize::{Recognizer, RecognizerSet};
+
+/// The classes of bytes the conditions read, one bit each in [`CODES`].
+mod class {
+    pub(super) const DIGIT: u8 = 1;
+    /// What [`is_word`](crate::mask::recognize::is_word) accepts, for ASCII bytes.
+    pub(super) const WORD: u8 = 1 << 1;
+    pub(super) const UPPER: u8 = 1 << 2;
+    /// `+` and `(`, which may start a phone number.
+    pub(super) const PHONE_START: u8 = 1 << 3;
+    pub(super) const DASH: u8 = 1 << 4;
+    pub(super) const SPACE: u8 = 1 << 5;
+    pub(super) const DOT: u8 = 1 << 6;
+    /// `1`, the North American trunk prefix.
+    pub(super) const ONE: u8 = 1 << 7;
+}
+
+#[expect(
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "evaluated at compile time, where an index out of bounds fails the build"
+)]
+static CODES: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut code = 0;
+        if c.is_ascii_digit() {
+            code |= class::DIGIT;
+        }
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            code |= class::WORD;
+        }
+        if c.is_ascii_uppercase() {
+            code |= class::UPPER;
+        }
+        if c == b'+' || c == b'(' {
+            code |= class::PHONE_START;
+        }
+        if c == b'-' {
+            code |= class::DASH;
+        }
+        if c == b' ' {
+            code |= class::SPACE;
+        }
+        if c == b'.' {
+            code |= class::DOT;
+        }
+        if c == b'1' {
+            code |= class::ONE;
+        }
+        table[b] = code;
+        b += 1;
+    }
+    table
+};
+
+/// Whether the walk over `v` could find a number of the `possible` recognizers (an
+/// IPv6 address aside: the caller walks whenever one may be there).
+pub(super) fn numbers_may_start(v: &[u8], possible: RecognizerSet) -> bool {
+    let Some(m) = Masks::of(v) else {
+        return true;
+    };
+    // Bit i of `next(x, k)` is bit i + k of `x`; of `prev(x, k)`, bit i - k.
+    let next = |x: u64, k: u32| x >> k;
+    let prev = |x: u64, k: u32| x << k;
+    // Runs of at least `k` digits start at the bits of `at_least(k)`; `exactly(k)`
+    // also ends them there (the digits from bit i on are exactly k).
+    let at_least = |k: u32| (0..k).fold(u64::MAX, |all, j| all & next(m.digit, j));
+    let exactly = |k: u32| at_least(k) & !next(m.digit, k);
+    let (one, two, three, four) = (exactly(1), exactly(2), exactly(3), exactly(4));
+    // `starts_number`: not after a word, nor after `.` or `-` after a word.
+    let start = !prev(m.word, 1) & !(prev(m.dash | m.dot, 1) & prev(m.word, 2));
+    let dash_or_space = m.dash | m.space;
+    let separator = dash_or_space | m.dot;
+
+    let mut may = 0;
+    if possible.contains(Recognizer::CreditCard) {
+        // 13–19 digits in a row, or 4 and a separator and 4 or 6 more.
+        let long = at_least(13) & !at_least(20);
+        let grouped = four & next(dash_or_space, 4) & next(exactly(4) | exactly(6), 5);
+        may |= start & (long | grouped);
+    }
+    if possible.contains(Recognizer::Ssn) {
+        may |= start & three & next(dash_or_space, 3);
+    }
+    if possible.contains(Recognizer::Phone) {
+        let trunk = one & m.one & next(separator, 1);
+        may |= start & ((three & next(separator, 3)) | trunk);
+        // `+` or `(` not after a word, and a digit.
+        may |= m.phone_start & !prev(m.word, 1) & next(m.digit, 1);
+    }
+    if possible.contains(Recognizer::IpAddress) {
+        let octet = (one & next(m.dot, 1)) | (two & next(m.dot, 2)) | (three & next(m.dot, 3));
+        may |= start & octet;
+    }
+    if possible.contains(Recognizer::Iban) {
+        // Check digits after a two-capital country code that is not after a word.
+        may |= m.digit & prev(m.upper, 1) & prev(m.upper, 2) & !prev(m.word, 3);
+    }
+    may != 0
+}
+
+/// The class masks of a value of at most 64 ASCII bytes: bit `i` of each for byte `i`.
+struct Masks {
+    digit: u64,
+    word: u64,
+    upper: u64,
+    phone_start: u64,
+    dash: u64,
+    space: u64,
+    dot: u64,
+    one: u64,
+}
+
+impl Masks {
+    /// `None` if `v` is longer than 64 bytes or not ASCII.
+    fn of(v: &[u8]) -> Option<Masks> {
+        if v.len() > 64 || !v.is_ascii() {
+            return None;
+        }
+        // Per class, its mask; built eight bytes at a time: the eight bytes' codes in
+        // one word, transposed so that byte `c` holds the mask of class `c`.
+        let mut masks = [0u64; 8];
+        let (words, tail) = v.as_chunks::<8>();
+        let mut tail_word = [0; 8];
+        for (slot, &b) in tail_word.iter_mut().zip(tail) {
+            *slot = b;
+        }
+        for (k, word) in words.iter().chain([&tail_word]).enumerate() {
+            let codes =
+                u64::from_le_bytes(word.map(|b| CODES.get(usize::from(b)).copied().unwrap_or(0)));
+            let by_class = transpose(codes).to_le_bytes();
+            for (mask, bits) in masks.iter_mut().zip(by_class) {
+                *mask |= u64::from(bits)
+                    .checked_shl(8 * u32::try_from(k).ok()?)
+                    .unwrap_or(0);
+            }
+        }
+        let [digit, word, upper, phone_start, dash, space, dot, one] = masks;
+        Some(Masks {
+            digit,
+            word,
+            upper,
+            phone_start,
+            dash,
+            space,
+            dot,
+            one,
+        })
+    }
+}
+
+/// Transposes the 8×8 bit matrix in `x` whose row `r` is byte `r` (bit `c` of the
+/// byte is column `c`): afterwards bit `c` of byte `r` is what bit `r` of byte `c`
+/// was. Three rounds swap 1×1, then 2×2, then 4×4 blocks across the diagonal.
+fn transpose(mut x: u64) -> u64 {
+    let t = (x ^ (x >> 7)) & 0x00AA_00AA_00AA_00AA;
+    x ^= t ^ (t << 7);
+    let t = (x ^ (x >> 14)) & 0x0000_CCCC_0000_CCCC;
+    x ^= t ^ (t << 14);
+    let t = (x ^ (x >> 28)) & 0x0000_0000_F0F0_F0F0;
+    x ^ t ^ (t << 28)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bit(x: u64, i: usize) -> bool {
+        x >> i & 1 == 1
+    }
+
+    #[test]
+    fn transposes() {
+        let mut x = 0x0123_4567_89AB_CDEFu64;
+        for _ in 0..50 {
+            let t = transpose(x);
+            for r in 0..8 {
+                for c in 0..8 {
+                    assert_eq!(bit(t, 8 * r + c), bit(x, 8 * c + r), "{x:#x} {r} {c}");
+                }
+            }
+            x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        }
+    }
+
+    #[test]
+    fn masks_hold_each_byte_class() {
+        let v = b"+1 (555) 123-4567.x_Y";
+        let m = Masks::of(v).unwrap_or_else(|| unreachable!());
+        for (i, &b) in v.iter().enumerate() {
+            assert_eq!(bit(m.digit, i), b.is_ascii_digit(), "{i}");
+            assert_eq!(bit(m.word, i), super::super::recognize::is_word(b), "{i}");
+            assert_eq!(bit(m.upper, i), b.is_ascii_uppercase(), "{i}");
+            assert_eq!(bit(m.phone_start, i), b == b'+' || b == b'(', "{i}");
+            assert_eq!(bit(m.dash, i), b == b'-', "{i}");
+            assert_eq!(bit(m.space, i), b == b' ', "{i}");
+            assert_eq!(bit(m.dot, i), b == b'.', "{i}");
+            assert_eq!(bit(m.one, i), b == b'1', "{i}");
+        }
+        assert_eq!(m.digit >> v.len(), 0);
+        assert!(Masks::of(&[b'1'; 65]).is_none());
+        assert!(Masks::of("café 1234".as_bytes()).is_none());
+        assert!(Masks::of(&[b'7'; 64]).is_some_and(|m| m.digit == u64::MAX));
+    }
+
+    #[test]
+    fn dates_times_and_ids_need_no_walk() {
+        // All but IP addresses, which the counts rule out first (an IPv4 address
+        // needs three dots): "12.953" would pass for the start of one.
+        let all = RecognizerSet::of(&Recognizer::ALL.map(|r| (r, r != Recognizer::IpAddress)));
+        for clean in [
+            "2024-04-05 15:13:12.953+00",
+            "86f1be4f-2346-4aac-a3a4-a30dd47303f1",
+            "2024-01-15",
+            "12:34:56",
+            "ORD-2024-0042",
+            "v1.2.3",
+        ] {
+            assert!(!numbers_may_start(clean.as_bytes(), all), "{clean}");
+        }
+        for pii in [
+            "4111 1111 1111 1111",
+            "(555) 123-4567",
+            "+44 20 7946 0958",
+            "DE89 3704",
+        ] {
+            assert!(numbers_may_start(pii.as_bytes(), all), "{pii}");
+        }
+    }
+}
