@@ -36,7 +36,9 @@ pub(super) struct Finding {
 /// [`Findings::INLINE`] are kept on the stack, and a value with PII costs no
 /// allocation but that of its masked copy; more spill to the heap.
 pub(super) struct Findings {
-    inline: [Finding; Findings::INLINE],
+    /// Created with the first finding: most values have none, and are spared filling
+    /// the array.
+    inline: Option<[Finding; Findings::INLINE]>,
     /// How many of `inline` are findings.
     len: usize,
     /// All the findings, once there are more than `INLINE`.
@@ -54,7 +56,7 @@ impl Findings {
 
     pub(super) fn new() -> Self {
         Self {
-            inline: [const { Self::NONE }; Self::INLINE],
+            inline: None,
             len: 0,
             spilled: Vec::new(),
         }
@@ -62,12 +64,15 @@ impl Findings {
 
     pub(super) fn push(&mut self, finding: Finding) {
         if self.spilled.is_empty() {
-            if let Some(slot) = self.inline.get_mut(self.len) {
+            let inline = self
+                .inline
+                .get_or_insert_with(|| [const { Self::NONE }; Self::INLINE]);
+            if let Some(slot) = inline.get_mut(self.len) {
                 *slot = finding;
                 self.len += 1;
                 return;
             }
-            self.spilled.extend(self.inline.iter().cloned());
+            self.spilled.extend(inline.iter().cloned());
         }
         self.spilled.push(finding);
     }
@@ -77,10 +82,10 @@ impl Findings {
     }
 
     pub(super) fn as_mut_slice(&mut self) -> &mut [Finding] {
-        if self.spilled.is_empty() {
-            self.inline.get_mut(..self.len).unwrap_or_default()
-        } else {
-            &mut self.spilled
+        match &mut self.inline {
+            _ if !self.spilled.is_empty() => &mut self.spilled,
+            Some(inline) => inline.get_mut(..self.len).unwrap_or_default(),
+            None => &mut [],
         }
     }
 }
