@@ -188,11 +188,18 @@ fn cancel_withdraws_a_held_statement() {
     let id = request["id"].as_str().unwrap_or_default();
     let shown = s.d.cli(&["approvals", "--all", "--json"]);
     let all: Value = serde_json::from_slice(&shown.stdout).unwrap_or(Value::Null);
-    let status = all
+    let ended = all
         .as_array()
         .and_then(|a| a.iter().find(|r| r["id"] == id))
-        .map(|r| r["status"].clone());
-    assert_eq!(status, Some(Value::from("abandoned")));
+        .unwrap_or_else(|| panic!("{all:#}"));
+    assert_eq!(ended["status"], "abandoned");
+    assert_eq!(ended["decided_by"], "client", "{ended:#}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cancelled")),
+        "{ended:#}"
+    );
     assert_eq!(
         s.direct("SELECT count(*) FROM pg_indexes WHERE tablename = 'accounts'"),
         "1"
@@ -228,11 +235,19 @@ fn a_held_statement_is_abandoned_when_the_target_leaves() {
     );
     let shown = s.d.cli(&["approvals", "--all", "--json"]);
     let all: Value = serde_json::from_slice(&shown.stdout).unwrap_or(Value::Null);
-    let status = all
+    let ended = all
         .as_array()
         .and_then(|a| a.iter().find(|r| r["id"] == id))
-        .map(|r| r["status"].clone());
-    assert_eq!(status, Some(Value::from("abandoned")), "{}", s.d.log());
+        .unwrap_or_else(|| panic!("{all:#}\n{}", s.d.log()));
+    assert_eq!(ended["status"], "abandoned", "{}", s.d.log());
+    // The request says who ended it: the target, not the client.
+    assert_eq!(ended["decided_by"], "target", "{ended:#}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("target closed")),
+        "{ended:#}"
+    );
     let statements = s.statements();
     let held = statements
         .iter()

@@ -4,7 +4,7 @@
 
 use super::{Daemon, canonical};
 use crate::{
-    gate::{Action, Ask, HoldOutcome, Ruling},
+    gate::{Action, Ask, Gone, HoldOutcome, Ruling},
     identity::{self, Principal},
     intercept::{ClientAddr, OrigDstAddr, from_endpoint},
     policy::{Protocol, Target},
@@ -293,12 +293,12 @@ async fn serve_with<P: proto::Protocol>(
 /// Completes when the client closes its end while its connection is held. Bytes it
 /// sends early stay queued for the target (peeked, never read); they also hide the
 /// close from a peek, so then the kernel's TCP state tells.
-async fn client_gone(stream: &TcpStream) {
+async fn client_gone(stream: &TcpStream) -> Gone {
     let mut probe = [0u8; 1];
     loop {
         match stream.peek(&mut probe).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) if peer_closed(stream) => return,
+            Ok(0) | Err(_) => return Gone::CLIENT,
+            Ok(_) if peer_closed(stream) => return Gone::CLIENT,
             // Data waits in the socket: look again at a gentle pace.
             Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }

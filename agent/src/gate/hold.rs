@@ -30,7 +30,26 @@ pub enum HoldOutcome {
     },
     Abandoned {
         request: String,
+        /// Who ended it: `client`, or `target` when the server side went away.
+        by: String,
+        reason: String,
     },
+}
+
+/// Why a held action can no longer run, as the future given to [`Hold::wait`] says:
+/// who ended it and one sentence for the request's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone {
+    pub by: &'static str,
+    pub reason: &'static str,
+}
+
+impl Gone {
+    /// The client closed its connection (or cancelled).
+    pub const CLIENT: Self = Self {
+        by: "client",
+        reason: "the client left while it was held",
+    };
 }
 
 impl HoldOutcome {
@@ -50,8 +69,10 @@ impl HoldOutcome {
                     humantime::format_duration(*after)
                 )
             }
-            Self::Abandoned { request } => {
-                format!("request {request} abandoned: the client left while it was held")
+            Self::Abandoned {
+                request, reason, ..
+            } => {
+                format!("request {request} abandoned: {reason}")
             }
         }
     }
@@ -132,10 +153,11 @@ impl Hold<'_> {
         format!("portcullis approve {}", self.record.id)
     }
 
-    /// Waits until the request is decided, times out, the client leaves
-    /// (`client_gone` completes) or the daemon shuts down.
-    pub async fn wait(self, client_gone: impl Future<Output = ()>) -> HoldOutcome {
-        let outcome = self.wait_inner(client_gone).await;
+    /// Waits until the request is decided, times out, the action can no longer run
+    /// (`gone` completes, saying why: the client left, or the target) or the daemon
+    /// shuts down.
+    pub async fn wait(self, gone: impl Future<Output = Gone>) -> HoldOutcome {
+        let outcome = self.wait_inner(gone).await;
         let gate = self.gate;
         let target = &self.ask.target;
         let metric = match &outcome {
@@ -159,9 +181,10 @@ impl Hold<'_> {
         }
         tracing::info!(request = %self.record.id, outcome = %outcome.message(), "Held action decided");
         let actor = match &outcome {
-            HoldOutcome::Approved { by, .. } | HoldOutcome::Denied { by, .. } => by.clone(),
+            HoldOutcome::Approved { by, .. }
+            | HoldOutcome::Denied { by, .. }
+            | HoldOutcome::Abandoned { by, .. } => by.clone(),
             HoldOutcome::TimedOut { .. } => "timeout".into(),
-            HoldOutcome::Abandoned { .. } => "client".into(),
         };
         let data = serde_json::json!({ "target": target, "outcome": outcome.message(), "waited_ms": millis(self.started.elapsed()) });
         gate.audit("request_decided", &self.record.id, Some(&actor), data)
@@ -169,11 +192,11 @@ impl Hold<'_> {
         outcome
     }
 
-    async fn wait_inner(&self, client_gone: impl Future<Output = ()>) -> HoldOutcome {
+    async fn wait_inner(&self, gone: impl Future<Output = Gone>) -> HoldOutcome {
         let gate = self.gate;
         let id = self.record.id.clone();
-        tokio::pin!(client_gone);
-        let mut client_left = false;
+        tokio::pin!(gone);
+        let mut has_gone = false;
         loop {
             // Register for a wake-up before reading, so no change is missed.
             let woken = self.wake.notified();
@@ -199,9 +222,9 @@ impl Hold<'_> {
             let stored = tokio::select! {
                 () = woken => Ok(()),
                 () = tokio::time::sleep(left) => self.expire(&record).await,
-                () = &mut client_gone, if !client_left => {
-                    client_left = true;
-                    gate.store.finish_request(&id, RequestStatus::Abandoned, "client", Some("the client left while held")).await.map(drop)
+                why = &mut gone, if !has_gone => {
+                    has_gone = true;
+                    gate.store.finish_request(&id, RequestStatus::Abandoned, why.by, Some(why.reason)).await.map(drop)
                 }
                 () = gate.shutdown.cancelled() => {
                     let why = "the daemon is shutting down; held actions are denied, never released";
@@ -274,7 +297,11 @@ impl Hold<'_> {
                     after: total,
                 })
             }
-            RequestStatus::Abandoned => Some(HoldOutcome::Abandoned { request }),
+            RequestStatus::Abandoned => Some(HoldOutcome::Abandoned {
+                request,
+                by,
+                reason: r.reason.clone().unwrap_or_default(),
+            }),
         }
     }
 

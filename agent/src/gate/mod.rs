@@ -19,7 +19,7 @@ mod hold;
 pub mod notify;
 
 pub use decide::{DecideError, Decided};
-pub use hold::{Hold, HoldOutcome};
+pub use hold::{Gone, Hold, HoldOutcome};
 
 use crate::{
     identity::Principal,

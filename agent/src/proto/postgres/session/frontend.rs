@@ -12,7 +12,7 @@ use super::{
 };
 use crate::mask::Masker;
 use crate::{
-    gate::{Action, Ask, HoldOutcome, Ruling},
+    gate::{Action, Ask, Gone, HoldOutcome, Ruling},
     policy::{SqlClass, SqlClasses},
     proto::Session,
     record::{Outcome, StatementRecord, now_ms},
@@ -459,9 +459,15 @@ impl Frontend<'_> {
             let left = &mut left;
             let gone = async move {
                 tokio::select! {
-                    () = cancel.cancelled() => {}
-                    () = watch_client(reader, stash, left) => {}
-                    () = server_gone.cancelled() => {}
+                    () = cancel.cancelled() => Gone {
+                        by: "client",
+                        reason: "the client cancelled the statement while it was held",
+                    },
+                    () = watch_client(reader, stash, left) => Gone::CLIENT,
+                    () = server_gone.cancelled() => Gone {
+                        by: "target",
+                        reason: "the target closed the connection while it was held",
+                    },
                 }
             };
             hold.wait(gone).await
@@ -478,12 +484,9 @@ impl Frontend<'_> {
                 record.reason = Some(outcome.message());
                 Held::Left("the client left while a statement was held")
             }
-            HoldOutcome::Abandoned { request } if self.server_gone.is_cancelled() => {
+            HoldOutcome::Abandoned { .. } if self.server_gone.is_cancelled() => {
                 record.verdict = "abandoned".into();
-                record.reason = Some(format!(
-                    "request {request} abandoned: the target closed the connection while it \
-                     was held"
-                ));
+                record.reason = Some(outcome.message());
                 Held::Left("the target closed the connection while a statement was held")
             }
             HoldOutcome::Abandoned { .. } => {
