@@ -67,11 +67,31 @@ fn results_messages_and_recordings_are_masked() {
             s.d.log()
         );
     }
-    // COPY cannot dodge a column rule.
-    let (ok, stdout, _) = run("COPY customers TO STDOUT");
+    // COPY cannot dodge a column rule: its rows are masked by column in text and CSV
+    // (the columns come from the statement and the catalog) and by value.
+    for sql in [
+        "COPY customers TO STDOUT",
+        "COPY public.customers (password_hash, note) TO STDOUT (FORMAT csv, HEADER)",
+        "\\copy customers to stdout csv",
+    ] {
+        let (ok, stdout, stderr) = run(sql);
+        assert!(ok, "{sql}: {stderr}\n{}", s.d.log());
+        assert!(
+            !stdout.contains(HASH) && !stdout.contains(EMAIL) && !stdout.contains(CARD),
+            "{sql} revealed a masked value: {stdout}"
+        );
+        assert!(
+            stdout.contains("****") && stdout.contains("call [email] today"),
+            "{sql}: {stdout}"
+        );
+    }
+    let (ok, stdout, _) = run("COPY customers (id, note) TO STDOUT");
+    assert!(ok && stdout.trim() == "1\tcall [email] today", "{stdout}");
+    // A COPY of a query cannot be told apart by column: refused, not passed.
+    let (ok, stdout, stderr) = run("COPY (SELECT password_hash FROM customers) TO STDOUT");
     assert!(
-        !ok && !stdout.contains(HASH),
-        "COPY revealed the column: {stdout}"
+        !ok && !stdout.contains(HASH) && stderr.contains("COPY TO is refused"),
+        "COPY of a query revealed the column: {stdout} {stderr}"
     );
     // Errors quoting a value are masked too.
     let (_, _, stderr) = run(&format!("SELECT '{EMAIL}'::int"));

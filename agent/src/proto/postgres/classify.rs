@@ -86,6 +86,41 @@ pub struct Classified {
     /// Why `Unparsed` is among the classes: the parser's message, or what could not be
     /// classified.
     pub error: Option<String>,
+    /// Each `COPY … TO STDOUT` of the text, in order: what masking needs to tell the
+    /// columns of its rows apart.
+    pub copy_out: Vec<CopyOut>,
+}
+
+/// A `COPY … TO STDOUT`, as masking by column needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyOut {
+    /// `COPY [schema.]table [(columns)] TO STDOUT` in text or CSV.
+    Table {
+        /// As the parser normalized it (unquoted names lowercased).
+        schema: Option<String>,
+        table: String,
+        /// The column list; empty for all columns.
+        columns: Vec<String>,
+        format: CopyFormat,
+    },
+    /// `COPY (query) TO STDOUT`, a binary COPY, or options that could not be read:
+    /// its columns are not known here.
+    Other,
+}
+
+/// How a text or CSV COPY writes its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFormat {
+    pub csv: bool,
+    pub delimiter: u8,
+    /// The text a NULL is written as.
+    pub null: Vec<u8>,
+    /// CSV only.
+    pub quote: u8,
+    /// CSV only.
+    pub escape: u8,
+    /// The first row holds the column names.
+    pub header: bool,
 }
 
 impl Classified {
@@ -96,6 +131,7 @@ impl Classified {
             tables: Vec::new(),
             functions: Vec::new(),
             error: Some(error.into()),
+            copy_out: Vec::new(),
         }
     }
 }

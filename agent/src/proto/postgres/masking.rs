@@ -5,10 +5,12 @@
 //! the same login (cached per session), so an alias or `SELECT *` cannot dodge them.
 //! A masked column is described to the client as `text`, since its values no longer
 //! parse as the original type. Values of other text-format columns are masked by the
-//! recognizers; binary values of unmasked columns pass as they are.
+//! recognizers; binary values of unmasked columns pass as they are. COPY OUT rows are
+//! masked by column from the statement's columns ([`copy`]).
 
 use super::{
     backend,
+    classify::CopyOut,
     tls::BackendStream,
     wire::{self, Builder, Fields, MessageReader},
 };
@@ -16,6 +18,9 @@ use crate::{
     mask::{ColumnMask, Masked, Masker},
     proto::Session,
 };
+pub use copy::CopyColumns;
+
+mod copy;
 use bytes::Bytes;
 use std::{borrow::Cow, collections::HashMap};
 use tokio::io::AsyncWriteExt as _;
@@ -58,6 +63,71 @@ impl Catalog {
         if let Some(found) = self.names.get(&(oid, attnum)) {
             return Ok(found.clone());
         }
+        let oid_text = u32::from_ne_bytes(oid.to_ne_bytes()).to_string();
+        let attnum_text = attnum.to_string();
+        let rows = self
+            .query(
+                session,
+                "SELECT c.relname, a.attname FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 WHERE a.attrelid = $1::oid AND a.attnum = $2::int2",
+                &[Some(oid_text.as_str()), Some(attnum_text.as_str())],
+            )
+            .await?;
+        let found = rows.into_iter().next().and_then(|row| {
+            let mut row = row.into_iter();
+            Some((row.next()??, row.next()??))
+        });
+        tracing::debug!(oid, attnum, ?found, "Column resolved for masking");
+        self.names.insert((oid, attnum), found.clone());
+        Ok(found)
+    }
+
+    /// The columns a `COPY table TO` writes (all but dropped and generated ones, in
+    /// order), for each relation the name may mean: with a schema, the one; without,
+    /// every table or view so named in any schema (which one the session's
+    /// `search_path` picks is not known here).
+    pub async fn copy_columns(
+        &mut self,
+        session: &Session<'_>,
+        schema: Option<&str>,
+        table: &str,
+    ) -> Result<Vec<Vec<String>>, String> {
+        let rows = self
+            .query(
+                session,
+                "SELECT c.oid::text, a.attname FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+                 WHERE c.relname = $1 AND ($2::text IS NULL OR n.nspname = $2) \
+                 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+                 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+                 ORDER BY c.oid, a.attnum",
+                &[Some(table), schema],
+            )
+            .await?;
+        let mut relations: Vec<(String, Vec<String>)> = Vec::new();
+        for row in rows {
+            let mut row = row.into_iter();
+            let (Some(Some(oid)), Some(Some(column))) = (row.next(), row.next()) else {
+                continue;
+            };
+            match relations.last_mut() {
+                Some((last, columns)) if *last == oid => columns.push(column),
+                _ => relations.push((oid, vec![column])),
+            }
+        }
+        Ok(relations.into_iter().map(|(_, columns)| columns).collect())
+    }
+
+    /// Runs one catalog query with text parameters (never spliced into the SQL) and
+    /// returns its rows as text, opening the connection on first use.
+    async fn query(
+        &mut self,
+        session: &Session<'_>,
+        sql: &str,
+        params: &[Option<&str>],
+    ) -> Result<Vec<Vec<Option<String>>>, String> {
         if self.conn.is_none() {
             let b = backend::login(session, &self.params)
                 .await
@@ -72,18 +142,29 @@ impl Catalog {
         let Some(conn) = self.conn.as_mut() else {
             return Err("no catalog connection".into());
         };
-        // Both values are numbers: nothing of the client's reaches this text.
-        let sql = format!(
-            "SELECT c.relname, a.attname FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             WHERE a.attrelid = {} AND a.attnum = {attnum}",
-            u32::from_ne_bytes(oid.to_ne_bytes())
-        );
-        let query = Builder::new(b'Q').cstr(&sql).finish();
+        let mut bind = Builder::new(b'B')
+            .cstr("")
+            .cstr("")
+            .i16(0)
+            .i16(i16::try_from(params.len()).unwrap_or(0));
+        for p in params {
+            bind = match p {
+                Some(p) => bind
+                    .i32(i32::try_from(p.len()).unwrap_or(i32::MAX))
+                    .bytes(p.as_bytes()),
+                None => bind.i32(-1),
+            };
+        }
+        let mut batch = Vec::new();
+        batch.extend_from_slice(&Builder::new(b'P').cstr("").cstr(sql).i16(0).finish());
+        batch.extend_from_slice(&bind.i16(0).finish());
+        batch.extend_from_slice(&Builder::new(b'E').cstr("").i32(0).finish());
+        batch.extend_from_slice(&Builder::new(b'S').finish());
         let io = |e: std::io::Error| format!("catalog connection: {e}");
-        conn.get_mut().write_all(&query).await.map_err(io)?;
+        conn.get_mut().write_all(&batch).await.map_err(io)?;
         conn.get_mut().flush().await.map_err(io)?;
-        let mut found = None;
+        let mut rows = Vec::new();
+        let mut failed = false;
         loop {
             let m = match conn.next().await {
                 Ok(Some(m)) => m,
@@ -91,28 +172,31 @@ impl Catalog {
                 Err(e) => return Err(format!("catalog connection: {e}")),
             };
             match m.tag() {
-                b'D' => {
+                b'D' if rows.len() < MAX_CATALOG_ROWS => {
                     let mut f = Fields(m.body());
-                    let _ = f.count16();
-                    let table = f.value().ok().flatten();
-                    let column = f.value().ok().flatten();
-                    if let (Some(t), Some(c)) = (table, column) {
-                        found = Some((
-                            String::from_utf8_lossy(t).into_owned(),
-                            String::from_utf8_lossy(c).into_owned(),
-                        ));
+                    let count = f.count16().map_err(|e| e.to_string())?;
+                    let mut row = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let value = f.value().map_err(|e| e.to_string())?;
+                        row.push(value.map(|v| String::from_utf8_lossy(v).into_owned()));
                     }
+                    rows.push(row);
                 }
-                b'E' => return Err("the catalog lookup failed".into()),
+                // Too many rows, or an error: the lookup cannot be trusted.
+                b'D' | b'E' => failed = true,
                 b'Z' => break,
                 _ => {}
             }
         }
-        tracing::debug!(oid, attnum, ?found, "Column resolved for masking");
-        self.names.insert((oid, attnum), found.clone());
-        Ok(found)
+        if failed {
+            return Err("the catalog lookup for masking failed".into());
+        }
+        Ok(rows)
     }
 }
+
+/// The most rows one catalog lookup may return (columns of same-named tables).
+const MAX_CATALOG_ROWS: usize = 20_000;
 
 /// Reads a `RowDescription`, resolves column rules, and returns the columns and the
 /// message to send (rewritten when a masked column must be described as text).
@@ -230,6 +314,71 @@ pub fn notification(masker: &Masker, body: &[u8]) -> Option<Bytes> {
         Cow::Borrowed(_) => None,
         Cow::Owned(p) => Some(Builder::new(b'A').i32(pid).cstr(channel).cstr(&p).finish()),
     }
+}
+
+/// The columns of a COPY OUT on a session whose policy masks columns, from the
+/// statement and the catalog; `count` is the number the server announced. Errs (and
+/// the COPY is refused) when they cannot be known for certain.
+pub async fn copy_out(
+    masker: &Masker,
+    catalog: &mut Catalog,
+    session: &Session<'_>,
+    copy: &CopyOut,
+    count: usize,
+) -> Result<CopyColumns, String> {
+    let refuse = |why: &str| {
+        format!("COPY TO is refused on a session whose policy masks columns: {why}; use SELECT")
+    };
+    let CopyOut::Table {
+        schema,
+        table,
+        columns,
+        format,
+    } = copy
+    else {
+        return Err(refuse(
+            "the columns of a COPY of a query cannot be told apart",
+        ));
+    };
+    let rules: Vec<_> = if columns.is_empty() {
+        // Every relation the name may mean must be masked alike.
+        let mut agreed: Option<Vec<_>> = None;
+        for relation in catalog
+            .copy_columns(session, schema.as_deref(), table)
+            .await?
+        {
+            let rules: Vec<_> = relation
+                .iter()
+                .map(|c| masker.column_rule(table, c))
+                .collect();
+            match &agreed {
+                Some(before) if *before != rules => {
+                    return Err(refuse(&format!(
+                        "more than one relation is named {table} and they are masked \
+                         differently; name its schema"
+                    )));
+                }
+                Some(_) => {}
+                None => agreed = Some(rules),
+            }
+        }
+        agreed.ok_or_else(|| refuse(&format!("the columns of {table} were not found")))?
+    } else {
+        columns
+            .iter()
+            .map(|c| masker.column_rule(table, c))
+            .collect()
+    };
+    if rules.len() != count {
+        return Err(refuse(&format!(
+            "the server sends {count} columns where {table} has {}",
+            rules.len()
+        )));
+    }
+    Ok(CopyColumns {
+        format: format.clone(),
+        rules,
+    })
 }
 
 /// A server `CopyData` line (text or CSV COPY OUT) masked by value.

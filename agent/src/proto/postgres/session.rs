@@ -19,6 +19,7 @@
 use super::{
     Postgres,
     backend::{self, LoginError},
+    classify::CopyOut,
     masking,
     startup::{self, Opened},
     tls::ClientStream,
@@ -169,6 +170,8 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         catalog: masking::Catalog::new(opened_params),
         masked_columns: Vec::new(),
         masker,
+        copy: None,
+        copy_header: false,
     };
     let (outcome, reason) = {
         let front_run = front.run(&mut ask);
@@ -260,6 +263,8 @@ struct Pending {
     rows: Vec<serde_json::Value>,
     columns: Vec<String>,
     truncated: bool,
+    /// The statement's `COPY … TO STDOUT`s not yet answered, in order.
+    copy_out: VecDeque<CopyOut>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +294,7 @@ impl Pending {
             rows: Vec::new(),
             columns: Vec::new(),
             truncated: false,
+            copy_out: VecDeque::new(),
         }
     }
 

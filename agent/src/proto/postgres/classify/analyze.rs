@@ -28,7 +28,7 @@
 //! query, COPY's WHERE, EXECUTE's arguments) are deparsed and classified as their own
 //! text, so the functions they call are seen.
 
-use super::{Classified, functions, kinds};
+use super::{Classified, CopyFormat, CopyOut, functions, kinds};
 use crate::policy::{SqlClass, SqlClasses};
 use kinds::kind_name;
 use pg_query::protobuf::{self, Node, summary_result::Context};
@@ -105,6 +105,7 @@ struct Outcome {
     tables: BTreeSet<String>,
     functions: BTreeSet<String>,
     error: Option<String>,
+    copy_out: Vec<CopyOut>,
 }
 
 impl Outcome {
@@ -115,6 +116,7 @@ impl Outcome {
             tables: summary.tables.iter().map(|t| t.name.clone()).collect(),
             functions: BTreeSet::new(),
             error: None,
+            copy_out: Vec::new(),
         };
         for function in summary
             .functions
@@ -151,6 +153,7 @@ impl Outcome {
 
     fn add_walk(&mut self, walk: Walker, summary: &SummaryResult, nesting: Nesting) {
         self.add(walk.classes);
+        self.copy_out.extend(walk.copy_out);
         for kind in walk.unknown {
             self.add_kind(kind, None);
         }
@@ -170,6 +173,9 @@ impl Outcome {
         }
         for kind in &summary.statement_types {
             self.add_kind(kind, kinds::worst_case(kind));
+            if kind == "CopyStmt" {
+                self.copy_out.push(CopyOut::Other);
+            }
         }
         // SELECT … INTO: the summary lists its target as a DDL table.
         let selects = summary.statement_types.iter().any(|k| k == "SelectStmt");
@@ -185,6 +191,7 @@ impl Outcome {
         if let Some(error) = &other.error {
             self.error.get_or_insert_with(|| error.clone());
         }
+        self.copy_out.extend(other.copy_out.iter().cloned());
     }
 
     fn finish(self) -> Classified {
@@ -198,6 +205,7 @@ impl Outcome {
             tables: self.tables.into_iter().collect(),
             functions: self.functions.into_iter().collect(),
             error: self.error,
+            copy_out: self.copy_out,
         }
     }
 }
@@ -220,6 +228,7 @@ fn classify_part(part: &Part, nesting: Nesting) -> Classified {
         tables: Vec::new(),
         functions: Vec::new(),
         error: None,
+        copy_out: Vec::new(),
     };
     if nesting == Nesting::Part {
         return dynamic(); // parts of parts cannot occur; never loop if they did
@@ -254,6 +263,8 @@ struct Walker {
     /// Parts to classify as their own text (see [`classify_part`]).
     parts: Vec<Part>,
     unknown: Vec<&'static str>,
+    /// The `COPY … TO STDOUT`s met, in order.
+    copy_out: Vec<CopyOut>,
 }
 
 impl Walker {
@@ -343,6 +354,8 @@ impl Walker {
                 // An empty name is STDIN/STDOUT (or `''`, which the server refuses).
                 if copy.is_program || !copy.filename.is_empty() {
                     self.add(runs, [CopyProgram]);
+                } else if !copy.is_from && runs {
+                    self.copy_out.push(copy_out(copy));
                 }
                 if let Some(condition) = inner(copy.where_clause.as_deref()).filter(|_| runs) {
                     self.parts.push(Part::Expressions(select_where(condition)));
@@ -436,4 +449,89 @@ fn bare_select() -> protobuf::SelectStmt {
         limit_option: protobuf::LimitOption::Default.into(),
         ..protobuf::SelectStmt::default()
     }
+}
+
+// ---- COPY TO STDOUT: its columns and format, for masking -------------------------------
+
+/// What masking needs of a `COPY … TO STDOUT`: [`CopyOut::Other`] for anything but a
+/// table in text or CSV with options read in full.
+fn copy_out(copy: &protobuf::CopyStmt) -> CopyOut {
+    let (Some(relation), None) = (&copy.relation, &copy.query) else {
+        return CopyOut::Other;
+    };
+    let columns: Option<Vec<String>> = copy
+        .attlist
+        .iter()
+        .map(|c| match &c.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+            _ => None,
+        })
+        .collect();
+    match (columns, copy_format(&copy.options)) {
+        (Some(columns), Some(format)) => CopyOut::Table {
+            schema: Some(relation.schemaname.clone()).filter(|s| !s.is_empty()),
+            table: relation.relname.clone(),
+            columns,
+            format,
+        },
+        _ => CopyOut::Other,
+    }
+}
+
+/// The options of a text or CSV COPY, as the server applies them; `None` for binary
+/// or anything unexpected (which then cannot be masked by column).
+fn copy_format(options: &[Node]) -> Option<CopyFormat> {
+    let mut csv = false;
+    let (mut delimiter, mut null, mut quote, mut escape) = (None, None, None, None);
+    let mut header = false;
+    for option in options {
+        let Some(NodeEnum::DefElem(d)) = &option.node else {
+            return None;
+        };
+        let text = match d.arg.as_deref().and_then(|a| a.node.as_ref()) {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        };
+        let byte = || match text.map(str::as_bytes) {
+            Some(&[b]) => Some(b),
+            _ => None,
+        };
+        match d.defname.as_str() {
+            "format" => match text? {
+                "csv" => csv = true,
+                "text" => csv = false,
+                _ => return None,
+            },
+            "delimiter" => delimiter = Some(byte()?),
+            "null" => null = Some(text?.as_bytes().to_vec()),
+            "quote" => quote = Some(byte()?),
+            "escape" => escape = Some(byte()?),
+            "header" => {
+                header = match d.arg.as_deref().and_then(|a| a.node.as_ref()) {
+                    None => true,
+                    Some(NodeEnum::Boolean(b)) => b.boolval,
+                    Some(NodeEnum::Integer(i)) => i.ival != 0,
+                    Some(NodeEnum::String(s)) => match s.sval.to_ascii_lowercase().as_str() {
+                        "true" | "on" | "1" => true,
+                        "false" | "off" | "0" => false,
+                        _ => return None,
+                    },
+                    _ => return None,
+                }
+            }
+            // FORCE_QUOTE and ENCODING change only how values are quoted or encoded,
+            // not where they start and end.
+            "force_quote" | "encoding" => {}
+            _ => return None,
+        }
+    }
+    let quote = quote.unwrap_or(b'"');
+    Some(CopyFormat {
+        csv,
+        delimiter: delimiter.unwrap_or(if csv { b',' } else { b'\t' }),
+        null: null.unwrap_or_else(|| if csv { Vec::new() } else { b"\\N".to_vec() }),
+        quote,
+        escape: escape.unwrap_or(quote),
+        header,
+    })
 }

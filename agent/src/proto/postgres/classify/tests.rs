@@ -131,6 +131,63 @@ fn copy() {
     ]);
 }
 
+/// What masking by column learns of each `COPY … TO STDOUT`: the table, the columns
+/// and the format, or `Other` when the rows' columns cannot be known.
+#[test]
+fn copy_out_columns_and_format() {
+    let copy = |sql: &str| analyze::classify_text(sql, true).copy_out;
+    let text = CopyFormat {
+        csv: false,
+        delimiter: b'\t',
+        null: b"\\N".to_vec(),
+        quote: b'"',
+        escape: b'"',
+        header: false,
+    };
+    assert_eq!(
+        copy("COPY public.\"Users\" (id, email) TO STDOUT"),
+        [CopyOut::Table {
+            schema: Some("public".into()),
+            table: "Users".into(),
+            columns: vec!["id".into(), "email".into()],
+            format: text.clone(),
+        }]
+    );
+    let csv = CopyFormat {
+        csv: true,
+        delimiter: b';',
+        null: b"NULL".to_vec(),
+        header: true,
+        escape: b'\\',
+        ..text.clone()
+    };
+    // The old option syntax reads the same as the new.
+    for sql in [
+        "COPY t TO STDOUT (FORMAT csv, DELIMITER ';', NULL 'NULL', HEADER, ESCAPE '\\')",
+        "COPY t TO STDOUT WITH CSV HEADER DELIMITER ';' NULL 'NULL' ESCAPE '\\'",
+    ] {
+        assert_eq!(
+            copy(sql),
+            [CopyOut::Table {
+                schema: None,
+                table: "t".into(),
+                columns: Vec::new(),
+                format: csv.clone(),
+            }],
+            "{sql}"
+        );
+    }
+    assert_eq!(copy("COPY (SELECT 1) TO STDOUT"), [CopyOut::Other]);
+    assert_eq!(copy("COPY t TO STDOUT (FORMAT binary)"), [CopyOut::Other]);
+    assert_eq!(copy("COPY t FROM STDIN"), []);
+    assert_eq!(copy("COPY t TO '/tmp/x'"), []);
+    // Two in one text, in order.
+    assert_eq!(
+        copy("COPY a TO STDOUT; SELECT 1; COPY (SELECT 2) TO STDOUT").len(),
+        2
+    );
+}
+
 #[test]
 fn ddl_drop_truncate() {
     assert_classes(&[

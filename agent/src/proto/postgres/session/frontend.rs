@@ -3,7 +3,7 @@
 
 use super::super::{
     Postgres,
-    classify::Classified,
+    classify::{Classified, CopyOut},
     tls::BackendStream,
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
@@ -258,6 +258,12 @@ impl Frontend<'_> {
             tables,
             functions: classified.functions.clone(),
             error: classified.error.clone().or_else(|| other.error.clone()),
+            // Read two ways, a COPY's columns are known only if both ways agree.
+            copy_out: if classified.copy_out == other.copy_out {
+                classified.copy_out.clone()
+            } else {
+                vec![CopyOut::Other; classified.copy_out.len().max(other.copy_out.len())]
+            },
         })
     }
 
@@ -298,6 +304,7 @@ impl Frontend<'_> {
                     tables: Vec::new(),
                     functions: vec![format!("oid {oid}")],
                     error: None,
+                    copy_out: Vec::new(),
                 });
                 let text: Arc<str> = Arc::from(format!("-- FunctionCall of function oid {oid}"));
                 (text, classified, None, PendingKind::Query)
@@ -377,6 +384,7 @@ impl Frontend<'_> {
         };
         let risky = risky(&text, classified.classes);
         let mut pending = Pending::new(kind, Some(record), risky);
+        pending.copy_out = classified.copy_out.iter().cloned().collect();
         match denial {
             None => self.out.extend_from_slice(&m.frame),
             Some((code, message)) => {

@@ -2,6 +2,7 @@
 //! each answers, masks what the client may not see, and writes the rest to the client.
 
 use super::super::{
+    classify::CopyOut,
     masking,
     tls::BackendStream,
     wire::{self, Message, MessageReader, Severity},
@@ -37,6 +38,10 @@ pub(super) struct BackendLoop<'a> {
     pub(super) catalog: masking::Catalog,
     /// The current result set's columns as masking sees them.
     pub(super) masked_columns: Vec<masking::Column>,
+    /// The columns of the COPY OUT under way, when column rules apply to it.
+    pub(super) copy: Option<masking::CopyColumns>,
+    /// The COPY under way has yet to send its header row.
+    pub(super) copy_header: bool,
 }
 
 impl BackendLoop<'_> {
@@ -123,9 +128,44 @@ impl BackendLoop<'_> {
             b'H' if m.body().first() == Some(&1) => {
                 Err("binary COPY is refused on a session with masking; use text or CSV COPY".into())
             }
-            // COPY rows carry no column names: a masked column could not be told apart.
-            b'H' if masker.has_column_rules() => {
-                Err("COPY TO is refused on a session whose policy masks columns; use SELECT".into())
+            b'H' => {
+                let copy = self
+                    .shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pending
+                    .front_mut()
+                    .and_then(|p| p.copy_out.pop_front());
+                self.copy = None;
+                // COPY rows carry no column names: the statement says which they are.
+                if masker.has_column_rules() {
+                    let mut f = wire::Fields(m.body().get(1..).unwrap_or_default());
+                    let count = f.count16().map_err(|e| e.to_string())?;
+                    let copy = copy.unwrap_or(CopyOut::Other);
+                    let columns =
+                        masking::copy_out(&masker, &mut self.catalog, self.session, &copy, count)
+                            .await?;
+                    self.copy_header = columns.format.header;
+                    self.copy = Some(columns);
+                }
+                Ok(m)
+            }
+            b'd' => {
+                let Some(columns) = &self.copy else {
+                    return Ok(m);
+                };
+                let masked = if std::mem::take(&mut self.copy_header) {
+                    masking::copy_data(&masker, m.body())
+                } else {
+                    columns
+                        .mask_row(&masker, m.body())?
+                        .map(|row| wire::Builder::new(b'd').bytes(&row).finish())
+                };
+                Ok(masked.map_or(m, |frame| Message { frame }))
+            }
+            b'c' | b'E' | b'Z' => {
+                self.copy = None;
+                Ok(m)
             }
             _ => Ok(m),
         }
@@ -138,7 +178,8 @@ impl BackendLoop<'_> {
             b'D' => masking::data_row(masker, &self.masked_columns, m.body()),
             b'E' | b'N' => masking::notice(masker, m.tag(), m.body()),
             b'A' => masking::notification(masker, m.body()),
-            b'd' => masking::copy_data(masker, m.body()),
+            // A COPY masked by column was masked ahead.
+            b'd' if self.copy.is_none() => masking::copy_data(masker, m.body()),
             _ => None,
         }
     }
