@@ -67,6 +67,39 @@ fn results_messages_and_recordings_are_masked() {
             s.d.log()
         );
     }
+    // Nor can a value computed from the column, a whole row, or a scalar subquery:
+    // such a statement's computed columns are NULL (a plain column stays as it is).
+    for sql in [
+        "SELECT upper(password_hash), id FROM customers",
+        "SELECT password_hash || '' FROM customers",
+        "SELECT (SELECT password_hash FROM customers)",
+        "SELECT c FROM customers c",
+        "SELECT row_to_json(c.*) FROM customers c",
+        "SELECT id, (c).password_hash FROM customers c",
+    ] {
+        let (ok, stdout, stderr) = run(sql);
+        assert!(ok, "{sql}: {stderr}");
+        assert!(
+            !stdout.contains(HASH) && !stdout.contains("BCRYPT"),
+            "{sql} revealed the column: {stdout}"
+        );
+    }
+    let (_, stdout, _) =
+        run("SELECT id, length(note), upper(password_hash) IS NULL FROM customers");
+    assert_eq!(
+        stdout.trim(),
+        "1||",
+        "a plain column is kept, computed ones are NULL"
+    );
+    // A count over the table computes nothing from the column: it is kept.
+    let (_, stdout, _) = run("SELECT count(*) FROM customers");
+    assert_eq!(stdout.trim(), "1");
+    // An error that would quote the value is hidden.
+    let (ok, _, stderr) = run("SELECT password_hash::int FROM customers");
+    assert!(
+        !ok && !stderr.contains(HASH) && stderr.contains("hidden"),
+        "{stderr}"
+    );
     // COPY cannot dodge a column rule: its rows are masked by column in text and CSV
     // (the columns come from the statement and the catalog) and by value.
     for sql in [

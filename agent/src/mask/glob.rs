@@ -52,7 +52,17 @@ impl ColumnGlob {
     /// Whether the column `column` of `table` (empty when the column has no table)
     /// matches.
     pub(super) fn matches(&self, table: &str, column: &str) -> bool {
-        self.table.as_deref().is_none_or(|t| glob(t, table)) && glob(&self.column, column)
+        self.matches_table(table) && self.matches_column(column)
+    }
+
+    /// Whether some column of `table` may match.
+    pub(super) fn matches_table(&self, table: &str) -> bool {
+        self.table.as_deref().is_none_or(|t| glob(t, table))
+    }
+
+    /// Whether a column named `column` of some table may match.
+    pub(super) fn matches_column(&self, column: &str) -> bool {
+        glob(&self.column, column)
     }
 }
 

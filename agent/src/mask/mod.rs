@@ -214,6 +214,28 @@ impl Masker {
             .map(|style| ColumnMask { style })
     }
 
+    /// Whether a statement that names these relations and columns (anywhere in it) may
+    /// compute a result from a masked column: some column rule's table is among
+    /// `relations` and its column among `columns`, or the statement uses whole rows
+    /// of it (`whole_rows`); with `unknown` (the statement's rows come from SQL not
+    /// seen), whenever there is a column rule at all. A result column computed by
+    /// such a statement carries no table in the protocol, so the caller masks it
+    /// whole.
+    #[must_use]
+    pub fn may_derive(
+        &self,
+        relations: &[String],
+        columns: &[String],
+        whole_rows: bool,
+        unknown: bool,
+    ) -> bool {
+        self.columns.iter().any(|(glob, _)| {
+            unknown
+                || (relations.iter().any(|t| glob.matches_table(t))
+                    && (whole_rows || columns.iter().any(|c| glob.matches_column(c))))
+        })
+    }
+
     /// `value` (text, ideally UTF-8 but any bytes are safe) with every finding masked;
     /// borrowed when there is none.
     #[must_use]

@@ -47,6 +47,7 @@ mod analyze;
 mod functions;
 mod key;
 mod kinds;
+mod refs;
 #[cfg(test)]
 mod tests;
 
@@ -89,6 +90,47 @@ pub struct Classified {
     /// Each `COPY … TO STDOUT` of the text, in order: what masking needs to tell the
     /// columns of its rows apart.
     pub copy_out: Vec<CopyOut>,
+    /// The names the text uses: whether a computed result column may carry the value
+    /// of a masked column.
+    pub refs: Refs,
+}
+
+/// The relations and columns a text names, for masking by column. A result column
+/// computed from a masked one (`upper(password_hash)`, a whole row `t` or
+/// `row_to_json(t.*)`, a scalar subquery) has no table in `RowDescription`; these say
+/// whether the statement may have computed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refs {
+    /// Relations named (the name without its schema), sorted and deduplicated.
+    pub relations: Vec<String>,
+    /// Columns named anywhere: the last part of each column reference.
+    pub columns: Vec<String>,
+    /// A whole row is referenced: a relation's name or alias used as a value, or `t.*`
+    /// anywhere but as a result column of its own.
+    pub whole_rows: bool,
+    /// The rows may come from SQL not in this text (`EXECUTE`, `FETCH`, a `DO` block, a
+    /// function Portcullis cannot see into), or the text could not be read in full:
+    /// any masked column may be behind them.
+    pub unknown: bool,
+}
+
+impl Refs {
+    /// What both name; unknown if either is.
+    #[must_use]
+    pub fn union(&self, other: &Refs) -> Refs {
+        let joined = |a: &[String], b: &[String]| {
+            let mut all: Vec<String> = a.iter().chain(b).cloned().collect();
+            all.sort();
+            all.dedup();
+            all
+        };
+        Refs {
+            relations: joined(&self.relations, &other.relations),
+            columns: joined(&self.columns, &other.columns),
+            whole_rows: self.whole_rows || other.whole_rows,
+            unknown: self.unknown || other.unknown,
+        }
+    }
 }
 
 /// A `COPY … TO STDOUT`, as masking by column needs it.
@@ -132,6 +174,10 @@ impl Classified {
             functions: Vec::new(),
             error: Some(error.into()),
             copy_out: Vec::new(),
+            refs: Refs {
+                unknown: true,
+                ..Refs::default()
+            },
         }
     }
 }

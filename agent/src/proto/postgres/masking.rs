@@ -35,6 +35,9 @@ pub struct Column {
     pub name: String,
     pub binary: bool,
     pub rule: Option<ColumnMask>,
+    /// Computed by the query (no table) or a whole row: it may carry a masked
+    /// column's value in a form no rule recognizes.
+    pub computed: bool,
 }
 
 /// Catalog lookups of `table.column` for column rules, over a side connection.
@@ -217,8 +220,9 @@ pub async fn row_description(
         let attnum = f.i16().map_err(|e| e.to_string())?;
         let rest = f.take(12).map_err(|e| e.to_string())?;
         let binary = rest.get(10..12) == Some(&[0, 1]);
-        let rule = if table == 0 {
-            // A computed column: only a rule on the column's name can apply.
+        let rule = if table == 0 || attnum <= 0 {
+            // A computed column or a whole row: only a rule on the column's name can
+            // apply.
             masker.column_rule("", name)
         } else {
             match catalog.name(session, table, attnum).await? {
@@ -239,13 +243,22 @@ pub async fn row_description(
             name: name.to_owned(),
             binary: binary && !rule.is_some_and(|r| !r.is_null()),
             rule,
+            // A whole row (`SELECT t FROM t`) has its table and attribute 0.
+            computed: table == 0 || attnum <= 0,
         });
     }
     Ok((columns, changed.then(|| out.finish())))
 }
 
-/// A `DataRow` with its values masked, or `None` when nothing changed.
-pub fn data_row(masker: &Masker, columns: &[Column], body: &[u8]) -> Option<Bytes> {
+/// A `DataRow` with its values masked, or `None` when nothing changed. With
+/// `hide_computed`, computed columns without a rule of their own are NULL: the
+/// statement may have derived them from a masked column.
+pub fn data_row(
+    masker: &Masker,
+    columns: &[Column],
+    body: &[u8],
+    hide_computed: bool,
+) -> Option<Bytes> {
     let mut f = Fields(body);
     let count = f.count16().ok()?;
     let mut values: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(count);
@@ -255,6 +268,7 @@ pub fn data_row(masker: &Masker, columns: &[Column], body: &[u8]) -> Option<Byte
         let column = columns.get(i);
         let masked = match (value, column.and_then(|c| c.rule)) {
             (None, _) => None,
+            (Some(_), None) if hide_computed && column.is_none_or(|c| c.computed) => None,
             (Some(v), Some(rule)) => match masker.mask_column_value(&rule, v) {
                 Masked::Value(cow) => Some(cow),
                 Masked::Null => None,
@@ -302,6 +316,23 @@ pub fn notice(masker: &Masker, tag: u8, body: &[u8]) -> Option<Bytes> {
         b = b.u8(*code).cstr(value);
     }
     Some(b.u8(0).finish())
+}
+
+/// What a server message says instead, when its statement may have computed a value
+/// from a masked column (which the message could quote).
+pub const HIDDEN_MESSAGE: &str =
+    "Portcullis: the server's message is hidden because the statement uses a masked column";
+
+/// An `ErrorResponse`/`NoticeResponse` with only its severity and SQLSTATE kept, and
+/// [`HIDDEN_MESSAGE`] for its message.
+pub fn hidden_notice(tag: u8, body: &[u8]) -> Bytes {
+    let mut b = Builder::new(tag);
+    for (code, value) in wire::notice_fields(body) {
+        if matches!(code, b'S' | b'V' | b'C') {
+            b = b.u8(code).cstr(value);
+        }
+    }
+    b.u8(b'M').cstr(HIDDEN_MESSAGE).u8(0).finish()
 }
 
 /// A `NotificationResponse` with its payload masked, or `None` when unchanged.

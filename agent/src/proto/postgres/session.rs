@@ -265,6 +265,9 @@ struct Pending {
     truncated: bool,
     /// The statement's `COPY … TO STDOUT`s not yet answered, in order.
     copy_out: VecDeque<CopyOut>,
+    /// The statement may compute results from a masked column (`upper(secret)`, a
+    /// whole row): its computed result columns are NULL and its server messages hidden.
+    hides_computed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +298,7 @@ impl Pending {
             columns: Vec::new(),
             truncated: false,
             copy_out: VecDeque::new(),
+            hides_computed: false,
         }
     }
 

@@ -28,7 +28,7 @@
 //! query, COPY's WHERE, EXECUTE's arguments) are deparsed and classified as their own
 //! text, so the functions they call are seen.
 
-use super::{Classified, CopyFormat, CopyOut, functions, kinds};
+use super::{Classified, CopyFormat, CopyOut, Refs, functions, kinds, refs};
 use crate::policy::{SqlClass, SqlClasses};
 use kinds::kind_name;
 use pg_query::protobuf::{self, Node, summary_result::Context};
@@ -59,7 +59,10 @@ fn classify(sql: &str, standard_conforming_strings: bool, nesting: Nesting) -> C
     };
     let mut outcome = Outcome::from_summary(&summary);
     match pg_query::parse(sql, options) {
-        Ok(tree) => outcome.add_walk(Walker::walk(&tree.protobuf), &summary, nesting),
+        Ok(tree) => {
+            outcome.refs = outcome.refs.union(&refs::of(&tree.protobuf));
+            outcome.add_walk(Walker::walk(&tree.protobuf), &summary, nesting);
+        }
         // The tree is too deep to decode (summary parsed the same text).
         Err(_) => match split(sql, standard_conforming_strings) {
             Some(statements) if statements.len() > 1 => {
@@ -106,6 +109,7 @@ struct Outcome {
     functions: BTreeSet<String>,
     error: Option<String>,
     copy_out: Vec<CopyOut>,
+    refs: Refs,
 }
 
 impl Outcome {
@@ -117,6 +121,7 @@ impl Outcome {
             functions: BTreeSet::new(),
             error: None,
             copy_out: Vec::new(),
+            refs: Refs::default(),
         };
         for function in summary
             .functions
@@ -138,6 +143,7 @@ impl Outcome {
     /// Fails closed: `Unparsed` matches every rule that names any class. The only way
     /// `Unparsed` gets in, so `error` says why whenever it is there.
     fn fail(&mut self, error: String) {
+        self.refs.unknown = true;
         self.classes.insert(SqlClass::Unparsed);
         self.error.get_or_insert(error);
     }
@@ -168,6 +174,7 @@ impl Outcome {
 
     /// Judges a single statement from its summary alone (its tree was too deep).
     fn add_worst_case(&mut self, summary: &SummaryResult) {
+        self.refs.unknown = true;
         if summary.statement_types.is_empty() {
             self.fail("a statement kind the summary does not name is too deep to classify".into());
         }
@@ -192,6 +199,7 @@ impl Outcome {
             self.error.get_or_insert_with(|| error.clone());
         }
         self.copy_out.extend(other.copy_out.iter().cloned());
+        self.refs = self.refs.union(&other.refs);
     }
 
     fn finish(self) -> Classified {
@@ -206,6 +214,11 @@ impl Outcome {
             functions: self.functions.into_iter().collect(),
             error: self.error,
             copy_out: self.copy_out,
+            // What a function Portcullis cannot see into reads is not known.
+            refs: Refs {
+                unknown: self.refs.unknown || self.classes.contains(SqlClass::Dynamic),
+                ..self.refs
+            },
         }
     }
 }
@@ -229,6 +242,10 @@ fn classify_part(part: &Part, nesting: Nesting) -> Classified {
         functions: Vec::new(),
         error: None,
         copy_out: Vec::new(),
+        refs: Refs {
+            unknown: true,
+            ..Refs::default()
+        },
     };
     if nesting == Nesting::Part {
         return dynamic(); // parts of parts cannot occur; never loop if they did

@@ -3,7 +3,7 @@
 
 use super::super::{
     Postgres,
-    classify::{Classified, CopyOut},
+    classify::{Classified, CopyOut, Refs},
     tls::BackendStream,
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
@@ -258,6 +258,7 @@ impl Frontend<'_> {
             tables,
             functions: classified.functions.clone(),
             error: classified.error.clone().or_else(|| other.error.clone()),
+            refs: classified.refs.union(&other.refs),
             // Read two ways, a COPY's columns are known only if both ways agree.
             copy_out: if classified.copy_out == other.copy_out {
                 classified.copy_out.clone()
@@ -305,6 +306,10 @@ impl Frontend<'_> {
                     functions: vec![format!("oid {oid}")],
                     error: None,
                     copy_out: Vec::new(),
+                    refs: Refs {
+                        unknown: true,
+                        ..Refs::default()
+                    },
                 });
                 let text: Arc<str> = Arc::from(format!("-- FunctionCall of function oid {oid}"));
                 (text, classified, None, PendingKind::Query)
@@ -385,6 +390,15 @@ impl Frontend<'_> {
         let risky = risky(&text, classified.classes);
         let mut pending = Pending::new(kind, Some(record), risky);
         pending.copy_out = classified.copy_out.iter().cloned().collect();
+        let refs = &classified.refs;
+        pending.hides_computed = self.masker.as_ref().is_some_and(|m| {
+            m.may_derive(
+                &refs.relations,
+                &refs.columns,
+                refs.whole_rows,
+                refs.unknown,
+            )
+        });
         match denial {
             None => self.out.extend_from_slice(&m.frame),
             Some((code, message)) => {

@@ -7,6 +7,8 @@ use super::super::{
     tls::BackendStream,
     wire::{self, Message, MessageReader, Severity},
 };
+#[cfg(doc)]
+use super::Pending;
 use super::{ClientWrite, FLUSH_AT, PendingKind, Shared, ToClient, shown_value};
 use crate::mask::Masker;
 use crate::{
@@ -172,10 +174,14 @@ impl BackendLoop<'_> {
     }
 
     /// The masked form of a message whose values reach the client, if it changed.
-    fn masked(&self, m: &Message) -> Option<Bytes> {
+    /// `hide_computed`: the statement being answered may compute results from masked
+    /// columns (see [`Pending::hides_computed`]).
+    fn masked(&self, m: &Message, hide_computed: bool) -> Option<Bytes> {
         let masker = self.masker.as_deref()?;
         match m.tag() {
-            b'D' => masking::data_row(masker, &self.masked_columns, m.body()),
+            b'D' => masking::data_row(masker, &self.masked_columns, m.body(), hide_computed),
+            // Its messages may quote such a value (`invalid input syntax … "secret"`).
+            b'E' | b'N' if hide_computed => Some(masking::hidden_notice(m.tag(), m.body())),
             b'E' | b'N' => masking::notice(masker, m.tag(), m.body()),
             b'A' => masking::notification(masker, m.body()),
             // A COPY masked by column was masked ahead.
@@ -188,7 +194,15 @@ impl BackendLoop<'_> {
     /// the records it completed.
     fn handle(&mut self, m: Message) -> Vec<StatementRecord> {
         let mut done = Vec::new();
-        let m = match self.masked(&m) {
+        let hide_computed = self.masker.is_some()
+            && self
+                .shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pending
+                .front()
+                .is_some_and(|p| p.hides_computed);
+        let m = match self.masked(&m, hide_computed) {
             Some(frame) if m.tag() != b'E' => Message { frame },
             _ => m,
         };
@@ -248,14 +262,15 @@ impl BackendLoop<'_> {
                             frame = error.clone();
                         }
                         _ => {
-                            let shown = self
-                                .masker
-                                .as_deref()
-                                .map_or(Cow::Borrowed(message), |mk| mk.mask_str(message));
+                            let shown = match self.masker.as_deref() {
+                                _ if p.hides_computed => Cow::Borrowed(masking::HIDDEN_MESSAGE),
+                                Some(mk) => mk.mask_str(message),
+                                None => Cow::Borrowed(message),
+                            };
                             if let Some(r) = p.record.as_mut() {
                                 r.error = Some(format!("{}: {shown}", said(b'C').unwrap_or("?")));
                             }
-                            if let Some(masked) = self.masked(&m) {
+                            if let Some(masked) = self.masked(&m, p.hides_computed) {
                                 frame = masked;
                             }
                         }
