@@ -6,7 +6,7 @@
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::pgproxy::{setup_with_rules, text};
+use portcullis_tests::pgproxy::{Setup, setup_with_rules, text};
 
 const EMAIL: &str = "alice.smith@example.com";
 const CARD: &str = "4111 1111 1111 1111";
@@ -143,5 +143,97 @@ fn results_messages_and_recordings_are_masked() {
     assert!(
         !db.contains(EMAIL) && !db.contains(CARD) && !db.contains(HASH),
         "unmasked value stored"
+    );
+}
+
+/// A client of the extended protocol that never describes its portals (it need not),
+/// or describes one statement and executes another, gets the rows masked by their own
+/// columns all the same.
+const RAW_EXTENDED: &str = r#"
+import socket, struct, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection((host, port), timeout=10)
+def cstr(x): return x.encode() + b"\0"
+def msg(t, body): return t + struct.pack("!I", len(body) + 4) + body
+body = struct.pack("!I", 196608) + cstr("user") + cstr("whoever") + cstr("database") + cstr("app") + b"\0"
+s.sendall(struct.pack("!I", len(body) + 4) + body)
+buf = b""
+def read_msg():
+    global buf
+    while True:
+        if len(buf) >= 5:
+            n = struct.unpack("!I", buf[1:5])[0]
+            if len(buf) >= 1 + n:
+                t, m, buf = buf[0:1], buf[5:1 + n], buf[1 + n:]
+                return t, m
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("connection closed")
+        buf += chunk
+def batch():
+    out = []
+    while True:
+        t, m = read_msg()
+        if t == b"D":
+            n = struct.unpack("!i", m[2:6])[0]
+            out.append("D:" + (m[6:6 + n].decode() if n >= 0 else "NULL"))
+        elif t == b"E":
+            out.append("E")
+        elif t == b"Z":
+            return " ".join(out)
+        elif t in b"12tTnC":
+            out.append(t.decode())
+batch()
+def parse(name, q): return msg(b"P", cstr(name) + cstr(q) + struct.pack("!H", 0))
+def bind(stmt): return msg(b"B", cstr("") + cstr(stmt) + struct.pack("!HHH", 0, 0, 0))
+def describe(kind, name): return msg(b"D", kind + cstr(name))
+execute = msg(b"E", cstr("") + struct.pack("!i", 0))
+sync = msg(b"S", b"")
+batches = [
+    # No Describe at all.
+    parse("", "SELECT password_hash FROM customers") + bind("") + execute + sync,
+    # Two statements described, the other one executed.
+    parse("b", "SELECT password_hash FROM customers") + describe(b"S", "b")
+    + parse("a", "SELECT id FROM customers") + describe(b"S", "a") + sync,
+    bind("b") + execute + bind("a") + describe(b"P", "") + execute + sync,
+]
+for b in batches:
+    s.sendall(b)
+    print(batch())
+s.sendall(msg(b"X", b""))
+"#;
+
+fn python(s: &Setup, script: &str) -> std::process::Output {
+    let port = s.pg.port().to_string();
+    let host = s.pg.host().to_string();
+    s.client_command(&["/usr/bin/python3", "-c", script, &host, &port])
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"))
+}
+
+#[test]
+fn extended_protocol_rows_are_masked_by_their_own_columns() {
+    let Some(s) = setup_with_rules("mask-extended", RULES) else {
+        return;
+    };
+    s.pg.psql(
+        "app",
+        &format!(
+            "SET ROLE app_owner;
+             CREATE TABLE customers (id int, email text, card text, password_hash text, note text);
+             INSERT INTO customers VALUES (7, '{EMAIL}', '{CARD}', '{HASH}', 'n');"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let out = python(&s, RAW_EXTENDED);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{}", s.d.log());
+    let got: Vec<&str> = stdout.lines().map(str::trim).collect();
+    // The client sees exactly the replies it asked for: no extra descriptions.
+    assert_eq!(
+        got,
+        ["1 2 D:**** C", "1 t T 1 t T", "2 D:**** C 2 T D:7 C",],
+        "{}",
+        s.d.log()
     );
 }

@@ -277,6 +277,13 @@ enum PendingKind {
     /// An extended-protocol `Execute`: answered by its completion or an error.
     Execute,
     Sync,
+    /// A `Describe`, tracked only when column rules apply: answered by a
+    /// `RowDescription` or `NoData` (after a `ParameterDescription` for a statement).
+    /// `ours`: the proxy asked, before an `Execute`, so that its rows are masked by
+    /// their own columns; the answer is not the client's.
+    Describe {
+        ours: bool,
+    },
 }
 
 /// Messages the frontend asks the backend loop to put on the client's stream.

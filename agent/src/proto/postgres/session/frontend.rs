@@ -155,6 +155,14 @@ impl Frontend<'_> {
                 self.push_pending(Pending::sync());
                 self.out.extend_from_slice(&m.frame);
             }
+            b'D' if self.column_rules() => {
+                self.push_pending(Pending::new(
+                    PendingKind::Describe { ours: false },
+                    None,
+                    false,
+                ));
+                self.out.extend_from_slice(&m.frame);
+            }
             // Describe, Flush, COPY data/done/fail, and a password message the server
             // will judge: forwarded as they are.
             b'D' | b'H' | b'd' | b'c' | b'f' | b'p' => self.out.extend_from_slice(&m.frame),
@@ -295,6 +303,13 @@ impl Frontend<'_> {
                 // A portal we did not see bound (a cursor declared in SQL, whose
                 // DECLARE was decided) or one that does not exist (the server says so).
                 None => {
+                    if self.column_rules() {
+                        // Its rows come from a query this statement does not show.
+                        let mut pending = Pending::new(PendingKind::Execute, None, false);
+                        pending.hides_computed = true;
+                        self.describe_before(portal);
+                        self.push_pending(pending);
+                    }
                     self.out.extend_from_slice(&m.frame);
                     return Ok(Next::Continue);
                 }
@@ -400,7 +415,12 @@ impl Frontend<'_> {
             )
         });
         match denial {
-            None => self.out.extend_from_slice(&m.frame),
+            None => {
+                if let (Statement::Execute(portal), true) = (&statement, self.column_rules()) {
+                    self.describe_before(portal);
+                }
+                self.out.extend_from_slice(&m.frame);
+            }
             Some((code, message)) => {
                 let nonce = nonce();
                 let stand_in = match kind {
@@ -408,9 +428,11 @@ impl Frontend<'_> {
                         .cstr(&format!("portcullis_denied_{nonce}"))
                         .i32(0)
                         .finish(),
-                    PendingKind::Query | PendingKind::Sync => Builder::new(b'Q')
-                        .cstr(&format!("EXECUTE portcullis_denied_{nonce}"))
-                        .finish(),
+                    PendingKind::Query | PendingKind::Sync | PendingKind::Describe { .. } => {
+                        Builder::new(b'Q')
+                            .cstr(&format!("EXECUTE portcullis_denied_{nonce}"))
+                            .finish()
+                    }
                 };
                 self.out.extend_from_slice(&stand_in);
                 if let Some(r) = pending.record.as_mut() {
@@ -422,6 +444,25 @@ impl Frontend<'_> {
         }
         self.push_pending(pending);
         Ok(Next::Continue)
+    }
+
+    /// Whether column rules apply: then result rows are masked by the columns of
+    /// their own `RowDescription`, which must be known for every `Execute`.
+    fn column_rules(&self) -> bool {
+        self.masker.as_ref().is_some_and(|m| m.has_column_rules())
+    }
+
+    /// Asks the server to describe `portal` just before its `Execute`, so the rows are
+    /// masked by their own columns even when the client never described the portal
+    /// (it need not) or described others since. The answer is not forwarded.
+    fn describe_before(&mut self, portal: &str) {
+        self.push_pending(Pending::new(
+            PendingKind::Describe { ours: true },
+            None,
+            false,
+        ));
+        self.out
+            .extend_from_slice(&Builder::new(b'D').u8(b'P').cstr(portal).finish());
     }
 
     fn push_pending(&self, pending: Pending) {

@@ -209,6 +209,23 @@ impl BackendLoop<'_> {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let mut frame = m.frame.clone();
         match m.tag() {
+            b'T' | b'n' if matches!(shared.pending.front(), Some(p) if p.kind == (PendingKind::Describe { ours: true })) =>
+            {
+                // Our own Describe, before an Execute: it set the columns to mask by;
+                // the client did not ask for it.
+                shared.pending.pop_front();
+                if m.tag() == b'T' {
+                    self.columns = row_description(m.body());
+                }
+                frame = Bytes::new();
+            }
+            b'T' | b'n' if matches!(shared.pending.front(), Some(p) if p.kind == (PendingKind::Describe { ours: false })) =>
+            {
+                shared.pending.pop_front();
+                if m.tag() == b'T' {
+                    self.columns = row_description(m.body());
+                }
+            }
             b'T' => {
                 self.columns = row_description(m.body());
                 if let Some(p) = shared.pending.front_mut() {
@@ -253,6 +270,15 @@ impl BackendLoop<'_> {
                 }
             }
             b'E' => {
+                // Describes not answered yet never will be: the server skips the rest
+                // of the batch (and the error is not theirs to record).
+                while shared
+                    .pending
+                    .front()
+                    .is_some_and(|p| matches!(p.kind, PendingKind::Describe { .. }))
+                {
+                    shared.pending.pop_front();
+                }
                 if let Some(p) = shared.pending.front_mut() {
                     let fields = wire::notice_fields(m.body());
                     let said = |code: u8| fields.iter().find(|(c, _)| *c == code).map(|(_, v)| *v);
@@ -283,11 +309,9 @@ impl BackendLoop<'_> {
                 {
                     done.extend(pop(&mut shared));
                     // The server skips the rest of the batch, up to its Sync.
-                    while shared
-                        .pending
-                        .front()
-                        .is_some_and(|p| p.kind == PendingKind::Execute)
-                    {
+                    while shared.pending.front().is_some_and(|p| {
+                        matches!(p.kind, PendingKind::Execute | PendingKind::Describe { .. })
+                    }) {
                         if let Some(mut p) = shared.pending.pop_front() {
                             if p.risky {
                                 shared.risky_in_flight = shared.risky_in_flight.saturating_sub(1);
@@ -303,6 +327,13 @@ impl BackendLoop<'_> {
                 }
             }
             b'Z' => {
+                while shared
+                    .pending
+                    .front()
+                    .is_some_and(|p| matches!(p.kind, PendingKind::Describe { .. }))
+                {
+                    shared.pending.pop_front();
+                }
                 if let Some(p) = shared.pending.front() {
                     if matches!(p.kind, PendingKind::Query | PendingKind::Sync) {
                         done.extend(pop(&mut shared));
