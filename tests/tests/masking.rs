@@ -94,6 +94,16 @@ fn results_messages_and_recordings_are_masked() {
     // A count over the table computes nothing from the column: it is kept.
     let (_, stdout, _) = run("SELECT count(*) FROM customers");
     assert_eq!(stdout.trim(), "1");
+    // A notification would carry the value to any listener: refused.
+    let (ok, stdout, stderr) = run("LISTEN c; SELECT pg_notify('c', password_hash) FROM customers");
+    assert!(
+        !ok && stderr.contains("denied this statement: pg_notify"),
+        "{stdout} {stderr}"
+    );
+    assert!(
+        !stdout.contains(HASH) && !stderr.contains(HASH),
+        "{stdout} {stderr}"
+    );
     // An error that would quote the value is hidden.
     let (ok, _, stderr) = run("SELECT password_hash::int FROM customers");
     assert!(

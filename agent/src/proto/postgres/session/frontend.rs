@@ -414,6 +414,27 @@ impl Frontend<'_> {
                 refs.unknown,
             )
         });
+        // A notification reaches every listener as it is: one computed from a masked
+        // column would carry the value out.
+        let notifies = classified
+            .functions
+            .iter()
+            .any(|f| matches!(f.as_str(), "pg_notify" | "pg_catalog.pg_notify"));
+        let denial = match denial {
+            None if pending.hides_computed && notifies => {
+                let reason = "pg_notify in a statement that uses a masked column could send \
+                              the value unmasked";
+                if let Some(r) = pending.record.as_mut() {
+                    r.verdict = "denied".into();
+                    r.reason = Some(reason.into());
+                }
+                Some((
+                    "42501",
+                    format!("Portcullis denied this statement: {reason}"),
+                ))
+            }
+            other => other,
+        };
         match denial {
             None => {
                 if let (Statement::Execute(portal), true) = (&statement, self.column_rules()) {
