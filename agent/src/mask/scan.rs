@@ -31,11 +31,15 @@ use std::ops::Range;
 #[derive(Debug)]
 pub(super) struct Scanner {
     enabled: RecognizerSet,
-    /// The literals that start secrets, and what each starts.
-    literals: Option<Literals>,
+    /// The literals that start secrets, in one automaton per set of [`LITERALS`]
+    /// (indexed by [`literal_index`]): a value is searched only for the literals of
+    /// the recognizers its counts allow. A sentence with a digit may hold a bearer
+    /// token, but not an API key, and three patterns cost far less to look for in
+    /// prose than thirty. `None` where the set is empty or not enabled.
+    literals: [Option<Literals>; 1 << LITERALS.len()],
 }
 
-/// The literals that start secrets, in one automaton.
+/// The literals that start the secrets of some recognizers, in one automaton.
 #[derive(Debug)]
 struct Literals {
     ac: AhoCorasick,
@@ -51,20 +55,16 @@ type RecognizeNumber = fn(&[u8], usize) -> Option<usize>;
 
 impl Scanner {
     pub(super) fn new(enabled: RecognizerSet) -> Result<Self, MaskError> {
-        let (patterns, kinds): (Vec<_>, Vec<_>) = secrets::literals(enabled).into_iter().unzip();
-        let literals = match kinds.iter().map(|k| k.min_len()).min() {
-            None => None,
-            Some(min_len) => {
-                let ac = AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .build(patterns)
-                    .map_err(|e| MaskError::Internal {
-                        what: "the secret prefixes",
-                        reason: e.to_string(),
-                    })?;
-                Some(Literals { ac, kinds, min_len })
+        let mut literals = [const { None }; 1 << LITERALS.len()];
+        for (index, slot) in literals.iter_mut().enumerate() {
+            let mut set = RecognizerSet::default();
+            for (k, r) in LITERALS.into_iter().enumerate() {
+                if enabled.contains(r) && index & 1 << k != 0 {
+                    set.insert(r);
+                }
             }
-        };
+            *slot = Literals::new(set, index)?;
+        }
         Ok(Self { enabled, literals })
     }
 
@@ -72,7 +72,7 @@ impl Scanner {
     pub(super) fn empty() -> Self {
         Self {
             enabled: RecognizerSet::default(),
-            literals: None,
+            literals: [const { None }; 1 << LITERALS.len()],
         }
     }
 
@@ -100,21 +100,53 @@ impl Scanner {
         {
             walk(v, possible, ipv6, found);
         }
-        let literals = self.literals.as_ref().filter(|l| v.len() >= l.min_len);
-        if let Some(lit) = literals.filter(|_| LITERALS.iter().any(|r| possible.contains(*r))) {
+        let literals = self
+            .literals
+            .get(literal_index(possible))
+            .and_then(Option::as_ref);
+        if let Some(lit) = literals.filter(|l| v.len() >= l.min_len) {
             for m in lit.ac.find_iter(v) {
                 let Some(&literal) = lit.kinds.get(m.pattern().as_usize()) else {
                     continue;
                 };
-                if !possible.contains(literal.recognizer()) {
-                    continue;
-                }
                 if let Some(range) = literal.recognize(v, m.start(), m.len()) {
                     found(literal.recognizer(), range);
                 }
             }
         }
     }
+}
+
+impl Literals {
+    /// The automaton of the literals of `set` (`None` if it has none). `index` is the
+    /// set's, for the error.
+    ///
+    /// Searching for a subset of the literals finds what searching for them all and
+    /// dropping the others would: no literal can hide one of another recognizer
+    /// (start inside it), except the `-` that ends some API key prefixes, and an API
+    /// key is always possible where such a prefix is.
+    fn new(set: RecognizerSet, index: usize) -> Result<Option<Self>, MaskError> {
+        let (patterns, kinds): (Vec<_>, Vec<_>) = secrets::literals(set).into_iter().unzip();
+        let Some(min_len) = kinds.iter().map(|k| k.min_len()).min() else {
+            return Ok(None);
+        };
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(patterns)
+            .map_err(|e| MaskError::Internal {
+                what: "the secret prefixes",
+                reason: format!("set {index}: {e}"),
+            })?;
+        Ok(Some(Literals { ac, kinds, min_len }))
+    }
+}
+
+/// The index of the literal recognizers of `set` among the subsets of [`LITERALS`]:
+/// bit `k` for `LITERALS[k]`.
+fn literal_index(set: RecognizerSet) -> usize {
+    LITERALS.iter().enumerate().fold(0, |index, (k, r)| {
+        index | usize::from(set.contains(*r)) << k
+    })
 }
 
 /// The recognizers of numbers, found by [`walk`], and of secrets that start with a
