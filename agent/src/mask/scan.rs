@@ -83,6 +83,9 @@ impl Scanner {
     /// Calls `found` with each match in `v`, in no particular order.
     pub(super) fn scan(&self, v: &[u8], found: &mut impl FnMut(Recognizer, Range<usize>)) {
         let t = Triggers::count(v);
+        if t.rule_out_all() {
+            return;
+        }
         let ipv6 = self.enabled.contains(Recognizer::IpAddress) && t.may_hold_ipv6(v);
         let possible = t.possible(self.enabled, v, ipv6);
         if possible.is_empty() {
@@ -351,6 +354,15 @@ impl Triggers {
             ),
         ];
         RecognizerSet::of(&needs).and(enabled)
+    }
+
+    /// Whether these counts rule out every recognizer at a glance, as they do for most
+    /// prose, names and statuses: no digit (which IP addresses need too), `@`, `_` nor
+    /// `-`, and at most one capital, without two dots (the least a JWT needs). Cheaper
+    /// than weighing each recognizer's needs in [`Triggers::possible`], which agrees.
+    fn rule_out_all(&self) -> bool {
+        self.digits + self.ats + self.underscores + self.dashes == 0
+            && (self.capitals == 0 || (self.capitals == 1 && self.dots < 2))
     }
 
     /// Whether `v`, with these counts, may hold an IPv6 address: it has `::` or

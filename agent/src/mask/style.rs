@@ -66,7 +66,7 @@ impl Findings {
         if self.spilled.is_empty() {
             let inline = self
                 .inline
-                .get_or_insert_with(|| [const { Self::NONE }; Self::INLINE]);
+                .get_or_insert([const { Self::NONE }; Self::INLINE]);
             if let Some(slot) = inline.get_mut(self.len) {
                 *slot = finding;
                 self.len += 1;
