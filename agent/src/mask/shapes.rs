@@ -138,23 +138,21 @@ impl Masks {
             return None;
         }
         // Per class, its mask; built eight bytes at a time: the eight bytes' codes in
-        // one word, transposed so that byte `c` holds the mask of class `c`.
-        let mut masks = [0u64; 8];
+        // one word, transposed so that byte `c` holds the bits of class `c` (a row
+        // per eight bytes); then the rows' bytes transposed, so that word `c` holds
+        // the whole mask of class `c`.
+        let mut rows = [0u64; 8];
         let (words, tail) = v.as_chunks::<8>();
         let mut tail_word = [0; 8];
         for (slot, &b) in tail_word.iter_mut().zip(tail) {
             *slot = b;
         }
-        for (k, word) in words.iter().chain([&tail_word]).enumerate() {
+        for (row, word) in rows.iter_mut().zip(words.iter().chain([&tail_word])) {
             let codes =
                 u64::from_le_bytes(word.map(|b| CODES.get(usize::from(b)).copied().unwrap_or(0)));
-            let by_class = transpose(codes).to_le_bytes();
-            for (mask, bits) in masks.iter_mut().zip(by_class) {
-                *mask |= u64::from(bits)
-                    .checked_shl(8 * u32::try_from(k).ok()?)
-                    .unwrap_or(0);
-            }
+            *row = transpose(codes);
         }
+        let masks = transpose_bytes(rows);
         let [digit, word, upper, phone_start, dash, space, dot, one] = masks;
         Some(Masks {
             digit,
@@ -181,6 +179,33 @@ fn transpose(mut x: u64) -> u64 {
     x ^ t ^ (t << 28)
 }
 
+/// Transposes the 8×8 byte matrix whose row `r` is word `r` (byte `c` of the word is
+/// column `c`): afterwards byte `c` of word `r` is what byte `r` of word `c` was.
+/// Three rounds swap 1×1, then 2×2, then 4×4 blocks of bytes across the diagonal.
+fn transpose_bytes(mut m: [u64; 8]) -> [u64; 8] {
+    for (shift, mask, pairs) in [
+        (8, 0x00FF_00FF_00FF_00FF, [(0, 1), (2, 3), (4, 5), (6, 7)]),
+        (16, 0x0000_FFFF_0000_FFFF, [(0, 2), (1, 3), (4, 6), (5, 7)]),
+        (32, 0x0000_0000_FFFF_FFFF, [(0, 4), (1, 5), (2, 6), (3, 7)]),
+    ] {
+        for (a, b) in pairs {
+            let (Some(&x), Some(&y)) = (m.get(a), m.get(b)) else {
+                continue;
+            };
+            // Row `a` keeps its low columns and takes `b`'s low columns as its high
+            // ones; row `b` takes `a`'s high columns as its low ones.
+            let t = ((x >> shift) ^ y) & mask;
+            if let Some(slot) = m.get_mut(a) {
+                *slot = x ^ (t << shift);
+            }
+            if let Some(slot) = m.get_mut(b) {
+                *slot = y ^ t;
+            }
+        }
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +225,20 @@ mod tests {
                 }
             }
             x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        }
+    }
+
+    #[test]
+    fn transposes_bytes() {
+        // Byte `c` of row `r` is 16 r + c.
+        let m: [u64; 8] =
+            std::array::from_fn(|r| 0x0706_0504_0302_0100 + 0x1010_1010_1010_1010 * r as u64);
+        let byte = |x: u64, i: usize| x.to_le_bytes().get(i).copied();
+        let t = transpose_bytes(m);
+        for (r, &row) in t.iter().enumerate() {
+            for (c, &column) in m.iter().enumerate() {
+                assert_eq!(byte(row, c), byte(column, r), "{r} {c}");
+            }
         }
     }
 
