@@ -82,11 +82,24 @@ pub(super) fn numbers_may_start(v: &[u8], possible: RecognizerSet) -> bool {
     // Bit i of `next(x, k)` is bit i + k of `x`; of `prev(x, k)`, bit i - k.
     let next = |x: u64, k: u32| x >> k;
     let prev = |x: u64, k: u32| x << k;
-    // Runs of at least `k` digits start at the bits of `at_least(k)`; `exactly(k)`
-    // also ends them there (the digits from bit i on are exactly k).
-    let at_least = |k: u32| (0..k).fold(u64::MAX, |all, j| all & next(m.digit, j));
-    let exactly = |k: u32| at_least(k) & !next(m.digit, k);
-    let (one, two, three, four) = (exactly(1), exactly(2), exactly(3), exactly(4));
+    // Runs of at least `k` digits start at the bits of `at_k`, built by doubling (a
+    // run of 8 is a run of 4 and another 4 further on); `exactly(at_k, k)` also ends
+    // them there (the digits from bit i on are exactly k).
+    let at1 = m.digit;
+    let at2 = at1 & next(at1, 1);
+    let at3 = at2 & next(at1, 2);
+    let at4 = at2 & next(at2, 2);
+    let at6 = at4 & next(at2, 4);
+    let at8 = at4 & next(at4, 4);
+    let at13 = at8 & next(at4, 8) & next(at1, 12);
+    let at20 = at8 & next(at8, 8) & next(at4, 16);
+    let exactly = |at_k: u64, k: u32| at_k & !next(m.digit, k);
+    let (one, two, three, four) = (
+        exactly(at1, 1),
+        exactly(at2, 2),
+        exactly(at3, 3),
+        exactly(at4, 4),
+    );
     // `starts_number`: not after a word, nor after `.` or `-` after a word.
     let start = !prev(m.word, 1) & !(prev(m.dash | m.dot, 1) & prev(m.word, 2));
     let dash_or_space = m.dash | m.space;
@@ -95,8 +108,8 @@ pub(super) fn numbers_may_start(v: &[u8], possible: RecognizerSet) -> bool {
     let mut may = 0;
     if possible.contains(Recognizer::CreditCard) {
         // 13–19 digits in a row, or 4 and a separator and 4 or 6 more.
-        let long = at_least(13) & !at_least(20);
-        let grouped = four & next(dash_or_space, 4) & next(exactly(4) | exactly(6), 5);
+        let long = at13 & !at20;
+        let grouped = four & next(dash_or_space, 4) & next(four | exactly(at6, 6), 5);
         may |= start & (long | grouped);
     }
     if possible.contains(Recognizer::Ssn) {
