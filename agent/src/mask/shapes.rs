@@ -91,8 +91,6 @@ pub(super) fn numbers_may_start(v: &[u8], possible: RecognizerSet) -> bool {
     let at4 = at2 & next(at2, 2);
     let at6 = at4 & next(at2, 4);
     let at8 = at4 & next(at4, 4);
-    let at13 = at8 & next(at4, 8) & next(at1, 12);
-    let at20 = at8 & next(at8, 8) & next(at4, 16);
     let exactly = |at_k: u64, k: u32| at_k & !next(m.digit, k);
     let (one, two, three, four) = (
         exactly(at1, 1),
@@ -107,8 +105,9 @@ pub(super) fn numbers_may_start(v: &[u8], possible: RecognizerSet) -> bool {
 
     let mut may = 0;
     if possible.contains(Recognizer::CreditCard) {
-        // 13–19 digits in a row, or 4 and a separator and 4 or 6 more.
-        let long = at13 & !at20;
+        // 13–19 digits in a row (8 + 4 + 1, not 8 + 8 + 4), or 4 and a separator and
+        // 4 or 6 more.
+        let long = (at8 & next(at4, 8) & next(at1, 12)) & !(at8 & next(at8, 8) & next(at4, 16));
         let grouped = four & next(dash_or_space, 4) & next(four | exactly(at6, 6), 5);
         may |= start & (long | grouped);
     }
