@@ -209,28 +209,26 @@ impl BackendLoop<'_> {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let mut frame = m.frame.clone();
         match m.tag() {
-            b'T' | b'n' if matches!(shared.pending.front(), Some(p) if p.kind == (PendingKind::Describe { ours: true })) =>
-            {
-                // Our own Describe, before an Execute: it set the columns to mask by;
-                // the client did not ask for it.
-                shared.pending.pop_front();
+            b'T' | b'n' => {
+                // The answer to a Describe the queue tracks (with column rules): ours,
+                // asked before an Execute to set the columns to mask by, is not the
+                // client's to see.
+                let describe = shared.pending.front().and_then(|p| match p.kind {
+                    PendingKind::Describe { ours } => Some(ours),
+                    _ => None,
+                });
+                if describe.is_some() {
+                    shared.pending.pop_front();
+                }
+                if describe == Some(true) {
+                    frame = Bytes::new();
+                }
                 if m.tag() == b'T' {
                     self.columns = row_description(m.body());
-                }
-                frame = Bytes::new();
-            }
-            b'T' | b'n' if matches!(shared.pending.front(), Some(p) if p.kind == (PendingKind::Describe { ours: false })) =>
-            {
-                shared.pending.pop_front();
-                if m.tag() == b'T' {
-                    self.columns = row_description(m.body());
-                }
-            }
-            b'T' => {
-                self.columns = row_description(m.body());
-                if let Some(p) = shared.pending.front_mut() {
-                    if p.columns.is_empty() {
-                        p.columns = self.columns.iter().map(|(n, _)| n.clone()).collect();
+                    if let Some(p) = shared.pending.front_mut() {
+                        if p.columns.is_empty() {
+                            p.columns = self.columns.iter().map(|(n, _)| n.clone()).collect();
+                        }
                     }
                 }
             }
