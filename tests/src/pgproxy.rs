@@ -179,6 +179,18 @@ impl Setup {
         cmd
     }
 
+    /// Runs the Python `script` as `nobody` through the redirect, with `args` and then
+    /// the target's host and port in `sys.argv`.
+    pub fn python(&self, script: &str, args: &[&str]) -> Output {
+        let (host, port) = (self.pg.host().to_string(), self.pg.port().to_string());
+        let mut argv = vec!["/usr/bin/python3", "-c", script];
+        argv.extend(args);
+        argv.extend([host.as_str(), port.as_str()]);
+        self.client_command(&argv)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run python3: {e}"))
+    }
+
     pub fn psql(&self, args: &[&str]) -> Output {
         self.psql_command(args)
             .output()
@@ -242,3 +254,29 @@ pub fn wait_child(child: Child) -> Output {
         .wait_with_output()
         .unwrap_or_else(|e| panic!("psql did not finish: {e}"))
 }
+
+/// The start of a raw-protocol client in Python (for [`Setup::python`]): connects to
+/// the target (the last two arguments), logs in to `app` as `whoever`, and defines
+/// `cstr`, `msg` and `read_msg` for the script that follows it.
+pub const RAW_CLIENT: &str = r#"
+import socket, struct, sys
+host, port = sys.argv[-2], int(sys.argv[-1])
+s = socket.create_connection((host, port), timeout=10)
+def cstr(x): return x.encode() + b"\0"
+def msg(t, body): return t + struct.pack("!I", len(body) + 4) + body
+body = struct.pack("!I", 196608) + cstr("user") + cstr("whoever") + cstr("database") + cstr("app") + b"\0"
+s.sendall(struct.pack("!I", len(body) + 4) + body)
+buf = b""
+def read_msg():
+    global buf
+    while True:
+        if len(buf) >= 5:
+            n = struct.unpack("!I", buf[1:5])[0]
+            if len(buf) >= 1 + n:
+                t, m, buf = buf[0:1], buf[5:1 + n], buf[1 + n:]
+                return t, m
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("connection closed; had " + repr(buf))
+        buf += chunk
+"#;

@@ -6,7 +6,7 @@
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::pgproxy::{Setup, setup_with_rules, text};
+use portcullis_tests::pgproxy::{RAW_CLIENT, Setup, setup_with_rules, text};
 
 const EMAIL: &str = "alice.smith@example.com";
 const CARD: &str = "4111 1111 1111 1111";
@@ -21,20 +21,26 @@ mask = ["email", "credit_card"]
 mask_columns = ["customers.password_hash"]
 "#;
 
-#[test]
-fn results_messages_and_recordings_are_masked() {
-    let Some(s) = setup_with_rules("mask-e2e", RULES) else {
-        return;
-    };
+/// Creates the `customers` table with one row: `id`, then an email, a card number and
+/// a password hash, then `note`.
+fn customers(s: &Setup, id: i32, note: &str) {
     s.pg.psql(
         "app",
         &format!(
             "SET ROLE app_owner;
              CREATE TABLE customers (id int, email text, card text, password_hash text, note text);
-             INSERT INTO customers VALUES (1, '{EMAIL}', '{CARD}', '{HASH}', 'call {EMAIL} today');"
+             INSERT INTO customers VALUES ({id}, '{EMAIL}', '{CARD}', '{HASH}', '{note}');"
         ),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[test]
+fn results_messages_and_recordings_are_masked() {
+    let Some(s) = setup_with_rules("mask-e2e", RULES) else {
+        return;
+    };
+    customers(&s, 1, &format!("call {EMAIL} today"));
 
     let run = |sql: &str| {
         let out = s.psql(&["-c", sql]);
@@ -159,27 +165,8 @@ fn results_messages_and_recordings_are_masked() {
 /// A client of the extended protocol that never describes its portals (it need not),
 /// or describes one statement and executes another, gets the rows masked by their own
 /// columns all the same.
+/// Follows [`RAW_CLIENT`].
 const RAW_EXTENDED: &str = r#"
-import socket, struct, sys
-host, port = sys.argv[1], int(sys.argv[2])
-s = socket.create_connection((host, port), timeout=10)
-def cstr(x): return x.encode() + b"\0"
-def msg(t, body): return t + struct.pack("!I", len(body) + 4) + body
-body = struct.pack("!I", 196608) + cstr("user") + cstr("whoever") + cstr("database") + cstr("app") + b"\0"
-s.sendall(struct.pack("!I", len(body) + 4) + body)
-buf = b""
-def read_msg():
-    global buf
-    while True:
-        if len(buf) >= 5:
-            n = struct.unpack("!I", buf[1:5])[0]
-            if len(buf) >= 1 + n:
-                t, m, buf = buf[0:1], buf[5:1 + n], buf[1 + n:]
-                return t, m
-        chunk = s.recv(65536)
-        if not chunk:
-            raise SystemExit("connection closed")
-        buf += chunk
 def batch():
     out = []
     while True:
@@ -213,29 +200,13 @@ for b in batches:
 s.sendall(msg(b"X", b""))
 "#;
 
-fn python(s: &Setup, script: &str) -> std::process::Output {
-    let port = s.pg.port().to_string();
-    let host = s.pg.host().to_string();
-    s.client_command(&["/usr/bin/python3", "-c", script, &host, &port])
-        .output()
-        .unwrap_or_else(|e| panic!("python3: {e}"))
-}
-
 #[test]
 fn extended_protocol_rows_are_masked_by_their_own_columns() {
     let Some(s) = setup_with_rules("mask-extended", RULES) else {
         return;
     };
-    s.pg.psql(
-        "app",
-        &format!(
-            "SET ROLE app_owner;
-             CREATE TABLE customers (id int, email text, card text, password_hash text, note text);
-             INSERT INTO customers VALUES (7, '{EMAIL}', '{CARD}', '{HASH}', 'n');"
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let out = python(&s, RAW_EXTENDED);
+    customers(&s, 7, "n");
+    let out = s.python(&format!("{RAW_CLIENT}{RAW_EXTENDED}"), &[]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}\n{}", s.d.log());
     let got: Vec<&str> = stdout.lines().map(str::trim).collect();

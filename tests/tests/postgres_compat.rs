@@ -10,7 +10,9 @@
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::pgproxy::{ALLOW_ALL_RULES, Setup, setup, setup_with_rules, text};
+use portcullis_tests::pgproxy::{
+    ALLOW_ALL_RULES, RAW_CLIENT, Setup, setup, setup_with_rules, text,
+};
 use std::{
     io::Write as _,
     os::unix::fs::PermissionsExt as _,
@@ -59,13 +61,7 @@ fn run(s: &Setup, argv: &[&str]) -> Output {
 /// Runs a Python script as `nobody` through the redirect, with the connection string
 /// of database `app` as `sys.argv[1]` (and the server's host and port after it).
 fn python(s: &Setup, script: &str) -> Output {
-    let conninfo = s.conninfo("app", "disable");
-    let port = s.pg.port().to_string();
-    let host = s.pg.host().to_string();
-    run(
-        s,
-        &["/usr/bin/python3", "-c", script, &conninfo, &host, &port],
-    )
+    s.python(script, &[&s.conninfo("app", "disable")])
 }
 
 /// Whether Debian's python3-psycopg2 is importable; says why a test skips if not.
@@ -769,27 +765,8 @@ fn sslmode_disable_prefer_and_require_all_work() {
 /// Three batches of extended-protocol messages, each written at once and ended by
 /// one Sync; prints what came back per batch: `1` `2` ParseComplete/BindComplete,
 /// `D:<first column>`, `C:<tag>`, `E:<sqlstate>`, `Z:<status>`.
+/// Follows [`RAW_CLIENT`].
 const RAW_PIPELINE: &str = r#"
-import socket, struct, sys
-host, port = sys.argv[2], int(sys.argv[3])
-s = socket.create_connection((host, port), timeout=10)
-def cstr(x): return x.encode() + b"\0"
-def msg(t, body): return t + struct.pack("!I", len(body) + 4) + body
-body = struct.pack("!I", 196608) + cstr("user") + cstr("whoever") + cstr("database") + cstr("app") + b"\0"
-s.sendall(struct.pack("!I", len(body) + 4) + body)
-buf = b""
-def read_msg():
-    global buf
-    while True:
-        if len(buf) >= 5:
-            n = struct.unpack("!I", buf[1:5])[0]
-            if len(buf) >= 1 + n:
-                t, m, buf = buf[0:1], buf[5:1 + n], buf[1 + n:]
-                return t, m
-        chunk = s.recv(65536)
-        if not chunk:
-            raise SystemExit("connection closed; had " + repr(buf))
-        buf += chunk
 def batch():
     out = []
     while True:
@@ -847,7 +824,7 @@ fn pipelined_extended_protocol_batches_keep_their_semantics() {
     let Some(s) = setup("pgc-raw-pipeline") else {
         return;
     };
-    let out = python(&s, RAW_PIPELINE);
+    let out = python(&s, &format!("{RAW_CLIENT}{RAW_PIPELINE}"));
     let stdout = ok(&s, "raw pipeline", &out);
     let got = lines(&stdout);
     assert_eq!(got.len(), 4, "{stdout}");
