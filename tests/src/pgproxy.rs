@@ -20,6 +20,8 @@ pub const NOBODY: (u32, u32) = (65534, 65534);
 /// The role the proxy logs in as; clients never know its password.
 pub const APP_ROLE: &str = "app_owner";
 pub const APP_PASSWORD: &str = "Xq7-not-in-any-log";
+/// The password clients must give the proxy when the target has `client_auth`.
+pub const CLIENT_TOKEN: &str = "gate-token-Zr9-never-logged";
 
 pub struct Setup {
     pub pg: PgServer,
@@ -76,6 +78,17 @@ pub fn setup(name: &str) -> Option<Setup> {
 /// When the host can run the test and the server or the daemon still fails to start.
 #[must_use]
 pub fn setup_with_rules(name: &str, rules: &str) -> Option<Setup> {
+    setup_target(name, rules, false)
+}
+
+/// [`setup`] with a target that demands [`CLIENT_TOKEN`] from clients (`client_auth`,
+/// kept in a file).
+#[must_use]
+pub fn setup_with_client_auth(name: &str) -> Option<Setup> {
+    setup_target(name, RULES, true)
+}
+
+fn setup_target(name: &str, rules: &str, client_auth: bool) -> Option<Setup> {
     if !can_run_ebpf_tests(name) {
         return None;
     }
@@ -111,9 +124,19 @@ pub fn setup_with_rules(name: &str, rules: &str) -> Option<Setup> {
     std::fs::write(&pw, format!("{APP_PASSWORD}\n")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600))
         .unwrap_or_else(|e| panic!("{e}"));
+    let client_auth = if client_auth {
+        let token = secrets.path().join("client.token");
+        std::fs::write(&token, format!("{CLIENT_TOKEN}\n")).unwrap_or_else(|e| panic!("{e}"));
+        format!(
+            "client_auth = {{ password_file = \"{}\" }}\n",
+            token.display()
+        )
+    } else {
+        String::new()
+    };
     let policy = format!(
         "[[target]]\nname = \"db\"\nprotocol = \"postgres\"\naddress = \"{}:{}\"\ntls = \"disable\"\n\
-         credentials = {{ user = \"{APP_ROLE}\", password_file = \"{}\" }}\n{rules}",
+         credentials = {{ user = \"{APP_ROLE}\", password_file = \"{}\" }}\n{client_auth}{rules}",
         pg.host(),
         pg.port(),
         pw.display()

@@ -7,7 +7,9 @@
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::pgproxy::{APP_PASSWORD, APP_ROLE, NOBODY, setup, text, wait_child};
+use portcullis_tests::pgproxy::{
+    APP_PASSWORD, APP_ROLE, CLIENT_TOKEN, NOBODY, setup, setup_with_client_auth, text, wait_child,
+};
 use serde_json::Value;
 use std::process::Stdio;
 
@@ -36,6 +38,61 @@ fn psql_logs_in_with_injected_credentials_and_is_recorded() {
     let db = std::fs::read(s.d.dir().join("state/portcullis.db")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&db).contains(APP_PASSWORD));
     assert!(!s.d.log().contains(APP_PASSWORD));
+}
+
+#[test]
+fn client_auth_demands_the_password_before_the_connection_is_decided() {
+    let Some(s) = setup_with_client_auth("pg-client-auth") else {
+        return;
+    };
+    let psql = |password: Option<&str>| {
+        let mut cmd = s.psql_command(&["-w", "-c", "SELECT current_user"]);
+        if let Some(p) = password {
+            cmd.env("PGPASSWORD", p);
+        }
+        cmd.output()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"))
+    };
+    // The right password (SCRAM: it never crosses the wire), then the proxy logs in
+    // to the server with its own credentials.
+    let out = psql(Some(CLIENT_TOKEN));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "psql failed: {stderr}\n{}", s.d.log());
+    assert_eq!(stdout.trim(), APP_ROLE);
+
+    // A wrong password gets PostgreSQL's own message; no password, libpq's.
+    let out = psql(Some("gate-token-guess"));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("password authentication failed for user \"whoever\""),
+        "{stderr}"
+    );
+    let out = psql(None);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no password supplied"), "{stderr}");
+
+    // Refused before the gate decided: recorded as such, never as a session that ran.
+    let refused =
+        s.d.wait_session(|x| {
+            x["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("password authentication failed"))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", s.d.log()));
+    assert_eq!(refused["outcome"], "error");
+    assert_eq!(refused["protocol"], "postgres");
+    // Neither password shows anywhere the daemon writes.
+    let db = std::fs::read(s.d.dir().join("state/portcullis.db")).unwrap_or_default();
+    let db = String::from_utf8_lossy(&db);
+    let log = s.d.log();
+    for secret in [CLIENT_TOKEN, APP_PASSWORD, "gate-token-guess"] {
+        assert!(
+            !db.contains(secret) && !log.contains(secret),
+            "{secret} leaked"
+        );
+    }
 }
 
 #[test]

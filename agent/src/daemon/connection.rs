@@ -22,6 +22,9 @@ struct Conn {
     orig_dst: Option<OrigDstAddr>,
     principal: Option<Principal>,
     target: Option<String>,
+    /// The target's protocol; connections refused before a target is known are
+    /// recorded as `tcp`.
+    protocol: Protocol,
 }
 
 impl Conn {
@@ -34,7 +37,7 @@ impl Conn {
         reason: String,
     ) {
         let new = NewSession {
-            protocol: "tcp".into(),
+            protocol: self.protocol.to_string(),
             target: self.target,
             client_addr: self.client.to_string(),
             orig_dst: self.orig_dst.map(|d| d.to_string()),
@@ -72,6 +75,7 @@ pub(super) async fn handle(daemon: &Daemon, stream: TcpStream, peer: SocketAddr)
             orig_dst: None,
             principal: None,
             target: None,
+            protocol: Protocol::Tcp,
         };
         conn.record_refused(daemon, Outcome::Refused, None, reason.into())
             .await;
@@ -107,6 +111,7 @@ async fn serve(
             orig_dst: Some(orig_dst),
             principal: Some(principal),
             target: None,
+            protocol: Protocol::Tcp,
         };
         conn.record_refused(daemon, Outcome::Denied, None, reason)
             .await;
@@ -156,8 +161,9 @@ async fn serve_with<P: proto::Protocol>(
         orig_dst: Some(orig_dst),
         principal: Some(principal.clone()),
         target: Some(target.name.clone()),
+        protocol: target.protocol,
     };
-    let mut opened = match proto.open(stream).await {
+    let mut opened = match proto.open(stream, target).await {
         Ok(Some(opened)) => opened,
         Ok(None) => return,
         Err(reason) => {

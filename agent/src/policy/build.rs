@@ -90,7 +90,11 @@ impl Builder {
             self.address_owners.insert(address.canonical(), owner);
             addresses.push(address);
         }
-        let (credentials, tls) = login(src, name, protocol, file)?;
+        let Login {
+            credentials,
+            tls,
+            client_auth,
+        } = login(src, name, protocol, file)?;
         self.targets.push(Target {
             name: name.to_owned(),
             protocol,
@@ -98,6 +102,7 @@ impl Builder {
             description: file.description.clone(),
             credentials,
             tls,
+            client_auth,
         });
         Ok(())
     }
@@ -356,18 +361,26 @@ fn mask_spec(
     Ok(Some(spec))
 }
 
-/// A target's `credentials` and `tls`, which only `postgres` targets use.
+/// A postgres target's login settings, which only `postgres` targets use.
+struct Login {
+    credentials: Option<Credentials>,
+    tls: TargetTls,
+    client_auth: Option<SecretRef>,
+}
+
+/// A target's `credentials`, `tls` and `client_auth`, which only `postgres` targets use.
 fn login(
     src: &Source,
     name: &str,
     protocol: Protocol,
     file: &TargetFile,
-) -> Result<(Option<Credentials>, TargetTls), PolicyError> {
+) -> Result<Login, PolicyError> {
     if protocol != Protocol::Postgres {
         let keys = [
             ("credentials", file.credentials.as_ref().map(Spanned::span)),
             ("tls", file.tls.as_ref().map(Spanned::span)),
             ("tls_ca", file.tls_ca.as_ref().map(Spanned::span)),
+            ("client_auth", file.client_auth.as_ref().map(Spanned::span)),
         ];
         if let Some((key, Some(span))) = keys.into_iter().find(|(_, s)| s.is_some()) {
             return Err(src.error(
@@ -375,42 +388,49 @@ fn login(
                 format!("`{key}` in target `{name}` only applies to protocol = \"postgres\""),
             ));
         }
-        return Ok((None, TargetTls::default()));
+        return Ok(Login {
+            credentials: None,
+            tls: TargetTls::default(),
+            client_auth: None,
+        });
     }
     let credentials = match &file.credentials {
         None => None,
         Some(c) => {
             let creds = c.get_ref();
-            if let Some(inline) = &creds.password {
-                return Err(src.error(
-                    inline.span(),
-                    format!(
-                        "target `{name}`: a password is never written in a policy; use \
-                         `password_env = \"VAR\"` or `password_file = \"/path\"`"
-                    ),
-                ));
-            }
-            let password = match (&creds.password_env, &creds.password_file) {
-                (Some(_), Some(_)) => {
-                    return Err(src.error(
-                        c.span(),
-                        format!("target `{name}`: set one of `password_env` and `password_file`"),
-                    ));
-                }
-                (Some(var), None) => Some(SecretRef::Env(var.clone())),
-                (None, Some(path)) if !path.starts_with('/') => {
-                    return Err(src.error(
-                        c.span(),
-                        format!("target `{name}`: `password_file` must be an absolute path"),
-                    ));
-                }
-                (None, Some(path)) => Some(SecretRef::File(path.into())),
-                (None, None) => None,
-            };
+            let password = secret_ref(
+                src,
+                name,
+                c.span(),
+                [&creds.password_env, &creds.password_file],
+                creds.password.as_ref(),
+            )?;
             Some(Credentials {
                 user: creds.user.clone(),
                 password,
             })
+        }
+    };
+    let client_auth = match &file.client_auth {
+        None => None,
+        Some(auth) => {
+            let a = auth.get_ref();
+            let secret = secret_ref(
+                src,
+                name,
+                auth.span(),
+                [&a.password_env, &a.password_file],
+                a.password.as_ref(),
+            )?;
+            Some(secret.ok_or_else(|| {
+                src.error(
+                    auth.span(),
+                    format!(
+                        "target `{name}`: `client_auth` needs `password_env = \"VAR\"` or \
+                         `password_file = \"/path\"`"
+                    ),
+                )
+            })?)
         }
     };
     let mode = match &file.tls {
@@ -431,7 +451,44 @@ fn login(
         ca_file: file.tls_ca.as_ref().map(|p| p.get_ref().into()),
         server_name: file.tls_server_name.clone(),
     };
-    Ok((credentials, tls))
+    Ok(Login {
+        credentials,
+        tls,
+        client_auth,
+    })
+}
+
+/// A secret given as `password_env` or `password_file` (at most one; the file by
+/// absolute path); an inline `password` is refused.
+fn secret_ref(
+    src: &Source,
+    name: &str,
+    span: std::ops::Range<usize>,
+    [env, file]: [&Option<String>; 2],
+    inline: Option<&Spanned<toml::Value>>,
+) -> Result<Option<SecretRef>, PolicyError> {
+    if let Some(inline) = inline {
+        return Err(src.error(
+            inline.span(),
+            format!(
+                "target `{name}`: a password is never written in a policy; use \
+                 `password_env = \"VAR\"` or `password_file = \"/path\"`"
+            ),
+        ));
+    }
+    match (env, file) {
+        (Some(_), Some(_)) => Err(src.error(
+            span,
+            format!("target `{name}`: set one of `password_env` and `password_file`"),
+        )),
+        (Some(var), None) => Ok(Some(SecretRef::Env(var.clone()))),
+        (None, Some(path)) if !path.starts_with('/') => Err(src.error(
+            span,
+            format!("target `{name}`: `password_file` must be an absolute path"),
+        )),
+        (None, Some(path)) => Ok(Some(SecretRef::File(path.into()))),
+        (None, None) => Ok(None),
+    }
 }
 
 fn protocol(src: &Source, name: &Spanned<String>) -> Result<Protocol, PolicyError> {
@@ -584,6 +641,73 @@ mod tests {
             &[("a.toml", &target("udp"))],
             "a.toml:3",
             "unknown protocol `udp`",
+        );
+    }
+
+    #[test]
+    fn secrets_are_references_never_inline() {
+        let target = |protocol: &str, extra: &str| {
+            format!(
+                "[[target]]\nname = \"t\"\nprotocol = \"{protocol}\"\naddress = \"127.0.0.2:1\"\n{extra}\n"
+            )
+        };
+        let cases = [
+            (
+                "postgres",
+                "client_auth = { password = \"hunter2\" }",
+                "a.toml:5",
+                "a password is never written in a policy",
+            ),
+            (
+                "postgres",
+                "credentials = { password = \"hunter2\" }",
+                "a.toml:5",
+                "a password is never written in a policy",
+            ),
+            (
+                "postgres",
+                "client_auth = { password_env = \"A\", password_file = \"/b\" }",
+                "a.toml:5",
+                "set one of `password_env` and `password_file`",
+            ),
+            (
+                "postgres",
+                "client_auth = { password_file = \"token\" }",
+                "a.toml:5",
+                "`password_file` must be an absolute path",
+            ),
+            (
+                "postgres",
+                "client_auth = {}",
+                "a.toml:5",
+                "`client_auth` needs `password_env",
+            ),
+            (
+                "tcp",
+                "client_auth = { password_env = \"A\" }",
+                "a.toml:5",
+                "`client_auth` in target `t` only applies to protocol = \"postgres\"",
+            ),
+        ];
+        for (protocol, extra, location, reason) in cases {
+            let text = target(protocol, extra);
+            assert_error(&[("a.toml", &text)], location, reason);
+            // The refused value never shows in the error.
+            assert!(
+                !super::super::load::tests::error_text(&[("a.toml", &text)]).contains("hunter2")
+            );
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let text = target(
+            "postgres",
+            "client_auth = { password_env = \"PG_GATE_TOKEN\" }",
+        );
+        std::fs::write(dir.path().join("a.toml"), text).unwrap_or_else(|e| unreachable!("{e}"));
+        let policy =
+            crate::policy::Policy::load_dir(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            policy.target("t").and_then(|t| t.client_auth.clone()),
+            Some(crate::secret::SecretRef::Env("PG_GATE_TOKEN".into()))
         );
     }
 }

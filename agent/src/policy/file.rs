@@ -38,6 +38,19 @@ pub(super) struct TargetFile {
     pub tls_ca: Option<Spanned<String>>,
     /// Name checked against the target's certificate; default: the address's host.
     pub tls_server_name: Option<String>,
+    /// A password clients must give the proxy (`postgres` only), besides being allowed
+    /// by the rules.
+    pub client_auth: Option<Spanned<ClientAuthFile>>,
+}
+
+/// A target's `client_auth`: where the password clients must present is kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClientAuthFile {
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    /// Accepted only to refuse it with a clear message: secrets are never inline.
+    pub password: Option<Spanned<toml::Value>>,
 }
 
 /// A target's `credentials`: the user to log in as and where its password is kept.

@@ -120,7 +120,7 @@ pub(super) mod tests {
         "[[target]]\nname = \"echo\"\nprotocol = \"tcp\"\naddress = \"127.0.0.2:7000\"\n";
 
     /// Loads `files` from a fresh directory; the error with the directory stripped.
-    fn error(files: &[(&str, &str)]) -> String {
+    pub(in crate::policy) fn error_text(files: &[(&str, &str)]) -> String {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             fs::write(dir.path().join(name), text).unwrap();
@@ -131,7 +131,7 @@ pub(super) mod tests {
     }
 
     pub(in crate::policy) fn assert_error(files: &[(&str, &str)], location: &str, reason: &str) {
-        let error = error(files);
+        let error = error_text(files);
         assert!(error.starts_with(&format!("{location}: ")), "{error}");
         assert!(error.contains(reason), "{error}");
     }

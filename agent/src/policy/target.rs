@@ -20,6 +20,9 @@ pub struct Target {
     pub credentials: Option<Credentials>,
     /// TLS from the proxy to the target (`postgres`).
     pub tls: TargetTls,
+    /// The password a client must give the proxy (SCRAM-SHA-256) before its
+    /// connection is decided (`postgres`); `None`: the local identity is enough.
+    pub client_auth: Option<SecretRef>,
 }
 
 /// The wire protocols the proxy can speak to a target.

@@ -58,12 +58,14 @@ pub trait Protocol: Sync {
     /// The client's connection after the protocol's opening exchange.
     type Client: Send;
 
-    /// The opening exchange, before the gate decides the connection (PostgreSQL
-    /// reads the startup packet here). `Ok(None)`: the connection was fully handled
+    /// The opening exchange with a client of `target`, before the gate decides the
+    /// connection (PostgreSQL reads the startup packet here, and checks the password
+    /// of a target with `client_auth`). `Ok(None)`: the connection was fully handled
     /// (e.g. a cancel request) and is not a session.
     fn open(
         &self,
         stream: TcpStream,
+        target: &Target,
     ) -> impl Future<Output = Result<Option<Self::Client>, String>> + Send;
 
     /// The client's socket, to notice it leaving while its connection is held.

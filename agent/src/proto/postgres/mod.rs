@@ -14,6 +14,7 @@
 mod backend;
 mod cancel;
 pub mod classify;
+mod client_auth;
 mod masking;
 mod session;
 mod startup;
@@ -22,6 +23,7 @@ pub mod wire;
 
 use crate::{
     config::PostgresConfig,
+    policy::Target,
     proto::{Protocol, Served, Session},
 };
 use anyhow::Context as _;
@@ -34,6 +36,8 @@ pub struct Postgres {
     /// `None`: clients asking for TLS are told `N`.
     tls_server: Option<Arc<rustls::ServerConfig>>,
     cancels: cancel::Cancels,
+    /// SCRAM verifiers of the targets with `client_auth`.
+    verifiers: client_auth::Verifiers,
     mark: u32,
     max_message: usize,
     record_rows: usize,
@@ -57,6 +61,7 @@ impl Postgres {
             classifier: classify::Classifier::new(config.classify_cache),
             tls_server,
             cancels: cancel::Cancels::default(),
+            verifiers: client_auth::Verifiers::default(),
             mark,
             max_message: config.max_message,
             record_rows: config.record_rows,
@@ -67,9 +72,38 @@ impl Postgres {
 impl Protocol for Postgres {
     type Client = startup::Opened;
 
-    async fn open(&self, stream: TcpStream) -> Result<Option<startup::Opened>, String> {
+    async fn open(
+        &self,
+        stream: TcpStream,
+        target: &Target,
+    ) -> Result<Option<startup::Opened>, String> {
         let _ = stream.set_nodelay(true);
-        startup::open(self, stream).await
+        let Some(mut opened) = startup::open(self, stream).await? else {
+            return Ok(None);
+        };
+        if let Some(secret) = &target.client_auth {
+            let password = match secret.resolve() {
+                Ok(p) => p,
+                Err(why) => {
+                    // Fail closed: without the password no client can be checked.
+                    let message = format!(
+                        "target {} requires a password, which cannot be read: {why}",
+                        target.name
+                    );
+                    startup::fatal(
+                        &mut opened.stream,
+                        "28000",
+                        &format!("Portcullis: {message}"),
+                    )
+                    .await;
+                    return Err(message);
+                }
+            };
+            let verifier = self.verifiers.get(&target.name, password);
+            let user = opened.param("user").unwrap_or_default().to_owned();
+            client_auth::authenticate(&mut opened.stream, &user, &verifier).await?;
+        }
+        Ok(Some(opened))
     }
 
     fn socket(client: &startup::Opened) -> &TcpStream {

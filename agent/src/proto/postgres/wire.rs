@@ -162,11 +162,7 @@ fn declared_len(field: &[u8]) -> Result<usize, WireError> {
 /// most [`MAX_STARTUP`] bytes, returning its code and the rest of its body.
 pub async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u32, Bytes), WireError> {
     let mut header = [0u8; 8];
-    match r.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(WireError::Truncated),
-        Err(e) => return Err(e.into()),
-    }
+    r.read_exact(&mut header).await.map_err(eof_is_truncated)?;
     let (len, code) = header.split_at(4);
     let len = declared_len(len)?;
     if len > MAX_STARTUP {
@@ -180,11 +176,39 @@ pub async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u32, Bytes
         .checked_sub(8)
         .ok_or_else(|| WireError::Malformed(format!("startup packet of {len} bytes")))?;
     let mut body = vec![0u8; rest];
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+    r.read_exact(&mut body).await.map_err(eof_is_truncated)?;
+    Ok((code, Bytes::from(body)))
+}
+
+/// Reads exactly one tagged message of at most `max` bytes, nothing past it: for the
+/// exchanges before a session (authentication), whose reader must not keep bytes the
+/// session's reader would then miss.
+pub async fn read_message<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Message, WireError> {
+    let mut header = [0u8; 5];
+    r.read_exact(&mut header).await.map_err(eof_is_truncated)?;
+    let len = declared_len(header.get(1..5).unwrap_or_default())?;
+    if len > max {
+        return Err(WireError::TooLong { len, max });
+    }
+    let mut frame = BytesMut::with_capacity(len + 1);
+    frame.extend_from_slice(&header);
+    frame.resize(len + 1, 0);
+    r.read_exact(frame.get_mut(5..).unwrap_or_default())
+        .await
+        .map_err(eof_is_truncated)?;
+    Ok(Message {
+        frame: frame.freeze(),
+    })
+}
+
+fn eof_is_truncated(e: io::Error) -> WireError {
+    match e.kind() {
         io::ErrorKind::UnexpectedEof => WireError::Truncated,
         _ => WireError::Io(e),
-    })?;
-    Ok((code, Bytes::from(body)))
+    }
 }
 
 /// Parses the `name\0value\0…\0` parameters of a startup message.

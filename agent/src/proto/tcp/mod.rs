@@ -2,7 +2,7 @@
 //! as they are, through fixed-size buffers, in both directions.
 
 use super::{Metered, Protocol, Served, Session, Traffic};
-use crate::record::Outcome;
+use crate::{policy::Target, record::Outcome};
 use std::{io, net::SocketAddr, time::Duration};
 use tokio::{
     io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes},
@@ -38,7 +38,7 @@ pub struct Tcp;
 impl Protocol for Tcp {
     type Client = TcpStream;
 
-    async fn open(&self, stream: TcpStream) -> Result<Option<TcpStream>, String> {
+    async fn open(&self, stream: TcpStream, _target: &Target) -> Result<Option<TcpStream>, String> {
         Ok(Some(stream))
     }
 
