@@ -60,7 +60,9 @@ fn classify(sql: &str, standard_conforming_strings: bool, nesting: Nesting) -> C
     let mut outcome = Outcome::from_summary(&summary);
     match pg_query::parse(sql, options) {
         Ok(tree) => {
-            outcome.refs = outcome.refs.union(&refs::of(&tree.protobuf));
+            let (named, calls) = refs::of(&tree.protobuf);
+            outcome.refs = outcome.refs.union(&named);
+            outcome.add_calls(&calls);
             outcome.add_walk(Walker::walk(&tree.protobuf), &summary, nesting);
         }
         // The tree is too deep to decode (summary parsed the same text).
@@ -138,6 +140,18 @@ impl Outcome {
 
     fn add(&mut self, classes: SqlClasses) {
         self.classes = self.classes.union(classes);
+    }
+
+    /// Calls the tree walk found, some of which the summary does not list.
+    fn add_calls(&mut self, calls: &BTreeSet<refs::Call>) {
+        for (schema, name) in calls {
+            let shown = match schema {
+                Some(schema) => format!("{schema}.{name}"),
+                None => name.clone(),
+            };
+            self.functions.insert(shown.to_lowercase());
+            self.add(functions::call_classes(schema.as_deref(), name));
+        }
     }
 
     /// Fails closed: `Unparsed` matches every rule that names any class. The only way
@@ -413,8 +427,13 @@ impl Walker {
 
     fn select(&mut self, select: &protobuf::SelectStmt, runs: bool) {
         self.add(runs, [SqlClass::Read]);
+        // FOR UPDATE / SHARE locks rows as a write would (and needs UPDATE privilege):
+        // a read-only rule must not let it block the writers.
+        if select.into_clause.is_some() || !select.locking_clause.is_empty() {
+            self.add(runs, [SqlClass::Write]);
+        }
         if select.into_clause.is_some() {
-            self.add(runs, [SqlClass::Write, SqlClass::Ddl]);
+            self.add(runs, [SqlClass::Ddl]);
         }
         self.with(select.with_clause.as_ref(), runs);
         for arm in [&select.larg, &select.rarg].into_iter().flatten() {

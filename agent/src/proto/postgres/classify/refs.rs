@@ -1,22 +1,28 @@
-//! The relations and columns a parsed text names ([`Refs`]), for masking by column.
+//! The relations and columns a parsed text names ([`Refs`]), for masking by column,
+//! and the functions it calls, for classifying.
 //!
 //! The walk goes over the whole tree in its serialized form, so no node kind can be
 //! missed (a hand-written walker over PostgreSQL's hundreds of node kinds could miss
-//! one, and with it a column reference): every `ColumnRef`, `RangeVar` and alias is
-//! seen wherever it sits.
+//! one, and with it a column reference): every `ColumnRef`, `RangeVar`, alias and
+//! `FuncCall` is seen wherever it sits, in utility statements too (a column's
+//! `DEFAULT`, which the summary's function list leaves out).
 
 use super::Refs;
 use pg_query::protobuf::ParseResult;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
-/// What `tree` names; `unknown` when it cannot be walked.
-pub(super) fn of(tree: &ParseResult) -> Refs {
+/// A function call: schema (if written) and name, as written.
+pub(super) type Call = (Option<String>, String);
+
+/// What `tree` names, and the functions it calls; `unknown` when it cannot be walked.
+pub(super) fn of(tree: &ParseResult) -> (Refs, BTreeSet<Call>) {
     let Ok(json) = serde_json::to_value(tree) else {
-        return Refs {
+        let refs = Refs {
             unknown: true,
             ..Refs::default()
         };
+        return (refs, BTreeSet::new());
     };
     let mut walk = Walk::default();
     walk.value(&json);
@@ -25,12 +31,13 @@ pub(super) fn of(tree: &ParseResult) -> Refs {
             .single_names
             .iter()
             .any(|n| walk.relations.contains(n) || walk.aliases.contains(n));
-    Refs {
+    let refs = Refs {
         relations: walk.relations.into_iter().collect(),
         columns: walk.columns.into_iter().collect(),
         whole_rows,
         unknown: walk.unknown,
-    }
+    };
+    (refs, walk.calls)
 }
 
 #[derive(Default)]
@@ -44,6 +51,7 @@ struct Walk {
     /// `t.*` or `*` somewhere other than as a result column of its own.
     nested_star: bool,
     unknown: bool,
+    calls: BTreeSet<Call>,
 }
 
 impl Walk {
@@ -86,6 +94,23 @@ impl Walk {
                     if let Some(name) = value.get("aliasname").and_then(Value::as_str) {
                         self.aliases.insert(name.to_owned());
                     }
+                    self.value(value);
+                }
+                "FuncCall" => {
+                    let names: Vec<&str> = value
+                        .get("funcname")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|n| n.pointer("/node/String/sval").and_then(Value::as_str))
+                        .collect();
+                    match names.as_slice() {
+                        [name] => self.calls.insert((None, (*name).to_owned())),
+                        [.., schema, name] => self
+                            .calls
+                            .insert((Some((*schema).to_owned()), (*name).to_owned())),
+                        [] => false,
+                    };
                     self.value(value);
                 }
                 // Rows from a statement prepared or declared elsewhere.
@@ -141,7 +166,7 @@ mod tests {
     fn refs(sql: &str) -> Refs {
         let tree = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        of(&tree.protobuf)
+        of(&tree.protobuf).0
     }
 
     fn names(list: &[&str]) -> Vec<String> {
@@ -184,6 +209,22 @@ mod tests {
         ] {
             assert!(refs(sql).whole_rows, "{sql}");
         }
+    }
+
+    #[test]
+    fn calls_are_found_in_utility_statements() {
+        let tree = pg_query::parse(
+            "ALTER TABLE t ADD COLUMN z int DEFAULT pg_catalog.pg_terminate_backend(now())",
+            pg_query::ParserOptions::DEFAULT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, calls) = of(&tree.protobuf);
+        let expected: BTreeSet<Call> = [
+            (Some("pg_catalog".into()), "pg_terminate_backend".into()),
+            (None, "now".into()),
+        ]
+        .into();
+        assert_eq!(calls, expected);
     }
 
     #[test]

@@ -805,3 +805,25 @@ fn timings() {
         );
     }
 }
+
+#[test]
+fn row_locks_and_calls_in_utility_statements() {
+    assert_classes(&[
+        // A row lock blocks writers (and needs UPDATE privilege): not a plain read.
+        ("SELECT * FROM t FOR UPDATE", "read,write"),
+        ("SELECT * FROM t WHERE id = 1 FOR SHARE SKIP LOCKED", "read,write"),
+        (
+            "WITH l AS (SELECT * FROM t FOR NO KEY UPDATE) SELECT 1",
+            "read,write",
+        ),
+        // A volatile DEFAULT runs once per existing row, at ALTER time.
+        (
+            "ALTER TABLE t ADD COLUMN z int DEFAULT pg_terminate_backend(1)",
+            "ddl,admin",
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN z SET DEFAULT lo_import('/etc/passwd')",
+            "ddl,admin",
+        ),
+    ]);
+}
