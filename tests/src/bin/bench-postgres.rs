@@ -13,7 +13,9 @@
 //! medians and the ratios Portcullis/direct and Portcullis/pgbouncer, and the CPU
 //! time each proxy process spent per transaction (from `/proc/<pid>/stat`), which
 //! stays meaningful when other work on the machine makes TPS noisy. Asserts
-//! nothing. `BENCH_SECONDS` and `BENCH_ROUNDS` shorten or lengthen the run. Servers, daemon, cgroup and pins are removed on the way out, on error or
+//! nothing. `BENCH_SECONDS` and `BENCH_ROUNDS` shorten or lengthen the run;
+//! `BENCH_PROTOCOL=tcp` makes the target a plain TCP one, so the "Portcullis" path
+//! shows what the redirect and relay alone cost, without the PostgreSQL proxy. Servers, daemon, cgroup and pins are removed on the way out, on error or
 //! Ctrl-C as well.
 
 use anyhow::{Context as _, bail};
@@ -106,8 +108,14 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let cg = TestCgroup::new("bench-pg")?;
+    let protocol = std::env::var("BENCH_PROTOCOL").unwrap_or_else(|_| "postgres".into());
+    let tls = if protocol == "postgres" {
+        "tls = \"disable\"\n"
+    } else {
+        ""
+    };
     let policy = format!(
-        "[[target]]\nname = \"db\"\nprotocol = \"postgres\"\naddress = \"{}:{}\"\ntls = \"disable\"\n\n\
+        "[[target]]\nname = \"db\"\nprotocol = \"{protocol}\"\naddress = \"{}:{}\"\n{tls}\n\
          [[rule]]\nname = \"all\"\ntargets = [\"db\"]\naction = \"allow\"\n",
         pg.host(),
         pg.port()
