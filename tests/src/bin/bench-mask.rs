@@ -10,6 +10,7 @@
 //!
 //! Each figure is the fastest of repeated runs. With `BENCH_MASK_EACH=1`, it also
 //! prints the throughput of each recognizer alone (at 10%), to see what costs what.
+//! With `BENCH_MASK_KINDS=1`, the cost of each kind of value of the corpus alone.
 //! With `BENCH_MASK_ONLY=<text>`, it measures only the corpora whose label contains
 //! the text ("1% PII", "hash"…), without the copy baseline nor the rows: a profile
 //! (`perf record`) then shows masking alone.
@@ -86,6 +87,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if std::env::var_os("BENCH_MASK_KINDS").is_some() {
+        kinds(&redact, &hash, only.as_deref());
+    }
     if only.is_some() {
         return Ok(());
     }
@@ -138,6 +142,58 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cost of each kind of value of the corpus alone, in ns per value, redacted and
+/// hashed: which kinds the corpus figures come from. With `only`, the kinds whose
+/// label contains it.
+fn kinds(redact: &Masker, hash: &Masker, only: Option<&str>) {
+    const EACH: usize = 20_000;
+    let mut rng = Rng(42);
+    let mut groups: Vec<(String, Vec<Vec<u8>>)> = (0..CLEAN_KINDS)
+        .map(|kind| {
+            let values = (0..EACH).map(|_| clean_of(kind, &mut rng).into_bytes());
+            let name = CLEAN_NAMES.get(kind as usize).copied().unwrap_or_default();
+            (format!("clean {name}"), values.collect())
+        })
+        .collect();
+    for kind in 0..PII_KINDS {
+        for in_text in [false, true] {
+            let values = (0..EACH).map(|_| {
+                let pii = pii_of(kind, &mut rng);
+                if in_text {
+                    in_sentence(&pii, &mut rng)
+                } else {
+                    pii
+                }
+            });
+            let name = PII_NAMES.get(kind as usize).copied().unwrap_or_default();
+            let label = format!("{name}{}", if in_text { " in text" } else { "" });
+            groups.push((label, values.map(String::into_bytes).collect()));
+        }
+    }
+    println!(
+        "\n{:<16} {:>8} {:>12} {:>12}",
+        "kind", "B/value", "redact ns", "hash ns"
+    );
+    for (label, values) in &groups {
+        if only.is_some_and(|only| !label.contains(only)) {
+            continue;
+        }
+        let bytes: usize = values.iter().map(Vec::len).sum();
+        let [r, h] = [redact, hash].map(|masker| {
+            let t = measure_for(RUN / 4, || {
+                for v in values {
+                    black_box(masker.mask_value(black_box(v)));
+                }
+            });
+            ns_per(t, values.len())
+        });
+        println!(
+            "{label:<16} {:>8} {r:>12.1} {h:>12.1}",
+            bytes / values.len()
+        );
+    }
+}
+
 fn spec(style: MaskStyle) -> MaskSpec {
     MaskSpec {
         mask: vec!["all".into()],
@@ -148,14 +204,19 @@ fn spec(style: MaskStyle) -> MaskSpec {
 
 /// The time one call of `f` takes: the fastest of repeated runs, the one other work on
 /// the machine disturbed least (medians on a shared machine measure the neighbours).
-fn measure(mut f: impl FnMut()) -> Duration {
+fn measure(f: impl FnMut()) -> Duration {
+    measure_for(RUN, f)
+}
+
+/// [`measure`], running for `run`.
+fn measure_for(run: Duration, mut f: impl FnMut()) -> Duration {
     let warm = Instant::now();
-    while warm.elapsed() < RUN / 4 {
+    while warm.elapsed() < run / 4 {
         f();
     }
     let mut best = Duration::MAX;
     let start = Instant::now();
-    while start.elapsed() < RUN {
+    while start.elapsed() < run {
         let t = Instant::now();
         f();
         best = best.min(t.elapsed());
@@ -240,9 +301,43 @@ const WORDS: &[&str] = &[
     "with", "updated", "pricing",
 ];
 
+/// How many kinds of clean values [`clean_of`] makes, and of PII [`pii_of`].
+const CLEAN_KINDS: u64 = 10;
+const PII_KINDS: u64 = 9;
+/// What each kind is, for [`kinds`].
+const CLEAN_NAMES: [&str; CLEAN_KINDS as usize] = [
+    "name",
+    "address",
+    "id",
+    "amount",
+    "timestamp",
+    "status",
+    "uuid",
+    "city",
+    "note",
+    "note",
+];
+const PII_NAMES: [&str; PII_KINDS as usize] = [
+    "email",
+    "nanp phone",
+    "card",
+    "ssn",
+    "ipv4",
+    "iban",
+    "intl phone",
+    "aws key",
+    "jwt",
+];
+
 /// One clean value of a random column type.
 fn clean_value(rng: &mut Rng) -> String {
-    match rng.below(10) {
+    let kind = rng.below(CLEAN_KINDS);
+    clean_of(kind, rng)
+}
+
+/// One clean value of column type `kind` (below [`CLEAN_KINDS`]).
+fn clean_of(kind: u64, rng: &mut Rng) -> String {
+    match kind {
         0 => format!("{} {}", rng.pick(FIRST), rng.pick(LAST)),
         1 => format!(
             "{} {}, {}",
@@ -290,7 +385,20 @@ fn sentence(rng: &mut Rng) -> String {
 
 /// One value carrying personal data or a secret: alone (a column of emails) or in text.
 fn pii_value(rng: &mut Rng) -> String {
-    let pii = match rng.below(9) {
+    let kind = rng.below(PII_KINDS);
+    let pii = pii_of(kind, rng);
+    let in_text = rng.below(2) != 0;
+    if in_text { in_sentence(&pii, rng) } else { pii }
+}
+
+/// `pii` in the middle of some text.
+fn in_sentence(pii: &str, rng: &mut Rng) -> String {
+    format!("{} {pii} {}", sentence(rng), rng.pick(WORDS))
+}
+
+/// One piece of PII of kind `kind` (below [`PII_KINDS`]).
+fn pii_of(kind: u64, rng: &mut Rng) -> String {
+    match kind {
         0 => format!(
             "{}.{}@example.com",
             rng.pick(FIRST).to_lowercase(),
@@ -319,11 +427,6 @@ fn pii_value(rng: &mut Rng) -> String {
         6 => "+44 20 7946 0958".to_owned(),
         7 => "AKIAIOSFODNN7EXAMPLE".to_owned(),
         _ => "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIzNDU2".to_owned(),
-    };
-    if rng.below(2) == 0 {
-        pii
-    } else {
-        format!("{} {pii} {}", sentence(rng), rng.pick(WORDS))
     }
 }
 
