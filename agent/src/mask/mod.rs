@@ -57,7 +57,7 @@ use glob::ColumnGlob;
 use key::Hasher;
 use recognize::{RecognizerSet, is_word, word_at, word_before};
 use regex::bytes::Regex;
-use scan::Scanner;
+use scan::{Possible, Scanner};
 use std::{borrow::Cow, collections::BTreeMap, fmt};
 use style::{Finding, Findings, Label};
 
@@ -240,11 +240,19 @@ impl Masker {
     /// borrowed when there is none.
     #[must_use]
     pub fn mask_value<'a>(&self, value: &'a [u8]) -> Cow<'a, [u8]> {
-        if !self.scans_values() {
+        // Most values are ruled out by the prefilter: then nothing else is set up.
+        let possible = self.scanner.prefilter(value);
+        if possible.is_empty() && self.regexes.is_empty() && self.words.is_none() {
             return Cow::Borrowed(value);
         }
+        self.mask_possible(value, possible)
+    }
+
+    /// [`Masker::mask_value`] past the prefilter.
+    #[inline(never)]
+    fn mask_possible<'a>(&self, value: &'a [u8], possible: Possible) -> Cow<'a, [u8]> {
         let mut findings = Findings::new();
-        self.find(value, &mut findings);
+        self.find(value, possible, &mut findings);
         if findings.is_empty() {
             Cow::Borrowed(value)
         } else {
@@ -285,13 +293,14 @@ impl Masker {
     #[cfg(test)]
     fn findings(&self, value: &[u8]) -> Vec<Finding> {
         let mut found = Findings::new();
-        self.find(value, &mut found);
+        self.find(value, self.scanner.prefilter(value), &mut found);
         found.as_mut_slice().to_vec()
     }
 
-    /// Adds everything to mask in `value` to `found`.
-    fn find(&self, value: &[u8], found: &mut Findings) {
-        self.scanner.scan(value, &mut |r, range| {
+    /// Adds everything to mask in `value` to `found`, given what the prefilter said is
+    /// `possible` there.
+    fn find(&self, value: &[u8], possible: Possible, found: &mut Findings) {
+        self.scanner.scan(value, possible, &mut |r, range| {
             let style = self
                 .styles
                 .get(r as usize)

@@ -1,5 +1,5 @@
-//! Whether a short value has a place where the number walk could find anything, asked
-//! of all its bytes at once.
+//! Where in a short value the number walk could find anything, asked of all its bytes
+//! at once.
 //!
 //! The walk (in `scan`) stops at every group of digits and decides, from the group's
 //! length, what surrounds it and what follows, which number recognizers to try there.
@@ -7,13 +7,15 @@
 //! costs a few mispredicted branches. Here the same conditions, stripped down to what
 //! can be read off the neighbouring bytes, are computed for every position at once
 //! with bit masks (bit `i` for byte `i`): when no position meets them, the walk is
-//! skipped, and when one does, the walk runs as before and decides.
+//! skipped, and when some do, the walk stops only there and decides.
 //!
 //! The conditions here are implied by the walk's own (they leave out its finer
 //! checks: a card's first digit and checksum, whether the number ends at a word), so
-//! skipping the walk never loses a finding. Values longer than 64 bytes, and values
-//! with non-ASCII bytes (whose word boundaries depend on characters), are walked
-//! without asking.
+//! a position left out is one where the walk finds nothing. Nor does leaving out a
+//! position change where the walk stops next: past a group of digits, or past the rest
+//! of a word, no position meets the conditions. Values longer than 64 bytes, and
+//! values with non-ASCII bytes (whose word boundaries depend on characters), are
+//! walked at every group of digits.
 
 use super::recognize::{Recognizer, RecognizerSet};
 
@@ -73,12 +75,11 @@ static CODES: [u8; 256] = {
     table
 };
 
-/// Whether the walk over `v` could find a number of the `possible` recognizers (an
-/// IPv6 address aside: the caller walks whenever one may be there).
-pub(super) fn numbers_may_start(v: &[u8], possible: RecognizerSet) -> bool {
-    let Some(m) = Masks::of(v) else {
-        return true;
-    };
+/// Where in `v` the walk could find a number of the `possible` recognizers (an IPv6
+/// address aside: the caller walks everywhere when one may be there): bit `i` for a
+/// number that may start at byte `i`. `None` when `v` is too long or not ASCII.
+pub(super) fn number_starts(v: &[u8], possible: RecognizerSet) -> Option<u64> {
+    let m = Masks::of(v)?;
     // Bit i of `next(x, k)` is bit i + k of `x`; of `prev(x, k)`, bit i - k.
     let next = |x: u64, k: u32| x >> k;
     let prev = |x: u64, k: u32| x << k;
@@ -128,7 +129,7 @@ pub(super) fn numbers_may_start(v: &[u8], possible: RecognizerSet) -> bool {
         // Check digits after a two-capital country code that is not after a word.
         may |= m.digit & prev(m.upper, 1) & prev(m.upper, 2) & !prev(m.word, 3);
     }
-    may != 0
+    Some(may)
 }
 
 /// The class masks of a value of at most 64 ASCII bytes: bit `i` of each for byte `i`.
@@ -160,8 +161,11 @@ impl Masks {
             *slot = b;
         }
         for (row, word) in rows.iter_mut().zip(words.iter().chain([&tail_word])) {
-            let codes =
-                u64::from_le_bytes(word.map(|b| CODES.get(usize::from(b)).copied().unwrap_or(0)));
+            // A loop rather than `word.map(…)`, which the compiler leaves out of line.
+            let mut codes = 0;
+            for (k, &b) in word.iter().enumerate() {
+                codes |= u64::from(CODES.get(usize::from(b)).copied().unwrap_or(0)) << (8 * k);
+            }
             *row = transpose(codes);
         }
         let masks = transpose_bytes(rows);
@@ -287,15 +291,17 @@ mod tests {
             "ORD-2024-0042",
             "v1.2.3",
         ] {
-            assert!(!numbers_may_start(clean.as_bytes(), all), "{clean}");
+            assert_eq!(number_starts(clean.as_bytes(), all), Some(0), "{clean}");
         }
-        for pii in [
-            "4111 1111 1111 1111",
-            "(555) 123-4567",
-            "+44 20 7946 0958",
-            "DE89 3704",
+        for (pii, start) in [
+            ("4111 1111 1111 1111", 0),
+            ("(555) 123-4567", 0),
+            ("+44 20 7946 0958", 0),
+            ("call 555-123-4567", 5),
+            ("DE89 3704", 2),
         ] {
-            assert!(numbers_may_start(pii.as_bytes(), all), "{pii}");
+            let starts = number_starts(pii.as_bytes(), all);
+            assert!(starts.is_some_and(|s| bit(s, start)), "{pii}: {starts:?}");
         }
     }
 }

@@ -85,6 +85,16 @@ impl Recognizer {
 pub(super) struct RecognizerSet(u16);
 
 impl RecognizerSet {
+    /// The set of `recognizers`.
+    pub(super) const fn new(recognizers: &[Recognizer]) -> Self {
+        let (mut bits, mut rest) = (0, recognizers);
+        while let [r, tail @ ..] = rest {
+            bits |= 1 << *r as u8;
+            rest = tail;
+        }
+        RecognizerSet(bits)
+    }
+
     pub(super) fn insert(&mut self, r: Recognizer) {
         self.0 |= 1 << r as u8;
     }
@@ -101,6 +111,11 @@ impl RecognizerSet {
     /// The recognizers in both sets.
     pub(super) fn and(self, other: RecognizerSet) -> RecognizerSet {
         RecognizerSet(self.0 & other.0)
+    }
+
+    /// The recognizers in either set.
+    pub(super) fn or(self, other: RecognizerSet) -> RecognizerSet {
+        RecognizerSet(self.0 | other.0)
     }
 
     pub(super) fn contains(self, r: Recognizer) -> bool {

@@ -2,9 +2,9 @@
 //! well-known services, bearer tokens.
 //!
 //! Each starts with a literal the scanner finds in one aho-corasick pass; [`literals`]
-//! lists them per recognizer, and the functions here take it from the literal's index.
+//! lists them per [`Group`], and the functions here take it from the literal's index.
 
-use super::{Cursor, Recognizer, RecognizerSet, before, jwt_header, word_at, word_before};
+use super::{Cursor, Recognizer, before, jwt_header, word_at, word_before};
 use std::ops::Range;
 
 /// What a literal found by the scanner starts.
@@ -57,26 +57,70 @@ impl Literal {
     }
 }
 
-/// The literals that trigger the enabled recognizers.
-pub(in super::super) fn literals(enabled: RecognizerSet) -> Vec<(&'static [u8], Literal)> {
-    let mut out: Vec<(&'static [u8], Literal)> = Vec::new();
-    if enabled.contains(Recognizer::PrivateKey) {
-        out.push((PEM_BEGIN, Literal::PemBegin));
+/// The literals in groups that the scanner's prefilter rules in or out one by one: a
+/// value is searched only for the groups its counts of characters allow. Each group
+/// says what all its literals (with the shortest secret they start) hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(in super::super) enum Group {
+    /// `-----BEGIN `: ten dashes.
+    PemBegin,
+    /// `eyJ`: a capital, and the two dots of a JWT.
+    Jwt,
+    /// `Bearer ` (two letters g–z) or `BEARER ` (six capitals), and a token with a digit.
+    Bearer,
+    /// API key prefixes with an `_` (`ghp_`, `sk_live_`…).
+    KeyWithUnderscore,
+    /// API key prefixes with a `-` after three letters g–z (`xoxb-`, `glpat-`…).
+    KeyWithDash,
+    /// AWS access key ids: four capitals, and 20 capitals and digits in all.
+    AwsKey,
+    /// Google API keys: two capitals, and 39 characters in all.
+    GoogleKey,
+}
+
+impl Group {
+    pub(in super::super) const ALL: [Group; 7] = [
+        Group::PemBegin,
+        Group::Jwt,
+        Group::Bearer,
+        Group::KeyWithUnderscore,
+        Group::KeyWithDash,
+        Group::AwsKey,
+        Group::GoogleKey,
+    ];
+
+    /// The group's bit in a set of groups.
+    pub(in super::super) fn bit(self) -> usize {
+        1 << self as u8
     }
-    if enabled.contains(Recognizer::Jwt) {
-        out.push((b"eyJ", Literal::Jwt));
+
+    pub(in super::super) fn recognizer(self) -> Recognizer {
+        match self {
+            Group::PemBegin => Recognizer::PrivateKey,
+            Group::Jwt => Recognizer::Jwt,
+            Group::Bearer => Recognizer::BearerToken,
+            Group::KeyWithUnderscore | Group::KeyWithDash | Group::AwsKey | Group::GoogleKey => {
+                Recognizer::ApiKey
+            }
+        }
     }
-    if enabled.contains(Recognizer::ApiKey) {
-        out.extend(
-            KEY_FORMATS
-                .iter()
-                .map(|f| (f.prefix.as_bytes(), Literal::Key(f))),
-        );
+}
+
+/// The literals of `group`.
+pub(in super::super) fn literals(group: Group) -> Vec<(&'static [u8], Literal)> {
+    match group {
+        Group::PemBegin => vec![(PEM_BEGIN, Literal::PemBegin)],
+        Group::Jwt => vec![(b"eyJ", Literal::Jwt)],
+        Group::Bearer => [b"Bearer ", b"bearer ", b"BEARER "]
+            .map(|p| (p.as_slice(), Literal::Bearer))
+            .to_vec(),
+        keys => KEY_FORMATS
+            .iter()
+            .filter(|f| f.group == keys)
+            .map(|f| (f.prefix.as_bytes(), Literal::Key(f)))
+            .collect(),
     }
-    if enabled.contains(Recognizer::BearerToken) {
-        out.extend([b"Bearer ", b"bearer ", b"BEARER "].map(|p| (p.as_slice(), Literal::Bearer)));
-    }
-    out
 }
 
 // ---- Private keys --------------------------------------------------------------------
@@ -158,6 +202,8 @@ pub(in super::super) struct KeyFormat {
     body: fn(u8) -> bool,
     min: usize,
     max: usize,
+    /// Which of the `Key…` groups the prefix is in, by its shape.
+    group: Group,
 }
 
 fn upper_alnum(b: u8) -> bool {
@@ -174,11 +220,18 @@ fn token(b: u8) -> bool {
 }
 
 const fn key(prefix: &'static str, body: fn(u8) -> bool, min: usize, max: usize) -> KeyFormat {
+    let group = match prefix.as_bytes() {
+        [b'A', b'K' | b'S', b'I', b'A'] => Group::AwsKey,
+        [b'A', b'I', b'z', b'a'] => Group::GoogleKey,
+        [.., b'-'] => Group::KeyWithDash,
+        _ => Group::KeyWithUnderscore,
+    };
     KeyFormat {
         prefix,
         body,
         min,
         max,
+        group,
     }
 }
 
@@ -319,6 +372,36 @@ mod tests {
         ] {
             assert_eq!(find(bad, Literal::Key(aws), "AKIA"), None, "{bad}");
         }
+    }
+
+    /// Each key format's prefix and shortest key hold what its group says: the
+    /// prefilter relies on it.
+    #[test]
+    fn key_groups_match_their_prefixes() {
+        let count = |s: &str, f: fn(&u8) -> bool| s.bytes().filter(f).count();
+        for format in &KEY_FORMATS {
+            let p = format.prefix;
+            let lowers = count(p, |b| (b'g'..=b'z').contains(b));
+            let capitals = count(p, u8::is_ascii_uppercase);
+            let holds = match format.group {
+                Group::KeyWithUnderscore => p.contains('_'),
+                Group::KeyWithDash => p.contains('-') && lowers >= 3,
+                Group::AwsKey => {
+                    let body = (0..=u8::MAX).filter(|&b| (format.body)(b));
+                    capitals >= 4
+                        && capitals == p.len()
+                        && capitals + format.min >= 20
+                        && body
+                            .into_iter()
+                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                }
+                Group::GoogleKey => capitals >= 2 && p.len() + format.min >= 39,
+                Group::PemBegin | Group::Jwt | Group::Bearer => false,
+            };
+            assert!(holds, "{p}: {:?}", format.group);
+        }
+        let grouped: usize = Group::ALL.iter().map(|&g| literals(g).len()).sum();
+        assert_eq!(grouped, KEY_FORMATS.len() + 5);
     }
 
     #[test]
