@@ -111,7 +111,7 @@ impl Scanner {
             return Possible::default();
         }
         let t = Triggers::count(v);
-        if t.rule_out_all() {
+        if t.rule_out_all(v.len()) {
             return Possible::default();
         }
         t.possible(self, v)
@@ -461,12 +461,26 @@ impl Triggers {
     }
 
     /// Whether these counts rule out every recognizer at a glance, as they do for most
-    /// prose, names and statuses: no digit (which IP addresses need too), `@`, `_` nor
-    /// `-`, and at most one capital, without two dots (the least a JWT needs). Cheaper
-    /// than weighing each recognizer's needs in [`Triggers::possible`], which agrees.
-    fn rule_out_all(&self) -> bool {
-        self.digits + self.ats + self.underscores + self.dashes == 0
-            && (self.capitals == 0 || (self.capitals == 1 && self.dots < 2))
+    /// prose, names, statuses, ids and amounts, in a value `len` bytes long. Cheaper
+    /// than weighing each recognizer's needs in [`Triggers::possible`], which agrees
+    /// (a test checks it).
+    ///
+    /// - No digit (which IP addresses need too), `@`, `_` nor `-`: only a JWT (a
+    ///   capital and two dots), an AWS key id (20 capitals) or a Google API key (two
+    ///   capitals in 39 bytes) may be there.
+    /// - Digits, dots and colons alone: fewer than 8 digits make no number but an IPv4
+    ///   address (three dots) or an IPv6 one (two colons), and without two letters g–z
+    ///   nor a capital, no secret.
+    fn rule_out_all(&self, len: usize) -> bool {
+        let t = self;
+        let no_digit = t.digits + t.ats + t.underscores + t.dashes == 0
+            && (t.capitals == 0 || (t.dots < 2 && t.capitals < 20 && (t.capitals < 2 || len < 39)));
+        let few_digits = t.ats + t.underscores + t.dashes + t.capitals == 0
+            && t.digits < 8
+            && t.dots < 3
+            && t.colons < 2
+            && t.lowers < 2;
+        no_digit || few_digits
     }
 
     /// Whether `v`, with these counts, may hold an IPv6 address: it has `::` or
@@ -633,9 +647,61 @@ fn weight(b: u8) -> u64 {
 }
 
 #[cfg(test)]
-#[expect(clippy::indexing_slicing, reason = "tests")]
+#[expect(clippy::indexing_slicing, clippy::panic, reason = "tests")]
 mod tests {
-    use super::has_double_colon;
+    use super::*;
+
+    /// Whatever the counts, what [`Triggers::rule_out_all`] rules out,
+    /// [`Triggers::possible`] finds impossible too.
+    #[test]
+    fn ruling_out_at_a_glance_agrees_with_each_recognizers_needs() {
+        let all = RecognizerSet::new(&Recognizer::ALL);
+        let scanner = Scanner::new(all).unwrap_or_else(|e| panic!("{e}"));
+        let (mut x, mut ruled_out) = (0x9E37_79B9_7F4A_7C15_u64, 0);
+        for _ in 0..1_000_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Each count 0 (a quarter of the time), in 0..=3, or in 0..=31 (past every
+            // threshold).
+            let mut bits = x;
+            let mut next = || {
+                let n = usize::try_from((bits >> 2) & 31).unwrap_or(0);
+                let n = match bits & 3 {
+                    0 => 0,
+                    1 => n & 3,
+                    _ => n,
+                };
+                bits = bits.rotate_right(7);
+                n
+            };
+            let t = Triggers {
+                digits: next(),
+                dots: next(),
+                colons: next(),
+                ats: next(),
+                pluses: next(),
+                dashes: next(),
+                underscores: next(),
+                capitals: next(),
+                lowers: next(),
+            };
+            let v = vec![b' '; next() * 2];
+            if t.rule_out_all(v.len()) {
+                ruled_out += 1;
+                // `::` is not counted: pretend it is there when it may be. Without a
+                // digit, colons do not matter: the IPv6 recognizer wants one.
+                let colons = match t.colons {
+                    _ if t.digits == 0 => 0,
+                    0 | 1 => t.colons,
+                    _ => 7,
+                };
+                let possible = Triggers { colons, ..t };
+                assert!(possible.possible(&scanner, &v).is_empty(), "{t:?}");
+            }
+        }
+        assert!(ruled_out > 1_000, "{ruled_out}");
+    }
 
     #[test]
     fn double_colons_anywhere_in_a_word() {
