@@ -811,7 +811,10 @@ fn row_locks_and_calls_in_utility_statements() {
     assert_classes(&[
         // A row lock blocks writers (and needs UPDATE privilege): not a plain read.
         ("SELECT * FROM t FOR UPDATE", "read,write"),
-        ("SELECT * FROM t WHERE id = 1 FOR SHARE SKIP LOCKED", "read,write"),
+        (
+            "SELECT * FROM t WHERE id = 1 FOR SHARE SKIP LOCKED",
+            "read,write",
+        ),
         (
             "WITH l AS (SELECT * FROM t FOR NO KEY UPDATE) SELECT 1",
             "read,write",
