@@ -149,14 +149,16 @@ impl Policy {
         target: &str,
         statement: Option<&Statement<'_>>,
     ) -> Decision {
-        let label = principal.label();
         let Some(target) = self.target(target) else {
             return Decision::deny_unmatched(format!(
                 "target {target} is not defined in the policy"
             ));
         };
         let name = &target.name;
-        let what = match statement {
+        // Reasons are formatted only when they are kept: an allowed statement's reason
+        // is shown nowhere (its record names the rule), and this runs per statement.
+        let label = || principal.label();
+        let what = || match statement {
             None => format!("to reach target {name}"),
             Some(s) => format!("to run {} on target {name}", s.classes.names()),
         };
@@ -167,40 +169,47 @@ impl Policy {
         };
         let first = |verdict| matching().find(|rule| rule.verdict() == verdict);
         if let Some(rule) = first(Verdict::Deny) {
-            let reason = format!("rule `{}` denies {label} {what}", rule.name);
+            let reason = format!("rule `{}` denies {} {}", rule.name, label(), what());
             return Decision::by(rule, reason);
         }
         if let Some((rule, review)) = matching().find_map(|rule| Some((rule, rule.review()?))) {
             if let Some(trusted) = matching().find(|rule| rule.skips_review()) {
                 let reason = format!(
-                    "rule `{}` allows {label} {what} without review (skips rule `{}`, which \
+                    "rule `{}` allows {} {} without review (skips rule `{}`, which \
                      requires review by {})",
                     trusted.name,
+                    label(),
+                    what(),
                     rule.name,
                     review.summary()
                 );
                 return Decision::by(trusted, reason);
             }
             let reason = format!(
-                "rule `{}` requires review by {} for {label} {what}",
+                "rule `{}` requires review by {} for {} {}",
                 rule.name,
-                review.summary()
+                review.summary(),
+                label(),
+                what()
             );
             return Decision::by(rule, reason);
         }
         if let Some(rule) = first(Verdict::Allow) {
-            let reason = format!("rule `{}` allows {label} {what}", rule.name);
+            let reason = match statement {
+                None => format!("rule `{}` allows {} {}", rule.name, label(), what()),
+                Some(_) => String::new(),
+            };
             return Decision::by(rule, reason);
         }
         match statement {
-            None => Decision::deny_unmatched(format!("no rule allows {label} {what}")),
+            None => Decision::deny_unmatched(format!("no rule allows {} {}", label(), what())),
             Some(s) if s.classes.contains(SqlClass::Unparsed) => Decision::deny_unmatched(format!(
                 "the statement could not be parsed, and no rule allows unparsed SQL on target {name}"
             )),
             Some(_) => Decision {
                 verdict: Verdict::Allow,
                 rule: None,
-                reason: format!("no statement rule applies; {label} may use target {name}"),
+                reason: String::new(),
                 review: None,
             },
         }
@@ -222,7 +231,8 @@ pub struct Decision {
     pub verdict: Verdict,
     /// The rule that decided; `None` when no rule matched.
     pub rule: Option<String>,
-    /// One sentence for the client, the log and the audit record.
+    /// One sentence for the client, the log and the audit record; empty for an
+    /// allowed statement, whose reason nothing shows.
     pub reason: String,
     /// What the hold asks for: `Some` exactly when `verdict` is [`Verdict::Review`].
     pub review: Option<Review>,
@@ -239,11 +249,12 @@ impl Decision {
         }
     }
 
-    /// The decision of `rule`, with its description (if any) appended to `reason`.
+    /// The decision of `rule`, with its description (if any) appended to `reason`
+    /// (unless that is empty: an allowed statement).
     fn by(rule: &Rule, reason: String) -> Decision {
         let reason = match &rule.description {
-            Some(description) => format!("{reason} ({description})"),
-            None => reason,
+            Some(description) if !reason.is_empty() => format!("{reason} ({description})"),
+            _ => reason,
         };
         Decision {
             verdict: rule.verdict(),

@@ -16,7 +16,7 @@
 //! Not waking per record matters: a cross-thread wake-up costs more than recording
 //! a statement, and a busy session sends thousands of statements a second.
 
-use super::{StatementRecord, StatementsDigest, Store, session::SessionId};
+use super::{StatementRecord, StatementsDigest, Store, session::SessionId, statements::Encoded};
 use std::{
     collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, PoisonError},
@@ -139,7 +139,7 @@ struct Writer {
     chains: Arc<Mutex<HashMap<SessionId, StatementsDigest>>>,
     hurry: Arc<Notify>,
     /// Records taken off the channel and chained, not yet written.
-    batch: Vec<StatementRecord>,
+    batch: Vec<Encoded>,
 }
 
 impl Writer {
@@ -179,14 +179,15 @@ impl Writer {
         waiting: &mut Vec<oneshot::Sender<()>>,
     ) {
         match message {
-            Message::Record(mut record) => {
-                self.chains
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(record.session_id.clone())
-                    .or_insert_with(StatementsDigest::empty)
-                    .link(&mut record);
-                self.batch.push(*record);
+            Message::Record(record) => {
+                let mut chains = self.chains.lock().unwrap_or_else(PoisonError::into_inner);
+                // Looked up before inserting, so the id is cloned once per session.
+                if !chains.contains_key(&record.session_id) {
+                    chains.insert(record.session_id.clone(), StatementsDigest::empty());
+                }
+                if let Some(chain) = chains.get_mut(&record.session_id) {
+                    self.batch.push(chain.link_encoded(*record));
+                }
             }
             Message::Flush(done) => waiting.push(done),
             // What is already queued is still received, then `recv` ends the loop.
@@ -199,16 +200,19 @@ impl Writer {
         if self.batch.is_empty() {
             return;
         }
-        if let Err(error) = self.store.insert_statements(&self.batch).await {
+        if let Err(error) = self.store.insert_encoded(&self.batch).await {
             tracing::error!(
                 %error,
                 count = self.batch.len(),
                 "Cannot record statements; retrying once"
             );
             tokio::time::sleep(RETRY_PAUSE).await;
-            if let Err(error) = self.store.insert_statements(&self.batch).await {
-                let sessions: BTreeSet<&str> =
-                    self.batch.iter().map(|r| r.session_id.as_str()).collect();
+            if let Err(error) = self.store.insert_encoded(&self.batch).await {
+                let sessions: BTreeSet<&str> = self
+                    .batch
+                    .iter()
+                    .map(|e| e.record.session_id.as_str())
+                    .collect();
                 tracing::error!(
                     %error,
                     lost = self.batch.len(),

@@ -26,13 +26,13 @@
 
 use super::{
     Backend, GENESIS_HASH, SessionId, Store, StoreError,
-    audit::{canonical_bytes, scalar_bytes, write_canonical},
+    audit::{canonical_bytes, scalar_bytes},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use sqlx::{Row as _, any::AnyRow};
-use std::cmp::Ordering;
+use std::{cmp::Ordering, ops::Range};
 
 /// Statements written by one `INSERT` (17 parameters each: well under SQLite's 32766
 /// and PostgreSQL's 65535). One statement per row would cost a round trip to the
@@ -159,11 +159,78 @@ impl StatementsDigest {
     }
 
     /// Makes `record` the next link of this chain (its `seq` and `hash`) and moves on.
+    #[cfg(test)]
     pub(super) fn link(&mut self, record: &mut StatementRecord) {
+        self.link_into(record, &mut Vec::new());
+    }
+
+    /// Makes `record` the next link of this chain, ready to store: its JSON columns
+    /// are cut from the bytes the chain hashes, so each value is serialized once.
+    pub(super) fn link_encoded(&mut self, mut record: StatementRecord) -> Encoded {
+        let mut canonical = Vec::with_capacity(512 + record.text.len());
+        let spans = self.link_into(&mut record, &mut canonical);
+        Encoded::cut(record, &canonical, &spans)
+    }
+
+    /// [`StatementsDigest::link`], leaving the hashed bytes in `canonical`.
+    fn link_into(&mut self, record: &mut StatementRecord, canonical: &mut Vec<u8>) -> Spans {
         record.seq = self.count.saturating_add(1);
-        record.hash = record.chain_hash(&self.last_hash);
+        let spans = record.write_hashed_fields(canonical);
+        record.hash = link_hash(&self.last_hash, canonical);
         self.count = record.seq;
         self.last_hash.clone_from(&record.hash);
+        spans
+    }
+}
+
+/// `hash` of the record whose canonical JSON is `canonical`, after `prev_hash`.
+fn link_hash(prev_hash: &str, canonical: &[u8]) -> String {
+    let mut sha = Sha256::new();
+    sha.update(prev_hash.as_bytes());
+    sha.update(canonical);
+    format!("{:x}", sha.finalize())
+}
+
+/// Where the JSON-valued fields are in a record's canonical JSON.
+pub(super) struct Spans {
+    classes: Range<usize>,
+    params: Range<usize>,
+    rows: Range<usize>,
+    tables: Range<usize>,
+}
+
+/// A statement ready to store: the record and its JSON columns as text.
+pub(super) struct Encoded {
+    pub(super) record: StatementRecord,
+    pub(super) params: Option<String>,
+    pub(super) classes: String,
+    pub(super) tables: String,
+    pub(super) rows: Option<String>,
+}
+
+impl Encoded {
+    /// The columns of `record`, cut from its canonical JSON. An absent value and a
+    /// JSON `null` are both SQL NULL (both hash as `null`).
+    fn cut(record: StatementRecord, canonical: &[u8], spans: &Spans) -> Encoded {
+        let text = |span: &Range<usize>| {
+            String::from_utf8_lossy(canonical.get(span.clone()).unwrap_or_default()).into_owned()
+        };
+        let column = |span: &Range<usize>| Some(text(span)).filter(|t| t != "null");
+        Encoded {
+            params: column(&spans.params),
+            classes: text(&spans.classes),
+            tables: text(&spans.tables),
+            rows: column(&spans.rows),
+            record,
+        }
+    }
+
+    /// `record` encoded as it stands (its `seq` and `hash` already set).
+    #[cfg(test)]
+    pub(super) fn of(record: StatementRecord) -> Encoded {
+        let mut canonical = Vec::new();
+        let spans = record.write_hashed_fields(&mut canonical);
+        Encoded::cut(record, &canonical, &spans)
     }
 }
 
@@ -174,16 +241,13 @@ impl StatementRecord {
     pub fn chain_hash(&self, prev_hash: &str) -> String {
         let mut canonical = Vec::with_capacity(512 + self.text.len());
         self.write_hashed_fields(&mut canonical);
-        let mut sha = Sha256::new();
-        sha.update(prev_hash.as_bytes());
-        sha.update(&canonical);
-        format!("{:x}", sha.finalize())
+        link_hash(prev_hash, &canonical)
     }
 
     /// The canonical JSON of [`StatementRecord::hashed_fields`], written straight from
     /// the fields (keys in code-point order) instead of through a `Value`: this runs
     /// for every statement. A unit test checks both give the same bytes.
-    pub(super) fn write_hashed_fields(&self, out: &mut Vec<u8>) {
+    pub(super) fn write_hashed_fields(&self, out: &mut Vec<u8>) -> Spans {
         fn key(out: &mut Vec<u8>, name: &str) {
             out.push(if out.is_empty() { b'{' } else { b',' });
             out.push(b'"');
@@ -209,7 +273,9 @@ impl StatementRecord {
         key(out, "at_ms");
         scalar_bytes(&self.at_ms, out);
         key(out, "classes");
+        let start = out.len();
         strings(out, &self.classes);
+        let classes = start..out.len();
         key(out, "command_tag");
         scalar_bytes(&self.command_tag, out);
         key(out, "decided_by");
@@ -219,13 +285,17 @@ impl StatementRecord {
         key(out, "error");
         scalar_bytes(&self.error, out);
         key(out, "params");
+        let start = out.len();
         json(out, self.params.as_ref());
+        let params = start..out.len();
         key(out, "reason");
         scalar_bytes(&self.reason, out);
         key(out, "request_id");
         scalar_bytes(&self.request_id, out);
         key(out, "rows");
+        let start = out.len();
         json(out, self.rows.as_ref());
+        let rows = start..out.len();
         key(out, "rows_affected");
         scalar_bytes(&self.rows_affected, out);
         key(out, "seq");
@@ -233,12 +303,20 @@ impl StatementRecord {
         key(out, "session_id");
         scalar_bytes(self.session_id.as_str(), out);
         key(out, "tables");
+        let start = out.len();
         strings(out, &self.tables);
+        let tables = start..out.len();
         key(out, "text");
         scalar_bytes(&self.text, out);
         key(out, "verdict");
         scalar_bytes(&self.verdict, out);
         out.push(b'}');
+        Spans {
+            classes,
+            params,
+            rows,
+            tables,
+        }
     }
 
     /// Every field but `hash`, as the JSON object the chain hashes. Spelled out
@@ -276,11 +354,21 @@ impl StatementRecord {
 // ---- store operations ----
 
 impl Store {
+    /// [`Store::insert_encoded`] of records as they stand.
+    #[cfg(test)]
+    pub(super) async fn insert_statements(
+        &self,
+        batch: &[StatementRecord],
+    ) -> Result<(), StoreError> {
+        let batch: Vec<Encoded> = batch.iter().cloned().map(Encoded::of).collect();
+        self.insert_encoded(&batch).await
+    }
+
     /// Writes `batch` in one transaction: all of it or none. Records are written as
     /// given (the [`super::Recorder`] numbers and chains them). A record whose
     /// `(session_id, seq)` is already stored is skipped with a warning, so writing
     /// a batch again after a commit whose answer was lost is safe.
-    pub async fn insert_statements(&self, batch: &[StatementRecord]) -> Result<(), StoreError> {
+    pub(super) async fn insert_encoded(&self, batch: &[Encoded]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -293,15 +381,16 @@ impl Store {
         let mut skipped = 0_u64;
         for chunk in batch.chunks(ROWS_PER_INSERT) {
             let mut query = sqlx::query(insert_sql(self.backend, chunk.len()));
-            for record in chunk {
+            for encoded in chunk {
+                let record = &encoded.record;
                 query = query
                     .bind(record.session_id.as_str())
                     .bind(record.seq)
                     .bind(record.at_ms)
                     .bind(&record.text)
-                    .bind(json_column(record.params.as_ref()))
-                    .bind(json_strings(&record.classes))
-                    .bind(json_strings(&record.tables))
+                    .bind(encoded.params.as_deref())
+                    .bind(encoded.classes.as_str())
+                    .bind(encoded.tables.as_str())
                     .bind(&record.verdict)
                     .bind(record.decided_by.as_deref())
                     .bind(record.request_id.as_deref())
@@ -310,7 +399,7 @@ impl Store {
                     .bind(record.rows_affected)
                     .bind(record.command_tag.as_deref())
                     .bind(record.error.as_deref())
-                    .bind(json_column(record.rows.as_ref()))
+                    .bind(encoded.rows.as_deref())
                     .bind(&record.hash);
             }
             let done = query
@@ -481,24 +570,4 @@ impl Store {
             hash: row.try_get("hash").map_err(read)?,
         })
     }
-}
-
-/// A JSON value as canonical text (keys sorted, no spaces).
-fn json_text(value: &Value) -> String {
-    let mut text = String::new();
-    write_canonical(value, &mut text);
-    text
-}
-
-/// A list of strings as canonical JSON text, as [`json_text`] would write it.
-fn json_strings(items: &[String]) -> String {
-    json_text(&Value::Array(
-        items.iter().map(|s| Value::String(s.clone())).collect(),
-    ))
-}
-
-/// An optional JSON column: SQL NULL for `None` and for JSON `null` alike (both hash
-/// as `null`).
-fn json_column(value: Option<&Value>) -> Option<String> {
-    value.filter(|v| !v.is_null()).map(json_text)
 }

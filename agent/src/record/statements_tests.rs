@@ -9,7 +9,7 @@
     reason = "tests"
 )]
 
-use super::*;
+use super::{statements::Encoded, *};
 use serde_json::json;
 use std::path::Path;
 
@@ -141,6 +141,21 @@ fn the_direct_encoding_matches_canonical_json() {
         let mut documented = String::new();
         audit::write_canonical(&record.hashed_fields(), &mut documented);
         assert_eq!(String::from_utf8(direct).unwrap(), documented);
+        // The stored JSON columns are cut from those bytes: each is its value's own
+        // canonical JSON, and SQL NULL for an absent value or JSON null.
+        let canonical = |value: &serde_json::Value| {
+            let mut text = String::new();
+            audit::write_canonical(value, &mut text);
+            text
+        };
+        let column = |value: &Option<serde_json::Value>| {
+            value.as_ref().filter(|v| !v.is_null()).map(canonical)
+        };
+        let encoded = Encoded::of(record.clone());
+        assert_eq!(encoded.params, column(&record.params));
+        assert_eq!(encoded.rows, column(&record.rows));
+        assert_eq!(encoded.classes, canonical(&json!(record.classes)));
+        assert_eq!(encoded.tables, canonical(&json!(record.tables)));
     }
 }
 

@@ -319,9 +319,21 @@ impl Pending {
         record.duration_us =
             Some(i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX));
         if !self.columns.is_empty() {
-            record.rows = Some(serde_json::json!({
-                "columns": self.columns, "rows": self.rows, "truncated": self.truncated,
-            }));
+            // Moved in, not serialized from references as `json!` would: this runs
+            // for every statement that returns rows.
+            let columns = self.columns.drain(..).map(serde_json::Value::String);
+            let sample = serde_json::Map::from_iter([
+                (
+                    "columns".to_owned(),
+                    serde_json::Value::Array(columns.collect()),
+                ),
+                (
+                    "rows".to_owned(),
+                    serde_json::Value::Array(std::mem::take(&mut self.rows)),
+                ),
+                ("truncated".to_owned(), self.truncated.into()),
+            ]);
+            record.rows = Some(serde_json::Value::Object(sample));
         }
         Some(record)
     }
