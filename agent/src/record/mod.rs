@@ -213,6 +213,21 @@ async fn connect(parsed: &url::StoreUrl) -> Result<AnyPool, StoreError> {
     let _ = probe.close().await;
     let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
     let options = match parsed.backend {
+        Backend::Sqlite => options.after_connect(|conn, _| {
+            // A multi-row INSERT inside a transaction keeps a statement journal (the
+            // pages it changes, to undo it alone); in a temporary file that costs two
+            // writes per page, more system calls than the commit itself. In memory it
+            // holds at most the pages one INSERT of a batch changes.
+            Box::pin(async move {
+                sqlx::query("PRAGMA temp_store = MEMORY")
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+        }),
+        Backend::Postgres => options,
+    };
+    let options = match parsed.backend {
         // In-memory SQLite lives as long as one connection does: keep exactly one.
         Backend::Sqlite if parsed.sqlite_file.is_none() => options
             .max_connections(1)

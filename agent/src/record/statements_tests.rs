@@ -505,3 +505,21 @@ async fn verify_checks_digests_of_empty_sessions_and_names_unreadable_ones() {
     );
     recorder.shutdown().await;
 }
+
+/// Every pooled SQLite connection keeps statement journals in memory: on disk, each
+/// batch of statements cost a temporary-file write per page it changed.
+#[tokio::test]
+async fn sqlite_connections_keep_temporary_data_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path()).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = store.pool.acquire().await.unwrap();
+        let mode: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, 2, "temp_store is MEMORY on every connection");
+        held.push(conn);
+    }
+}
