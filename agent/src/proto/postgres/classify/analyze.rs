@@ -60,9 +60,13 @@ fn classify(sql: &str, standard_conforming_strings: bool, nesting: Nesting) -> C
     let mut outcome = Outcome::from_summary(&summary);
     match pg_query::parse(sql, options) {
         Ok(tree) => {
-            let (named, calls) = refs::of(&tree.protobuf);
-            outcome.refs = outcome.refs.union(&named);
-            outcome.add_calls(&calls);
+            let found = refs::of(&tree.protobuf);
+            outcome.refs = outcome.refs.union(&found.refs);
+            outcome.add_calls(&found.calls);
+            // A row lock in a subquery, which the statement walk does not enter.
+            if found.locks_rows {
+                outcome.add(SqlClasses::empty().with(SqlClass::Write));
+            }
             outcome.add_walk(Walker::walk(&tree.protobuf), &summary, nesting);
         }
         // The tree is too deep to decode (summary parsed the same text).

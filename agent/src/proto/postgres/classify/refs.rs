@@ -1,11 +1,12 @@
 //! The relations and columns a parsed text names ([`Refs`]), for masking by column,
-//! and the functions it calls, for classifying.
+//! and, for classifying, the functions it calls and whether it locks rows.
 //!
 //! The walk goes over the whole tree in its serialized form, so no node kind can be
 //! missed (a hand-written walker over PostgreSQL's hundreds of node kinds could miss
 //! one, and with it a column reference): every `ColumnRef`, `RangeVar`, alias and
 //! `FuncCall` is seen wherever it sits, in utility statements too (a column's
-//! `DEFAULT`, which the summary's function list leaves out).
+//! `DEFAULT`, which the summary's function list leaves out), and so is every `FOR
+//! UPDATE`/`FOR SHARE`, in a subquery as well.
 
 use super::Refs;
 use pg_query::protobuf::ParseResult;
@@ -15,14 +16,27 @@ use std::collections::BTreeSet;
 /// A function call: schema (if written) and name, as written.
 pub(super) type Call = (Option<String>, String);
 
-/// What `tree` names, and the functions it calls; `unknown` when it cannot be walked.
-pub(super) fn of(tree: &ParseResult) -> (Refs, BTreeSet<Call>) {
+/// What the walk of a tree found.
+pub(super) struct Found {
+    pub(super) refs: Refs,
+    pub(super) calls: BTreeSet<Call>,
+    /// Some `SELECT` has a locking clause (`FOR UPDATE`, `FOR SHARE`…).
+    pub(super) locks_rows: bool,
+}
+
+/// What `tree` names, the functions it calls and whether it locks rows; `unknown`
+/// (and, failing closed, a lock) when it cannot be walked.
+pub(super) fn of(tree: &ParseResult) -> Found {
     let Ok(json) = serde_json::to_value(tree) else {
         let refs = Refs {
             unknown: true,
             ..Refs::default()
         };
-        return (refs, BTreeSet::new());
+        return Found {
+            refs,
+            calls: BTreeSet::new(),
+            locks_rows: true,
+        };
     };
     let mut walk = Walk::default();
     walk.value(&json);
@@ -37,7 +51,11 @@ pub(super) fn of(tree: &ParseResult) -> (Refs, BTreeSet<Call>) {
         whole_rows,
         unknown: walk.unknown,
     };
-    (refs, walk.calls)
+    Found {
+        refs,
+        calls: walk.calls,
+        locks_rows: walk.locks_rows,
+    }
 }
 
 #[derive(Default)]
@@ -52,6 +70,7 @@ struct Walk {
     nested_star: bool,
     unknown: bool,
     calls: BTreeSet<Call>,
+    locks_rows: bool,
 }
 
 impl Walk {
@@ -113,6 +132,10 @@ impl Walk {
                     };
                     self.value(value);
                 }
+                "locking_clause" => {
+                    self.locks_rows |= value.as_array().is_some_and(|l| !l.is_empty());
+                    self.value(value);
+                }
                 // Rows from a statement prepared or declared elsewhere.
                 "FetchStmt" | "ExecuteStmt" => {
                     self.unknown = true;
@@ -166,7 +189,7 @@ mod tests {
     fn refs(sql: &str) -> Refs {
         let tree = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        of(&tree.protobuf).0
+        of(&tree.protobuf).refs
     }
 
     fn names(list: &[&str]) -> Vec<String> {
@@ -218,7 +241,7 @@ mod tests {
             pg_query::ParserOptions::DEFAULT,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let (_, calls) = of(&tree.protobuf);
+        let calls = of(&tree.protobuf).calls;
         let expected: BTreeSet<Call> = [
             (Some("pg_catalog".into()), "pg_terminate_backend".into()),
             (None, "now".into()),

@@ -819,6 +819,13 @@ fn row_locks_and_calls_in_utility_statements() {
             "WITH l AS (SELECT * FROM t FOR NO KEY UPDATE) SELECT 1",
             "read,write",
         ),
+        // Wherever the locking SELECT sits: a subquery in FROM, WHERE or the list.
+        ("SELECT * FROM (SELECT * FROM t FOR UPDATE) s", "read,write"),
+        (
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM t FOR KEY SHARE)",
+            "read,write",
+        ),
+        ("SELECT (SELECT id FROM t LIMIT 1 FOR UPDATE)", "read,write"),
         // A volatile DEFAULT runs once per existing row, at ALTER time.
         (
             "ALTER TABLE t ADD COLUMN z int DEFAULT pg_terminate_backend(1)",
