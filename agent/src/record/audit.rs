@@ -522,16 +522,15 @@ pub(super) fn write_canonical(value: &Value, out: &mut String) {
 pub(super) fn canonical_bytes(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by_key(|(key, _)| *key);
+            // serde_json's map keeps keys sorted, unless some crate in the build turns
+            // on its `preserve_order`: sort only then.
             out.push(b'{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                scalar_bytes(key, out);
-                out.push(b':');
-                canonical_bytes(value, out);
+            if map.keys().is_sorted() {
+                write_entries(map.iter(), out);
+            } else {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_unstable_by_key(|(key, _)| *key);
+                write_entries(entries.into_iter(), out);
             }
             out.push(b'}');
         }
@@ -546,6 +545,18 @@ pub(super) fn canonical_bytes(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         scalar => scalar_bytes(scalar, out),
+    }
+}
+
+/// An object's entries, in the order given, comma-separated.
+fn write_entries<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    for (i, (key, value)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        scalar_bytes(key, out);
+        out.push(b':');
+        canonical_bytes(value, out);
     }
 }
 
