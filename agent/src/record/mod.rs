@@ -213,7 +213,9 @@ async fn connect(parsed: &url::StoreUrl) -> Result<AnyPool, StoreError> {
     let _ = probe.close().await;
     let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
     let options = match parsed.backend {
-        Backend::Sqlite => options.after_connect(|conn, _| {
+        // A connection to a local file cannot go stale as a network one can: checking
+        // it on every acquire only cost a round trip to its worker thread per write.
+        Backend::Sqlite => options.test_before_acquire(false).after_connect(|conn, _| {
             // A multi-row INSERT inside a transaction keeps a statement journal (the
             // pages it changes, to undo it alone); in a temporary file that costs two
             // writes per page, more system calls than the commit itself. In memory it
