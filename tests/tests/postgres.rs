@@ -341,6 +341,43 @@ fn backslash_trick_with_standard_conforming_strings_off_is_caught() {
 }
 
 #[test]
+fn a_multibyte_client_encoding_cannot_hide_a_statement() {
+    let Some(s) = setup("pg-sjis") else { return };
+    // In SJIS the bytes 0x83 0x5C are one character (ソ) and 0xC3 is another (ﾃ);
+    // read as UTF-8, 0xC3 0x83 is "Ã" and 0x5C a backslash. So the server reads
+    // `E'ﾃソ'` and runs the DROP, where a UTF-8 reading sees one string literal.
+    let conninfo = format!("{} client_encoding=SJIS", s.conninfo("app", "disable"));
+    let out = s
+        .psql_command_to(
+            &conninfo,
+            &["-c", r"SELECT E'Ã\' ; DROP TABLE accounts; --'"],
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Portcullis denied"), "{stderr}");
+    assert!(stderr.contains("client_encoding"), "{stderr}");
+    assert_eq!(s.direct("SELECT to_regclass('accounts') IS NOT NULL"), "t");
+    // The same, with the encoding changed in the session.
+    let out = s.psql(&[
+        "-c",
+        "SET client_encoding TO 'SJIS'",
+        "-c",
+        r"SELECT E'Ã\' ; DROP TABLE accounts; --'",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("Portcullis denied"), "{stderr}");
+    assert_eq!(s.direct("SELECT to_regclass('accounts') IS NOT NULL"), "t");
+    // Text in ASCII reads the same in every encoding PostgreSQL offers: it still runs.
+    let ok = s
+        .psql_command_to(&conninfo, &["-c", "SELECT count(*) FROM accounts"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+    assert_eq!(text(&ok).0.trim(), "10", "{}", text(&ok).1);
+}
+
+#[test]
 fn garbage_gets_a_protocol_error_and_others_are_unaffected() {
     let Some(s) = setup("pg-garbage") else { return };
     // A startup packet announcing 1 GB, then a valid startup and a 2 GB message.

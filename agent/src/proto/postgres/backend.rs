@@ -8,7 +8,7 @@
 
 use super::{
     tls::{self, BackendStream, BackendTlsConfig, ChannelBinding},
-    wire::{self, MAX_AUTH_MESSAGE, Message, MessageReader, PROTOCOL_3_0},
+    wire::{self, MAX_AUTH_MESSAGE, Message, MessageReader, PROTOCOL_3_0, TextReading},
 };
 use crate::{
     policy::{self, Target},
@@ -36,8 +36,8 @@ pub struct Backend {
     pub key: Option<(i32, i32)>,
     /// The transaction status of the first `ReadyForQuery`.
     pub status: u8,
-    /// The server's `standard_conforming_strings`.
-    pub standard_conforming_strings: bool,
+    /// How the server reads the client's text, as it reported at login.
+    pub reading: TextReading,
 }
 
 /// Why the login failed.
@@ -298,15 +298,12 @@ async fn authenticate(
 async fn ready(mut reader: MessageReader<BackendStream>) -> Result<Backend, LoginError> {
     let mut relay = Vec::new();
     let mut key = None;
-    let mut scs = true;
+    let mut reading = TextReading::unreported();
     loop {
         let m = next(&mut reader).await?;
         match m.tag() {
             b'S' => {
-                let mut f = m.fields();
-                if let (Ok("standard_conforming_strings"), Ok(value)) = (f.cstr(), f.cstr()) {
-                    scs = value == "on";
-                }
+                reading.note(&m);
                 relay.push(m.frame);
             }
             b'N' => relay.push(m.frame),
@@ -323,7 +320,7 @@ async fn ready(mut reader: MessageReader<BackendStream>) -> Result<Backend, Logi
                     relay,
                     key,
                     status,
-                    standard_conforming_strings: scs,
+                    reading,
                 });
             }
             other => {

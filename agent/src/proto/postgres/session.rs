@@ -132,7 +132,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
     let (server_read, server_write) = tokio::io::split(backend.stream);
     let shared = Mutex::new(Shared {
         pending: VecDeque::new(),
-        standard_conforming_strings: backend.standard_conforming_strings,
+        reading: backend.reading,
         risky_in_flight: 0,
     });
     let (to_client, from_frontend) = mpsc::channel(8);
@@ -245,9 +245,10 @@ struct Shared {
     /// Statements sent to the server and not yet answered, in order.
     pending: VecDeque<Pending>,
     /// As the server last reported it.
-    standard_conforming_strings: bool,
-    /// In-flight statements that might change `standard_conforming_strings`: until
-    /// they are answered, a text with a backslash is classified both ways.
+    reading: wire::TextReading,
+    /// In-flight statements that might change how the server reads text
+    /// (`standard_conforming_strings`, `client_encoding`): until they are answered, a
+    /// text with a backslash is classified both ways, and non-ASCII text not at all.
     risky_in_flight: usize,
 }
 

@@ -242,17 +242,21 @@ impl Frontend<'_> {
         Ok(())
     }
 
-    /// Classifies `text` with the session's `standard_conforming_strings`; while a
-    /// statement that may change it is in flight, both ways, keeping the union.
+    /// Classifies `text` the way the server reads it now: with the session's
+    /// `standard_conforming_strings` (while a statement that may change it is in
+    /// flight, both ways, keeping the union); and non-ASCII text only while the
+    /// session's `client_encoding` is known to keep ASCII bytes apart
+    /// ([`wire::TextReading::ascii_safe`]), else it is unparsed.
     async fn classify(&self, text: &str) -> Arc<Classified> {
-        let (scs, unsure) = {
+        let (reading, unsure) = {
             let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-            (
-                shared.standard_conforming_strings,
-                shared.risky_in_flight > 0,
-            )
+            (shared.reading, shared.risky_in_flight > 0)
         };
+        let scs = reading.standard_conforming_strings;
         let classified = self.pg.classifier.classify(text, scs).await;
+        if !text.is_ascii() && (unsure || !reading.ascii_safe) {
+            return Arc::new(unreadable(&classified));
+        }
         if !(unsure && text.contains('\\')) {
             return classified;
         }
@@ -630,7 +634,26 @@ enum Held {
     Left(&'static str),
 }
 
-/// Whether a statement may change how the server reads backslashes in strings.
+/// `classified`, made unparsed: its text is not ASCII and the session's
+/// `client_encoding` may read it otherwise than as UTF-8.
+fn unreadable(classified: &Classified) -> Classified {
+    Classified {
+        classes: classified.classes.with(SqlClass::Unparsed),
+        error: Some(
+            "the text is not ASCII and the session's client_encoding may read it otherwise \
+             than as UTF-8 (set client_encoding to UTF8)"
+                .into(),
+        ),
+        refs: Refs {
+            unknown: true,
+            ..classified.refs.clone()
+        },
+        ..classified.clone()
+    }
+}
+
+/// Whether a statement may change how the server reads text: backslashes in strings
+/// (`standard_conforming_strings`) or bytes (`client_encoding`, `SET NAMES`).
 fn risky(text: &str, classes: SqlClasses) -> bool {
     static WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
         std::sync::LazyLock::new(|| {
@@ -638,6 +661,8 @@ fn risky(text: &str, classes: SqlClasses) -> bool {
                 .ascii_case_insensitive(true)
                 .build([
                     "standard_conforming_strings",
+                    "client_encoding",
+                    "names",
                     "reset",
                     "discard",
                     "rollback",

@@ -338,12 +338,7 @@ impl BackendLoop<'_> {
                     }
                 }
             }
-            b'S' => {
-                let mut f = m.fields();
-                if let (Ok("standard_conforming_strings"), Ok(value)) = (f.cstr(), f.cstr()) {
-                    shared.standard_conforming_strings = value == "on";
-                }
-            }
+            b'S' => shared.reading.note(&m),
             _ => {}
         }
         drop(shared);
