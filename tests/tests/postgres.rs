@@ -369,6 +369,15 @@ fn a_multibyte_client_encoding_cannot_hide_a_statement() {
     let (_, stderr) = text(&out);
     assert!(stderr.contains("Portcullis denied"), "{stderr}");
     assert_eq!(s.direct("SELECT to_regclass('accounts') IS NOT NULL"), "t");
+    // Under LATIN1 the server reads those bytes as other characters than UTF-8 says
+    // (a table name in a rule included): refused; under UTF8 the same text runs.
+    let latin1 = format!("{} client_encoding=LATIN1", s.conninfo("app", "disable"));
+    let out = s
+        .psql_command_to(&latin1, &["-c", "SELECT 'é'"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+    assert!(text(&out).1.contains("client_encoding"), "{}", text(&out).1);
+    assert_eq!(text(&s.psql(&["-c", "SELECT 'é'"])).0.trim(), "é");
     // Text in ASCII reads the same in every encoding PostgreSQL offers: it still runs.
     let ok = s
         .psql_command_to(&conninfo, &["-c", "SELECT count(*) FROM accounts"])

@@ -65,21 +65,23 @@ pub struct TextReading {
     /// `standard_conforming_strings` is on: a backslash in `'…'` is an ordinary
     /// character.
     pub standard_conforming_strings: bool,
-    /// The `client_encoding` keeps every ASCII byte a character of its own, so text
-    /// read as UTF-8 splits into the tokens the server sees. In `SJIS`, `BIG5`, `GBK`,
-    /// `UHC`, `GB18030`, `JOHAB` and `SHIFT_JIS_2004` a byte such as `\` can be the
-    /// second half of a character, and non-ASCII text can mean something else.
-    pub ascii_safe: bool,
+    /// The server reads the client's bytes as the proxy does, as UTF-8: the
+    /// `client_encoding` is `UTF8`, or `SQL_ASCII` (no conversion). Under any other
+    /// the server reads non-ASCII bytes as other characters, so a name in a `tables`
+    /// rule may not be the name it sees; and in `SJIS`, `BIG5`, `GBK`, `UHC`,
+    /// `GB18030`, `JOHAB` or `SHIFT_JIS_2004` a byte such as `\` can even be the
+    /// second half of a character, turning one statement into two.
+    pub utf8: bool,
 }
 
 impl TextReading {
     /// Before the server has said: PostgreSQL's default for strings, and an encoding
-    /// not known to be safe.
+    /// not known to be UTF-8.
     #[must_use]
     pub fn unreported() -> TextReading {
         TextReading {
             standard_conforming_strings: true,
-            ascii_safe: false,
+            utf8: false,
         }
     }
 
@@ -90,55 +92,14 @@ impl TextReading {
             (Ok("standard_conforming_strings"), Ok(value)) => {
                 self.standard_conforming_strings = value == "on";
             }
-            (Ok("client_encoding"), Ok(value)) => self.ascii_safe = ascii_safe_encoding(value),
+            (Ok("client_encoding"), Ok(value)) => {
+                self.utf8 = ["UTF8", "SQL_ASCII"]
+                    .iter()
+                    .any(|name| name.eq_ignore_ascii_case(value));
+            }
             _ => {}
         }
     }
-}
-
-/// Whether PostgreSQL's encoding `name` never uses a byte below 0x80 inside a
-/// multibyte character: UTF-8, `SQL_ASCII`, the single-byte and the EUC encodings.
-/// An allowlist, so an encoding not named here counts as unsafe.
-#[must_use]
-pub fn ascii_safe_encoding(name: &str) -> bool {
-    const SAFE: &[&str] = &[
-        "UTF8",
-        "SQL_ASCII",
-        "EUC_JP",
-        "EUC_CN",
-        "EUC_KR",
-        "EUC_TW",
-        "EUC_JIS_2004",
-        "MULE_INTERNAL",
-        "LATIN1",
-        "LATIN2",
-        "LATIN3",
-        "LATIN4",
-        "LATIN5",
-        "LATIN6",
-        "LATIN7",
-        "LATIN8",
-        "LATIN9",
-        "LATIN10",
-        "ISO_8859_5",
-        "ISO_8859_6",
-        "ISO_8859_7",
-        "ISO_8859_8",
-        "WIN866",
-        "WIN874",
-        "WIN1250",
-        "WIN1251",
-        "WIN1252",
-        "WIN1253",
-        "WIN1254",
-        "WIN1255",
-        "WIN1256",
-        "WIN1257",
-        "WIN1258",
-        "KOI8R",
-        "KOI8U",
-    ];
-    SAFE.iter().any(|safe| safe.eq_ignore_ascii_case(name))
 }
 
 /// Reads whole tagged messages from one side of a connection.
@@ -549,30 +510,18 @@ mod tests {
             frame: parameter_status(name, value),
         };
         let mut reading = TextReading::unreported();
-        assert!(reading.standard_conforming_strings && !reading.ascii_safe);
+        assert!(reading.standard_conforming_strings && !reading.utf8);
         reading.note(&status("client_encoding", "UTF8"));
         reading.note(&status("standard_conforming_strings", "off"));
-        assert!(!reading.standard_conforming_strings && reading.ascii_safe);
+        assert!(!reading.standard_conforming_strings && reading.utf8);
         reading.note(&status("application_name", "x"));
-        assert!(reading.ascii_safe);
-        // Encodings whose characters can end in an ASCII byte, and any name unknown.
-        for unsafe_one in [
-            "SJIS",
-            "BIG5",
-            "GBK",
-            "UHC",
-            "GB18030",
-            "JOHAB",
-            "SHIFT_JIS_2004",
-            "X",
-        ] {
-            reading.note(&status("client_encoding", unsafe_one));
-            assert!(!reading.ascii_safe, "{unsafe_one}");
+        assert!(reading.utf8);
+        for other in ["SJIS", "BIG5", "GBK", "LATIN1", "WIN1252", "EUC_JP", "X"] {
+            reading.note(&status("client_encoding", other));
+            assert!(!reading.utf8, "{other}");
         }
-        for safe in ["LATIN1", "win1252", "EUC_JP", "SQL_ASCII"] {
-            reading.note(&status("client_encoding", safe));
-            assert!(reading.ascii_safe, "{safe}");
-        }
+        reading.note(&status("client_encoding", "sql_ascii"));
+        assert!(reading.utf8);
     }
 
     #[tokio::test]

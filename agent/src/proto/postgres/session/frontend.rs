@@ -245,8 +245,8 @@ impl Frontend<'_> {
     /// Classifies `text` the way the server reads it now: with the session's
     /// `standard_conforming_strings` (while a statement that may change it is in
     /// flight, both ways, keeping the union); and non-ASCII text only while the
-    /// session's `client_encoding` is known to keep ASCII bytes apart
-    /// ([`wire::TextReading::ascii_safe`]), else it is unparsed.
+    /// server is known to read it as UTF-8 ([`wire::TextReading::utf8`]), else it is
+    /// unparsed.
     async fn classify(&self, text: &str) -> Arc<Classified> {
         let (reading, unsure) = {
             let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
@@ -254,7 +254,7 @@ impl Frontend<'_> {
         };
         let scs = reading.standard_conforming_strings;
         let classified = self.pg.classifier.classify(text, scs).await;
-        if !text.is_ascii() && (unsure || !reading.ascii_safe) {
+        if !text.is_ascii() && (unsure || !reading.utf8) {
             return Arc::new(unreadable(&classified));
         }
         if !(unsure && text.contains('\\')) {
@@ -634,8 +634,8 @@ enum Held {
     Left(&'static str),
 }
 
-/// `classified`, made unparsed: its text is not ASCII and the session's
-/// `client_encoding` may read it otherwise than as UTF-8.
+/// `classified`, made unparsed: its text is not ASCII and the server may read it
+/// otherwise than as UTF-8.
 fn unreadable(classified: &Classified) -> Classified {
     Classified {
         classes: classified.classes.with(SqlClass::Unparsed),
