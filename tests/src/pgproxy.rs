@@ -215,7 +215,12 @@ impl Setup {
     }
 
     pub fn psql(&self, args: &[&str]) -> Output {
-        self.psql_command(args)
+        self.psql_to(&self.conninfo("app", "disable"), args)
+    }
+
+    /// [`Setup::psql`] with the libpq connection string `conninfo`.
+    pub fn psql_to(&self, conninfo: &str, args: &[&str]) -> Output {
+        self.psql_command_to(conninfo, args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run psql: {e}"))
     }

@@ -347,13 +347,10 @@ fn a_multibyte_client_encoding_cannot_hide_a_statement() {
     // read as UTF-8, 0xC3 0x83 is "Ã" and 0x5C a backslash. So the server reads
     // `E'ﾃソ'` and runs the DROP, where a UTF-8 reading sees one string literal.
     let conninfo = format!("{} client_encoding=SJIS", s.conninfo("app", "disable"));
-    let out = s
-        .psql_command_to(
-            &conninfo,
-            &["-c", r"SELECT E'Ã\' ; DROP TABLE accounts; --'"],
-        )
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+    let out = s.psql_to(
+        &conninfo,
+        &["-c", r"SELECT E'Ã\' ; DROP TABLE accounts; --'"],
+    );
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("Portcullis denied"), "{stderr}");
@@ -372,17 +369,11 @@ fn a_multibyte_client_encoding_cannot_hide_a_statement() {
     // Under LATIN1 the server reads those bytes as other characters than UTF-8 says
     // (a table name in a rule included): refused; under UTF8 the same text runs.
     let latin1 = format!("{} client_encoding=LATIN1", s.conninfo("app", "disable"));
-    let out = s
-        .psql_command_to(&latin1, &["-c", "SELECT 'é'"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+    let out = s.psql_to(&latin1, &["-c", "SELECT 'é'"]);
     assert!(text(&out).1.contains("client_encoding"), "{}", text(&out).1);
     assert_eq!(text(&s.psql(&["-c", "SELECT 'é'"])).0.trim(), "é");
     // Text in ASCII reads the same in every encoding PostgreSQL offers: it still runs.
-    let ok = s
-        .psql_command_to(&conninfo, &["-c", "SELECT count(*) FROM accounts"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+    let ok = s.psql_to(&conninfo, &["-c", "SELECT count(*) FROM accounts"]);
     assert_eq!(text(&ok).0.trim(), "10", "{}", text(&ok).1);
 }
 

@@ -213,33 +213,34 @@ async fn connect(parsed: &url::StoreUrl) -> Result<AnyPool, StoreError> {
     let _ = probe.close().await;
     let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
     let options = match parsed.backend {
-        // A connection to a local file cannot go stale as a network one can: checking
-        // it on every acquire only cost a round trip to its worker thread per write.
-        Backend::Sqlite => options.test_before_acquire(false).after_connect(|conn, _| {
-            // A multi-row INSERT inside a transaction keeps a statement journal (the
-            // pages it changes, to undo it alone); in a temporary file that costs two
-            // writes per page, more system calls than the commit itself. In memory it
-            // holds at most the pages one INSERT of a batch changes.
-            Box::pin(async move {
-                sqlx::query("PRAGMA temp_store = MEMORY")
-                    .execute(conn)
-                    .await
-                    .map(drop)
-            })
-        }),
-        Backend::Postgres => options,
-    };
-    let options = match parsed.backend {
         // In-memory SQLite lives as long as one connection does: keep exactly one.
-        Backend::Sqlite if parsed.sqlite_file.is_none() => options
+        Backend::Sqlite if parsed.sqlite_file.is_none() => sqlite_options(options)
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None),
-        Backend::Sqlite => options.max_connections(4),
+        Backend::Sqlite => sqlite_options(options).max_connections(4),
         Backend::Postgres => options.max_connections(8),
     };
     options.connect(&parsed.connect).await.map_err(error)
+}
+
+/// What every SQLite pool gets, file or memory.
+fn sqlite_options(options: AnyPoolOptions) -> AnyPoolOptions {
+    // A connection to a local file cannot go stale as a network one can: checking it
+    // on every acquire only cost a round trip to its worker thread per write.
+    options.test_before_acquire(false).after_connect(|conn, _| {
+        // A multi-row INSERT inside a transaction keeps a statement journal (the pages
+        // it changes, to undo it alone); in a temporary file that costs two writes per
+        // page, more system calls than the commit itself. In memory it holds at most
+        // the pages one INSERT of a batch changes.
+        Box::pin(async move {
+            sqlx::query("PRAGMA temp_store = MEMORY")
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+    })
 }
 
 /// This machine's host name, as the kernel has it.

@@ -260,6 +260,12 @@ impl StatementRecord {
                 None => out.extend_from_slice(b"null"),
             }
         }
+        /// Where what `write` appends lands in `out`.
+        fn spanned(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
+            let start = out.len();
+            write(out);
+            start..out.len()
+        }
         fn strings(out: &mut Vec<u8>, items: &[String]) {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -273,9 +279,7 @@ impl StatementRecord {
         key(out, "at_ms");
         scalar_bytes(&self.at_ms, out);
         key(out, "classes");
-        let start = out.len();
-        strings(out, &self.classes);
-        let classes = start..out.len();
+        let classes = spanned(out, |o| strings(o, &self.classes));
         key(out, "command_tag");
         scalar_bytes(&self.command_tag, out);
         key(out, "decided_by");
@@ -285,17 +289,13 @@ impl StatementRecord {
         key(out, "error");
         scalar_bytes(&self.error, out);
         key(out, "params");
-        let start = out.len();
-        json(out, self.params.as_ref());
-        let params = start..out.len();
+        let params = spanned(out, |o| json(o, self.params.as_ref()));
         key(out, "reason");
         scalar_bytes(&self.reason, out);
         key(out, "request_id");
         scalar_bytes(&self.request_id, out);
         key(out, "rows");
-        let start = out.len();
-        json(out, self.rows.as_ref());
-        let rows = start..out.len();
+        let rows = spanned(out, |o| json(o, self.rows.as_ref()));
         key(out, "rows_affected");
         scalar_bytes(&self.rows_affected, out);
         key(out, "seq");
@@ -303,9 +303,7 @@ impl StatementRecord {
         key(out, "session_id");
         scalar_bytes(self.session_id.as_str(), out);
         key(out, "tables");
-        let start = out.len();
-        strings(out, &self.tables);
-        let tables = start..out.len();
+        let tables = spanned(out, |o| strings(o, &self.tables));
         key(out, "text");
         scalar_bytes(&self.text, out);
         key(out, "verdict");
