@@ -73,6 +73,11 @@ impl fmt::Display for Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// What the recorder writes statements through. For a `SQLite` file, a pool of one
+    /// connection of its own: a connection drops its page cache whenever another one
+    /// has committed, so sharing `pool` made every batch read back the pages it was
+    /// about to change. Otherwise the same pool as `pool`.
+    writer: AnyPool,
     backend: Backend,
     /// The store URL without its password, for messages.
     url: Arc<str>,
@@ -114,8 +119,22 @@ impl Store {
             })?;
         }
         let pool = connect(&parsed).await?;
+        let writer = match parsed.backend {
+            Backend::Sqlite if parsed.sqlite_file.is_some() => {
+                sqlite_options(AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT))
+                    .max_connections(1)
+                    .connect(&parsed.connect)
+                    .await
+                    .map_err(|source| StoreError::Connect {
+                        url: redacted.clone(),
+                        source,
+                    })?
+            }
+            _ => pool.clone(),
+        };
         let store = Store {
             pool,
+            writer,
             backend: parsed.backend,
             url: redacted.into(),
             host: local_hostname().into(),
@@ -166,6 +185,7 @@ impl Store {
 
     /// Closes every connection after in-flight queries finish; later calls fail.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -230,12 +250,19 @@ fn sqlite_options(options: AnyPoolOptions) -> AnyPoolOptions {
     // A connection to a local file cannot go stale as a network one can: checking it
     // on every acquire only cost a round trip to its worker thread per write.
     options.test_before_acquire(false).after_connect(|conn, _| {
-        // A multi-row INSERT inside a transaction keeps a statement journal (the pages
-        // it changes, to undo it alone); in a temporary file that costs two writes per
-        // page, more system calls than the commit itself. In memory it holds at most
-        // the pages one INSERT of a batch changes.
         Box::pin(async move {
+            // A multi-row INSERT inside a transaction keeps a statement journal (the
+            // pages it changes, to undo it alone); in a temporary file that costs two
+            // writes per page, more system calls than the commit itself. In memory it
+            // holds at most the pages one INSERT of a batch changes.
             sqlx::query("PRAGMA temp_store = MEMORY")
+                .execute(&mut *conn)
+                .await?;
+            // Recordings are appended, a few hundred bytes a row: 16 KiB pages take a
+            // quarter of the writes 4 KiB ones do (two per page in the WAL, one more at
+            // its checkpoint). It only takes effect on a file that is still empty; an
+            // existing file keeps the size it was created with.
+            sqlx::query("PRAGMA page_size = 16384")
                 .execute(conn)
                 .await
                 .map(drop)

@@ -372,7 +372,7 @@ impl Store {
         }
         let op = "record statements";
         let mut tx = self
-            .pool
+            .writer
             .begin()
             .await
             .map_err(|source| self.query_error(op, source))?;

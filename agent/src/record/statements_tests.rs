@@ -522,4 +522,38 @@ async fn sqlite_connections_keep_temporary_data_in_memory() {
         assert_eq!(mode, 2, "temp_store is MEMORY on every connection");
         held.push(conn);
     }
+    let mut writer = store.writer.acquire().await.unwrap();
+    let mode: i64 = sqlx::query_scalar("PRAGMA temp_store")
+        .fetch_one(&mut *writer)
+        .await
+        .unwrap();
+    assert_eq!(mode, 2, "temp_store is MEMORY on the recorder's connection");
+}
+
+/// The recorder writes a SQLite file through one connection of its own, whose page
+/// cache no other connection's commit invalidates; an in-memory store has only the
+/// one connection, which must also be the recorder's (another would be another
+/// database).
+#[tokio::test]
+async fn the_recorder_has_a_sqlite_connection_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = open_in(dir.path()).await;
+    assert_eq!(file.writer.options().get_max_connections(), 1);
+    let _recording = file.writer.acquire().await.unwrap();
+    // The shared pool still answers while the recorder's connection is taken.
+    let other = tokio::time::timeout(std::time::Duration::from_secs(5), file.pool.acquire());
+    assert!(
+        other.await.is_ok_and(|c| c.is_ok()),
+        "the shared pool is not the recorder's"
+    );
+
+    let memory = Store::open("sqlite::memory:").await.unwrap();
+    let mut record = statement(&session_id("s1"), "SELECT 1");
+    StatementsDigest::empty().link(&mut record);
+    memory.insert_statements(&[record]).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM statements")
+        .fetch_one(&memory.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "an in-memory store records into its own database");
 }

@@ -42,7 +42,7 @@ async fn open_in(dir: &Path) -> Store {
 }
 
 #[tokio::test]
-async fn open_creates_the_file_and_its_directory_in_wal_mode() {
+async fn open_creates_the_file_and_its_directory_in_wal_mode_with_16k_pages() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_in(dir.path()).await;
     assert!(dir.path().join("state/p.db").is_file());
@@ -53,7 +53,20 @@ async fn open_creates_the_file_and_its_directory_in_wal_mode() {
         .await
         .unwrap();
     assert_eq!(mode, "wal");
+    let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(page, 16384);
     store.close().await;
+    // The file keeps its page size on every later open (it is in the header).
+    let again = open_in(dir.path()).await;
+    let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&again.pool)
+        .await
+        .unwrap();
+    assert_eq!(page, 16384);
+    again.close().await;
 }
 
 #[tokio::test]
