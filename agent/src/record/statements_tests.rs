@@ -507,9 +507,10 @@ async fn verify_checks_digests_of_empty_sessions_and_names_unreadable_ones() {
 }
 
 /// Every pooled SQLite connection keeps statement journals in memory: on disk, each
-/// batch of statements cost a temporary-file write per page it changed.
+/// batch of statements cost a temporary-file write per page it changed. Only the
+/// recorder's connection leaves syncing to the next audit commit.
 #[tokio::test]
-async fn sqlite_connections_keep_temporary_data_in_memory() {
+async fn sqlite_connections_keep_temporary_data_in_memory_and_sync_as_meant() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_in(dir.path()).await;
     let mut held = Vec::new();
@@ -528,6 +529,19 @@ async fn sqlite_connections_keep_temporary_data_in_memory() {
         .await
         .unwrap();
     assert_eq!(mode, 2, "temp_store is MEMORY on the recorder's connection");
+    // Statements are synced by the next audit commit; everything else at its commit.
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *writer)
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 1, "NORMAL on the recorder's connection");
+    for conn in &mut held {
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL on the shared connections");
+    }
 }
 
 /// The recorder writes a SQLite file through one connection of its own, whose page
