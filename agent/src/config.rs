@@ -80,7 +80,7 @@ struct ConfigFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PostgresFile {
-    /// Accept TLS from clients (default true); false answers `N` to SSLRequest.
+    /// Accept TLS from clients (default true); false answers `N` to `SSLRequest`.
     client_tls: Option<bool>,
     /// PEM certificate chain and key for clients; default: a generated self-signed one.
     tls_cert: Option<PathBuf>,

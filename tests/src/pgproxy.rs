@@ -258,7 +258,11 @@ impl Setup {
             .d
             .wait_session(|s| s["protocol"] == "postgres")
             .unwrap_or_else(|e| panic!("{e:#}"));
-        let id = session["id"].as_str().unwrap_or_default().to_owned();
+        let id = session
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let out = self.d.cli(&["sessions", "replay", &id, "--json"]);
         assert!(
             out.status.success(),
@@ -266,7 +270,10 @@ impl Setup {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v["statements"].as_array().cloned().unwrap_or_default()
+        v.get("statements")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -145,8 +145,8 @@ fn refused(e: DecideError) -> ApiError {
             StatusCode::CONFLICT
         }
         DecideError::SelfApproval(_) | DecideError::NotApprover { .. } => StatusCode::FORBIDDEN,
-        DecideError::ReasonRequired => StatusCode::BAD_REQUEST,
-        DecideError::Store(
+        DecideError::ReasonRequired
+        | DecideError::Store(
             crate::record::StoreError::InvalidId { .. }
             | crate::record::StoreError::Ambiguous { .. },
         ) => StatusCode::BAD_REQUEST,

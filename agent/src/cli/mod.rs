@@ -11,7 +11,7 @@ use crate::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use client::Client;
-use std::path::PathBuf;
+use std::{fmt::Write as _, path::PathBuf};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -296,7 +296,7 @@ async fn export(client: &Client, since: Option<&str>) -> anyhow::Result<()> {
     loop {
         let mut path = format!("/v1/audit?after_seq={after}&limit=1000");
         if let Some(ms) = since_ms {
-            path.push_str(&format!("&since_ms={ms}"));
+            let _ = write!(path, "&since_ms={ms}");
         }
         let page = client.get(&path).await?;
         let rows = page.as_array().cloned().unwrap_or_default();

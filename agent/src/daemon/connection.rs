@@ -129,7 +129,7 @@ async fn serve(
                 principal,
                 &target,
             )
-            .await
+            .await;
         }
         Protocol::Postgres => {
             serve_with(

@@ -200,13 +200,10 @@ impl Hold<'_> {
         loop {
             // Register for a wake-up before reading, so no change is missed.
             let woken = self.wake.notified();
-            let record = match gate.store.request(&id).await {
-                Ok(Some(r)) => r,
-                Ok(None) | Err(_) => {
-                    return self
-                        .fail_closed("the request could not be read back from the store")
-                        .await;
-                }
+            let Ok(Some(record)) = gate.store.request(&id).await else {
+                return self
+                    .fail_closed("the request could not be read back from the store")
+                    .await;
             };
             if let Some(done) = self.outcome_of(&record) {
                 if record.status != RequestStatus::Pending {

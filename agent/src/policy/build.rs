@@ -292,7 +292,7 @@ fn statement_filter(
         return Ok(None);
     }
     let mut classes = SqlClasses::empty();
-    for class in file.sql.iter().flat_map(|list| list.get_ref()) {
+    for class in file.sql.iter().flat_map(toml::Spanned::get_ref) {
         let Some(found) = SqlClass::from_name(class.get_ref()) else {
             let known: Vec<_> = SqlClass::ALL.iter().map(|c| c.name()).collect();
             return Err(src.error(
@@ -317,7 +317,7 @@ fn statement_filter(
     let tables = file
         .tables
         .iter()
-        .flat_map(|list| list.get_ref())
+        .flat_map(toml::Spanned::get_ref)
         .map(|t| t.get_ref().to_lowercase())
         .collect();
     Ok(Some(StatementFilter { classes, tables }))

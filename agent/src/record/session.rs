@@ -401,6 +401,7 @@ impl IdPattern {
 }
 
 /// Now, in unix milliseconds (0 if the clock is before 1970).
+#[must_use]
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

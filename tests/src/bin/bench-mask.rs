@@ -446,7 +446,7 @@ fn corpus(density: u64, count: usize, seed: u64) -> Vec<Vec<u8>> {
 }
 
 /// A row of a typical table: id, name, email-less contact fields, address, city,
-/// amount, status, created_at, uuid, note.
+/// amount, status, `created_at`, uuid, note.
 fn clean_row(rng: &mut Rng) -> Vec<Vec<u8>> {
     vec![
         rng.below(10_000_000).to_string(),

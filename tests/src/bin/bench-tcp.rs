@@ -116,13 +116,12 @@ fn max(v: &[f64]) -> f64 {
 fn child(cg: Option<&TestCgroup>, mode: &str, addr: SocketAddr) -> anyhow::Result<f64> {
     let me = std::env::current_exe()?.display().to_string();
     let addr = addr.to_string();
-    let mut cmd = match cg {
-        Some(cg) => cg.command(None, &[&me, mode, &addr]),
-        None => {
-            let mut c = Command::new(&me);
-            c.args([mode, &addr]);
-            c
-        }
+    let mut cmd = if let Some(cg) = cg {
+        cg.command(None, &[&me, mode, &addr])
+    } else {
+        let mut c = Command::new(&me);
+        c.args([mode, &addr]);
+        c
     };
     let out = cmd.stderr(Stdio::inherit()).output()?;
     let text = String::from_utf8_lossy(&out.stdout);

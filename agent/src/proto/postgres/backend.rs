@@ -188,8 +188,7 @@ async fn authenticate(
         match m.tag() {
             b'R' => {}
             // A notice during login is relayed later with the parameters; others are odd.
-            b'N' => continue,
-            b'v' => continue,
+            b'N' | b'v' => continue,
             other => {
                 return Err(LoginError::proxy(format!(
                     "the target sent message {:?} during login",

@@ -241,7 +241,7 @@ pub async fn row_description(
         }
         columns.push(Column {
             name: name.to_owned(),
-            binary: binary && !rule.is_some_and(|r| !r.is_null()),
+            binary: binary && rule.is_none_or(crate::mask::ColumnMask::is_null),
             rule,
             // A whole row (`SELECT t FROM t`) has its table and attribute 0.
             computed: table == 0 || attnum <= 0,

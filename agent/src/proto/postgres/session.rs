@@ -34,6 +34,7 @@ use crate::{
 use bytes::{Bytes, BytesMut};
 use std::{
     collections::{HashMap, VecDeque},
+    fmt::Write as _,
     sync::{Arc, Mutex, PoisonError},
     time::Instant,
 };
@@ -346,7 +347,7 @@ fn shown_value(v: &[u8], binary: bool) -> String {
     let mut s = if binary {
         let mut s = String::from("\\x");
         for b in cut {
-            s.push_str(&format!("{b:02x}"));
+            let _ = write!(s, "{b:02x}");
         }
         s
     } else {

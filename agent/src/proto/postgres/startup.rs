@@ -59,19 +59,16 @@ async fn negotiate(pg: &Postgres, stream: TcpStream) -> Result<Option<Opened>, S
                 let MaybeTls::Plain(tcp) = stream else {
                     return Err("SSLRequest inside TLS".into());
                 };
-                stream = match &pg.tls_server {
-                    Some(config) => {
-                        let mut tcp = tcp;
-                        tcp.write_all(b"S").await.map_err(|e| e.to_string())?;
-                        accept_client(tcp, std::sync::Arc::clone(config))
-                            .await
-                            .map_err(|e| format!("TLS handshake with the client failed: {e}"))?
-                    }
-                    None => {
-                        let mut tcp = tcp;
-                        tcp.write_all(b"N").await.map_err(|e| e.to_string())?;
-                        MaybeTls::Plain(tcp)
-                    }
+                stream = if let Some(config) = &pg.tls_server {
+                    let mut tcp = tcp;
+                    tcp.write_all(b"S").await.map_err(|e| e.to_string())?;
+                    accept_client(tcp, std::sync::Arc::clone(config))
+                        .await
+                        .map_err(|e| format!("TLS handshake with the client failed: {e}"))?
+                } else {
+                    let mut tcp = tcp;
+                    tcp.write_all(b"N").await.map_err(|e| e.to_string())?;
+                    MaybeTls::Plain(tcp)
                 };
             }
             // GSSAPI encryption is not offered; libpq then tries TLS or plaintext.

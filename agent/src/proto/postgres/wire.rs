@@ -433,6 +433,7 @@ pub fn error_response(
 }
 
 /// The fields of an `ErrorResponse`/`NoticeResponse` body, by field code.
+#[must_use]
 pub fn notice_fields(body: &[u8]) -> Vec<(u8, &str)> {
     let mut fields = Fields(body);
     let mut out = Vec::new();

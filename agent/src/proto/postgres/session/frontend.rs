@@ -20,6 +20,7 @@ use crate::{
 use bytes::BytesMut;
 use std::{
     collections::{HashMap, VecDeque},
+    fmt::Write as _,
     sync::{Arc, Mutex, PoisonError},
 };
 use tokio::{
@@ -680,5 +681,8 @@ fn risky(text: &str, classes: SqlClasses) -> bool {
 fn nonce() -> String {
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.iter().fold(String::with_capacity(16), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }

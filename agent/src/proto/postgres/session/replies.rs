@@ -225,10 +225,10 @@ impl BackendLoop<'_> {
                 }
                 if m.tag() == b'T' {
                     self.columns = row_description(m.body());
-                    if let Some(p) = shared.pending.front_mut() {
-                        if p.columns.is_empty() {
-                            p.columns = self.columns.iter().map(|(n, _)| n.clone()).collect();
-                        }
+                    if let Some(p) = shared.pending.front_mut()
+                        && p.columns.is_empty()
+                    {
+                        p.columns = self.columns.iter().map(|(n, _)| n.clone()).collect();
                     }
                 }
             }
@@ -247,17 +247,17 @@ impl BackendLoop<'_> {
                 } else {
                     None
                 };
-                if let Some(p) = shared.pending.front_mut() {
-                    if let (Some(r), Some(tag)) = (p.record.as_mut(), tag) {
-                        let rows = tag.rsplit(' ').next().and_then(|n| n.parse::<i64>().ok());
-                        if let Some(rows) = rows {
-                            r.rows_affected = Some(r.rows_affected.unwrap_or(0) + rows);
-                        }
-                        r.command_tag = Some(match r.command_tag.take() {
-                            Some(before) => format!("{before}; {tag}"),
-                            None => tag,
-                        });
+                if let Some(p) = shared.pending.front_mut()
+                    && let (Some(r), Some(tag)) = (p.record.as_mut(), tag)
+                {
+                    let rows = tag.rsplit(' ').next().and_then(|n| n.parse::<i64>().ok());
+                    if let Some(rows) = rows {
+                        r.rows_affected = Some(r.rows_affected.unwrap_or(0) + rows);
                     }
+                    r.command_tag = Some(match r.command_tag.take() {
+                        Some(before) => format!("{before}; {tag}"),
+                        None => tag,
+                    });
                 }
                 if shared
                     .pending
@@ -332,10 +332,10 @@ impl BackendLoop<'_> {
                 {
                     shared.pending.pop_front();
                 }
-                if let Some(p) = shared.pending.front() {
-                    if matches!(p.kind, PendingKind::Query | PendingKind::Sync) {
-                        done.extend(pop(&mut shared));
-                    }
+                if let Some(p) = shared.pending.front()
+                    && matches!(p.kind, PendingKind::Query | PendingKind::Sync)
+                {
+                    done.extend(pop(&mut shared));
                 }
             }
             b'S' => shared.reading.note(&m),
