@@ -280,10 +280,11 @@ fn sqlite_options(options: AnyPoolOptions, synchronous: Synchronous) -> AnyPoolO
                 sqlx::query("PRAGMA temp_store = MEMORY")
                     .execute(&mut *conn)
                     .await?;
-                // Recordings are appended, a few hundred bytes a row: 16 KiB pages take a
-                // quarter of the writes 4 KiB ones do (two per page in the WAL, one more at
-                // its checkpoint). It only takes effect on a file that is still empty; an
-                // existing file keeps the size it was created with.
+                // Recordings are appended, a few hundred bytes a row: a 16 KiB page holds
+                // four times the rows of a 4 KiB one, and each page costs two writes in the
+                // WAL and one more at its checkpoint (under pgbench, half the `pwrite`
+                // calls). It only takes effect on a file that is still empty; an existing
+                // file keeps the size it was created with.
                 sqlx::query("PRAGMA page_size = 16384")
                     .execute(conn)
                     .await
