@@ -10,13 +10,15 @@
 //!
 //! Every configuration (clients × protocol mode) runs against every path in each
 //! round, rounds interleaved so machine noise hits all alike; the table shows
-//! medians and the ratios Portcullis/direct and Portcullis/pgbouncer, and the CPU
-//! time each proxy process spent per transaction (from `/proc/<pid>/stat`), which
-//! stays meaningful when other work on the machine makes TPS noisy. Asserts
-//! nothing. `BENCH_SECONDS` and `BENCH_ROUNDS` shorten or lengthen the run;
+//! medians and the ratios Portcullis/direct and Portcullis/pgbouncer, the CPU time
+//! each proxy process spent per transaction (from `/proc/<pid>/stat`), which stays
+//! meaningful when other work on the machine makes TPS noisy, and its threads'
+//! context switches per transaction (`/proc/<pid>/task/*/status`). Asserts nothing.
+//! `BENCH_SECONDS` and `BENCH_ROUNDS` shorten or lengthen the run;
 //! `BENCH_PROTOCOL=tcp` makes the target a plain TCP one, so the "Portcullis" path
-//! shows what the redirect and relay alone cost, without the PostgreSQL proxy. Servers, daemon, cgroup and pins are removed on the way out, on error or
-//! Ctrl-C as well.
+//! shows what the redirect and relay alone cost, without the PostgreSQL proxy.
+//! Servers, daemon, cgroup and pins are removed on the way out, on error or Ctrl-C
+//! as well.
 
 use anyhow::{Context as _, bail};
 use portcullis_tests::{
@@ -73,6 +75,10 @@ struct Run {
     /// CPU time the proxy process (Portcullis or pgbouncer) spent per transaction,
     /// in µs: unlike TPS, barely moved by other load on the machine.
     proxy_cpu_us: Option<f64>,
+    /// Times a thread of the proxy stopped running (blocked, or was preempted) per
+    /// transaction: each is a trip through the scheduler, a large share of a
+    /// loopback proxy's CPU.
+    proxy_switches: Option<f64>,
 }
 
 /// Set by SIGINT/SIGTERM: the bench stops after the current run and cleans up.
@@ -169,7 +175,8 @@ fn main() -> anyhow::Result<()> {
                     run.tps,
                     run.latency_ms,
                     run.proxy_cpu_us
-                        .map(|us| format!(", proxy {us:.1} µs CPU/tx"))
+                        .zip(run.proxy_switches)
+                        .map(|(us, n)| format!(", proxy {us:.1} µs CPU and {n:.2} switches/tx"))
                         .unwrap_or_default()
                 );
                 if let Some(slot) = runs.get_mut(c).and_then(|r| r.get_mut(p)) {
@@ -240,9 +247,14 @@ impl Bench<'_> {
             Route::Pgbouncer => Some(self.bouncer_pid),
         };
         let cpu_before = proxy.map(cpu_seconds).transpose()?;
+        let switches_before = proxy.map(context_switches).transpose()?;
         let out = cmd.output().context("cannot run pgbench")?;
         let cpu = match (proxy, cpu_before) {
             (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+            _ => None,
+        };
+        let switches = match (proxy, switches_before) {
+            (Some(pid), Some(before)) => Some(context_switches(pid)? - before),
             _ => None,
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -267,6 +279,7 @@ impl Bench<'_> {
             tps: field("tps = ")?,
             latency_ms: field("latency average = ")?,
             proxy_cpu_us: cpu.map(|secs| secs * 1e6 / transactions.max(1.0)),
+            proxy_switches: switches.map(|n| n / transactions.max(1.0)),
         })
     }
 }
@@ -289,6 +302,22 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     #[expect(clippy::cast_precision_loss, reason = "clock ticks per second, ~100")]
     let per_second = per_second.max(1) as f64;
     Ok(ticks.iter().sum::<f64>() / per_second)
+}
+
+/// Context switches, voluntary and not, of every thread process `pid` has now.
+fn context_switches(pid: u32) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("process {pid} is gone"))?
+    {
+        let status = std::fs::read_to_string(task?.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    Ok(total)
 }
 
 /// The process running `portcullis daemon --config <config>`.
@@ -329,8 +358,16 @@ fn table(runs: &[Vec<Vec<Run>>], seconds: &str, rounds: usize) -> String {
     );
     let _ = writeln!(
         t,
-        "{:<8} {:<9} {:<11} {:>9} {:>11} {:>14}   {:>8} {:>9}",
-        "clients", "mode", "path", "TPS", "latency ms", "proxy CPU µs", "P/direct", "P/bouncer"
+        "{:<8} {:<9} {:<11} {:>9} {:>11} {:>14} {:>12}   {:>8} {:>9}",
+        "clients",
+        "mode",
+        "path",
+        "TPS",
+        "latency ms",
+        "proxy CPU µs",
+        "switches/tx",
+        "P/direct",
+        "P/bouncer"
     );
     for (&(clients, mode), per_path) in CONFIGS.iter().zip(runs) {
         let tps: Vec<f64> = per_path
@@ -353,6 +390,12 @@ fn table(runs: &[Vec<Vec<Run>>], seconds: &str, rounds: usize) -> String {
             } else {
                 format!("{:.1}/tx", median(cpu))
             };
+            let switches: Vec<f64> = r.iter().filter_map(|x| x.proxy_switches).collect();
+            let switches = if switches.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.2}", median(switches))
+            };
             let ratios = if *route == Route::Portcullis {
                 format!(
                     "{:>8.2} {:>9.2}",
@@ -364,7 +407,7 @@ fn table(runs: &[Vec<Vec<Run>>], seconds: &str, rounds: usize) -> String {
             };
             let _ = writeln!(
                 t,
-                "{clients:<8} {mode:<9} {:<11} {tps_r:>9.0} {latency:>11.3} {cpu:>14}   {ratios}",
+                "{clients:<8} {mode:<9} {:<11} {tps_r:>9.0} {latency:>11.3} {cpu:>14} {switches:>12}   {ratios}",
                 route.label()
             );
         }
