@@ -118,21 +118,7 @@ impl Store {
                 source,
             })?;
         }
-        let pool = connect(&parsed).await?;
-        let writer = match parsed.backend {
-            Backend::Sqlite if parsed.sqlite_file.is_some() => {
-                sqlite_options(AnyPoolOptions::new(), Synchronous::Normal)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .max_connections(1)
-                    .connect(&parsed.connect)
-                    .await
-                    .map_err(|source| StoreError::Connect {
-                        url: redacted.clone(),
-                        source,
-                    })?
-            }
-            _ => pool.clone(),
-        };
+        let (pool, writer) = connect(&parsed).await?;
         let store = Store {
             pool,
             writer,
@@ -212,10 +198,11 @@ impl Store {
     }
 }
 
-/// Opens the pool for `parsed`. One plain connection comes first: it fails at once
-/// with the real cause (refused, bad password, no such database), where the pool
-/// would retry until its timeout and then report only that it timed out.
-async fn connect(parsed: &url::StoreUrl) -> Result<AnyPool, StoreError> {
+/// Opens the pools for `parsed`: the shared one, and the recorder's ([`Store`]'s
+/// `writer`). One plain connection comes first: it fails at once with the real cause
+/// (refused, bad password, no such database), where the pool would retry until its
+/// timeout and then report only that it timed out.
+async fn connect(parsed: &url::StoreUrl) -> Result<(AnyPool, AnyPool), StoreError> {
     let error = |source| StoreError::Connect {
         url: parsed.redacted.clone(),
         source,
@@ -233,6 +220,16 @@ async fn connect(parsed: &url::StoreUrl) -> Result<AnyPool, StoreError> {
     // Closing is a courtesy to the server; the pool below is what matters.
     let _ = probe.close().await;
     let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+    let writer = match parsed.backend {
+        Backend::Sqlite if parsed.sqlite_file.is_some() => Some(
+            sqlite_options(options.clone(), Synchronous::Normal)
+                .max_connections(1)
+                .connect(&parsed.connect)
+                .await
+                .map_err(error)?,
+        ),
+        _ => None,
+    };
     let options = match parsed.backend {
         // In-memory SQLite lives as long as one connection does: keep exactly one.
         Backend::Sqlite if parsed.sqlite_file.is_none() => {
@@ -245,7 +242,9 @@ async fn connect(parsed: &url::StoreUrl) -> Result<AnyPool, StoreError> {
         Backend::Sqlite => sqlite_options(options, Synchronous::Full).max_connections(4),
         Backend::Postgres => options.max_connections(8),
     };
-    options.connect(&parsed.connect).await.map_err(error)
+    let pool = options.connect(&parsed.connect).await.map_err(error)?;
+    let writer = writer.unwrap_or_else(|| pool.clone());
+    Ok((pool, writer))
 }
 
 /// When a `SQLite` commit is on disk (`PRAGMA synchronous`).

@@ -9,7 +9,7 @@
     reason = "tests"
 )]
 
-use super::{statements::Encoded, *};
+use super::{statements::Encoded, tests::pragma, *};
 use serde_json::json;
 use std::path::Path;
 
@@ -516,30 +516,18 @@ async fn sqlite_connections_keep_temporary_data_in_memory_and_sync_as_meant() {
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut conn = store.pool.acquire().await.unwrap();
-        let mode: i64 = sqlx::query_scalar("PRAGMA temp_store")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
+        let mode = pragma(&mut *conn, "temp_store").await;
         assert_eq!(mode, 2, "temp_store is MEMORY on every connection");
         held.push(conn);
     }
     let mut writer = store.writer.acquire().await.unwrap();
-    let mode: i64 = sqlx::query_scalar("PRAGMA temp_store")
-        .fetch_one(&mut *writer)
-        .await
-        .unwrap();
+    let mode = pragma(&mut *writer, "temp_store").await;
     assert_eq!(mode, 2, "temp_store is MEMORY on the recorder's connection");
     // Statements are synced by the next audit commit; everything else at its commit.
-    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(&mut *writer)
-        .await
-        .unwrap();
+    let synchronous = pragma(&mut *writer, "synchronous").await;
     assert_eq!(synchronous, 1, "NORMAL on the recorder's connection");
     for conn in &mut held {
-        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut **conn)
-            .await
-            .unwrap();
+        let synchronous = pragma(&mut **conn, "synchronous").await;
         assert_eq!(synchronous, 2, "FULL on the shared connections");
     }
 }

@@ -53,20 +53,20 @@ async fn open_creates_the_file_and_its_directory_in_wal_mode_with_16k_pages() {
         .await
         .unwrap();
     assert_eq!(mode, "wal");
-    let page: i64 = sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
-    assert_eq!(page, 16384);
+    assert_eq!(pragma(&store.pool, "page_size").await, 16384);
     store.close().await;
     // The file keeps its page size on every later open (it is in the header).
     let again = open_in(dir.path()).await;
-    let page: i64 = sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(&again.pool)
-        .await
-        .unwrap();
-    assert_eq!(page, 16384);
+    assert_eq!(pragma(&again.pool, "page_size").await, 16384);
     again.close().await;
+}
+
+/// The number SQLite's `PRAGMA name` reads on `conn`.
+pub(super) async fn pragma<'c>(conn: impl sqlx::AnyExecutor<'c>, name: &str) -> i64 {
+    sqlx::query_scalar(&format!("PRAGMA {name}"))
+        .fetch_one(conn)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

@@ -246,16 +246,16 @@ impl Bench<'_> {
             Route::Portcullis => Some(self.daemon_pid),
             Route::Pgbouncer => Some(self.bouncer_pid),
         };
-        let cpu_before = proxy.map(cpu_seconds).transpose()?;
-        let switches_before = proxy.map(context_switches).transpose()?;
+        let usage =
+            |pid| -> anyhow::Result<[f64; 2]> { Ok([cpu_seconds(pid)?, context_switches(pid)?]) };
+        let before = proxy.map(usage).transpose()?;
         let out = cmd.output().context("cannot run pgbench")?;
-        let cpu = match (proxy, cpu_before) {
-            (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
-            _ => None,
-        };
-        let switches = match (proxy, switches_before) {
-            (Some(pid), Some(before)) => Some(context_switches(pid)? - before),
-            _ => None,
+        let (cpu, switches) = match (proxy, before) {
+            (Some(pid), Some([cpu, switches])) => {
+                let [cpu_now, switches_now] = usage(pid)?;
+                (Some(cpu_now - cpu), Some(switches_now - switches))
+            }
+            _ => (None, None),
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || STOP.load(Ordering::SeqCst) {
