@@ -6,7 +6,8 @@
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::pgproxy::{RAW_CLIENT, Setup, setup_with_rules, text};
+use portcullis_tests::pgproxy::{RAW_CLIENT, Setup, setup_with_rules, text, wait_child};
+use std::{io::Write as _, process::Stdio};
 
 const EMAIL: &str = "alice.smith@example.com";
 const CARD: &str = "4111 1111 1111 1111";
@@ -73,6 +74,29 @@ fn results_messages_and_recordings_are_masked() {
             s.d.log()
         );
     }
+    // Nor from a LATIN1 client with an alias that is not UTF-8 (0xE9 is é): the proxy
+    // reads the statement and the column's name in the client's encoding.
+    let mut child = s
+        .psql_command_to(
+            &format!("{} client_encoding=LATIN1", s.conninfo("app", "disable")),
+            &["-f", "-"],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    child
+        .stdin
+        .take()
+        .map(|mut i| i.write_all(b"SELECT password_hash AS cl\xe9, id FROM customers;\n"));
+    let out = wait_child(child);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains(HASH) && stdout.trim().ends_with("|1"),
+        "{stdout}"
+    );
     // Nor can a value computed from the column, a whole row, or a scalar subquery:
     // such a statement's computed columns are NULL (a plain column stays as it is).
     for sql in [

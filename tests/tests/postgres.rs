@@ -8,8 +8,8 @@
 )]
 
 use portcullis_tests::pgproxy::{
-    APP_PASSWORD, APP_ROLE, CLIENT_TOKEN, NOBODY, Setup, setup, setup_with_client_auth, text,
-    wait_child,
+    APP_PASSWORD, APP_ROLE, CLIENT_TOKEN, NOBODY, RULES, Setup, setup, setup_with_client_auth,
+    setup_with_rules, text, wait_child,
 };
 use serde_json::Value;
 use std::process::{Output, Stdio};
@@ -353,14 +353,21 @@ fn a_multibyte_client_encoding_cannot_hide_a_statement() {
     // In SJIS the bytes 0x83 0x5C are one character (ソ) and 0xC3 is another (ﾃ);
     // read as UTF-8, 0xC3 0x83 is "Ã" and 0x5C a backslash. So the server reads
     // `E'ﾃソ'` and runs the DROP, where a UTF-8 reading sees one string literal.
+    // The proxy reads SJIS as the server does: it sees the DROP.
     let conninfo = format!("{} client_encoding=SJIS", s.conninfo("app", "disable"));
     let out = s.psql_to(
         &conninfo,
         &["-c", r"SELECT E'Ã\' ; DROP TABLE accounts; --'"],
     );
     assert!(!out.status.success());
-    let stderr = denied_and_accounts_kept(&s, &out);
-    assert!(stderr.contains("client_encoding"), "{stderr}");
+    denied_and_accounts_kept(&s, &out);
+    let statements = s.statements();
+    let drop = statements
+        .iter()
+        .find(|st| st["verdict"] == "denied")
+        .unwrap_or_else(|| panic!("{statements:#?}"));
+    assert_eq!(drop["text"], "SELECT E'ﾃソ' ; DROP TABLE accounts; --'");
+    assert!(drop["classes"].as_array().unwrap().contains(&"drop".into()));
     // The same, with the encoding changed in the session.
     let out = s.psql(&[
         "-c",
@@ -369,15 +376,166 @@ fn a_multibyte_client_encoding_cannot_hide_a_statement() {
         r"SELECT E'Ã\' ; DROP TABLE accounts; --'",
     ]);
     denied_and_accounts_kept(&s, &out);
-    // Under LATIN1 the server reads those bytes as other characters than UTF-8 says
-    // (a table name in a rule included): refused; under UTF8 the same text runs.
-    let latin1 = format!("{} client_encoding=LATIN1", s.conninfo("app", "disable"));
-    let out = s.psql_to(&latin1, &["-c", "SELECT 'é'"]);
+    // Bytes that are not SJIS (0x83 needs a second byte): unparsed, so refused.
+    let out = s.psql_to(&conninfo, &["-c", "SELECT 'Ã'"]);
+    let stderr = denied_and_accounts_kept(&s, &out);
+    assert!(stderr.contains("not valid SJIS"), "{stderr}");
+    // Under an encoding the proxy does not read (BIG5), only ASCII text runs.
+    let big5 = format!("{} client_encoding=BIG5", s.conninfo("app", "disable"));
+    let out = s.psql_to(&big5, &["-c", "SELECT 'é'"]);
     assert!(text(&out).1.contains("client_encoding"), "{}", text(&out).1);
-    assert_eq!(text(&s.psql(&["-c", "SELECT 'é'"])).0.trim(), "é");
-    // Text in ASCII reads the same in every encoding PostgreSQL offers: it still runs.
-    let ok = s.psql_to(&conninfo, &["-c", "SELECT count(*) FROM accounts"]);
+    let ok = s.psql_to(&big5, &["-c", "SELECT count(*) FROM accounts"]);
     assert_eq!(text(&ok).0.trim(), "10", "{}", text(&ok).1);
+}
+
+#[test]
+fn a_latin1_client_is_read_recorded_and_ruled_in_its_own_encoding() {
+    let rules = format!(
+        "{RULES}
+[[rule]]
+name = \"summer-prices-frozen\"
+targets = [\"db\"]
+sql = [\"write\"]
+tables = [\"tarifs_été\"]
+action = \"deny\"
+description = \"summer prices are frozen\"
+"
+    );
+    let Some(s) = setup_with_rules("pg-latin1", &rules) else {
+        return;
+    };
+    s.direct(&format!(
+        "CREATE TABLE tarifs_été (id int); GRANT ALL ON tarifs_été TO {APP_ROLE}"
+    ));
+    // A LATIN1 script: é is the one byte 0xE9, ë is 0xEB.
+    let script: &[u8] = b"INSERT INTO accounts VALUES (11, 'Zo\xeb', 5);\n\
+        SELECT owner FROM accounts WHERE id = 11;\n\
+        INSERT INTO tarifs_\xe9t\xe9 VALUES (1);\n";
+    let mut child = s
+        .psql_command_to(
+            &format!("{} client_encoding=LATIN1", s.conninfo("app", "disable")),
+            &["-v", "ON_ERROR_STOP=0", "-f", "-"],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    use std::io::Write as _;
+    child.stdin.take().map(|mut i| i.write_all(script));
+    let out = wait_child(child);
+    let (_, stderr) = text(&out);
+    // The server converted the bytes the proxy forwarded unchanged; the client got
+    // its row back in LATIN1.
+    assert_eq!(s.direct("SELECT owner FROM accounts WHERE id = 11"), "Zoë");
+    assert!(
+        out.stdout.windows(4).any(|w| w == b"Zo\xeb\n"),
+        "{:?}",
+        out.stdout
+    );
+    // The rule on the table named in LATIN1 applied.
+    assert!(
+        stderr.contains("summer prices are frozen"),
+        "{stderr}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        s.d.log()
+    );
+    assert_eq!(s.direct("SELECT count(*) FROM tarifs_été"), "0");
+    // The record shows the text and the row as the client meant them.
+    let statements = s.statements();
+    let find = |start: &str| {
+        statements
+            .iter()
+            .find(|st| st["text"].as_str().is_some_and(|t| t.starts_with(start)))
+            .unwrap_or_else(|| panic!("{start}: {statements:#?}"))
+    };
+    assert_eq!(
+        find("INSERT INTO accounts")["text"],
+        "INSERT INTO accounts VALUES (11, 'Zoë', 5);"
+    );
+    assert_eq!(find("SELECT owner")["rows"]["rows"][0][0], "Zoë");
+    let frozen = find("INSERT INTO tarifs");
+    assert_eq!(frozen["verdict"], "denied", "{frozen:#}");
+    assert_eq!(frozen["tables"][0], "tarifs_été", "{frozen:#}");
+}
+
+/// Every one- and two-byte sequence (and `EUC_JP`'s three-byte ones) that the
+/// server accepts in an encoding the proxy reads: the proxy reads the same text, or
+/// refuses to read it. Not one character may differ.
+#[test]
+fn every_readable_encoding_reads_as_postgresql_does() {
+    use portcullis::proto::postgres::encoding::{ClientEncoding, READABLE};
+    let Some(pg) =
+        portcullis_tests::postgres::PgServer::start_or_skip().unwrap_or_else(|e| panic!("{e:#}"))
+    else {
+        return;
+    };
+    pg.psql(
+        "postgres",
+        "CREATE FUNCTION conv(b bytea, e text) RETURNS text LANGUAGE plpgsql AS \
+         $$ BEGIN RETURN convert_from(b, e); EXCEPTION WHEN others THEN RETURN NULL; END $$",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    for name in READABLE {
+        let single = name.starts_with("LATIN")
+            || name.starts_with("ISO_")
+            || name.starts_with("WIN")
+            || name.starts_with("KOI8");
+        // Sequences as hex, made by the server: bytes 0x80-0xFF, then pairs led by
+        // one (no NUL), then EUC_JP's 0x8F triples.
+        let mut sequences =
+            String::from("SELECT lpad(to_hex(i), 2, '0') FROM generate_series(128, 255) i");
+        if !single {
+            sequences.push_str(
+                " UNION ALL SELECT lpad(to_hex(i), 4, '0') FROM generate_series(32768, 65535) i \
+                 WHERE i % 256 <> 0",
+            );
+        }
+        if *name == "EUC_JP" {
+            sequences.push_str(
+                " UNION ALL SELECT to_hex(i) FROM generate_series(9412865, 9436927) i \
+                 WHERE i % 256 <> 0",
+            );
+        }
+        let out = pg
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT h, coalesce(encode(convert_to(conv(decode(h, 'hex'), '{name}'), \
+                     'UTF8'), 'hex'), '-') FROM ({sequences}) s(h)"
+                ),
+            )
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let encoding = ClientEncoding::named(name);
+        let (mut same, mut refused, mut differ) = (0, 0, Vec::new());
+        for line in out.lines() {
+            let (seq, theirs) = line.split_once('|').unwrap_or_else(|| panic!("{line}"));
+            if theirs == "-" {
+                continue;
+            }
+            let bytes: Vec<u8> = (0..seq.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&seq[i..i + 2], 16).unwrap())
+                .collect();
+            match encoding.read(&bytes) {
+                Ok(ours) if hex(ours.as_bytes()) == theirs => same += 1,
+                Ok(ours) => differ.push(format!("{seq}: {ours:?}, server {theirs}")),
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(differ.is_empty(), "{name}: {differ:#?}");
+        // Not vacuous: the server read most sequences, and so did the proxy.
+        let least = if single { 80 } else { 7000 };
+        assert!(
+            same >= least,
+            "{name}: {same} read alike, {refused} refused"
+        );
+        assert!(
+            refused < same / 10 + 30,
+            "{name}: {refused} refused, {same} alike"
+        );
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@
 use super::{
     backend,
     classify::CopyOut,
+    encoding::ClientEncoding,
     tls::BackendStream,
     wire::{self, Builder, Fields, MessageReader},
 };
@@ -48,7 +49,12 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(params: Vec<(String, String)>) -> Self {
+    /// Logs in with the client's startup `params` when first needed, but always in
+    /// UTF-8: names are compared as the proxy reads them. (PostgreSQL applies these
+    /// parameters after any `-c` in `options`.)
+    pub fn new(mut params: Vec<(String, String)>) -> Self {
+        params.retain(|(name, _)| name != "client_encoding");
+        params.push(("client_encoding".into(), "UTF8".into()));
         Self {
             params,
             conn: None,
@@ -201,13 +207,15 @@ impl Catalog {
 /// The most rows one catalog lookup may return (columns of same-named tables).
 const MAX_CATALOG_ROWS: usize = 20_000;
 
-/// Reads a `RowDescription`, resolves column rules, and returns the columns and the
-/// message to send (rewritten when a masked column must be described as text).
+/// Reads a `RowDescription` (its names in the client's `encoding`), resolves column
+/// rules, and returns the columns and the message to send (rewritten when a masked
+/// column must be described as text).
 pub async fn row_description(
     masker: &Masker,
     catalog: &mut Catalog,
     session: &Session<'_>,
     body: &[u8],
+    encoding: ClientEncoding,
 ) -> Result<(Vec<Column>, Option<Bytes>), String> {
     let mut f = Fields(body);
     let count = f.count16().map_err(|e| e.to_string())?;
@@ -215,7 +223,8 @@ pub async fn row_description(
     let mut out = Builder::new(b'T').i16(i16::try_from(count).unwrap_or(0));
     let mut changed = false;
     for _ in 0..count {
-        let name = f.cstr().map_err(|e| e.to_string())?;
+        let raw_name = f.cstr_bytes().map_err(|e| e.to_string())?;
+        let name = &*encoding.lossy(raw_name);
         let table = f.i32().map_err(|e| e.to_string())?;
         let attnum = f.i16().map_err(|e| e.to_string())?;
         let rest = f.take(12).map_err(|e| e.to_string())?;
@@ -230,7 +239,7 @@ pub async fn row_description(
                 None => masker.column_rule("", name),
             }
         };
-        out = out.cstr(name).i32(table).i16(attnum);
+        out = out.bytes(raw_name).u8(0).i32(table).i16(attnum);
         match rule {
             Some(r) if !r.is_null() => {
                 // type oid, size, modifier, format: text

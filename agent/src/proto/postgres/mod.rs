@@ -9,12 +9,13 @@
 //!
 //! Layout: `wire` (framing with length caps, the messages the proxy writes),
 //! `startup`, `backend`, `session`, `cancel` (our `BackendKeyData` and cancel
-//! requests), `classify`, `tls`.
+//! requests), `classify`, `encoding` (reading client text as the server does), `tls`.
 
 mod backend;
 mod cancel;
 pub mod classify;
 mod client_auth;
+pub mod encoding;
 mod masking;
 mod session;
 mod startup;

@@ -20,6 +20,7 @@ use super::{
     Postgres,
     backend::{self, LoginError},
     classify::CopyOut,
+    encoding::ClientEncoding,
     masking,
     startup::{self, Opened},
     tls::ClientStream,
@@ -341,8 +342,9 @@ impl Pending {
     }
 }
 
-/// A value as a record shows it: text (cut to [`MAX_RECORDED_VALUE`]) or `\x` hex.
-fn shown_value(v: &[u8], binary: bool) -> String {
+/// A value as a record shows it: text in the client's `encoding` (cut to
+/// [`MAX_RECORDED_VALUE`] bytes) or `\x` hex.
+fn shown_value(v: &[u8], binary: bool, encoding: ClientEncoding) -> String {
     let cut = v.get(..MAX_RECORDED_VALUE).unwrap_or(v);
     let mut s = if binary {
         let mut s = String::from("\\x");
@@ -351,7 +353,7 @@ fn shown_value(v: &[u8], binary: bool) -> String {
         }
         s
     } else {
-        String::from_utf8_lossy(cut).into_owned()
+        encoding.lossy(cut).into_owned()
     };
     if cut.len() < v.len() {
         s.push('…');

@@ -5,6 +5,7 @@
 //! proxy forwards what it does not change without re-encoding it. Parsing the
 //! fields of a message is done only for the messages the proxy looks into.
 
+use super::encoding::ClientEncoding;
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
@@ -65,23 +66,31 @@ pub struct TextReading {
     /// `standard_conforming_strings` is on: a backslash in `'…'` is an ordinary
     /// character.
     pub standard_conforming_strings: bool,
-    /// The server reads the client's bytes as the proxy does, as UTF-8: the
-    /// `client_encoding` is `UTF8`, or `SQL_ASCII` (no conversion). Under any other
-    /// the server reads non-ASCII bytes as other characters, so a name in a `tables`
-    /// rule may not be the name it sees; and in `SJIS`, `BIG5`, `GBK`, `UHC`,
-    /// `GB18030`, `JOHAB` or `SHIFT_JIS_2004` a byte such as `\` can even be the
-    /// second half of a character, turning one statement into two.
-    pub utf8: bool,
+    client_encoding: ClientEncoding,
+    /// The server's encoding is `SQL_ASCII`: it keeps the client's bytes unconverted
+    /// and compares names byte by byte.
+    server_sql_ascii: bool,
 }
 
 impl TextReading {
-    /// Before the server has said: PostgreSQL's default for strings, and an encoding
-    /// not known to be UTF-8.
+    /// Before the server has said: PostgreSQL's default for strings, and no encoding
+    /// the proxy reads.
     #[must_use]
     pub fn unreported() -> TextReading {
         TextReading {
             standard_conforming_strings: true,
-            utf8: false,
+            client_encoding: ClientEncoding::Unsupported,
+            server_sql_ascii: false,
+        }
+    }
+
+    /// How to read the client's text. A `SQL_ASCII` server keeps other encodings'
+    /// bytes as they are, so the same name could be two tables: only UTF-8 is read.
+    #[must_use]
+    pub fn encoding(&self) -> ClientEncoding {
+        match self.client_encoding {
+            ClientEncoding::Decoded(_) if self.server_sql_ascii => ClientEncoding::Unsupported,
+            other => other,
         }
     }
 
@@ -93,9 +102,10 @@ impl TextReading {
                 self.standard_conforming_strings = value == "on";
             }
             (Ok("client_encoding"), Ok(value)) => {
-                self.utf8 = ["UTF8", "SQL_ASCII"]
-                    .iter()
-                    .any(|name| name.eq_ignore_ascii_case(value));
+                self.client_encoding = ClientEncoding::named(value);
+            }
+            (Ok("server_encoding"), Ok(value)) => {
+                self.server_sql_ascii = value.eq_ignore_ascii_case("SQL_ASCII");
             }
             _ => {}
         }
@@ -279,6 +289,12 @@ impl<'a> Fields<'a> {
 
     /// A NUL-terminated UTF-8 string.
     pub fn cstr(&mut self) -> Result<&'a str, WireError> {
+        std::str::from_utf8(self.cstr_bytes()?)
+            .map_err(|_| WireError::Malformed("string is not UTF-8".into()))
+    }
+
+    /// A NUL-terminated string in any encoding, without its NUL.
+    pub fn cstr_bytes(&mut self) -> Result<&'a [u8], WireError> {
         let end = self
             .0
             .iter()
@@ -286,7 +302,7 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| Self::malformed("string"))?;
         let (s, rest) = self.0.split_at(end);
         self.0 = rest.get(1..).unwrap_or_default();
-        std::str::from_utf8(s).map_err(|_| WireError::Malformed("string is not UTF-8".into()))
+        Ok(s)
     }
 
     pub fn u8(&mut self) -> Result<u8, WireError> {
@@ -511,18 +527,26 @@ mod tests {
             frame: parameter_status(name, value),
         };
         let mut reading = TextReading::unreported();
-        assert!(reading.standard_conforming_strings && !reading.utf8);
+        assert!(reading.standard_conforming_strings);
+        assert_eq!(reading.encoding(), ClientEncoding::Unsupported);
         reading.note(&status("client_encoding", "UTF8"));
         reading.note(&status("standard_conforming_strings", "off"));
-        assert!(!reading.standard_conforming_strings && reading.utf8);
+        assert!(!reading.standard_conforming_strings);
+        assert_eq!(reading.encoding(), ClientEncoding::Utf8);
         reading.note(&status("application_name", "x"));
-        assert!(reading.utf8);
-        for other in ["SJIS", "BIG5", "GBK", "LATIN1", "WIN1252", "EUC_JP", "X"] {
-            reading.note(&status("client_encoding", other));
-            assert!(!reading.utf8, "{other}");
-        }
+        assert_eq!(reading.encoding(), ClientEncoding::Utf8);
+        reading.note(&status("client_encoding", "LATIN1"));
+        assert_eq!(reading.encoding(), ClientEncoding::named("LATIN1"));
+        // A SQL_ASCII server keeps LATIN1 bytes as they are: not read.
+        reading.note(&status("server_encoding", "SQL_ASCII"));
+        assert_eq!(reading.encoding(), ClientEncoding::Unsupported);
         reading.note(&status("client_encoding", "sql_ascii"));
-        assert!(reading.utf8);
+        assert_eq!(reading.encoding(), ClientEncoding::Utf8);
+        reading.note(&status("server_encoding", "UTF8"));
+        for other in ["BIG5", "GB18030", "X"] {
+            reading.note(&status("client_encoding", other));
+            assert_eq!(reading.encoding(), ClientEncoding::Unsupported, "{other}");
+        }
     }
 
     #[tokio::test]

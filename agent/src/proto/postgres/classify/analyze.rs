@@ -103,6 +103,63 @@ fn message(error: &pg_query::Error) -> String {
     }
 }
 
+/// `name` (`schema.table`, each part quoted as PostgreSQL's `quote_ident` quotes it)
+/// without the quotes on a part that reads the same unquoted: lowercase letters, any
+/// of them non-ASCII, digits and `_` (`quote_ident` quotes every non-ASCII name). So
+/// a rule names `tarifs_été` as a statement writes it.
+fn unquote_plain(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    loop {
+        // One part: a quoted one, or up to the next dot.
+        let (part, after) = match rest.strip_prefix('"').map(|q| (q, closing_quote(q))) {
+            Some((quoted, Some(end))) => {
+                let (inner, _) = quoted.split_at(end);
+                let (whole, after) = rest.split_at(end + 2);
+                (if reads_unquoted(inner) { inner } else { whole }, after)
+            }
+            Some((_, None)) => (rest, ""),
+            None => rest.split_at(rest.find('.').unwrap_or(rest.len())),
+        };
+        out.push_str(part);
+        match after.strip_prefix('.') {
+            Some(next) => {
+                out.push('.');
+                rest = next;
+            }
+            None => {
+                out.push_str(after);
+                return out;
+            }
+        }
+    }
+}
+
+/// Whether a quoted identifier with a non-ASCII character reads the same unquoted.
+fn reads_unquoted(inner: &str) -> bool {
+    !inner.is_ascii()
+        && !inner.starts_with(|c: char| c.is_ascii_digit())
+        && inner.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '_'
+                || (!c.is_ascii() && !c.is_uppercase())
+        })
+}
+
+/// Where the quoted part that `text` starts inside ends: its first `"` not doubled.
+fn closing_quote(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    loop {
+        match (bytes.get(i)?, bytes.get(i + 1)) {
+            (b'"', Some(b'"')) => i += 2,
+            (b'"', _) => return Some(i),
+            _ => i += 1,
+        }
+    }
+}
+
 fn classes(list: &[SqlClass]) -> SqlClasses {
     list.iter().copied().collect()
 }
@@ -123,7 +180,11 @@ impl Outcome {
     fn from_summary(summary: &SummaryResult) -> Outcome {
         let mut outcome = Outcome {
             classes: SqlClasses::empty(),
-            tables: summary.tables.iter().map(|t| t.name.clone()).collect(),
+            tables: summary
+                .tables
+                .iter()
+                .map(|t| unquote_plain(&t.name))
+                .collect(),
             functions: BTreeSet::new(),
             error: None,
             copy_out: Vec::new(),

@@ -837,3 +837,18 @@ fn row_locks_and_calls_in_utility_statements() {
         ),
     ]);
 }
+
+#[test]
+fn non_ascii_names_are_written_unquoted_where_postgresql_reads_them_so() {
+    let tables = |sql: &str| CLASSIFIER.classify_blocking(sql, true).tables.clone();
+    assert_eq!(
+        tables(
+            "INSERT INTO tarifs_été VALUES (1); SELECT * FROM \"données\".\"Été\", \"a.b\".\"x\"\"é\""
+        ),
+        ["\"a.b\".\"x\"\"é\"", "données.\"Été\"", "tarifs_été"]
+    );
+    assert_eq!(
+        tables("SELECT * FROM \"My Table\", \"user\""),
+        ["\"My Table\"", "\"user\""]
+    );
+}

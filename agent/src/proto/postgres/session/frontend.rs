@@ -128,13 +128,13 @@ impl Frontend<'_> {
     async fn handle(&mut self, m: Message, ask: &mut Ask) -> Result<Next, WireError> {
         match m.tag() {
             b'Q' => {
-                let text = m.fields().cstr()?.to_owned();
+                let text = m.fields().cstr_bytes()?;
                 return self.statement(&m, ask, Statement::Query(text)).await;
             }
             b'P' => self.parse(&m).await?,
             b'B' => self.bind(&m)?,
             b'E' => {
-                let portal = m.fields().cstr()?.to_owned();
+                let portal = m.fields().cstr()?;
                 return self.statement(&m, ask, Statement::Execute(portal)).await;
             }
             b'F' => {
@@ -184,18 +184,15 @@ impl Frontend<'_> {
     async fn parse(&mut self, m: &Message) -> Result<(), WireError> {
         let mut f = m.fields();
         let name = f.cstr()?;
-        let text = f.cstr()?;
+        let text = f.cstr_bytes()?;
         if !name.is_empty() && !self.prepared.contains_key(name) && self.prepared.len() >= MAX_NAMED
         {
             return Err(WireError::Malformed(format!(
                 "more than {MAX_NAMED} prepared statements open"
             )));
         }
-        let classified = self.classify(text).await;
-        let prepared = Arc::new(Prepared {
-            text: text.into(),
-            classified,
-        });
+        let (text, classified) = self.classify(text).await;
+        let prepared = Arc::new(Prepared { text, classified });
         self.prepared.insert(name.to_owned(), prepared);
         self.out.extend_from_slice(&m.frame);
         Ok(())
@@ -210,6 +207,7 @@ impl Frontend<'_> {
             .collect::<Result<_, _>>()?;
         let count = f.count16()?;
         let mut params = Vec::with_capacity(count);
+        let encoding = self.reading().0.encoding();
         for i in 0..count {
             let binary = match formats.as_slice() {
                 [] => false,
@@ -218,7 +216,7 @@ impl Frontend<'_> {
             };
             params.push(match f.value()? {
                 None => serde_json::Value::Null,
-                Some(v) => serde_json::Value::String(shown_value(v, binary)),
+                Some(v) => serde_json::Value::String(shown_value(v, binary, encoding)),
             });
         }
         if let Some(statement) = self.prepared.get(statement) {
@@ -243,30 +241,49 @@ impl Frontend<'_> {
         Ok(())
     }
 
-    /// Classifies `text` the way the server reads it now: with the session's
-    /// `standard_conforming_strings` (while a statement that may change it is in
-    /// flight, both ways, keeping the union); and non-ASCII text only while the
-    /// server is known to read it as UTF-8 ([`wire::TextReading::utf8`]), else it is
-    /// unparsed.
-    async fn classify(&self, text: &str) -> Arc<Classified> {
-        let (reading, unsure) = {
-            let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-            (shared.reading, shared.risky_in_flight > 0)
+    /// The server's reading of text as last reported, and whether a statement that
+    /// may change it is in flight.
+    fn reading(&self) -> (wire::TextReading, bool) {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        (shared.reading, shared.risky_in_flight > 0)
+    }
+
+    /// Reads `bytes` and classifies the text the way the server reads it now: in the
+    /// session's `client_encoding` (non-ASCII text that cannot be read so is
+    /// unparsed, see [`ClientEncoding::read`]), with its
+    /// `standard_conforming_strings`. While a statement that may change either is in
+    /// flight, a text with a backslash is classified both ways, keeping the union,
+    /// and non-ASCII text is unparsed.
+    async fn classify(&self, bytes: &[u8]) -> (Arc<str>, Arc<Classified>) {
+        let (reading, unsure) = self.reading();
+        let encoding = reading.encoding();
+        let read = if unsure && !bytes.is_ascii() {
+            Err(
+                "the text is not ASCII and a statement that may change the session's \
+                 client_encoding is still running"
+                    .to_owned(),
+            )
+        } else {
+            encoding.read(bytes)
+        };
+        let (text, unreadable_because) = match read {
+            Ok(text) => (Arc::<str>::from(text), None),
+            Err(reason) => (Arc::<str>::from(encoding.lossy(bytes)), Some(reason)),
         };
         let scs = reading.standard_conforming_strings;
-        let classified = self.pg.classifier.classify(text, scs).await;
-        if !text.is_ascii() && (unsure || !reading.utf8) {
-            return Arc::new(unreadable(&classified));
+        let classified = self.pg.classifier.classify(&text, scs).await;
+        if let Some(reason) = unreadable_because {
+            return (text, Arc::new(unreadable(&classified, reason)));
         }
         if !(unsure && text.contains('\\')) {
-            return classified;
+            return (text, classified);
         }
-        let other = self.pg.classifier.classify(text, !scs).await;
+        let other = self.pg.classifier.classify(&text, !scs).await;
         let mut tables = classified.tables.clone();
         tables.extend(other.tables.iter().cloned());
         tables.sort();
         tables.dedup();
-        Arc::new(Classified {
+        let both = Arc::new(Classified {
             classes: classified.classes.union(other.classes),
             tables,
             functions: classified.functions.clone(),
@@ -278,7 +295,8 @@ impl Frontend<'_> {
             } else {
                 vec![CopyOut::Other; classified.copy_out.len().max(other.copy_out.len())]
             },
-        })
+        });
+        (text, both)
     }
 
     /// A statement: decide it, then forward it, hold it, or send the stand-in.
@@ -286,19 +304,14 @@ impl Frontend<'_> {
         &mut self,
         m: &Message,
         ask: &mut Ask,
-        statement: Statement,
+        statement: Statement<'_>,
     ) -> Result<Next, WireError> {
         let (text, classified, params, kind) = match &statement {
-            Statement::Query(text) => {
-                let classified = self.classify(text).await;
-                (
-                    Arc::from(text.as_str()),
-                    classified,
-                    None,
-                    PendingKind::Query,
-                )
+            Statement::Query(bytes) => {
+                let (text, classified) = self.classify(bytes).await;
+                (text, classified, None, PendingKind::Query)
             }
-            Statement::Execute(portal) => match self.portals.get(portal) {
+            Statement::Execute(portal) => match self.portals.get(*portal) {
                 Some(p) => (
                     Arc::clone(&p.statement.text),
                     Arc::clone(&p.statement.classified),
@@ -622,9 +635,11 @@ async fn watch_client(
     *left = true;
 }
 
-enum Statement {
-    Query(String),
-    Execute(String),
+enum Statement<'m> {
+    /// A simple query's text, in the client's encoding.
+    Query(&'m [u8]),
+    /// The name of a portal to run.
+    Execute(&'m str),
     Function(i32),
 }
 
@@ -635,16 +650,12 @@ enum Held {
     Left(&'static str),
 }
 
-/// `classified`, made unparsed: its text is not ASCII and the server may read it
-/// otherwise than as UTF-8.
-fn unreadable(classified: &Classified) -> Classified {
+/// `classified`, made unparsed: the proxy cannot read its text as the server does,
+/// for `reason`.
+fn unreadable(classified: &Classified, reason: String) -> Classified {
     Classified {
         classes: classified.classes.with(SqlClass::Unparsed),
-        error: Some(
-            "the text is not ASCII and the session's client_encoding may read it otherwise \
-             than as UTF-8 (set client_encoding to UTF8)"
-                .into(),
-        ),
+        error: Some(reason),
         refs: Refs {
             unknown: true,
             ..classified.refs.clone()

@@ -1,6 +1,7 @@
 //! The backend loop: reads the server's replies, completes the record of the statement
 //! each answers, masks what the client may not see, and writes the rest to the client.
 
+use super::super::encoding::ClientEncoding;
 use super::super::{
     classify::CopyOut,
     masking,
@@ -121,9 +122,20 @@ impl BackendLoop<'_> {
         };
         match m.tag() {
             b'T' => {
-                let (columns, rewritten) =
-                    masking::row_description(&masker, &mut self.catalog, self.session, m.body())
-                        .await?;
+                let encoding = self
+                    .shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .reading
+                    .encoding();
+                let (columns, rewritten) = masking::row_description(
+                    &masker,
+                    &mut self.catalog,
+                    self.session,
+                    m.body(),
+                    encoding,
+                )
+                .await?;
                 self.masked_columns = columns;
                 Ok(rewritten.map_or(m, |frame| Message { frame }))
             }
@@ -224,7 +236,7 @@ impl BackendLoop<'_> {
                     frame = Bytes::new();
                 }
                 if m.tag() == b'T' {
-                    self.columns = row_description(m.body());
+                    self.columns = row_description(m.body(), shared.reading.encoding());
                     if let Some(p) = shared.pending.front_mut()
                         && p.columns.is_empty()
                     {
@@ -233,9 +245,10 @@ impl BackendLoop<'_> {
                 }
             }
             b'D' => {
+                let encoding = shared.reading.encoding();
                 if let Some(p) = shared.pending.front_mut() {
                     if p.rows.len() < self.record_rows {
-                        p.rows.push(data_row(m.body(), &self.columns));
+                        p.rows.push(data_row(m.body(), &self.columns, encoding));
                     } else {
                         p.truncated = true;
                     }
@@ -356,25 +369,30 @@ fn pop(shared: &mut Shared) -> Option<StatementRecord> {
     p.finish()
 }
 
-/// Column names and whether each is in binary format, from a `RowDescription`.
-fn row_description(body: &[u8]) -> Vec<(String, bool)> {
+/// Column names (read in the client's `encoding`) and whether each is in binary
+/// format, from a `RowDescription`.
+fn row_description(body: &[u8], encoding: ClientEncoding) -> Vec<(String, bool)> {
     let mut f = wire::Fields(body);
     let Ok(count) = f.count16() else {
         return Vec::new();
     };
     let mut columns = Vec::with_capacity(count);
     for _ in 0..count {
-        let Ok(name) = f.cstr() else { break };
+        let Ok(name) = f.cstr_bytes() else { break };
         // table oid (4), attnum (2), type oid (4), size (2), modifier (4), format (2)
         let Ok(rest) = f.take(16) else { break };
         let binary = rest.get(14..16) == Some(&[0, 1]);
-        columns.push((name.to_owned(), binary));
+        columns.push((encoding.lossy(name).into_owned(), binary));
     }
     columns
 }
 
 /// A `DataRow` as a JSON array of shown values.
-fn data_row(body: &[u8], columns: &[(String, bool)]) -> serde_json::Value {
+fn data_row(
+    body: &[u8],
+    columns: &[(String, bool)],
+    encoding: ClientEncoding,
+) -> serde_json::Value {
     let mut f = wire::Fields(body);
     let Ok(count) = f.count16() else {
         return serde_json::Value::Null;
@@ -383,7 +401,7 @@ fn data_row(body: &[u8], columns: &[(String, bool)]) -> serde_json::Value {
     for i in 0..count {
         let binary = columns.get(i).is_some_and(|(_, b)| *b);
         match f.value() {
-            Ok(Some(v)) => row.push(serde_json::Value::String(shown_value(v, binary))),
+            Ok(Some(v)) => row.push(serde_json::Value::String(shown_value(v, binary, encoding))),
             Ok(None) => row.push(serde_json::Value::Null),
             Err(_) => break,
         }
