@@ -398,7 +398,7 @@ targets = [\"db\"]
 sql = [\"write\"]
 tables = [\"tarifs_été\"]
 action = \"deny\"
-description = \"summer prices are frozen\"
+description = \"les prix d'été sont gelés\"
 "
     );
     let Some(s) = setup_with_rules("pg-latin1", &rules) else {
@@ -433,11 +433,13 @@ description = \"summer prices are frozen\"
         "{:?}",
         out.stdout
     );
-    // The rule on the table named in LATIN1 applied.
+    // The rule on the table named in LATIN1 applied, and its description reached
+    // the client in LATIN1.
     assert!(
-        stderr.contains("summer prices are frozen"),
-        "{stderr}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
+        out.stderr
+            .windows(25)
+            .any(|w| w == b"les prix d'\xe9t\xe9 sont gel\xe9s"),
+        "{stderr}\n{}",
         s.d.log()
     );
     assert_eq!(s.direct("SELECT count(*) FROM tarifs_été"), "0");

@@ -198,6 +198,17 @@ impl ClientEncoding {
             ClientEncoding::Utf8 | ClientEncoding::Unsupported => String::from_utf8_lossy(bytes),
         }
     }
+
+    /// `text` in this encoding, for a message to the client. A character the
+    /// encoding lacks is written as `&#NNNN;`. Without a decoder (`Unsupported`),
+    /// UTF-8.
+    #[must_use]
+    pub fn encode(self, text: &str) -> Cow<'_, [u8]> {
+        match self {
+            ClientEncoding::Decoded(d) if !text.is_ascii() => d.encoding.encode(text).0,
+            _ => Cow::Borrowed(text.as_bytes()),
+        }
+    }
 }
 
 /// ASCII bytes as a `str`.
@@ -253,5 +264,14 @@ mod tests {
         assert_eq!(ClientEncoding::Unsupported.read(b"plain").unwrap(), "plain");
         assert!(ClientEncoding::Utf8.read(b"\xe9").is_err());
         assert_eq!(ClientEncoding::Utf8.lossy(b"\xe9"), "\u{fffd}");
+    }
+
+    #[test]
+    fn messages_are_written_in_the_clients_encoding() {
+        let latin1 = ClientEncoding::named("LATIN1");
+        assert_eq!(&*latin1.encode("prix gelés"), b"prix gel\xe9s");
+        assert_eq!(&*latin1.encode("雪"), b"&#38634;");
+        assert_eq!(&*ClientEncoding::named("SJIS").encode("ソ"), b"\x83\x5c");
+        assert_eq!(&*ClientEncoding::Utf8.encode("é"), "é".as_bytes());
     }
 }

@@ -113,6 +113,7 @@ impl Protocol for Postgres {
 
     async fn held(&self, client: &mut startup::Opened, request: &str, hint: &str) {
         let notice = wire::error_response(
+            encoding::ClientEncoding::Utf8,
             wire::Severity::NOTICE,
             "01000",
             &format!("Portcullis: this connection is held for approval (request {request})"),

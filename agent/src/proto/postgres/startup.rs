@@ -3,6 +3,7 @@
 
 use super::{
     Postgres,
+    encoding::ClientEncoding,
     tls::{ClientStream, MaybeTls, accept_client},
     wire::{
         self, Builder, CANCEL_REQUEST, GSSENC_REQUEST, PROTOCOL_3_0, SSL_REQUEST, Severity,
@@ -150,7 +151,14 @@ async fn startup_error(stream: &mut ClientStream, error: &WireError) -> String {
 
 /// Sends a FATAL `ErrorResponse`.
 pub async fn fatal(stream: &mut ClientStream, code: &str, message: &str) {
-    let e = wire::error_response(Severity::FATAL, code, message, None, None);
+    let e = wire::error_response(
+        ClientEncoding::Utf8,
+        Severity::FATAL,
+        code,
+        message,
+        None,
+        None,
+    );
     let _ = stream.write_all(&e).await;
     let _ = stream.flush().await;
 }

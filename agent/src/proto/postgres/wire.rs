@@ -376,6 +376,15 @@ impl Builder {
         self
     }
 
+    /// `s` as a string in the client's `encoding`.
+    #[must_use]
+    pub fn text(mut self, s: &str, encoding: ClientEncoding) -> Self {
+        self.buf
+            .extend(encoding.encode(s).iter().filter(|b| **b != 0));
+        self.buf.put_u8(0);
+        self
+    }
+
     #[must_use]
     pub fn u8(mut self, v: u8) -> Self {
         self.buf.put_u8(v);
@@ -420,9 +429,11 @@ impl Severity {
     pub const NOTICE: Self = Self("NOTICE");
 }
 
-/// An `ErrorResponse` ('E') or, with [`Severity::NOTICE`], a `NoticeResponse` ('N').
+/// An `ErrorResponse` ('E') or, with [`Severity::NOTICE`], a `NoticeResponse` ('N'),
+/// its texts in the client's `encoding` (as the server would send them).
 #[must_use]
 pub fn error_response(
+    encoding: ClientEncoding,
     severity: Severity,
     code: &str,
     message: &str,
@@ -438,12 +449,12 @@ pub fn error_response(
         .u8(b'C')
         .cstr(code)
         .u8(b'M')
-        .cstr(message);
+        .text(message, encoding);
     if let Some(detail) = detail {
-        b = b.u8(b'D').cstr(detail);
+        b = b.u8(b'D').text(detail, encoding);
     }
     if let Some(hint) = hint {
-        b = b.u8(b'H').cstr(hint);
+        b = b.u8(b'H').text(hint, encoding);
     }
     b.u8(0).finish()
 }
@@ -595,7 +606,14 @@ mod tests {
 
     #[test]
     fn error_response_round_trips() {
-        let e = error_response(Severity::ERROR, "42501", "no\0pe", Some("d"), None);
+        let e = error_response(
+            ClientEncoding::Utf8,
+            Severity::ERROR,
+            "42501",
+            "no\0pe",
+            Some("d"),
+            None,
+        );
         assert_eq!(e.first(), Some(&b'E'));
         let fields = notice_fields(e.get(5..).unwrap());
         assert!(fields.contains(&(b'C', "42501")));

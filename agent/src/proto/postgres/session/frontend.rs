@@ -115,6 +115,7 @@ impl Frontend<'_> {
             other => format!("protocol violation: {other}"),
         };
         let e = wire::error_response(
+            self.reading().0.encoding(),
             Severity::FATAL,
             "08P01",
             &format!("Portcullis: {reason}"),
@@ -477,7 +478,9 @@ impl Frontend<'_> {
                 if let Some(r) = pending.record.as_mut() {
                     r.error = Some(format!("{code}: {message}"));
                 }
-                let error = wire::error_response(Severity::ERROR, code, &message, None, None);
+                let encoding = self.reading().0.encoding();
+                let error =
+                    wire::error_response(encoding, Severity::ERROR, code, &message, None, None);
                 pending.denial = Some((nonce, error));
             }
         }
@@ -539,6 +542,7 @@ impl Frontend<'_> {
         };
         record.request_id = Some(hold.id().to_owned());
         let notice = wire::error_response(
+            self.reading().0.encoding(),
             Severity::NOTICE,
             "01000",
             &format!(

@@ -48,6 +48,15 @@ pub(super) struct BackendLoop<'a> {
 }
 
 impl BackendLoop<'_> {
+    /// The client's encoding, as the server last reported it.
+    fn encoding(&self) -> ClientEncoding {
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reading
+            .encoding()
+    }
+
     pub(super) async fn run(&mut self) -> (Outcome, Option<String>) {
         loop {
             tokio::select! {
@@ -73,7 +82,7 @@ impl BackendLoop<'_> {
                         }
                         Err(error) => {
                             let reason = format!("bad message from the target: {error}");
-                            let e = wire::error_response(Severity::FATAL, "08P01", &format!("Portcullis: {reason}"), None, None);
+                            let e = wire::error_response(self.encoding(), Severity::FATAL, "08P01", &format!("Portcullis: {reason}"), None, None);
                             let _ = self.write(&e).await;
                             return (Outcome::Error, Some(reason));
                         }
@@ -81,7 +90,7 @@ impl BackendLoop<'_> {
                     let m = match self.mask_ahead(m).await {
                         Ok(m) => m,
                         Err(reason) => {
-                            let e = wire::error_response(Severity::FATAL, "XX000", &format!("Portcullis: {reason}"), None, None);
+                            let e = wire::error_response(self.encoding(), Severity::FATAL, "XX000", &format!("Portcullis: {reason}"), None, None);
                             let _ = self.write(&e).await;
                             return (Outcome::Error, Some(reason));
                         }
@@ -122,12 +131,7 @@ impl BackendLoop<'_> {
         };
         match m.tag() {
             b'T' => {
-                let encoding = self
-                    .shared
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .reading
-                    .encoding();
+                let encoding = self.encoding();
                 let (columns, rewritten) = masking::row_description(
                     &masker,
                     &mut self.catalog,
