@@ -78,21 +78,40 @@ pub fn setup(name: &str) -> Option<Setup> {
 /// When the host can run the test and the server or the daemon still fails to start.
 #[must_use]
 pub fn setup_with_rules(name: &str, rules: &str) -> Option<Setup> {
-    setup_target(name, rules, false)
+    setup_target(name, rules, Variant::Plain)
 }
 
 /// [`setup`] with a target that demands [`CLIENT_TOKEN`] from clients (`client_auth`,
 /// kept in a file).
 #[must_use]
 pub fn setup_with_client_auth(name: &str) -> Option<Setup> {
-    setup_target(name, RULES, true)
+    setup_target(name, RULES, Variant::ClientAuth)
 }
 
-fn setup_target(name: &str, rules: &str, client_auth: bool) -> Option<Setup> {
+/// [`setup`] with a target of `tls = "prefer"` on a server that offers TLS, whose
+/// `pg_hba.conf` refuses the proxy's role over TLS and takes it in plaintext.
+#[must_use]
+pub fn setup_with_tls_refused(name: &str) -> Option<Setup> {
+    setup_target(name, RULES, Variant::TlsRefused)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Plain,
+    ClientAuth,
+    TlsRefused,
+}
+
+fn setup_target(name: &str, rules: &str, variant: Variant) -> Option<Setup> {
     if !can_run_ebpf_tests(name) {
         return None;
     }
-    let pg = PgServer::start_or_skip().unwrap_or_else(|e| panic!("{e:#}"))?;
+    let pg = if variant == Variant::TlsRefused {
+        PgServer::start_tls_or_skip()
+    } else {
+        PgServer::start_or_skip()
+    }
+    .unwrap_or_else(|e| panic!("{e:#}"))?;
     pg.create_database("app")
         .unwrap_or_else(|e| panic!("{e:#}"));
     pg.psql(
@@ -111,9 +130,14 @@ fn setup_target(name: &str, rules: &str, client_auth: bool) -> Option<Setup> {
     // The proxy's role must prove its password (SCRAM); everyone else stays on trust.
     let hba = pg.data_dir().join("pg_hba.conf");
     let old = std::fs::read_to_string(&hba).unwrap_or_default();
+    let refuse_tls = if variant == Variant::TlsRefused {
+        format!("hostssl all {APP_ROLE} 127.0.0.1/32 reject\n")
+    } else {
+        String::new()
+    };
     std::fs::write(
         &hba,
-        format!("host all {APP_ROLE} 127.0.0.1/32 scram-sha-256\n{old}"),
+        format!("{refuse_tls}host all {APP_ROLE} 127.0.0.1/32 scram-sha-256\n{old}"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     pg.psql("postgres", "SELECT pg_reload_conf()")
@@ -124,7 +148,7 @@ fn setup_target(name: &str, rules: &str, client_auth: bool) -> Option<Setup> {
     std::fs::write(&pw, format!("{APP_PASSWORD}\n")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600))
         .unwrap_or_else(|e| panic!("{e}"));
-    let client_auth = if client_auth {
+    let client_auth = if variant == Variant::ClientAuth {
         let token = secrets.path().join("client.token");
         std::fs::write(&token, format!("{CLIENT_TOKEN}\n")).unwrap_or_else(|e| panic!("{e}"));
         format!(
@@ -134,8 +158,13 @@ fn setup_target(name: &str, rules: &str, client_auth: bool) -> Option<Setup> {
     } else {
         String::new()
     };
+    let tls = if variant == Variant::TlsRefused {
+        "prefer"
+    } else {
+        "disable"
+    };
     let policy = format!(
-        "[[target]]\nname = \"db\"\nprotocol = \"postgres\"\naddress = \"{}:{}\"\ntls = \"disable\"\n\
+        "[[target]]\nname = \"db\"\nprotocol = \"postgres\"\naddress = \"{}:{}\"\ntls = \"{tls}\"\n\
          credentials = {{ user = \"{APP_ROLE}\", password_file = \"{}\" }}\n{client_auth}{rules}",
         pg.host(),
         pg.port(),

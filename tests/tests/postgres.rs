@@ -9,7 +9,7 @@
 
 use portcullis_tests::pgproxy::{
     APP_PASSWORD, APP_ROLE, CLIENT_TOKEN, NOBODY, RULES, Setup, setup, setup_with_client_auth,
-    setup_with_rules, text, wait_child,
+    setup_with_rules, setup_with_tls_refused, text, wait_child,
 };
 use serde_json::Value;
 use std::process::{Output, Stdio};
@@ -538,6 +538,28 @@ fn every_readable_encoding_reads_as_postgresql_does() {
             "{name}: {refused} refused, {same} alike"
         );
     }
+}
+
+#[test]
+fn prefer_logs_in_without_tls_when_the_server_refuses_it_over_tls() {
+    let Some(s) = setup_with_tls_refused("pg-prefer") else {
+        return;
+    };
+    // The server offers TLS, but its pg_hba.conf rejects the proxy's role over TLS:
+    // as with libpq's sslmode=prefer, the proxy logs in again without TLS.
+    let out = s.psql(&[
+        "-c",
+        "SELECT ssl, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{}", s.d.log());
+    assert_eq!(stdout.trim(), format!("f|{APP_ROLE}"));
+    let log = s.d.log();
+    assert!(
+        log.contains("trying without TLS") && log.contains("pg_hba.conf rejects"),
+        "{log}"
+    );
+    assert!(!log.contains(APP_PASSWORD), "{log}");
 }
 
 #[test]

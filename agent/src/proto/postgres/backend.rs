@@ -56,18 +56,15 @@ impl LoginError {
 }
 
 /// Connects to the target and logs in with the client's startup parameters.
+///
+/// With the target's `tls = "prefer"`, a login that fails over TLS (the handshake, or
+/// an error from the server, such as a `pg_hba.conf` that takes only plaintext for
+/// this user) is tried once more without TLS, as libpq's `sslmode=prefer` does.
 pub async fn login(
     session: &Session<'_>,
     client_params: &[(String, String)],
 ) -> Result<Backend, LoginError> {
     let target = session.target;
-    let tcp = crate::proto::tcp::connect_upstream(session.upstream, session.mark)
-        .await
-        .map_err(|e| LoginError::proxy(format!("cannot connect to {}: {e}", session.upstream)))?;
-    let host = session.upstream.ip().to_string();
-    let (stream, binding) = tls::connect_backend(tcp, &tls_config(target), &host)
-        .await
-        .map_err(|e| LoginError::proxy(format!("TLS to target {}: {e}", target.name)))?;
     let (user, password) = credentials(target, client_params)?;
     let params: Vec<(String, String)> = client_params
         .iter()
@@ -76,18 +73,78 @@ pub async fn login(
             _ => (name.clone(), value.clone()),
         })
         .collect();
-    let mut reader = MessageReader::new(stream, MAX_AUTH_MESSAGE);
-    let startup = wire::startup_packet(PROTOCOL_3_0, &wire::startup_body(&params));
-    send(&mut reader, &startup).await?;
-    authenticate(
-        &mut reader,
-        &user,
-        password.as_ref(),
-        binding.as_ref(),
-        &target.name,
-    )
-    .await?;
-    ready(reader).await
+    let login = Login {
+        session,
+        params: &params,
+        user: &user,
+        password: password.as_ref(),
+    };
+    let tls = tls_config(target);
+    let mut over_tls = false;
+    match login.attempt(&tls, &mut over_tls).await {
+        Err(error) if over_tls && tls.mode == tls::BackendTls::Prefer => {
+            let reason = match &error {
+                LoginError::Server { message, .. } | LoginError::Proxy(message) => message,
+            };
+            tracing::info!(
+                target = %target.name,
+                %reason,
+                "Login to the target over TLS failed; trying without TLS (tls = \"prefer\")"
+            );
+            let plain = BackendTlsConfig {
+                mode: tls::BackendTls::Disable,
+                ..tls
+            };
+            login.attempt(&plain, &mut over_tls).await
+        }
+        other => other,
+    }
+}
+
+/// What one login attempt needs.
+struct Login<'a> {
+    session: &'a Session<'a>,
+    params: &'a [(String, String)],
+    user: &'a str,
+    password: Option<&'a Secret>,
+}
+
+impl Login<'_> {
+    /// Connects with TLS as `tls` says, sends the startup message and authenticates.
+    /// `over_tls` is set once TLS has been tried (negotiated, or failed to be).
+    async fn attempt(
+        &self,
+        tls: &BackendTlsConfig,
+        over_tls: &mut bool,
+    ) -> Result<Backend, LoginError> {
+        let tcp = crate::proto::tcp::connect_upstream(self.session.upstream, self.session.mark)
+            .await
+            .map_err(|e| {
+                LoginError::proxy(format!("cannot connect to {}: {e}", self.session.upstream))
+            })?;
+        let host = self.session.upstream.ip().to_string();
+        let (stream, binding) = match tls::connect_backend(tcp, tls, &host).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                *over_tls = true;
+                let target = &self.session.target.name;
+                return Err(LoginError::proxy(format!("TLS to target {target}: {e}")));
+            }
+        };
+        *over_tls = stream.is_tls();
+        let mut reader = MessageReader::new(stream, MAX_AUTH_MESSAGE);
+        let startup = wire::startup_packet(PROTOCOL_3_0, &wire::startup_body(self.params));
+        send(&mut reader, &startup).await?;
+        authenticate(
+            &mut reader,
+            self.user,
+            self.password,
+            binding.as_ref(),
+            &self.session.target.name,
+        )
+        .await?;
+        ready(reader).await
+    }
 }
 
 fn tls_config(target: &Target) -> BackendTlsConfig {

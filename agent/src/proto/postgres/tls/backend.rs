@@ -56,7 +56,7 @@ pub struct BackendTlsConfig {
 ///
 /// Returns the stream and, for TLS, the server certificate's channel binding (`None` for
 /// plaintext, or when the certificate's signature algorithm names no usable hash).
-/// Unlike libpq with `prefer`, a failed handshake is an error, not a plaintext retry.
+/// A failed handshake is an error here; with `prefer`, the login retries without TLS.
 pub async fn connect_backend(
     mut stream: TcpStream,
     cfg: &BackendTlsConfig,
