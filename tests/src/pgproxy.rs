@@ -12,7 +12,7 @@ use crate::{
 use serde_json::Value;
 use std::{
     os::unix::fs::PermissionsExt as _,
-    process::{Child, Command, Output},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -252,6 +252,25 @@ impl Setup {
         self.psql_command_to(conninfo, args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run psql: {e}"))
+    }
+
+    /// [`Setup::psql_to`] with `input` (any bytes: a `-f -` script in the session's
+    /// encoding, `COPY FROM STDIN` rows) on its standard input.
+    pub fn psql_with_input(&self, conninfo: &str, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write as _;
+        let mut child = self
+            .psql_command_to(conninfo, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input)
+                .unwrap_or_else(|e| panic!("cannot write to psql: {e}"));
+        }
+        wait_child(child)
     }
 
     /// The value of `sql` read directly from the server (not through the proxy).

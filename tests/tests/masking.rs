@@ -6,8 +6,7 @@
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::pgproxy::{RAW_CLIENT, Setup, setup_with_rules, text, wait_child};
-use std::{io::Write as _, process::Stdio};
+use portcullis_tests::pgproxy::{RAW_CLIENT, Setup, setup_with_rules, text};
 
 const EMAIL: &str = "alice.smith@example.com";
 const CARD: &str = "4111 1111 1111 1111";
@@ -76,21 +75,11 @@ fn results_messages_and_recordings_are_masked() {
     }
     // Nor from a LATIN1 client with an alias that is not UTF-8 (0xE9 is é): the proxy
     // reads the statement and the column's name in the client's encoding.
-    let mut child = s
-        .psql_command_to(
-            &format!("{} client_encoding=LATIN1", s.conninfo("app", "disable")),
-            &["-f", "-"],
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    child
-        .stdin
-        .take()
-        .map(|mut i| i.write_all(b"SELECT password_hash AS cl\xe9, id FROM customers;\n"));
-    let out = wait_child(child);
+    let out = s.psql_with_input(
+        &format!("{} client_encoding=LATIN1", s.conninfo("app", "disable")),
+        &["-f", "-"],
+        b"SELECT password_hash AS cl\xe9, id FROM customers;\n",
+    );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(

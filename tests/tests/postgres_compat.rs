@@ -14,7 +14,6 @@ use portcullis_tests::pgproxy::{
     ALLOW_ALL_RULES, RAW_CLIENT, Setup, setup, setup_with_rules, text,
 };
 use std::{
-    io::Write as _,
     os::unix::fs::PermissionsExt as _,
     path::Path,
     process::{Output, Stdio},
@@ -190,19 +189,11 @@ fn psql_copy_to_and_from_files_and_copy_to_stdout() {
     );
 
     // COPY … FROM STDIN fed on psql's standard input.
-    let mut child = s
-        .psql_command(&["-c", "COPY accounts FROM STDIN WITH (FORMAT csv)"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(b"300,stdin,7\n301,stdin,8\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let out = s.psql_with_input(
+        &s.conninfo("app", "disable"),
+        &["-c", "COPY accounts FROM STDIN WITH (FORMAT csv)"],
+        b"300,stdin,7\n301,stdin,8\n",
+    );
     assert_eq!(ok(&s, "COPY FROM STDIN", &out).trim(), "COPY 2");
     assert_eq!(
         s.direct(
