@@ -231,3 +231,72 @@ fn extended_protocol_rows_are_masked_by_their_own_columns() {
         s.d.log()
     );
 }
+
+/// A view (or materialized view) over a masked column shows it masked: each view
+/// column is followed to the table column behind it, through further views, and a
+/// value a view computes from a masked column, or a statement computes from such a
+/// view, is NULL. Views that use no masked column are left alone.
+#[test]
+fn views_cannot_reveal_a_masked_column() {
+    let Some(s) = setup_with_rules("mask-views", RULES) else {
+        return;
+    };
+    customers(&s, 3, "plain note");
+    s.pg.psql(
+        "app",
+        "SET ROLE app_owner;
+         CREATE VIEW contacts AS
+             SELECT c.id, c.password_hash AS secret, upper(c.password_hash) AS shout, c.note
+             FROM customers c;
+         CREATE VIEW nested AS SELECT id, secret AS s2 FROM contacts WHERE id > 0;
+         CREATE VIEW joined AS
+             SELECT a.id, b.secret FROM customers a JOIN (SELECT * FROM contacts) b USING (id);
+         CREATE MATERIALIZED VIEW frozen AS SELECT id, password_hash FROM customers;
+         CREATE VIEW harmless AS SELECT id, note, length(note) AS n FROM customers;",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let run = |sql: &str| {
+        let out = s.psql(&["-c", sql]);
+        let (stdout, stderr) = text(&out);
+        (out.status.success(), stdout, stderr)
+    };
+    for (sql, expected) in [
+        // Followed to customers.password_hash: masked as that column is.
+        ("SELECT id, secret FROM contacts", "3|****"),
+        ("SELECT * FROM nested", "3|****"),
+        ("SELECT * FROM joined", "3|****"),
+        ("SELECT * FROM frozen", "3|****"),
+        // Computed inside the view from the masked column.
+        ("SELECT id, shout FROM contacts", "3|"),
+        // Computed by the statement from a view that shows it.
+        ("SELECT id, lower(secret) FROM contacts", "3|"),
+        ("SELECT id, s2 || '' FROM nested", "3|"),
+        // A view that uses no masked column: computed values are kept.
+        (
+            "SELECT id, note, n, upper(note) FROM harmless",
+            "3|plain note|10|PLAIN NOTE",
+        ),
+    ] {
+        let (ok, stdout, stderr) = run(sql);
+        assert!(ok, "{sql}: {stderr}\n{}", s.d.log());
+        assert_eq!(stdout.trim(), expected, "{sql}");
+    }
+    // An error that would quote a value computed from such a view is hidden.
+    let (ok, stdout, stderr) = run("SELECT secret::int FROM contacts");
+    assert!(
+        !ok && !stderr.contains(HASH) && !stdout.contains(HASH) && stderr.contains("hidden"),
+        "{stdout} {stderr}"
+    );
+    // A view replaced under the same name (and OID) is looked up again once what was
+    // known of views is older than two seconds.
+    s.pg.psql(
+        "app",
+        "SET ROLE app_owner; CREATE OR REPLACE VIEW harmless AS
+             SELECT id, password_hash AS note, length(note) AS n FROM customers;",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (ok, stdout, stderr) = run("SELECT id, note, n FROM harmless");
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "3|****|", "{}", s.d.log());
+}

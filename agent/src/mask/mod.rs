@@ -73,13 +73,19 @@ pub struct Masker {
     hasher: Option<Hasher>,
 }
 
-/// How a column is masked, as [`Masker::column_rule`] resolved it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a column is masked, as [`Masker::column_rule`] resolved it. Ordered from the
+/// least to the most restrictive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ColumnMask {
     style: MaskStyle,
 }
 
 impl ColumnMask {
+    /// Values become SQL NULL.
+    pub const NULL: ColumnMask = ColumnMask {
+        style: MaskStyle::Null,
+    };
+
     #[must_use]
     pub fn style(self) -> MaskStyle {
         self.style

@@ -2,29 +2,29 @@
 //!
 //! Column rules are resolved from `RowDescription`'s table OID and attribute number,
 //! looked up in the server's catalog over a second connection the proxy opens with
-//! the same login (cached per session), so an alias or `SELECT *` cannot dodge them.
+//! the same login (cached per session), so an alias or `SELECT *` cannot dodge them,
+//! and followed through views ([`catalog`]).
 //! A masked column is described to the client as `text`, since its values no longer
 //! parse as the original type. Values of other text-format columns are masked by the
 //! recognizers; binary values of unmasked columns pass as they are. COPY OUT rows are
 //! masked by column from the statement's columns ([`copy`]).
 
 use super::{
-    backend,
     classify::CopyOut,
     encoding::ClientEncoding,
-    tls::BackendStream,
-    wire::{self, Builder, Fields, MessageReader},
+    wire::{self, Builder, Fields},
 };
 use crate::{
     mask::{ColumnMask, Masked, Masker},
     proto::Session,
 };
+pub use catalog::Catalog;
 pub use copy::CopyColumns;
 
+mod catalog;
 mod copy;
 use bytes::Bytes;
-use std::{borrow::Cow, collections::HashMap};
-use tokio::io::AsyncWriteExt as _;
+use std::borrow::Cow;
 
 /// The `text` type's OID, which masked columns are described as.
 const TEXT_OID: i32 = 25;
@@ -41,178 +41,12 @@ pub struct Column {
     pub computed: bool,
 }
 
-/// Catalog lookups of `table.column` for column rules, over a side connection.
-pub struct Catalog {
-    params: Vec<(String, String)>,
-    conn: Option<MessageReader<BackendStream>>,
-    names: HashMap<(i32, i16), Option<(String, String)>>,
-}
-
-impl Catalog {
-    /// Logs in with the client's startup `params` when first needed, but always in
-    /// UTF-8: names are compared as the proxy reads them. (PostgreSQL applies these
-    /// parameters after any `-c` in `options`.)
-    pub fn new(mut params: Vec<(String, String)>) -> Self {
-        params.retain(|(name, _)| name != "client_encoding");
-        params.push(("client_encoding".into(), "UTF8".into()));
-        Self {
-            params,
-            conn: None,
-            names: HashMap::new(),
-        }
-    }
-
-    /// `(table, column)` of attribute `attnum` of relation `oid`.
-    async fn name(
-        &mut self,
-        session: &Session<'_>,
-        oid: i32,
-        attnum: i16,
-    ) -> Result<Option<(String, String)>, String> {
-        if let Some(found) = self.names.get(&(oid, attnum)) {
-            return Ok(found.clone());
-        }
-        let oid_text = u32::from_ne_bytes(oid.to_ne_bytes()).to_string();
-        let attnum_text = attnum.to_string();
-        let rows = self
-            .query(
-                session,
-                "SELECT c.relname, a.attname FROM pg_catalog.pg_attribute a \
-                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-                 WHERE a.attrelid = $1::oid AND a.attnum = $2::int2",
-                &[Some(oid_text.as_str()), Some(attnum_text.as_str())],
-            )
-            .await?;
-        let found = rows.into_iter().next().and_then(|row| {
-            let mut row = row.into_iter();
-            Some((row.next()??, row.next()??))
-        });
-        tracing::debug!(oid, attnum, ?found, "Column resolved for masking");
-        self.names.insert((oid, attnum), found.clone());
-        Ok(found)
-    }
-
-    /// The columns a `COPY table TO` writes (all but dropped and generated ones, in
-    /// order), for each relation the name may mean: with a schema, the one; without,
-    /// every table or view so named in any schema (which one the session's
-    /// `search_path` picks is not known here).
-    pub async fn copy_columns(
-        &mut self,
-        session: &Session<'_>,
-        schema: Option<&str>,
-        table: &str,
-    ) -> Result<Vec<Vec<String>>, String> {
-        let rows = self
-            .query(
-                session,
-                "SELECT c.oid::text, a.attname FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
-                 WHERE c.relname = $1 AND ($2::text IS NULL OR n.nspname = $2) \
-                 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-                 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
-                 ORDER BY c.oid, a.attnum",
-                &[Some(table), schema],
-            )
-            .await?;
-        let mut relations: Vec<(String, Vec<String>)> = Vec::new();
-        for row in rows {
-            let mut row = row.into_iter();
-            let (Some(Some(oid)), Some(Some(column))) = (row.next(), row.next()) else {
-                continue;
-            };
-            match relations.last_mut() {
-                Some((last, columns)) if *last == oid => columns.push(column),
-                _ => relations.push((oid, vec![column])),
-            }
-        }
-        Ok(relations.into_iter().map(|(_, columns)| columns).collect())
-    }
-
-    /// Runs one catalog query with text parameters (never spliced into the SQL) and
-    /// returns its rows as text, opening the connection on first use.
-    async fn query(
-        &mut self,
-        session: &Session<'_>,
-        sql: &str,
-        params: &[Option<&str>],
-    ) -> Result<Vec<Vec<Option<String>>>, String> {
-        if self.conn.is_none() {
-            let b = backend::login(session, &self.params)
-                .await
-                .map_err(|e| match e {
-                    backend::LoginError::Server { message, .. }
-                    | backend::LoginError::Proxy(message) => {
-                        format!("cannot open the catalog connection for masking: {message}")
-                    }
-                })?;
-            self.conn = Some(MessageReader::with_buffer(b.stream, 1 << 20, b.leftover));
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err("no catalog connection".into());
-        };
-        let mut bind = Builder::new(b'B')
-            .cstr("")
-            .cstr("")
-            .i16(0)
-            .i16(i16::try_from(params.len()).unwrap_or(0));
-        for p in params {
-            bind = match p {
-                Some(p) => bind
-                    .i32(i32::try_from(p.len()).unwrap_or(i32::MAX))
-                    .bytes(p.as_bytes()),
-                None => bind.i32(-1),
-            };
-        }
-        let mut batch = Vec::new();
-        batch.extend_from_slice(&Builder::new(b'P').cstr("").cstr(sql).i16(0).finish());
-        batch.extend_from_slice(&bind.i16(0).finish());
-        batch.extend_from_slice(&Builder::new(b'E').cstr("").i32(0).finish());
-        batch.extend_from_slice(&Builder::new(b'S').finish());
-        let io = |e: std::io::Error| format!("catalog connection: {e}");
-        conn.get_mut().write_all(&batch).await.map_err(io)?;
-        conn.get_mut().flush().await.map_err(io)?;
-        let mut rows = Vec::new();
-        let mut failed = false;
-        loop {
-            let m = match conn.next().await {
-                Ok(Some(m)) => m,
-                Ok(None) => return Err("the catalog connection closed".into()),
-                Err(e) => return Err(format!("catalog connection: {e}")),
-            };
-            match m.tag() {
-                b'D' if rows.len() < MAX_CATALOG_ROWS => {
-                    let mut f = Fields(m.body());
-                    let count = f.count16().map_err(|e| e.to_string())?;
-                    let mut row = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        let value = f.value().map_err(|e| e.to_string())?;
-                        row.push(value.map(|v| String::from_utf8_lossy(v).into_owned()));
-                    }
-                    rows.push(row);
-                }
-                // Too many rows, or an error: the lookup cannot be trusted.
-                b'D' | b'E' => failed = true,
-                b'Z' => break,
-                _ => {}
-            }
-        }
-        if failed {
-            return Err("the catalog lookup for masking failed".into());
-        }
-        Ok(rows)
-    }
-}
-
-/// The most rows one catalog lookup may return (columns of same-named tables).
-const MAX_CATALOG_ROWS: usize = 20_000;
-
 /// Reads a `RowDescription` (its names in the client's `encoding`), resolves column
 /// rules, and returns the columns and the message to send (rewritten when a masked
 /// column must be described as text).
 pub async fn row_description(
     masker: &Masker,
-    catalog: &mut Catalog,
+    catalog: &mut Catalog<'_>,
     session: &Session<'_>,
     body: &[u8],
     encoding: ClientEncoding,
@@ -234,10 +68,9 @@ pub async fn row_description(
             // apply.
             masker.column_rule("", name)
         } else {
-            match catalog.name(session, table, attnum).await? {
-                Some((t, c)) => masker.column_rule(&t, &c),
-                None => masker.column_rule("", name),
-            }
+            catalog
+                .column_rule(session, masker, (table, attnum), name)
+                .await?
         };
         out = out.bytes(raw_name).u8(0).i32(table).i16(attnum);
         match rule {
@@ -361,7 +194,7 @@ pub fn notification(masker: &Masker, body: &[u8]) -> Option<Bytes> {
 /// the COPY is refused) when they cannot be known for certain.
 pub async fn copy_out(
     masker: &Masker,
-    catalog: &mut Catalog,
+    catalog: &mut Catalog<'_>,
     session: &Session<'_>,
     copy: &CopyOut,
     count: usize,

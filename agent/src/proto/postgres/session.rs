@@ -137,6 +137,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         reading: backend.reading,
         risky_in_flight: 0,
     });
+    let catalog = tokio::sync::Mutex::new(masking::Catalog::new(opened_params, &pg.classifier));
     let (to_client, from_frontend) = mpsc::channel(8);
     let server_gone = CancellationToken::new();
     let mut ask = Ask {
@@ -158,6 +159,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         cancel: &registration.entry,
         stash: VecDeque::new(),
         masker: masker.clone(),
+        catalog: &catalog,
         server_gone: &server_gone,
     };
     let mut back = BackendLoop {
@@ -169,7 +171,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         columns: Vec::new(),
         record_rows: pg.record_rows,
         session: &session,
-        catalog: masking::Catalog::new(opened_params),
+        catalog: &catalog,
         masked_columns: Vec::new(),
         masker,
         copy: None,

@@ -4,6 +4,7 @@
 use super::super::{
     Postgres,
     classify::{Classified, CopyOut, Refs},
+    masking,
     tls::BackendStream,
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
@@ -56,6 +57,8 @@ pub(super) struct Frontend<'a> {
     pub(super) stash: VecDeque<Message>,
     /// Masks what is recorded and shown to approvers.
     pub(super) masker: Option<Arc<Masker>>,
+    /// Column rules' catalog lookups, shared with the backend loop.
+    pub(super) catalog: &'a tokio::sync::Mutex<masking::Catalog<'a>>,
     /// Cancelled when the target's connection has ended: a held statement can no
     /// longer run, so its request ends as abandoned.
     pub(super) server_gone: &'a CancellationToken,
@@ -433,6 +436,9 @@ impl Frontend<'_> {
                 refs.unknown,
             )
         });
+        if !pending.hides_computed && self.column_rules() && !refs.relations.is_empty() {
+            pending.hides_computed = self.views_reveal(refs).await;
+        }
         // A notification reaches every listener as it is: one computed from a masked
         // column would carry the value out.
         let notifies = classified
@@ -490,6 +496,30 @@ impl Frontend<'_> {
 
     /// Whether column rules apply: then result rows are masked by the columns of
     /// their own `RowDescription`, which must be known for every `Execute`.
+    /// Whether a view the statement names may show a masked column, which a value the
+    /// statement computes could carry (`upper(v.secret)`). A failed lookup counts as
+    /// yes.
+    async fn views_reveal(&self, refs: &Refs) -> bool {
+        let Some(masker) = &self.masker else {
+            return false;
+        };
+        let mut catalog = self.catalog.lock().await;
+        match catalog
+            .reveal_any(self.session, masker, &refs.relations)
+            .await
+        {
+            Ok(reveals) => reveals,
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "Cannot tell whether the statement's views show masked columns; \
+                     its computed columns are hidden"
+                );
+                true
+            }
+        }
+    }
+
     fn column_rules(&self) -> bool {
         self.masker.as_ref().is_some_and(|m| m.has_column_rules())
     }

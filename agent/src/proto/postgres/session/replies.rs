@@ -38,7 +38,8 @@ pub(super) struct BackendLoop<'a> {
     pub(super) session: &'a Session<'a>,
     /// Masks results and messages; `None` when no rule masks this session.
     pub(super) masker: Option<Arc<Masker>>,
-    pub(super) catalog: masking::Catalog,
+    /// Shared with the frontend, which asks whether a statement's views reveal.
+    pub(super) catalog: &'a tokio::sync::Mutex<masking::Catalog<'a>>,
     /// The current result set's columns as masking sees them.
     pub(super) masked_columns: Vec<masking::Column>,
     /// The columns of the COPY OUT under way, when column rules apply to it.
@@ -134,7 +135,7 @@ impl BackendLoop<'_> {
                 let encoding = self.encoding();
                 let (columns, rewritten) = masking::row_description(
                     &masker,
-                    &mut self.catalog,
+                    &mut *self.catalog.lock().await,
                     self.session,
                     m.body(),
                     encoding,
@@ -160,9 +161,14 @@ impl BackendLoop<'_> {
                     let mut f = wire::Fields(m.body().get(1..).unwrap_or_default());
                     let count = f.count16().map_err(|e| e.to_string())?;
                     let copy = copy.unwrap_or(CopyOut::Other);
-                    let columns =
-                        masking::copy_out(&masker, &mut self.catalog, self.session, &copy, count)
-                            .await?;
+                    let columns = masking::copy_out(
+                        &masker,
+                        &mut *self.catalog.lock().await,
+                        self.session,
+                        &copy,
+                        count,
+                    )
+                    .await?;
                     self.copy_header = columns.format.header;
                     self.copy = Some(columns);
                 }

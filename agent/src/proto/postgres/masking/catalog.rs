@@ -1,0 +1,483 @@
+//! Catalog lookups for column rules, over a side connection the proxy opens with the
+//! session's login when first needed, cached per session.
+//!
+//! A `RowDescription` names the relation and attribute each result column comes from;
+//! for a view (or materialized view) that is the view's own column, which no rule on
+//! the table behind it names. So a view's column is followed to its origin: the view's
+//! definition (`pg_get_viewdef`) is described on the side connection, and the server
+//! says which table column each of its result columns is, through joins, subqueries
+//! and further views. A column the view computes has no origin: it is NULL when the
+//! view's definition uses a masked column ([`Catalog::reveals`], read on the same
+//! parser and with the same test as a statement the client sends), since it may
+//! carry the value in a form no rule recognizes.
+//!
+//! Views are looked up again after [`VIEW_TTL`]: any session may replace one under
+//! the same OID.
+
+use super::super::{
+    backend,
+    classify::Classifier,
+    tls::BackendStream,
+    wire::{Builder, Fields, MessageReader, WireError},
+};
+use crate::{
+    mask::{ColumnMask, Masker},
+    proto::Session,
+};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+use tokio::io::AsyncWriteExt as _;
+
+/// The most rows one catalog lookup may return (columns of same-named tables).
+const MAX_CATALOG_ROWS: usize = 20_000;
+/// Views followed from one column, or looked through for one view; more is refused.
+const MAX_VIEWS: usize = 64;
+/// How long what is known of views is trusted.
+const VIEW_TTL: Duration = Duration::from_secs(2);
+
+/// Catalog lookups of `table.column` for column rules, over a side connection.
+pub struct Catalog<'c> {
+    params: Vec<(String, String)>,
+    classifier: &'c Classifier,
+    conn: Option<MessageReader<BackendStream>>,
+    columns: HashMap<(i32, i16), Option<Relcol>>,
+    views: Views,
+}
+
+/// A relation's column, by name.
+#[derive(Debug, Clone)]
+struct Relcol {
+    table: String,
+    column: String,
+    /// The relation is a view or a materialized view.
+    view: bool,
+}
+
+/// What is known of views, since `since`.
+#[derive(Default)]
+struct Views {
+    since: Option<Instant>,
+    /// The origin (relation, attribute) of each column of a view, in order;
+    /// `(0, 0)` for a computed one.
+    origins: HashMap<i32, Vec<(i32, i16)>>,
+    /// Whether a view's definition, or a view it uses, uses a masked column.
+    reveals: HashMap<i32, bool>,
+    /// Whether some view so named, in any schema, reveals.
+    named: HashMap<String, bool>,
+}
+
+impl Views {
+    /// Forgets everything once it is older than [`VIEW_TTL`].
+    fn fresh(&mut self) -> &mut Self {
+        let now = Instant::now();
+        if self
+            .since
+            .is_none_or(|since| now.duration_since(since) > VIEW_TTL)
+        {
+            *self = Views {
+                since: Some(now),
+                ..Views::default()
+            };
+        }
+        self
+    }
+}
+
+impl<'c> Catalog<'c> {
+    /// Logs in with the client's startup `params` when first needed, but always in
+    /// UTF-8: names are compared as the proxy reads them. (PostgreSQL applies these
+    /// parameters after any `-c` in `options`.) View definitions are read with
+    /// `classifier`.
+    pub fn new(mut params: Vec<(String, String)>, classifier: &'c Classifier) -> Self {
+        params.retain(|(name, _)| name != "client_encoding");
+        params.push(("client_encoding".into(), "UTF8".into()));
+        Self {
+            params,
+            classifier,
+            conn: None,
+            columns: HashMap::new(),
+            views: Views::default(),
+        }
+    }
+
+    /// The rule of result column `name`, which the server says is attribute `attnum`
+    /// of relation `oid`: the strictest of the rules on it and, for a view's column,
+    /// on the columns behind it; NULL for a column a view computes when the view uses
+    /// a masked column. An unknown relation leaves only a rule on the name.
+    pub async fn column_rule(
+        &mut self,
+        session: &Session<'_>,
+        masker: &Masker,
+        (mut oid, mut attnum): (i32, i16),
+        name: &str,
+    ) -> Result<Option<ColumnMask>, String> {
+        let mut rule = None;
+        for hop in 0..MAX_VIEWS {
+            let Some(column) = self.column(session, oid, attnum).await? else {
+                // A view's origin that has gone since: fail closed.
+                return Ok(if hop == 0 {
+                    masker.column_rule("", name)
+                } else {
+                    Some(ColumnMask::NULL)
+                });
+            };
+            rule = rule.max(masker.column_rule(&column.table, &column.column));
+            if !column.view {
+                return Ok(rule);
+            }
+            let origins = self.origins(session, oid).await?;
+            let origin = usize::try_from(i32::from(attnum) - 1)
+                .ok()
+                .and_then(|i| origins.get(i));
+            match origin {
+                Some(&(table, column)) if table != 0 && column > 0 => {
+                    (oid, attnum) = (table, column);
+                }
+                _ if self.reveals(session, masker, oid).await? => {
+                    return Ok(Some(ColumnMask::NULL));
+                }
+                _ => return Ok(rule),
+            }
+        }
+        Err(format!(
+            "views nested more than {MAX_VIEWS} deep cannot be followed for masking"
+        ))
+    }
+
+    /// Whether a relation of one of these names (in any schema) is a view whose
+    /// definition, or a view it uses, uses a masked column: a value a statement computes
+    /// from such a view may carry one.
+    pub async fn reveal_any(
+        &mut self,
+        session: &Session<'_>,
+        masker: &Masker,
+        relations: &[String],
+    ) -> Result<bool, String> {
+        for name in relations {
+            if let Some(&known) = self.views.fresh().named.get(name) {
+                if known {
+                    return Ok(true);
+                }
+                continue;
+            }
+            let rows = self
+                .query(
+                    session,
+                    "SELECT c.oid::text FROM pg_catalog.pg_class c \
+                     WHERE c.relname = $1 AND c.relkind IN ('v', 'm')",
+                    &[Some(name)],
+                )
+                .await?;
+            let mut reveals = false;
+            for oid in rows.iter().filter_map(|row| oid(row.first())) {
+                if self.reveals(session, masker, oid).await? {
+                    reveals = true;
+                    break;
+                }
+            }
+            self.views.fresh().named.insert(name.clone(), reveals);
+            if reveals {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The columns a `COPY table TO` writes (all but dropped and generated ones, in
+    /// order), for each relation the name may mean: with a schema, the one; without,
+    /// every table or view so named in any schema (which one the session's
+    /// `search_path` picks is not known here).
+    pub async fn copy_columns(
+        &mut self,
+        session: &Session<'_>,
+        schema: Option<&str>,
+        table: &str,
+    ) -> Result<Vec<Vec<String>>, String> {
+        let rows = self
+            .query(
+                session,
+                "SELECT c.oid::text, a.attname FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+                 WHERE c.relname = $1 AND ($2::text IS NULL OR n.nspname = $2) \
+                 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+                 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+                 ORDER BY c.oid, a.attnum",
+                &[Some(table), schema],
+            )
+            .await?;
+        let mut relations: Vec<(String, Vec<String>)> = Vec::new();
+        for row in rows {
+            let mut row = row.into_iter();
+            let (Some(Some(oid)), Some(Some(column))) = (row.next(), row.next()) else {
+                continue;
+            };
+            match relations.last_mut() {
+                Some((last, columns)) if *last == oid => columns.push(column),
+                _ => relations.push((oid, vec![column])),
+            }
+        }
+        Ok(relations.into_iter().map(|(_, columns)| columns).collect())
+    }
+
+    /// Attribute `attnum` of relation `oid`, by name.
+    async fn column(
+        &mut self,
+        session: &Session<'_>,
+        oid: i32,
+        attnum: i16,
+    ) -> Result<Option<Relcol>, String> {
+        if let Some(found) = self.columns.get(&(oid, attnum)) {
+            return Ok(found.clone());
+        }
+        let rows = self
+            .query(
+                session,
+                "SELECT c.relname, a.attname, (c.relkind IN ('v', 'm'))::text \
+                 FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 WHERE a.attrelid = $1::oid AND a.attnum = $2::int2",
+                &[Some(&oid_text(oid)), Some(&attnum.to_string())],
+            )
+            .await?;
+        let found = rows.into_iter().next().and_then(|row| {
+            let mut row = row.into_iter();
+            Some(Relcol {
+                table: row.next()??,
+                column: row.next()??,
+                view: row.next()?? == "true",
+            })
+        });
+        tracing::debug!(oid, attnum, ?found, "Column resolved for masking");
+        self.columns.insert((oid, attnum), found.clone());
+        Ok(found)
+    }
+
+    /// Where each column of `view` comes from, as the server describes its definition.
+    async fn origins(
+        &mut self,
+        session: &Session<'_>,
+        view: i32,
+    ) -> Result<Vec<(i32, i16)>, String> {
+        if let Some(known) = self.views.fresh().origins.get(&view) {
+            return Ok(known.clone());
+        }
+        let definition = self.definition(session, view).await?;
+        let origins = self.describe(session, &definition).await?;
+        self.views.fresh().origins.insert(view, origins.clone());
+        Ok(origins)
+    }
+
+    /// Whether `view`'s definition, or that of a view it uses, may derive a value from
+    /// a masked column ([`Masker::may_derive`] on what it names). Too many views to
+    /// look through count as yes.
+    async fn reveals(
+        &mut self,
+        session: &Session<'_>,
+        masker: &Masker,
+        view: i32,
+    ) -> Result<bool, String> {
+        if let Some(&known) = self.views.fresh().reveals.get(&view) {
+            return Ok(known);
+        }
+        let mut todo = vec![view];
+        let mut seen = HashSet::new();
+        let mut reveals = false;
+        while let Some(next) = todo.pop() {
+            if !seen.insert(next) {
+                continue;
+            }
+            if seen.len() > MAX_VIEWS {
+                reveals = true;
+                break;
+            }
+            let definition = self.definition(session, next).await?;
+            let refs = &self.classifier.classify(&definition, true).await.refs;
+            if masker.may_derive(
+                &refs.relations,
+                &refs.columns,
+                refs.whole_rows,
+                refs.unknown,
+            ) {
+                reveals = true;
+                break;
+            }
+            let used = self
+                .query(
+                    session,
+                    "SELECT DISTINCT d.refobjid::text FROM pg_catalog.pg_rewrite r \
+                     JOIN pg_catalog.pg_depend d ON d.objid = r.oid \
+                     AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+                     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                     JOIN pg_catalog.pg_class c ON c.oid = d.refobjid \
+                     WHERE r.ev_class = $1::oid AND c.oid <> $1::oid \
+                     AND c.relkind IN ('v', 'm')",
+                    &[Some(&oid_text(next))],
+                )
+                .await?;
+            todo.extend(used.iter().filter_map(|row| oid(row.first())));
+        }
+        self.views.fresh().reveals.insert(view, reveals);
+        Ok(reveals)
+    }
+
+    /// The `SELECT` that defines `view`, as the server prints it for this connection's
+    /// `search_path`.
+    async fn definition(&mut self, session: &Session<'_>, view: i32) -> Result<String, String> {
+        let rows = self
+            .query(
+                session,
+                "SELECT pg_catalog.pg_get_viewdef($1::oid)",
+                &[Some(&oid_text(view))],
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .ok_or_else(|| format!("the definition of view {} was not found", oid_text(view)))
+    }
+
+    /// The origin (relation, attribute) of each result column of `sql`, which is
+    /// parsed and described on the side connection, never run.
+    async fn describe(
+        &mut self,
+        session: &Session<'_>,
+        sql: &str,
+    ) -> Result<Vec<(i32, i16)>, String> {
+        let mut batch = Vec::new();
+        batch.extend_from_slice(&Builder::new(b'P').cstr("").cstr(sql).i16(0).finish());
+        batch.extend_from_slice(&Builder::new(b'D').u8(b'S').cstr("").finish());
+        batch.extend_from_slice(&Builder::new(b'S').finish());
+        let mut origins = Vec::new();
+        let mut failed = false;
+        self.exchange(session, &batch, |tag, body| match tag {
+            b'T' => {
+                let mut f = Fields(body);
+                let described = (|| -> Result<(), WireError> {
+                    for _ in 0..f.count16()? {
+                        f.cstr_bytes()?;
+                        let table = f.i32()?;
+                        let attnum = f.i16()?;
+                        f.take(12)?;
+                        origins.push((table, attnum));
+                    }
+                    Ok(())
+                })();
+                failed |= described.is_err();
+            }
+            b'E' => failed = true,
+            _ => {}
+        })
+        .await?;
+        if failed {
+            return Err("a view's definition could not be described for masking".into());
+        }
+        Ok(origins)
+    }
+
+    /// Runs one catalog query with text parameters (never spliced into the SQL) and
+    /// returns its rows as text.
+    async fn query(
+        &mut self,
+        session: &Session<'_>,
+        sql: &str,
+        params: &[Option<&str>],
+    ) -> Result<Vec<Vec<Option<String>>>, String> {
+        let mut bind = Builder::new(b'B')
+            .cstr("")
+            .cstr("")
+            .i16(0)
+            .i16(i16::try_from(params.len()).unwrap_or(0));
+        for p in params {
+            bind = match p {
+                Some(p) => bind
+                    .i32(i32::try_from(p.len()).unwrap_or(i32::MAX))
+                    .bytes(p.as_bytes()),
+                None => bind.i32(-1),
+            };
+        }
+        let mut batch = Vec::new();
+        batch.extend_from_slice(&Builder::new(b'P').cstr("").cstr(sql).i16(0).finish());
+        batch.extend_from_slice(&bind.i16(0).finish());
+        batch.extend_from_slice(&Builder::new(b'E').cstr("").i32(0).finish());
+        batch.extend_from_slice(&Builder::new(b'S').finish());
+        let mut rows = Vec::new();
+        let mut failed = false;
+        self.exchange(session, &batch, |tag, body| match tag {
+            b'D' if rows.len() < MAX_CATALOG_ROWS => {
+                let mut f = Fields(body);
+                let row = (|| -> Result<Vec<Option<String>>, WireError> {
+                    let count = f.count16()?;
+                    let mut row = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        row.push(f.value()?.map(|v| String::from_utf8_lossy(v).into_owned()));
+                    }
+                    Ok(row)
+                })();
+                match row {
+                    Ok(row) => rows.push(row),
+                    Err(_) => failed = true,
+                }
+            }
+            // Too many rows, or an error: the lookup cannot be trusted.
+            b'D' | b'E' => failed = true,
+            _ => {}
+        })
+        .await?;
+        if failed {
+            return Err("the catalog lookup for masking failed".into());
+        }
+        Ok(rows)
+    }
+
+    /// Sends `batch` (ending in `Sync`) on the side connection, opening it on first
+    /// use, and hands each message of the answer to `each` until `ReadyForQuery`.
+    async fn exchange(
+        &mut self,
+        session: &Session<'_>,
+        batch: &[u8],
+        mut each: impl FnMut(u8, &[u8]),
+    ) -> Result<(), String> {
+        if self.conn.is_none() {
+            let b = backend::login(session, &self.params)
+                .await
+                .map_err(|e| match e {
+                    backend::LoginError::Server { message, .. }
+                    | backend::LoginError::Proxy(message) => {
+                        format!("cannot open the catalog connection for masking: {message}")
+                    }
+                })?;
+            self.conn = Some(MessageReader::with_buffer(b.stream, 1 << 20, b.leftover));
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err("no catalog connection".into());
+        };
+        let io = |e: std::io::Error| format!("catalog connection: {e}");
+        conn.get_mut().write_all(batch).await.map_err(io)?;
+        conn.get_mut().flush().await.map_err(io)?;
+        loop {
+            let m = match conn.next().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err("the catalog connection closed".into()),
+                Err(e) => return Err(format!("catalog connection: {e}")),
+            };
+            if m.tag() == b'Z' {
+                return Ok(());
+            }
+            each(m.tag(), m.body());
+        }
+    }
+}
+
+/// An OID as the server prints it (unsigned).
+fn oid_text(oid: i32) -> String {
+    u32::from_ne_bytes(oid.to_ne_bytes()).to_string()
+}
+
+/// An OID the server printed, as `RowDescription` carries it.
+fn oid(text: Option<&Option<String>>) -> Option<i32> {
+    let oid: u32 = text?.as_deref()?.parse().ok()?;
+    Some(i32::from_ne_bytes(oid.to_ne_bytes()))
+}
