@@ -90,6 +90,15 @@ async fn every_mode_against_a_tls_server() -> anyhow::Result<()> {
             config(BackendTls::VerifyFull, Some(ca.clone()), Some("localhost")),
             true,
         ),
+        // verify-ca: the chain must lead to the CA, whatever name is expected.
+        (
+            config(
+                BackendTls::VerifyCa,
+                Some(ca.clone()),
+                Some("db.example.com"),
+            ),
+            true,
+        ),
     ];
     for (cfg, tls) in cases {
         let (mut stream, binding) = connect(&pg, &cfg)
@@ -114,7 +123,7 @@ async fn every_mode_against_a_tls_server() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn verify_full_rejects_a_wrong_name_or_ca() -> anyhow::Result<()> {
+async fn verify_rejects_a_wrong_ca_and_verify_full_a_wrong_name() -> anyhow::Result<()> {
     let Some(pg) = PgServer::start_tls_or_skip()? else {
         return Ok(());
     };
@@ -130,9 +139,17 @@ async fn verify_full_rejects_a_wrong_name_or_ca() -> anyhow::Result<()> {
         ),
         (
             "wrong CA",
-            config(BackendTls::VerifyFull, Some(other_ca), None),
+            config(BackendTls::VerifyFull, Some(other_ca.clone()), None),
         ),
         ("webpki roots", config(BackendTls::VerifyFull, None, None)),
+        (
+            "verify-ca, wrong CA",
+            config(BackendTls::VerifyCa, Some(other_ca.clone()), None),
+        ),
+        (
+            "verify-ca, webpki roots",
+            config(BackendTls::VerifyCa, None, None),
+        ),
     ];
     for (what, cfg) in cases {
         match connect(&pg, &cfg).await? {
@@ -163,7 +180,11 @@ async fn modes_against_a_server_without_tls() -> anyhow::Result<()> {
             "{mode:?}: pg_stat_ssl says TLS"
         );
     }
-    for mode in [BackendTls::Require, BackendTls::VerifyFull] {
+    for mode in [
+        BackendTls::Require,
+        BackendTls::VerifyCa,
+        BackendTls::VerifyFull,
+    ] {
         match connect(&pg, &config(mode, None, None)).await? {
             Err(error @ TlsError::Refused) => {
                 let message = error.to_string();

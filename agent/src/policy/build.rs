@@ -439,8 +439,8 @@ fn login(
             src.error(
                 mode.span(),
                 format!(
-                    "unknown tls mode `{}` in target `{name}`; use disable, prefer, require or \
-                     verify-full",
+                    "unknown tls mode `{}` in target `{name}`; use disable, prefer, require, \
+                     verify-ca or verify-full",
                     mode.get_ref()
                 ),
             )

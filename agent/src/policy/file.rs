@@ -32,9 +32,11 @@ pub(super) struct TargetFile {
     pub description: Option<String>,
     /// How the proxy logs in to the target (`postgres` only).
     pub credentials: Option<Spanned<CredentialsFile>>,
-    /// TLS to the target: `disable`, `prefer` (default), `require`, `verify-full`.
+    /// TLS to the target: `disable`, `prefer` (default), `require`, `verify-ca`,
+    /// `verify-full`.
     pub tls: Option<Spanned<String>>,
-    /// CA bundle (PEM) for `tls = "verify-full"`; default: the web PKI roots.
+    /// CA bundle (PEM) for `tls = "verify-ca"` or `"verify-full"`; default: the web PKI
+    /// roots.
     pub tls_ca: Option<Spanned<String>>,
     /// Name checked against the target's certificate; default: the address's host.
     pub tls_server_name: Option<String>,

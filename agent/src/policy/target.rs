@@ -56,7 +56,7 @@ pub struct Credentials {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TargetTls {
     pub mode: BackendTls,
-    /// CA bundle for `verify-full`; `None` means the web PKI roots.
+    /// CA bundle for `verify-ca` and `verify-full`; `None` means the web PKI roots.
     pub ca_file: Option<PathBuf>,
     /// Name the certificate must carry; `None` means the address's host.
     pub server_name: Option<String>,
@@ -73,6 +73,8 @@ pub enum BackendTls {
     Prefer,
     /// TLS or no connection; the certificate is not verified.
     Require,
+    /// TLS with the chain verified, not the host name.
+    VerifyCa,
     /// TLS with the chain and the host name verified.
     VerifyFull,
 }
@@ -85,6 +87,7 @@ impl BackendTls {
             "disable" => Some(Self::Disable),
             "prefer" => Some(Self::Prefer),
             "require" => Some(Self::Require),
+            "verify-ca" => Some(Self::VerifyCa),
             "verify-full" => Some(Self::VerifyFull),
             _ => None,
         }

@@ -153,6 +153,7 @@ fn tls_config(target: &Target) -> BackendTlsConfig {
             policy::BackendTls::Disable => tls::BackendTls::Disable,
             policy::BackendTls::Prefer => tls::BackendTls::Prefer,
             policy::BackendTls::Require => tls::BackendTls::Require,
+            policy::BackendTls::VerifyCa => tls::BackendTls::VerifyCa,
             policy::BackendTls::VerifyFull => tls::BackendTls::VerifyFull,
         },
         ca_file: target.tls.ca_file.clone(),

@@ -67,7 +67,7 @@ pub enum TlsError {
     /// The name to verify the certificate against is not a DNS name or IP address.
     #[error("{0:?} is not a valid TLS server name; set the target's tls server_name")]
     InvalidServerName(String),
-    /// The CA file for `verify-full` could not be read or holds no usable certificate.
+    /// The CA file for `verify-ca` or `verify-full` could not be read or holds no usable certificate.
     #[error("cannot load CA certificates from {path}: {reason}; check the target's tls ca_file")]
     CaFile { path: PathBuf, reason: String },
     /// The server's certificate chain or name did not verify.

@@ -4,8 +4,12 @@
 use super::{ALPN_POSTGRESQL, BackendStream, ChannelBinding, MaybeTls, TlsError, provider};
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    client::{
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        verify_server_cert_signed_by_trust_anchor,
+    },
     crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature},
+    server::ParsedCertificate,
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use std::{io, path::PathBuf, sync::Arc};
@@ -29,6 +33,10 @@ pub enum BackendTls {
     /// TLS or fail; the certificate is not verified (libpq's `require` without a root
     /// certificate): protects against eavesdropping, not against an active attacker.
     Require,
+    /// TLS or fail; the chain must verify against the CA, whatever name the certificate
+    /// holds (libpq's `verify-ca`: for servers reached by an address their certificate
+    /// does not name).
+    VerifyCa,
     /// TLS or fail; the chain must verify against the CA and the certificate must name
     /// the server.
     VerifyFull,
@@ -38,7 +46,8 @@ pub enum BackendTls {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackendTlsConfig {
     pub mode: BackendTls,
-    /// PEM file of the CAs to trust with `verify-full`; the webpki (Mozilla) roots if
+    /// PEM file of the CAs to trust with `verify-ca` and `verify-full`; the webpki
+    /// (Mozilla) roots if
     /// unset. Read on each connection, so a replaced file takes effect without restart.
     /// Other modes ignore it.
     pub ca_file: Option<PathBuf>,
@@ -119,7 +128,13 @@ fn client_config(cfg: &BackendTlsConfig) -> Result<Arc<ClientConfig>, TlsError> 
             .with_root_certificates(roots(cfg.ca_file.as_ref())?)
             .with_no_client_auth()
     } else {
-        let verifier = AnyCertificate(provider.signature_verification_algorithms);
+        let verifier = NameUnchecked {
+            roots: match cfg.mode {
+                BackendTls::VerifyCa => Some(roots(cfg.ca_file.as_ref())?),
+                _ => None,
+            },
+            algorithms: provider.signature_verification_algorithms,
+        };
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
@@ -170,20 +185,35 @@ fn handshake_error(error: io::Error) -> TlsError {
     }
 }
 
-/// Accepts any certificate, but still checks that the server signed the handshake with
-/// that certificate's key, so the channel binding describes the real peer.
+/// Never checks the name in the certificate: with `roots`, the chain must lead to one of
+/// them (`verify-ca`); without, any certificate is accepted (`prefer`, `require`).
+/// Either way the server must sign the handshake with the certificate's key, so the
+/// channel binding describes the real peer.
 #[derive(Debug)]
-struct AnyCertificate(WebPkiSupportedAlgorithms);
+struct NameUnchecked {
+    roots: Option<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for AnyCertificate {
+impl ServerCertVerifier for NameUnchecked {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -193,7 +223,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -202,11 +232,11 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -292,8 +322,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn require_and_verify_full_refuse_plaintext() {
-        for tls in [BackendTls::Require, BackendTls::VerifyFull] {
+    async fn require_and_verify_refuse_plaintext() {
+        for tls in [
+            BackendTls::Require,
+            BackendTls::VerifyCa,
+            BackendTls::VerifyFull,
+        ] {
             let (addr, _server) = answering(b"N").await;
             let error = connect(addr, &mode(tls)).await.err().unwrap();
             assert!(matches!(error, TlsError::Refused), "{tls:?}: {error}");
@@ -386,6 +420,30 @@ mod tests {
         assert!(matches!(error, TlsError::Verification { .. }), "{error}");
         let (addr, _dir, _) = tls_server().await;
         let error = connect(addr, &mode(BackendTls::VerifyFull))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(error, TlsError::Verification { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn verify_ca_checks_the_ca_but_not_the_name() {
+        let (addr, dir, expected) = tls_server().await;
+        let other_name = BackendTlsConfig {
+            mode: BackendTls::VerifyCa,
+            ca_file: Some(dir.path().join(CERT_FILE)),
+            server_name: Some("db.example.com".into()),
+        };
+        let (stream, binding) = connect(addr, &other_name).await.unwrap();
+        assert!(stream.is_tls());
+        assert_eq!(binding, expected);
+
+        // Another server's certificate is not this one's CA; nor are the webpki roots.
+        let (addr, _other_dir, _) = tls_server().await;
+        let error = connect(addr, &other_name).await.err().unwrap();
+        assert!(matches!(error, TlsError::Verification { .. }), "{error}");
+        let (addr, _dir, _) = tls_server().await;
+        let error = connect(addr, &mode(BackendTls::VerifyCa))
             .await
             .err()
             .unwrap();
