@@ -494,8 +494,6 @@ impl Frontend<'_> {
         Ok(Next::Continue)
     }
 
-    /// Whether column rules apply: then result rows are masked by the columns of
-    /// their own `RowDescription`, which must be known for every `Execute`.
     /// Whether a view the statement names may show a masked column, which a value the
     /// statement computes could carry (`upper(v.secret)`). A failed lookup counts as
     /// yes.
@@ -520,6 +518,8 @@ impl Frontend<'_> {
         }
     }
 
+    /// Whether column rules apply: then result rows are masked by the columns of
+    /// their own `RowDescription`, which must be known for every `Execute`.
     fn column_rules(&self) -> bool {
         self.masker.as_ref().is_some_and(|m| m.has_column_rules())
     }
