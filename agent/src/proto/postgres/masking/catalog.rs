@@ -66,6 +66,8 @@ struct Views {
     reveals: HashMap<i32, bool>,
     /// Whether some view so named, in any schema, reveals.
     named: HashMap<String, bool>,
+    /// Each view's `SELECT`, as the server prints it.
+    definitions: HashMap<i32, String>,
 }
 
 impl Views {
@@ -326,6 +328,9 @@ impl<'c> Catalog<'c> {
     /// The `SELECT` that defines `view`, as the server prints it for this connection's
     /// `search_path`.
     async fn definition(&mut self, session: &Session<'_>, view: i32) -> Result<String, String> {
+        if let Some(known) = self.views.fresh().definitions.get(&view) {
+            return Ok(known.clone());
+        }
         let rows = self
             .query(
                 session,
@@ -333,10 +338,16 @@ impl<'c> Catalog<'c> {
                 &[Some(&oid_text(view))],
             )
             .await?;
-        rows.into_iter()
+        let definition = rows
+            .into_iter()
             .next()
             .and_then(|row| row.into_iter().next().flatten())
-            .ok_or_else(|| format!("the definition of view {} was not found", oid_text(view)))
+            .ok_or_else(|| format!("the definition of view {} was not found", oid_text(view)))?;
+        self.views
+            .fresh()
+            .definitions
+            .insert(view, definition.clone());
+        Ok(definition)
     }
 
     /// The origin (relation, attribute) of each result column of `sql`, which is
@@ -346,13 +357,10 @@ impl<'c> Catalog<'c> {
         session: &Session<'_>,
         sql: &str,
     ) -> Result<Vec<(i32, i16)>, String> {
-        let mut batch = Vec::new();
-        batch.extend_from_slice(&Builder::new(b'P').cstr("").cstr(sql).i16(0).finish());
-        batch.extend_from_slice(&Builder::new(b'D').u8(b'S').cstr("").finish());
-        batch.extend_from_slice(&Builder::new(b'S').finish());
+        let describe = Builder::new(b'D').u8(b'S').cstr("").finish();
         let mut origins = Vec::new();
         let mut failed = false;
-        self.exchange(session, &batch, |tag, body| match tag {
+        self.exchange(session, sql, &describe, |tag, body| match tag {
             b'T' => {
                 let mut f = Fields(body);
                 let described = (|| -> Result<(), WireError> {
@@ -398,14 +406,11 @@ impl<'c> Catalog<'c> {
                 None => bind.i32(-1),
             };
         }
-        let mut batch = Vec::new();
-        batch.extend_from_slice(&Builder::new(b'P').cstr("").cstr(sql).i16(0).finish());
-        batch.extend_from_slice(&bind.i16(0).finish());
-        batch.extend_from_slice(&Builder::new(b'E').cstr("").i32(0).finish());
-        batch.extend_from_slice(&Builder::new(b'S').finish());
+        let mut run = bind.i16(0).finish().to_vec();
+        run.extend_from_slice(&Builder::new(b'E').cstr("").i32(0).finish());
         let mut rows = Vec::new();
         let mut failed = false;
-        self.exchange(session, &batch, |tag, body| match tag {
+        self.exchange(session, sql, &run, |tag, body| match tag {
             b'D' if rows.len() < MAX_CATALOG_ROWS => {
                 let mut f = Fields(body);
                 let row = (|| -> Result<Vec<Option<String>>, WireError> {
@@ -432,12 +437,14 @@ impl<'c> Catalog<'c> {
         Ok(rows)
     }
 
-    /// Sends `batch` (ending in `Sync`) on the side connection, opening it on first
-    /// use, and hands each message of the answer to `each` until `ReadyForQuery`.
+    /// Sends `Parse` of `sql` (unnamed), the messages in `then` and `Sync` on the side
+    /// connection, opening it on first use, and hands each message of the answer to
+    /// `each` until `ReadyForQuery`.
     async fn exchange(
         &mut self,
         session: &Session<'_>,
-        batch: &[u8],
+        sql: &str,
+        then: &[u8],
         mut each: impl FnMut(u8, &[u8]),
     ) -> Result<(), String> {
         if self.conn.is_none() {
@@ -455,7 +462,15 @@ impl<'c> Catalog<'c> {
             return Err("no catalog connection".into());
         };
         let io = |e: std::io::Error| format!("catalog connection: {e}");
-        conn.get_mut().write_all(batch).await.map_err(io)?;
+        let mut batch = Builder::new(b'P')
+            .cstr("")
+            .cstr(sql)
+            .i16(0)
+            .finish()
+            .to_vec();
+        batch.extend_from_slice(then);
+        batch.extend_from_slice(&Builder::new(b'S').finish());
+        conn.get_mut().write_all(&batch).await.map_err(io)?;
         conn.get_mut().flush().await.map_err(io)?;
         loop {
             let m = match conn.next().await {
