@@ -149,12 +149,10 @@ fn results_messages_and_recordings_are_masked() {
     }
     let (ok, stdout, _) = run("COPY customers (id, note) TO STDOUT");
     assert!(ok && stdout.trim() == "1\tcall [email] today", "{stdout}");
-    // A COPY of a query cannot be told apart by column: refused, not passed.
-    let (ok, stdout, stderr) = run("COPY (SELECT password_hash FROM customers) TO STDOUT");
-    assert!(
-        !ok && !stdout.contains(HASH) && stderr.contains("COPY TO is refused"),
-        "COPY of a query revealed the column: {stdout} {stderr}"
-    );
+    // A COPY of a query is masked by the query's own columns (see
+    // copy_of_a_query_is_masked_by_its_columns).
+    let (ok, stdout, stderr) = run("COPY (SELECT password_hash AS x FROM customers) TO STDOUT");
+    assert!(ok && stdout.trim() == "****", "{stdout} {stderr}");
     // Errors quoting a value are masked too.
     let (_, _, stderr) = run(&format!("SELECT '{EMAIL}'::int"));
     // (psql then echoes the client's own query text, which it has anyway.)
@@ -172,6 +170,90 @@ fn results_messages_and_recordings_are_masked() {
     assert!(
         !db.contains(EMAIL) && !db.contains(CARD) && !db.contains(HASH),
         "unmasked value stored"
+    );
+}
+
+/// `COPY (query) TO STDOUT` is masked by the query's columns, which the server
+/// describes: a table column by its rule, a computed one NULL when the query uses a
+/// masked column. Where the catalog connection could describe other relations than
+/// the client reads (inside a transaction, a name in two schemas), it is refused.
+#[test]
+fn copy_of_a_query_is_masked_by_its_columns() {
+    let Some(s) = setup_with_rules("mask-copy-query", RULES) else {
+        return;
+    };
+    customers(&s, 4, "plain");
+    let run = |args: &[&str]| {
+        let out = s.psql(args);
+        let (stdout, stderr) = text(&out);
+        (out.status.success(), stdout, stderr)
+    };
+    for (sql, expected) in [
+        (
+            "COPY (SELECT c.id, c.password_hash AS h, upper(c.password_hash), note \
+             FROM customers c ORDER BY 1) TO STDOUT",
+            "4\t****\t\\N\tplain",
+        ),
+        (
+            "COPY (WITH x AS (SELECT * FROM customers) SELECT password_hash, id FROM x) \
+             TO STDOUT (FORMAT csv, HEADER)",
+            "password_hash,id\n\"****\",4",
+        ),
+        // No masked column used: computed values are kept.
+        (
+            "COPY (SELECT id, upper(note) FROM customers) TO STDOUT",
+            "4\tPLAIN",
+        ),
+        ("\\copy (SELECT email FROM customers) to stdout", "[email]"),
+    ] {
+        let (ok, stdout, stderr) = run(&["-c", sql]);
+        assert!(ok, "{sql}: {stderr}\n{}", s.d.log());
+        assert_eq!(stdout.trim(), expected, "{sql}");
+    }
+    // Refused, never passed, where the catalog connection may see other relations.
+    let copy = "COPY (SELECT password_hash FROM customers) TO STDOUT";
+    for (args, why) in [
+        (
+            vec!["-c", "BEGIN", "-c", copy],
+            "first statement of its transaction",
+        ),
+        (
+            vec!["-c", &format!("SELECT 1; {copy}")],
+            "first statement of its transaction",
+        ),
+        (
+            vec!["-c", "COPY (SELECT 1) TO STDOUT (FORMAT binary)"],
+            "binary COPY is refused",
+        ),
+    ] {
+        let (ok, stdout, stderr) = run(&args);
+        assert!(
+            !ok && !stdout.contains(HASH) && stderr.contains(why),
+            "{args:?}: {stdout} {stderr}"
+        );
+    }
+    // A table of the same name, columns in another order, first on the client's
+    // search_path: described on the catalog connection, `*` would be the other table's.
+    s.pg.psql(
+        "app",
+        &format!(
+            "SET ROLE app_owner; CREATE SCHEMA other; \
+             CREATE TABLE other.customers \
+                 (password_hash text, id int, email text, card text, note text); \
+             INSERT INTO other.customers VALUES ('{HASH}', 5, 'e', 'c', 'n');"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (ok, stdout, stderr) = run(&[
+        "-c",
+        "SET search_path = other, public",
+        "-c",
+        "COPY (SELECT * FROM customers) TO STDOUT",
+    ]);
+    assert!(
+        !ok && !stdout.contains(HASH)
+            && stderr.contains("more than one relation is named customers"),
+        "{stdout} {stderr}"
     );
 }
 
@@ -266,6 +348,10 @@ fn views_cannot_reveal_a_masked_column() {
         ("SELECT * FROM nested", "3|****"),
         ("SELECT * FROM joined", "3|****"),
         ("SELECT * FROM frozen", "3|****"),
+        (
+            "COPY (SELECT id, secret, shout FROM contacts) TO STDOUT",
+            "3\t****\t\\N",
+        ),
         // Computed inside the view from the masked column.
         ("SELECT id, shout FROM contacts", "3|"),
         // Computed by the statement from a view that shows it.
@@ -275,6 +361,10 @@ fn views_cannot_reveal_a_masked_column() {
         (
             "SELECT id, note, n, upper(note) FROM harmless",
             "3|plain note|10|PLAIN NOTE",
+        ),
+        (
+            "COPY (SELECT * FROM harmless) TO STDOUT",
+            "3\tplain note\t10",
         ),
     ] {
         let (ok, stdout, stderr) = run(sql);

@@ -145,8 +145,15 @@ pub enum CopyOut {
         columns: Vec<String>,
         format: CopyFormat,
     },
-    /// `COPY (query) TO STDOUT`, a binary COPY, or options that could not be read:
-    /// its columns are not known here.
+    /// `COPY (query) TO STDOUT` in text or CSV: its columns are the query's, which
+    /// the server describes.
+    Query {
+        /// The query, deparsed from the tree (so read as the statement was).
+        query: String,
+        format: CopyFormat,
+    },
+    /// A binary COPY, or options or a query that could not be read: its columns are
+    /// not known here.
     Other,
 }
 

@@ -192,59 +192,74 @@ pub fn notification(masker: &Masker, body: &[u8]) -> Option<Bytes> {
 /// The columns of a COPY OUT on a session whose policy masks columns, from the
 /// statement and the catalog; `count` is the number the server announced. Errs (and
 /// the COPY is refused) when they cannot be known for certain.
+///
+/// `hides_computed`: the statement may compute a value from a masked column, so a
+/// column of a `COPY (query)` that no table column is behind is NULL. `first`: the
+/// COPY is the first statement of its transaction, so the relations its query reads
+/// are those the catalog connection sees (none the transaction created or changed).
 pub async fn copy_out(
     masker: &Masker,
     catalog: &mut Catalog<'_>,
     session: &Session<'_>,
     copy: &CopyOut,
+    (hides_computed, first): (bool, bool),
     count: usize,
 ) -> Result<CopyColumns, String> {
     let refuse = |why: &str| {
         format!("COPY TO is refused on a session whose policy masks columns: {why}; use SELECT")
     };
-    let CopyOut::Table {
-        schema,
-        table,
-        columns,
-        format,
-    } = copy
-    else {
-        return Err(refuse(
-            "the columns of a COPY of a query cannot be told apart",
-        ));
-    };
-    let rules: Vec<_> = if columns.is_empty() {
-        // Every relation the name may mean must be masked alike.
-        let mut agreed: Option<Vec<_>> = None;
-        for relation in catalog
-            .copy_columns(session, schema.as_deref(), table)
-            .await?
-        {
-            let rules: Vec<_> = relation
-                .iter()
-                .map(|c| masker.column_rule(table, c))
-                .collect();
-            match &agreed {
-                Some(before) if *before != rules => {
-                    return Err(refuse(&format!(
-                        "more than one relation is named {table} and they are masked \
-                         differently; name its schema"
-                    )));
-                }
-                Some(_) => {}
-                None => agreed = Some(rules),
-            }
+    let (format, rules, what) = match copy {
+        CopyOut::Table {
+            schema,
+            table,
+            columns,
+            format,
+        } => (
+            format,
+            table_rules(
+                masker,
+                catalog,
+                session,
+                (schema.as_deref(), table),
+                columns,
+            )
+            .await
+            .map_err(|why| refuse(&why))?,
+            table.as_str(),
+        ),
+        CopyOut::Query { .. } if !first => {
+            return Err(refuse(
+                "a COPY of a query must be the first statement of its transaction, \
+                 whose tables the catalog connection may not see",
+            ));
         }
-        agreed.ok_or_else(|| refuse(&format!("the columns of {table} were not found")))?
-    } else {
-        columns
-            .iter()
-            .map(|c| masker.column_rule(table, c))
-            .collect()
+        CopyOut::Query { query, format } => {
+            let mut rules = Vec::new();
+            for (name, origin) in catalog
+                .copy_query_columns(session, query)
+                .await
+                .map_err(|why| refuse(&why))?
+            {
+                rules.push(match origin {
+                    (table, attnum) if table != 0 && attnum > 0 => {
+                        catalog.column_rule(session, masker, origin, &name).await?
+                    }
+                    _ if hides_computed => Some(ColumnMask::NULL),
+                    _ => masker.column_rule("", &name),
+                });
+            }
+            (format, rules, "the query")
+        }
+        CopyOut::Other => {
+            return Err(refuse(
+                "the columns of a binary COPY, or one whose options cannot be read, \
+                 cannot be told apart",
+            ));
+        }
     };
     if rules.len() != count {
         return Err(refuse(&format!(
-            "the server sends {count} columns where {table} has {}",
+            "the server sends {count} columns where {what} has {}",
             rules.len()
         )));
     }
@@ -252,6 +267,41 @@ pub async fn copy_out(
         format: format.clone(),
         rules,
     })
+}
+
+/// The rules of the columns `COPY table [(columns)]` writes.
+async fn table_rules(
+    masker: &Masker,
+    catalog: &mut Catalog<'_>,
+    session: &Session<'_>,
+    (schema, table): (Option<&str>, &str),
+    columns: &[String],
+) -> Result<Vec<Option<ColumnMask>>, String> {
+    if !columns.is_empty() {
+        return Ok(columns
+            .iter()
+            .map(|c| masker.column_rule(table, c))
+            .collect());
+    }
+    // Every relation the name may mean must be masked alike.
+    let mut agreed: Option<Vec<_>> = None;
+    for relation in catalog.copy_columns(session, schema, table).await? {
+        let rules: Vec<_> = relation
+            .iter()
+            .map(|c| masker.column_rule(table, c))
+            .collect();
+        match &agreed {
+            Some(before) if *before != rules => {
+                return Err(format!(
+                    "more than one relation is named {table} and they are masked \
+                     differently; name its schema"
+                ));
+            }
+            Some(_) => {}
+            None => agreed = Some(rules),
+        }
+    }
+    agreed.ok_or_else(|| format!("the columns of {table} were not found"))
 }
 
 /// A server `CopyData` line (text or CSV COPY OUT) masked by value.

@@ -176,6 +176,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
         masker,
         copy: None,
         copy_header: false,
+        idle: backend.status == b'I',
     };
     let (outcome, reason) = {
         let front_run = front.run(&mut ask);

@@ -555,10 +555,20 @@ fn bare_select() -> protobuf::SelectStmt {
 // ---- COPY TO STDOUT: its columns and format, for masking -------------------------------
 
 /// What masking needs of a `COPY … TO STDOUT`: [`CopyOut::Other`] for anything but a
-/// table in text or CSV with options read in full.
+/// table or a query in text or CSV with options read in full.
 fn copy_out(copy: &protobuf::CopyStmt) -> CopyOut {
-    let (Some(relation), None) = (&copy.relation, &copy.query) else {
+    let Some(format) = copy_format(&copy.options) else {
         return CopyOut::Other;
+    };
+    let relation = match (&copy.relation, copy.query.as_deref()) {
+        (Some(relation), None) => relation,
+        (None, Some(Node { node: Some(query) })) => {
+            return match query.deparse(pg_query::DeparseOptions::default()) {
+                Ok(query) => CopyOut::Query { query, format },
+                Err(_) => CopyOut::Other,
+            };
+        }
+        _ => return CopyOut::Other,
     };
     let columns: Option<Vec<String>> = copy
         .attlist
@@ -568,14 +578,14 @@ fn copy_out(copy: &protobuf::CopyStmt) -> CopyOut {
             _ => None,
         })
         .collect();
-    match (columns, copy_format(&copy.options)) {
-        (Some(columns), Some(format)) => CopyOut::Table {
+    match columns {
+        Some(columns) => CopyOut::Table {
             schema: Some(relation.schemaname.clone()).filter(|s| !s.is_empty()),
             table: relation.relname.clone(),
             columns,
             format,
         },
-        _ => CopyOut::Other,
+        None => CopyOut::Other,
     }
 }
 

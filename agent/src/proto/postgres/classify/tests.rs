@@ -177,7 +177,24 @@ fn copy_out_columns_and_format() {
             "{sql}"
         );
     }
-    assert_eq!(copy("COPY (SELECT 1) TO STDOUT"), [CopyOut::Other]);
+    // A query's text is deparsed from the tree, whatever the statement's spelling.
+    assert_eq!(
+        copy("copy (select a, b as \"B\" from s.t where x = 'it''s') to stdout csv header"),
+        [CopyOut::Query {
+            query: "SELECT a, b AS \"B\" FROM s.t WHERE x = 'it''s'".into(),
+            format: CopyFormat {
+                csv: true,
+                delimiter: b',',
+                null: Vec::new(),
+                header: true,
+                ..text.clone()
+            },
+        }]
+    );
+    assert_eq!(
+        copy("COPY (SELECT 1) TO STDOUT (FORMAT binary)"),
+        [CopyOut::Other]
+    );
     assert_eq!(copy("COPY t TO STDOUT (FORMAT binary)"), [CopyOut::Other]);
     assert_eq!(copy("COPY t FROM STDIN"), []);
     assert_eq!(copy("COPY t TO '/tmp/x'"), []);

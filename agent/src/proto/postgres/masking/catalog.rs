@@ -267,7 +267,12 @@ impl<'c> Catalog<'c> {
             return Ok(known.clone());
         }
         let definition = self.definition(session, view).await?;
-        let origins = self.describe(session, &definition).await?;
+        let origins: Vec<_> = self
+            .describe(session, &definition, "a view's definition")
+            .await?
+            .into_iter()
+            .map(|(_, origin)| origin)
+            .collect();
         self.views.fresh().origins.insert(view, origins.clone());
         Ok(origins)
     }
@@ -350,26 +355,27 @@ impl<'c> Catalog<'c> {
         Ok(definition)
     }
 
-    /// The origin (relation, attribute) of each result column of `sql`, which is
-    /// parsed and described on the side connection, never run.
+    /// The name and origin (relation, attribute) of each result column of `sql` (`what`
+    /// for the error), which is parsed and described on the side connection, never run.
     async fn describe(
         &mut self,
         session: &Session<'_>,
         sql: &str,
-    ) -> Result<Vec<(i32, i16)>, String> {
+        what: &str,
+    ) -> Result<Vec<(String, (i32, i16))>, String> {
         let describe = Builder::new(b'D').u8(b'S').cstr("").finish();
-        let mut origins = Vec::new();
+        let mut columns = Vec::new();
         let mut failed = false;
         self.exchange(session, sql, &describe, |tag, body| match tag {
             b'T' => {
                 let mut f = Fields(body);
                 let described = (|| -> Result<(), WireError> {
                     for _ in 0..f.count16()? {
-                        f.cstr_bytes()?;
+                        let name = String::from_utf8_lossy(f.cstr_bytes()?).into_owned();
                         let table = f.i32()?;
                         let attnum = f.i16()?;
                         f.take(12)?;
-                        origins.push((table, attnum));
+                        columns.push((name, (table, attnum)));
                     }
                     Ok(())
                 })();
@@ -380,9 +386,55 @@ impl<'c> Catalog<'c> {
         })
         .await?;
         if failed {
-            return Err("a view's definition could not be described for masking".into());
+            return Err(format!("{what} could not be described for masking"));
         }
-        Ok(origins)
+        Ok(columns)
+    }
+
+    /// The name and origin of each column of `COPY (query) TO`, described on the side
+    /// connection. Refused when a relation the query names is ambiguous: the side
+    /// connection could then describe another relation than the client's reads.
+    pub async fn copy_query_columns(
+        &mut self,
+        session: &Session<'_>,
+        query: &str,
+    ) -> Result<Vec<(String, (i32, i16))>, String> {
+        let classified = self.classifier.classify(query, true).await;
+        if let Some(name) = self.ambiguous(session, &classified.refs.relations).await? {
+            return Err(format!(
+                "more than one relation is named {name}, and which one the query reads \
+                 is not known here"
+            ));
+        }
+        self.describe(session, query, "the query").await
+    }
+
+    /// The first of `names` that more than one relation has (in different schemas,
+    /// including other sessions' temporary ones): which of them a statement means
+    /// depends on a `search_path` not known here.
+    async fn ambiguous<'n>(
+        &mut self,
+        session: &Session<'_>,
+        names: &'n [String],
+    ) -> Result<Option<&'n str>, String> {
+        for name in names {
+            let rows = self
+                .query(
+                    session,
+                    "SELECT count(*)::text FROM pg_catalog.pg_class \
+                     WHERE relname = $1 AND relkind NOT IN ('i', 'I')",
+                    &[Some(name)],
+                )
+                .await?;
+            let count = rows
+                .first()
+                .and_then(|row| row.first())
+                .and_then(|v| v.as_deref()?.parse::<u64>().ok());
+            if count != Some(0) && count != Some(1) {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
     }
 
     /// Runs one catalog query with text parameters (never spliced into the SQL) and

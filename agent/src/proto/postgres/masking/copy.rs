@@ -2,10 +2,11 @@
 //!
 //! A `CopyData` row carries no column names, so the columns come from the statement:
 //! `COPY table (a, b)` names them, `COPY table` means the table's columns in order
-//! (looked up in the catalog). Each row is split into fields the way the server wrote
-//! it, a masked column's value is decoded, masked and written back in the same
-//! format, and the other fields are masked by value. Whatever cannot be told apart
-//! (`COPY (query)`, a row with the wrong number of fields) is refused, never passed.
+//! (looked up in the catalog), `COPY (query)` the query's as the server describes
+//! them. Each row is split into fields the way the server wrote it, a masked column's
+//! value is decoded, masked and written back in the same format, and the other fields
+//! are masked by value. Whatever cannot be told apart (a binary COPY, a row with the
+//! wrong number of fields) is refused, never passed.
 
 use super::super::classify::CopyFormat;
 use crate::mask::{ColumnMask, Masked, Masker};
@@ -32,7 +33,7 @@ impl CopyColumns {
         };
         if fields.len() != self.rules.len() {
             return Err(format!(
-                "a COPY row has {} fields where the table has {} columns",
+                "a COPY row has {} fields where the COPY has {} columns",
                 fields.len(),
                 self.rules.len()
             ));

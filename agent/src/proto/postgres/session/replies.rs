@@ -46,6 +46,9 @@ pub(super) struct BackendLoop<'a> {
     pub(super) copy: Option<masking::CopyColumns>,
     /// The COPY under way has yet to send its header row.
     pub(super) copy_header: bool,
+    /// No statement has completed since the server was last idle: one that starts now
+    /// is the first of its transaction.
+    pub(super) idle: bool,
 }
 
 impl BackendLoop<'_> {
@@ -148,13 +151,13 @@ impl BackendLoop<'_> {
                 Err("binary COPY is refused on a session with masking; use text or CSV COPY".into())
             }
             b'H' => {
-                let copy = self
+                let (copy, hides_computed) = self
                     .shared
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .pending
                     .front_mut()
-                    .and_then(|p| p.copy_out.pop_front());
+                    .map_or((None, true), |p| (p.copy_out.pop_front(), p.hides_computed));
                 self.copy = None;
                 // COPY rows carry no column names: the statement says which they are.
                 if masker.has_column_rules() {
@@ -166,6 +169,7 @@ impl BackendLoop<'_> {
                         &mut *self.catalog.lock().await,
                         self.session,
                         &copy,
+                        (hides_computed, self.idle),
                         count,
                     )
                     .await?;
@@ -189,6 +193,11 @@ impl BackendLoop<'_> {
             }
             b'c' | b'E' | b'Z' => {
                 self.copy = None;
+                self.idle = m.tag() == b'Z' && m.body() == b"I";
+                Ok(m)
+            }
+            b'C' => {
+                self.idle = false;
                 Ok(m)
             }
             _ => Ok(m),
