@@ -95,6 +95,10 @@ fn results_messages_and_recordings_are_masked() {
         "SELECT c FROM customers c",
         "SELECT row_to_json(c.*) FROM customers c",
         "SELECT id, (c).password_hash FROM customers c",
+        // Columns renamed by an alias or a CTE's column list, never named.
+        "SELECT upper(h) FROM customers AS c(i, e, k, h)",
+        "SELECT upper(h) FROM (SELECT * FROM customers) s(i, e, k, h)",
+        "WITH x(i, e, k, h) AS (SELECT * FROM customers) SELECT upper(h) FROM x",
     ] {
         let (ok, stdout, stderr) = run(sql);
         assert!(ok, "{sql}: {stderr}");

@@ -41,6 +41,7 @@ pub(super) fn of(tree: &ParseResult) -> Found {
     let mut walk = Walk::default();
     walk.value(&json);
     let whole_rows = walk.nested_star
+        || walk.renames
         || walk
             .single_names
             .iter()
@@ -68,6 +69,9 @@ struct Walk {
     single_names: BTreeSet<String>,
     /// `t.*` or `*` somewhere other than as a result column of its own.
     nested_star: bool,
+    /// Columns renamed by a list (`AS c(a, b)`, `WITH x(a, b)`): the new names say
+    /// nothing of which columns they are, so any may be used.
+    renames: bool,
     unknown: bool,
     calls: BTreeSet<Call>,
     locks_rows: bool,
@@ -113,6 +117,11 @@ impl Walk {
                     if let Some(name) = value.get("aliasname").and_then(Value::as_str) {
                         self.aliases.insert(name.to_owned());
                     }
+                    self.renames |= non_empty(value.get("colnames"));
+                    self.value(value);
+                }
+                "aliascolnames" => {
+                    self.renames |= non_empty(Some(value));
                     self.value(value);
                 }
                 "FuncCall" => {
@@ -171,6 +180,12 @@ impl Walk {
     }
 }
 
+/// Whether `list` is an array with something in it.
+fn non_empty(list: Option<&Value>) -> bool {
+    list.and_then(Value::as_array)
+        .is_some_and(|l| !l.is_empty())
+}
+
 /// Whether a `ColumnRef` ends in `*`.
 fn ends_in_star(column_ref: &Value) -> bool {
     column_ref
@@ -219,6 +234,8 @@ mod tests {
             "SELECT c.* FROM customers c",
             "UPDATE customers SET id = 1 RETURNING *",
             "SELECT count(*) FROM customers",
+            "SELECT x.h FROM customers AS x",
+            "WITH x AS (SELECT * FROM customers) SELECT * FROM x",
         ] {
             assert!(!refs(sql).whole_rows, "{sql}");
         }
@@ -229,6 +246,10 @@ mod tests {
             "SELECT to_jsonb(c) FROM customers c",
             "SELECT (c).password_hash FROM customers c",
             "SELECT s FROM (SELECT * FROM customers) s",
+            // Renamed columns may be any.
+            "SELECT upper(h) FROM customers AS c(i, h)",
+            "SELECT h FROM (SELECT * FROM customers) s(i, h)",
+            "WITH x(i, h) AS (SELECT * FROM customers) SELECT h || '' FROM x",
         ] {
             assert!(refs(sql).whole_rows, "{sql}");
         }
