@@ -16,7 +16,7 @@
 
 use super::super::{
     backend,
-    classify::Classifier,
+    classify::{Classifier, Refs},
     tls::BackendStream,
     wire::{Builder, Fields, MessageReader, WireError},
 };
@@ -64,8 +64,8 @@ struct Views {
     origins: HashMap<i32, Vec<(i32, i16)>>,
     /// Whether a view's definition, or a view it uses, uses a masked column.
     reveals: HashMap<i32, bool>,
-    /// Whether some view so named, in any schema, reveals.
-    named: HashMap<String, bool>,
+    /// The columns of the views so named, in any schema, that show a masked column.
+    named: HashMap<String, Vec<String>>,
     /// Each view's `SELECT`, as the server prints it.
     definitions: HashMap<i32, String>,
 }
@@ -148,43 +148,75 @@ impl<'c> Catalog<'c> {
         ))
     }
 
-    /// Whether a relation of one of these names (in any schema) is a view whose
-    /// definition, or a view it uses, uses a masked column: a value a statement computes
-    /// from such a view may carry one.
+    /// Whether a statement that names `refs` may compute a value from a masked column
+    /// through a view: a view (or materialized view) of one of its relation names, in
+    /// any schema, shows a masked column ([`Catalog::showing`]) and the statement names
+    /// that column, uses whole rows or runs SQL not seen. `count(*)` over such a view,
+    /// or `upper()` of its other columns, computes nothing from the masked one.
     pub async fn reveal_any(
         &mut self,
         session: &Session<'_>,
         masker: &Masker,
-        relations: &[String],
+        refs: &Refs,
     ) -> Result<bool, String> {
-        for name in relations {
-            if let Some(&known) = self.views.fresh().named.get(name) {
-                if known {
-                    return Ok(true);
-                }
-                continue;
-            }
-            let rows = self
-                .query(
-                    session,
-                    "SELECT c.oid::text FROM pg_catalog.pg_class c \
-                     WHERE c.relname = $1 AND c.relkind IN ('v', 'm')",
-                    &[Some(name)],
-                )
-                .await?;
-            let mut reveals = false;
-            for oid in rows.iter().filter_map(|row| oid(row.first())) {
-                if self.reveals(session, masker, oid).await? {
-                    reveals = true;
-                    break;
-                }
-            }
-            self.views.fresh().named.insert(name.clone(), reveals);
-            if reveals {
+        for name in &refs.relations {
+            let shown = self.showing(session, masker, name).await?;
+            if !shown.is_empty()
+                && (refs.whole_rows
+                    || refs.unknown
+                    || refs.columns.iter().any(|c| shown.contains(c)))
+            {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// The columns of the views named `name` (in any schema) that show a masked
+    /// column: a rule follows them to one, or the view computes them and uses one.
+    async fn showing(
+        &mut self,
+        session: &Session<'_>,
+        masker: &Masker,
+        name: &str,
+    ) -> Result<Vec<String>, String> {
+        if let Some(known) = self.views.fresh().named.get(name) {
+            return Ok(known.clone());
+        }
+        let rows = self
+            .query(
+                session,
+                "SELECT c.oid::text FROM pg_catalog.pg_class c \
+                 WHERE c.relname = $1 AND c.relkind IN ('v', 'm')",
+                &[Some(name)],
+            )
+            .await?;
+        let mut shown = Vec::new();
+        for view in rows.iter().filter_map(|row| oid(row.first())) {
+            if !self.reveals(session, masker, view).await? {
+                continue;
+            }
+            let count = self.origins(session, view).await?.len();
+            for attnum in 1..=i16::try_from(count).unwrap_or(i16::MAX) {
+                let column = self
+                    .column(session, view, attnum)
+                    .await?
+                    .ok_or("a view changed while it was looked up for masking")?
+                    .column;
+                if self
+                    .column_rule(session, masker, (view, attnum), &column)
+                    .await?
+                    .is_some()
+                {
+                    shown.push(column);
+                }
+            }
+        }
+        self.views
+            .fresh()
+            .named
+            .insert(name.to_owned(), shown.clone());
+        Ok(shown)
     }
 
     /// The columns a `COPY table TO` writes (all but dropped and generated ones, in

@@ -502,10 +502,7 @@ impl Frontend<'_> {
             return false;
         };
         let mut catalog = self.catalog.lock().await;
-        match catalog
-            .reveal_any(self.session, masker, &refs.relations)
-            .await
-        {
+        match catalog.reveal_any(self.session, masker, refs).await {
             Ok(reveals) => reveals,
             Err(error) => {
                 tracing::warn!(
