@@ -40,8 +40,7 @@ pub(super) fn of(tree: &ParseResult) -> Found {
     };
     let mut walk = Walk::default();
     walk.value(&json);
-    let whole_rows = walk.nested_star
-        || walk.renames
+    let whole_rows = walk.unnamed
         || walk
             .single_names
             .iter()
@@ -67,11 +66,10 @@ struct Walk {
     /// Column references of one name (`x`): a column, or a whole row if it names a
     /// relation or alias.
     single_names: BTreeSet<String>,
-    /// `t.*` or `*` somewhere other than as a result column of its own.
-    nested_star: bool,
-    /// Columns renamed by a list (`AS c(a, b)`, `WITH x(a, b)`): the new names say
-    /// nothing of which columns they are, so any may be used.
-    renames: bool,
+    /// Any column may be used under no name of its own: `t.*` or `*` somewhere other
+    /// than as a result column of its own, or columns renamed by a list (`AS c(a, b)`,
+    /// `WITH x(a, b)`), whose new names say nothing of which columns they are.
+    unnamed: bool,
     unknown: bool,
     calls: BTreeSet<Call>,
     locks_rows: bool,
@@ -117,11 +115,11 @@ impl Walk {
                     if let Some(name) = value.get("aliasname").and_then(Value::as_str) {
                         self.aliases.insert(name.to_owned());
                     }
-                    self.renames |= non_empty(value.get("colnames"));
+                    self.unnamed |= non_empty(value.get("colnames"));
                     self.value(value);
                 }
                 "aliascolnames" => {
-                    self.renames |= non_empty(Some(value));
+                    self.unnamed |= non_empty(Some(value));
                     self.value(value);
                 }
                 "FuncCall" => {
@@ -166,7 +164,7 @@ impl Walk {
             .filter_map(|f| f.pointer("/node/String/sval").and_then(Value::as_str))
             .collect();
         if ends_in_star(column_ref) {
-            self.nested_star |= !expansion;
+            self.unnamed |= !expansion;
         } else if let Some(last) = names.last() {
             self.columns.insert((*last).to_owned());
             if let [only] = names.as_slice() {
