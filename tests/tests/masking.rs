@@ -261,6 +261,54 @@ fn copy_of_a_query_is_masked_by_its_columns() {
     );
 }
 
+/// A partition (or a table that inherits from another) is masked as the tables it
+/// inherits from: read directly, copied, or computed from.
+#[test]
+fn partitions_are_masked_as_their_parent() {
+    let Some(s) = setup_with_rules("mask-partitions", RULES) else {
+        return;
+    };
+    s.pg.psql(
+        "app",
+        &format!(
+            "SET ROLE app_owner;
+             CREATE TABLE customers (id int, email text, card text, password_hash text,
+                 note text) PARTITION BY LIST (id);
+             CREATE TABLE customers_6 PARTITION OF customers FOR VALUES IN (6);
+             CREATE TABLE customers_deep PARTITION OF customers FOR VALUES IN (7)
+                 PARTITION BY LIST (note);
+             CREATE TABLE customers_deep_x PARTITION OF customers_deep DEFAULT;
+             INSERT INTO customers VALUES (6, 'e', 'c', '{HASH}', 'six'),
+                 (7, 'e', 'c', '{HASH}', 'seven');"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    for (sql, expected) in [
+        ("SELECT id, password_hash FROM customers_6", "6|****"),
+        ("SELECT * FROM customers_deep_x", "7|e|c|****|seven"),
+        ("SELECT id, upper(password_hash) FROM customers_6", "6|"),
+        // Computed from its other columns: kept.
+        ("SELECT id, upper(note) FROM customers_6", "6|SIX"),
+        (
+            "COPY customers_deep_x (id, password_hash) TO STDOUT",
+            "7\t****",
+        ),
+        (
+            "COPY customers_6 TO STDOUT (FORMAT csv)",
+            "6,e,c,\"****\",six",
+        ),
+        (
+            "COPY (SELECT password_hash FROM customers_deep_x) TO STDOUT",
+            "****",
+        ),
+    ] {
+        let out = s.psql(&["-c", sql]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{sql}: {stderr}\n{}", s.d.log());
+        assert_eq!(stdout.trim(), expected, "{sql}");
+    }
+}
+
 /// A client of the extended protocol that never describes its portals (it need not),
 /// or describes one statement and executes another, gets the rows masked by their own
 /// columns all the same.

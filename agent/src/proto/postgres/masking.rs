@@ -269,7 +269,8 @@ pub async fn copy_out(
     })
 }
 
-/// The rules of the columns `COPY table [(columns)]` writes.
+/// The rules of the columns `COPY table [(columns)]` writes: a partition's or child
+/// table's are its parents' too.
 async fn table_rules(
     masker: &Masker,
     catalog: &mut Catalog<'_>,
@@ -277,18 +278,18 @@ async fn table_rules(
     (schema, table): (Option<&str>, &str),
     columns: &[String],
 ) -> Result<Vec<Option<ColumnMask>>, String> {
-    if !columns.is_empty() {
-        return Ok(columns
-            .iter()
-            .map(|c| masker.column_rule(table, c))
-            .collect());
-    }
     // Every relation the name may mean must be masked alike.
     let mut agreed: Option<Vec<_>> = None;
-    for relation in catalog.copy_columns(session, schema, table).await? {
-        let rules: Vec<_> = relation
+    for (all, ancestors) in catalog.copy_columns(session, schema, table).await? {
+        let written = if columns.is_empty() { &all } else { columns };
+        let rules: Vec<_> = written
             .iter()
-            .map(|c| masker.column_rule(table, c))
+            .map(|c| {
+                ancestors
+                    .iter()
+                    .map(|a| masker.column_rule(a, c))
+                    .fold(masker.column_rule(table, c), Ord::max)
+            })
             .collect();
         match &agreed {
             Some(before) if *before != rules => {

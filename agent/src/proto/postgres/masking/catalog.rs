@@ -11,8 +11,12 @@
 //! parser and with the same test as a statement the client sends), since it may
 //! carry the value in a form no rule recognizes.
 //!
-//! Views are looked up again after [`VIEW_TTL`]: any session may replace one under
-//! the same OID.
+//! Likewise a partition, or a table that inherits from another, is named in
+//! `RowDescription` by its own name: its columns are masked by the rules of the tables
+//! it inherits from as well ([`Catalog::ancestors`]).
+//!
+//! Views and inheritance are looked up again after [`VIEW_TTL`]: any session may
+//! replace a view under the same OID, or attach a partition.
 
 use super::super::{
     backend,
@@ -64,8 +68,13 @@ struct Views {
     origins: HashMap<i32, Vec<(i32, i16)>>,
     /// Whether a view's definition, or a view it uses, uses a masked column.
     reveals: HashMap<i32, bool>,
-    /// The columns of the views so named, in any schema, that show a masked column.
+    /// The columns of the relations so named, in any schema, that show a masked
+    /// column: a view's, or a table's that inherits a column rule.
     named: HashMap<String, Vec<String>>,
+    /// The columns of the tables so named that inherit a column rule.
+    inherited: HashMap<String, Vec<String>>,
+    /// The names of the tables a table inherits from (a partition's parents).
+    ancestors: HashMap<i32, Vec<String>>,
     /// Each view's `SELECT`, as the server prints it.
     definitions: HashMap<i32, String>,
 }
@@ -127,6 +136,11 @@ impl<'c> Catalog<'c> {
             };
             rule = rule.max(masker.column_rule(&column.table, &column.column));
             if !column.view {
+                // A partition or child table is masked as the tables it inherits
+                // from: its columns have their names.
+                for table in self.ancestors(session, oid).await? {
+                    rule = rule.max(masker.column_rule(&table, &column.column));
+                }
                 return Ok(rule);
             }
             let origins = self.origins(session, oid).await?;
@@ -161,11 +175,7 @@ impl<'c> Catalog<'c> {
     ) -> Result<bool, String> {
         for name in &refs.relations {
             let shown = self.showing(session, masker, name).await?;
-            if !shown.is_empty()
-                && (refs.whole_rows
-                    || refs.unknown
-                    || refs.columns.iter().any(|c| shown.contains(c)))
-            {
+            if uses(&shown, refs) {
                 return Ok(true);
             }
         }
@@ -191,7 +201,7 @@ impl<'c> Catalog<'c> {
                 &[Some(name)],
             )
             .await?;
-        let mut shown = Vec::new();
+        let mut shown = self.inherited(session, masker, name).await?;
         for view in rows.iter().filter_map(|row| oid(row.first())) {
             if !self.reveals(session, masker, view).await? {
                 continue;
@@ -219,16 +229,95 @@ impl<'c> Catalog<'c> {
         Ok(shown)
     }
 
+    /// The columns of the tables named `name` (in any schema) that a rule on a table
+    /// they inherit from masks (partitions, child tables).
+    async fn inherited(
+        &mut self,
+        session: &Session<'_>,
+        masker: &Masker,
+        name: &str,
+    ) -> Result<Vec<String>, String> {
+        if let Some(known) = self.views.fresh().inherited.get(name) {
+            return Ok(known.clone());
+        }
+        let rows = self
+            .query(
+                session,
+                "SELECT c.oid::text FROM pg_catalog.pg_class c WHERE c.relname = $1 \
+                 AND EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid)",
+                &[Some(name)],
+            )
+            .await?;
+        let mut ruled = Vec::new();
+        for table in rows.iter().filter_map(|row| oid(row.first())) {
+            let ancestors = self.ancestors(session, table).await?;
+            let columns = self
+                .query(
+                    session,
+                    "SELECT attname FROM pg_catalog.pg_attribute \
+                     WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped",
+                    &[Some(&oid_text(table))],
+                )
+                .await?;
+            for column in columns
+                .into_iter()
+                .filter_map(|row| row.into_iter().next()?)
+            {
+                if ancestors
+                    .iter()
+                    .any(|a| masker.column_rule(a, &column).is_some())
+                {
+                    ruled.push(column);
+                }
+            }
+        }
+        self.views
+            .fresh()
+            .inherited
+            .insert(name.to_owned(), ruled.clone());
+        Ok(ruled)
+    }
+
+    /// The names of the tables `table` inherits from, up the chain (a partition's
+    /// parents); none for most.
+    async fn ancestors(
+        &mut self,
+        session: &Session<'_>,
+        table: i32,
+    ) -> Result<Vec<String>, String> {
+        if let Some(known) = self.views.fresh().ancestors.get(&table) {
+            return Ok(known.clone());
+        }
+        let rows = self
+            .query(
+                session,
+                "WITH RECURSIVE up(oid, depth) AS ( \
+                     SELECT inhparent, 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1::oid \
+                     UNION ALL SELECT i.inhparent, up.depth + 1 \
+                     FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.oid \
+                     WHERE up.depth < 64) \
+                 SELECT DISTINCT c.relname FROM up JOIN pg_catalog.pg_class c ON c.oid = up.oid",
+                &[Some(&oid_text(table))],
+            )
+            .await?;
+        let names: Vec<String> = rows
+            .into_iter()
+            .filter_map(|row| row.into_iter().next()?)
+            .collect();
+        self.views.fresh().ancestors.insert(table, names.clone());
+        Ok(names)
+    }
+
     /// The columns a `COPY table TO` writes (all but dropped and generated ones, in
-    /// order), for each relation the name may mean: with a schema, the one; without,
-    /// every table or view so named in any schema (which one the session's
-    /// `search_path` picks is not known here).
+    /// order) and the names of the tables it inherits from, for each relation the
+    /// name may mean: with a schema, the one; without, every table or view so named in
+    /// any schema (which one the session's `search_path` picks is not known here).
     pub async fn copy_columns(
         &mut self,
         session: &Session<'_>,
         schema: Option<&str>,
         table: &str,
-    ) -> Result<Vec<Vec<String>>, String> {
+    ) -> Result<Vec<(Vec<String>, Vec<String>)>, String> {
         let rows = self
             .query(
                 session,
@@ -253,7 +342,15 @@ impl<'c> Catalog<'c> {
                 _ => relations.push((oid, vec![column])),
             }
         }
-        Ok(relations.into_iter().map(|(_, columns)| columns).collect())
+        let mut found = Vec::new();
+        for (relation, columns) in relations {
+            let ancestors = match oid(Some(&Some(relation))) {
+                Some(relation) => self.ancestors(session, relation).await?,
+                None => return Err("the catalog lookup for masking failed".into()),
+            };
+            found.push((columns, ancestors));
+        }
+        Ok(found)
     }
 
     /// Attribute `attnum` of relation `oid`, by name.
@@ -333,13 +430,18 @@ impl<'c> Catalog<'c> {
                 break;
             }
             let definition = self.definition(session, next).await?;
-            let refs = &self.classifier.classify(&definition, true).await.refs;
-            if masker.may_derive(
+            let classified = self.classifier.classify(&definition, true).await;
+            let refs = &classified.refs;
+            let mut derives = masker.may_derive(
                 &refs.relations,
                 &refs.columns,
                 refs.whole_rows,
                 refs.unknown,
-            ) {
+            );
+            for name in &refs.relations {
+                derives = derives || uses(&self.inherited(session, masker, name).await?, refs);
+            }
+            if derives {
                 reveals = true;
                 break;
             }
@@ -568,6 +670,13 @@ impl<'c> Catalog<'c> {
             each(m.tag(), m.body());
         }
     }
+}
+
+/// Whether a statement that names `refs` may use one of the `shown` columns of a
+/// relation it names: it names one, uses whole rows, or runs SQL not seen.
+fn uses(shown: &[String], refs: &Refs) -> bool {
+    !shown.is_empty()
+        && (refs.whole_rows || refs.unknown || refs.columns.iter().any(|c| shown.contains(c)))
 }
 
 /// An OID as the server prints it (unsigned).
