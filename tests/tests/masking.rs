@@ -99,6 +99,8 @@ fn results_messages_and_recordings_are_masked() {
         "SELECT upper(h) FROM customers AS c(i, e, k, h)",
         "SELECT upper(h) FROM (SELECT * FROM customers) s(i, e, k, h)",
         "WITH x(i, e, k, h) AS (SELECT * FROM customers) SELECT upper(h) FROM x",
+        // The statement's own target.
+        "UPDATE customers SET note = note RETURNING upper(password_hash)",
     ] {
         let (ok, stdout, stderr) = run(sql);
         assert!(ok, "{sql}: {stderr}");
@@ -258,6 +260,43 @@ fn copy_of_a_query_is_masked_by_its_columns() {
         !ok && !stdout.contains(HASH)
             && stderr.contains("more than one relation is named customers"),
         "{stdout} {stderr}"
+    );
+}
+
+/// A server message about a statement over a table with masked columns cannot quote
+/// them: a constraint's failing row, a trigger's RAISE with the row.
+#[test]
+fn errors_cannot_quote_a_masked_row() {
+    let Some(s) = setup_with_rules("mask-errors", RULES) else {
+        return;
+    };
+    customers(&s, 8, "n");
+    s.pg.psql(
+        "app",
+        "SET ROLE app_owner;
+         ALTER TABLE customers ALTER note SET NOT NULL;
+         CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN IF NEW.id = 9 THEN RAISE NOTICE 'row %', NEW; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER shout BEFORE UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION shout();",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    for sql in [
+        "UPDATE customers SET note = NULL",
+        "UPDATE customers SET id = 9",
+    ] {
+        let out = s.psql(&["-c", sql]);
+        let (stdout, stderr) = text(&out);
+        assert!(
+            !stdout.contains(HASH) && !stderr.contains(HASH) && stderr.contains("hidden"),
+            "{sql}: {stdout} {stderr}"
+        );
+    }
+    // A message that cannot quote a row is kept: the client can fix its statement.
+    let out = s.psql(&["-c", "SELECT nosuch FROM customers"]);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("column \"nosuch\" does not exist"),
+        "{stderr}"
     );
 }
 

@@ -18,7 +18,7 @@ use crate::{
     mask::{ColumnMask, Masked, Masker},
     proto::Session,
 };
-pub use catalog::Catalog;
+pub use catalog::{Catalog, Shown};
 pub use copy::CopyColumns;
 
 mod catalog;
@@ -142,10 +142,76 @@ pub fn data_row(
     Some(out.finish())
 }
 
-/// An `ErrorResponse`/`NoticeResponse` with its text fields masked (values quoted in
-/// messages and details), or `None` when nothing changed.
-pub fn notice(masker: &Masker, tag: u8, body: &[u8]) -> Option<Bytes> {
+/// What the statement a server message answers may expose of masked columns, from
+/// least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Nothing beyond values in text, which are masked by value.
+    Values,
+    /// It names a relation with masked columns: a message may quote one of its rows
+    /// (a constraint's failing row, a trigger's `RAISE`), so only messages of
+    /// [`ROWLESS_CLASSES`] keep their text, and no message keeps its detail.
+    Rows,
+    /// It may compute a value from a masked column: every message is hidden.
+    Computed,
+}
+
+/// SQLSTATE classes whose messages name objects but never quote a row: connection,
+/// not supported, integrity (the row is in the detail), transaction state, statement
+/// and cursor names, authorization, catalog and schema, rollback, syntax and access,
+/// resources, limits, prerequisite state, operator intervention.
+const ROWLESS_CLASSES: &[&str] = &[
+    "08", "0A", "23", "25", "26", "28", "34", "3D", "3F", "40", "42", "53", "54", "55", "57",
+];
+
+/// What a server message says instead, when its statement may have computed a value
+/// from a masked column (which the message could quote).
+const HIDDEN_MESSAGE: &str =
+    "Portcullis: the server's message is hidden because the statement uses a masked column";
+
+/// What a server message (or its detail) says instead, when its statement names a
+/// relation with masked columns.
+const HIDDEN_ROW: &str = "Portcullis: hidden because it may quote a row with masked columns";
+
+/// The message text of a server message with SQLSTATE `code` as the client and the
+/// record may see it.
+pub fn message_text<'m>(
+    masker: &Masker,
+    exposure: Exposure,
+    code: &str,
+    message: &'m str,
+) -> Cow<'m, str> {
+    let rowless = || ROWLESS_CLASSES.iter().any(|c| code.get(..2) == Some(*c));
+    match exposure {
+        Exposure::Computed => Cow::Borrowed(HIDDEN_MESSAGE),
+        Exposure::Rows if !rowless() => Cow::Borrowed(HIDDEN_ROW),
+        Exposure::Values | Exposure::Rows => masker.mask_str(message),
+    }
+}
+
+/// An `ErrorResponse`/`NoticeResponse` as the client may see it, or `None` when
+/// nothing changed: text fields masked by value, and under [`Exposure::Rows`] or
+/// [`Exposure::Computed`] only its severity, SQLSTATE and [`message_text`] kept, with
+/// the detail said to be hidden.
+pub fn notice(masker: &Masker, tag: u8, body: &[u8], exposure: Exposure) -> Option<Bytes> {
     let fields = wire::notice_fields(body);
+    if exposure != Exposure::Values {
+        let code = fields.iter().find(|(c, _)| *c == b'C').map_or("", |f| f.1);
+        let message = fields.iter().find(|(c, _)| *c == b'M').map_or("", |f| f.1);
+        let mut b = Builder::new(tag);
+        for (field, value) in &fields {
+            if matches!(field, b'S' | b'V' | b'C') {
+                b = b.u8(*field).cstr(value);
+            }
+        }
+        b = b
+            .u8(b'M')
+            .cstr(&message_text(masker, exposure, code, message));
+        if exposure == Exposure::Rows {
+            b = b.u8(b'D').cstr(HIDDEN_ROW);
+        }
+        return Some(b.u8(0).finish());
+    }
     let masked: Vec<(u8, Cow<'_, str>)> = fields
         .iter()
         .map(|(code, value)| (*code, masker.mask_str(value)))
@@ -158,23 +224,6 @@ pub fn notice(masker: &Masker, tag: u8, body: &[u8]) -> Option<Bytes> {
         b = b.u8(*code).cstr(value);
     }
     Some(b.u8(0).finish())
-}
-
-/// What a server message says instead, when its statement may have computed a value
-/// from a masked column (which the message could quote).
-pub const HIDDEN_MESSAGE: &str =
-    "Portcullis: the server's message is hidden because the statement uses a masked column";
-
-/// An `ErrorResponse`/`NoticeResponse` with only its severity and SQLSTATE kept, and
-/// [`HIDDEN_MESSAGE`] for its message.
-pub fn hidden_notice(tag: u8, body: &[u8]) -> Bytes {
-    let mut b = Builder::new(tag);
-    for (code, value) in wire::notice_fields(body) {
-        if matches!(code, b'S' | b'V' | b'C') {
-            b = b.u8(code).cstr(value);
-        }
-    }
-    b.u8(b'M').cstr(HIDDEN_MESSAGE).u8(0).finish()
 }
 
 /// A `NotificationResponse` with its payload masked, or `None` when unchanged.

@@ -271,9 +271,10 @@ struct Pending {
     truncated: bool,
     /// The statement's `COPY … TO STDOUT`s not yet answered, in order.
     copy_out: VecDeque<CopyOut>,
-    /// The statement may compute results from a masked column (`upper(secret)`, a
-    /// whole row): its computed result columns are NULL and its server messages hidden.
-    hides_computed: bool,
+    /// What the statement may expose of masked columns: with
+    /// [`masking::Exposure::Computed`] (`upper(secret)`, a whole row) its computed
+    /// result columns are NULL; its server messages are hidden as the level says.
+    exposure: masking::Exposure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,8 +312,13 @@ impl Pending {
             columns: Vec::new(),
             truncated: false,
             copy_out: VecDeque::new(),
-            hides_computed: false,
+            exposure: masking::Exposure::Values,
         }
+    }
+
+    /// The statement may compute results from a masked column.
+    fn hides_computed(&self) -> bool {
+        self.exposure == masking::Exposure::Computed
     }
 
     fn sync() -> Self {

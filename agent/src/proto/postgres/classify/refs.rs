@@ -85,6 +85,11 @@ impl Walk {
     }
 
     fn object(&mut self, map: &Map<String, Value>) {
+        // A `RangeVar`, also where a statement holds one directly rather than as a node
+        // (the target of INSERT, UPDATE, DELETE, MERGE, COPY).
+        if let Some(name) = map.get("relname").and_then(Value::as_str) {
+            self.relations.insert(name.to_owned());
+        }
         for (key, value) in map {
             match key.as_str() {
                 "ColumnRef" => self.column_ref(value, false),
@@ -104,12 +109,6 @@ impl Walk {
                         }
                         _ => self.value(value),
                     }
-                }
-                "RangeVar" => {
-                    if let Some(name) = value.get("relname").and_then(Value::as_str) {
-                        self.relations.insert(name.to_owned());
-                    }
-                    self.value(value);
                 }
                 "alias" => {
                     if let Some(name) = value.get("aliasname").and_then(Value::as_str) {
@@ -216,6 +215,20 @@ mod tests {
              WHERE id = ANY(ARRAY[1, 2]) ORDER BY note",
         );
         assert_eq!(r.relations, names(&["customers", "people"]));
+        // A statement's own target too.
+        for sql in [
+            "DELETE FROM customers RETURNING upper(password_hash)",
+            "UPDATE customers SET note = 'x'",
+            "INSERT INTO customers (id) VALUES (1)",
+            "MERGE INTO customers c USING (SELECT 1 AS id) s ON c.id = s.id \
+             WHEN MATCHED THEN DELETE",
+            "COPY customers TO STDOUT",
+        ] {
+            assert!(
+                refs(sql).relations.contains(&"customers".to_owned()),
+                "{sql}"
+            );
+        }
         assert_eq!(r.columns, names(&["id", "note", "password_hash", "ssn"]));
         assert!(!r.whole_rows && !r.unknown);
         // Deep in node kinds a hand-written walker might skip.

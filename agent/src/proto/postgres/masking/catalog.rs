@@ -50,6 +50,15 @@ pub struct Catalog<'c> {
     views: Views,
 }
 
+/// What the views and child tables a statement names show of masked columns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shown {
+    /// One of them has a column that shows a masked one.
+    pub any: bool,
+    /// The statement may use such a column.
+    pub used: bool,
+}
+
 /// A relation's column, by name.
 #[derive(Debug, Clone)]
 struct Relcol {
@@ -172,14 +181,17 @@ impl<'c> Catalog<'c> {
         session: &Session<'_>,
         masker: &Masker,
         refs: &Refs,
-    ) -> Result<bool, String> {
+    ) -> Result<Shown, String> {
+        let mut found = Shown::default();
         for name in &refs.relations {
             let shown = self.showing(session, masker, name).await?;
+            found.any |= !shown.is_empty();
             if uses(&shown, refs) {
-                return Ok(true);
+                found.used = true;
+                break;
             }
         }
-        Ok(false)
+        Ok(found)
     }
 
     /// The columns of the views named `name` (in any schema) that show a masked

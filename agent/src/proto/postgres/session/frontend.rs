@@ -4,7 +4,7 @@
 use super::super::{
     Postgres,
     classify::{Classified, CopyOut, Refs},
-    masking,
+    masking::{self, Exposure},
     tls::BackendStream,
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
@@ -328,7 +328,7 @@ impl Frontend<'_> {
                     if self.column_rules() {
                         // Its rows come from a query this statement does not show.
                         let mut pending = Pending::new(PendingKind::Execute, None, false);
-                        pending.hides_computed = true;
+                        pending.exposure = Exposure::Computed;
                         self.describe_before(portal);
                         self.push_pending(pending);
                     }
@@ -427,18 +427,7 @@ impl Frontend<'_> {
         let risky = risky(&text, classified.classes);
         let mut pending = Pending::new(kind, Some(record), risky);
         pending.copy_out = classified.copy_out.iter().cloned().collect();
-        let refs = &classified.refs;
-        pending.hides_computed = self.masker.as_ref().is_some_and(|m| {
-            m.may_derive(
-                &refs.relations,
-                &refs.columns,
-                refs.whole_rows,
-                refs.unknown,
-            )
-        });
-        if !pending.hides_computed && self.column_rules() && !refs.relations.is_empty() {
-            pending.hides_computed = self.views_reveal(refs).await;
-        }
+        pending.exposure = self.exposure(&classified.refs).await;
         // A notification reaches every listener as it is: one computed from a masked
         // column would carry the value out.
         let notifies = classified
@@ -446,7 +435,7 @@ impl Frontend<'_> {
             .iter()
             .any(|f| matches!(f.as_str(), "pg_notify" | "pg_catalog.pg_notify"));
         let denial = match denial {
-            None if pending.hides_computed && notifies => {
+            None if pending.hides_computed() && notifies => {
                 let reason = "pg_notify in a statement that uses a masked column could send \
                               the value unmasked";
                 if let Some(r) = pending.record.as_mut() {
@@ -494,23 +483,52 @@ impl Frontend<'_> {
         Ok(Next::Continue)
     }
 
-    /// Whether a view the statement names may show a masked column, which a value the
-    /// statement computes could carry (`upper(v.secret)`). A failed lookup counts as
-    /// yes.
-    async fn views_reveal(&self, refs: &Refs) -> bool {
+    /// What a statement that names `refs` may expose of masked columns.
+    async fn exposure(&self, refs: &Refs) -> Exposure {
+        let Some(m) = &self.masker else {
+            return Exposure::Values;
+        };
+        let (relations, columns) = (&refs.relations, &refs.columns);
+        if m.may_derive(relations, columns, refs.whole_rows, refs.unknown) {
+            return Exposure::Computed;
+        }
+        // A rule on one of its relations, whatever columns it names.
+        let mut exposure = if m.may_derive(relations, &[], true, false) {
+            Exposure::Rows
+        } else {
+            Exposure::Values
+        };
+        if self.column_rules() && !relations.is_empty() {
+            let shown = self.views_reveal(refs).await;
+            if shown.used {
+                exposure = Exposure::Computed;
+            } else if shown.any {
+                exposure = Exposure::Rows;
+            }
+        }
+        exposure
+    }
+
+    /// Whether a view or child table the statement names shows a masked column, and
+    /// whether a value the statement computes could carry it (`upper(v.secret)`). A
+    /// failed lookup counts as yes.
+    async fn views_reveal(&self, refs: &Refs) -> masking::Shown {
         let Some(masker) = &self.masker else {
-            return false;
+            return masking::Shown::default();
         };
         let mut catalog = self.catalog.lock().await;
         match catalog.reveal_any(self.session, masker, refs).await {
-            Ok(reveals) => reveals,
+            Ok(shown) => shown,
             Err(error) => {
                 tracing::warn!(
                     %error,
                     "Cannot tell whether the statement's views show masked columns; \
                      its computed columns are hidden"
                 );
-                true
+                masking::Shown {
+                    any: true,
+                    used: true,
+                }
             }
         }
     }

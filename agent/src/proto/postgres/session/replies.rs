@@ -4,12 +4,10 @@
 use super::super::encoding::ClientEncoding;
 use super::super::{
     classify::CopyOut,
-    masking,
+    masking::{self, Exposure},
     tls::BackendStream,
     wire::{self, Message, MessageReader, Severity},
 };
-#[cfg(doc)]
-use super::Pending;
 use super::{ClientWrite, FLUSH_AT, PendingKind, Shared, ToClient, shown_value};
 use crate::mask::Masker;
 use crate::{
@@ -157,7 +155,9 @@ impl BackendLoop<'_> {
                     .unwrap_or_else(PoisonError::into_inner)
                     .pending
                     .front_mut()
-                    .map_or((None, true), |p| (p.copy_out.pop_front(), p.hides_computed));
+                    .map_or((None, true), |p| {
+                        (p.copy_out.pop_front(), p.hides_computed())
+                    });
                 self.copy = None;
                 // COPY rows carry no column names: the statement says which they are.
                 if masker.has_column_rules() {
@@ -204,16 +204,18 @@ impl BackendLoop<'_> {
         }
     }
 
-    /// The masked form of a message whose values reach the client, if it changed.
-    /// `hide_computed`: the statement being answered may compute results from masked
-    /// columns (see [`Pending::hides_computed`]).
-    fn masked(&self, m: &Message, hide_computed: bool) -> Option<Bytes> {
+    /// The masked form of a message whose values reach the client, if it changed, for
+    /// a statement of that `exposure`.
+    fn masked(&self, m: &Message, exposure: Exposure) -> Option<Bytes> {
         let masker = self.masker.as_deref()?;
         match m.tag() {
-            b'D' => masking::data_row(masker, &self.masked_columns, m.body(), hide_computed),
-            // Its messages may quote such a value (`invalid input syntax … "secret"`).
-            b'E' | b'N' if hide_computed => Some(masking::hidden_notice(m.tag(), m.body())),
-            b'E' | b'N' => masking::notice(masker, m.tag(), m.body()),
+            b'D' => masking::data_row(
+                masker,
+                &self.masked_columns,
+                m.body(),
+                exposure == Exposure::Computed,
+            ),
+            b'E' | b'N' => masking::notice(masker, m.tag(), m.body(), exposure),
             b'A' => masking::notification(masker, m.body()),
             // A COPY masked by column was masked ahead.
             b'd' if self.copy.is_none() => masking::copy_data(masker, m.body()),
@@ -225,15 +227,14 @@ impl BackendLoop<'_> {
     /// the records it completed.
     fn handle(&mut self, m: Message) -> Vec<StatementRecord> {
         let mut done = Vec::new();
-        let hide_computed = self.masker.is_some()
-            && self
-                .shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pending
-                .front()
-                .is_some_and(|p| p.hides_computed);
-        let m = match self.masked(&m, hide_computed) {
+        let exposure = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
+            .front()
+            .map_or(Exposure::Values, |p| p.exposure);
+        let m = match self.masked(&m, exposure) {
             Some(frame) if m.tag() != b'E' => Message { frame },
             _ => m,
         };
@@ -318,15 +319,15 @@ impl BackendLoop<'_> {
                             frame = error.clone();
                         }
                         _ => {
+                            let code = said(b'C').unwrap_or("?");
                             let shown = match self.masker.as_deref() {
-                                _ if p.hides_computed => Cow::Borrowed(masking::HIDDEN_MESSAGE),
-                                Some(mk) => mk.mask_str(message),
+                                Some(mk) => masking::message_text(mk, p.exposure, code, message),
                                 None => Cow::Borrowed(message),
                             };
                             if let Some(r) = p.record.as_mut() {
-                                r.error = Some(format!("{}: {shown}", said(b'C').unwrap_or("?")));
+                                r.error = Some(format!("{code}: {shown}"));
                             }
-                            if let Some(masked) = self.masked(&m, p.hides_computed) {
+                            if let Some(masked) = self.masked(&m, p.exposure) {
                                 frame = masked;
                             }
                         }
