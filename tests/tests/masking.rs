@@ -277,12 +277,20 @@ fn errors_cannot_quote_a_masked_row() {
          ALTER TABLE customers ALTER note SET NOT NULL;
          CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS
              $$ BEGIN IF NEW.id = 9 THEN RAISE NOTICE 'row %', NEW; END IF; RETURN NEW; END $$;
-         CREATE TRIGGER shout BEFORE UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION shout();",
+         CREATE TRIGGER shout BEFORE UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION shout();
+         CREATE TABLE pokes (id int);
+         CREATE FUNCTION peek() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             RAISE NOTICE 'peek %', (SELECT password_hash FROM customers LIMIT 1);
+             RETURN NEW; END $$;
+         CREATE TRIGGER peek BEFORE INSERT ON pokes FOR EACH ROW EXECUTE FUNCTION peek();
+         GRANT ALL ON pokes TO PUBLIC;",
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     for sql in [
         "UPDATE customers SET note = NULL",
         "UPDATE customers SET id = 9",
+        // A trigger on a table without masked columns reads one.
+        "INSERT INTO pokes VALUES (1)",
     ] {
         let out = s.psql(&["-c", sql]);
         let (stdout, stderr) = text(&out);

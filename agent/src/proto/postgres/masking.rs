@@ -173,6 +173,18 @@ const HIDDEN_MESSAGE: &str =
 /// relation with masked columns.
 const HIDDEN_ROW: &str = "Portcullis: hidden because it may quote a row with masked columns";
 
+/// The exposure a server message is shown with, from its statement's and its own
+/// `fields`: with column rules, one raised inside a function or trigger (it has a
+/// context) may quote a row its statement does not name.
+pub fn message_exposure(masker: &Masker, statement: Exposure, fields: &[(u8, &str)]) -> Exposure {
+    let context = fields.iter().any(|(code, _)| *code == b'W');
+    if statement == Exposure::Values && context && masker.has_column_rules() {
+        Exposure::Rows
+    } else {
+        statement
+    }
+}
+
 /// The message text of a server message with SQLSTATE `code` as the client and the
 /// record may see it.
 pub fn message_text<'m>(
@@ -195,6 +207,7 @@ pub fn message_text<'m>(
 /// the detail said to be hidden.
 pub fn notice(masker: &Masker, tag: u8, body: &[u8], exposure: Exposure) -> Option<Bytes> {
     let fields = wire::notice_fields(body);
+    let exposure = message_exposure(masker, exposure, &fields);
     if exposure != Exposure::Values {
         let code = fields.iter().find(|(c, _)| *c == b'C').map_or("", |f| f.1);
         let message = fields.iter().find(|(c, _)| *c == b'M').map_or("", |f| f.1);

@@ -321,7 +321,11 @@ impl BackendLoop<'_> {
                         _ => {
                             let code = said(b'C').unwrap_or("?");
                             let shown = match self.masker.as_deref() {
-                                Some(mk) => masking::message_text(mk, p.exposure, code, message),
+                                Some(mk) => {
+                                    let exposure =
+                                        masking::message_exposure(mk, p.exposure, &fields);
+                                    masking::message_text(mk, exposure, code, message)
+                                }
                                 None => Cow::Borrowed(message),
                             };
                             if let Some(r) = p.record.as_mut() {
