@@ -171,11 +171,11 @@ impl<'c> Catalog<'c> {
         ))
     }
 
-    /// Whether a statement that names `refs` may compute a value from a masked column
-    /// through a view: a view (or materialized view) of one of its relation names, in
-    /// any schema, shows a masked column ([`Catalog::showing`]) and the statement names
-    /// that column, uses whole rows or runs SQL not seen. `count(*)` over such a view,
-    /// or `upper()` of its other columns, computes nothing from the masked one.
+    /// Whether a relation a statement that names `refs` names, in any schema, is a
+    /// view (or materialized view) or a child table with a column that shows a masked
+    /// one ([`Catalog::showing`]), and whether the statement may compute a value from
+    /// it: it names that column, uses whole rows or runs SQL not seen. `count(*)` over
+    /// such a view, or `upper()` of its other columns, computes nothing from it.
     pub async fn reveal_any(
         &mut self,
         session: &Session<'_>,
@@ -194,8 +194,9 @@ impl<'c> Catalog<'c> {
         Ok(found)
     }
 
-    /// The columns of the views named `name` (in any schema) that show a masked
-    /// column: a rule follows them to one, or the view computes them and uses one.
+    /// The columns of the relations named `name` (in any schema) that show a masked
+    /// column: a view's that a rule follows to one, or that the view computes while
+    /// using one; a child table's that a rule on a parent masks.
     async fn showing(
         &mut self,
         session: &Session<'_>,

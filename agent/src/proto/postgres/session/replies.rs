@@ -227,13 +227,17 @@ impl BackendLoop<'_> {
     /// the records it completed.
     fn handle(&mut self, m: Message) -> Vec<StatementRecord> {
         let mut done = Vec::new();
-        let exposure = self
-            .shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pending
-            .front()
-            .map_or(Exposure::Values, |p| p.exposure);
+        // (Not looked up without masking: this runs for every server message.)
+        let exposure = match self.masker {
+            None => Exposure::Values,
+            Some(_) => self
+                .shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pending
+                .front()
+                .map_or(Exposure::Values, |p| p.exposure),
+        };
         let m = match self.masked(&m, exposure) {
             Some(frame) if m.tag() != b'E' => Message { frame },
             _ => m,
