@@ -309,10 +309,17 @@ fn errors_cannot_quote_a_masked_row() {
 }
 
 /// A partition (or a table that inherits from another) is masked as the tables it
-/// inherits from: read directly, copied, or computed from.
+/// inherits from, and a parent as its partitions, whose rows it reads: read directly,
+/// copied, or computed from.
 #[test]
 fn partitions_are_masked_as_their_parent() {
-    let Some(s) = setup_with_rules("mask-partitions", RULES) else {
+    // Also a rule on one partition's column.
+    let rules = RULES.replace(
+        r#"mask_columns = ["customers.password_hash"]"#,
+        r#"mask_columns = ["customers.password_hash", "customers_deep_x.note"]"#,
+    );
+    assert_ne!(rules, RULES);
+    let Some(s) = setup_with_rules("mask-partitions", &rules) else {
         return;
     };
     s.pg.psql(
@@ -332,10 +339,19 @@ fn partitions_are_masked_as_their_parent() {
     .unwrap_or_else(|e| panic!("{e:#}"));
     for (sql, expected) in [
         ("SELECT id, password_hash FROM customers_6", "6|****"),
-        ("SELECT * FROM customers_deep_x", "7|e|c|****|seven"),
+        ("SELECT * FROM customers_deep_x", "7|e|c|****|****"),
         ("SELECT id, upper(password_hash) FROM customers_6", "6|"),
         // Computed from its other columns: kept.
         ("SELECT id, upper(note) FROM customers_6", "6|SIX"),
+        // The parent reads the partition's rows: masked as the partition is.
+        (
+            "SELECT id, note FROM customers ORDER BY id",
+            "6|****\n7|****",
+        ),
+        (
+            "SELECT id, upper(note) FROM customers_deep ORDER BY id",
+            "7|",
+        ),
         (
             "COPY customers_deep_x (id, password_hash) TO STDOUT",
             "7\t****",

@@ -331,8 +331,8 @@ pub async fn copy_out(
     })
 }
 
-/// The rules of the columns `COPY table [(columns)]` writes: a partition's or child
-/// table's are its parents' too.
+/// The rules of the columns `COPY table [(columns)]` writes: those of its inheritance
+/// kin too (a partition is masked as its parents, a parent as its partitions).
 async fn table_rules(
     masker: &Masker,
     catalog: &mut Catalog<'_>,
@@ -342,14 +342,13 @@ async fn table_rules(
 ) -> Result<Vec<Option<ColumnMask>>, String> {
     // Every relation the name may mean must be masked alike.
     let mut agreed: Option<Vec<_>> = None;
-    for (all, ancestors) in catalog.copy_columns(session, schema, table).await? {
+    for (all, kin) in catalog.copy_columns(session, schema, table).await? {
         let written = if columns.is_empty() { &all } else { columns };
         let rules: Vec<_> = written
             .iter()
             .map(|c| {
-                ancestors
-                    .iter()
-                    .map(|a| masker.column_rule(a, c))
+                kin.iter()
+                    .map(|k| masker.column_rule(k, c))
                     .fold(masker.column_rule(table, c), Ord::max)
             })
             .collect();

@@ -11,9 +11,10 @@
 //! parser and with the same test as a statement the client sends), since it may
 //! carry the value in a form no rule recognizes.
 //!
-//! Likewise a partition, or a table that inherits from another, is named in
-//! `RowDescription` by its own name: its columns are masked by the rules of the tables
-//! it inherits from as well ([`Catalog::ancestors`]).
+//! Likewise `RowDescription` names a partition, or a table that inherits from another,
+//! by its own name, and a parent by its name for its children's rows too: a table's
+//! columns are masked by the rules of the tables it inherits from and of those that
+//! inherit from it as well ([`Catalog::kin`]).
 //!
 //! Views and inheritance are looked up again after [`VIEW_TTL`]: any session may
 //! replace a view under the same OID, or attach a partition.
@@ -82,8 +83,8 @@ struct Views {
     named: HashMap<String, Vec<String>>,
     /// The columns of the tables so named that inherit a column rule.
     inherited: HashMap<String, Vec<String>>,
-    /// The names of the tables a table inherits from (a partition's parents).
-    ancestors: HashMap<i32, Vec<String>>,
+    /// The names of the tables a table inherits from or that inherit from it.
+    kin: HashMap<i32, Vec<String>>,
     /// Each view's `SELECT`, as the server prints it.
     definitions: HashMap<i32, String>,
 }
@@ -146,8 +147,9 @@ impl<'c> Catalog<'c> {
             rule = rule.max(masker.column_rule(&column.table, &column.column));
             if !column.view {
                 // A partition or child table is masked as the tables it inherits
-                // from: its columns have their names.
-                for table in self.ancestors(session, oid).await? {
+                // from, and a parent as its children, whose rows it reads: their
+                // columns have the same names.
+                for table in self.kin(session, oid).await? {
                     rule = rule.max(masker.column_rule(&table, &column.column));
                 }
                 return Ok(rule);
@@ -243,7 +245,7 @@ impl<'c> Catalog<'c> {
     }
 
     /// The columns of the tables named `name` (in any schema) that a rule on a table
-    /// they inherit from masks (partitions, child tables).
+    /// they inherit from, or that inherits from them, masks (partitions, parents).
     async fn inherited(
         &mut self,
         session: &Session<'_>,
@@ -257,13 +259,14 @@ impl<'c> Catalog<'c> {
             .query(
                 session,
                 "SELECT c.oid::text FROM pg_catalog.pg_class c WHERE c.relname = $1 \
-                 AND EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid)",
+                 AND EXISTS (SELECT FROM pg_catalog.pg_inherits i \
+                             WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)",
                 &[Some(name)],
             )
             .await?;
         let mut ruled = Vec::new();
         for table in rows.iter().filter_map(|row| oid(row.first())) {
-            let ancestors = self.ancestors(session, table).await?;
+            let kin = self.kin(session, table).await?;
             let columns = self
                 .query(
                     session,
@@ -276,10 +279,7 @@ impl<'c> Catalog<'c> {
                 .into_iter()
                 .filter_map(|row| row.into_iter().next()?)
             {
-                if ancestors
-                    .iter()
-                    .any(|a| masker.column_rule(a, &column).is_some())
-                {
+                if kin.iter().any(|k| masker.column_rule(k, &column).is_some()) {
                     ruled.push(column);
                 }
             }
@@ -292,13 +292,10 @@ impl<'c> Catalog<'c> {
     }
 
     /// The names of the tables `table` inherits from, up the chain (a partition's
-    /// parents); none for most.
-    async fn ancestors(
-        &mut self,
-        session: &Session<'_>,
-        table: i32,
-    ) -> Result<Vec<String>, String> {
-        if let Some(known) = self.views.fresh().ancestors.get(&table) {
+    /// parents), and of those that inherit from it, down the chain (a partitioned
+    /// table's partitions); none for most.
+    async fn kin(&mut self, session: &Session<'_>, table: i32) -> Result<Vec<String>, String> {
+        if let Some(known) = self.views.fresh().kin.get(&table) {
             return Ok(known.clone());
         }
         let rows = self
@@ -308,8 +305,14 @@ impl<'c> Catalog<'c> {
                      SELECT inhparent, 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1::oid \
                      UNION ALL SELECT i.inhparent, up.depth + 1 \
                      FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.oid \
-                     WHERE up.depth < 64) \
-                 SELECT DISTINCT c.relname FROM up JOIN pg_catalog.pg_class c ON c.oid = up.oid",
+                     WHERE up.depth < 64), \
+                 down(oid, depth) AS ( \
+                     SELECT inhrelid, 1 FROM pg_catalog.pg_inherits WHERE inhparent = $1::oid \
+                     UNION ALL SELECT i.inhrelid, down.depth + 1 \
+                     FROM pg_catalog.pg_inherits i JOIN down ON i.inhparent = down.oid \
+                     WHERE down.depth < 64) \
+                 SELECT DISTINCT c.relname FROM pg_catalog.pg_class c \
+                 WHERE c.oid IN (SELECT oid FROM up UNION SELECT oid FROM down)",
                 &[Some(&oid_text(table))],
             )
             .await?;
@@ -317,14 +320,15 @@ impl<'c> Catalog<'c> {
             .into_iter()
             .filter_map(|row| row.into_iter().next()?)
             .collect();
-        self.views.fresh().ancestors.insert(table, names.clone());
+        self.views.fresh().kin.insert(table, names.clone());
         Ok(names)
     }
 
     /// The columns a `COPY table TO` writes (all but dropped and generated ones, in
-    /// order) and the names of the tables it inherits from, for each relation the
-    /// name may mean: with a schema, the one; without, every table or view so named in
-    /// any schema (which one the session's `search_path` picks is not known here).
+    /// order) and the names of its inheritance kin ([`Catalog::kin`]), for each
+    /// relation the name may mean: with a schema, the one; without, every table or
+    /// view so named in any schema (which one the session's `search_path` picks is not
+    /// known here).
     pub async fn copy_columns(
         &mut self,
         session: &Session<'_>,
@@ -357,11 +361,11 @@ impl<'c> Catalog<'c> {
         }
         let mut found = Vec::new();
         for (relation, columns) in relations {
-            let ancestors = match oid(Some(&Some(relation))) {
-                Some(relation) => self.ancestors(session, relation).await?,
+            let kin = match oid(Some(&Some(relation))) {
+                Some(relation) => self.kin(session, relation).await?,
                 None => return Err("the catalog lookup for masking failed".into()),
             };
-            found.push((columns, ancestors));
+            found.push((columns, kin));
         }
         Ok(found)
     }
