@@ -348,24 +348,21 @@ impl<'c> Catalog<'c> {
                 &[Some(table), schema],
             )
             .await?;
-        let mut relations: Vec<(String, Vec<String>)> = Vec::new();
+        let mut relations: Vec<(i32, Vec<String>)> = Vec::new();
         for row in rows {
             let mut row = row.into_iter();
-            let (Some(Some(oid)), Some(Some(column))) = (row.next(), row.next()) else {
-                continue;
+            let (Some(relation), Some(Some(column))) = (oid(row.next().as_ref()), row.next())
+            else {
+                return Err("the catalog lookup for masking failed".into());
             };
             match relations.last_mut() {
-                Some((last, columns)) if *last == oid => columns.push(column),
-                _ => relations.push((oid, vec![column])),
+                Some((last, columns)) if *last == relation => columns.push(column),
+                _ => relations.push((relation, vec![column])),
             }
         }
         let mut found = Vec::new();
         for (relation, columns) in relations {
-            let kin = match oid(Some(&Some(relation))) {
-                Some(relation) => self.kin(session, relation).await?,
-                None => return Err("the catalog lookup for masking failed".into()),
-            };
-            found.push((columns, kin));
+            found.push((columns, self.kin(session, relation).await?));
         }
         Ok(found)
     }
