@@ -35,6 +35,17 @@ fn customers(s: &Setup, id: i32, note: &str) {
     .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
+/// Runs each statement through the proxy with psql and checks it succeeds with the
+/// expected output.
+fn expect_outputs(s: &Setup, cases: &[(&str, &str)]) {
+    for (sql, expected) in cases {
+        let out = s.psql(&["-c", sql]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{sql}: {stderr}\n{}", s.d.log());
+        assert_eq!(stdout.trim(), *expected, "{sql}");
+    }
+}
+
 #[test]
 fn results_messages_and_recordings_are_masked() {
     let Some(s) = setup_with_rules("mask-e2e", RULES) else {
@@ -194,28 +205,27 @@ fn copy_of_a_query_is_masked_by_its_columns() {
         let (stdout, stderr) = text(&out);
         (out.status.success(), stdout, stderr)
     };
-    for (sql, expected) in [
-        (
-            "COPY (SELECT c.id, c.password_hash AS h, upper(c.password_hash), note \
+    expect_outputs(
+        &s,
+        &[
+            (
+                "COPY (SELECT c.id, c.password_hash AS h, upper(c.password_hash), note \
              FROM customers c ORDER BY 1) TO STDOUT",
-            "4\t****\t\\N\tplain",
-        ),
-        (
-            "COPY (WITH x AS (SELECT * FROM customers) SELECT password_hash, id FROM x) \
+                "4\t****\t\\N\tplain",
+            ),
+            (
+                "COPY (WITH x AS (SELECT * FROM customers) SELECT password_hash, id FROM x) \
              TO STDOUT (FORMAT csv, HEADER)",
-            "password_hash,id\n\"****\",4",
-        ),
-        // No masked column used: computed values are kept.
-        (
-            "COPY (SELECT id, upper(note) FROM customers) TO STDOUT",
-            "4\tPLAIN",
-        ),
-        ("\\copy (SELECT email FROM customers) to stdout", "[email]"),
-    ] {
-        let (ok, stdout, stderr) = run(&["-c", sql]);
-        assert!(ok, "{sql}: {stderr}\n{}", s.d.log());
-        assert_eq!(stdout.trim(), expected, "{sql}");
-    }
+                "password_hash,id\n\"****\",4",
+            ),
+            // No masked column used: computed values are kept.
+            (
+                "COPY (SELECT id, upper(note) FROM customers) TO STDOUT",
+                "4\tPLAIN",
+            ),
+            ("\\copy (SELECT email FROM customers) to stdout", "[email]"),
+        ],
+    );
     // Refused, never passed, where the catalog connection may see other relations.
     let copy = "COPY (SELECT password_hash FROM customers) TO STDOUT";
     for (args, why) in [
@@ -359,39 +369,37 @@ fn partitions_are_masked_as_their_parent() {
         ),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
-    for (sql, expected) in [
-        ("SELECT id, password_hash FROM customers_6", "6|****"),
-        ("SELECT * FROM customers_deep_x", "7|e|c|****|****"),
-        ("SELECT id, upper(password_hash) FROM customers_6", "6|"),
-        // Computed from its other columns: kept.
-        ("SELECT id, upper(note) FROM customers_6", "6|SIX"),
-        // The parent reads the partition's rows: masked as the partition is.
-        (
-            "SELECT id, note FROM customers ORDER BY id",
-            "6|****\n7|****",
-        ),
-        (
-            "SELECT id, upper(note) FROM customers_deep ORDER BY id",
-            "7|",
-        ),
-        (
-            "COPY customers_deep_x (id, password_hash) TO STDOUT",
-            "7\t****",
-        ),
-        (
-            "COPY customers_6 TO STDOUT (FORMAT csv)",
-            "6,e,c,\"****\",six",
-        ),
-        (
-            "COPY (SELECT password_hash FROM customers_deep_x) TO STDOUT",
-            "****",
-        ),
-    ] {
-        let out = s.psql(&["-c", sql]);
-        let (stdout, stderr) = text(&out);
-        assert!(out.status.success(), "{sql}: {stderr}\n{}", s.d.log());
-        assert_eq!(stdout.trim(), expected, "{sql}");
-    }
+    expect_outputs(
+        &s,
+        &[
+            ("SELECT id, password_hash FROM customers_6", "6|****"),
+            ("SELECT * FROM customers_deep_x", "7|e|c|****|****"),
+            ("SELECT id, upper(password_hash) FROM customers_6", "6|"),
+            // Computed from its other columns: kept.
+            ("SELECT id, upper(note) FROM customers_6", "6|SIX"),
+            // The parent reads the partition's rows: masked as the partition is.
+            (
+                "SELECT id, note FROM customers ORDER BY id",
+                "6|****\n7|****",
+            ),
+            (
+                "SELECT id, upper(note) FROM customers_deep ORDER BY id",
+                "7|",
+            ),
+            (
+                "COPY customers_deep_x (id, password_hash) TO STDOUT",
+                "7\t****",
+            ),
+            (
+                "COPY customers_6 TO STDOUT (FORMAT csv)",
+                "6,e,c,\"****\",six",
+            ),
+            (
+                "COPY (SELECT password_hash FROM customers_deep_x) TO STDOUT",
+                "****",
+            ),
+        ],
+    );
 }
 
 /// A client of the extended protocol that never describes its portals (it need not),
@@ -480,41 +488,40 @@ fn views_cannot_reveal_a_masked_column() {
         let (stdout, stderr) = text(&out);
         (out.status.success(), stdout, stderr)
     };
-    for (sql, expected) in [
-        // Followed to customers.password_hash: masked as that column is.
-        ("SELECT id, secret FROM contacts", "3|****"),
-        ("SELECT * FROM nested", "3|****"),
-        ("SELECT * FROM joined", "3|****"),
-        ("SELECT * FROM frozen", "3|****"),
-        (
-            "COPY (SELECT id, secret, shout FROM contacts) TO STDOUT",
-            "3\t****\t\\N",
-        ),
-        // Computed inside the view from the masked column.
-        ("SELECT id, shout FROM contacts", "3|"),
-        // Computed by the statement from a view that shows it.
-        ("SELECT id, lower(secret) FROM contacts", "3|"),
-        ("SELECT id, s2 || '' FROM nested", "3|"),
-        ("SELECT upper(b) FROM contacts AS c(a, b)", ""),
-        // Computed from the view's other columns only: kept.
-        (
-            "SELECT count(*), max(id), upper(note) FROM contacts GROUP BY note",
-            "1|3|PLAIN NOTE",
-        ),
-        // A view that uses no masked column: computed values are kept.
-        (
-            "SELECT id, note, n, upper(note) FROM harmless",
-            "3|plain note|10|PLAIN NOTE",
-        ),
-        (
-            "COPY (SELECT * FROM harmless) TO STDOUT",
-            "3\tplain note\t10",
-        ),
-    ] {
-        let (ok, stdout, stderr) = run(sql);
-        assert!(ok, "{sql}: {stderr}\n{}", s.d.log());
-        assert_eq!(stdout.trim(), expected, "{sql}");
-    }
+    expect_outputs(
+        &s,
+        &[
+            // Followed to customers.password_hash: masked as that column is.
+            ("SELECT id, secret FROM contacts", "3|****"),
+            ("SELECT * FROM nested", "3|****"),
+            ("SELECT * FROM joined", "3|****"),
+            ("SELECT * FROM frozen", "3|****"),
+            (
+                "COPY (SELECT id, secret, shout FROM contacts) TO STDOUT",
+                "3\t****\t\\N",
+            ),
+            // Computed inside the view from the masked column.
+            ("SELECT id, shout FROM contacts", "3|"),
+            // Computed by the statement from a view that shows it.
+            ("SELECT id, lower(secret) FROM contacts", "3|"),
+            ("SELECT id, s2 || '' FROM nested", "3|"),
+            ("SELECT upper(b) FROM contacts AS c(a, b)", ""),
+            // Computed from the view's other columns only: kept.
+            (
+                "SELECT count(*), max(id), upper(note) FROM contacts GROUP BY note",
+                "1|3|PLAIN NOTE",
+            ),
+            // A view that uses no masked column: computed values are kept.
+            (
+                "SELECT id, note, n, upper(note) FROM harmless",
+                "3|plain note|10|PLAIN NOTE",
+            ),
+            (
+                "COPY (SELECT * FROM harmless) TO STDOUT",
+                "3\tplain note\t10",
+            ),
+        ],
+    );
     // An error that would quote a value computed from such a view is hidden.
     let (ok, stdout, stderr) = run("SELECT secret::int FROM contacts");
     assert!(

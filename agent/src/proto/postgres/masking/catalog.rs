@@ -208,16 +208,16 @@ impl<'c> Catalog<'c> {
         if let Some(known) = self.views.fresh().named.get(name) {
             return Ok(known.clone());
         }
-        let rows = self
-            .query(
+        let views = self
+            .oids(
                 session,
                 "SELECT c.oid::text FROM pg_catalog.pg_class c \
                  WHERE c.relname = $1 AND c.relkind IN ('v', 'm')",
-                &[Some(name)],
+                name,
             )
             .await?;
         let mut shown = self.inherited(session, masker, name).await?;
-        for view in rows.iter().filter_map(|row| oid(row.first())) {
+        for view in views {
             if !self.reveals(session, masker, view).await? {
                 continue;
             }
@@ -255,17 +255,17 @@ impl<'c> Catalog<'c> {
         if let Some(known) = self.views.fresh().inherited.get(name) {
             return Ok(known.clone());
         }
-        let rows = self
-            .query(
+        let tables = self
+            .oids(
                 session,
                 "SELECT c.oid::text FROM pg_catalog.pg_class c WHERE c.relname = $1 \
                  AND EXISTS (SELECT FROM pg_catalog.pg_inherits i \
                              WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)",
-                &[Some(name)],
+                name,
             )
             .await?;
         let mut ruled = Vec::new();
-        for table in rows.iter().filter_map(|row| oid(row.first())) {
+        for table in tables {
             let kin = self.kin(session, table).await?;
             let columns = self
                 .query(
@@ -460,7 +460,7 @@ impl<'c> Catalog<'c> {
                 break;
             }
             let used = self
-                .query(
+                .oids(
                     session,
                     "SELECT DISTINCT d.refobjid::text FROM pg_catalog.pg_rewrite r \
                      JOIN pg_catalog.pg_depend d ON d.objid = r.oid \
@@ -469,10 +469,10 @@ impl<'c> Catalog<'c> {
                      JOIN pg_catalog.pg_class c ON c.oid = d.refobjid \
                      WHERE r.ev_class = $1::oid AND c.oid <> $1::oid \
                      AND c.relkind IN ('v', 'm')",
-                    &[Some(&oid_text(next))],
+                    &oid_text(next),
                 )
                 .await?;
-            todo.extend(used.iter().filter_map(|row| oid(row.first())));
+            todo.extend(used);
         }
         self.views.fresh().reveals.insert(view, reveals);
         Ok(reveals)
@@ -583,6 +583,17 @@ impl<'c> Catalog<'c> {
             }
         }
         Ok(None)
+    }
+
+    /// The OIDs the one-column catalog query `sql` returns for its one parameter.
+    async fn oids(
+        &mut self,
+        session: &Session<'_>,
+        sql: &str,
+        param: &str,
+    ) -> Result<Vec<i32>, String> {
+        let rows = self.query(session, sql, &[Some(param)]).await?;
+        Ok(rows.iter().filter_map(|row| oid(row.first())).collect())
     }
 
     /// Runs one catalog query with text parameters (never spliced into the SQL) and
