@@ -4,7 +4,7 @@
 
 use super::{Daemon, canonical};
 use crate::{
-    gate::{Action, Ask, Gone, HoldOutcome, Ruling},
+    gate::{Action, ActionOutcome, Ask, Gone, Waiting},
     identity::{self, Principal},
     intercept::{ClientAddr, OrigDstAddr, from_endpoint},
     policy::{Protocol, Target},
@@ -12,7 +12,11 @@ use crate::{
     record::{NewSession, Outcome, SessionEnd},
 };
 use portcullis_common::Origin;
-use std::{net::SocketAddr, sync::atomic::Ordering, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
@@ -154,7 +158,7 @@ async fn serve_with<P: proto::Protocol>(
     client: ClientAddr,
     orig_dst: OrigDstAddr,
     principal: Principal,
-    target: &Target,
+    target: &Arc<Target>,
 ) {
     let mut conn = Conn {
         client,
@@ -179,46 +183,28 @@ async fn serve_with<P: proto::Protocol>(
         protocol: target.protocol.to_string(),
         action: Action::Connect,
     };
-    let (rule, reason) = match daemon.gate.rule(&ask) {
-        Ruling::Allow { rule, reason } => (rule, reason),
-        Ruling::Deny { rule, reason } => {
-            tracing::info!(rule = rule.as_deref().unwrap_or("-"), %reason, "Denied");
-            proto.refuse(opened, &reason).await;
-            conn.record_refused(daemon, Outcome::Denied, rule, reason)
-                .await;
-            return;
-        }
-        Ruling::Review { rule, review, .. } => {
-            let hold = match daemon.gate.hold(&ask, rule.clone(), review, None).await {
-                Ok(h) => h,
-                Err(error) => {
-                    tracing::error!(%error, "Cannot record the approval request; refusing");
-                    let reason = "the approval request could not be recorded; refused".to_owned();
-                    proto.refuse(opened, &reason).await;
-                    conn.record_refused(daemon, Outcome::Error, rule, reason)
-                        .await;
-                    return;
-                }
+    let mut waiting = Opening {
+        proto,
+        client: &mut opened,
+    };
+    let outcome = daemon.gate.decide(&ask, None, &mut waiting).await;
+    let rule = outcome.rule().map(str::to_owned);
+    let reason = match &outcome {
+        ActionOutcome::Allowed { approval: None, reason, .. } => reason.clone(),
+        ActionOutcome::Allowed { .. } => outcome.message(),
+        refused => {
+            let (recorded, told) = match refused {
+                ActionOutcome::Abandoned { .. } => (Outcome::Closed, refused.message()),
+                ActionOutcome::Failed { .. } => (
+                    Outcome::Error,
+                    "the approval request could not be recorded; refused".to_owned(),
+                ),
+                _ => (Outcome::Denied, refused.message()),
             };
-            proto
-                .held(&mut opened, hold.id(), &hold.approve_hint())
-                .await;
-            match hold.wait(client_gone(P::socket(&opened))).await {
-                HoldOutcome::Approved { request, by } => {
-                    (rule, format!("request {request} approved by {by}"))
-                }
-                other => {
-                    let outcome = if matches!(other, HoldOutcome::Abandoned { .. }) {
-                        Outcome::Closed
-                    } else {
-                        Outcome::Denied
-                    };
-                    proto.refuse(opened, &other.message()).await;
-                    conn.record_refused(daemon, outcome, rule, other.message())
-                        .await;
-                    return;
-                }
-            }
+            tracing::info!(rule = rule.as_deref().unwrap_or("-"), reason = %told, "Denied");
+            proto.refuse(opened, &told).await;
+            conn.record_refused(daemon, recorded, rule, told).await;
+            return;
         }
     };
     let new = NewSession {
@@ -258,16 +244,16 @@ async fn serve_with<P: proto::Protocol>(
     let Some(principal) = new.principal.as_ref() else {
         return;
     };
-    let session = proto::Session {
-        id: &id,
-        gate: &daemon.gate,
-        recorder: &daemon.recorder,
-        principal,
-        target,
+    let session = Arc::new(proto::Session {
+        id: id.clone(),
+        gate: Arc::clone(&daemon.gate),
+        recorder: daemon.recorder.clone(),
+        principal: principal.clone(),
+        target: Arc::clone(target),
         upstream: orig_dst.0,
         mark: daemon.config.mark,
-        stop: &daemon.hard_stop,
-    };
+        stop: daemon.hard_stop.clone(),
+    });
     let served = proto.serve(opened, session).await;
     daemon.active_sessions.fetch_sub(1, Ordering::Relaxed);
     daemon.gate.metrics().session_closed();
@@ -296,6 +282,22 @@ async fn serve_with<P: proto::Protocol>(
     tracing::info!(session = %id, up = traffic.up, down = traffic.down, "Connection closed");
 }
 
+/// A connection's client while the connection itself is held.
+struct Opening<'a, P: proto::Protocol> {
+    proto: &'a P,
+    client: &'a mut P::Client,
+}
+
+impl<P: proto::Protocol> Waiting for Opening<'_, P> {
+    async fn held(&mut self, request: &str, hint: &str) {
+        self.proto.held(self.client, request, hint).await;
+    }
+
+    async fn gone(&mut self) -> Gone {
+        client_gone(P::socket(self.client)).await
+    }
+}
+
 /// Completes when the client closes its end while its connection is held. Bytes it
 /// sends early stay queued for the target (peeked, never read); they also hide the
 /// close from a peek, so then the kernel's TCP state tells.
@@ -303,8 +305,8 @@ async fn client_gone(stream: &TcpStream) -> Gone {
     let mut probe = [0u8; 1];
     loop {
         match stream.peek(&mut probe).await {
-            Ok(0) | Err(_) => return Gone::CLIENT,
-            Ok(_) if peer_closed(stream) => return Gone::CLIENT,
+            Ok(0) | Err(_) => return Gone::ClientLeft,
+            Ok(_) if peer_closed(stream) => return Gone::ClientLeft,
             // Data waits in the socket: look again at a gentle pace.
             Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }

@@ -38,7 +38,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 /// Everything a connection or an API call needs, shared.
 pub struct Daemon {
     pub config: Config,
-    pub gate: Gate,
+    pub gate: Arc<Gate>,
     pub store: Store,
     pub interceptor: Interceptor,
     pub targets: TargetTable,
@@ -137,7 +137,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         postgres,
         recorder,
         host: store.host().to_owned(),
-        gate: Gate::new(policy, store.clone(), metrics, Some(notifier)),
+        gate: Arc::new(Gate::new(policy, store.clone(), metrics, Some(notifier))),
         store,
         interceptor,
         targets: TargetTable::default(),

@@ -33,23 +33,45 @@ pub enum HoldOutcome {
         /// Who ended it: `client`, or `target` when the server side went away.
         by: String,
         reason: String,
+        /// How this gateway saw it end, when it was this gateway's watch that ended it.
+        gone: Option<Gone>,
+    },
+    /// The daemon is stopping: denied, never released.
+    ShutDown {
+        request: String,
     },
 }
 
-/// Why a held action can no longer run, as the future given to [`Hold::wait`] says:
-/// who ended it and one sentence for the request's record.
+/// Why a held action can no longer run, as the future given to [`Hold::wait`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gone {
-    pub by: &'static str,
-    pub reason: &'static str,
+pub enum Gone {
+    /// The client closed its connection.
+    ClientLeft,
+    /// The client withdrew the action (PostgreSQL's cancel request) and stays.
+    Cancelled,
+    /// The target's side of the connection ended.
+    TargetLeft,
 }
 
 impl Gone {
-    /// The client closed its connection (or cancelled).
-    pub const CLIENT: Self = Self {
-        by: "client",
-        reason: "the client left while it was held",
-    };
+    /// Who ended it, as the request's record says.
+    #[must_use]
+    pub fn by(self) -> &'static str {
+        match self {
+            Self::ClientLeft | Self::Cancelled => "client",
+            Self::TargetLeft => "target",
+        }
+    }
+
+    /// One sentence for the request's record.
+    #[must_use]
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::ClientLeft => "the client left while it was held",
+            Self::Cancelled => "the client cancelled the statement while it was held",
+            Self::TargetLeft => "the target closed the connection while it was held",
+        }
+    }
 }
 
 impl HoldOutcome {
@@ -74,14 +96,22 @@ impl HoldOutcome {
             } => {
                 format!("request {request} abandoned: {reason}")
             }
+            Self::ShutDown { request } => {
+                format!("request {request} denied by portcullis: {SHUTDOWN_REASON}")
+            }
         }
     }
 }
 
+/// Why a held action is denied when the daemon stops.
+const SHUTDOWN_REASON: &str = "the daemon is shutting down; held actions are denied, never released";
+
 /// An action waiting for approvers. Dropping it without [`Hold::wait`] leaves the
 /// request pending until the daemon's next start marks it abandoned; always wait.
-pub struct Hold<'g> {
-    gate: &'g Gate,
+///
+/// It owns its share of the gate, so a protocol may wait in a task of its own.
+pub struct Hold {
+    gate: Arc<Gate>,
     ask: Ask,
     review: Review,
     record: RequestRecord,
@@ -92,12 +122,12 @@ pub struct Hold<'g> {
 impl Gate {
     /// Records a pending request for `ask` and returns the hold to wait on.
     pub async fn hold(
-        &self,
+        self: &Arc<Self>,
         ask: &Ask,
         rule: Option<String>,
         review: Review,
         session_id: Option<String>,
-    ) -> Result<Hold<'_>, StoreError> {
+    ) -> Result<Hold, StoreError> {
         let new = NewRequest {
             target: ask.target.clone(),
             protocol: ask.protocol.clone(),
@@ -130,7 +160,7 @@ impl Gate {
         )
         .await;
         Ok(Hold {
-            gate: self,
+            gate: Arc::clone(self),
             ask: ask.clone(),
             review,
             record,
@@ -140,7 +170,7 @@ impl Gate {
     }
 }
 
-impl Hold<'_> {
+impl Hold {
     /// The request id approvers use.
     #[must_use]
     pub fn id(&self) -> &str {
@@ -158,10 +188,11 @@ impl Hold<'_> {
     /// shuts down.
     pub async fn wait(self, gone: impl Future<Output = Gone>) -> HoldOutcome {
         let outcome = self.wait_inner(gone).await;
-        let gate = self.gate;
+        let gate = &self.gate;
         let target = &self.ask.target;
         let metric = match &outcome {
             HoldOutcome::Approved { .. } => ApprovalOutcome::Approved,
+            HoldOutcome::ShutDown { .. } => ApprovalOutcome::Shutdown,
             HoldOutcome::Denied { by, .. } if by == "portcullis" => ApprovalOutcome::Shutdown,
             HoldOutcome::Denied { .. } => ApprovalOutcome::Denied,
             HoldOutcome::TimedOut { .. } => ApprovalOutcome::Timeout,
@@ -185,6 +216,7 @@ impl Hold<'_> {
             | HoldOutcome::Denied { by, .. }
             | HoldOutcome::Abandoned { by, .. } => by.clone(),
             HoldOutcome::TimedOut { .. } => "timeout".into(),
+            HoldOutcome::ShutDown { .. } => "portcullis".into(),
         };
         let data = serde_json::json!({ "target": target, "outcome": outcome.message(), "waited_ms": millis(self.started.elapsed()) });
         gate.audit("request_decided", &self.record.id, Some(&actor), data)
@@ -193,10 +225,11 @@ impl Hold<'_> {
     }
 
     async fn wait_inner(&self, gone: impl Future<Output = Gone>) -> HoldOutcome {
-        let gate = self.gate;
+        let gate = &self.gate;
         let id = self.record.id.clone();
         tokio::pin!(gone);
-        let mut has_gone = false;
+        let mut has_gone: Option<Gone> = None;
+        let mut shut_down = false;
         loop {
             // Register for a wake-up before reading, so no change is missed.
             let woken = self.wake.notified();
@@ -205,7 +238,7 @@ impl Hold<'_> {
                     .fail_closed("the request could not be read back from the store")
                     .await;
             };
-            if let Some(done) = self.outcome_of(&record) {
+            if let Some(done) = self.outcome_of(&record, has_gone, shut_down) {
                 if record.status != RequestStatus::Pending {
                     gate.announce(EventKind::RequestDecided, &record, record.status.as_str());
                 }
@@ -219,13 +252,13 @@ impl Hold<'_> {
             let stored = tokio::select! {
                 () = woken => Ok(()),
                 () = tokio::time::sleep(left) => self.expire(&record).await,
-                why = &mut gone, if !has_gone => {
-                    has_gone = true;
-                    gate.store.finish_request(&id, RequestStatus::Abandoned, why.by, Some(why.reason)).await.map(drop)
+                why = &mut gone, if has_gone.is_none() => {
+                    has_gone = Some(why);
+                    gate.store.finish_request(&id, RequestStatus::Abandoned, why.by(), Some(why.reason())).await.map(drop)
                 }
-                () = gate.shutdown.cancelled() => {
-                    let why = "the daemon is shutting down; held actions are denied, never released";
-                    gate.store.finish_request(&id, RequestStatus::Denied, "portcullis", Some(why)).await.map(drop)
+                () = gate.shutdown.cancelled(), if !shut_down => {
+                    shut_down = true;
+                    gate.store.finish_request(&id, RequestStatus::Denied, "portcullis", Some(SHUTDOWN_REASON)).await.map(drop)
                 }
             };
             if stored.is_err() {
@@ -239,7 +272,7 @@ impl Hold<'_> {
     /// The clock ran out for the current stage: escalate once if the rule says so,
     /// else deny by timeout.
     async fn expire(&self, record: &RequestRecord) -> Result<(), StoreError> {
-        let gate = self.gate;
+        let gate = &self.gate;
         let target = &self.ask.target;
         if record.stage == "review"
             && let Some(esc) = &self.review.escalation
@@ -270,13 +303,22 @@ impl Hold<'_> {
         Ok(())
     }
 
-    /// The final outcome a stored record stands for; `None` while pending.
-    fn outcome_of(&self, r: &RequestRecord) -> Option<HoldOutcome> {
+    /// The final outcome a stored record stands for; `None` while pending. `gone` and
+    /// `shut_down` say what this gateway saw end it, if anything.
+    fn outcome_of(
+        &self,
+        r: &RequestRecord,
+        gone: Option<Gone>,
+        shut_down: bool,
+    ) -> Option<HoldOutcome> {
         let request = r.id.clone();
         let by = r.decided_by.clone().unwrap_or_else(|| "?".into());
         match r.status {
             RequestStatus::Pending => None,
             RequestStatus::Approved => Some(HoldOutcome::Approved { request, by }),
+            RequestStatus::Denied if shut_down && by == "portcullis" => {
+                Some(HoldOutcome::ShutDown { request })
+            }
             RequestStatus::Denied => Some(HoldOutcome::Denied {
                 request,
                 by,
@@ -298,6 +340,7 @@ impl Hold<'_> {
                 request,
                 by,
                 reason: r.reason.clone().unwrap_or_default(),
+                gone,
             }),
         }
     }
@@ -322,7 +365,7 @@ impl Hold<'_> {
     }
 }
 
-impl Drop for Hold<'_> {
+impl Drop for Hold {
     fn drop(&mut self) {
         self.gate
             .waiters

@@ -2,24 +2,28 @@
 //! for every protocol. Nothing here knows a wire protocol.
 //!
 //! A protocol describes what its client asks for as an [`Action`] and calls
-//! [`Gate::rule`]. `Allow` and `Deny` are final. `Review` means: call
-//! [`Gate::hold`], tell the client (if the protocol can) that the action waits for
-//! approval and how to give it, then [`Hold::wait`] until approvers decide, the clock
-//! does (deny, or escalate then deny), the client leaves (abandoned) or the daemon
-//! stops (denied — a held action is never released by a shutdown).
+//! [`Gate::decide`] with a [`Waiting`] for its client. The policy allows or denies at
+//! once, or holds the action: the pipeline records a request, tells the client (if
+//! the protocol can) that the action waits for approval and how to give it, then
+//! waits until approvers decide, the clock does (deny, or escalate then deny), the
+//! client leaves (abandoned) or the daemon stops (denied — a held action is never
+//! released by a shutdown). The [`ActionOutcome`] says which; the protocol maps it
+//! into its own words and records it.
 //!
 //! Requests live in the store, so any gateway sharing it can decide them; the gateway
 //! holding the connection owns the clock.
 //!
-//! Layout: `hold` (a held action's lifecycle), `decide` (people approving and
-//! denying), `notify` (webhooks).
+//! Layout: `pipeline` (the decide call), `hold` (a held action's lifecycle),
+//! `decide` (people approving and denying), `notify` (webhooks).
 
 mod decide;
 mod hold;
 pub mod notify;
+mod pipeline;
 
 pub use decide::{DecideError, Decided};
 pub use hold::{Gone, Hold, HoldOutcome};
+pub use pipeline::{ActionOutcome, Approval, Waiting};
 
 use crate::{
     identity::Principal,

@@ -27,19 +27,21 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// What a protocol module is given to serve one allowed session.
-pub struct Session<'a> {
-    pub id: &'a SessionId,
-    pub gate: &'a Gate,
-    pub recorder: &'a Recorder,
-    pub principal: &'a Principal,
-    pub target: &'a Target,
+/// What a protocol module is given to serve one allowed session. It owns what it
+/// holds (behind an `Arc`, see [`Protocol::serve`]), so a protocol can move it into
+/// tasks of its own (an SSH channel's handler, an HTTP request).
+pub struct Session {
+    pub id: SessionId,
+    pub gate: Arc<Gate>,
+    pub recorder: Recorder,
+    pub principal: Principal,
+    pub target: Arc<Target>,
     /// The address the client asked for (the target's real address).
     pub upstream: SocketAddr,
     /// `SO_MARK` for upstream sockets, so the redirect lets them pass.
     pub mark: u32,
     /// Cancelled when the daemon ends the remaining sessions at shutdown.
-    pub stop: &'a CancellationToken,
+    pub stop: CancellationToken,
 }
 
 /// How a served session ended.
@@ -86,7 +88,7 @@ pub trait Protocol: Sync {
     fn serve(
         &self,
         client: Self::Client,
-        session: Session<'_>,
+        session: Arc<Session>,
     ) -> impl Future<Output = Served> + Send;
 }
 

@@ -61,10 +61,10 @@ impl LoginError {
 /// an error from the server, such as a `pg_hba.conf` that takes only plaintext for
 /// this user) is tried once more without TLS, as libpq's `sslmode=prefer` does.
 pub async fn login(
-    session: &Session<'_>,
+    session: &Session,
     client_params: &[(String, String)],
 ) -> Result<Backend, LoginError> {
-    let target = session.target;
+    let target = &*session.target;
     let (user, password) = credentials(target, client_params)?;
     let params: Vec<(String, String)> = client_params
         .iter()
@@ -103,7 +103,7 @@ pub async fn login(
 
 /// What one login attempt needs.
 struct Login<'a> {
-    session: &'a Session<'a>,
+    session: &'a Session,
     params: &'a [(String, String)],
     user: &'a str,
     password: Option<&'a Secret>,

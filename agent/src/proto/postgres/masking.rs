@@ -47,7 +47,7 @@ pub struct Column {
 pub async fn row_description(
     masker: &Masker,
     catalog: &mut Catalog<'_>,
-    session: &Session<'_>,
+    session: &Session,
     body: &[u8],
     encoding: ClientEncoding,
 ) -> Result<(Vec<Column>, Option<Bytes>), String> {
@@ -262,7 +262,7 @@ pub fn notification(masker: &Masker, body: &[u8]) -> Option<Bytes> {
 pub async fn copy_out(
     masker: &Masker,
     catalog: &mut Catalog<'_>,
-    session: &Session<'_>,
+    session: &Session,
     copy: &CopyOut,
     (hides_computed, first): (bool, bool),
     count: usize,
@@ -336,7 +336,7 @@ pub async fn copy_out(
 async fn table_rules(
     masker: &Masker,
     catalog: &mut Catalog<'_>,
-    session: &Session<'_>,
+    session: &Session,
     (schema, table): (Option<&str>, &str),
     columns: &[String],
 ) -> Result<Vec<Option<ColumnMask>>, String> {

@@ -130,7 +130,7 @@ impl Protocol for Postgres {
         startup::fatal(&mut client.stream, "28000", &message).await;
     }
 
-    async fn serve(&self, client: startup::Opened, session: Session<'_>) -> Served {
+    async fn serve(&self, client: startup::Opened, session: std::sync::Arc<Session>) -> Served {
         session::run(self, client, session).await
     }
 }

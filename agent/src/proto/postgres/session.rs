@@ -67,7 +67,7 @@ type ClientWrite = WriteHalf<Metered<ClientStream>>;
 
 /// Serves a client that finished its startup: log in to the target, greet the client
 /// as the server would, then run both loops until either side leaves.
-pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>) -> Served {
+pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>) -> Served {
     let opened_params = opened.params.clone();
     let backend = match backend::login(&session, &opened.params).await {
         Ok(b) => b,
@@ -220,7 +220,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
             session.recorder.record(record).await;
         }
     }
-    let digest = session.recorder.finish_session(session.id).await;
+    let digest = session.recorder.finish_session(&session.id).await;
     Served {
         outcome,
         reason,
@@ -231,11 +231,11 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Session<'_>)
 
 /// The masking of this session: the specs of the rules that match it, with their key.
 /// A rule naming a key that cannot be read fails the session (closed, not unmasked).
-fn session_masker(session: &Session<'_>) -> Result<Option<Arc<Masker>>, String> {
+fn session_masker(session: &Session) -> Result<Option<Arc<Masker>>, String> {
     let specs = session
         .gate
         .policy()
-        .masks_for(session.principal, &session.target.name);
+        .masks_for(&session.principal, &session.target.name);
     if specs.is_empty() {
         return Ok(None);
     }

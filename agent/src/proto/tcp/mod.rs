@@ -53,7 +53,7 @@ impl Protocol for Tcp {
         reset(&client);
     }
 
-    async fn serve(&self, client: TcpStream, session: Session<'_>) -> Served {
+    async fn serve(&self, client: TcpStream, session: std::sync::Arc<Session>) -> Served {
         let mut upstream = match connect_upstream(session.upstream, session.mark).await {
             Ok(u) => u,
             Err(error) => {

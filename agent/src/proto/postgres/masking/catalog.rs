@@ -129,7 +129,7 @@ impl<'c> Catalog<'c> {
     /// a masked column. An unknown relation leaves only a rule on the name.
     pub async fn column_rule(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         masker: &Masker,
         (mut oid, mut attnum): (i32, i16),
         name: &str,
@@ -180,7 +180,7 @@ impl<'c> Catalog<'c> {
     /// such a view, or `upper()` of its other columns, computes nothing from it.
     pub async fn reveal_any(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         masker: &Masker,
         refs: &Refs,
     ) -> Result<Shown, String> {
@@ -201,7 +201,7 @@ impl<'c> Catalog<'c> {
     /// using one; a child table's that a rule on a parent masks.
     async fn showing(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         masker: &Masker,
         name: &str,
     ) -> Result<Vec<String>, String> {
@@ -248,7 +248,7 @@ impl<'c> Catalog<'c> {
     /// they inherit from, or that inherits from them, masks (partitions, parents).
     async fn inherited(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         masker: &Masker,
         name: &str,
     ) -> Result<Vec<String>, String> {
@@ -294,7 +294,7 @@ impl<'c> Catalog<'c> {
     /// The names of the tables `table` inherits from, up the chain (a partition's
     /// parents), and of those that inherit from it, down the chain (a partitioned
     /// table's partitions); none for most.
-    async fn kin(&mut self, session: &Session<'_>, table: i32) -> Result<Vec<String>, String> {
+    async fn kin(&mut self, session: &Session, table: i32) -> Result<Vec<String>, String> {
         if let Some(known) = self.views.fresh().kin.get(&table) {
             return Ok(known.clone());
         }
@@ -331,7 +331,7 @@ impl<'c> Catalog<'c> {
     /// known here).
     pub async fn copy_columns(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         schema: Option<&str>,
         table: &str,
     ) -> Result<Vec<(Vec<String>, Vec<String>)>, String> {
@@ -370,7 +370,7 @@ impl<'c> Catalog<'c> {
     /// Attribute `attnum` of relation `oid`, by name.
     async fn column(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         oid: i32,
         attnum: i16,
     ) -> Result<Option<Relcol>, String> {
@@ -403,7 +403,7 @@ impl<'c> Catalog<'c> {
     /// Where each column of `view` comes from, as the server describes its definition.
     async fn origins(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         view: i32,
     ) -> Result<Vec<(i32, i16)>, String> {
         if let Some(known) = self.views.fresh().origins.get(&view) {
@@ -425,7 +425,7 @@ impl<'c> Catalog<'c> {
     /// look through count as yes.
     async fn reveals(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         masker: &Masker,
         view: i32,
     ) -> Result<bool, String> {
@@ -480,7 +480,7 @@ impl<'c> Catalog<'c> {
 
     /// The `SELECT` that defines `view`, as the server prints it for this connection's
     /// `search_path`.
-    async fn definition(&mut self, session: &Session<'_>, view: i32) -> Result<String, String> {
+    async fn definition(&mut self, session: &Session, view: i32) -> Result<String, String> {
         if let Some(known) = self.views.fresh().definitions.get(&view) {
             return Ok(known.clone());
         }
@@ -507,7 +507,7 @@ impl<'c> Catalog<'c> {
     /// for the error), which is parsed and described on the side connection, never run.
     async fn describe(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         sql: &str,
         what: &str,
     ) -> Result<Vec<(String, (i32, i16))>, String> {
@@ -544,7 +544,7 @@ impl<'c> Catalog<'c> {
     /// connection could then describe another relation than the client's reads.
     pub async fn copy_query_columns(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         query: &str,
     ) -> Result<Vec<(String, (i32, i16))>, String> {
         let classified = self.classifier.classify(query, true).await;
@@ -562,7 +562,7 @@ impl<'c> Catalog<'c> {
     /// depends on a `search_path` not known here.
     async fn ambiguous<'n>(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         names: &'n [String],
     ) -> Result<Option<&'n str>, String> {
         for name in names {
@@ -588,7 +588,7 @@ impl<'c> Catalog<'c> {
     /// The OIDs the one-column catalog query `sql` returns for its one parameter.
     async fn oids(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         sql: &str,
         param: &str,
     ) -> Result<Vec<i32>, String> {
@@ -600,7 +600,7 @@ impl<'c> Catalog<'c> {
     /// returns its rows as text.
     async fn query(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         sql: &str,
         params: &[Option<&str>],
     ) -> Result<Vec<Vec<Option<String>>>, String> {
@@ -653,7 +653,7 @@ impl<'c> Catalog<'c> {
     /// `each` until `ReadyForQuery`.
     async fn exchange(
         &mut self,
-        session: &Session<'_>,
+        session: &Session,
         sql: &str,
         then: &[u8],
         mut each: impl FnMut(u8, &[u8]),

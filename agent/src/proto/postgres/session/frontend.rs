@@ -5,6 +5,7 @@ use super::super::{
     Postgres,
     classify::{Classified, CopyOut, Refs},
     masking::{self, Exposure},
+    encoding::ClientEncoding,
     tls::BackendStream,
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
@@ -13,7 +14,7 @@ use super::{
 };
 use crate::mask::Masker;
 use crate::{
-    gate::{Action, Ask, Gone, HoldOutcome, Ruling},
+    gate::{Action, ActionOutcome, Ask, Gone, Waiting},
     policy::{SqlClass, SqlClasses},
     proto::Session,
     record::{Outcome, StatementRecord, now_ms},
@@ -44,7 +45,7 @@ pub(super) struct Portal {
 
 pub(super) struct Frontend<'a> {
     pub(super) pg: &'a Postgres,
-    pub(super) session: &'a Session<'a>,
+    pub(super) session: &'a Session,
     pub(super) reader: MessageReader<ClientRead>,
     pub(super) server: WriteHalf<BackendStream>,
     pub(super) out: BytesMut,
@@ -398,30 +399,27 @@ impl Frontend<'_> {
             rows: None,
             hash: String::new(),
         };
-        let denial = match self.session.gate.rule(ask) {
-            Ruling::Allow { rule, .. } => {
-                record.decided_by = rule;
-                None
-            }
-            Ruling::Deny { rule, reason } => {
-                record.verdict = "denied".into();
-                record.decided_by.clone_from(&rule);
-                let message = match &classified.error {
-                    Some(parse) => format!("Portcullis denied this statement: {reason} ({parse})"),
-                    None => format!("Portcullis denied this statement: {reason}"),
-                };
-                record.reason = Some(reason);
-                Some(("42501", message))
-            }
-            Ruling::Review { rule, review, .. } => {
-                match self.hold(ask, rule, review, &mut record).await {
-                    Held::Forward => None,
-                    Held::Refuse(code, message) => Some((code, message)),
-                    Held::Left(why) => {
-                        self.session.recorder.record(record).await;
-                        return Ok(Next::End(Outcome::Closed, Some(why.into())));
-                    }
-                }
+        let outcome = {
+            let mut waiting = HeldStatement {
+                to_client: &self.to_client,
+                encoding: self.reading().0.encoding(),
+                reader: &mut self.reader,
+                stash: &mut self.stash,
+                cancel: self.cancel,
+                server_gone: self.server_gone,
+            };
+            let session = &self.session;
+            session.gate.decide(ask, Some(&session.id), &mut waiting).await
+        };
+        if outcome.request().is_some() {
+            self.cancel.set_holding(false);
+        }
+        let denial = match self.refusal(&outcome, &classified, &mut record) {
+            Refusal::None => None,
+            Refusal::Error(code, message) => Some((code, message)),
+            Refusal::Left(why) => {
+                self.session.recorder.record(record).await;
+                return Ok(Next::End(Outcome::Closed, Some(why.into())));
             }
         };
         let risky = risky(&text, classified.classes);
@@ -560,101 +558,94 @@ impl Frontend<'_> {
         shared.pending.push_back(pending);
     }
 
-    /// Holds a statement for review: tells the client, waits for the decision while
-    /// watching for the client leaving or cancelling, and says what to do next.
-    async fn hold(
-        &mut self,
-        ask: &Ask,
-        rule: Option<String>,
-        review: crate::policy::Review,
+    /// How the gate's outcome ends the statement, with the record stamped: run it,
+    /// answer with an error instead, or end the session (someone left while held).
+    fn refusal(
+        &self,
+        outcome: &ActionOutcome,
+        classified: &Classified,
         record: &mut StatementRecord,
-    ) -> Held {
-        let session_id = Some(self.session.id.to_string());
-        // From before the request exists: a cancel sent as soon as the client (or an
-        // approver) can see it ends the hold, even if it beats the wait below.
-        self.cancel.set_holding(true);
-        let hold = match self.session.gate.hold(ask, rule, review, session_id).await {
-            Ok(h) => h,
-            Err(error) => {
-                self.cancel.set_holding(false);
-                tracing::error!(%error, "Cannot record the approval request; denying the statement");
-                record.verdict = "error".into();
+    ) -> Refusal {
+        record.verdict = outcome.verdict().into();
+        record.decided_by = outcome.decided_by();
+        record.request_id = outcome.request().map(str::to_owned);
+        match outcome {
+            ActionOutcome::Allowed { .. } => Refusal::None,
+            ActionOutcome::Denied {
+                request: None,
+                reason,
+                ..
+            } => {
+                record.reason = Some(reason.clone());
+                let message = match &classified.error {
+                    Some(parse) => format!("Portcullis denied this statement: {reason} ({parse})"),
+                    None => format!("Portcullis denied this statement: {reason}"),
+                };
+                Refusal::Error("42501", message)
+            }
+            ActionOutcome::Failed { .. } => {
                 let message =
                     "Portcullis denied this statement: its approval request could not be recorded";
+                record.decided_by = None;
                 record.reason = Some(message.into());
-                return Held::Refuse("42501", message.into());
+                Refusal::Error("42501", message.into())
             }
-        };
-        record.request_id = Some(hold.id().to_owned());
+            ActionOutcome::Abandoned { gone, .. } => {
+                let target_left =
+                    *gone == Some(Gone::TargetLeft) || self.server_gone.is_cancelled();
+                record.reason = Some(outcome.message());
+                if *gone == Some(Gone::ClientLeft) {
+                    Refusal::Left("the client left while a statement was held")
+                } else if target_left {
+                    Refusal::Left("the target closed the connection while a statement was held")
+                } else {
+                    record.reason = Some("cancelled by the client".into());
+                    Refusal::Error("57014", "canceling statement due to user request".into())
+                }
+            }
+            ActionOutcome::Denied { .. }
+            | ActionOutcome::Expired { .. }
+            | ActionOutcome::ShutDown { .. } => {
+                let message = outcome.message();
+                record.reason = Some(message.clone());
+                Refusal::Error("42501", format!("Portcullis: {message}"))
+            }
+        }
+    }
+}
+
+/// A statement's client while the statement is held: told by a notice, watched for
+/// leaving (`Terminate`, a closed or broken stream), cancelling, or the target going.
+struct HeldStatement<'a> {
+    to_client: &'a mpsc::Sender<ToClient>,
+    encoding: ClientEncoding,
+    reader: &'a mut MessageReader<ClientRead>,
+    stash: &'a mut VecDeque<Message>,
+    cancel: &'a super::super::cancel::CancelEntry,
+    server_gone: &'a CancellationToken,
+}
+
+impl Waiting for HeldStatement<'_> {
+    async fn held(&mut self, request: &str, hint: &str) {
+        // Before the client can see the request: a cancel sent as soon as it does
+        // ends the hold, even if it beats the wait.
+        self.cancel.set_holding(true);
         let notice = wire::error_response(
-            self.reading().0.encoding(),
+            self.encoding,
             Severity::NOTICE,
             "01000",
-            &format!(
-                "Portcullis: this statement is held for approval (request {})",
-                hold.id()
-            ),
-            Some(&format!(
-                "It runs when approved; approvers can run: {}",
-                hold.approve_hint()
-            )),
+            &format!("Portcullis: this statement is held for approval (request {request})"),
+            Some(&format!("It runs when approved; approvers can run: {hint}")),
             Some("Cancel the query (Ctrl-C) to withdraw it."),
         );
         let _ = self.to_client.send(ToClient::Notice(notice)).await;
-        let mut left = false;
-        let outcome = {
-            let reader = &mut self.reader;
-            let stash = &mut self.stash;
-            let cancel = self.cancel;
-            let server_gone = self.server_gone;
-            let left = &mut left;
-            let gone = async move {
-                tokio::select! {
-                    () = cancel.cancelled() => Gone {
-                        by: "client",
-                        reason: "the client cancelled the statement while it was held",
-                    },
-                    () = watch_client(reader, stash, left) => Gone::CLIENT,
-                    () = server_gone.cancelled() => Gone {
-                        by: "target",
-                        reason: "the target closed the connection while it was held",
-                    },
-                }
-            };
-            hold.wait(gone).await
-        };
-        self.cancel.set_holding(false);
-        match outcome {
-            HoldOutcome::Approved { by, .. } => {
-                record.verdict = "approved".into();
-                record.decided_by = Some(by);
-                Held::Forward
-            }
-            HoldOutcome::Abandoned { .. } if left => {
-                record.verdict = "abandoned".into();
-                record.reason = Some(outcome.message());
-                Held::Left("the client left while a statement was held")
-            }
-            HoldOutcome::Abandoned { .. } if self.server_gone.is_cancelled() => {
-                record.verdict = "abandoned".into();
-                record.reason = Some(outcome.message());
-                Held::Left("the target closed the connection while a statement was held")
-            }
-            HoldOutcome::Abandoned { .. } => {
-                record.verdict = "abandoned".into();
-                record.reason = Some("cancelled by the client".into());
-                Held::Refuse("57014", "canceling statement due to user request".into())
-            }
-            other => {
-                record.verdict = if matches!(other, HoldOutcome::TimedOut { .. }) {
-                    "timed_out".into()
-                } else {
-                    "denied".into()
-                };
-                let message = other.message();
-                record.reason = Some(message.clone());
-                Held::Refuse("42501", format!("Portcullis: {message}"))
-            }
+    }
+
+    async fn gone(&mut self) -> Gone {
+        tokio::select! {
+            () = self.cancel.cancelled() => Gone::Cancelled,
+            () = watch_client(self.reader, self.stash) => Gone::ClientLeft,
+            () = self.server_gone.cancelled() => Gone::TargetLeft,
         }
     }
 }
@@ -662,11 +653,7 @@ impl Frontend<'_> {
 /// Reads the client while a statement is held: `Terminate`, a closed connection or a
 /// broken stream end the wait (`left`); other messages (pipelined) are kept for later,
 /// up to [`MAX_STASH`] bytes, after which reading pauses.
-async fn watch_client(
-    reader: &mut MessageReader<ClientRead>,
-    stash: &mut VecDeque<Message>,
-    left: &mut bool,
-) {
+async fn watch_client(reader: &mut MessageReader<ClientRead>, stash: &mut VecDeque<Message>) {
     let mut kept: usize = stash.iter().map(|m| m.frame.len()).sum();
     loop {
         if kept >= MAX_STASH {
@@ -681,7 +668,6 @@ async fn watch_client(
             Ok(None) | Err(_) => break,
         }
     }
-    *left = true;
 }
 
 enum Statement<'m> {
@@ -692,9 +678,12 @@ enum Statement<'m> {
     Function(i32),
 }
 
-enum Held {
-    Forward,
-    Refuse(&'static str, String),
+/// What the gate's outcome makes of a statement.
+enum Refusal {
+    /// It runs.
+    None,
+    /// The client gets this SQLSTATE and message instead.
+    Error(&'static str, String),
     /// The client or the target left: the session ends, for this reason.
     Left(&'static str),
 }

@@ -33,7 +33,7 @@ pub(super) struct BackendLoop<'a> {
     /// Column names and formats of the current result set.
     pub(super) columns: Vec<(String, bool)>,
     pub(super) record_rows: usize,
-    pub(super) session: &'a Session<'a>,
+    pub(super) session: &'a Session,
     /// Masks results and messages; `None` when no rule masks this session.
     pub(super) masker: Option<Arc<Masker>>,
     /// Shared with the frontend, which asks whether a statement's views reveal.
