@@ -300,7 +300,8 @@ impl Setup {
         }
     }
 
-    /// The statements recorded for the newest session.
+    /// The statements recorded for the newest session: its `sql` events, each with
+    /// its details (text, classes, rows…) beside the verdict, as one object.
     pub fn statements(&self) -> Vec<Value> {
         let session = self
             .d
@@ -318,10 +319,21 @@ impl Setup {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v.get("statements")
-            .and_then(Value::as_array)
-            .cloned()
+        let events = v.get("events").and_then(Value::as_array).cloned();
+        events
             .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["kind"] == "sql")
+            .map(|mut event| {
+                if let (Some(details), Some(fields)) = (
+                    event.get("details").and_then(Value::as_object).cloned(),
+                    event.as_object_mut(),
+                ) {
+                    fields.extend(details);
+                }
+                event
+            })
+            .collect()
     }
 }
 

@@ -4,8 +4,8 @@
 use anyhow::{Context, ensure};
 use portcullis::identity::Principal;
 use portcullis::record::{
-    AuditEntry, Backend, MIN_PREFIX, NewSession, Outcome, Recorder, SessionEnd, SessionFilter,
-    SessionId, StatementRecord, Store, StoreError,
+    AuditEntry, Backend, EventRecord, MIN_PREFIX, NewSession, Outcome, Recorder, SessionEnd,
+    SessionFilter, SessionId, StatementRecord, Store, StoreError,
 };
 use portcullis_tests::postgres::PgServer;
 use serde_json::json;
@@ -267,9 +267,10 @@ fn statement(id: &SessionId, i: i64) -> StatementRecord {
     }
 }
 
-/// Statements recorded through the recorder are stored chained in `PostgreSQL`; `audit
-/// verify` checks them against the digest in the session's `session_closed` record and
-/// names a statement edited by hand in psql.
+/// Statements recorded through the recorder are stored as chained `sql` events in
+/// `PostgreSQL` (the event log, issue 17); `audit verify` checks them against the
+/// digest in the session's `session_closed` record and names an event edited by hand
+/// in psql.
 #[tokio::test]
 async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
     let Some(pg) = PgServer::start_or_skip()? else {
@@ -292,16 +293,16 @@ async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
             kind: "session_closed".into(),
             subject: id.to_string(),
             actor: None,
-            data: json!({ "outcome": "closed", "statements": digest }),
+            data: json!({ "outcome": "closed", "events": digest }),
         })
         .await?;
     let report = store.verify_audit().await?;
     ensure!(report.is_intact(), "{report}");
 
-    let stored = store.statements(&id, 0, 1000).await?;
+    let stored = store.events(&id, 0, 1000).await?;
     assert_eq!(stored.len(), 300);
-    let seventh = stored.get(6).context("statement 7")?;
-    let mut want = statement(&id, 7);
+    let seventh = stored.get(6).context("event 7")?;
+    let mut want = EventRecord::from_statement(statement(&id, 7));
     want.seq = 7;
     want.hash.clone_from(&seventh.hash);
     assert_eq!(seventh, &want, "a statement reads back as recorded");
@@ -309,14 +310,14 @@ async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
         stored.last().map(|s| s.hash.as_str()),
         Some(digest.last_hash.as_str())
     );
-    let page = store.statements(&id, 298, 10).await?;
+    let page = store.events(&id, 298, 10).await?;
     let seqs: Vec<_> = page.iter().map(|s| s.seq).collect();
     assert_eq!(seqs, vec![299, 300]);
 
     for sql in [
-        "UPDATE statements SET text = 'SELECT 0' WHERE seq = 7",
-        "DELETE FROM statements WHERE seq = 7",
-        "TRUNCATE statements",
+        "UPDATE events SET summary = 'SELECT 0' WHERE seq = 7",
+        "DELETE FROM events WHERE seq = 7",
+        "TRUNCATE events",
     ] {
         let err = pg
             .psql("statements", sql)
@@ -327,8 +328,8 @@ async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
 
     pg.psql(
         "statements",
-        "DROP TRIGGER statements_no_change ON statements; \
-         UPDATE statements SET verdict = 'denied' WHERE seq = 7",
+        "DROP TRIGGER events_no_change ON events; \
+         UPDATE events SET verdict = 'denied' WHERE seq = 7",
     )?;
     let report = store.verify_audit().await?;
     let bad = report
@@ -339,8 +340,8 @@ async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
     assert_eq!(
         bad.reason,
         format!(
-            "statements of session {id}: statement 7 does not match its hash: edited, or the \
-             one before it rewritten"
+            "events of session {id}: event 7 does not match its hash: edited, or the one \
+             before it rewritten"
         )
     );
     store.close().await;

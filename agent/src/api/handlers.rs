@@ -86,24 +86,24 @@ pub async fn session(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StatementsQuery {
-    /// Only statements with a greater `seq` (0, the default, for the first page).
+pub struct EventsQuery {
+    /// Only events with a greater `seq` (0, the default, for the first page).
     after: Option<i64>,
     limit: Option<u32>,
 }
 
-/// A session's recorded statements in order, a page at a time, to whoever may see the
+/// A session's recorded events in order, a page at a time, to whoever may see the
 /// session.
-pub async fn statements(
+pub async fn events(
     State(d): State<Arc<Daemon>>,
     ConnectInfo(caller): ConnectInfo<Caller>,
     Path(id): Path<String>,
-    Query(q): Query<StatementsQuery>,
+    Query(q): Query<EventsQuery>,
 ) -> Answer {
     let record = visible_session(&d, &caller, &id).await?;
     let list = d
         .store
-        .statements(
+        .events(
             &record.id,
             q.after.unwrap_or(0),
             q.limit.unwrap_or(1000).clamp(1, 10_000),

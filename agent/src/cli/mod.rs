@@ -119,11 +119,12 @@ enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// A session's transcript: every statement, its verdict, and how it went.
+    /// A session's transcript: every event (statement, command, request), its
+    /// verdict, and how it went.
     Replay {
         /// Session id, or a unique prefix of it.
         id: String,
-        /// One JSON document: `{"session": …, "statements": […]}`.
+        /// One JSON document: `{"session": …, "events": […]}`.
         #[arg(long)]
         json: bool,
     },
@@ -313,10 +314,10 @@ async fn export(client: &Client, since: Option<&str>) -> anyhow::Result<()> {
     }
 }
 
-/// Statements fetched per API call by `sessions replay`.
+/// Events fetched per API call by `sessions replay`.
 const REPLAY_PAGE: usize = 500;
 
-/// Prints session `id` and every statement recorded in it, a page at a time (so a
+/// Prints session `id` and every event recorded in it, a page at a time (so a
 /// long session is never held whole), as a transcript or as one JSON document.
 async fn replay(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     let session = client.get(&format!("/v1/sessions/{id}")).await?;
@@ -328,7 +329,7 @@ async fn replay(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
         .to_owned();
     let mut out = if json {
         format!(
-            "{{\"session\":{},\"statements\":[",
+            "{{\"session\":{},\"events\":[",
             serde_json::to_string(&session)?
         )
     } else {
@@ -338,16 +339,16 @@ async fn replay(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     loop {
         let page = client
             .get(&format!(
-                "/v1/sessions/{id}/statements?after={after}&limit={REPLAY_PAGE}"
+                "/v1/sessions/{id}/events?after={after}&limit={REPLAY_PAGE}"
             ))
             .await?;
-        let statements = page.as_array().map_or(&[][..], Vec::as_slice);
-        for statement in statements {
+        let events = page.as_array().map_or(&[][..], Vec::as_slice);
+        for event in events {
             if json {
                 out.push_str(if count == 0 { "\n" } else { ",\n" });
-                out += &serde_json::to_string(statement)?;
+                out += &serde_json::to_string(event)?;
             } else {
-                out.push_str(&print::replay_statement(statement));
+                out.push_str(&print::replay_event(event));
             }
             count += 1;
         }
@@ -355,12 +356,12 @@ async fn replay(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
             return Ok(());
         }
         out.clear();
-        let last = statements
+        let last = events
             .last()
             .and_then(|s| s.get("seq"))
             .and_then(serde_json::Value::as_i64);
         match last {
-            Some(seq) if statements.len() == REPLAY_PAGE && seq > after => after = seq,
+            Some(seq) if events.len() == REPLAY_PAGE && seq > after => after = seq,
             _ => break,
         }
     }

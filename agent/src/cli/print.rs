@@ -1,5 +1,8 @@
 //! Human-readable output of API answers (`--json` prints them as they are).
 
+mod replay;
+
+pub use replay::replay_event;
 use serde_json::Value;
 
 /// The value at JSON pointer `path` (`/a/b`), or null.
@@ -238,123 +241,13 @@ pub fn replay_header(s: &Value) -> String {
     )
 }
 
-/// One statement of a replay transcript: when, the verdict, the SQL, its parameters,
-/// how it went, and the recorded rows as a small table.
-pub fn replay_statement(st: &Value) -> String {
-    let mut verdict = field(st, "/verdict");
-    if let Some(by) = at(st, "/decided_by").as_str() {
-        verdict = format!("{verdict} by {}", clean(by, false));
-    }
-    if let Some(request) = at(st, "/request_id").as_str() {
-        verdict = format!("{verdict} (request {})", clean(request, false));
-    }
-    let classes: Vec<String> = at(st, "/classes")
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(cell)
-        .collect();
-    let mut lines = vec![
-        String::new(),
-        format!(
-            "#{}  {}  {verdict}  [{}]",
-            field(st, "/seq"),
-            time_ms(at(st, "/at_ms")),
-            classes.join(", ")
-        ),
-    ];
-    let sql = clean(
-        at(st, "/text").as_str().unwrap_or_default().trim_end(),
-        true,
-    );
-    lines.extend(sql.lines().map(|line| format!("    {line}")));
-    if let Some(params) = at(st, "/params").as_array().filter(|p| !p.is_empty()) {
-        let params: Vec<String> = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| match p {
-                Value::String(s) => format!("${} = '{}'", i + 1, clean(s, false)),
-                other => format!("${} = {}", i + 1, cell(other)),
-            })
-            .collect();
-        lines.push(format!("    params   {}", params.join(", ")));
-    }
-    if let Some(reason) = at(st, "/reason").as_str() {
-        lines.push(format!("    reason   {}", clean(reason, false)));
-    }
-    let mut result = Vec::new();
-    match (
-        at(st, "/command_tag").as_str(),
-        at(st, "/rows_affected").as_i64(),
-    ) {
-        (Some(tag), _) => result.push(clean(tag, false)),
-        (None, Some(n)) => result.push(format!("{n} rows")),
-        (None, None) => {}
-    }
-    if let Some(us) = at(st, "/duration_us").as_i64() {
-        result.push(format!("in {}", duration(us)));
-    }
-    if !result.is_empty() {
-        lines.push(format!("    result   {}", result.join(" ")));
-    }
-    if let Some(error) = at(st, "/error").as_str() {
-        lines.push(format!("    error    {}", clean(error, false)));
-    }
-    if let Some(rows) = at(st, "/rows").as_object() {
-        lines.extend(rows_table(rows.get("columns"), rows.get("rows"), "      "));
-        if rows.get("truncated").and_then(Value::as_bool) == Some(true) {
-            lines.push("      … (more rows were not recorded)".to_owned());
-        }
-    }
-    lines.push(String::new());
-    lines.join("\n")
-}
-
 /// The end of a replay transcript.
 pub fn replay_footer(count: u64) -> String {
     match count {
-        0 => "\nNo statements recorded in this session.\n".to_owned(),
-        1 => "\n1 statement.\n".to_owned(),
-        n => format!("\n{n} statements.\n"),
+        0 => "\nNo events recorded in this session.\n".to_owned(),
+        1 => "\n1 event.\n".to_owned(),
+        n => format!("\n{n} events.\n"),
     }
-}
-
-/// Recorded result rows as the lines of an aligned table, each starting with `indent`.
-fn rows_table(columns: Option<&Value>, rows: Option<&Value>, indent: &str) -> Vec<String> {
-    let header: Vec<String> = columns
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(cell)
-        .collect();
-    let body: Vec<Vec<String>> = rows
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|row| row.as_array().into_iter().flatten().map(cell).collect())
-        .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &body {
-        for (i, value) in row.iter().enumerate() {
-            let width = value.chars().count();
-            match widths.get_mut(i) {
-                Some(w) => *w = (*w).max(width),
-                None => widths.push(width),
-            }
-        }
-    }
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = widths
-            .iter()
-            .enumerate()
-            .map(|(i, w)| format!("{:<w$}", cells.get(i).map_or("", String::as_str)))
-            .collect();
-        format!("{indent}{}", padded.join(" | ").trim_end())
-    };
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    let mut lines = vec![line(&header), format!("{indent}{}", rule.join("-+-"))];
-    lines.extend(body.iter().map(|row| line(row)));
-    lines
 }
 
 /// One value of a recorded row (or a class, a column name) on one line: strings bare,
@@ -482,7 +375,7 @@ mod tests {
         })
     }
 
-    /// A statement as the API serves it: a `StatementRecord` serialized.
+    /// A recorded statement.
     fn statement() -> crate::record::StatementRecord {
         crate::record::StatementRecord {
             session_id: serde_json::from_value(at(&session(), "/id").clone()).unwrap(),
@@ -511,8 +404,8 @@ mod tests {
 
     #[test]
     fn a_replay_reads_like_a_transcript() {
-        let st = serde_json::to_value(statement()).unwrap();
-        let transcript = replay_header(&session()) + &replay_statement(&st) + &replay_footer(1);
+        let st = event(statement());
+        let transcript = replay_header(&session()) + &replay_event(&st) + &replay_footer(1);
         assert_eq!(
             transcript,
             "Session 0196f0c2-0000-7000-8000-000000000001
@@ -533,7 +426,7 @@ mod tests {
       22 | NULL
       … (more rows were not recorded)
 
-1 statement.
+1 event.
 "
         );
     }
@@ -553,9 +446,9 @@ mod tests {
         record.command_tag = None;
         record.error = Some("42501 Portcullis: denied by no-drop".into());
         record.rows = None;
-        let st = serde_json::to_value(record).unwrap();
+        let st = event(record);
         assert_eq!(
-            replay_statement(&st),
+            replay_event(&st),
             "
 #3  2023-11-14 22:13:21.234  denied by no-drop  [ddl, drop]
     DROP TABLE users
@@ -563,9 +456,34 @@ mod tests {
     error    42501 Portcullis: denied by no-drop
 "
         );
+        assert_eq!(replay_footer(0), "\nNo events recorded in this session.\n");
+    }
+
+    /// A statement as the API serves it: an event of kind `sql`.
+    fn event(st: crate::record::StatementRecord) -> Value {
+        serde_json::to_value(crate::record::EventRecord::from_statement(st)).unwrap()
+    }
+
+    #[test]
+    fn a_kind_without_a_formatter_shows_its_summary_and_details() {
+        let mut ev = event(statement());
+        ev["kind"] = "exec".into();
+        ev["summary"] = "systemctl restart app".into();
+        ev["details"] = serde_json::json!({ "command": "systemctl restart app", "exit": 0 });
+        ev["payload"] = "cd".repeat(32).into();
+        ev["duration_us"] = Value::Null;
         assert_eq!(
-            replay_footer(0),
-            "\nNo statements recorded in this session.\n"
+            replay_event(&ev),
+            format!(
+                "
+#3  2023-11-14 22:13:21.234  approved by bob, carol (request 0196f0c2-aaaa)  [exec]
+    systemctl restart app
+    command  systemctl restart app
+    exit     0
+    payload  sha256 {}
+",
+                "cd".repeat(32)
+            )
         );
     }
 

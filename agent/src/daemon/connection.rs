@@ -190,7 +190,11 @@ async fn serve_with<P: proto::Protocol>(
     let outcome = daemon.gate.decide(&ask, None, &mut waiting).await;
     let rule = outcome.rule().map(str::to_owned);
     let reason = match &outcome {
-        ActionOutcome::Allowed { approval: None, reason, .. } => reason.clone(),
+        ActionOutcome::Allowed {
+            approval: None,
+            reason,
+            ..
+        } => reason.clone(),
         ActionOutcome::Allowed { .. } => outcome.message(),
         refused => {
             let (recorded, told) = match refused {
@@ -270,7 +274,7 @@ async fn serve_with<P: proto::Protocol>(
     };
     let data = serde_json::json!({
         "outcome": end.outcome.as_str(), "reason": end.reason, "bytes_up": end.bytes_up,
-        "bytes_down": end.bytes_down, "statements": served.statements,
+        "bytes_down": end.bytes_down, "events": served.events,
     });
     daemon
         .gate

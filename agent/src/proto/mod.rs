@@ -9,7 +9,7 @@ use crate::{
     gate::Gate,
     identity::Principal,
     policy::Target,
-    record::{Outcome, Recorder, SessionId, StatementsDigest},
+    record::{ChainDigest, Outcome, Recorder, SessionId},
 };
 use std::net::SocketAddr;
 use std::{
@@ -49,8 +49,8 @@ pub struct Served {
     pub outcome: Outcome,
     pub reason: Option<String>,
     pub traffic: Traffic,
-    /// Count and chain head of the statements recorded, for the audit log.
-    pub statements: Option<StatementsDigest>,
+    /// Count and chain head of the events recorded, for the audit log.
+    pub events: Option<ChainDigest>,
 }
 
 /// One wire protocol, as the daemon drives it: the daemon attributes the

@@ -25,9 +25,10 @@
 //! transaction (the database's single write lock). The primary key on `seq` backs both:
 //! a writer that slips past them fails on the insert, and is retried.
 //!
-//! A `session_closed` record may carry the digest of the session's statement chain
-//! (`"statements": {"count", "last_hash"}`); verification then re-hashes those
-//! statements too (see `statements`), so the audit chain vouches for them.
+//! A `session_closed` record may carry the digest of the session's event chain
+//! (`"events": {"count", "last_hash"}`, or `"statements"` for a session recorded
+//! before events existed); verification then re-hashes those events too (see
+//! `events`), so the audit chain vouches for them.
 //!
 //! What the chain cannot show: records cut off the end of the log. Compare
 //! [`AuditReport::last_seq`] and [`AuditReport::last_hash`] with a copy kept elsewhere
@@ -402,7 +403,7 @@ impl Store {
                     let reason = match row.misfit(prev.as_ref().map(|(s, h)| (*s, h.as_str()))) {
                         Some(reason) => Some(reason),
                         None => {
-                            self.statements_misfit(&row.kind, &row.subject, &row.data)
+                            self.chain_misfit(&row.kind, &row.subject, &row.data)
                                 .await?
                         }
                     };

@@ -3,9 +3,10 @@
 //!
 //! Layout: [`Store`] (this file) opens the database and brings its schema up to date;
 //! `session` holds the session types and the queries on them; `audit` is the
-//! hash-chained audit log (append, verify, export); `statements` records each
-//! statement of a session in a per-session hash chain, written in batches by the
-//! `recorder` task; `url` parses store URLs and
+//! hash-chained audit log (append, verify, export); `events` is the event log, every
+//! action of a session in a per-session hash chain, written in batches by the
+//! `recorder` task; `statements` is the SQL statement record (and the table sessions
+//! were recorded in before events existed); `url` parses store URLs and
 //! redacts their passwords; `error` is [`StoreError`]. The schema lives in
 //! `agent/migrations/{sqlite,postgres}`, one numbered file per change, embedded in the
 //! binary and applied by [`Store::open`].
@@ -17,6 +18,7 @@
 mod audit;
 mod changes;
 mod error;
+mod events;
 mod recorder;
 mod requests;
 mod session;
@@ -26,6 +28,8 @@ mod url;
 #[cfg(test)]
 mod audit_tests;
 #[cfg(test)]
+mod events_tests;
+#[cfg(test)]
 mod statements_tests;
 #[cfg(test)]
 mod tests;
@@ -33,7 +37,8 @@ mod tests;
 pub use audit::{AuditEntry, AuditRecord, AuditReport, BadRecord, GENESIS_HASH};
 pub use changes::RequestChanges;
 pub use error::StoreError;
-pub use recorder::Recorder;
+pub use events::{ChainDigest, EventRecord, one_line};
+pub use recorder::{Recordable, Recorder};
 pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};
 pub use session::now_ms;
 pub use session::{

@@ -1,6 +1,9 @@
-//! The statement recorder: one background task that numbers, chains and writes the
-//! statements of every session, in batches, so that recording costs a session no
-//! more than a send on a bounded channel.
+//! The event recorder: one background task that numbers, chains and writes the
+//! events of every session, in batches, so that recording costs a session no more
+//! than a send on a bounded channel. A protocol hands over its own compact record (a
+//! [`StatementRecord`], or an [`EventRecord`] it built); the task turns it into the
+//! stored event, serializes, hashes and writes it: none of that runs on the
+//! protocol's path.
 //!
 //! Records go through one channel of [`CAPACITY`] messages: when the store falls
 //! behind, [`Recorder::record`] waits (backpressure) instead of growing memory or
@@ -8,7 +11,7 @@
 //! sleeps [`LINGER`] while others queue up without waking it, unless the queue is half
 //! full or someone waits for it ([`Recorder::finish_session`], [`Recorder::shutdown`]).
 //! Then it takes everything queued, makes each record the next link of its session's
-//! chain ([`StatementsDigest`]), and writes them in transactions of at most
+//! chain ([`ChainDigest`]), and writes them in transactions of at most
 //! [`BATCH_MAX`] records. A failed write is retried once; a second failure is logged as
 //! an error with the count of records lost, and `portcullis audit verify` later names
 //! the sessions that lack them.
@@ -16,7 +19,9 @@
 //! Not waking per record matters: a cross-thread wake-up costs more than recording
 //! a statement, and a busy session sends thousands of statements a second.
 
-use super::{StatementRecord, StatementsDigest, Store, session::SessionId, statements::Encoded};
+use super::{
+    ChainDigest, EventRecord, StatementRecord, Store, events::Encoded, session::SessionId,
+};
 use std::{
     collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, PoisonError},
@@ -49,14 +54,49 @@ pub struct Recorder {
     /// Cuts the task's linger short: someone waits, or the queue is half full.
     hurry: Arc<Notify>,
     /// Each session's chain so far, advanced by the task as it takes records.
-    chains: Arc<Mutex<HashMap<SessionId, StatementsDigest>>>,
+    chains: Arc<Mutex<HashMap<SessionId, ChainDigest>>>,
     /// Cancelled when the task has written everything and stopped.
     stopped: CancellationToken,
 }
 
+/// What a protocol hands the recorder: its own record, made an event by the task.
+#[derive(Debug)]
+pub enum Recordable {
+    Statement(StatementRecord),
+    Event(EventRecord),
+}
+
+impl From<StatementRecord> for Recordable {
+    fn from(st: StatementRecord) -> Self {
+        Self::Statement(st)
+    }
+}
+
+impl From<EventRecord> for Recordable {
+    fn from(event: EventRecord) -> Self {
+        Self::Event(event)
+    }
+}
+
+impl Recordable {
+    fn session_id(&self) -> &SessionId {
+        match self {
+            Self::Statement(st) => &st.session_id,
+            Self::Event(e) => &e.session_id,
+        }
+    }
+
+    fn into_event(self) -> EventRecord {
+        match self {
+            Self::Statement(st) => EventRecord::from_statement(st),
+            Self::Event(e) => e,
+        }
+    }
+}
+
 enum Message {
-    /// A statement to number, chain and write.
-    Record(Box<StatementRecord>),
+    /// An event to number, chain and write.
+    Record(Box<Recordable>),
     /// Write what came before now, then answer.
     Flush(oneshot::Sender<()>),
     /// Refuse new messages, write everything already sent, then stop.
@@ -87,8 +127,9 @@ impl Recorder {
     /// Queues `record`; the recorder sets its `seq` and `hash`, whatever the caller put
     /// in them. Waits while the queue is full. After [`Recorder::shutdown`] the record
     /// cannot be written: that is logged as an error.
-    pub async fn record(&self, record: StatementRecord) {
-        let session = record.session_id.clone();
+    pub async fn record(&self, record: impl Into<Recordable>) {
+        let record = record.into();
+        let session = record.session_id().clone();
         if self
             .messages
             .send(Message::Record(Box::new(record)))
@@ -98,18 +139,18 @@ impl Recorder {
             tracing::error!(
                 %session,
                 lost = 1,
-                "Statement lost: the recorder has shut down"
+                "Event lost: the recorder has shut down"
             );
         } else if self.messages.capacity() < CAPACITY / 2 {
             self.hurry.notify_one();
         }
     }
 
-    /// Waits until every statement of `session` recorded so far is written (or has
+    /// Waits until every event of `session` recorded so far is written (or has
     /// failed for good, which is logged), then forgets the session and returns its
-    /// digest, for the `session_closed` audit record. A session without statements
-    /// gets [`StatementsDigest::empty`].
-    pub async fn finish_session(&self, session: &SessionId) -> StatementsDigest {
+    /// digest, for the `session_closed` audit record. A session without events
+    /// gets [`ChainDigest::empty`].
+    pub async fn finish_session(&self, session: &SessionId) -> ChainDigest {
         let (done, written) = oneshot::channel();
         if self.messages.send(Message::Flush(done)).await.is_ok() {
             self.hurry.notify_one();
@@ -120,7 +161,7 @@ impl Recorder {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(session)
-            .unwrap_or_else(StatementsDigest::empty)
+            .unwrap_or_else(ChainDigest::empty)
     }
 
     /// Writes everything recorded so far, then stops the task: later records are
@@ -136,7 +177,7 @@ impl Recorder {
 /// The task behind a [`Recorder`].
 struct Writer {
     store: Store,
-    chains: Arc<Mutex<HashMap<SessionId, StatementsDigest>>>,
+    chains: Arc<Mutex<HashMap<SessionId, ChainDigest>>>,
     hurry: Arc<Notify>,
     /// Records taken off the channel and chained, not yet written.
     batch: Vec<Encoded>,
@@ -180,13 +221,14 @@ impl Writer {
     ) {
         match message {
             Message::Record(record) => {
+                let event = record.into_event();
                 let mut chains = self.chains.lock().unwrap_or_else(PoisonError::into_inner);
                 // Looked up before inserting, so the id is cloned once per session.
-                if !chains.contains_key(&record.session_id) {
-                    chains.insert(record.session_id.clone(), StatementsDigest::empty());
+                if !chains.contains_key(&event.session_id) {
+                    chains.insert(event.session_id.clone(), ChainDigest::empty());
                 }
-                if let Some(chain) = chains.get_mut(&record.session_id) {
-                    self.batch.push(chain.link_encoded(*record));
+                if let Some(chain) = chains.get_mut(&event.session_id) {
+                    self.batch.push(chain.link_event(event));
                 }
             }
             Message::Flush(done) => waiting.push(done),
@@ -200,14 +242,14 @@ impl Writer {
         if self.batch.is_empty() {
             return;
         }
-        if let Err(error) = self.store.insert_encoded(&self.batch).await {
+        if let Err(error) = self.store.insert_events(&self.batch).await {
             tracing::error!(
                 %error,
                 count = self.batch.len(),
-                "Cannot record statements; retrying once"
+                "Cannot record events; retrying once"
             );
             tokio::time::sleep(RETRY_PAUSE).await;
-            if let Err(error) = self.store.insert_encoded(&self.batch).await {
+            if let Err(error) = self.store.insert_events(&self.batch).await {
                 let sessions: BTreeSet<&str> = self
                     .batch
                     .iter()
@@ -217,7 +259,7 @@ impl Writer {
                     %error,
                     lost = self.batch.len(),
                     sessions = ?sessions,
-                    "Statements lost: the store refused them twice; `portcullis audit \
+                    "Events lost: the store refused them twice; `portcullis audit \
                      verify` will name these sessions"
                 );
             }

@@ -1,7 +1,10 @@
-//! Per-statement recording: one row for every statement a client sent in a session,
-//! with what the gate decided and how it went, so that a session can be replayed
-//! (`portcullis sessions replay ID`). The protocol modules hand records to the
-//! [`super::Recorder`], which numbers, chains and writes them in batches.
+//! A SQL statement as the PostgreSQL proxy records it, and the `statements` table
+//! where sessions were recorded before the event log (`events`) existed.
+//!
+//! The proxy hands a [`StatementRecord`] to the [`super::Recorder`], which stores it
+//! as an event of kind `sql` ([`super::EventRecord::from_statement`]). Sessions
+//! recorded earlier keep their rows here, chained as described below; they are read
+//! as `sql` events, and `portcullis audit verify` checks them as before.
 //!
 //! ## The chain
 //!
@@ -24,70 +27,76 @@
 //! every closed session and name the session whose rows were edited, deleted or
 //! inserted after the fact.
 
+#[cfg(test)]
+use super::Backend;
 use super::{
-    Backend, GENESIS_HASH, SessionId, Store, StoreError,
+    GENESIS_HASH, SessionId, Store, StoreError,
     audit::{canonical_bytes, scalar_bytes},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use sqlx::{Row as _, any::AnyRow};
-use std::{cmp::Ordering, ops::Range};
+use std::ops::Range;
 
-/// Statements written by one `INSERT` (17 parameters each: well under SQLite's 32766
-/// and PostgreSQL's 65535). One statement per row would cost a round trip to the
-/// store's worker thread per row.
-const ROWS_PER_INSERT: usize = 64;
+/// Rows written by one multi-row `INSERT` (17 parameters a statement, 14 an event:
+/// well under SQLite's 32766 and PostgreSQL's 65535). One row per `INSERT` would cost
+/// a round trip to the store's worker thread per row.
+pub(super) const ROWS_PER_INSERT: usize = 64;
 
-/// `INSERT` of `rows` statements (at most [`ROWS_PER_INSERT`]); the text for each row
-/// count and backend is built once. PostgreSQL numbers its parameters (`$1`); `SQLite`
-/// gets anonymous `?`, because looking a numbered parameter up by name costs SQLite a
-/// scan of all of them, quadratic over a long `INSERT`.
+/// `head` (`INSERT INTO t (…) VALUES `) followed by 0, 1, … [`ROWS_PER_INSERT`] rows of
+/// `columns` placeholders, indexed by row count, for a table whose key makes a row
+/// already stored a no-op. PostgreSQL numbers its parameters (`$1`); `SQLite` gets
+/// anonymous `?`, because looking a numbered parameter up by name costs SQLite a scan
+/// of all of them, quadratic over a long `INSERT`.
+pub(super) fn batch_inserts(head: &str, columns: usize, numbered: bool) -> Vec<String> {
+    (0..=ROWS_PER_INSERT)
+        .map(|n| {
+            let mut sql = String::from(head);
+            for row in 0..n {
+                sql.push_str(if row == 0 { "(" } else { ", (" });
+                for column in 1..=columns {
+                    if column > 1 {
+                        sql.push_str(", ");
+                    }
+                    if numbered {
+                        sql.push('$');
+                        sql.push_str(&(row * columns + column).to_string());
+                    } else {
+                        sql.push('?');
+                    }
+                }
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT (session_id, seq) DO NOTHING");
+            sql
+        })
+        .collect()
+}
+
+/// `INSERT` of `rows` statements (at most [`ROWS_PER_INSERT`]), built once.
+#[cfg(test)]
 fn insert_sql(backend: Backend, rows: usize) -> &'static str {
     static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
-    let build = |numbered: bool| -> Vec<String> {
-        (0..=ROWS_PER_INSERT)
-            .map(|n| {
-                let mut sql = String::from(
-                    "INSERT INTO statements (session_id, seq, at_ms, text, params, classes, \
-                     tables, verdict, decided_by, request_id, reason, duration_us, \
-                     rows_affected, command_tag, error, rows, hash) VALUES ",
-                );
-                for row in 0..n {
-                    sql.push_str(if row == 0 { "(" } else { ", (" });
-                    for column in 1..=STATEMENT_COLUMNS {
-                        if column > 1 {
-                            sql.push_str(", ");
-                        }
-                        if numbered {
-                            sql.push('$');
-                            sql.push_str(&(row * STATEMENT_COLUMNS + column).to_string());
-                        } else {
-                            sql.push('?');
-                        }
-                    }
-                    sql.push(')');
-                }
-                sql.push_str(" ON CONFLICT (session_id, seq) DO NOTHING");
-                sql
-            })
-            .collect()
-    };
-    let [sqlite, postgres] = SQL.get_or_init(|| [build(false), build(true)]);
+    let head = "INSERT INTO statements (session_id, seq, at_ms, text, params, classes, \
+                tables, verdict, decided_by, request_id, reason, duration_us, \
+                rows_affected, command_tag, error, rows, hash) VALUES ";
+    let [sqlite, postgres] = SQL.get_or_init(|| {
+        [
+            batch_inserts(head, STATEMENT_COLUMNS, false),
+            batch_inserts(head, STATEMENT_COLUMNS, true),
+        ]
+    });
     let texts = match backend {
         Backend::Sqlite => sqlite,
         Backend::Postgres => postgres,
     };
-    texts
-        .get(rows.min(ROWS_PER_INSERT))
-        .map_or("", String::as_str)
+    texts.get(rows).map_or("", String::as_str)
 }
 
 /// Columns of the `statements` table.
+#[cfg(test)]
 const STATEMENT_COLUMNS: usize = 17;
-
-/// How many statements verification reads per query.
-const VERIFY_PAGE: u32 = 1000;
 
 /// The columns of a statement, in one place for every `SELECT`.
 const SELECT_STATEMENTS: &str = "SELECT session_id, seq, at_ms, text, params, classes, \
@@ -164,15 +173,8 @@ impl StatementsDigest {
         self.link_into(record, &mut Vec::new());
     }
 
-    /// Makes `record` the next link of this chain, ready to store: its JSON columns
-    /// are cut from the bytes the chain hashes, so each value is serialized once.
-    pub(super) fn link_encoded(&mut self, mut record: StatementRecord) -> Encoded {
-        let mut canonical = Vec::with_capacity(512 + record.text.len());
-        let spans = self.link_into(&mut record, &mut canonical);
-        Encoded::cut(record, &canonical, &spans)
-    }
-
     /// [`StatementsDigest::link`], leaving the hashed bytes in `canonical`.
+    #[cfg(test)]
     fn link_into(&mut self, record: &mut StatementRecord, canonical: &mut Vec<u8>) -> Spans {
         record.seq = self.count.saturating_add(1);
         let spans = record.write_hashed_fields(canonical);
@@ -192,6 +194,10 @@ fn link_hash(prev_hash: &str, canonical: &[u8]) -> String {
 }
 
 /// Where the JSON-valued fields are in a record's canonical JSON.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "only the tests write the statements table now")
+)]
 pub(super) struct Spans {
     classes: Range<usize>,
     params: Range<usize>,
@@ -200,6 +206,7 @@ pub(super) struct Spans {
 }
 
 /// A statement ready to store: the record and its JSON columns as text.
+#[cfg(test)]
 pub(super) struct Encoded {
     pub(super) record: StatementRecord,
     pub(super) params: Option<String>,
@@ -208,6 +215,7 @@ pub(super) struct Encoded {
     pub(super) rows: Option<String>,
 }
 
+#[cfg(test)]
 impl Encoded {
     /// The columns of `record`, cut from its canonical JSON. An absent value and a
     /// JSON `null` are both SQL NULL (both hash as `null`).
@@ -362,10 +370,9 @@ impl Store {
         self.insert_encoded(&batch).await
     }
 
-    /// Writes `batch` in one transaction: all of it or none. Records are written as
-    /// given (the [`super::Recorder`] numbers and chains them). A record whose
-    /// `(session_id, seq)` is already stored is skipped with a warning, so writing
-    /// a batch again after a commit whose answer was lost is safe.
+    /// Writes `batch` in one transaction, as the recorder did before events
+    /// existed: kept to test the verification of sessions recorded then.
+    #[cfg(test)]
     pub(super) async fn insert_encoded(&self, batch: &[Encoded]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -441,88 +448,6 @@ impl Store {
         rows.iter()
             .map(|row| self.statement_from_row(session, row))
             .collect()
-    }
-
-    /// Why the statements stored for the session that audit record (`kind`,
-    /// `subject`, `data`) closed do not match the digest the record carries; `None`
-    /// if they match, or if the record is not a `session_closed` with a digest.
-    pub(super) async fn statements_misfit(
-        &self,
-        kind: &str,
-        subject: &str,
-        data: &str,
-    ) -> Result<Option<String>, StoreError> {
-        if kind != "session_closed" {
-            return Ok(None);
-        }
-        // Data that is not JSON cannot carry a digest; the audit chain judges it.
-        let Some(digest) = serde_json::from_str::<Value>(data)
-            .ok()
-            .and_then(|mut data| data.get_mut("statements").map(Value::take))
-            .filter(|digest| !digest.is_null())
-        else {
-            return Ok(None);
-        };
-        let misfit = |why: String| Ok(Some(format!("statements of session {subject}: {why}")));
-        let digest: StatementsDigest = match serde_json::from_value(digest) {
-            Ok(digest) => digest,
-            Err(e) => return misfit(format!("the digest in this record is unreadable ({e})")),
-        };
-        // SessionId's constructor is private to `session`; its serde form is the id.
-        let Ok(session) = serde_json::from_value::<SessionId>(Value::from(subject)) else {
-            return Ok(None);
-        };
-        let mut chain = StatementsDigest::empty();
-        loop {
-            let page = match self.statements(&session, chain.count, VERIFY_PAGE).await {
-                Ok(page) => page,
-                Err(StoreError::Corrupt { detail, .. }) => {
-                    return misfit(format!("a stored row is unreadable ({detail})"));
-                }
-                Err(other) => return Err(other),
-            };
-            let full = page.len() >= VERIFY_PAGE as usize;
-            for record in page {
-                let want = chain.count.saturating_add(1);
-                if record.seq != want {
-                    return misfit(format!(
-                        "statement {want} is missing (the next stored is {}): deleted?",
-                        record.seq
-                    ));
-                }
-                if record.chain_hash(&chain.last_hash) != record.hash {
-                    return misfit(format!(
-                        "statement {} does not match its hash: edited, or the one before it \
-                         rewritten",
-                        record.seq
-                    ));
-                }
-                chain.count = record.seq;
-                chain.last_hash = record.hash;
-            }
-            if !full {
-                break;
-            }
-        }
-        let why = match chain.count.cmp(&digest.count) {
-            Ordering::Greater => format!(
-                "{} statements are stored but {} were recorded: rows inserted after the \
-                 session closed",
-                chain.count, digest.count
-            ),
-            Ordering::Less => format!(
-                "{} statements were recorded but only {} are stored: deleted, or lost to a \
-                 write failure (the daemon's log says `Statements lost` then)",
-                digest.count, chain.count
-            ),
-            Ordering::Equal if chain.last_hash != digest.last_hash => {
-                "the last statement's hash differs from the one recorded at close: the rows \
-                 were rewritten"
-                    .to_owned()
-            }
-            Ordering::Equal => return Ok(None),
-        };
-        misfit(why)
     }
 
     fn statement_from_row(

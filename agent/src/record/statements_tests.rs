@@ -1,6 +1,7 @@
-//! Statement recording tests on `SQLite` files in a temp dir: the store operations, the
-//! recorder task, and `verify_audit` catching tampered statements. The `PostgreSQL`
-//! side runs in `tests/tests/store.rs`.
+//! Tests of the statements table sessions were recorded in before the event log, on
+//! `SQLite` files in a temp dir: the chain's encoding, the store operations, and
+//! `verify_audit` catching tampered statements. The recorder and the event log are
+//! tested in `events_tests`; the `PostgreSQL` side runs in `tests/tests/store.rs`.
 
 #![expect(
     clippy::unwrap_used,
@@ -13,7 +14,7 @@ use super::{statements::Encoded, tests::pragma, *};
 use serde_json::json;
 use std::path::Path;
 
-async fn open_in(dir: &Path) -> Store {
+pub(super) async fn open_in(dir: &Path) -> Store {
     Store::open(&format!("sqlite://{}", dir.join("p.db").display()))
         .await
         .unwrap()
@@ -25,7 +26,7 @@ fn session_id(id: &str) -> SessionId {
 }
 
 /// A read, as the proxy would hand it over: `seq` 0, no hash.
-fn statement(session: &SessionId, text: &str) -> StatementRecord {
+pub(super) fn statement(session: &SessionId, text: &str) -> StatementRecord {
     StatementRecord {
         session_id: session.clone(),
         seq: 0,
@@ -48,7 +49,7 @@ fn statement(session: &SessionId, text: &str) -> StatementRecord {
 }
 
 /// A denied drop: the optional fields empty.
-fn denied(session: &SessionId) -> StatementRecord {
+pub(super) fn denied(session: &SessionId) -> StatementRecord {
     StatementRecord {
         at_ms: 1_700_000_001_000,
         text: "DROP TABLE users".into(),
@@ -225,100 +226,23 @@ async fn the_table_refuses_updates_and_deletes() {
     }
 }
 
-#[tokio::test]
-async fn the_recorder_numbers_chains_and_writes_each_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_in(dir.path()).await;
-    let recorder = Recorder::spawn(store.clone());
-    let (a, b) = (SessionId::generate(), SessionId::generate());
-    // More than one batch, two sessions interleaved.
-    for i in 0..600 {
-        let session = if i % 3 == 0 { &b } else { &a };
-        let mut record = statement(session, &format!("SELECT {i}"));
-        record.seq = 99;
-        record.hash = "made up by the caller".into();
-        recorder.record(record).await;
-    }
-    let digest_a = recorder.finish_session(&a).await;
-    let digest_b = recorder.finish_session(&b).await;
-    assert_eq!((digest_a.count, digest_b.count), (400, 200));
-
-    for (session, digest) in [(&a, &digest_a), (&b, &digest_b)] {
-        let stored = store.statements(session, 0, 1000).await.unwrap();
-        let mut chain = StatementsDigest::empty();
-        for record in &stored {
-            assert_eq!(record.seq, chain.count + 1);
-            assert_eq!(record.chain_hash(&chain.last_hash), record.hash);
-            chain.count = record.seq;
-            chain.last_hash.clone_from(&record.hash);
-        }
-        assert_eq!(&chain, digest);
-    }
-    let texts: Vec<_> = store
-        .statements(&b, 0, 3)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.text)
-        .collect();
-    assert_eq!(
-        texts,
-        ["SELECT 0", "SELECT 3", "SELECT 6"],
-        "in the order sent"
-    );
-
-    // Finished sessions are forgotten: nothing recorded since means an empty chain.
-    assert_eq!(recorder.finish_session(&a).await, StatementsDigest::empty());
-    recorder.shutdown().await;
-}
-
-#[tokio::test]
-async fn shutdown_writes_everything_sent_and_later_records_are_not_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_in(dir.path()).await;
-    let recorder = Recorder::spawn(store.clone());
-    let id = SessionId::generate();
-    for i in 0..10 {
-        recorder
-            .record(statement(&id, &format!("SELECT {i}")))
-            .await;
-    }
-    let clone = recorder.clone();
-    tokio::join!(recorder.shutdown(), clone.shutdown());
-    assert_eq!(store.statements(&id, 0, 100).await.unwrap().len(), 10);
-
-    recorder.record(statement(&id, "SELECT 'late'")).await;
-    let digest = recorder.finish_session(&id).await;
-    assert_eq!(digest.count, 10, "the digest covers what was written");
-    assert_eq!(store.statements(&id, 0, 100).await.unwrap().len(), 10);
-}
-
-#[tokio::test]
-async fn a_store_that_fails_loses_the_batch_without_panicking() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_in(dir.path()).await;
-    let recorder = Recorder::spawn(store.clone());
-    store.close().await;
-    let id = SessionId::generate();
-    recorder.record(statement(&id, "SELECT 1")).await;
-    // Chained (so `audit verify` will name the session), then lost after a retry.
-    assert_eq!(recorder.finish_session(&id).await.count, 1);
-    recorder.shutdown().await;
-}
-
 // ---- verification ----
 
-/// A store holding 3 statements of one session, closed in the audit log (record 2,
-/// between two unrelated records), and that audit record's `seq`.
+/// A store holding 3 statements of one session as recorded before events existed,
+/// closed in the audit log (record 2, between two unrelated records), and that audit
+/// record's `seq`.
 async fn closed_session(dir: &Path) -> (Store, SessionId, i64) {
     let store = open_in(dir).await;
-    let recorder = Recorder::spawn(store.clone());
     let id = SessionId::generate();
-    recorder.record(statement(&id, "SELECT 1")).await;
-    recorder.record(denied(&id)).await;
-    recorder.record(statement(&id, "SELECT 3")).await;
-    let digest = recorder.finish_session(&id).await;
-    recorder.shutdown().await;
+    let mut digest = StatementsDigest::empty();
+    for mut record in [
+        statement(&id, "SELECT 1"),
+        denied(&id),
+        statement(&id, "SELECT 3"),
+    ] {
+        digest.link(&mut record);
+        store.insert_statements(&[record]).await.unwrap();
+    }
     let entry = |kind: &str, data| AuditEntry {
         kind: kind.into(),
         subject: id.to_string(),

@@ -92,7 +92,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
                 outcome: Outcome::Error,
                 reason: Some(reason),
                 traffic: crate::proto::Traffic::default(),
-                statements: None,
+                events: None,
             };
         }
     };
@@ -109,7 +109,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
                 outcome: Outcome::Error,
                 reason: Some(reason),
                 traffic: crate::proto::Traffic::default(),
-                statements: None,
+                events: None,
             };
         }
     };
@@ -225,7 +225,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
         outcome,
         reason,
         traffic: meter.traffic(),
-        statements: Some(digest),
+        events: Some(digest),
     }
 }
 

@@ -62,7 +62,7 @@ impl Protocol for Tcp {
                     outcome: Outcome::Error,
                     reason: Some(format!("cannot connect to {}: {error}", session.upstream)),
                     traffic: Traffic::default(),
-                    statements: None,
+                    events: None,
                 };
             }
         };
@@ -76,7 +76,7 @@ impl Protocol for Tcp {
             outcome: Outcome::Closed,
             reason,
             traffic: client.traffic(),
-            statements: None,
+            events: None,
         }
     }
 }

@@ -401,11 +401,7 @@ impl<'c> Catalog<'c> {
     }
 
     /// Where each column of `view` comes from, as the server describes its definition.
-    async fn origins(
-        &mut self,
-        session: &Session,
-        view: i32,
-    ) -> Result<Vec<(i32, i16)>, String> {
+    async fn origins(&mut self, session: &Session, view: i32) -> Result<Vec<(i32, i16)>, String> {
         if let Some(known) = self.views.fresh().origins.get(&view) {
             return Ok(known.clone());
         }

@@ -4,8 +4,8 @@
 use super::super::{
     Postgres,
     classify::{Classified, CopyOut, Refs},
-    masking::{self, Exposure},
     encoding::ClientEncoding,
+    masking::{self, Exposure},
     tls::BackendStream,
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
@@ -409,7 +409,10 @@ impl Frontend<'_> {
                 server_gone: self.server_gone,
             };
             let session = &self.session;
-            session.gate.decide(ask, Some(&session.id), &mut waiting).await
+            session
+                .gate
+                .decide(ask, Some(&session.id), &mut waiting)
+                .await
         };
         if outcome.request().is_some() {
             self.cancel.set_holding(false);
