@@ -11,8 +11,8 @@ use super::MaskError;
 /// column of one table.
 #[derive(Debug, Clone)]
 pub(super) struct ColumnGlob {
-    table: Option<Vec<char>>,
-    column: Vec<char>,
+    table: Option<String>,
+    column: String,
 }
 
 impl ColumnGlob {
@@ -44,8 +44,8 @@ impl ColumnGlob {
             Some((table, column)) => (Some(table), column),
         };
         Ok(Self {
-            table: table.map(|t| t.chars().collect()),
-            column: column.chars().collect(),
+            table: table.map(str::to_owned),
+            column: column.to_owned(),
         })
     }
 
@@ -66,36 +66,9 @@ impl ColumnGlob {
     }
 }
 
-/// Wildcard matching with one backtrack point (the last `*`), linear in practice.
-fn glob(pattern: &[char], text: &str) -> bool {
-    let text: Vec<char> = text.chars().collect();
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match (pattern.get(p), text.get(t)) {
-            (Some('*'), _) => {
-                star = Some((p, t));
-                p += 1;
-            }
-            (Some(&pc), Some(&tc)) if pc == '?' || pc.eq_ignore_ascii_case(&tc) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern
-        .get(p..)
-        .unwrap_or_default()
-        .iter()
-        .all(|&c| c == '*')
+/// One part of a pattern against a name, as SQL identifiers match.
+fn glob(pattern: &str, text: &str) -> bool {
+    crate::glob::matches(pattern, text, crate::glob::Syntax::IDENTIFIER)
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use toml::Spanned;
 
 use super::{
-    BackendTls, Credentials, Policy, PolicyError, Protocol, SqlClass, SqlClasses, Target,
-    TargetAddress, TargetTls,
+    BackendTls, Credentials, Policy, PolicyError, Protocol, Target, TargetAddress, TargetTls,
     file::{GroupFile, RuleFile, TargetFile, WhoFile},
+    filter::Filter,
     load::Source,
-    matching::{Group, Rule, RuleTargets, StatementFilter, Who},
+    matching::{Group, Rule, RuleTargets, Who},
 };
 use crate::secret::SecretRef;
 
@@ -154,9 +154,9 @@ impl Builder {
             None => None,
         };
         let action = self.action(src, name, file)?;
-        let statements = statement_filter(src, name, file)?;
+        let filter = Filter::parse(src, name, file)?;
         let mask = mask_spec(src, name, file)?;
-        if statements.is_some() {
+        if filter.is_some() {
             let tcp = names.iter().find(|t| {
                 self.targets
                     .iter()
@@ -181,7 +181,7 @@ impl Builder {
             },
             who,
             action,
-            statements,
+            filter,
             mask,
             description: file.description.clone(),
         });
@@ -280,47 +280,6 @@ fn duplicate(src: &Source, name: &Spanned<String>, kind: &str, first: &str) -> P
             name.get_ref()
         ),
     )
-}
-
-/// A rule's `sql` and `tables`: `None` when it has neither (a rule on connections).
-fn statement_filter(
-    src: &Source,
-    rule: &str,
-    file: &RuleFile,
-) -> Result<Option<StatementFilter>, PolicyError> {
-    if file.sql.is_none() && file.tables.is_none() {
-        return Ok(None);
-    }
-    let mut classes = SqlClasses::empty();
-    for class in file.sql.iter().flat_map(toml::Spanned::get_ref) {
-        let Some(found) = SqlClass::from_name(class.get_ref()) else {
-            let known: Vec<_> = SqlClass::ALL.iter().map(|c| c.name()).collect();
-            return Err(src.error(
-                class.span(),
-                format!(
-                    "unknown sql class `{}` in rule `{rule}`; use one of {}",
-                    class.get_ref(),
-                    known.join(", ")
-                ),
-            ));
-        };
-        classes.insert(found);
-    }
-    for list in [&file.sql, &file.tables].into_iter().flatten() {
-        if list.get_ref().is_empty() {
-            return Err(src.error(
-                list.span(),
-                format!("empty list in rule `{rule}`; remove the key or name what it covers"),
-            ));
-        }
-    }
-    let tables = file
-        .tables
-        .iter()
-        .flat_map(toml::Spanned::get_ref)
-        .map(|t| t.get_ref().to_lowercase())
-        .collect();
-    Ok(Some(StatementFilter { classes, tables }))
 }
 
 /// A rule's masking keys as one spec, checked by compiling it (with a stand-in key:

@@ -1,6 +1,6 @@
 //! Validated rules and the question "does this rule apply to this principal and target".
 
-use super::{Review, SqlClass, SqlClasses, Statement, Verdict};
+use super::{Review, Statement, Verdict, filter::Filter};
 use crate::identity::Principal;
 
 /// A validated `[[rule]]`.
@@ -11,8 +11,9 @@ pub(super) struct Rule {
     /// `None` means everyone.
     pub who: Option<Who>,
     pub action: RuleAction,
-    /// `Some` for a rule on statements (`sql`/`tables`); `None` for one on connections.
-    pub statements: Option<StatementFilter>,
+    /// What kind of action inside a session the rule decides (`sql`/`tables` for
+    /// statements); `None` for a rule on connections.
+    pub filter: Option<Filter>,
     /// Masking for the sessions this rule matches.
     pub mask: Option<crate::mask::MaskSpec>,
     /// Shown in the decision's reason, so people see why a rule exists.
@@ -39,15 +40,6 @@ pub(super) enum RuleAction {
     /// Hold the action until approvers decide.
     Review(Review),
     Deny,
-}
-
-/// A rule's `sql` and `tables`: both must match (an absent one matches anything).
-#[derive(Debug, Clone)]
-pub(super) struct StatementFilter {
-    /// Empty: any class.
-    pub classes: SqlClasses,
-    /// Lowercase patterns: `name` (any schema) or `schema.name`, `*` globs. Empty: any.
-    pub tables: Vec<String>,
 }
 
 /// A validated `who`.
@@ -105,9 +97,9 @@ impl Rule {
     /// Connection rules decide connections, statement rules statements. An unparsed
     /// statement could be anything, so every statement rule covers it.
     pub fn covers(&self, statement: Option<&Statement<'_>>) -> bool {
-        match (&self.statements, statement) {
+        match (&self.filter, statement) {
             (None, None) => true,
-            (Some(filter), Some(statement)) => filter.covers(statement, self.verdict()),
+            (Some(Filter::Sql(sql)), Some(statement)) => sql.covers(statement, self.verdict()),
             (None, Some(_)) | (Some(_), None) => false,
         }
     }
@@ -167,68 +159,20 @@ impl Group {
     }
 }
 
-impl StatementFilter {
-    fn covers(&self, statement: &Statement<'_>, verdict: Verdict) -> bool {
-        if statement.classes.contains(SqlClass::Unparsed) {
-            return true;
-        }
-        let classes = self.classes.is_empty() || self.classes.intersects(statement.classes);
-        let restricting = verdict > Verdict::Allow;
-        let tables = self.tables.is_empty()
-            || statement.tables.iter().any(|table| {
-                let table = table.to_lowercase();
-                self.tables
-                    .iter()
-                    .any(|pattern| table_matches(pattern, &table, restricting))
-            });
-        classes && tables
-    }
-}
-
-/// Whether `table` (`name` or `schema.name`, as written in the statement) matches
-/// `pattern`. An unqualified name's schema is unknown (it depends on `search_path`):
-/// it satisfies a schema-qualified pattern only on a restricting rule, or when the
-/// pattern's schema is `*`.
-fn table_matches(pattern: &str, table: &str, restricting: bool) -> bool {
-    match (pattern.split_once('.'), table.rsplit_once('.')) {
-        (None, Some((_, name))) => glob_match(pattern, name),
-        (None, None) => glob_match(pattern, table),
-        (Some((ps, pn)), Some((schema, name))) => glob_match(ps, schema) && glob_match(pn, name),
-        (Some((ps, pn)), None) => glob_match(pn, table) && (restricting || ps == "*"),
-    }
-}
-
 fn shares_unix_group(groups: &[String], p: &Principal) -> bool {
     groups.iter().any(|g| p.unix_groups.contains(g))
 }
 
-/// Matches `text` against `pattern`, where `*` matches any run of characters
-/// (including `/` and the empty run) and everything else matches itself.
+/// Whether `text` matches `pattern`: `*` matches any run of characters.
 pub(super) fn glob_match(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let middle: Vec<&str> = parts.collect();
-    let Some((last, middle)) = middle.split_last() else {
-        // No `*`: the pattern is a literal.
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = rest.get(at + part.len()..).unwrap_or_default(),
-            None => return false,
-        }
-    }
-    rest.ends_with(last)
+    crate::glob::matches(pattern, text, crate::glob::Syntax::PLAIN)
 }
 
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
 pub(super) mod tests {
     use super::*;
-    use crate::policy::{Policy, Verdict};
+    use crate::policy::{Policy, SqlClass, SqlClasses, Verdict};
 
     /// A principal with every field set.
     pub fn principal(user: &str, uid: u32, groups: &[&str], exe: &str) -> Principal {

@@ -41,6 +41,7 @@
 mod address;
 mod build;
 mod file;
+mod filter;
 mod load;
 mod matching;
 mod review;
@@ -203,15 +204,7 @@ impl Policy {
         }
         match statement {
             None => Decision::deny_unmatched(format!("no rule allows {} {}", label(), what())),
-            Some(s) if s.classes.contains(SqlClass::Unparsed) => Decision::deny_unmatched(format!(
-                "the statement could not be parsed, and no rule allows unparsed SQL on target {name}"
-            )),
-            Some(_) => Decision {
-                verdict: Verdict::Allow,
-                rule: None,
-                reason: String::new(),
-                review: None,
-            },
+            Some(s) => filter::sql::unmatched(s, name),
         }
     }
 }
@@ -240,7 +233,7 @@ pub struct Decision {
 
 impl Decision {
     /// The deny given when no rule decides.
-    fn deny_unmatched(reason: String) -> Decision {
+    pub(super) fn deny_unmatched(reason: String) -> Decision {
         Decision {
             verdict: Verdict::Deny,
             rule: None,
