@@ -104,7 +104,8 @@ impl HoldOutcome {
 }
 
 /// Why a held action is denied when the daemon stops.
-const SHUTDOWN_REASON: &str = "the daemon is shutting down; held actions are denied, never released";
+const SHUTDOWN_REASON: &str =
+    "the daemon is shutting down; held actions are denied, never released";
 
 /// An action waiting for approvers. Dropping it without [`Hold::wait`] leaves the
 /// request pending until the daemon's next start marks it abandoned; always wait.

@@ -57,9 +57,15 @@ pub enum ActionOutcome {
         gone: Option<Gone>,
     },
     /// The daemon is stopping: a held action is denied, never released.
-    ShutDown { rule: Option<String>, request: String },
+    ShutDown {
+        rule: Option<String>,
+        request: String,
+    },
     /// The store failed, so the action could not be held: refused (fail closed).
-    Failed { rule: Option<String>, reason: String },
+    Failed {
+        rule: Option<String>,
+        reason: String,
+    },
 }
 
 /// The approval that let a held action proceed.
