@@ -6,8 +6,12 @@
 //! Needs root and PostgreSQL; otherwise each test says why and passes.
 
 use anyhow::{Context, bail, ensure};
-use portcullis::proto::postgres::tls::{
-    BackendStream, BackendTls, BackendTlsConfig, ChannelBinding, TlsError, connect_backend,
+use portcullis::{
+    policy::{BackendTls, TargetTls},
+    proto::{
+        postgres::tls::{BackendStream, NegotiationError, connect_backend},
+        tls::{ChannelBinding, TlsError},
+    },
 };
 use portcullis_tests::postgres::PgServer;
 use postgres_protocol::authentication::sasl;
@@ -25,12 +29,8 @@ const AUTH_SASL_FINAL: i32 = 12;
 /// Larger server messages mean a broken stream, not a test server.
 const MAX_MESSAGE: usize = 64 * 1024;
 
-fn config(
-    mode: BackendTls,
-    ca_file: Option<PathBuf>,
-    server_name: Option<&str>,
-) -> BackendTlsConfig {
-    BackendTlsConfig {
+fn config(mode: BackendTls, ca_file: Option<PathBuf>, server_name: Option<&str>) -> TargetTls {
+    TargetTls {
         mode,
         ca_file,
         server_name: server_name.map(String::from),
@@ -41,8 +41,8 @@ fn config(
 /// proxy does for a target given by address.
 async fn connect(
     pg: &PgServer,
-    cfg: &BackendTlsConfig,
-) -> anyhow::Result<Result<(BackendStream, Option<ChannelBinding>), TlsError>> {
+    cfg: &TargetTls,
+) -> anyhow::Result<Result<(BackendStream, Option<ChannelBinding>), NegotiationError>> {
     let tcp = TcpStream::connect((pg.host(), pg.port()))
         .await
         .context("cannot connect to the test server")?;
@@ -153,7 +153,7 @@ async fn verify_rejects_a_wrong_ca_and_verify_full_a_wrong_name() -> anyhow::Res
     ];
     for (what, cfg) in cases {
         match connect(&pg, &cfg).await? {
-            Err(error @ TlsError::Verification { .. }) => {
+            Err(NegotiationError::Tls(error @ TlsError::Verification { .. })) => {
                 let message = error.to_string();
                 ensure!(
                     message.starts_with("certificate verification failed"),
@@ -186,7 +186,7 @@ async fn modes_against_a_server_without_tls() -> anyhow::Result<()> {
         BackendTls::VerifyFull,
     ] {
         match connect(&pg, &config(mode, None, None)).await? {
-            Err(error @ TlsError::Refused) => {
+            Err(error @ NegotiationError::Refused) => {
                 let message = error.to_string();
                 ensure!(message.contains("server does not support TLS"), "{message}");
             }

@@ -52,30 +52,38 @@ pub struct Credentials {
     pub password: Option<SecretRef>,
 }
 
-/// TLS to the target, like libpq's `sslmode`.
-#[derive(Debug, Clone, Default, Serialize)]
+/// TLS from the proxy to a target, like libpq's `sslmode`, `sslrootcert` and the
+/// host name it checks. Every protocol's backend TLS ([`crate::proto::tls`]) reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TargetTls {
     pub mode: BackendTls,
-    /// CA bundle for `verify-ca` and `verify-full`; `None` means the web PKI roots.
+    /// PEM file of the CAs to trust with `verify-ca` and `verify-full`; the webpki
+    /// (Mozilla) roots if unset. Read on each connection, so a replaced file takes
+    /// effect without restart. Other modes ignore it.
     pub ca_file: Option<PathBuf>,
-    /// Name the certificate must carry; `None` means the address's host.
+    /// The name the certificate must hold (DNS name or IP address), when it is not the
+    /// address the proxy connects to; also sent as SNI.
     pub server_name: Option<String>,
 }
 
-/// How the proxy secures its connection to a target.
+/// Whether and how the proxy secures its connection to a target, like libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendTls {
-    /// Never TLS.
+    /// Plaintext (for PostgreSQL, no `SSLRequest` is sent).
     Disable,
-    /// TLS when the server offers it, unverified; plaintext otherwise.
+    /// TLS if the server supports it, else plaintext; the certificate is not verified.
     #[default]
     Prefer,
-    /// TLS or no connection; the certificate is not verified.
+    /// TLS or fail; the certificate is not verified (libpq's `require` without a root
+    /// certificate): protects against eavesdropping, not against an active attacker.
     Require,
-    /// TLS with the chain verified, not the host name.
+    /// TLS or fail; the chain must verify against the CA, whatever name the certificate
+    /// holds (libpq's `verify-ca`: for servers reached by an address their certificate
+    /// does not name).
     VerifyCa,
-    /// TLS with the chain and the host name verified.
+    /// TLS or fail; the chain must verify against the CA and the certificate must name
+    /// the server.
     VerifyFull,
 }
 

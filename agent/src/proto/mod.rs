@@ -4,6 +4,7 @@
 
 pub mod postgres;
 pub mod tcp;
+pub mod tls;
 
 use crate::{
     gate::Gate,

@@ -7,11 +7,11 @@
 //! knows the password, which is how a man in the middle gets in).
 
 use super::{
-    tls::{self, BackendStream, BackendTlsConfig, ChannelBinding},
+    tls::{self, BackendStream, ChannelBinding},
     wire::{self, MAX_AUTH_MESSAGE, Message, MessageReader, PROTOCOL_3_0, TextReading},
 };
 use crate::{
-    policy::{self, Target},
+    policy::{BackendTls, Target, TargetTls},
     proto::Session,
     secret::Secret,
 };
@@ -79,10 +79,10 @@ pub async fn login(
         user: &user,
         password: password.as_ref(),
     };
-    let tls = tls_config(target);
+    let tls = &target.tls;
     let mut over_tls = false;
-    match login.attempt(&tls, &mut over_tls).await {
-        Err(error) if over_tls && tls.mode == tls::BackendTls::Prefer => {
+    match login.attempt(tls, &mut over_tls).await {
+        Err(error) if over_tls && tls.mode == BackendTls::Prefer => {
             let reason = match &error {
                 LoginError::Server { message, .. } | LoginError::Proxy(message) => message,
             };
@@ -91,9 +91,9 @@ pub async fn login(
                 %reason,
                 "Login to the target over TLS failed; trying without TLS (tls = \"prefer\")"
             );
-            let plain = BackendTlsConfig {
-                mode: tls::BackendTls::Disable,
-                ..tls
+            let plain = TargetTls {
+                mode: BackendTls::Disable,
+                ..tls.clone()
             };
             login.attempt(&plain, &mut over_tls).await
         }
@@ -112,11 +112,7 @@ struct Login<'a> {
 impl Login<'_> {
     /// Connects with TLS as `tls` says, sends the startup message and authenticates.
     /// `over_tls` is set once TLS has been tried (negotiated, or failed to be).
-    async fn attempt(
-        &self,
-        tls: &BackendTlsConfig,
-        over_tls: &mut bool,
-    ) -> Result<Backend, LoginError> {
+    async fn attempt(&self, tls: &TargetTls, over_tls: &mut bool) -> Result<Backend, LoginError> {
         let tcp = crate::proto::tcp::connect_upstream(self.session.upstream, self.session.mark)
             .await
             .map_err(|e| {
@@ -144,20 +140,6 @@ impl Login<'_> {
         )
         .await?;
         ready(reader).await
-    }
-}
-
-fn tls_config(target: &Target) -> BackendTlsConfig {
-    BackendTlsConfig {
-        mode: match target.tls.mode {
-            policy::BackendTls::Disable => tls::BackendTls::Disable,
-            policy::BackendTls::Prefer => tls::BackendTls::Prefer,
-            policy::BackendTls::Require => tls::BackendTls::Require,
-            policy::BackendTls::VerifyCa => tls::BackendTls::VerifyCa,
-            policy::BackendTls::VerifyFull => tls::BackendTls::VerifyFull,
-        },
-        ca_file: target.tls.ca_file.clone(),
-        server_name: target.tls.server_name.clone(),
     }
 }
 

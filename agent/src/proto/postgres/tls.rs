@@ -1,56 +1,42 @@
-//! TLS on both legs of a proxied PostgreSQL connection.
+//! TLS on both legs of a proxied PostgreSQL connection: what PostgreSQL adds to the
+//! shared [`proto::tls`](crate::proto::tls).
 //!
 //! PostgreSQL negotiates TLS inside its own protocol: the client sends an 8-byte
 //! `SSLRequest`, the server answers one byte (`S` = go ahead, `N` = no TLS), and the TLS
-//! handshake starts right after that byte on the same TCP connection.
+//! handshake starts right after that byte on the same TCP connection. Both legs offer
+//! the ALPN name `postgresql` (PostgreSQL 17+; older servers and clients ignore it).
 //!
-//! - **Frontend** (psql → Portcullis, [`frontend`]): [`server_config`] loads the proxy's
-//!   certificate or generates and persists a self-signed one; after the proxy answered
-//!   `S` to a client's `SSLRequest`, [`accept_client`] runs the handshake.
-//! - **Backend** (Portcullis → PostgreSQL, [`backend`]): [`connect_backend`] speaks the
-//!   `SSLRequest` exchange and the handshake per the target's [`BackendTls`] mode, which
-//!   mirrors libpq's `sslmode`.
-//! - **Channel binding** ([`channel_binding`]): the RFC 5929 `tls-server-end-point` data
-//!   that SCRAM-SHA-256-PLUS binds to, for either leg.
-//!
-//! Every rustls config here is built with an explicit aws-lc-rs provider: another
-//! dependency links ring, so the process-default provider is ambiguous.
+//! - **Frontend** (psql → Portcullis): [`server_config`] is the proxy's certificate
+//!   (given, or generated as `pg-proxy.crt` in the state directory); after the proxy
+//!   answered `S` to a client's `SSLRequest` (in `startup`), [`accept_client`] runs the
+//!   handshake.
+//! - **Backend** (Portcullis → PostgreSQL): [`connect_backend`] speaks the `SSLRequest`
+//!   exchange and the handshake per the target's [`TargetTls`] mode, which mirrors
+//!   libpq's `sslmode`.
 
-mod backend;
-mod channel_binding;
-mod frontend;
+pub use crate::proto::tls::{BackendStream, ChannelBinding, ClientStream, MaybeTls};
 
-pub use backend::{BackendTls, BackendTlsConfig, connect_backend};
-pub use channel_binding::ChannelBinding;
-pub use frontend::{
-    CERT_FILE, KEY_FILE, ServerIdentity, accept_client, server_config, server_identity,
+use crate::{
+    policy::{BackendTls, TargetTls},
+    proto::tls::{self, Connector, Generated, ServerIdentity, TlsError},
 };
-
-use std::{
-    io,
-    path::PathBuf,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use rustls::ServerConfig;
+use std::{io, path::Path, sync::Arc};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
 /// The ALPN protocol name PostgreSQL 17+ uses; older servers and clients ignore it.
 const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+/// `SSLRequest`: length 8, then the magic code 80877103 (1234 << 16 | 5679).
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+/// The generated certificate's file names in the state directory, without extension.
+const GENERATED_STEM: &str = "pg-proxy";
 
-/// The crypto provider for every config in this module (see the module docs).
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Why TLS to a backend server could not be set up. Messages never carry secrets.
-///
-/// Underlying errors are part of the message (so the hint can come last), not a `source`.
+/// Why TLS to a PostgreSQL server could not be negotiated. Messages never carry secrets.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub enum NegotiationError {
     /// The server answered `N` to the `SSLRequest` and the mode requires TLS.
     #[error(
         "server does not support TLS (it answered N to SSLRequest); enable ssl on the server \
@@ -64,123 +50,288 @@ pub enum TlsError {
          PostgreSQL server"
     )]
     UnexpectedAnswer(u8),
-    /// The name to verify the certificate against is not a DNS name or IP address.
-    #[error("{0:?} is not a valid TLS server name; set the target's tls server_name")]
-    InvalidServerName(String),
-    /// The CA file for `verify-ca` or `verify-full` could not be read or holds no usable certificate.
-    #[error("cannot load CA certificates from {path}: {reason}; check the target's tls ca_file")]
-    CaFile { path: PathBuf, reason: String },
-    /// The server's certificate chain or name did not verify.
-    #[error(
-        "certificate verification failed: {reason}; check the target's tls ca_file and \
-         server_name"
-    )]
-    Verification { reason: String },
-    /// The TLS handshake failed for another reason (protocol versions, ciphers, alerts).
-    #[error("TLS handshake failed: {reason}")]
-    Handshake { reason: String },
-    /// Reading or writing the TCP connection failed.
-    #[error("cannot {op}: {error}")]
-    Io { op: &'static str, error: io::Error },
+    /// The settings, the connection or the handshake failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
-// --- Streams ---------------------------------------------------------------------------
+// --- Frontend --------------------------------------------------------------------------
 
-/// A TCP connection that is either plaintext or TLS; see [`ClientStream`] and
-/// [`BackendStream`].
-#[derive(Debug)]
-pub enum MaybeTls<T> {
-    Plain(TcpStream),
-    /// Boxed: a TLS stream is a few hundred bytes, a plain one a pointer.
-    Tls(Box<T>),
-}
-
-/// The client leg (psql → Portcullis), after the proxy answered the `SSLRequest`.
-pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
-/// The backend leg (Portcullis → PostgreSQL), as [`connect_backend`] set it up.
-pub type BackendStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
-
-impl<T> MaybeTls<T> {
-    /// Whether the bytes on the wire are encrypted.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Self::Tls(_))
+/// Where the proxy keeps the certificate it generates for PostgreSQL clients.
+fn generated(state_dir: &Path) -> Generated<'_> {
+    Generated {
+        dir: state_dir,
+        stem: GENERATED_STEM,
+        clients: "PostgreSQL clients",
     }
 }
 
-impl ClientStream {
-    /// The TCP socket underneath (peer address, socket options).
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(tcp) => tcp,
-            Self::Tls(tls) => tls.get_ref().0,
-        }
-    }
+/// The rustls config for the client leg. See [`server_identity`].
+pub fn server_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    state_dir: &Path,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    server_identity(cert, key, state_dir).map(|identity| identity.config)
 }
 
-impl BackendStream {
-    /// The TCP socket underneath (peer address, socket options).
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(tcp) => tcp,
-            Self::Tls(tls) => tls.get_ref().0,
-        }
-    }
+/// The proxy's certificate, key and channel binding for PostgreSQL clients.
+///
+/// With `cert` and `key`, loads those PEM files (the cert file may hold a chain, leaf
+/// first). With neither, uses `state_dir/pg-proxy.crt` and `pg-proxy.key`, generating a
+/// self-signed certificate the first time.
+pub fn server_identity(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    state_dir: &Path,
+) -> anyhow::Result<ServerIdentity> {
+    tls::server_identity(cert, key, &generated(state_dir), &[ALPN_POSTGRESQL])
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
+/// Runs the TLS handshake on a client connection, after the proxy answered `S` to its
+/// `SSLRequest`.
+///
+/// The caller must not have read past the 8-byte `SSLRequest`: bytes a client sends
+/// before the handshake must be read by TLS, never taken as protocol (CVE-2021-23214).
+pub async fn accept_client(
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+) -> io::Result<ClientStream> {
+    let tls = tls::accept(stream, config).await?;
+    Ok(MaybeTls::Tls(Box::new(tls)))
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, data),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+// --- Backend ---------------------------------------------------------------------------
+
+/// Negotiates TLS on a fresh connection to a PostgreSQL server, before any other byte.
+///
+/// Unless the mode is `disable`, sends an `SSLRequest` and reads exactly one byte of
+/// answer, so that a server cannot slip plaintext in before the handshake
+/// (CVE-2021-23222). `default_name` is the host or IP the proxy connected to; the
+/// certificate is checked against it unless `cfg.server_name` is set.
+///
+/// Returns the stream and, for TLS, the server certificate's channel binding (`None` for
+/// plaintext, or when the certificate's signature algorithm names no usable hash).
+/// A failed handshake is an error here; with `prefer`, the login retries without TLS.
+pub async fn connect_backend(
+    mut stream: TcpStream,
+    cfg: &TargetTls,
+    default_name: &str,
+) -> Result<(BackendStream, Option<ChannelBinding>), NegotiationError> {
+    if cfg.mode == BackendTls::Disable {
+        return Ok((MaybeTls::Plain(stream), None));
+    }
+    // Settings errors first: they say more than whatever the server would answer.
+    let connector = Connector::new(cfg, default_name, &[ALPN_POSTGRESQL])?;
+
+    stream
+        .write_all(&SSL_REQUEST)
+        .await
+        .map_err(|error| TlsError::Io {
+            op: "send SSLRequest to the server",
+            error,
+        })?;
+    let mut answer = [0u8; 1];
+    stream
+        .read_exact(&mut answer)
+        .await
+        .map_err(|error| TlsError::Io {
+            op: "read the server's answer to SSLRequest",
+            error,
+        })?;
+    match answer {
+        [b'S'] => {}
+        [b'N'] if cfg.mode == BackendTls::Prefer => return Ok((MaybeTls::Plain(stream), None)),
+        [b'N'] => return Err(NegotiationError::Refused),
+        [other] => return Err(NegotiationError::UnexpectedAnswer(other)),
+    }
+
+    let (tls, binding) = connector.connect(stream).await?;
+    Ok((MaybeTls::Tls(Box::new(tls)), binding))
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use tokio::net::TcpListener;
+
+    /// A fake server: checks it got an `SSLRequest`, then runs `then` on the socket.
+    async fn fake_server<F, Fut>(then: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = [0; 8];
+            tcp.read_exact(&mut request).await.unwrap();
+            assert_eq!(request, SSL_REQUEST);
+            then(tcp).await;
+        });
+        (addr, task)
+    }
+
+    /// A fake server that answers `answer` in one write, then sends nothing more.
+    async fn answering(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        fake_server(move |mut tcp| async move {
+            tcp.write_all(answer).await.unwrap();
+            tcp.shutdown().await.unwrap();
+            let _ = tcp.read(&mut [0; 64]).await; // until the client is done
+        })
+        .await
+    }
+
+    fn mode(mode: BackendTls) -> TargetTls {
+        TargetTls {
+            mode,
+            ..TargetTls::default()
         }
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+    async fn connect(
+        addr: SocketAddr,
+        cfg: &TargetTls,
+    ) -> Result<(BackendStream, Option<ChannelBinding>), NegotiationError> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        connect_backend(tcp, cfg, "127.0.0.1").await
+    }
+
+    #[tokio::test]
+    async fn disable_sends_nothing() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (mut stream, binding) = connect_backend(tcp, &mode(BackendTls::Disable), "x")
+            .await
+            .unwrap();
+        assert!(!stream.is_tls() && binding.is_none());
+        stream.write_all(b"startup").await.unwrap();
+        let mut got = [0; 7];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"startup");
+    }
+
+    /// Only the answer byte is consumed: what follows stays for the next reader.
+    #[tokio::test]
+    async fn prefer_falls_back_to_plaintext_on_n() {
+        let (addr, server) = answering(b"Nrest").await;
+        let (mut stream, binding) = connect(addr, &mode(BackendTls::Prefer)).await.unwrap();
+        assert!(!stream.is_tls() && binding.is_none());
+        let mut rest = [0; 4];
+        stream.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"rest");
+        drop(stream);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn require_and_verify_refuse_plaintext() {
+        for tls in [
+            BackendTls::Require,
+            BackendTls::VerifyCa,
+            BackendTls::VerifyFull,
+        ] {
+            let (addr, _server) = answering(b"N").await;
+            let error = connect(addr, &mode(tls)).await.err().unwrap();
+            assert!(
+                matches!(error, NegotiationError::Refused),
+                "{tls:?}: {error}"
+            );
+            assert!(error.to_string().contains("server does not support TLS"));
         }
     }
 
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
+    #[tokio::test]
+    async fn other_answers_are_errors() {
+        let (addr, _server) = answering(b"E").await;
+        let error = connect(addr, &mode(BackendTls::Prefer))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, NegotiationError::UnexpectedAnswer(b'E')),
+            "{error}"
+        );
+
+        let (addr, _server) = answering(b"").await; // closes without answering
+        let error = connect(addr, &mode(BackendTls::Prefer))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, NegotiationError::Tls(TlsError::Io { .. })),
+            "{error}"
+        );
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+    /// CVE-2021-23222: plaintext sent right after `S` must not reach the caller; the
+    /// handshake reads it as TLS and fails.
+    #[tokio::test]
+    async fn plaintext_injected_after_s_fails_the_handshake() {
+        let (addr, _server) = answering(b"SR\0\0\0\x08\0\0\0\0Z\0\0\0\x05I").await;
+        let error = connect(addr, &mode(BackendTls::Require))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, NegotiationError::Tls(TlsError::Handshake { .. })),
+            "{error}"
+        );
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+    /// After `S`, the handshake runs with the proxy's own kind of certificate, offering
+    /// `postgresql` by ALPN, and the stream carries bytes both ways.
+    #[tokio::test]
+    async fn s_starts_the_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = server_identity(None, None, dir.path()).unwrap();
+        assert!(dir.path().join("pg-proxy.crt").exists());
+        let expected = identity.channel_binding.clone();
+        let (addr, _server) = fake_server(move |mut tcp| async move {
+            tcp.write_all(b"S").await.unwrap();
+            let mut stream = accept_client(tcp, identity.config).await.unwrap();
+            let MaybeTls::Tls(tls) = &stream else {
+                unreachable!("accept_client returns TLS")
+            };
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN_POSTGRESQL));
+            let mut byte = [0; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            stream.write_all(&byte).await.unwrap();
+        })
+        .await;
+        let (mut stream, binding) = connect(addr, &mode(BackendTls::Require)).await.unwrap();
+        assert!(stream.is_tls());
+        assert!(binding.is_some());
+        assert_eq!(binding, expected);
+        stream.write_all(b"x").await.unwrap();
+        let mut echo = [0; 1];
+        stream.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"x");
+    }
+
+    #[tokio::test]
+    async fn settings_errors_come_before_talking_to_the_server() {
+        let missing = TargetTls {
+            mode: BackendTls::VerifyFull,
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            server_name: None,
+        };
+        // The listener never accepts: an SSLRequest would sit unread, not fail.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let error = connect_backend(tcp, &missing, "db").await.err().unwrap();
+        assert!(
+            matches!(error, NegotiationError::Tls(TlsError::CaFile { .. })),
+            "{error}"
+        );
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
     }
 }

@@ -1,6 +1,6 @@
-//! The client leg (psql → Portcullis): the proxy's certificate and the TLS accept.
+//! The client leg (client → Portcullis): the proxy's certificate and the TLS accept.
 
-use super::{ALPN_POSTGRESQL, ChannelBinding, ClientStream, MaybeTls, provider};
+use super::{ChannelBinding, provider};
 use anyhow::{Context, bail};
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -8,15 +8,11 @@ use std::{
     fs,
     io::{self, Write},
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-/// The generated certificate, in the state directory.
-pub const CERT_FILE: &str = "pg-proxy.crt";
-/// The generated certificate's private key, in the state directory (mode 0600).
-pub const KEY_FILE: &str = "pg-proxy.key";
 /// The names the generated certificate is valid for.
 const GENERATED_NAMES: [&str; 4] = ["portcullis", "localhost", "127.0.0.1", "::1"];
 
@@ -29,29 +25,58 @@ pub struct ServerIdentity {
     pub channel_binding: Option<ChannelBinding>,
 }
 
+/// Where the self-signed certificate is kept when the config names none: one per
+/// protocol, so each keeps its own files.
+#[derive(Debug, Clone, Copy)]
+pub struct Generated<'a> {
+    /// The directory holding it (the daemon's state directory), created on demand.
+    pub dir: &'a Path,
+    /// The file names without extension: `{stem}.crt`, and `{stem}.key` (mode 0600).
+    pub stem: &'a str,
+    /// Whom it serves, for the log line when it is made ("PostgreSQL clients").
+    pub clients: &'a str,
+}
+
+impl Generated<'_> {
+    /// The certificate file (PEM), which is also the CA a client can trust.
+    #[must_use]
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.crt", self.stem))
+    }
+
+    /// The private key file (PEM).
+    #[must_use]
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.key", self.stem))
+    }
+}
+
 /// The rustls config for the client leg. See [`server_identity`].
 pub fn server_config(
     cert: Option<&Path>,
     key: Option<&Path>,
-    state_dir: &Path,
+    generated: &Generated<'_>,
+    alpn: &[&[u8]],
 ) -> anyhow::Result<Arc<ServerConfig>> {
-    server_identity(cert, key, state_dir).map(|identity| identity.config)
+    server_identity(cert, key, generated, alpn).map(|identity| identity.config)
 }
 
-/// The proxy's certificate, key and channel binding for the client leg.
+/// The proxy's certificate, key and channel binding for the client leg, with a rustls
+/// config that offers `alpn` (most preferred first; a client offering none of them is
+/// refused, one offering no ALPN at all is accepted).
 ///
 /// With `cert` and `key`, loads those PEM files (the cert file may hold a chain, leaf
-/// first). With neither, uses `state_dir/pg-proxy.crt` and `pg-proxy.key`, generating a
-/// self-signed certificate for `portcullis`, `localhost`, `127.0.0.1` and `::1` the first
-/// time.
+/// first). With neither, uses the `generated` certificate, making a self-signed one for
+/// `portcullis`, `localhost`, `127.0.0.1` and `::1` the first time.
 pub fn server_identity(
     cert: Option<&Path>,
     key: Option<&Path>,
-    state_dir: &Path,
+    generated: &Generated<'_>,
+    alpn: &[&[u8]],
 ) -> anyhow::Result<ServerIdentity> {
     let (chain, key) = match (cert, key) {
         (Some(cert), Some(key)) => (load_chain(cert)?, load_key(key)?),
-        (None, None) => generated(state_dir)?,
+        (None, None) => load_or_generate(generated)?,
         (Some(cert), None) => bail!(
             "TLS certificate {} is set but its key is not; set both, or neither to use a \
              generated certificate",
@@ -72,26 +97,26 @@ pub fn server_identity(
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .context("the TLS certificate and key do not form a usable pair; check that the key belongs to the certificate")?;
-    config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|name| name.to_vec()).collect();
     Ok(ServerIdentity {
         config: Arc::new(config),
         channel_binding,
     })
 }
 
-/// Runs the TLS handshake on a client connection, after the proxy answered `S` to its
-/// `SSLRequest`.
+/// Runs the TLS handshake on a client's connection, as a server with `config`.
 ///
-/// The caller must not have read past the 8-byte `SSLRequest`: bytes a client sends
-/// before the handshake must be read by TLS, never taken as protocol (CVE-2021-23214).
-pub async fn accept_client(
-    stream: TcpStream,
+/// The caller must not have read past whatever preceded the handshake in its protocol
+/// (for PostgreSQL, the 8-byte `SSLRequest`): bytes a client sends before the handshake
+/// must be read by TLS, never taken as protocol (CVE-2021-23214).
+pub async fn accept<S>(
+    stream: S,
     config: Arc<ServerConfig>,
-) -> io::Result<ClientStream> {
-    let tls = tokio_rustls::TlsAcceptor::from(config)
-        .accept(stream)
-        .await?;
-    Ok(MaybeTls::Tls(Box::new(tls)))
+) -> io::Result<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio_rustls::TlsAcceptor::from(config).accept(stream).await
 }
 
 /// The certificate chain in the PEM file `path`.
@@ -121,12 +146,12 @@ fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     })
 }
 
-/// The generated certificate in `state_dir`, made and saved on first use.
-fn generated(
-    state_dir: &Path,
+/// The generated certificate, made and saved on first use.
+fn load_or_generate(
+    place: &Generated<'_>,
 ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let cert_path = state_dir.join(CERT_FILE);
-    let key_path = state_dir.join(KEY_FILE);
+    let (cert_path, key_path) = (place.cert_path(), place.key_path());
+    let state_dir = place.dir;
     // The certificate is written last, so its presence means both files are complete.
     if cert_path.exists() && key_path.exists() {
         if let Ok(meta) = fs::metadata(&key_path)
@@ -136,9 +161,10 @@ fn generated(
         }
         let hint = || {
             format!(
-                "the generated TLS certificate in {} is unusable; remove {CERT_FILE} and \
-                 {KEY_FILE} there to generate a new one",
-                state_dir.display()
+                "the generated TLS certificate in {dir} is unusable; remove {stem}.crt and \
+                 {stem}.key there to generate a new one",
+                dir = state_dir.display(),
+                stem = place.stem,
             )
         };
         let chain = load_chain(&cert_path).with_context(hint)?;
@@ -160,7 +186,11 @@ fn generated(
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
     write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
-    tracing::info!(path = %cert_path.display(), "Generated a self-signed TLS certificate for PostgreSQL clients");
+    tracing::info!(
+        path = %cert_path.display(),
+        "Generated a self-signed TLS certificate for {}",
+        place.clients
+    );
     let key = PrivateKeyDer::try_from(key.serialize_der())
         .map_err(|reason| anyhow::anyhow!("generated TLS key: {reason}"))?;
     Ok((vec![cert.der().clone()], key))
@@ -194,23 +224,44 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+
+    const ALPN: &[u8] = b"test/1";
+
+    fn place(dir: &Path) -> Generated<'_> {
+        Generated {
+            dir,
+            stem: "proxy",
+            clients: "tests",
+        }
+    }
+
+    fn config(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        dir: &Path,
+    ) -> anyhow::Result<Arc<ServerConfig>> {
+        server_config(cert, key, &place(dir), &[ALPN])
+    }
 
     #[test]
     fn generates_persists_and_reuses_a_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state"); // created on demand
-        let first = server_identity(None, None, &state).unwrap();
-        let key_mode = fs::metadata(state.join(KEY_FILE))
+        let first = server_identity(None, None, &place(&state), &[]).unwrap();
+        let key_mode = fs::metadata(state.join("proxy.key"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(key_mode & 0o777, 0o600);
-        let cert_pem = fs::read(state.join(CERT_FILE)).unwrap();
+        let cert_pem = fs::read(state.join("proxy.crt")).unwrap();
 
-        let second = server_identity(None, None, &state).unwrap();
+        let second = server_identity(None, None, &place(&state), &[]).unwrap();
         assert_eq!(
-            fs::read(state.join(CERT_FILE)).unwrap(),
+            fs::read(state.join("proxy.crt")).unwrap(),
             cert_pem,
             "rewritten"
         );
@@ -228,32 +279,33 @@ mod tests {
     #[test]
     fn loads_given_pem_files() {
         let dir = tempfile::tempdir().unwrap();
-        server_config(None, None, dir.path()).unwrap();
-        let (cert, key) = (dir.path().join(CERT_FILE), dir.path().join(KEY_FILE));
-        server_config(Some(&cert), Some(&key), Path::new("/nonexistent")).unwrap();
+        config(None, None, dir.path()).unwrap();
+        let generated = place(dir.path());
+        let (cert, key) = (generated.cert_path(), generated.key_path());
+        config(Some(&cert), Some(&key), Path::new("/nonexistent")).unwrap();
     }
 
     #[test]
     fn cert_and_key_must_be_given_together_and_match() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        server_config(None, None, a.path()).unwrap();
-        server_config(None, None, b.path()).unwrap();
-        let cert = a.path().join(CERT_FILE);
-        let key = a.path().join(KEY_FILE);
-        let other_key = b.path().join(KEY_FILE);
+        config(None, None, a.path()).unwrap();
+        config(None, None, b.path()).unwrap();
+        let cert = place(a.path()).cert_path();
+        let key = place(a.path()).key_path();
+        let other_key = place(b.path()).key_path();
 
-        let only_cert = server_config(Some(&cert), None, a.path()).unwrap_err();
+        let only_cert = config(Some(&cert), None, a.path()).unwrap_err();
         assert!(
             format!("{only_cert:#}").contains("its key is not"),
             "{only_cert:#}"
         );
-        let only_key = server_config(None, Some(&key), a.path()).unwrap_err();
+        let only_key = config(None, Some(&key), a.path()).unwrap_err();
         assert!(
             format!("{only_key:#}").contains("its certificate is not"),
             "{only_key:#}"
         );
 
-        let mismatch = server_config(Some(&cert), Some(&other_key), a.path()).unwrap_err();
+        let mismatch = config(Some(&cert), Some(&other_key), a.path()).unwrap_err();
         assert!(
             format!("{mismatch:#}").contains("do not form a usable pair"),
             "{mismatch:#}"
@@ -279,20 +331,19 @@ mod tests {
     }
 
     /// A rustls client trusting the generated certificate completes a handshake with
-    /// `accept_client` and exchanges bytes both ways.
+    /// `accept` and exchanges bytes both ways, agreeing on the server's ALPN.
     #[tokio::test]
     async fn accepts_a_tls_client() {
         let dir = tempfile::tempdir().unwrap();
-        let config = server_config(None, None, dir.path()).unwrap();
+        let config = config(None, None, dir.path()).unwrap();
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut stream = accept_client(tcp, config).await.unwrap();
-            assert!(stream.is_tls());
-            assert_eq!(stream.tcp().local_addr().unwrap(), addr);
+            let mut stream = accept(tcp, config).await.unwrap();
+            assert_eq!(stream.get_ref().0.local_addr().unwrap(), addr);
             let mut ping = [0; 4];
             stream.read_exact(&mut ping).await.unwrap();
             assert_eq!(&ping, b"ping");
@@ -301,20 +352,20 @@ mod tests {
         });
 
         let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(load_chain(&dir.path().join(CERT_FILE)).unwrap());
+        roots.add_parsable_certificates(load_chain(&place(dir.path()).cert_path()).unwrap());
         let mut client = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        client.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+        client.alpn_protocols = vec![b"other".to_vec(), ALPN.to_vec()];
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
             .connect(name, tcp)
             .await
             .unwrap();
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN_POSTGRESQL));
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN));
         tls.write_all(b"ping").await.unwrap();
         let mut pong = Vec::new();
         tls.read_to_end(&mut pong).await.unwrap();
