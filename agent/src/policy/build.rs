@@ -1,6 +1,7 @@
 //! Validating parsed policy files and building the domain types from them.
 
 mod action;
+mod group;
 
 use std::collections::HashMap;
 
@@ -9,7 +10,7 @@ use toml::Spanned;
 use super::{
     BackendTls, Credentials, Policy, PolicyError, Protocol, SqlClass, SqlClasses, Target,
     TargetAddress, TargetTls,
-    file::{GroupFile, RuleFile, TargetFile, WhoFile},
+    file::{RuleFile, TargetFile, WhoFile},
     load::Source,
     matching::{Group, Rule, RuleTargets, StatementFilter, Who},
 };
@@ -104,20 +105,6 @@ impl Builder {
             tls,
             client_auth,
         });
-        Ok(())
-    }
-
-    pub(super) fn add_group(&mut self, src: &Source, file: &GroupFile) -> Result<(), PolicyError> {
-        let name = checked_name(src, &file.name, "group")?;
-        if let Some((_, at)) = self.groups.get(name) {
-            return Err(duplicate(src, &file.name, "group", at));
-        }
-        let group = Group {
-            users: file.users.clone(),
-            unix_groups: file.unix_groups.clone(),
-        };
-        self.groups
-            .insert(name.to_owned(), (group, src.location(&file.name.span())));
         Ok(())
     }
 

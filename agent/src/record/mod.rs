@@ -5,7 +5,8 @@
 //! `session` holds the session types and the queries on them; `audit` is the
 //! hash-chained audit log (append, verify, export); `statements` records each
 //! statement of a session in a per-session hash chain, written in batches by the
-//! `recorder` task; `url` parses store URLs and
+//! `recorder` task; `requests` holds approval requests and their approvals; `links`
+//! ties local accounts to identity-provider identities; `url` parses store URLs and
 //! redacts their passwords; `error` is [`StoreError`]. The schema lives in
 //! `agent/migrations/{sqlite,postgres}`, one numbered file per change, embedded in the
 //! binary and applied by [`Store::open`].
@@ -17,6 +18,7 @@
 mod audit;
 mod changes;
 mod error;
+mod links;
 mod recorder;
 mod requests;
 mod session;
@@ -33,6 +35,7 @@ mod tests;
 pub use audit::{AuditEntry, AuditRecord, AuditReport, BadRecord, GENESIS_HASH};
 pub use changes::RequestChanges;
 pub use error::StoreError;
+pub use links::IdentityLink;
 pub use recorder::Recorder;
 pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};
 pub use session::now_ms;
