@@ -268,3 +268,6 @@ fn already(r: RequestRecord) -> DecideError {
         by,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,6 +28,8 @@ mod url;
 #[cfg(test)]
 mod audit_tests;
 #[cfg(test)]
+mod requests_tests;
+#[cfg(test)]
 mod statements_tests;
 #[cfg(test)]
 mod tests;
