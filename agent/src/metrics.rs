@@ -9,7 +9,10 @@
 //! enums here ([`ApprovalOutcome`], [`Verdict`], …) so a typo cannot invent a new
 //! series; free-form labels are only names that come from the policy or the config
 //! (targets, protocols, webhooks), which keeps cardinality bounded by configuration.
+//! People are never labels: approver decisions are counted by the kind of approver
+//! (local or identity provider); who decided is in the audit log.
 
+use crate::identity::ApproverKind;
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -80,6 +83,24 @@ impl Verdict {
     }
 }
 
+/// What an approver decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApproverDecision {
+    Approve,
+    Deny,
+}
+
+impl ApproverDecision {
+    /// The label value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+        }
+    }
+}
+
 /// Which way bytes flowed: `up` is client to target, `down` target to client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -144,6 +165,8 @@ macro_rules! label_value_by_name {
 }
 label_value_by_name!(
     ApprovalOutcome,
+    ApproverDecision,
+    ApproverKind,
     Verdict,
     Direction,
     TimeoutFallback,
@@ -162,6 +185,12 @@ struct TargetLabels {
 struct ApprovalLabels {
     target: String,
     outcome: ApprovalOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ApproverLabels {
+    decision: ApproverDecision,
+    approver: ApproverKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -199,6 +228,7 @@ pub struct Metrics {
     registry: Registry,
     approval_requests: Family<ApprovalLabels, Counter>,
     decision_latency: Family<TargetLabels, Histogram, fn() -> Histogram>,
+    approver_decisions: Family<ApproverLabels, Counter>,
     actions: Family<ActionLabels, Counter>,
     active_sessions: Gauge,
     bytes: Family<BytesLabels, Counter>,
@@ -230,6 +260,12 @@ impl Metrics {
             "Time from an approval request to the human decision",
             Unit::Seconds,
             decision_latency.clone(),
+        );
+        let approver_decisions = Family::default();
+        registry.register(
+            "approver_decisions",
+            "Approvals and denials given, by the kind of approver (local or idp)",
+            approver_decisions.clone(),
         );
         let actions = Family::default();
         registry.register(
@@ -272,6 +308,7 @@ impl Metrics {
             registry,
             approval_requests,
             decision_latency,
+            approver_decisions,
             actions,
             active_sessions,
             bytes,
@@ -298,6 +335,13 @@ impl Metrics {
                 target: target.to_owned(),
             })
             .observe(latency.as_secs_f64());
+    }
+
+    /// Counts one approval or denial given by an approver of kind `approver`.
+    pub fn approver_decision(&self, decision: ApproverDecision, approver: ApproverKind) {
+        self.approver_decisions
+            .get_or_create(&ApproverLabels { decision, approver })
+            .inc();
     }
 
     /// Counts one action on `target` over `protocol` and the gate's verdict.
@@ -507,6 +551,24 @@ mod tests {
         assert_has(
             &text,
             r#"portcullis_webhook_deliveries_total{webhook="slack",result="failed"} 2"#,
+        );
+    }
+
+    #[test]
+    fn approver_decisions_count_by_kind_never_by_person() {
+        let m = Metrics::new();
+        m.approver_decision(ApproverDecision::Approve, ApproverKind::Local);
+        m.approver_decision(ApproverDecision::Approve, ApproverKind::Local);
+        m.approver_decision(ApproverDecision::Deny, ApproverKind::Idp);
+        let text = m.encode();
+        assert_has(&text, "# TYPE portcullis_approver_decisions counter");
+        assert_has(
+            &text,
+            r#"portcullis_approver_decisions_total{decision="approve",approver="local"} 2"#,
+        );
+        assert_has(
+            &text,
+            r#"portcullis_approver_decisions_total{decision="deny",approver="idp"} 1"#,
         );
     }
 

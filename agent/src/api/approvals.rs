@@ -1,7 +1,7 @@
 //! Approval endpoints: list, approve, deny, watch.
 
 use super::{ApiError, Caller};
-use crate::{daemon::Daemon, gate::DecideError};
+use crate::{daemon::Daemon, gate::DecideError, identity::Approver};
 use axum::{
     Json,
     body::Body,
@@ -37,7 +37,7 @@ pub async fn list(
     ConnectInfo(caller): ConnectInfo<Caller>,
     Query(q): Query<ListQuery>,
 ) -> Answer {
-    let who = caller.principal().await.ok_or_else(no_credentials)?;
+    let who = caller.approver().await?;
     let admin = caller.is_admin(d.config.admin_group.as_deref());
     let requests = d
         .store
@@ -62,7 +62,7 @@ pub async fn decide(
     body: Result<Json<DecideBody>, JsonRejection>,
 ) -> Answer {
     let body = decide_body(body)?;
-    let who = caller.principal().await.ok_or_else(no_credentials)?;
+    let who = caller.approver().await?;
     let done = match verb.as_str() {
         "approve" => d.gate.approve(&id, &who, body.reason.as_deref()).await,
         "deny" => {
@@ -86,7 +86,7 @@ pub async fn watch(
     State(d): State<Arc<Daemon>>,
     ConnectInfo(caller): ConnectInfo<Caller>,
 ) -> Result<Response, ApiError> {
-    let who = caller.principal().await.ok_or_else(no_credentials)?;
+    let who = caller.approver().await?;
     let admin = caller.is_admin(d.config.admin_group.as_deref());
     let rx = d.gate.subscribe();
     let stream = futures_util::stream::unfold((rx, d, who), move |(mut rx, d, who)| async move {
@@ -155,9 +155,15 @@ fn refused(e: DecideError) -> ApiError {
     ApiError::new(status, e.to_string())
 }
 
-fn no_credentials() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "cannot tell who you are (no peer credentials)",
-    )
+impl Caller {
+    /// The socket's caller as a local approver (from its peer credentials).
+    async fn approver(&self) -> Result<Approver, ApiError> {
+        let principal = self.principal().await.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cannot tell who you are (no peer credentials)",
+            )
+        })?;
+        Ok(Approver::from(&principal))
+    }
 }

@@ -1,13 +1,16 @@
 //! People deciding held actions: who may, and what their decision does.
 //!
-//! Rules: a deny is final; an approval counts once per approver; the requester can
-//! never approve their own request (admins included); only members of the request's
-//! current approver groups may decide. The decider's identity comes from the API
-//! socket's peer credentials, never from what the caller says.
+//! Rules: a deny is final; an approval counts once per approver (per
+//! [`Approver::key`]); the requester can never approve their own request (admins
+//! included), under any identity known to be theirs (see [`Gate::is_requester`]); only
+//! members of the request's current approver groups may decide. The decider's
+//! identity comes from the API socket's peer credentials or a verified identity-provider
+//! login, never from what the caller says.
 
 use super::Gate;
 use crate::{
-    identity::Principal,
+    identity::Approver,
+    metrics::ApproverDecision,
     record::{RequestRecord, RequestStatus, StoreError},
 };
 use serde::Serialize;
@@ -55,30 +58,27 @@ impl Gate {
     pub async fn approve(
         &self,
         id: &str,
-        approver: &Principal,
+        approver: &Approver,
         reason: Option<&str>,
     ) -> Result<Decided, DecideError> {
         let request = self.decidable(id, approver).await?;
-        if approver.uid == request.principal.uid {
+        if self.is_requester(approver, &request).await? {
             return Err(DecideError::SelfApproval(request.id));
         }
-        let name = approver
-            .user
-            .clone()
-            .unwrap_or_else(|| format!("uid {}", approver.uid));
         if !self
             .store
-            .add_approval(&request.id, approver.uid, &name, reason)
+            .add_approval(&request.id, approver, reason)
             .await?
         {
             return Err(DecideError::AlreadyApproved(request.id));
         }
-        let vote = serde_json::json!({ "reason": reason, "approver_uid": approver.uid, "approver_pid": approver.pid });
+        self.metrics
+            .approver_decision(ApproverDecision::Approve, approver.kind());
         self.audit(
             "request_approval",
             &request.id,
             Some(&approver.label()),
-            vote,
+            vote(approver, reason),
         )
         .await;
         let after = self
@@ -127,23 +127,28 @@ impl Gate {
     pub async fn deny(
         &self,
         id: &str,
-        approver: &Principal,
+        approver: &Approver,
         reason: &str,
     ) -> Result<Decided, DecideError> {
         if reason.trim().is_empty() {
             return Err(DecideError::ReasonRequired);
         }
         let request = self.decidable(id, approver).await?;
-        let name = approver
-            .user
-            .clone()
-            .unwrap_or_else(|| format!("uid {}", approver.uid));
-        let vote = serde_json::json!({ "reason": reason, "approver_uid": approver.uid, "approver_pid": approver.pid });
-        self.audit("request_denial", &request.id, Some(&approver.label()), vote)
-            .await;
+        self.audit(
+            "request_denial",
+            &request.id,
+            Some(&approver.label()),
+            vote(approver, Some(reason)),
+        )
+        .await;
         if !self
             .store
-            .finish_request(&request.id, RequestStatus::Denied, &name, Some(reason))
+            .finish_request(
+                &request.id,
+                RequestStatus::Denied,
+                &approver.name(),
+                Some(reason),
+            )
             .await?
         {
             let now = self
@@ -153,6 +158,8 @@ impl Gate {
                 .ok_or_else(|| DecideError::NotFound(request.id.clone()))?;
             return Err(already(now));
         }
+        self.metrics
+            .approver_decision(ApproverDecision::Deny, approver.kind());
         self.wake(&request.id);
         self.tell_other_gateways(&request.id).await;
         let approvals = u32::try_from(request.approvals.len()).unwrap_or(u32::MAX);
@@ -168,6 +175,35 @@ impl Gate {
         })
     }
 
+    /// Whether `approver` is the person who asked for `request`, under any identity
+    /// the store knows: the same local uid; an identity-provider identity linked to
+    /// the requester's uid; or, for a local approver, an identity-provider identity
+    /// linked to both uids (one person with two accounts).
+    async fn is_requester(
+        &self,
+        approver: &Approver,
+        request: &RequestRecord,
+    ) -> Result<bool, StoreError> {
+        let requester = request.principal.uid;
+        if approver.uid() == Some(requester) {
+            return Ok(true);
+        }
+        let theirs = self.store.linked_identities(requester).await?;
+        if theirs.is_empty() {
+            return Ok(false);
+        }
+        Ok(match approver {
+            Approver::Idp {
+                issuer, subject, ..
+            } => theirs.iter().any(|link| link.is_idp(issuer, subject)),
+            Approver::Local { uid, .. } => {
+                let mine = self.store.linked_identities(*uid).await?;
+                mine.iter()
+                    .any(|m| theirs.iter().any(|t| t.is_idp(&m.issuer, &m.subject)))
+            }
+        })
+    }
+
     async fn tell_other_gateways(&self, id: &str) {
         if let Err(error) = self.store.announce_request(id).await {
             // The holding gateway still sees it at its next wake-up or timeout.
@@ -176,7 +212,7 @@ impl Gate {
     }
 
     /// The pending request `id`, if `who` is among its current approvers.
-    async fn decidable(&self, id: &str, who: &Principal) -> Result<RequestRecord, DecideError> {
+    async fn decidable(&self, id: &str, who: &Approver) -> Result<RequestRecord, DecideError> {
         let request = self
             .store
             .request(id)
@@ -196,14 +232,32 @@ impl Gate {
         Ok(request)
     }
 
-    /// Whether `who` may see request `r`: its requester, its approvers, or an admin.
+    /// Whether `who` may see request `r`: its requester (by local uid), its approvers,
+    /// or an admin. An identity-provider approver sees requests as an approver; seeing
+    /// one's own requests through a linked identity waits for the console.
     #[must_use]
-    pub fn may_see(&self, r: &RequestRecord, who: &Principal, admin: bool) -> bool {
-        admin || r.principal.uid == who.uid || {
+    pub fn may_see(&self, r: &RequestRecord, who: &Approver, admin: bool) -> bool {
+        admin || who.uid() == Some(r.principal.uid) || {
             let policy = self.policy();
             r.approvers.iter().any(|g| policy.is_member(g, who))
         }
     }
+}
+
+/// The audit data of an approval or a denial: the reason and who, as their JSON
+/// identity and key; a local approver's uid and pid also under the names records
+/// had before identity-provider approvers (`approver_uid`, `approver_pid`).
+fn vote(approver: &Approver, reason: Option<&str>) -> serde_json::Value {
+    let mut data = serde_json::json!({
+        "reason": reason,
+        "approver": approver,
+        "approver_key": approver.key(),
+    });
+    if let (Approver::Local { uid, pid, .. }, Some(fields)) = (approver, data.as_object_mut()) {
+        fields.insert("approver_uid".into(), (*uid).into());
+        fields.insert("approver_pid".into(), (*pid).into());
+    }
+    data
 }
 
 fn already(r: RequestRecord) -> DecideError {
@@ -214,3 +268,6 @@ fn already(r: RequestRecord) -> DecideError {
         by,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,10 +1,17 @@
 //! Who is behind a connection: the kernel's record (pid, uid, gid, comm) taken at
-//! connect time, enriched from procfs and the user database while the process lives.
+//! connect time, enriched from procfs and the user database while the process lives
+//! ([`Principal`]); and who decides a held action ([`Approver`]: a local user or an
+//! identity-provider subject).
+//!
+//! Layout: this file holds [`Principal`]; `procfs` builds it from the kernel's record;
+//! `approver` holds [`Approver`].
 
+mod approver;
 mod procfs;
 
 use serde::{Deserialize, Serialize};
 
+pub use approver::{Approver, ApproverError, ApproverKind};
 pub use procfs::principal_for;
 
 /// The person and process behind one intercepted connection.

@@ -1,6 +1,7 @@
 //! Validating parsed policy files and building the domain types from them.
 
 mod action;
+mod group;
 
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use toml::Spanned;
 
 use super::{
     BackendTls, Credentials, Policy, PolicyError, Protocol, Target, TargetAddress, TargetTls,
-    file::{GroupFile, RuleFile, TargetFile, WhoFile},
+    file::{RuleFile, TargetFile, WhoFile},
     filter::Filter,
     load::Source,
     matching::{Group, Rule, RuleTargets, Who},
@@ -104,20 +105,6 @@ impl Builder {
             tls,
             client_auth,
         });
-        Ok(())
-    }
-
-    pub(super) fn add_group(&mut self, src: &Source, file: &GroupFile) -> Result<(), PolicyError> {
-        let name = checked_name(src, &file.name, "group")?;
-        if let Some((_, at)) = self.groups.get(name) {
-            return Err(duplicate(src, &file.name, "group", at));
-        }
-        let group = Group {
-            users: file.users.clone(),
-            unix_groups: file.unix_groups.clone(),
-        };
-        self.groups
-            .insert(name.to_owned(), (group, src.location(&file.name.span())));
         Ok(())
     }
 

@@ -76,6 +76,12 @@ pub(super) struct GroupFile {
     pub users: Vec<String>,
     #[serde(default)]
     pub unix_groups: Vec<String>,
+    /// Group claims of identity-provider approvers (web console sign-in).
+    #[serde(default)]
+    pub idp_groups: Vec<Spanned<String>>,
+    /// Verified email addresses of identity-provider approvers, any case.
+    #[serde(default)]
+    pub emails: Vec<Spanned<String>>,
     #[expect(
         dead_code,
         reason = "accepted for people reading the file; decisions do not use it"

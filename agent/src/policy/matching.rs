@@ -1,7 +1,7 @@
 //! Validated rules and the question "does this rule apply to this principal and target".
 
 use super::{Review, Statement, Verdict, filter::Filter};
-use crate::identity::Principal;
+use crate::identity::{Approver, Principal};
 
 /// A validated `[[rule]]`.
 #[derive(Debug, Clone)]
@@ -59,6 +59,10 @@ pub(super) struct Who {
 pub(super) struct Group {
     pub users: Vec<String>,
     pub unix_groups: Vec<String>,
+    /// Admit identity-provider approvers by their group claims.
+    pub idp_groups: Vec<String>,
+    /// Admit identity-provider approvers by email; lowercase.
+    pub emails: Vec<String>,
 }
 
 impl Rule {
@@ -152,10 +156,30 @@ impl Who {
 impl Group {
     /// Whether `p`'s user is listed or `p` shares one of the listed unix groups.
     pub fn contains(&self, p: &Principal) -> bool {
-        p.user
-            .as_deref()
-            .is_some_and(|u| self.users.iter().any(|x| x == u))
-            || shares_unix_group(&self.unix_groups, p)
+        self.admits_local(p.user.as_deref(), &p.unix_groups)
+    }
+
+    /// Whether `who` may act for this group: a local approver by user name or unix
+    /// group (as [`Group::contains`]), an identity-provider approver by one of its
+    /// group claims or its email (without regard to case). Neither kind is admitted
+    /// by the other kind's keys.
+    pub fn admits(&self, who: &Approver) -> bool {
+        match who {
+            Approver::Local {
+                user, unix_groups, ..
+            } => self.admits_local(user.as_deref(), unix_groups),
+            Approver::Idp { email, groups, .. } => {
+                groups.iter().any(|g| self.idp_groups.contains(g))
+                    || email
+                        .as_deref()
+                        .is_some_and(|e| self.emails.contains(&e.to_lowercase()))
+            }
+        }
+    }
+
+    fn admits_local(&self, user: Option<&str>, unix_groups: &[String]) -> bool {
+        user.is_some_and(|u| self.users.iter().any(|x| x == u))
+            || self.unix_groups.iter().any(|g| unix_groups.contains(g))
     }
 }
 

@@ -8,7 +8,12 @@
 //!   and exactly one of `address` / `addresses` (`ip:port`, `[v6]:port` or
 //!   `host:port`).
 //! - `[[group]]`: a named set of people: `users` (user names) and `unix_groups`. A
-//!   principal is in the group if its user is listed or it shares a unix group.
+//!   principal (or a local approver) is in the group if its user is listed or it
+//!   shares a unix group. Approvers who sign in through an identity provider (the web
+//!   console) are in the group if one of their IdP groups is in `idp_groups` or their
+//!   verified email is in `emails` (compared without regard to case); these two keys
+//!   only ever admit approvers, never a connecting principal. Every entry of
+//!   `idp_groups` and `emails` must be a non-empty string (an email: `name@domain`).
 //! - `[[rule]]`: `targets` (names, or `["*"]` for every target), an optional `who`,
 //!   and an `action`: `allow` (optionally `skip_review`), `deny`, or `review` with
 //!   `approvers` (group names), `approvals`, `timeout`, `on_timeout` (`deny` or
@@ -52,7 +57,7 @@ use std::{collections::HashMap, fmt, io, path::Path, path::PathBuf};
 
 use serde::Serialize;
 
-use crate::identity::Principal;
+use crate::identity::{Approver, Principal};
 pub use address::TargetAddress;
 use matching::{Group, Rule};
 pub use review::{Escalation, Review};
@@ -96,14 +101,16 @@ impl Policy {
         self.rules.len()
     }
 
-    /// Whether `who` belongs to the policy group called `group` (its user is listed or
-    /// it shares a listed unix group), as `who.groups` in a rule would match it.
+    /// Whether the approver `who` belongs to the policy group called `group`: a local
+    /// approver if its user is listed or it shares a listed unix group (as `who.groups`
+    /// in a rule would match it), an identity-provider approver if one of its groups is
+    /// in `idp_groups` or its email in `emails`.
     ///
     /// An undefined group has no members. The gate uses this to check that a person
     /// deciding a review is one of its approvers.
     #[must_use]
-    pub fn is_member(&self, group: &str, who: &Principal) -> bool {
-        self.groups.get(group).is_some_and(|g| g.contains(who))
+    pub fn is_member(&self, group: &str, who: &Approver) -> bool {
+        self.groups.get(group).is_some_and(|g| g.admits(who))
     }
 
     /// Decides whether `principal` may reach the target called `target`.
@@ -393,8 +400,8 @@ mod tests {
         assert_eq!((d.verdict, d.review), (Verdict::Deny, None));
         let approver =
             matching::tests::principal("ann", 1002, &["ann", "portcullis-approvers"], "/bin/sh");
-        assert!(policy.is_member("portcullis-approvers", &approver));
-        assert!(!policy.is_member("portcullis-approvers", &root));
+        assert!(policy.is_member("portcullis-approvers", &Approver::from(&approver)));
+        assert!(!policy.is_member("portcullis-approvers", &Approver::from(&root)));
     }
 
     #[test]
@@ -409,6 +416,7 @@ mod tests {
         let eve = matching::tests::principal("eve", 1001, &["eve"], "/bin/sh");
         let mut unnamed = bob.clone();
         unnamed.user = None;
+        let [bob, carol, eve, unnamed] = [bob, carol, eve, unnamed].map(|p| Approver::from(&p));
         assert!(policy.is_member("dba", &bob));
         assert!(policy.is_member("dba", &carol));
         assert!(!policy.is_member("dba", &eve));

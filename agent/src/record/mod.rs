@@ -6,7 +6,9 @@
 //! hash-chained audit log (append, verify, export); `events` is the event log, every
 //! action of a session in a per-session hash chain, written in batches by the
 //! `recorder` task; `statements` is the SQL statement record (and the table sessions
-//! were recorded in before events existed); `url` parses store URLs and
+//! were recorded in before events existed); `requests` holds approval requests and
+//! their approvals; `links` ties local accounts to identity-provider identities;
+//! `url` parses store URLs and
 //! redacts their passwords; `error` is [`StoreError`]. The schema lives in
 //! `agent/migrations/{sqlite,postgres}`, one numbered file per change, embedded in the
 //! binary and applied by [`Store::open`].
@@ -19,6 +21,7 @@ mod audit;
 mod changes;
 mod error;
 mod events;
+mod links;
 mod recorder;
 mod requests;
 mod session;
@@ -30,6 +33,8 @@ mod audit_tests;
 #[cfg(test)]
 mod events_tests;
 #[cfg(test)]
+mod requests_tests;
+#[cfg(test)]
 mod statements_tests;
 #[cfg(test)]
 mod tests;
@@ -38,6 +43,7 @@ pub use audit::{AuditEntry, AuditRecord, AuditReport, BadRecord, GENESIS_HASH};
 pub use changes::RequestChanges;
 pub use error::StoreError;
 pub use events::{ChainDigest, EventRecord, one_line};
+pub use links::IdentityLink;
 pub use recorder::{Recordable, Recorder};
 pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};
 pub use session::now_ms;

@@ -5,7 +5,7 @@
 //! exactly one change wins and the others learn they were too late.
 
 use super::{Store, StoreError, session::now_ms};
-use crate::identity::Principal;
+use crate::identity::{Approver, Principal};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row as _, any::AnyRow};
 
@@ -67,10 +67,16 @@ pub struct NewRequest {
 }
 
 /// One approval given.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
-    pub approver_uid: u32,
+    /// Whom the approval is counted for, once: `uid:1000`, `idp:ISSUER#SUBJECT`.
+    pub approver_key: String,
+    /// Who, for people: `alice (uid 1000)`, `alice@example.com (idp)`.
+    pub approver_label: String,
+    /// Who, in one word, as "approved by …" names them: `alice`, `alice@example.com`.
     pub approver: String,
+    /// The uid of a local approver; `None` for an identity-provider one.
+    pub approver_uid: Option<u32>,
     pub at: i64,
     pub reason: Option<String>,
 }
@@ -183,32 +189,43 @@ impl Store {
         Ok(out)
     }
 
-    /// Adds `approver`'s approval; `Ok(false)` if they had already approved.
+    /// Adds `approver`'s approval, counted under [`Approver::key`]; `Ok(false)` if
+    /// they had already approved.
     pub async fn add_approval(
         &self,
         id: &str,
-        approver_uid: u32,
-        approver: &str,
+        approver: &Approver,
         reason: Option<&str>,
     ) -> Result<bool, StoreError> {
+        let key = approver.key();
+        let identity = serde_json::to_string(approver).map_err(|source| StoreError::Encode {
+            op: "encode an approver as JSON",
+            source,
+        })?;
         let exists =
-            sqlx::query("SELECT 1 FROM approvals WHERE request_id = $1 AND approver_uid = $2")
+            sqlx::query("SELECT 1 FROM approvals WHERE request_id = $1 AND approver_key = $2")
                 .bind(id)
-                .bind(i64::from(approver_uid))
+                .bind(&key)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|source| self.query_error("look an approval up", source))?;
         if exists.is_some() {
             return Ok(false);
         }
-        let done = sqlx::query("INSERT INTO approvals (request_id, approver_uid, approver, at, reason) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(i64::from(approver_uid))
-            .bind(approver)
-            .bind(now_ms())
-            .bind(reason)
-            .execute(&self.pool)
-            .await;
+        let done = sqlx::query(
+            "INSERT INTO approvals (request_id, approver_key, approver_uid, approver, approver_label, identity, at, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(&key)
+        .bind(approver.uid().map(i64::from))
+        .bind(approver.name())
+        .bind(approver.label())
+        .bind(identity)
+        .bind(now_ms())
+        .bind(reason)
+        .execute(&self.pool)
+        .await;
         match done {
             Ok(_) => Ok(true),
             // A concurrent insert by the same approver (primary key): counted once.
@@ -280,18 +297,23 @@ impl Store {
     }
 
     async fn approvals(&self, id: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
-        let rows = sqlx::query("SELECT approver_uid, approver, at, reason FROM approvals WHERE request_id = $1 ORDER BY at")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|source| self.query_error("list approvals", source))?;
+        let rows = sqlx::query(
+            "SELECT approver_key, approver_label, approver, approver_uid, at, reason \
+             FROM approvals WHERE request_id = $1 ORDER BY at, approver_key",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|source| self.query_error("list approvals", source))?;
         let read = |source| self.query_error("read an approval row", source);
         rows.iter()
             .map(|row| {
-                let uid: i64 = row.try_get("approver_uid").map_err(read)?;
+                let uid: Option<i64> = row.try_get("approver_uid").map_err(read)?;
                 Ok(ApprovalRecord {
-                    approver_uid: u32::try_from(uid).unwrap_or(u32::MAX),
+                    approver_key: row.try_get("approver_key").map_err(read)?,
+                    approver_label: row.try_get("approver_label").map_err(read)?,
                     approver: row.try_get("approver").map_err(read)?,
+                    approver_uid: uid.map(|uid| u32::try_from(uid).unwrap_or(u32::MAX)),
                     at: row.try_get("at").map_err(read)?,
                     reason: row.try_get("reason").map_err(read)?,
                 })
