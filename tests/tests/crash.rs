@@ -1,0 +1,100 @@
+//! Issue 17 (one event log): what a crash keeps. The daemon is killed with SIGKILL in
+//! the middle of a PostgreSQL session; the statements the recorder had committed are
+//! still there after a restart, readable as events, and `audit verify` still passes
+//! (a session cut off by a crash has no `session_closed` record to check against).
+#![expect(
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "root tests panic with a message"
+)]
+
+use portcullis_tests::pgproxy::setup;
+use serde_json::Value;
+use std::{
+    io::Write as _,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+/// How many statements the session runs before the crash.
+const STATEMENTS: usize = 20;
+
+#[test]
+fn kill_9_mid_session_keeps_what_was_recorded_and_the_log_verifies() {
+    let Some(mut s) = setup("pg-crash") else {
+        return;
+    };
+    let mut psql = s
+        .psql_command(&[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start psql: {e}"));
+    let mut input = psql.stdin.take().unwrap_or_else(|| panic!("no stdin"));
+    for i in 0..STATEMENTS {
+        writeln!(input, "SELECT {i} AS n;").unwrap_or_else(|e| panic!("psql stdin: {e}"));
+    }
+    input.flush().unwrap_or_else(|e| panic!("psql stdin: {e}"));
+
+    // The session stays open (psql waits for more input) while its events are read.
+    let id = open_session(&s.d);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events(&s.d, &id).len() < STATEMENTS {
+        assert!(
+            Instant::now() < deadline,
+            "the statements were not recorded while the session was open; log:\n{}",
+            s.d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    s.d.kill9();
+    drop(input);
+    let _ = psql.wait();
+    s.d.spawn()
+        .unwrap_or_else(|e| panic!("the daemon does not start again after a crash: {e:#}"));
+
+    let recorded = events(&s.d, &id);
+    assert_eq!(recorded.len(), STATEMENTS, "{recorded:#?}");
+    for (i, event) in recorded.iter().enumerate() {
+        assert_eq!(event["kind"], "sql");
+        assert_eq!(event["summary"], format!("SELECT {i} AS n;"));
+        assert_eq!(event["verdict"], "allowed");
+    }
+    let verify = s.d.cli(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "audit verify after a crash: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+/// The id of the postgres session that is open now.
+fn open_session(d: &portcullis_tests::daemon::TestDaemon) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sessions = d.sessions().unwrap_or_default();
+        if let Some(id) = sessions
+            .iter()
+            .find(|s| s["protocol"] == "postgres" && s["ended_at"].is_null())
+            .and_then(|s| s["id"].as_str())
+        {
+            return id.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no open session; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The events recorded so far for session `id`.
+fn events(d: &portcullis_tests::daemon::TestDaemon, id: &str) -> Vec<Value> {
+    let out = d.cli(&["sessions", "replay", id, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["events"].as_array().cloned().unwrap_or_default()
+}
