@@ -283,7 +283,7 @@ async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
         .await?;
     let recorder = Recorder::spawn(store.clone());
     for i in 1..=300 {
-        recorder.record(statement(&id, i)).await;
+        recorder.record(statement(&id, i)).await?;
     }
     let digest = recorder.finish_session(&id).await;
     recorder.shutdown().await;

@@ -41,7 +41,7 @@ async fn the_recorder_numbers_chains_and_writes_each_session() {
         let mut record = statement(session, &format!("SELECT {i}"));
         record.seq = 99;
         record.hash = "made up by the caller".into();
-        recorder.record(record).await;
+        recorder.record(record).await.unwrap();
     }
     let digest_a = recorder.finish_session(&a).await;
     let digest_b = recorder.finish_session(&b).await;
@@ -77,7 +77,7 @@ async fn events_of_any_kind_share_the_chain() {
     let store = open_in(dir.path()).await;
     let recorder = Recorder::spawn(store.clone());
     let id = SessionId::generate();
-    recorder.record(statement(&id, "SELECT 1")).await;
+    recorder.record(statement(&id, "SELECT 1")).await.unwrap();
     let exec = EventRecord {
         session_id: id.clone(),
         seq: 0,
@@ -94,7 +94,7 @@ async fn events_of_any_kind_share_the_chain() {
         payload: Some("ab".repeat(32)),
         hash: String::new(),
     };
-    recorder.record(exec.clone()).await;
+    recorder.record(exec.clone()).await.unwrap();
     let digest = recorder.finish_session(&id).await;
     recorder.shutdown().await;
     let stored = store.events(&id, 0, 10).await.unwrap();
@@ -119,13 +119,14 @@ async fn shutdown_writes_everything_sent_and_later_records_are_not_written() {
     for i in 0..10 {
         recorder
             .record(statement(&id, &format!("SELECT {i}")))
-            .await;
+            .await
+            .unwrap();
     }
     let clone = recorder.clone();
     tokio::join!(recorder.shutdown(), clone.shutdown());
     assert_eq!(store.events(&id, 0, 100).await.unwrap().len(), 10);
 
-    recorder.record(statement(&id, "SELECT 'late'")).await;
+    recorder.record(statement(&id, "SELECT 'late'")).await.unwrap();
     let digest = recorder.finish_session(&id).await;
     assert_eq!(digest.count, 10, "the digest covers what was written");
     assert_eq!(store.events(&id, 0, 100).await.unwrap().len(), 10);
@@ -138,7 +139,7 @@ async fn a_store_that_fails_loses_the_batch_without_panicking() {
     let recorder = Recorder::spawn(store.clone());
     store.close().await;
     let id = SessionId::generate();
-    recorder.record(statement(&id, "SELECT 1")).await;
+    recorder.record(statement(&id, "SELECT 1")).await.unwrap();
     // Chained (so `audit verify` will name the session), then lost after a retry.
     assert_eq!(recorder.finish_session(&id).await.count, 1);
     recorder.shutdown().await;
@@ -148,9 +149,9 @@ async fn a_store_that_fails_loses_the_batch_without_panicking() {
 /// returns that audit record's `seq`.
 async fn close_recorded(store: &Store, id: &SessionId) -> i64 {
     let recorder = Recorder::spawn(store.clone());
-    recorder.record(statement(id, "SELECT 1")).await;
-    recorder.record(denied(id)).await;
-    recorder.record(statement(id, "SELECT 3")).await;
+    recorder.record(statement(id, "SELECT 1")).await.unwrap();
+    recorder.record(denied(id)).await.unwrap();
+    recorder.record(statement(id, "SELECT 3")).await.unwrap();
     let digest = recorder.finish_session(id).await;
     recorder.shutdown().await;
     let closed = store
@@ -256,4 +257,63 @@ async fn a_database_from_before_events_is_migrated_and_still_verifies() {
     assert_eq!(old_events[0].summary, "SELECT 'old'");
     assert_eq!(old_events[1].verdict, "denied");
     assert_eq!(store.events(&fresh, 0, 10).await.unwrap().len(), 3);
+}
+
+/// While the store takes nothing (its one writer connection is held elsewhere), a full
+/// queue makes `record` wait; once the store moves, every waiting event is written.
+#[tokio::test]
+async fn a_full_queue_makes_the_session_wait_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path()).await;
+    let recorder = Recorder::spawn_with(store.clone(), 4, std::time::Duration::from_secs(30));
+    let id = SessionId::generate();
+    let held = store.writer.acquire().await.unwrap();
+    let sender = {
+        let recorder = recorder.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                recorder
+                    .record(statement(&id, &format!("SELECT {i}")))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!sender.is_finished(), "40 events cannot fit a queue of 4");
+    drop(held);
+    sender.await.unwrap();
+    assert_eq!(recorder.finish_session(&id).await.count, 40);
+    recorder.shutdown().await;
+    assert_eq!(store.events(&id, 0, 100).await.unwrap().len(), 40);
+}
+
+/// Past the stall limit, `record` gives up with `Stalled` instead of waiting forever,
+/// and what was queued before is still written once the store moves.
+#[tokio::test]
+async fn a_stalled_store_ends_the_wait_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path()).await;
+    let stall = std::time::Duration::from_millis(200);
+    let recorder = Recorder::spawn_with(store.clone(), 2, stall);
+    let id = SessionId::generate();
+    let held = store.writer.acquire().await.unwrap();
+    let mut stalled = None;
+    let mut queued = 0;
+    for i in 0..20 {
+        match recorder.record(statement(&id, &format!("SELECT {i}"))).await {
+            Ok(()) => queued += 1,
+            Err(e) => {
+                stalled = Some(e);
+                break;
+            }
+        }
+    }
+    let stalled = stalled.unwrap_or_else(|| panic!("20 events fit a queue of 2"));
+    assert_eq!(stalled, Stalled(stall));
+    assert!(stalled.to_string().contains("recording stalled"), "{stalled}");
+    drop(held);
+    recorder.shutdown().await;
+    assert_eq!(store.events(&id, 0, 100).await.unwrap().len(), queued);
 }

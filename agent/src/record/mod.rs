@@ -44,7 +44,7 @@ pub use changes::RequestChanges;
 pub use error::StoreError;
 pub use events::{ChainDigest, EventRecord, one_line};
 pub use links::IdentityLink;
-pub use recorder::{Recordable, Recorder};
+pub use recorder::{Recordable, Recorder, STALL_LIMIT, Stalled};
 pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};
 pub use session::now_ms;
 pub use session::{

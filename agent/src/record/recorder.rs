@@ -7,7 +7,9 @@
 //!
 //! Records go through one channel of [`CAPACITY`] messages: when the store falls
 //! behind, [`Recorder::record`] waits (backpressure) instead of growing memory or
-//! dropping a record. The task wakes for a record only when it is idle; it then
+//! dropping a record; after [`STALL_LIMIT`] of waiting it gives up with
+//! [`Stalled`], and the protocol ends the session with that reason rather than let
+//! it run unrecorded. The task wakes for a record only when it is idle; it then
 //! sleeps [`LINGER`] while others queue up without waking it, unless the queue is half
 //! full or someone waits for it ([`Recorder::finish_session`], [`Recorder::shutdown`]).
 //! Then it takes everything queued, makes each record the next link of its session's
@@ -34,6 +36,18 @@ use tokio_util::sync::CancellationToken;
 /// by its caller (text, rows sample), so this bounds the recorder's memory.
 const CAPACITY: usize = 1024;
 
+/// Longest [`Recorder::record`] waits for room in a full queue.
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// The store accepted no event for [`STALL_LIMIT`]: the event was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the session's recording stalled: the store took no event for {}s; the session is \
+     ended so that nothing runs unrecorded (check the store's health)",
+    .0.as_secs()
+)]
+pub struct Stalled(pub Duration);
+
 /// Most records written in one transaction.
 const BATCH_MAX: usize = 512;
 
@@ -57,6 +71,9 @@ pub struct Recorder {
     chains: Arc<Mutex<HashMap<SessionId, ChainDigest>>>,
     /// Cancelled when the task has written everything and stopped.
     stopped: CancellationToken,
+    /// Room the channel has (for the half-full signal), and how long a record waits.
+    capacity: usize,
+    stall: Duration,
 }
 
 /// What a protocol hands the recorder: its own record, made an event by the task.
@@ -107,12 +124,21 @@ impl Recorder {
     /// Starts the recording task on the current tokio runtime.
     #[must_use]
     pub fn spawn(store: Store) -> Recorder {
-        let (messages, inbox) = mpsc::channel(CAPACITY);
+        Self::spawn_with(store, CAPACITY, STALL_LIMIT)
+    }
+
+    /// [`Recorder::spawn`] with a queue of `capacity` messages, where a record waits at
+    /// most `stall` for room.
+    #[must_use]
+    pub fn spawn_with(store: Store, capacity: usize, stall: Duration) -> Recorder {
+        let (messages, inbox) = mpsc::channel(capacity.max(2));
         let recorder = Recorder {
             messages,
             hurry: Arc::default(),
             chains: Arc::default(),
             stopped: CancellationToken::new(),
+            capacity: capacity.max(2),
+            stall,
         };
         let writer = Writer {
             store,
@@ -125,24 +151,29 @@ impl Recorder {
     }
 
     /// Queues `record`; the recorder sets its `seq` and `hash`, whatever the caller put
-    /// in them. Waits while the queue is full. After [`Recorder::shutdown`] the record
-    /// cannot be written: that is logged as an error.
-    pub async fn record(&self, record: impl Into<Recordable>) {
+    /// in them. Waits while the queue is full, up to the stall limit: then the record
+    /// is not queued and the caller must end its session ([`Stalled`]). After
+    /// [`Recorder::shutdown`] the record cannot be written: that is logged as an error.
+    pub async fn record(&self, record: impl Into<Recordable>) -> Result<(), Stalled> {
         let record = record.into();
         let session = record.session_id().clone();
-        if self
-            .messages
-            .send(Message::Record(Box::new(record)))
-            .await
-            .is_err()
-        {
-            tracing::error!(
-                %session,
-                lost = 1,
-                "Event lost: the recorder has shut down"
-            );
-        } else if self.messages.capacity() < CAPACITY / 2 {
-            self.hurry.notify_one();
+        let message = Message::Record(Box::new(record));
+        match self.messages.send_timeout(message, self.stall).await {
+            Ok(()) => {
+                if self.messages.capacity() < self.capacity / 2 {
+                    self.hurry.notify_one();
+                }
+                Ok(())
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                tracing::error!(%session, lost = 1, "Event lost: the recorder has shut down");
+                Ok(())
+            }
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                let stalled = Stalled(self.stall);
+                tracing::error!(%session, error = %stalled, "Recording stalled; ending the session");
+                Err(stalled)
+            }
         }
     }
 

@@ -217,7 +217,8 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
             record
                 .error
                 .get_or_insert_with(|| "the session ended before the server answered".into());
-            session.recorder.record(record).await;
+            // Ending anyway: a stalled recorder has logged it.
+            let _ = session.recorder.record(record).await;
         }
     }
     let digest = session.recorder.finish_session(&session.id).await;

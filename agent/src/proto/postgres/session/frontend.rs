@@ -421,7 +421,8 @@ impl Frontend<'_> {
             Refusal::None => None,
             Refusal::Error(code, message) => Some((code, message)),
             Refusal::Left(why) => {
-                self.session.recorder.record(record).await;
+                // Ending anyway: a stalled recorder has logged it.
+                let _ = self.session.recorder.record(record).await;
                 return Ok(Next::End(Outcome::Closed, Some(why.into())));
             }
         };

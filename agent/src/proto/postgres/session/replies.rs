@@ -99,7 +99,12 @@ impl BackendLoop<'_> {
                     };
                     let done = self.handle(m);
                     for record in done {
-                        self.session.recorder.record(record).await;
+                        if let Err(stalled) = self.session.recorder.record(record).await {
+                            let reason = stalled.to_string();
+                            let e = wire::error_response(self.encoding(), Severity::FATAL, "58000", &format!("Portcullis: {reason}"), None, None);
+                            let _ = self.write(&e).await;
+                            return (Outcome::Error, Some(reason));
+                        }
                     }
                     if (!self.reader.has_buffered_message() || self.out.len() >= FLUSH_AT)
                         && self.flush().await.is_err()
