@@ -350,20 +350,17 @@ async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
 /// Where the `PostgreSQL` migrations the daemon embeds are kept.
 const PG_MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/migrations/postgres");
 
-/// A `PostgreSQL` store left by a Portcullis from before migration 0005 (approvals keyed
-/// by uid), with an approval and its audit record, opens with this version: the
-/// approval reads back under the key `uid:N` and still counts for its person, IdP
-/// approvals and identity links can be stored, and the audit chain verifies unchanged.
-#[tokio::test]
-async fn postgres_store_from_before_approver_keys_opens() -> anyhow::Result<()> {
+/// The request [`write_store_before_0005`] writes.
+const OLD_REQUEST: &str = "0190a0b0-0000-7000-8000-000000000001";
+
+/// Request [`OLD_REQUEST`] as a Portcullis from before migration 0005 (approvals keyed by
+/// uid) left it at `url`: schema 0001–0004, two approvals (one by a user without a
+/// name) and the audit record of the first, which is returned.
+async fn write_store_before_0005(url: &str) -> anyhow::Result<AuditRecord> {
     use sqlx::migrate::Migrator;
-    let Some(pg) = PgServer::start_or_skip()? else {
-        return Ok(());
-    };
-    pg.create_database("before_0005")?;
-    let url = pg.url("before_0005");
+    let id = OLD_REQUEST;
     sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&url).await?;
+    let pool = sqlx::AnyPool::connect(url).await?;
     let all = Migrator::new(std::path::Path::new(PG_MIGRATIONS)).await?;
     ensure!(
         all.iter().any(|m| m.version == 5),
@@ -375,9 +372,6 @@ async fn postgres_store_from_before_approver_keys_opens() -> anyhow::Result<()> 
     };
     old.run(&pool).await?;
 
-    // What the old daemon wrote: a request, two approvals (one by a user without a
-    // name), and the audit record of the first.
-    let id = "0190a0b0-0000-7000-8000-000000000001";
     let principal = serde_json::to_string(&principal(2000))?;
     sqlx::query(
         "INSERT INTO requests (id, host, created_at, expires_at, target, protocol, action, \
@@ -431,7 +425,22 @@ async fn postgres_store_from_before_approver_keys_opens() -> anyhow::Result<()> 
     .execute(&pool)
     .await?;
     pool.close().await;
+    Ok(record)
+}
 
+/// A `PostgreSQL` store left by a Portcullis from before migration 0005 opens with this
+/// version: its approvals read back under the key `uid:N` and still count for their
+/// person, IdP approvals and identity links can be stored, and the audit chain
+/// verifies unchanged.
+#[tokio::test]
+async fn postgres_store_from_before_approver_keys_opens() -> anyhow::Result<()> {
+    let Some(pg) = PgServer::start_or_skip()? else {
+        return Ok(());
+    };
+    pg.create_database("before_0005")?;
+    let url = pg.url("before_0005");
+    let record = write_store_before_0005(&url).await?;
+    let id = OLD_REQUEST;
     let store = Store::open(&url)
         .await
         .context("open with migration 0005")?;
