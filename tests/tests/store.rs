@@ -2,10 +2,10 @@
 //! `PostgreSQL` server (skipped, with the reason printed, where one cannot run).
 
 use anyhow::{Context, ensure};
-use portcullis::identity::Principal;
+use portcullis::identity::{Approver, Principal};
 use portcullis::record::{
-    AuditEntry, Backend, EventRecord, MIN_PREFIX, NewSession, Outcome, Recorder, SessionEnd,
-    SessionFilter, SessionId, StatementRecord, Store, StoreError,
+    AuditEntry, AuditRecord, Backend, EventRecord, GENESIS_HASH, MIN_PREFIX, NewSession, Outcome,
+    Recorder, SessionEnd, SessionFilter, SessionId, StatementRecord, Store, StoreError,
 };
 use portcullis_tests::postgres::PgServer;
 use serde_json::json;
@@ -344,6 +344,165 @@ async fn postgres_statements_are_chained_and_verified() -> anyhow::Result<()> {
              before it rewritten"
         )
     );
+    store.close().await;
+    Ok(())
+}
+
+/// Where the `PostgreSQL` migrations the daemon embeds are kept.
+const PG_MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/migrations/postgres");
+
+/// The request [`write_store_before_0005`] writes.
+const OLD_REQUEST: &str = "0190a0b0-0000-7000-8000-000000000001";
+
+/// Request [`OLD_REQUEST`] as a Portcullis from before migration 0005 (approvals keyed by
+/// uid) left it at `url`: schema 0001–0004, two approvals (one by a user without a
+/// name) and the audit record of the first, which is returned.
+async fn write_store_before_0005(url: &str) -> anyhow::Result<AuditRecord> {
+    use sqlx::migrate::Migrator;
+    let id = OLD_REQUEST;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await?;
+    let all = Migrator::new(std::path::Path::new(PG_MIGRATIONS)).await?;
+    ensure!(
+        all.iter().any(|m| m.version == 5),
+        "migration 0005 is there"
+    );
+    let old = Migrator {
+        migrations: all.iter().filter(|m| m.version <= 4).cloned().collect(),
+        ..Migrator::DEFAULT
+    };
+    old.run(&pool).await?;
+
+    let principal = serde_json::to_string(&principal(2000))?;
+    sqlx::query(
+        "INSERT INTO requests (id, host, created_at, expires_at, target, protocol, action, \
+         summary, principal, requester_uid, approvers, quorum, stage, status) \
+         VALUES ($1, 'old-gw', 1, 4102444800000, 'db1', 'tcp', '{\"kind\":\"connect\"}', \
+         'open a connection', $2, 2000, '[\"dba\"]', 3, 'review', 'pending')",
+    )
+    .bind(id)
+    .bind(principal)
+    .execute(&pool)
+    .await?;
+    for (uid, name, at) in [(1000_i64, "alice", 10_i64), (5, "uid 5", 20)] {
+        sqlx::query(
+            "INSERT INTO approvals (request_id, approver_uid, approver, at, reason) \
+             VALUES ($1, $2, $3, $4, 'fine')",
+        )
+        .bind(id)
+        .bind(uid)
+        .bind(name)
+        .bind(at)
+        .execute(&pool)
+        .await?;
+    }
+    let mut record = AuditRecord {
+        seq: 1,
+        at: 30,
+        host: "old-gw".into(),
+        kind: "request_approval".into(),
+        subject: id.into(),
+        actor: Some("alice (uid 1000) pid 7 /usr/bin/portcullis".into()),
+        data: serde_json::value::RawValue::from_string(
+            r#"{"approver_pid":7,"approver_uid":1000,"reason":"fine"}"#.into(),
+        )?,
+        prev_hash: GENESIS_HASH.into(),
+        hash: String::new(),
+    };
+    record.hash = record.computed_hash();
+    sqlx::query(
+        "INSERT INTO audit (seq, at, host, kind, subject, actor, data, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(record.seq)
+    .bind(record.at)
+    .bind(&record.host)
+    .bind(&record.kind)
+    .bind(&record.subject)
+    .bind(record.actor.as_deref())
+    .bind(record.data.get())
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    Ok(record)
+}
+
+/// A `PostgreSQL` store left by a Portcullis from before migration 0005 opens with this
+/// version: its approvals read back under the key `uid:N` and still count for their
+/// person, IdP approvals and identity links can be stored, and the audit chain
+/// verifies unchanged.
+#[tokio::test]
+async fn postgres_store_from_before_approver_keys_opens() -> anyhow::Result<()> {
+    let Some(pg) = PgServer::start_or_skip()? else {
+        return Ok(());
+    };
+    pg.create_database("before_0005")?;
+    let url = pg.url("before_0005");
+    let record = write_store_before_0005(&url).await?;
+    let id = OLD_REQUEST;
+    let store = Store::open(&url)
+        .await
+        .context("open with migration 0005")?;
+    let approvals = store.request(id).await?.context("the request")?.approvals;
+    let got: Vec<_> = approvals
+        .iter()
+        .map(|a| {
+            (
+                a.approver_key.as_str(),
+                a.approver_label.as_str(),
+                a.approver.as_str(),
+                a.approver_uid,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("uid:1000", "alice (uid 1000)", "alice", Some(1000)),
+            ("uid:5", "uid 5", "uid 5", Some(5)),
+        ]
+    );
+    let alice = Approver::Local {
+        uid: 1000,
+        user: Some("alice".into()),
+        unix_groups: vec![],
+        pid: 99,
+    };
+    ensure!(
+        !store.add_approval(id, &alice, None).await?,
+        "alice approved before the upgrade"
+    );
+    let bob = Approver::idp("https://id.example.com", "sub-bob", None, vec![])?;
+    ensure!(store.add_approval(id, &bob, None).await?, "an IdP approval");
+    ensure!(!store.add_approval(id, &bob, None).await?, "counted once");
+    ensure!(
+        store
+            .link_identity(
+                2000,
+                Some("user2000"),
+                "https://id.example.com",
+                "sub-carol"
+            )
+            .await?
+    );
+    let links = store.linked_identities(2000).await?;
+    ensure!(links.len() == 1, "{links:?}");
+
+    let report = store.verify_audit().await?;
+    ensure!(report.is_intact(), "{report}");
+    assert_eq!(report.last_hash.as_deref(), Some(record.hash.as_str()));
+    store
+        .append_audit(&AuditEntry {
+            kind: "request_approval".into(),
+            subject: id.into(),
+            actor: Some(bob.label()),
+            data: json!({ "approver_key": bob.key() }),
+        })
+        .await?;
+    let report = store.verify_audit().await?;
+    ensure!(report.is_intact() && report.records == 2, "{report}");
     store.close().await;
     Ok(())
 }

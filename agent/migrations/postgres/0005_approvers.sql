@@ -13,12 +13,13 @@ UPDATE approvals SET
     approver_label = CASE WHEN approver = 'uid ' || approver_uid::text THEN approver
                           ELSE approver || ' (uid ' || approver_uid::text || ')' END;
 
+-- In this order: a column of the primary key cannot become nullable.
+ALTER TABLE approvals DROP CONSTRAINT approvals_pkey;
 ALTER TABLE approvals
     ALTER COLUMN approver_key SET NOT NULL,
     ALTER COLUMN approver_label SET NOT NULL,
-    ALTER COLUMN approver_uid DROP NOT NULL,    -- local approvers only
-    DROP CONSTRAINT approvals_pkey,
-    ADD PRIMARY KEY (request_id, approver_key);
+    ALTER COLUMN approver_uid DROP NOT NULL;    -- local approvers only
+ALTER TABLE approvals ADD PRIMARY KEY (request_id, approver_key);
 
 -- A local account linked to an identity-provider identity (by `portcullis login`), so
 -- the gate knows them for one person: nobody approves their own request under the

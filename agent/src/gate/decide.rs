@@ -2,10 +2,10 @@
 //!
 //! Rules: a deny is final; an approval counts once per approver (per
 //! [`Approver::key`]); the requester can never approve their own request (admins
-//! included), under any identity known to be theirs (see [`Gate::is_requester`]); only
-//! members of the request's current approver groups may decide. The decider's
-//! identity comes from the API socket's peer credentials or a verified identity-provider
-//! login, never from what the caller says.
+//! included), under any identity known to be theirs (their uid, or an identity-provider
+//! identity linked to it); only members of the request's current approver groups may
+//! decide. The decider's identity comes from the API socket's peer credentials (or,
+//! later, a verified identity-provider login), never from what the caller says.
 
 use super::Gate;
 use crate::{

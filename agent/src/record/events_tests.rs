@@ -126,7 +126,10 @@ async fn shutdown_writes_everything_sent_and_later_records_are_not_written() {
     tokio::join!(recorder.shutdown(), clone.shutdown());
     assert_eq!(store.events(&id, 0, 100).await.unwrap().len(), 10);
 
-    recorder.record(statement(&id, "SELECT 'late'")).await.unwrap();
+    recorder
+        .record(statement(&id, "SELECT 'late'"))
+        .await
+        .unwrap();
     let digest = recorder.finish_session(&id).await;
     assert_eq!(digest.count, 10, "the digest covers what was written");
     assert_eq!(store.events(&id, 0, 100).await.unwrap().len(), 10);
@@ -302,7 +305,10 @@ async fn a_stalled_store_ends_the_wait_with_a_clear_error() {
     let mut stalled = None;
     let mut queued = 0;
     for i in 0..20 {
-        match recorder.record(statement(&id, &format!("SELECT {i}"))).await {
+        match recorder
+            .record(statement(&id, &format!("SELECT {i}")))
+            .await
+        {
             Ok(()) => queued += 1,
             Err(e) => {
                 stalled = Some(e);
@@ -312,7 +318,10 @@ async fn a_stalled_store_ends_the_wait_with_a_clear_error() {
     }
     let stalled = stalled.unwrap_or_else(|| panic!("20 events fit a queue of 2"));
     assert_eq!(stalled, Stalled(stall));
-    assert!(stalled.to_string().contains("recording stalled"), "{stalled}");
+    assert!(
+        stalled.to_string().contains("recording stalled"),
+        "{stalled}"
+    );
     drop(held);
     recorder.shutdown().await;
     assert_eq!(store.events(&id, 0, 100).await.unwrap().len(), queued);

@@ -106,7 +106,9 @@ async fn an_approval_counts_once_per_approver_key() {
     assert!(store.add_approval(&id, &bob_idp(), None).await.unwrap());
     assert!(!store.add_approval(&id, &bob_idp(), None).await.unwrap());
 
-    let approvals = store.request(&id).await.unwrap().unwrap().approvals;
+    // In time order; approvals within one millisecond by key (here: idp, then uid).
+    let mut approvals = store.request(&id).await.unwrap().unwrap().approvals;
+    approvals.sort_by(|a, b| a.approver_key.cmp(&b.approver_key));
     let got: Vec<_> = approvals
         .iter()
         .map(|a| {
@@ -115,22 +117,29 @@ async fn an_approval_counts_once_per_approver_key() {
                 a.approver_label.as_str(),
                 a.approver.as_str(),
                 a.approver_uid,
+                a.reason.as_deref(),
             )
         })
         .collect();
     assert_eq!(
         got,
         [
-            ("uid:1000", "alice (uid 1000)", "alice", Some(1000)),
             (
                 "idp:https://id.example.com#sub-bob",
                 "bob@example.com (idp)",
                 "bob@example.com",
+                None,
                 None
+            ),
+            (
+                "uid:1000",
+                "alice (uid 1000)",
+                "alice",
+                Some(1000),
+                Some("ok")
             ),
         ]
     );
-    assert_eq!(approvals[0].reason.as_deref(), Some("ok"));
 
     // The identity is kept whole, as JSON, beside the key.
     let identity: String = sqlx::query_scalar(
@@ -146,9 +155,9 @@ async fn an_approval_counts_once_per_approver_key() {
 
     // The API serves approvals as JSON: local ones keep `approver` and `approver_uid`.
     let json = serde_json::to_value(&approvals).unwrap();
-    assert_eq!(json[0]["approver"], "alice");
-    assert_eq!(json[0]["approver_uid"], 1000);
-    assert_eq!(json[1]["approver_uid"], serde_json::Value::Null);
+    assert_eq!(json[1]["approver"], "alice");
+    assert_eq!(json[1]["approver_uid"], 1000);
+    assert_eq!(json[0]["approver_uid"], serde_json::Value::Null);
     store.close().await;
 }
 
