@@ -57,6 +57,9 @@ struct ConfigFile {
     mark: Option<u32>,
     /// Most connections served at once; more wait for a slot.
     max_connections: Option<usize>,
+    /// Single-threaded runtimes serving sessions (default: one per core; 0: serve
+    /// them on the daemon's main, work-stealing runtime).
+    session_workers: Option<usize>,
     /// How long in-flight sessions get to finish at shutdown ("10s").
     shutdown_grace: Option<String>,
     /// How often target host names are re-resolved ("30s").
@@ -122,6 +125,8 @@ pub struct Config {
     pub bpf_pin_dir: PathBuf,
     pub mark: u32,
     pub max_connections: usize,
+    /// Session worker runtimes; 0 serves sessions on the main runtime.
+    pub session_workers: usize,
     pub shutdown_grace: Duration,
     pub resolve_interval: Duration,
     pub metrics_listen: Option<SocketAddr>,
@@ -237,6 +242,9 @@ impl Config {
                 .unwrap_or_else(|| "/sys/fs/bpf/portcullis".into())),
             mark: file.mark.unwrap_or(DEFAULT_MARK),
             max_connections: file.max_connections.unwrap_or(4096).max(1),
+            session_workers: file.session_workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            }),
             shutdown_grace: duration(
                 "shutdown_grace",
                 file.shutdown_grace,

@@ -1,12 +1,14 @@
 //! The daemon: loads the policy and store, sets up interception, serves the proxy
 //! listeners and the local API, and shuts down in order.
 //!
-//! Shutdown: stop accepting; give open sessions `shutdown_grace` to finish; then end
+//! Connections are accepted on the main runtime and served on `workers` (one
+//! single-threaded runtime per core). Shutdown: stop accepting; give open sessions `shutdown_grace` to finish; then end
 //! the rest (each records how it ended); close the store. The eBPF pins stay, so
 //! protected targets stay closed until a daemon runs again.
 
 mod connection;
 mod targets;
+mod workers;
 
 pub use targets::{TargetTable, canonical};
 
@@ -158,6 +160,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(daemon.config.max_connections));
+    let workers = Arc::new(
+        workers::Workers::start(daemon.config.session_workers)
+            .context("cannot start the session workers")?,
+    );
     for listener in std::iter::once(listener4).chain(listener6) {
         tracker.spawn(accept_loop(
             Arc::clone(&daemon),
@@ -165,6 +171,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop.clone(),
             tracker.clone(),
             Arc::clone(&slots),
+            Arc::clone(&workers),
         ));
     }
     let api = crate::api::serve(Arc::clone(&daemon), stop.clone())?;
@@ -190,6 +197,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         targets = policy.targets().len(),
         addresses = daemon.targets.len(),
         store = %daemon.store.backend(),
+        session_workers = workers.len(),
         "Portcullis is running"
     );
     for target in policy.targets() {
@@ -219,6 +227,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracker.wait().await;
     }
     let _ = api.await;
+    if let Ok(workers) = Arc::try_unwrap(workers) {
+        let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+    }
     daemon.recorder.shutdown().await;
     daemon.store.close().await;
     // The notifier (owned by the gate) drains its queue once the daemon is dropped.
@@ -262,6 +273,7 @@ async fn accept_loop(
     stop: CancellationToken,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
+    workers: Arc<workers::Workers>,
 ) {
     loop {
         let permit = tokio::select! {
@@ -277,11 +289,23 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Moved to a session worker's reactor: deregistered here first.
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(error) => {
+                        tracing::warn!(%error, "Cannot hand an accepted connection over");
+                        continue;
+                    }
+                };
                 let daemon = Arc::clone(&daemon);
-                tracker.spawn(async move {
-                    connection::handle(&daemon, stream, peer).await;
+                let job = tracker.track_future(async move {
+                    match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) => connection::handle(&daemon, stream, peer).await,
+                        Err(error) => tracing::warn!(%error, "Cannot serve an accepted connection"),
+                    }
                     drop(permit);
                 });
+                workers.run(Box::pin(job)).await;
             }
             Err(error) => {
                 tracing::warn!(%error, "Accept failed");

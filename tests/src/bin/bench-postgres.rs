@@ -15,6 +15,7 @@
 //! meaningful when other work on the machine makes TPS noisy, and its threads'
 //! context switches per transaction (`/proc/<pid>/task/*/status`). Asserts nothing.
 //! `BENCH_SECONDS` and `BENCH_ROUNDS` shorten or lengthen the run;
+//! `BENCH_DAEMON_CONFIG` adds lines to the daemon's config (to compare settings);
 //! `BENCH_PROTOCOL=tcp` makes the target a plain TCP one, so the "Portcullis" path
 //! shows what the redirect and relay alone cost, without the PostgreSQL proxy.
 //! Servers, daemon, cgroup and pins are removed on the way out, on error or Ctrl-C
@@ -126,7 +127,9 @@ fn main() -> anyhow::Result<()> {
         pg.host(),
         pg.port()
     );
-    let daemon = TestDaemon::start("bench-pg", &cg, &policy, "")?;
+    // `BENCH_DAEMON_CONFIG` adds lines to the daemon's config (`session_workers = 0`).
+    let extra = std::env::var("BENCH_DAEMON_CONFIG").unwrap_or_default();
+    let daemon = TestDaemon::start("bench-pg", &cg, &policy, &extra)?;
     let bouncer = Pgbouncer::start(&pg)?;
 
     let server = format!(
