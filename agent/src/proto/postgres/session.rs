@@ -46,6 +46,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 mod frontend;
+mod refusal;
 mod replies;
 
 use frontend::Frontend;

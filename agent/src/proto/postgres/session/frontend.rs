@@ -9,7 +9,8 @@ use super::super::{
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
 use super::{
-    ClientRead, FLUSH_AT, MAX_NAMED, MAX_STASH, Pending, PendingKind, Shared, ToClient, shown_value,
+    ClientRead, FLUSH_AT, MAX_NAMED, MAX_STASH, Pending, PendingKind, Shared, ToClient,
+    refusal::Refusal, shown_value,
 };
 use crate::mask::Masker;
 use crate::{
@@ -406,17 +407,14 @@ impl Frontend<'_> {
             Ruling::Deny { rule, reason } => {
                 record.verdict = "denied".into();
                 record.decided_by.clone_from(&rule);
-                let message = match &classified.error {
-                    Some(parse) => format!("Portcullis denied this statement: {reason} ({parse})"),
-                    None => format!("Portcullis denied this statement: {reason}"),
-                };
+                let refusal = Refusal::denied(&classified, &reason);
                 record.reason = Some(reason);
-                Some(("42501", message))
+                Some(refusal)
             }
             Ruling::Review { rule, review, .. } => {
                 match self.hold(ask, rule, review, &mut record).await {
                     Held::Forward => None,
-                    Held::Refuse(code, message) => Some((code, message)),
+                    Held::Refuse(code, message) => Some(Refusal::new(code, message)),
                     Held::Left(why) => {
                         self.session.recorder.record(record).await;
                         return Ok(Next::End(Outcome::Closed, Some(why.into())));
@@ -442,7 +440,7 @@ impl Frontend<'_> {
                     r.verdict = "denied".into();
                     r.reason = Some(reason.into());
                 }
-                Some((
+                Some(Refusal::new(
                     "42501",
                     format!("Portcullis denied this statement: {reason}"),
                 ))
@@ -456,7 +454,7 @@ impl Frontend<'_> {
                 }
                 self.out.extend_from_slice(&m.frame);
             }
-            Some((code, message)) => {
+            Some(refusal) => {
                 let nonce = nonce();
                 let stand_in = match kind {
                     PendingKind::Execute => Builder::new(b'E')
@@ -471,11 +469,10 @@ impl Frontend<'_> {
                 };
                 self.out.extend_from_slice(&stand_in);
                 if let Some(r) = pending.record.as_mut() {
-                    r.error = Some(format!("{code}: {message}"));
+                    r.error = Some(refusal.summary());
                 }
                 let encoding = self.reading().0.encoding();
-                let error =
-                    wire::error_response(encoding, Severity::ERROR, code, &message, None, None);
+                let error = refusal.frame(encoding);
                 pending.denial = Some((nonce, error));
             }
         }
@@ -704,7 +701,7 @@ enum Held {
 fn unreadable(classified: &Classified, reason: String) -> Classified {
     Classified {
         classes: classified.classes.with(SqlClass::Unparsed),
-        error: Some(reason),
+        error: Some(reason.into()),
         refs: Refs {
             unknown: true,
             ..classified.refs.clone()
