@@ -3,18 +3,18 @@
 //! decides *when* TLS starts (PostgreSQL after its `SSLRequest` exchange, HTTPS on the
 //! first byte) and which ALPN names it offers.
 //!
-//! - **Frontend** (client → Portcullis, [`frontend`]): [`server_identity`] loads the
+//! - **Frontend** (client → Portcullis, `frontend`): [`server_identity`] loads the
 //!   proxy's certificate or generates and persists a self-signed one under the state
 //!   directory, and builds a rustls `ServerConfig` with the caller's ALPN list;
 //!   [`accept`] runs the handshake on a client's connection.
-//! - **Backend** (Portcullis → target, [`backend`]): [`client_config`] turns a target's
+//! - **Backend** (Portcullis → target, `backend`): [`client_config`] turns a target's
 //!   [`TargetTls`](crate::policy::TargetTls) settings (verification like libpq's
 //!   `sslmode`, `tls_ca`, `server_name`) into a rustls `ClientConfig`; a [`Connector`]
 //!   checks the settings before any byte goes to the server, then runs the handshake;
 //!   [`connect`] does both.
-//! - **Channel binding** ([`channel_binding`]): the RFC 5929 `tls-server-end-point` data
+//! - **Channel binding** (`channel_binding`): the RFC 5929 `tls-server-end-point` data
 //!   that SCRAM-SHA-256-PLUS binds to, for either leg.
-//! - **Streams** ([`stream`]): [`MaybeTls`], a TCP connection that may or may not be TLS.
+//! - **Streams** (`stream`): [`MaybeTls`], a TCP connection that may or may not be TLS.
 //!
 //! Every rustls config here is built with an explicit aws-lc-rs provider ([`provider`]):
 //! another dependency links ring, so the process-default provider is ambiguous.

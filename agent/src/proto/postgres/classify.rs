@@ -8,7 +8,8 @@
 //! - [`analyze`]: one text through the parser: `libpg_query`'s summary for functions and
 //!   tables, the full tree for what each statement does, the fallback for deep trees;
 //! - [`kinds`]: statement kind → classes; [`functions`]: function name → classes;
-//! - [`key`]: the cache key, with literals replaced, and why that is sound.
+//! - [`key`]: the cache key, with literals replaced, and why that is sound;
+//! - [`parse_error`]: why a text is `Unparsed`, and where the parser stopped.
 //!
 //! # `standard_conforming_strings`
 //!
@@ -47,12 +48,14 @@ mod analyze;
 mod functions;
 mod key;
 mod kinds;
+mod parse_error;
 mod refs;
 #[cfg(test)]
 mod tests;
 
 use crate::policy::{SqlClass, SqlClasses};
 use key::Key;
+pub use parse_error::ParseError;
 use quick_cache::{Weighter, sync::Cache};
 use std::{
     panic::{self, AssertUnwindSafe},
@@ -84,9 +87,9 @@ pub struct Classified {
     /// for SQL syntax the parser turns into a call), deduplicated and sorted. For
     /// records: the classes already account for them.
     pub functions: Vec<String>,
-    /// Why `Unparsed` is among the classes: the parser's message, or what could not be
-    /// classified.
-    pub error: Option<String>,
+    /// Why `Unparsed` is among the classes: the parser's message (and position), or
+    /// what could not be read or classified.
+    pub error: Option<ParseError>,
     /// Each `COPY … TO STDOUT` of the text, in order: what masking needs to tell the
     /// columns of its rows apart.
     pub copy_out: Vec<CopyOut>,
@@ -174,7 +177,7 @@ pub struct CopyFormat {
 
 impl Classified {
     /// A text that cannot be classified: `Unparsed` only.
-    pub fn unparsed(error: impl Into<String>) -> Classified {
+    pub fn unparsed(error: impl Into<ParseError>) -> Classified {
         Classified {
             classes: SqlClasses::empty().with(SqlClass::Unparsed),
             tables: Vec::new(),

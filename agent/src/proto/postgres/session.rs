@@ -11,7 +11,7 @@
 //! A denied statement never reaches the server. In its place the server gets a
 //! statement that can only fail, naming a random nonce (`EXECUTE
 //! portcullis_denied_<nonce>`, or `Execute` of a portal of that name); when its
-//! error comes back, the backend replaces it with the gate's 42501 error. So the
+//! error comes back, the backend replaces it with the proxy's (`refusal`). So the
 //! client sees exactly the replies it would for a failed statement, in order, with
 //! the server's own `ReadyForQuery` status, and a transaction the client had open
 //! is really aborted on the server: a later COMMIT cannot commit part of a batch.
@@ -46,6 +46,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 mod frontend;
+mod refusal;
 mod replies;
 
 use frontend::Frontend;
@@ -264,7 +265,7 @@ struct Pending {
     /// `None` for a `Sync`.
     record: Option<StatementRecord>,
     started: Instant,
-    /// The 42501 error that replaces the server's failure of the stand-in statement.
+    /// The error that replaces the server's failure of the stand-in statement.
     denial: Option<(String, Bytes)>,
     risky: bool,
     rows: Vec<serde_json::Value>,

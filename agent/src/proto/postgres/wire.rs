@@ -7,7 +7,7 @@
 
 use super::encoding::ClientEncoding;
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use std::io;
+use std::{io, num::NonZeroU32};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 /// PostgreSQL's own limit for a startup packet.
@@ -440,6 +440,22 @@ pub fn error_response(
     detail: Option<&str>,
     hint: Option<&str>,
 ) -> Bytes {
+    error_response_at(encoding, severity, code, message, detail, hint, None)
+}
+
+/// [`error_response`] with the `P` field when `position` is set: where in the query
+/// text the error is, a 1-based index in characters, as the server sends it for a
+/// syntax error. psql then shows the line with a caret under that character.
+#[must_use]
+pub fn error_response_at(
+    encoding: ClientEncoding,
+    severity: Severity,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+    position: Option<NonZeroU32>,
+) -> Bytes {
     let tag = if severity.0 == "NOTICE" { b'N' } else { b'E' };
     let mut b = Builder::new(tag)
         .u8(b'S')
@@ -455,6 +471,10 @@ pub fn error_response(
     }
     if let Some(hint) = hint {
         b = b.u8(b'H').text(hint, encoding);
+    }
+    // In the server's order: after the hint.
+    if let Some(position) = position {
+        b = b.u8(b'P').cstr(&position.to_string());
     }
     b.u8(0).finish()
 }
@@ -620,6 +640,34 @@ mod tests {
         assert!(fields.contains(&(b'M', "nope")));
         assert!(fields.contains(&(b'D', "d")));
         assert_eq!(be_i32(e.get(1..5).unwrap()).unwrap() as usize, e.len() - 1);
+    }
+
+    /// The position comes last, after the hint, as the server orders the fields; none
+    /// without one.
+    #[test]
+    fn error_response_carries_a_position() {
+        let at = |position| {
+            error_response_at(
+                ClientEncoding::Utf8,
+                Severity::ERROR,
+                "42601",
+                "syntax error at or near \"SELEC\"",
+                Some("d"),
+                Some("h"),
+                NonZeroU32::new(position),
+            )
+        };
+        let e = at(12);
+        let fields = notice_fields(e.get(5..).unwrap());
+        let codes: Vec<u8> = fields.iter().map(|(code, _)| *code).collect();
+        assert_eq!(codes, b"SVCMDHP");
+        assert_eq!(fields.last(), Some(&(b'P', "12")));
+        let none = at(0);
+        assert!(
+            notice_fields(none.get(5..).unwrap())
+                .iter()
+                .all(|(c, _)| *c != b'P')
+        );
     }
 
     /// A stream that yields `chunks` as separate reads, then ends.

@@ -28,7 +28,7 @@
 //! query, COPY's WHERE, EXECUTE's arguments) are deparsed and classified as their own
 //! text, so the functions they call are seen.
 
-use super::{Classified, CopyFormat, CopyOut, Refs, functions, kinds, refs};
+use super::{Classified, CopyFormat, CopyOut, ParseError, Refs, functions, kinds, refs};
 use crate::policy::{SqlClass, SqlClasses};
 use kinds::kind_name;
 use pg_query::protobuf::{self, Node, summary_result::Context};
@@ -55,7 +55,7 @@ fn classify(sql: &str, standard_conforming_strings: bool, nesting: Nesting) -> C
     };
     let summary = match pg_query::summary(sql, options, -1) {
         Ok(summary) => summary,
-        Err(error) => return Classified::unparsed(message(&error)),
+        Err(error) => return Classified::unparsed(ParseError::from_pg_query(sql, options, &error)),
     };
     let mut outcome = Outcome::from_summary(&summary);
     match pg_query::parse(sql, options) {
@@ -92,15 +92,6 @@ fn split(sql: &str, standard_conforming_strings: bool) -> Option<Vec<&str>> {
         return None;
     }
     pg_query::split_with_parser(sql).ok()
-}
-
-/// A parser error as a short message ("syntax error at or near \"FROM\"").
-fn message(error: &pg_query::Error) -> String {
-    match error {
-        pg_query::Error::Parse(message) => message.clone(),
-        pg_query::Error::Conversion(_) => "the text contains a NUL byte".into(),
-        other => other.to_string(),
-    }
 }
 
 /// `name` (`schema.table`, each part quoted as PostgreSQL's `quote_ident` quotes it)
@@ -170,7 +161,7 @@ struct Outcome {
     classes: SqlClasses,
     tables: BTreeSet<String>,
     functions: BTreeSet<String>,
-    error: Option<String>,
+    error: Option<ParseError>,
     copy_out: Vec<CopyOut>,
     refs: Refs,
 }
@@ -224,7 +215,7 @@ impl Outcome {
     fn fail(&mut self, error: String) {
         self.refs.unknown = true;
         self.classes.insert(SqlClass::Unparsed);
-        self.error.get_or_insert(error);
+        self.error.get_or_insert(ParseError::unclassifiable(error));
     }
 
     fn add_kind(&mut self, kind: &str, classes: Option<SqlClasses>) {
@@ -274,8 +265,11 @@ impl Outcome {
         self.add(other.classes);
         self.tables.extend(other.tables.iter().cloned());
         self.functions.extend(other.functions.iter().cloned());
+        // Another text's error (a statement of this one, which parsed as a whole): not
+        // the server's answer to this text, and its position is not in this text.
         if let Some(error) = &other.error {
-            self.error.get_or_insert_with(|| error.clone());
+            self.error
+                .get_or_insert_with(|| ParseError::unclassifiable(error.message.clone()));
         }
         self.copy_out.extend(other.copy_out.iter().cloned());
         self.refs = self.refs.union(&other.refs);

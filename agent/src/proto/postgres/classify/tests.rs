@@ -8,6 +8,7 @@
 use super::*;
 use std::{
     collections::HashMap,
+    num::NonZeroU32,
     sync::LazyLock,
     time::{Duration, Instant},
 };
@@ -374,8 +375,11 @@ fn rejected_text_is_unparsed() {
     let error = CLASSIFIER
         .classify_blocking("SELECT FROM WHERE", true)
         .error
-        .clone();
-    assert_eq!(error.as_deref(), Some("syntax error at or near \"WHERE\""));
+        .clone()
+        .unwrap();
+    assert_eq!(error.message, "syntax error at or near \"WHERE\"");
+    assert!(error.syntax);
+    assert_eq!(error.position.map(NonZeroU32::get), Some(13));
 }
 
 #[test]
@@ -414,7 +418,8 @@ fn deep_input_returns_without_crashing() {
     let sum = CLASSIFIER.classify_blocking(&format!("SELECT {}", sum_of(10_000)), true);
     let depth_limit = Some("stack depth limit exceeded");
     assert!(
-        sum.classes.names() == "read" || sum.error.as_deref() == depth_limit,
+        sum.classes.names() == "read"
+            || sum.error.as_ref().map(|e| e.message.as_str()) == depth_limit,
         "{sum:?}"
     );
     let cases = [
@@ -528,7 +533,7 @@ fn errors_are_cached_under_their_own_text() {
     let first = classifier.classify_blocking("SELECT 'secret' 'a'", true);
     let second = classifier.classify_blocking("SELECT 'other' 'a'", true);
     assert_eq!(
-        first.error.as_deref(),
+        first.error.as_ref().map(|e| e.message.as_str()),
         Some("syntax error at or near \"'a'\"")
     );
     assert!(!Arc::ptr_eq(&first, &second));

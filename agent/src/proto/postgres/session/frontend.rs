@@ -10,7 +10,8 @@ use super::super::{
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
 use super::{
-    ClientRead, FLUSH_AT, MAX_NAMED, MAX_STASH, Pending, PendingKind, Shared, ToClient, shown_value,
+    ClientRead, FLUSH_AT, MAX_NAMED, MAX_STASH, Pending, PendingKind, Shared, ToClient,
+    refusal::Refusal, shown_value,
 };
 use crate::mask::Masker;
 use crate::{
@@ -417,10 +418,10 @@ impl Frontend<'_> {
         if outcome.request().is_some() {
             self.cancel.set_holding(false);
         }
-        let denial = match self.refusal(&outcome, &classified, &mut record) {
-            Refusal::None => None,
-            Refusal::Error(code, message) => Some((code, message)),
-            Refusal::Left(why) => {
+        let denial = match self.answer(&outcome, &classified, &mut record) {
+            Answer::Run => None,
+            Answer::Refuse(refusal) => Some(refusal),
+            Answer::Left(why) => {
                 // Ending anyway: a stalled recorder has logged it.
                 let _ = self.session.recorder.record(record).await;
                 return Ok(Next::End(Outcome::Closed, Some(why.into())));
@@ -444,7 +445,7 @@ impl Frontend<'_> {
                     r.verdict = "denied".into();
                     r.reason = Some(reason.into());
                 }
-                Some((
+                Some(Refusal::new(
                     "42501",
                     format!("Portcullis denied this statement: {reason}"),
                 ))
@@ -458,7 +459,7 @@ impl Frontend<'_> {
                 }
                 self.out.extend_from_slice(&m.frame);
             }
-            Some((code, message)) => {
+            Some(refusal) => {
                 let nonce = nonce();
                 let stand_in = match kind {
                     PendingKind::Execute => Builder::new(b'E')
@@ -473,11 +474,10 @@ impl Frontend<'_> {
                 };
                 self.out.extend_from_slice(&stand_in);
                 if let Some(r) = pending.record.as_mut() {
-                    r.error = Some(format!("{code}: {message}"));
+                    r.error = Some(refusal.summary());
                 }
                 let encoding = self.reading().0.encoding();
-                let error =
-                    wire::error_response(encoding, Severity::ERROR, code, &message, None, None);
+                let error = refusal.frame(encoding);
                 pending.denial = Some((nonce, error));
             }
         }
@@ -564,47 +564,46 @@ impl Frontend<'_> {
 
     /// How the gate's outcome ends the statement, with the record stamped: run it,
     /// answer with an error instead, or end the session (someone left while held).
-    fn refusal(
+    fn answer(
         &self,
         outcome: &ActionOutcome,
         classified: &Classified,
         record: &mut StatementRecord,
-    ) -> Refusal {
+    ) -> Answer {
         record.verdict = outcome.verdict().into();
         record.decided_by = outcome.decided_by();
         record.request_id = outcome.request().map(str::to_owned);
         match outcome {
-            ActionOutcome::Allowed { .. } => Refusal::None,
+            ActionOutcome::Allowed { .. } => Answer::Run,
             ActionOutcome::Denied {
                 request: None,
                 reason,
                 ..
             } => {
                 record.reason = Some(reason.clone());
-                let message = match &classified.error {
-                    Some(parse) => format!("Portcullis denied this statement: {reason} ({parse})"),
-                    None => format!("Portcullis denied this statement: {reason}"),
-                };
-                Refusal::Error("42501", message)
+                Answer::Refuse(Refusal::denied(classified, reason))
             }
             ActionOutcome::Failed { .. } => {
                 let message =
                     "Portcullis denied this statement: its approval request could not be recorded";
                 record.decided_by = None;
                 record.reason = Some(message.into());
-                Refusal::Error("42501", message.into())
+                Answer::Refuse(Refusal::new("42501", message.into()))
             }
             ActionOutcome::Abandoned { gone, .. } => {
                 let target_left =
                     *gone == Some(Gone::TargetLeft) || self.server_gone.is_cancelled();
                 record.reason = Some(outcome.message());
                 if *gone == Some(Gone::ClientLeft) {
-                    Refusal::Left("the client left while a statement was held")
+                    Answer::Left("the client left while a statement was held")
                 } else if target_left {
-                    Refusal::Left("the target closed the connection while a statement was held")
+                    Answer::Left("the target closed the connection while a statement was held")
                 } else {
                     record.reason = Some("cancelled by the client".into());
-                    Refusal::Error("57014", "canceling statement due to user request".into())
+                    Answer::Refuse(Refusal::new(
+                        "57014",
+                        "canceling statement due to user request".into(),
+                    ))
                 }
             }
             ActionOutcome::Denied { .. }
@@ -612,7 +611,7 @@ impl Frontend<'_> {
             | ActionOutcome::ShutDown { .. } => {
                 let message = outcome.message();
                 record.reason = Some(message.clone());
-                Refusal::Error("42501", format!("Portcullis: {message}"))
+                Answer::Refuse(Refusal::new("42501", format!("Portcullis: {message}")))
             }
         }
     }
@@ -683,11 +682,11 @@ enum Statement<'m> {
 }
 
 /// What the gate's outcome makes of a statement.
-enum Refusal {
+enum Answer {
     /// It runs.
-    None,
-    /// The client gets this SQLSTATE and message instead.
-    Error(&'static str, String),
+    Run,
+    /// The client gets this error instead.
+    Refuse(Refusal),
     /// The client or the target left: the session ends, for this reason.
     Left(&'static str),
 }
@@ -697,7 +696,7 @@ enum Refusal {
 fn unreadable(classified: &Classified, reason: String) -> Classified {
     Classified {
         classes: classified.classes.with(SqlClass::Unparsed),
-        error: Some(reason),
+        error: Some(reason.into()),
         refs: Refs {
             unknown: true,
             ..classified.refs.clone()
