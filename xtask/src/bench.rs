@@ -17,6 +17,8 @@ pub enum Bench {
     Postgres,
     /// Masking throughput (MB/s per core at 1% and 10% PII) and cost per clean row.
     Mask,
+    /// Events per second per core that the recorder chains and writes into `SQLite`.
+    Recorder,
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -25,6 +27,7 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Gate => "bench-gate",
         Bench::Postgres => "bench-postgres",
         Bench::Mask => "bench-mask",
+        Bench::Recorder => "bench-recorder",
     };
     let mut cmd = Command::new("cargo");
     cmd.args([
@@ -36,9 +39,9 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         "--bin",
         name,
     ]);
-    if let Bench::Mask = what {
-        // The masking bench calls the library in process: it needs neither the daemon
-        // nor its eBPF programs. `AYA_BUILD_SKIP` keeps the library's build script from
+    if let Bench::Mask | Bench::Recorder = what {
+        // The masking and recorder benches call the library in process: they need
+        // neither the daemon nor its eBPF programs. `AYA_BUILD_SKIP` keeps the library's build script from
         // compiling them; a target directory of its own keeps that setting from
         // invalidating the full build in `target/release`.
         cmd.args(["--target-dir", "target/bench-mask"])

@@ -88,7 +88,10 @@ pub fn build_agent(release: bool) -> anyhow::Result<PathBuf> {
         cmd.arg("--release");
     }
     sh(&mut cmd)?;
-    Ok(PathBuf::from("target")
+    // Where cargo put it: `CARGO_TARGET_DIR` if set (relative to the workspace).
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from);
+    Ok(target
         .join(if release { "release" } else { "debug" })
         .join("portcullis")
         .canonicalize()?)

@@ -119,7 +119,9 @@ mod tests {
                     tokio::task::yield_now().await;
                     let after = thread::current().name().map(str::to_owned);
                     assert_eq!(before, after, "a job stays on its worker");
-                    seen.lock().unwrap_or_else(|e| e.into_inner()).push(after);
+                    seen.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(after);
                     let _ = done.send(()).await;
                 }))
                 .await;
@@ -129,7 +131,7 @@ mod tests {
         }
         let names: HashSet<_> = seen
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .flatten()
             .cloned()

@@ -142,7 +142,13 @@ impl ActionOutcome {
             Self::Allowed {
                 approval: Some(a), ..
             } => format!("request {} approved by {}", a.request, a.by),
-            Self::Allowed { reason, .. } | Self::Failed { reason, .. } => reason.clone(),
+            Self::Allowed { reason, .. }
+            | Self::Failed { reason, .. }
+            | Self::Denied {
+                request: None,
+                reason,
+                ..
+            } => reason.clone(),
             Self::Denied {
                 request: Some(request),
                 by,
@@ -152,7 +158,6 @@ impl ActionOutcome {
                 let by = by.as_deref().unwrap_or("?");
                 format!("request {request} denied by {by}: {reason}")
             }
-            Self::Denied { reason, .. } => reason.clone(),
             Self::Expired { request, after, .. } => format!(
                 "request {request} denied by timeout: no decision within {}",
                 humantime::format_duration(*after)
@@ -246,7 +251,7 @@ impl Gate {
             }
         };
         client.held(hold.id(), &hold.approve_hint()).await;
-        let held = hold.wait(client.gone()).await;
-        ActionOutcome::of_hold(rule, held)
+        let ended = hold.wait(client.gone()).await;
+        ActionOutcome::of_hold(rule, ended)
     }
 }

@@ -274,7 +274,7 @@ where
                 )));
             }
             chain.count = link.seq();
-            chain.last_hash = link.hash().to_owned();
+            link.hash().clone_into(&mut chain.last_hash);
         }
         if !full {
             break;
