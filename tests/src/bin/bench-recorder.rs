@@ -67,7 +67,7 @@ async fn measure(store: &Store, events: usize) -> anyhow::Result<(Duration, Dura
         let recorder = recorder.clone();
         let count = events / SESSIONS + usize::from(s < events % SESSIONS);
         senders.push(tokio::spawn(async move {
-            let session = SessionId::generate();
+            let session: SessionId = serde_json::from_value(json!(format!("bench-{events}-{s}")))?;
             for i in 0..count {
                 recorder.record(statement(&session, i)).await?;
             }
