@@ -91,14 +91,137 @@ impl ChainDigest {
         record.seq = self.count.saturating_add(1);
         let mut canonical = Vec::with_capacity(512 + record.summary.len());
         let details = record.write_hashed_fields(&mut canonical);
-        record.hash = link_hash(&self.last_hash, &canonical);
+        self.finish_link(record, &canonical, details)
+    }
+
+    /// [`ChainDigest::link_event`] of [`EventRecord::from_statement`]`(st)`, with the
+    /// same hash, but its details written straight from the statement's fields rather
+    /// than built as a JSON value first: this runs for every statement.
+    pub(super) fn link_statement(&mut self, st: StatementRecord) -> Encoded {
+        let StatementRecord {
+            session_id,
+            at_ms,
+            text,
+            params,
+            classes,
+            tables,
+            verdict,
+            decided_by,
+            request_id,
+            reason,
+            duration_us,
+            rows_affected,
+            command_tag,
+            error,
+            rows,
+            ..
+        } = st;
+        let sql = SqlDetails {
+            text: &text,
+            params: params.as_ref(),
+            classes: &classes,
+            tables: &tables,
+            rows_affected,
+            command_tag: command_tag.as_deref(),
+            rows: rows.as_ref(),
+        };
+        let record = EventRecord {
+            session_id,
+            seq: self.count.saturating_add(1),
+            at_ms,
+            kind: "sql".into(),
+            summary: one_line(&text, SUMMARY_CHARS),
+            details: None,
+            verdict,
+            decided_by,
+            request_id,
+            reason,
+            duration_us,
+            error,
+            payload: None,
+            hash: String::new(),
+        };
+        let mut canonical = Vec::with_capacity(512 + 2 * text.len());
+        let details = record.write_fields(&mut canonical, |out| sql.write(out));
+        self.finish_link(record, &canonical, details)
+    }
+
+    /// Sets `record`'s hash from its `canonical` JSON, advances the chain, and cuts
+    /// the `details` column out of it.
+    fn finish_link(
+        &mut self,
+        mut record: EventRecord,
+        canonical: &[u8],
+        details: Range<usize>,
+    ) -> Encoded {
+        record.hash = link_hash(&self.last_hash, canonical);
         self.count = record.seq;
         self.last_hash.clone_from(&record.hash);
+        // Canonical JSON is UTF-8: the check cannot fail, and is faster than lossy.
         let details = canonical
             .get(details)
-            .map(|d| String::from_utf8_lossy(d).into_owned())
-            .filter(|d| d != "null");
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .filter(|d| *d != "null")
+            .map(str::to_owned);
         Encoded { record, details }
+    }
+}
+
+/// A `sql` event's details, borrowed from the statement.
+struct SqlDetails<'a> {
+    text: &'a str,
+    params: Option<&'a Value>,
+    classes: &'a [String],
+    tables: &'a [String],
+    rows_affected: Option<i64>,
+    command_tag: Option<&'a str>,
+    rows: Option<&'a Value>,
+}
+
+impl SqlDetails<'_> {
+    /// The canonical JSON of the object [`EventRecord::from_statement`] builds: keys
+    /// in code-point order, absent values left out.
+    fn write(&self, out: &mut Vec<u8>) {
+        fn strings(out: &mut Vec<u8>, items: &[String]) {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                scalar_bytes(item, out);
+            }
+            out.push(b']');
+        }
+        let start = out.len();
+        let key = |out: &mut Vec<u8>, name: &str| {
+            out.push(if out.len() == start { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        key(out, "classes");
+        strings(out, self.classes);
+        if let Some(tag) = self.command_tag {
+            key(out, "command_tag");
+            scalar_bytes(tag, out);
+        }
+        if let Some(params) = self.params {
+            key(out, "params");
+            canonical_bytes(params, out);
+        }
+        if let Some(rows) = self.rows {
+            key(out, "rows");
+            canonical_bytes(rows, out);
+        }
+        if let Some(n) = self.rows_affected {
+            key(out, "rows_affected");
+            scalar_bytes(&n, out);
+        }
+        key(out, "tables");
+        strings(out, self.tables);
+        key(out, "text");
+        scalar_bytes(self.text, out);
+        out.push(b'}');
     }
 }
 
@@ -161,6 +284,14 @@ impl EventRecord {
     /// The canonical JSON of every field but `hash`, keys in code-point order,
     /// written straight from the fields; returns where `details` is in it.
     fn write_hashed_fields(&self, out: &mut Vec<u8>) -> Range<usize> {
+        self.write_fields(out, |out| match &self.details {
+            Some(v) => canonical_bytes(v, out),
+            None => out.extend_from_slice(b"null"),
+        })
+    }
+
+    /// [`EventRecord::write_hashed_fields`] with the details written by `details`.
+    fn write_fields(&self, out: &mut Vec<u8>, details: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
         fn key(out: &mut Vec<u8>, name: &str) {
             out.push(if out.is_empty() { b'{' } else { b',' });
             out.push(b'"');
@@ -173,10 +304,7 @@ impl EventRecord {
         scalar_bytes(&self.decided_by, out);
         key(out, "details");
         let start = out.len();
-        match &self.details {
-            Some(v) => canonical_bytes(v, out),
-            None => out.extend_from_slice(b"null"),
-        }
+        details(out);
         let details = start..out.len();
         key(out, "duration_us");
         scalar_bytes(&self.duration_us, out);
@@ -206,10 +334,24 @@ impl EventRecord {
 /// `text` on one line (runs of white space as one space), cut to `max` characters.
 #[must_use]
 pub fn one_line(text: &str, max: usize) -> String {
+    // Most statements are one line already: copied as they are.
+    let plain = text.len() <= max
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && !text.contains("  ")
+        && text.is_ascii()
+        && !text.chars().any(|c| c.is_whitespace() && c != ' ');
+    if plain {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len().min(max * 4));
     let mut chars = 0;
     for word in text.split_whitespace() {
         if chars > 0 {
+            if chars >= max {
+                out.push('…');
+                return out;
+            }
             out.push(' ');
             chars += 1;
         }

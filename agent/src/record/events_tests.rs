@@ -326,3 +326,57 @@ async fn a_stalled_store_ends_the_wait_with_a_clear_error() {
     recorder.shutdown().await;
     assert_eq!(store.events(&id, 0, 100).await.unwrap().len(), queued);
 }
+
+/// A statement's event is written straight from its fields on the recorder's path;
+/// the chain and the stored details must be exactly those of the event built as a
+/// JSON value (which is how verification and readers see it).
+#[test]
+fn a_statement_links_as_its_event_would() {
+    let id = SessionId::generate();
+    let mut odd = statement(&id, "SELECT 'ü\\n\"x\"', $1\n\tFROM t -- ☃");
+    odd.params = Some(json!(["a\u{1}b", null, {"z": 1, "a": [2.5, "é"]}]));
+    odd.rows =
+        Some(json!({ "columns": ["b", "a"], "rows": [[null, "\u{7f}"]], "truncated": true }));
+    odd.command_tag = None;
+    let mut null_params = denied(&id);
+    null_params.params = Some(serde_json::Value::Null);
+    for st in [statement(&id, "SELECT 1"), denied(&id), odd, null_params] {
+        let (mut direct, mut built) = (ChainDigest::empty(), ChainDigest::empty());
+        for _ in 0..2 {
+            let fast = direct.link_statement(st.clone());
+            let slow = built.link_event(EventRecord::from_statement(st.clone()));
+            assert_eq!(fast.record.hash, slow.record.hash, "{st:?}");
+            assert_eq!(fast.details, slow.details, "{st:?}");
+            assert_eq!(fast.record.summary, slow.record.summary);
+        }
+    }
+}
+
+#[test]
+fn one_line_flattens_white_space_and_cuts() {
+    let slow = |text: &str, max: usize| {
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let cut: String = flat.chars().take(max).collect();
+        if cut.chars().count() < flat.chars().count() {
+            cut + "…"
+        } else {
+            cut
+        }
+    };
+    for text in [
+        "SELECT 1",
+        " SELECT 1",
+        "SELECT 1 ",
+        "SELECT  1",
+        "SELECT\t1",
+        "SELECT\u{b}1",
+        "SELECT\n  1\r\n",
+        "SELECT 'é'  FROM t",
+        "",
+        "   ",
+        "abcdefghij",
+        "abcdefghijk",
+    ] {
+        assert_eq!(one_line(text, 10), slow(text, 10), "{text:?}");
+    }
+}

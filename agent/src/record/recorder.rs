@@ -103,10 +103,11 @@ impl Recordable {
         }
     }
 
-    fn into_event(self) -> EventRecord {
+    /// Makes this the next link of `chain`, ready to store.
+    fn link(self, chain: &mut ChainDigest) -> Encoded {
         match self {
-            Self::Statement(st) => EventRecord::from_statement(st),
-            Self::Event(e) => e,
+            Self::Statement(st) => chain.link_statement(st),
+            Self::Event(e) => chain.link_event(e),
         }
     }
 }
@@ -252,14 +253,13 @@ impl Writer {
     ) {
         match message {
             Message::Record(record) => {
-                let event = record.into_event();
                 let mut chains = self.chains.lock().unwrap_or_else(PoisonError::into_inner);
                 // Looked up before inserting, so the id is cloned once per session.
-                if !chains.contains_key(&event.session_id) {
-                    chains.insert(event.session_id.clone(), ChainDigest::empty());
+                if !chains.contains_key(record.session_id()) {
+                    chains.insert(record.session_id().clone(), ChainDigest::empty());
                 }
-                if let Some(chain) = chains.get_mut(&event.session_id) {
-                    self.batch.push(chain.link_event(event));
+                if let Some(chain) = chains.get_mut(record.session_id()) {
+                    self.batch.push(record.link(chain));
                 }
             }
             Message::Flush(done) => waiting.push(done),

@@ -51,27 +51,30 @@ pub(super) const ROWS_PER_INSERT: usize = 64;
 /// of all of them, quadratic over a long `INSERT`.
 pub(super) fn batch_inserts(head: &str, columns: usize, numbered: bool) -> Vec<String> {
     (0..=ROWS_PER_INSERT)
-        .map(|n| {
-            let mut sql = String::from(head);
-            for row in 0..n {
-                sql.push_str(if row == 0 { "(" } else { ", (" });
-                for column in 1..=columns {
-                    if column > 1 {
-                        sql.push_str(", ");
-                    }
-                    if numbered {
-                        sql.push('$');
-                        sql.push_str(&(row * columns + column).to_string());
-                    } else {
-                        sql.push('?');
-                    }
-                }
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (session_id, seq) DO NOTHING");
-            sql
-        })
+        .map(|n| batch_insert(head, columns, n, numbered))
         .collect()
+}
+
+/// `head` followed by `rows` rows of `columns` placeholders (see [`batch_inserts`]).
+pub(super) fn batch_insert(head: &str, columns: usize, rows: usize, numbered: bool) -> String {
+    let mut sql = String::from(head);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 1..=columns {
+            if column > 1 {
+                sql.push_str(", ");
+            }
+            if numbered {
+                sql.push('$');
+                sql.push_str(&(row * columns + column).to_string());
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (session_id, seq) DO NOTHING");
+    sql
 }
 
 /// `INSERT` of `rows` statements (at most [`ROWS_PER_INSERT`]), built once.

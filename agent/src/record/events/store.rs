@@ -4,7 +4,8 @@
 
 use super::{ChainDigest, Encoded, EventRecord};
 use crate::record::{
-    Backend, SessionId, StatementRecord, Store, StoreError, statements::batch_inserts,
+    Backend, SessionId, StatementRecord, Store, StoreError,
+    statements::{ROWS_PER_INSERT, batch_insert, batch_inserts},
 };
 use serde_json::Value;
 use sqlx::{Row as _, any::AnyRow};
@@ -18,21 +19,42 @@ const COLUMN_COUNT: usize = 14;
 /// How many events verification reads per query.
 const VERIFY_PAGE: u32 = 1000;
 
-/// `INSERT` of `rows` events, built once per row count and backend.
+/// Rows of the large `INSERT` a full batch is written with (3,584 parameters), so a
+/// batch of 512 events costs the store's worker two round trips, not eight. What is
+/// left goes in `INSERT`s of at most [`ROWS_PER_INSERT`].
+const BIG_INSERT: usize = 256;
+
+/// `INSERT` of `rows` events (at most [`ROWS_PER_INSERT`], or [`BIG_INSERT`]), built
+/// once per row count and backend.
 fn insert_sql(backend: Backend, rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
-    let head = format!("INSERT INTO events ({COLUMNS}) VALUES ");
+    type Texts = (Vec<String>, String);
+    static SQL: std::sync::OnceLock<[Texts; 2]> = std::sync::OnceLock::new();
     let [sqlite, postgres] = SQL.get_or_init(|| {
-        [
-            batch_inserts(&head, COLUMN_COUNT, false),
-            batch_inserts(&head, COLUMN_COUNT, true),
-        ]
+        let head = format!("INSERT INTO events ({COLUMNS}) VALUES ");
+        [false, true].map(|numbered| {
+            (
+                batch_inserts(&head, COLUMN_COUNT, numbered),
+                batch_insert(&head, COLUMN_COUNT, BIG_INSERT, numbered),
+            )
+        })
     });
-    let texts = match backend {
+    let (small, big) = match backend {
         Backend::Sqlite => sqlite,
         Backend::Postgres => postgres,
     };
-    texts.get(rows).map_or("", String::as_str)
+    if rows == BIG_INSERT {
+        return big;
+    }
+    small.get(rows).map_or("", String::as_str)
+}
+
+/// The next `INSERT`'s share of `rest`.
+fn next_chunk(rest: &[Encoded]) -> usize {
+    if rest.len() >= BIG_INSERT {
+        BIG_INSERT
+    } else {
+        rest.len().min(ROWS_PER_INSERT)
+    }
 }
 
 /// A link of a session's chain, as verification walks it: an event, or a statement
@@ -85,7 +107,10 @@ impl Store {
             .await
             .map_err(|source| self.query_error(op, source))?;
         let mut skipped = 0_u64;
-        for chunk in batch.chunks(super::super::statements::ROWS_PER_INSERT) {
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(next_chunk(rest));
+            rest = tail;
             let mut query = sqlx::query(insert_sql(self.backend, chunk.len()));
             for Encoded { record: r, details } in chunk {
                 query = query
