@@ -96,6 +96,13 @@ mod tests {
         assert!(plain("/usr/bin/ps?l", "/usr/bin/ps?l"));
         assert!(!plain("/USR/bin/*", "/usr/bin/psql"), "case-sensitive");
         assert!(plain("/tmp/é*", "/tmp/étude"));
+        assert!(plain("/usr/*", "/usr/local/bin/psql"), "* crosses /");
+        assert!(plain("/opt/*/bin/*", "/opt/pg/bin/psql"));
+        assert!(!plain("/opt/*/bin/*", "/opt/pg/sbin"));
+        assert!(plain("/a*a", "/aa"));
+        assert!(!plain("/a*a*a", "/aa"));
+        assert!(plain("/a*b*c", "/abbbc"));
+        assert!(plain("**", "x"));
         assert!(!plain("", "x"));
     }
 

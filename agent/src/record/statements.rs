@@ -32,10 +32,10 @@ use super::Backend;
 use super::{
     GENESIS_HASH, SessionId, Store, StoreError,
     audit::{canonical_bytes, scalar_bytes},
+    events::link_hash,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use sqlx::{Row as _, any::AnyRow};
 use std::ops::Range;
 
@@ -186,14 +186,6 @@ impl StatementsDigest {
         self.last_hash.clone_from(&record.hash);
         spans
     }
-}
-
-/// `hash` of the record whose canonical JSON is `canonical`, after `prev_hash`.
-fn link_hash(prev_hash: &str, canonical: &[u8]) -> String {
-    let mut sha = Sha256::new();
-    sha.update(prev_hash.as_bytes());
-    sha.update(canonical);
-    format!("{:x}", sha.finalize())
 }
 
 /// Where the JSON-valued fields are in a record's canonical JSON.
