@@ -178,6 +178,10 @@ impl Pipe {
 }
 
 /// One nonblocking `splice(2)` of up to `len` bytes; one of the two is a pipe.
+///
+/// Unlike std's socket writes, which pass `MSG_NOSIGNAL`, a splice into a socket the
+/// peer has closed raises `SIGPIPE`: Rust programs ignore `SIGPIPE` from the start,
+/// so it arrives here as `EPIPE`, an error like any other.
 fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
     // SAFETY: both descriptors are borrowed, so open for the call; the offsets are
     // null, as splice(2) requires for pipes and sockets; no memory is passed.
