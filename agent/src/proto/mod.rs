@@ -118,6 +118,16 @@ impl Meter {
             down: self.down.load(Ordering::Relaxed),
         }
     }
+
+    /// Counts `bytes` read from the client, for a relay that moves them itself.
+    pub fn add_up(&self, bytes: u64) {
+        self.up.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` written to the client, for a relay that moves them itself.
+    pub fn add_down(&self, bytes: u64) {
+        self.down.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 /// A client stream that counts what passes, so a session's traffic is known however
@@ -162,9 +172,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.meter
-            .up
-            .fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        self.meter.add_up((buf.filled().len() - before) as u64);
         poll
     }
 }
@@ -177,7 +185,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = poll {
-            self.meter.down.fetch_add(n as u64, Ordering::Relaxed);
+            self.meter.add_down(n as u64);
         }
         poll
     }

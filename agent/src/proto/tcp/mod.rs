@@ -1,15 +1,26 @@
 //! `tcp` targets: the action is the connection itself; once allowed, bytes are relayed
-//! as they are, through fixed-size buffers, in both directions.
+//! as they are, in both directions: with `splice(2)` through a pipe per direction
+//! ([`splice`]), so they never enter user space, or through two fixed buffers where
+//! the sockets do not allow that.
+
+mod splice;
+#[cfg(test)]
+mod tests;
 
 use super::{Metered, Protocol, Served, Session, Traffic};
 use crate::{policy::Target, record::Outcome};
-use std::{io, net::SocketAddr, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes},
+    io::copy_bidirectional_with_sizes,
     net::{TcpSocket, TcpStream},
 };
 
-/// Relay buffer per direction: memory per connection is bounded by twice this.
+/// Relay buffer (or pipe) per direction: memory per connection is bounded by twice this.
 pub const RELAY_BUFFER: usize = 64 * 1024;
 /// How long an upstream connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,60 +97,35 @@ pub fn reset(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
-/// Relays bytes between `client` and `upstream` until both sides are done, through
-/// two fixed buffers. Traffic is counted by the caller's [`Metered`](super::Metered)
-/// client stream, so it is known even if this future is dropped midway.
-pub async fn relay<C, U>(client: &mut C, upstream: &mut U) -> io::Result<()>
-where
-    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    copy_bidirectional_with_sizes(client, upstream, RELAY_BUFFER, RELAY_BUFFER)
-        .await
-        .map(|_| ())
+/// Relays bytes between `client` and `upstream` until both sides are done (EOF from
+/// one is passed on as a half-close to the other) or one fails. Traffic is counted in
+/// `client`'s [`Meter`](super::Meter) as bytes move, so it is known even if this
+/// future is dropped midway.
+pub async fn relay(client: &mut Metered<TcpStream>, upstream: &mut TcpStream) -> io::Result<()> {
+    relay_with(client, upstream, RELAY_BUFFER).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+/// Whether the fallback to buffers was logged: once per process is enough to say why.
+static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 
-    #[tokio::test]
-    async fn relays_both_ways_and_counts() {
-        let (mut client, proxy_client) = duplex(1024);
-        let (mut proxy_up, mut server) = duplex(1024);
-        let relay = tokio::spawn(async move {
-            let mut metered = crate::proto::Metered::new(proxy_client);
-            relay(&mut metered, &mut proxy_up)
+/// [`relay`] with pipes of `pipe_size` bytes; buffers if the pipes cannot be set up.
+async fn relay_with(
+    client: &mut Metered<TcpStream>,
+    upstream: &mut TcpStream,
+    pipe_size: usize,
+) -> io::Result<()> {
+    match splice::Splice::new(client.get_ref(), upstream, pipe_size) {
+        Ok(splice) => {
+            let meter = client.meter();
+            splice.run(client.get_ref(), upstream, &meter).await
+        }
+        Err(error) => {
+            if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::debug!(%error, "Relaying tcp through buffers: splice unavailable");
+            }
+            copy_bidirectional_with_sizes(client, upstream, RELAY_BUFFER, RELAY_BUFFER)
                 .await
-                .map(|()| metered.traffic())
-        });
-        client
-            .write_all(b"hello")
-            .await
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        let mut buf = [0u8; 5];
-        server
-            .read_exact(&mut buf)
-            .await
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(&buf, b"hello");
-        server
-            .write_all(b"world!")
-            .await
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        drop(server);
-        let mut back = Vec::new();
-        client
-            .read_to_end(&mut back)
-            .await
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(back, b"world!");
-        drop(client);
-        let traffic = relay
-            .await
-            .unwrap_or_else(|e| unreachable!("{e}"))
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(traffic, crate::proto::Traffic { up: 5, down: 6 });
+                .map(|_| ())
+        }
     }
 }
