@@ -57,8 +57,8 @@ struct ConfigFile {
     mark: Option<u32>,
     /// Most connections served at once; more wait for a slot.
     max_connections: Option<usize>,
-    /// Single-threaded runtimes serving sessions (default: one per core; 0: serve
-    /// them on the daemon's main, work-stealing runtime).
+    /// Single-threaded runtimes serving sessions (default 0: sessions run on the
+    /// daemon's main, work-stealing runtime).
     session_workers: Option<usize>,
     /// How long in-flight sessions get to finish at shutdown ("10s").
     shutdown_grace: Option<String>,
@@ -242,9 +242,7 @@ impl Config {
                 .unwrap_or_else(|| "/sys/fs/bpf/portcullis".into())),
             mark: file.mark.unwrap_or(DEFAULT_MARK),
             max_connections: file.max_connections.unwrap_or(4096).max(1),
-            session_workers: file.session_workers.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-            }),
+            session_workers: file.session_workers.unwrap_or(0),
             shutdown_grace: duration(
                 "shutdown_grace",
                 file.shutdown_grace,

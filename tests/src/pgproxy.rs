@@ -95,11 +95,19 @@ pub fn setup_with_tls_refused(name: &str) -> Option<Setup> {
     setup_target(name, RULES, Variant::TlsRefused)
 }
 
+/// [`setup`] with a daemon that serves sessions on `workers` single-threaded
+/// runtimes (`session_workers`).
+#[must_use]
+pub fn setup_with_workers(name: &str, workers: usize) -> Option<Setup> {
+    setup_target(name, RULES, Variant::Workers(workers))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
     Plain,
     ClientAuth,
     TlsRefused,
+    Workers(usize),
 }
 
 fn setup_target(name: &str, rules: &str, variant: Variant) -> Option<Setup> {
@@ -171,7 +179,11 @@ fn setup_target(name: &str, rules: &str, variant: Variant) -> Option<Setup> {
         pw.display()
     );
     let cg = TestCgroup::new(name).unwrap_or_else(|e| panic!("{e}"));
-    let d = TestDaemon::start(name, &cg, &policy, "").unwrap_or_else(|e| panic!("{e:#}"));
+    let extra = match variant {
+        Variant::Workers(n) => format!("session_workers = {n}\n"),
+        Variant::Plain | Variant::ClientAuth | Variant::TlsRefused => String::new(),
+    };
+    let d = TestDaemon::start(name, &cg, &policy, &extra).unwrap_or_else(|e| panic!("{e:#}"));
     Some(Setup {
         pg,
         cg,

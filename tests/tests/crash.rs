@@ -98,3 +98,69 @@ fn events(d: &portcullis_tests::daemon::TestDaemon, id: &str) -> Vec<Value> {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     v["events"].as_array().cloned().unwrap_or_default()
 }
+
+/// Sessions served on worker runtimes (`session_workers = 2`) are decided, answered
+/// and recorded as on the main runtime, and the daemon stops cleanly with them.
+#[test]
+fn sessions_on_worker_runtimes_behave_the_same() {
+    let Some(mut s) = portcullis_tests::pgproxy::setup_with_workers("pg-workers", 2) else {
+        return;
+    };
+    for _ in 0..4 {
+        let out = s.psql(&["-c", "SELECT count(*) FROM accounts"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
+    }
+    let out = s.psql(&["-c", "TRUNCATE accounts"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("Portcullis denied this statement"),
+        "{stderr}"
+    );
+    let log = plain(&s.d.log());
+    assert!(
+        log.contains("session_workers=2"),
+        "the daemon did not start its workers: {log}"
+    );
+    // The last close is recorded just after psql exits: wait for it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sessions = s.d.sessions().unwrap_or_else(|e| panic!("{e:#}"));
+        let recorded = sessions
+            .iter()
+            .filter(|x| x["protocol"] == "postgres" && !x["ended_at"].is_null())
+            .count();
+        if recorded == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{sessions:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped = s.d.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        stopped.success(),
+        "the daemon did not stop cleanly: {stopped}"
+    );
+}
+
+/// `text` without its terminal colour codes (`ESC [ … m`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -1,8 +1,8 @@
 //! The daemon: loads the policy and store, sets up interception, serves the proxy
 //! listeners and the local API, and shuts down in order.
 //!
-//! Connections are accepted on the main runtime and served on `workers` (one
-//! single-threaded runtime per core). Shutdown: stop accepting; give open sessions `shutdown_grace` to finish; then end
+//! Connections are accepted and served on the main runtime, or on `workers`
+//! (single-threaded runtimes) when `session_workers` asks. Shutdown: stop accepting; give open sessions `shutdown_grace` to finish; then end
 //! the rest (each records how it ended); close the store. The eBPF pins stay, so
 //! protected targets stay closed until a daemon runs again.
 
@@ -288,6 +288,13 @@ async fn accept_loop(
             a = listener.accept() => a,
         };
         match accepted {
+            Ok((stream, peer)) if workers.len() == 0 => {
+                let daemon = Arc::clone(&daemon);
+                tracker.spawn(async move {
+                    connection::handle(&daemon, stream, peer).await;
+                    drop(permit);
+                });
+            }
             Ok((stream, peer)) => {
                 // Moved to a session worker's reactor: deregistered here first.
                 let stream = match stream.into_std() {
