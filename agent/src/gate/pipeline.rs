@@ -255,3 +255,115 @@ impl Gate {
         ActionOutcome::of_hold(rule, ended)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> Option<String> {
+        Some("r".into())
+    }
+
+    /// What each outcome records and tells, as the PostgreSQL statements and the
+    /// connections before the pipeline recorded and told it.
+    #[test]
+    fn outcomes_map_to_event_fields_and_messages() {
+        let allowed = ActionOutcome::Allowed {
+            rule: rule(),
+            reason: "rule `r` allows it".into(),
+            approval: None,
+        };
+        assert!(allowed.allowed());
+        assert_eq!(allowed.verdict(), "allowed");
+        assert_eq!(allowed.decided_by().as_deref(), Some("r"));
+        assert_eq!(allowed.request(), None);
+        assert_eq!(allowed.message(), "rule `r` allows it");
+
+        let approved = ActionOutcome::of_hold(
+            rule(),
+            HoldOutcome::Approved {
+                request: "q1".into(),
+                by: "ann, bob".into(),
+            },
+        );
+        assert!(approved.allowed());
+        assert_eq!(approved.verdict(), "approved");
+        assert_eq!(approved.decided_by().as_deref(), Some("ann, bob"));
+        assert_eq!(approved.request(), Some("q1"));
+        assert_eq!(approved.message(), "request q1 approved by ann, bob");
+
+        let by_rule = ActionOutcome::Denied {
+            rule: rule(),
+            request: None,
+            by: None,
+            reason: "rule `r` denies it".into(),
+        };
+        assert_eq!(
+            (by_rule.verdict(), by_rule.decided_by().as_deref()),
+            ("denied", Some("r"))
+        );
+        assert_eq!(by_rule.message(), "rule `r` denies it");
+
+        let by_person = ActionOutcome::of_hold(
+            rule(),
+            HoldOutcome::Denied {
+                request: "q2".into(),
+                by: "ann".into(),
+                reason: "not now".into(),
+            },
+        );
+        assert!(!by_person.allowed());
+        assert_eq!(by_person.decided_by().as_deref(), Some("ann"));
+        assert_eq!(by_person.message(), "request q2 denied by ann: not now");
+
+        let expired = ActionOutcome::of_hold(
+            rule(),
+            HoldOutcome::TimedOut {
+                request: "q3".into(),
+                after: Duration::from_secs(90),
+            },
+        );
+        assert_eq!(expired.verdict(), "timed_out");
+        assert_eq!(
+            expired.message(),
+            "request q3 denied by timeout: no decision within 1m 30s"
+        );
+
+        let shut = ActionOutcome::of_hold(
+            rule(),
+            HoldOutcome::ShutDown {
+                request: "q4".into(),
+            },
+        );
+        assert_eq!(shut.verdict(), "denied", "a shutdown never releases");
+        assert!(
+            shut.message()
+                .starts_with("request q4 denied by portcullis: ")
+        );
+
+        let left = ActionOutcome::of_hold(
+            rule(),
+            HoldOutcome::Abandoned {
+                request: "q5".into(),
+                by: "client".into(),
+                reason: Gone::Cancelled.reason().into(),
+                gone: Some(Gone::Cancelled),
+            },
+        );
+        assert_eq!(left.verdict(), "abandoned");
+        assert!(matches!(
+            left,
+            ActionOutcome::Abandoned {
+                gone: Some(Gone::Cancelled),
+                ..
+            }
+        ));
+
+        let failed = ActionOutcome::Failed {
+            rule: rule(),
+            reason: "its approval request could not be recorded".into(),
+        };
+        assert_eq!((failed.verdict(), failed.request()), ("error", None));
+        assert!(!failed.allowed());
+    }
+}
