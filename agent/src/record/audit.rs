@@ -562,6 +562,28 @@ fn write_entries<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out
 }
 
 /// A string, number, boolean or null, appended without an intermediate `String`.
+/// Writes `"name":` as the next key of a canonical JSON object that begins at `start`
+/// in `out`, opening the object at its first key. Callers write keys in code-point
+/// order, as canonical JSON sorts them.
+pub(super) fn object_key(out: &mut Vec<u8>, start: usize, name: &str) {
+    out.push(if out.len() == start { b'{' } else { b',' });
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Writes `items` as a canonical JSON array of strings.
+pub(super) fn string_array(out: &mut Vec<u8>, items: &[String]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        scalar_bytes(item, out);
+    }
+    out.push(b']');
+}
+
 pub(super) fn scalar_bytes<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail, and these values always serialize.
     let _ = serde_json::to_writer(out, value);

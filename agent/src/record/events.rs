@@ -31,7 +31,7 @@ mod store;
 
 use super::{
     SessionId, StatementRecord,
-    audit::{canonical_bytes, scalar_bytes},
+    audit::{canonical_bytes, object_key, scalar_bytes, string_array},
     statements::StatementsDigest,
 };
 use serde::{Deserialize, Serialize};
@@ -182,25 +182,10 @@ impl SqlDetails<'_> {
     /// The canonical JSON of the object [`EventRecord::from_statement`] builds: keys
     /// in code-point order, absent values left out.
     fn write(&self, out: &mut Vec<u8>) {
-        fn strings(out: &mut Vec<u8>, items: &[String]) {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                scalar_bytes(item, out);
-            }
-            out.push(b']');
-        }
         let start = out.len();
-        let key = |out: &mut Vec<u8>, name: &str| {
-            out.push(if out.len() == start { b'{' } else { b',' });
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-        };
+        let key = |out: &mut Vec<u8>, name: &str| object_key(out, start, name);
         key(out, "classes");
-        strings(out, self.classes);
+        string_array(out, self.classes);
         if let Some(tag) = self.command_tag {
             key(out, "command_tag");
             scalar_bytes(tag, out);
@@ -218,7 +203,7 @@ impl SqlDetails<'_> {
             scalar_bytes(&n, out);
         }
         key(out, "tables");
-        strings(out, self.tables);
+        string_array(out, self.tables);
         key(out, "text");
         scalar_bytes(self.text, out);
         out.push(b'}');
@@ -292,12 +277,8 @@ impl EventRecord {
 
     /// [`EventRecord::write_hashed_fields`] with the details written by `details`.
     fn write_fields(&self, out: &mut Vec<u8>, details: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
-        fn key(out: &mut Vec<u8>, name: &str) {
-            out.push(if out.is_empty() { b'{' } else { b',' });
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-        }
+        let start = out.len();
+        let key = |out: &mut Vec<u8>, name: &str| object_key(out, start, name);
         key(out, "at_ms");
         scalar_bytes(&self.at_ms, out);
         key(out, "decided_by");

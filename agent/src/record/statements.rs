@@ -31,7 +31,7 @@
 use super::Backend;
 use super::{
     GENESIS_HASH, SessionId, Store, StoreError,
-    audit::{canonical_bytes, scalar_bytes},
+    audit::{canonical_bytes, object_key, scalar_bytes, string_array},
     events::link_hash,
 };
 use serde::{Deserialize, Serialize};
@@ -251,12 +251,6 @@ impl StatementRecord {
     /// the fields (keys in code-point order) instead of through a `Value`: this runs
     /// for every statement. A unit test checks both give the same bytes.
     pub(super) fn write_hashed_fields(&self, out: &mut Vec<u8>) -> Spans {
-        fn key(out: &mut Vec<u8>, name: &str) {
-            out.push(if out.is_empty() { b'{' } else { b',' });
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-        }
         fn json(out: &mut Vec<u8>, value: Option<&Value>) {
             match value {
                 Some(v) => canonical_bytes(v, out),
@@ -269,20 +263,12 @@ impl StatementRecord {
             write(out);
             start..out.len()
         }
-        fn strings(out: &mut Vec<u8>, items: &[String]) {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                scalar_bytes(item, out);
-            }
-            out.push(b']');
-        }
+        let start = out.len();
+        let key = |out: &mut Vec<u8>, name: &str| object_key(out, start, name);
         key(out, "at_ms");
         scalar_bytes(&self.at_ms, out);
         key(out, "classes");
-        let classes = spanned(out, |o| strings(o, &self.classes));
+        let classes = spanned(out, |o| string_array(o, &self.classes));
         key(out, "command_tag");
         scalar_bytes(&self.command_tag, out);
         key(out, "decided_by");
@@ -306,7 +292,7 @@ impl StatementRecord {
         key(out, "session_id");
         scalar_bytes(self.session_id.as_str(), out);
         key(out, "tables");
-        let tables = spanned(out, |o| strings(o, &self.tables));
+        let tables = spanned(out, |o| string_array(o, &self.tables));
         key(out, "text");
         scalar_bytes(&self.text, out);
         key(out, "verdict");
