@@ -77,6 +77,58 @@ pub(super) fn batch_insert(head: &str, columns: usize, rows: usize, numbered: bo
     sql
 }
 
+/// A query on the store, as the batch inserts build it.
+pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+impl Store {
+    /// Writes `rows` in one transaction through the recorder's connection (`op` names
+    /// it in errors): all of them or none. Each `INSERT` takes the next `chunk(rest)` rows, with the text
+    /// `sql(count)` and each row's values from `bind`. A row whose key is already
+    /// stored is skipped with a warning naming `noun`, so writing a batch again after
+    /// a commit whose answer was lost is safe.
+    pub(super) async fn insert_batch<'q, T>(
+        &self,
+        (op, noun): (&'static str, &str),
+        rows: &'q [T],
+        sql: impl Fn(usize) -> &'static str,
+        chunk: impl Fn(&[T]) -> usize,
+        bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(|source| self.query_error(op, source))?;
+        let mut skipped = 0_u64;
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let (now, tail) = rest.split_at(chunk(rest).clamp(1, rest.len()));
+            rest = tail;
+            let query = now.iter().fold(sqlx::query(sql(now.len())), &bind);
+            let done = query
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| self.query_error(op, source))?;
+            skipped += (now.len() as u64).saturating_sub(done.rows_affected());
+        }
+        tx.commit()
+            .await
+            .map_err(|source| self.query_error(op, source))?;
+        if skipped > 0 {
+            tracing::warn!(
+                store = %self.url,
+                skipped,
+                "{noun} already stored were kept as they were (a retried write, or a \
+                 session recorded twice)"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `INSERT` of `rows` statements (at most [`ROWS_PER_INSERT`]), built once.
 #[cfg(test)]
 fn insert_sql(backend: Backend, rows: usize) -> &'static str {
@@ -355,21 +407,16 @@ impl Store {
     /// existed: kept to test the verification of sessions recorded then.
     #[cfg(test)]
     pub(super) async fn insert_encoded(&self, batch: &[Encoded]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let op = "record statements";
-        let mut tx = self
-            .writer
-            .begin()
-            .await
-            .map_err(|source| self.query_error(op, source))?;
-        let mut skipped = 0_u64;
-        for chunk in batch.chunks(ROWS_PER_INSERT) {
-            let mut query = sqlx::query(insert_sql(self.backend, chunk.len()));
-            for encoded in chunk {
+        let sql = |rows| insert_sql(self.backend, rows);
+        let chunk = |rest: &[Encoded]| rest.len().min(ROWS_PER_INSERT);
+        self.insert_batch(
+            ("record statements", "Statements"),
+            batch,
+            sql,
+            chunk,
+            |query, encoded| {
                 let record = &encoded.record;
-                query = query
+                query
                     .bind(record.session_id.as_str())
                     .bind(record.seq)
                     .bind(record.at_ms)
@@ -386,26 +433,10 @@ impl Store {
                     .bind(record.command_tag.as_deref())
                     .bind(record.error.as_deref())
                     .bind(encoded.rows.as_deref())
-                    .bind(&record.hash);
-            }
-            let done = query
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| self.query_error(op, source))?;
-            skipped += (chunk.len() as u64).saturating_sub(done.rows_affected());
-        }
-        tx.commit()
-            .await
-            .map_err(|source| self.query_error(op, source))?;
-        if skipped > 0 {
-            tracing::warn!(
-                store = %self.url,
-                skipped,
-                "Statements already stored were kept as they were (a retried write, or a \
-                 session recorded twice)"
-            );
-        }
-        Ok(())
+                    .bind(&record.hash)
+            },
+        )
+        .await
     }
 
     /// Up to `limit` statements of `session` in `seq` order, those after `after_seq`

@@ -90,30 +90,21 @@ impl Link for StatementRecord {
 }
 
 impl Store {
-    /// Writes `batch` in one transaction: all of it or none. A record whose
-    /// `(session_id, seq)` is already stored is skipped with a warning, so writing a
-    /// batch again after a commit whose answer was lost is safe.
+    /// Writes `batch` in one transaction: all of it or none (see
+    /// [`Store::insert_batch`]).
     pub(in crate::record) async fn insert_events(
         &self,
         batch: &[Encoded],
     ) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let op = "record events";
-        let mut tx = self
-            .writer
-            .begin()
-            .await
-            .map_err(|source| self.query_error(op, source))?;
-        let mut skipped = 0_u64;
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(next_chunk(rest));
-            rest = tail;
-            let mut query = sqlx::query(insert_sql(self.backend, chunk.len()));
-            for Encoded { record: r, details } in chunk {
-                query = query
+        let sql = |rows| insert_sql(self.backend, rows);
+        self.insert_batch(
+            ("record events", "Events"),
+            batch,
+            sql,
+            next_chunk,
+            |query, encoded| {
+                let Encoded { record: r, details } = encoded;
+                query
                     .bind(r.session_id.as_str())
                     .bind(r.seq)
                     .bind(r.at_ms)
@@ -127,26 +118,10 @@ impl Store {
                     .bind(r.duration_us)
                     .bind(r.error.as_deref())
                     .bind(r.payload.as_deref())
-                    .bind(&r.hash);
-            }
-            let done = query
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| self.query_error(op, source))?;
-            skipped += (chunk.len() as u64).saturating_sub(done.rows_affected());
-        }
-        tx.commit()
-            .await
-            .map_err(|source| self.query_error(op, source))?;
-        if skipped > 0 {
-            tracing::warn!(
-                store = %self.url,
-                skipped,
-                "Events already stored were kept as they were (a retried write, or a \
-                 session recorded twice)"
-            );
-        }
-        Ok(())
+                    .bind(&r.hash)
+            },
+        )
+        .await
     }
 
     /// Up to `limit` events of `session` in `seq` order, those after `after_seq` (0
