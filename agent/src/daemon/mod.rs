@@ -7,6 +7,7 @@
 //! protected targets stay closed until a daemon runs again.
 
 mod connection;
+pub mod learning;
 mod targets;
 mod workers;
 
@@ -133,7 +134,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(programs = interceptor.adopted(), pins = %config.bpf_pin_dir.display(), "Adopted pinned programs");
     }
 
-    let postgres = crate::proto::postgres::Postgres::new(&config.postgres, config.mark)?;
+    let mut postgres = crate::proto::postgres::Postgres::new(&config.postgres, config.mark)?;
+    let (learned, learnings) = learning::registry();
+    postgres.learned = learned;
     let recorder = Recorder::spawn(store.clone());
     let daemon = Arc::new(Daemon {
         postgres,
@@ -176,6 +179,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let api = crate::api::serve(Arc::clone(&daemon), stop.clone())?;
     tracker.spawn(resolve_loop(Arc::clone(&daemon), stop.clone()));
+    tracker.spawn(learning::run(Arc::clone(&daemon), learnings, stop.clone()));
     if let Some(changes) = daemon
         .store
         .request_changes()

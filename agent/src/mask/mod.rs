@@ -37,6 +37,7 @@
 
 mod glob;
 pub mod key;
+pub mod learned;
 mod recognize;
 mod scan;
 mod shapes;
@@ -49,6 +50,7 @@ mod corpus;
 mod tests;
 
 pub use key::{KeySource, MaskKey};
+pub use learned::{LearnMode, LearnedSet};
 pub use recognize::Recognizer;
 pub use spec::{MaskError, MaskSpec, MaskStyle, RegexSpec};
 
@@ -58,7 +60,7 @@ use key::Hasher;
 use recognize::{RecognizerSet, is_word, word_at, word_before};
 use regex::bytes::Regex;
 use scan::{Possible, Scanner};
-use std::{borrow::Cow, collections::BTreeMap, fmt};
+use std::{borrow::Cow, collections::BTreeMap, fmt, sync::Arc};
 use style::{Finding, Findings, Label};
 
 /// The compiled masking of a session: cheap to share (`Arc<Masker>`), `Send + Sync`.
@@ -71,6 +73,12 @@ pub struct Masker {
     columns: Vec<(ColumnGlob, MaskStyle)>,
     /// Present when some rule hashes.
     hasher: Option<Hasher>,
+    /// Some rule that masks by value learns columns (`mask_learn` not `off`).
+    learns: bool,
+    /// The most restrictive style of the rules that mask by value: a learned column's.
+    learned_style: MaskStyle,
+    /// The target's learned columns, masked whole like `mask_columns`, when `learns`.
+    learned: Option<Arc<LearnedSet>>,
 }
 
 /// How a column is masked, as [`Masker::column_rule`] resolved it. Ordered from the
@@ -137,12 +145,17 @@ impl Masker {
         let mut words: BTreeMap<String, MaskStyle> = BTreeMap::new();
         let mut columns = Vec::new();
         let mut uses_hash = false;
+        let (mut learns, mut learned_style) = (false, None::<MaskStyle>);
         for spec in specs {
             let style = spec.mask_style;
             let by_value =
                 !(spec.mask.is_empty() && spec.mask_regex.is_empty() && spec.mask_words.is_empty());
             if style == MaskStyle::Null && by_value {
                 return Err(MaskError::NullOnValues);
+            }
+            if by_value {
+                learns |= spec.mask_learn != LearnMode::Off;
+                learned_style = Some(learned_style.map_or(style, |s| s.max(style)));
             }
             uses_hash |= style == MaskStyle::Hash && (by_value || !spec.mask_columns.is_empty());
             for name in &spec.mask {
@@ -191,6 +204,44 @@ impl Masker {
             words: Words::new(&words)?,
             columns,
             hasher,
+            learns,
+            learned_style: learned_style.unwrap_or_default(),
+            learned: None,
+        })
+    }
+
+    /// This masker with the target's learned columns, when a rule learns (otherwise
+    /// unchanged).
+    #[must_use]
+    pub fn with_learned(mut self, set: Arc<LearnedSet>) -> Masker {
+        if self.learns {
+            self.learned = Some(set);
+        }
+        self
+    }
+
+    /// Whether a rule learns columns (then [`Masker::learning`] is set once attached).
+    #[must_use]
+    pub fn learns(&self) -> bool {
+        self.learns
+    }
+
+    /// The learned columns this masker applies and adds to, when a rule learns.
+    #[must_use]
+    pub fn learning(&self) -> Option<&LearnedSet> {
+        self.learned.as_deref()
+    }
+
+    /// The recognizer (or `regex:NAME`) that finds something in `value`, which teaches
+    /// a column; deny-listed words do not (they are free text's, not a column's).
+    #[must_use]
+    pub fn recognized(&self, value: &[u8]) -> Option<String> {
+        let mut found = Findings::new();
+        self.find(value, self.scanner.prefilter(value), &mut found);
+        found.as_mut_slice().iter().find_map(|f| match f.label {
+            Label::Builtin(r) => Some(r.name().to_owned()),
+            Label::Regex(i) => self.regexes.get(i).map(|r| format!("regex:{}", r.name)),
+            Label::Word => None,
         })
     }
 
@@ -204,7 +255,7 @@ impl Masker {
     /// apart, like a COPY OUT, cannot be let through).
     #[must_use]
     pub fn has_column_rules(&self) -> bool {
-        !self.columns.is_empty()
+        !self.columns.is_empty() || self.learned.as_ref().is_some_and(|l| !l.is_empty())
     }
 
     /// How the column `column` of `table` is masked, if it is masked whole. Call it
@@ -212,10 +263,16 @@ impl Masker {
     /// computed column), which `*.column` patterns still match.
     #[must_use]
     pub fn column_rule(&self, table: &str, column: &str) -> Option<ColumnMask> {
+        let learned = self
+            .learned
+            .as_ref()
+            .filter(|l| !table.is_empty() && l.contains(table, column))
+            .map(|_| self.learned_style);
         self.columns
             .iter()
             .filter(|(glob, _)| glob.matches(table, column))
             .map(|(_, style)| *style)
+            .chain(learned)
             .max()
             .map(|style| ColumnMask { style })
     }
@@ -235,11 +292,15 @@ impl Masker {
         whole_rows: bool,
         unknown: bool,
     ) -> bool {
-        self.columns.iter().any(|(glob, _)| {
-            unknown
-                || (relations.iter().any(|t| glob.matches_table(t))
-                    && (whole_rows || columns.iter().any(|c| glob.matches_column(c))))
-        })
+        let learned = self.learned.as_ref().is_some_and(|l| {
+            !l.is_empty() && (unknown || l.any_of(relations, columns, whole_rows))
+        });
+        learned
+            || self.columns.iter().any(|(glob, _)| {
+                unknown
+                    || (relations.iter().any(|t| glob.matches_table(t))
+                        && (whole_rows || columns.iter().any(|c| glob.matches_column(c))))
+            })
     }
 
     /// `value` (text, ideally UTF-8 but any bytes are safe) with every finding masked;
@@ -344,6 +405,9 @@ impl Default for Masker {
             words: None,
             columns: Vec::new(),
             hasher: None,
+            learns: false,
+            learned_style: MaskStyle::default(),
+            learned: None,
         }
     }
 }
@@ -367,6 +431,7 @@ impl fmt::Debug for Masker {
             .field("regexes", &regexes)
             .field("words", &self.words.as_ref().map_or(0, |w| w.words.len()))
             .field("columns", &self.columns.len())
+            .field("learned", &self.learned.as_ref().map(|l| l.len()))
             .field("hash_key", &self.hasher.as_ref().map(|_| "<secret>"))
             .finish_non_exhaustive()
     }

@@ -13,6 +13,7 @@ use std::{fmt, path::PathBuf};
 /// mask_key_env = "PORTCULLIS_MASK_KEY"     # or mask_key_file; for "hash"
 /// mask_regex = [{ name = "order", pattern = "ORD-[0-9]{8}" }]
 /// mask_words = ["Project Bluebird"]
+/// mask_learn = "results"                   # off | results (default) | discover
 /// ```
 ///
 /// Several rules' specs compile into one [`Masker`](super::Masker) for a session.
@@ -34,6 +35,8 @@ pub struct MaskSpec {
     pub mask_key_env: Option<String>,
     /// The file that holds the key of `hash` tokens.
     pub mask_key_file: Option<PathBuf>,
+    /// Whether this rule's recognizers teach which columns hold personal data.
+    pub mask_learn: super::LearnMode,
 }
 
 /// A named pattern: `{ name = "order", pattern = "ORD-[0-9]{8}" }`. The name is what a
@@ -92,6 +95,7 @@ impl fmt::Debug for MaskSpec {
             )
             .field("mask_key_env", &self.mask_key_env)
             .field("mask_key_file", &self.mask_key_file)
+            .field("mask_learn", &self.mask_learn)
             .finish()
     }
 }

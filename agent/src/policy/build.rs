@@ -288,6 +288,7 @@ fn mask_spec(
         mask_words: file.mask_words.clone().unwrap_or_default(),
         mask_key_env: file.mask_key_env.clone(),
         mask_key_file: file.mask_key_file.clone(),
+        mask_learn: file.mask_learn.unwrap_or_default(),
     };
     if spec == crate::mask::MaskSpec::default() {
         return Ok(None);

@@ -128,6 +128,8 @@ pub(super) struct RuleFile {
     pub mask_words: Option<Vec<String>>,
     pub mask_key_env: Option<String>,
     pub mask_key_file: Option<std::path::PathBuf>,
+    /// `off`, `results` (the default) or `discover`: see [`crate::mask::LearnMode`].
+    pub mask_learn: Option<crate::mask::LearnMode>,
 }
 
 /// A rule's `who`: identity fields (any one matches) and `exe` patterns (must also match).

@@ -7,7 +7,7 @@
 //! action of a session in a per-session hash chain, written in batches by the
 //! `recorder` task; `statements` is the SQL statement record (and the table sessions
 //! were recorded in before events existed); `requests` holds approval requests and
-//! their approvals; `links` ties local accounts to identity-provider identities;
+//! their approvals; `learned` keeps the columns masking learned; `links` ties local accounts to identity-provider identities;
 //! `url` parses store URLs and
 //! redacts their passwords; `error` is [`StoreError`]. The schema lives in
 //! `agent/migrations/{sqlite,postgres}`, one numbered file per change, embedded in the
@@ -21,6 +21,7 @@ mod audit;
 mod changes;
 mod error;
 mod events;
+mod learned;
 mod links;
 mod recorder;
 mod requests;

@@ -15,7 +15,7 @@ use super::{
     wire::{self, Builder, Fields},
 };
 use crate::{
-    mask::{ColumnMask, Masked, Masker},
+    mask::{ColumnMask, Masked, Masker, learned::ColumnId},
     proto::Session,
 };
 pub use catalog::{Catalog, Shown};
@@ -39,6 +39,9 @@ pub struct Column {
     /// Computed by the query (no table) or a whole row: it may carry a masked
     /// column's value in a form no rule recognizes.
     pub computed: bool,
+    /// The table column behind it, when the session learns columns and no rule
+    /// masks it yet: a recognizer firing on one of its values teaches it.
+    pub origin: Option<Box<ColumnId>>,
 }
 
 /// Reads a `RowDescription` (its names in the client's `encoding`), resolves column
@@ -63,14 +66,16 @@ pub async fn row_description(
         let attnum = f.i16().map_err(|e| e.to_string())?;
         let rest = f.take(12).map_err(|e| e.to_string())?;
         let binary = rest.get(10..12) == Some(&[0, 1]);
-        let rule = if table == 0 || attnum <= 0 {
+        let (rule, origin) = if table == 0 || attnum <= 0 {
             // A computed column or a whole row: only a rule on the column's name can
             // apply.
-            masker.column_rule("", name)
+            (masker.column_rule("", name), None)
         } else {
-            catalog
-                .column_rule(session, masker, (table, attnum), name)
-                .await?
+            let type_oid = rest
+                .get(..4)
+                .and_then(|t| <[u8; 4]>::try_from(t).ok())
+                .map_or(0, |t| i64::from(u32::from_be_bytes(t)));
+            learnable(masker, catalog, session, (table, attnum), name, type_oid).await?
         };
         out = out.bytes(raw_name).u8(0).i32(table).i16(attnum);
         match rule {
@@ -87,19 +92,54 @@ pub async fn row_description(
             rule,
             // A whole row (`SELECT t FROM t`) has its table and attribute 0.
             computed: table == 0 || attnum <= 0,
+            origin: origin.filter(|_| rule.is_none() && !binary),
         });
     }
     Ok((columns, changed.then(|| out.finish())))
 }
 
+/// The rule of a table column (`origin`, of type `type_oid`) and, when the session
+/// learns columns, its identity: a learned entry whose column was since dropped or
+/// retyped is forgotten first, so the column is learned again.
+async fn learnable(
+    masker: &Masker,
+    catalog: &mut Catalog<'_>,
+    session: &Session,
+    origin: (i32, i16),
+    name: &str,
+    type_oid: i64,
+) -> Result<(Option<ColumnMask>, Option<Box<ColumnId>>), String> {
+    let (mut rule, behind) = catalog
+        .column_origin(session, masker, origin, name)
+        .await?;
+    let (Some(learning), Some((col, oid, attnum))) = (masker.learning(), behind) else {
+        return Ok((rule, None));
+    };
+    let id = ColumnId {
+        relid: i64::from(u32::from_ne_bytes(oid.to_ne_bytes())),
+        attnum: i64::from(attnum),
+        // A view's column has the type of the table column behind it.
+        type_oid,
+        schema: col.schema,
+        table: col.table,
+        column: col.column,
+    };
+    if learning.contains(&id.table, &id.column) && !learning.check(&id) {
+        rule = catalog.column_rule(session, masker, origin, name).await?;
+    }
+    Ok((rule, Some(Box::new(id))))
+}
+
 /// A `DataRow` with its values masked, or `None` when nothing changed. With
 /// `hide_computed`, computed columns without a rule of their own are NULL: the
-/// statement may have derived them from a masked column.
+/// statement may have derived them from a masked column. A recognizer firing on a
+/// value of a table column teaches that column (`session` learned it), which is
+/// masked whole from the next row on.
 pub fn data_row(
     masker: &Masker,
-    columns: &[Column],
+    columns: &mut [Column],
     body: &[u8],
-    hide_computed: bool,
+    (hide_computed, session): (bool, &str),
 ) -> Option<Bytes> {
     let mut f = Fields(body);
     let count = f.count16().ok()?;
@@ -116,7 +156,13 @@ pub fn data_row(
                 Masked::Null => None,
             },
             (Some(v), None) if column.is_some_and(|c| c.binary) => Some(Cow::Borrowed(v)),
-            (Some(v), None) => Some(masker.mask_value(v)),
+            (Some(v), None) => {
+                let masked = masker.mask_value(v);
+                if matches!(masked, Cow::Owned(_)) {
+                    learn(masker, columns.get_mut(i), v, session);
+                }
+                Some(masked)
+            }
         };
         // Unchanged means the very same bytes came back (a static replacement is
         // borrowed too, from elsewhere).
@@ -140,6 +186,28 @@ pub fn data_row(
         };
     }
     Some(out.finish())
+}
+
+/// Teaches `column` (if it is a table column not masked yet) from `value`, on which
+/// something fired: only a recognizer or a custom regex teaches.
+#[cold]
+fn learn(masker: &Masker, column: Option<&mut Column>, value: &[u8], session: &str) {
+    let (Some(learning), Some(column)) = (masker.learning(), column) else {
+        return;
+    };
+    let Some(id) = column.origin.take() else {
+        return;
+    };
+    let Some(recognizer) = masker.recognized(value) else {
+        column.origin = Some(id);
+        return;
+    };
+    let how = crate::mask::learned::Learned {
+        by: "results",
+        session: Some(session),
+    };
+    learning.learn(&id, &recognizer, how);
+    column.rule = masker.column_rule(&id.table, &id.column);
 }
 
 /// What the statement a server message answers may expose of masked columns, from

@@ -42,6 +42,8 @@ pub struct Postgres {
     mark: u32,
     max_message: usize,
     record_rows: usize,
+    /// The columns masking learned, per target; shared by every session.
+    pub learned: Arc<crate::mask::learned::Registry>,
 }
 
 impl Postgres {
@@ -66,6 +68,7 @@ impl Postgres {
             mark,
             max_message: config.max_message,
             record_rows: config.record_rows,
+            learned: Arc::default(),
         })
     }
 }

@@ -97,7 +97,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
             };
         }
     };
-    let masker = match session_masker(&session) {
+    let masker = match session_masker(pg, &session) {
         Ok(m) => m,
         Err(reason) => {
             startup::fatal(
@@ -233,7 +233,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
 
 /// The masking of this session: the specs of the rules that match it, with their key.
 /// A rule naming a key that cannot be read fails the session (closed, not unmasked).
-fn session_masker(session: &Session) -> Result<Option<Arc<Masker>>, String> {
+fn session_masker(pg: &Postgres, session: &Session) -> Result<Option<Arc<Masker>>, String> {
     let specs = session
         .gate
         .policy()
@@ -243,7 +243,8 @@ fn session_masker(session: &Session) -> Result<Option<Arc<Masker>>, String> {
     }
     let key = MaskKey::for_specs(&specs).map_err(|e| format!("masking cannot be set up: {e}"))?;
     let masker = Masker::compile(&specs, key.as_ref())
-        .map_err(|e| format!("masking cannot be set up: {e}"))?;
+        .map_err(|e| format!("masking cannot be set up: {e}"))?
+        .with_learned(pg.learned.target(&session.target.name));
     Ok((!masker.is_noop()).then(|| Arc::new(masker)))
 }
 

@@ -62,9 +62,10 @@ pub struct Shown {
 
 /// A relation's column, by name.
 #[derive(Debug, Clone)]
-struct Relcol {
-    table: String,
-    column: String,
+pub struct Relcol {
+    pub schema: String,
+    pub table: String,
+    pub column: String,
     /// The relation is a view or a materialized view.
     view: bool,
 }
@@ -131,18 +132,33 @@ impl<'c> Catalog<'c> {
         &mut self,
         session: &Session,
         masker: &Masker,
-        (mut oid, mut attnum): (i32, i16),
+        origin: (i32, i16),
         name: &str,
     ) -> Result<Option<ColumnMask>, String> {
+        Ok(self.column_origin(session, masker, origin, name).await?.0)
+    }
+
+    /// [`Catalog::column_rule`], and the table column behind the result column (its
+    /// relation OID and attribute number, through views), if there is one.
+    pub async fn column_origin(
+        &mut self,
+        session: &Session,
+        masker: &Masker,
+        (mut oid, mut attnum): (i32, i16),
+        name: &str,
+    ) -> Result<(Option<ColumnMask>, Option<(Relcol, i32, i16)>), String> {
         let mut rule = None;
         for hop in 0..MAX_VIEWS {
             let Some(column) = self.column(session, oid, attnum).await? else {
                 // A view's origin that has gone since: fail closed.
-                return Ok(if hop == 0 {
-                    masker.column_rule("", name)
-                } else {
-                    Some(ColumnMask::NULL)
-                });
+                return Ok((
+                    if hop == 0 {
+                        masker.column_rule("", name)
+                    } else {
+                        Some(ColumnMask::NULL)
+                    },
+                    None,
+                ));
             };
             rule = rule.max(masker.column_rule(&column.table, &column.column));
             if !column.view {
@@ -152,7 +168,7 @@ impl<'c> Catalog<'c> {
                 for table in self.kin(session, oid).await? {
                     rule = rule.max(masker.column_rule(&table, &column.column));
                 }
-                return Ok(rule);
+                return Ok((rule, Some((column, oid, attnum))));
             }
             let origins = self.origins(session, oid).await?;
             let origin = usize::try_from(i32::from(attnum) - 1)
@@ -163,9 +179,9 @@ impl<'c> Catalog<'c> {
                     (oid, attnum) = (table, column);
                 }
                 _ if self.reveals(session, masker, oid).await? => {
-                    return Ok(Some(ColumnMask::NULL));
+                    return Ok((Some(ColumnMask::NULL), None));
                 }
-                _ => return Ok(rule),
+                _ => return Ok((rule, None)),
             }
         }
         Err(format!(
@@ -380,9 +396,10 @@ impl<'c> Catalog<'c> {
         let rows = self
             .query(
                 session,
-                "SELECT c.relname, a.attname, (c.relkind IN ('v', 'm'))::text \
+                "SELECT n.nspname, c.relname, a.attname, (c.relkind IN ('v', 'm'))::text \
                  FROM pg_catalog.pg_attribute a \
                  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE a.attrelid = $1::oid AND a.attnum = $2::int2",
                 &[Some(&oid_text(oid)), Some(&attnum.to_string())],
             )
@@ -390,6 +407,7 @@ impl<'c> Catalog<'c> {
         let found = rows.into_iter().next().and_then(|row| {
             let mut row = row.into_iter();
             Some(Relcol {
+                schema: row.next()??,
                 table: row.next()??,
                 column: row.next()??,
                 view: row.next()?? == "true",

@@ -211,14 +211,14 @@ impl BackendLoop<'_> {
 
     /// The masked form of a message whose values reach the client, if it changed, for
     /// a statement of that `exposure`.
-    fn masked(&self, m: &Message, exposure: Exposure) -> Option<Bytes> {
+    fn masked(&mut self, m: &Message, exposure: Exposure) -> Option<Bytes> {
         let masker = self.masker.as_deref()?;
         match m.tag() {
             b'D' => masking::data_row(
                 masker,
-                &self.masked_columns,
+                &mut self.masked_columns,
                 m.body(),
-                exposure == Exposure::Computed,
+                (exposure == Exposure::Computed, self.session.id.as_str()),
             ),
             b'E' | b'N' => masking::notice(masker, m.tag(), m.body(), exposure),
             b'A' => masking::notification(masker, m.body()),
