@@ -13,10 +13,14 @@
 //!   `GET /v1/approvals/watch` (JSON lines as requests and decisions happen)
 //! - `GET  /metrics` (Prometheus text; also on `metrics_listen` over TCP)
 //! - `GET  /v1/audit?since_ms=&after_seq=&limit=`, `GET /v1/audit/verify` (admins)
+//! - `GET  /v1/masking/learned?target=`; `POST /v1/masking/forget|pin`
+//!   (`{"target", "column", "pinned"}`) and `POST /v1/masking/discover` (`{"target"}`),
+//!   admins
 
 mod approvals;
 mod auth;
 mod handlers;
+mod masking;
 
 pub use auth::Caller;
 
@@ -76,6 +80,10 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/v1/audit", get(handlers::audit))
         .route("/v1/audit/verify", get(handlers::audit_verify))
+        .route("/v1/masking/learned", get(masking::learned))
+        .route("/v1/masking/forget", post(masking::forget))
+        .route("/v1/masking/pin", post(masking::pin))
+        .route("/v1/masking/discover", post(masking::discover))
         .fallback(handlers::not_found)
         .with_state(daemon)
 }

@@ -2,6 +2,7 @@
 //! client of the daemon's local socket API (`policy check` also works offline).
 
 mod client;
+mod masking;
 mod print;
 
 use crate::{
@@ -86,6 +87,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Columns masking learned: list, forget, pin, discover.
+    Masking {
+        #[command(subcommand)]
+        command: masking::MaskingCommand,
     },
 }
 
@@ -228,6 +234,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             }
         }
+        Command::Masking { command } => masking::run(&client, command).await,
         Command::Metrics => {
             let text = client.get("/metrics").await?;
             print!("{}", text.as_str().unwrap_or_default());

@@ -20,11 +20,15 @@ pub fn registry() -> (Arc<Registry>, mpsc::Receiver<Learning>) {
 }
 
 /// Loads what the store holds, then stores and audits what is learned, and reloads
-/// every [`RELOAD_EVERY`], until `stop` (then what is queued is still stored).
+/// every [`RELOAD_EVERY`], until `stop` (then what is queued is still stored). After
+/// the start and after each policy reload, runs discover for the targets that ask
+/// for it, one run at a time.
 pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Learning>, stop: CancellationToken) {
     reload(&daemon).await;
     let mut tick = tokio::time::interval(RELOAD_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut discovered_for = None;
+    let mut discovering: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -32,8 +36,23 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Learning>, stop: Ca
                 Some(l) => apply(&daemon, l).await,
                 None => return,
             },
-            _ = tick.tick() => reload(&daemon).await,
+            _ = tick.tick() => {
+                reload(&daemon).await;
+                let loaded = *daemon
+                    .policy_loaded
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let idle = discovering.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
+                if idle && discovered_for != Some(loaded) {
+                    discovered_for = Some(loaded);
+                    let d = Arc::clone(&daemon);
+                    discovering = Some(tokio::spawn(super::discovering::discover_configured(d)));
+                }
+            }
         }
+    }
+    if let Some(task) = discovering {
+        task.abort();
     }
     while let Ok(l) = rx.try_recv() {
         apply(&daemon, l).await;

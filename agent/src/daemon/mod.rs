@@ -7,6 +7,7 @@
 //! protected targets stay closed until a daemon runs again.
 
 mod connection;
+pub mod discovering;
 pub mod learning;
 mod targets;
 mod workers;

@@ -137,6 +137,17 @@ impl Policy {
             .collect()
     }
 
+    /// The masking specs of every rule that covers `target` (deny rules excepted), for
+    /// whoever connects: what `discover` samples the target with (issue 22).
+    #[must_use]
+    pub fn masks_of_target(&self, target: &str) -> Vec<crate::mask::MaskSpec> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.verdict() != Verdict::Deny && rule.applies_to(target))
+            .filter_map(|rule| rule.mask.clone())
+            .collect()
+    }
+
     /// Decides one statement on a connection the policy already allowed, with the
     /// rules that have `sql` or `tables`. The most restrictive matching rule wins, as
     /// for connections; no matching rule allows it (the connection was allowed),

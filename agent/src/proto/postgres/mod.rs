@@ -15,6 +15,7 @@ mod backend;
 mod cancel;
 pub mod classify;
 mod client_auth;
+pub mod discover;
 pub mod encoding;
 mod masking;
 mod session;
