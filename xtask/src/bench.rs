@@ -19,6 +19,8 @@ pub enum Bench {
     Mask,
     /// Events per second per core that the recorder chains and writes into `SQLite`.
     Recorder,
+    /// Learned columns: their cost on the hot path, and `discover` on a table set.
+    Learn,
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -28,6 +30,7 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Postgres => "bench-postgres",
         Bench::Mask => "bench-mask",
         Bench::Recorder => "bench-recorder",
+        Bench::Learn => "bench-learn",
     };
     let mut cmd = Command::new("cargo");
     cmd.args([

@@ -96,12 +96,34 @@ pub enum Learning {
 #[derive(Debug)]
 pub struct LearnedSet {
     target: String,
-    map: ArcSwap<HashMap<Key, Entry>>,
+    map: ArcSwap<Snapshot>,
     to_store: Option<mpsc::Sender<Learning>>,
 }
 
 /// `(table, column)`, ASCII-lowercased.
 type Key = (String, String);
+
+/// The learned columns at one moment, immutable: by name, and their names by table
+/// (what a statement names is looked up by table, not by scanning every column).
+#[derive(Debug, Default)]
+struct Snapshot {
+    columns: HashMap<Key, Entry>,
+    tables: HashMap<String, Vec<String>>,
+}
+
+impl Snapshot {
+    fn new(columns: HashMap<Key, Entry>) -> Self {
+        let mut tables: HashMap<String, Vec<String>> = HashMap::new();
+        for (table, column) in columns.keys() {
+            tables.entry(table.clone()).or_default().push(column.clone());
+        }
+        Self { columns, tables }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+}
 
 /// What the snapshot keeps of a learned column.
 #[derive(Debug, Clone)]
@@ -122,7 +144,7 @@ impl LearnedSet {
     pub fn new(target: &str, to_store: Option<mpsc::Sender<Learning>>) -> Self {
         Self {
             target: target.to_owned(),
-            map: ArcSwap::from_pointee(HashMap::new()),
+            map: ArcSwap::from_pointee(Snapshot::default()),
             to_store,
         }
     }
@@ -142,14 +164,14 @@ impl LearnedSet {
     /// How many columns are learned.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.map.load().len()
+        self.map.load().columns.len()
     }
 
     /// Whether column `column` of a table named `table` (any schema) is learned.
     #[must_use]
     pub fn contains(&self, table: &str, column: &str) -> bool {
         let map = self.map.load();
-        !map.is_empty() && map.contains_key(&key(table, column))
+        !map.is_empty() && map.columns.contains_key(&key(table, column))
     }
 
     /// Whether some learned column is of a table among `relations` and, unless
@@ -160,10 +182,13 @@ impl LearnedSet {
         if map.is_empty() {
             return false;
         }
-        let relations: Vec<String> = relations.iter().map(|r| unqualified(r)).collect();
-        map.keys().any(|(table, column)| {
-            relations.iter().any(|r| r == table)
-                && (whole_rows || columns.iter().any(|c| c.eq_ignore_ascii_case(column)))
+        relations.iter().any(|r| {
+            map.tables.get(&unqualified(r)).is_some_and(|learned| {
+                whole_rows
+                    || learned
+                        .iter()
+                        .any(|l| columns.iter().any(|c| c.eq_ignore_ascii_case(l)))
+            })
         })
     }
 
@@ -172,12 +197,12 @@ impl LearnedSet {
     /// was new.
     pub fn learn(&self, id: &ColumnId, recognizer: &str, how: Learned<'_>) -> bool {
         let k = key(&id.table, &id.column);
-        if self.map.load().contains_key(&k) {
+        if self.map.load().columns.contains_key(&k) {
             return false;
         }
         let mut added = false;
         self.map.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = map.columns.clone();
             added = map.len() < MAX_LEARNED && !map.contains_key(&k);
             if added {
                 map.insert(
@@ -189,7 +214,7 @@ impl LearnedSet {
                     },
                 );
             }
-            map
+            Snapshot::new(map)
         });
         if !added {
             return false;
@@ -214,7 +239,7 @@ impl LearnedSet {
     /// column is learned again. Returns whether the name is (still) learned.
     pub fn check(&self, id: &ColumnId) -> bool {
         let map = self.map.load();
-        let Some(entry) = map.get(&key(&id.table, &id.column)) else {
+        let Some(entry) = map.columns.get(&key(&id.table, &id.column)) else {
             return false;
         };
         let seen = &entry.id;
@@ -235,9 +260,9 @@ impl LearnedSet {
     pub fn forget(&self, table: &str, column: &str) {
         let k = key(table, column);
         self.map.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = map.columns.clone();
             map.remove(&k);
-            map
+            Snapshot::new(map)
         });
     }
 
@@ -257,10 +282,10 @@ impl LearnedSet {
                     (key(&c.id.table, &c.id.column), entry)
                 })
                 .collect();
-            for (k, e) in old.iter().filter(|(_, e)| e.unsaved) {
+            for (k, e) in old.columns.iter().filter(|(_, e)| e.unsaved) {
                 map.entry(k.clone()).or_insert_with(|| e.clone());
             }
-            map
+            Snapshot::new(map)
         });
     }
 
@@ -268,11 +293,11 @@ impl LearnedSet {
     pub fn saved(&self, table: &str, column: &str) {
         let k = key(table, column);
         self.map.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = map.columns.clone();
             if let Some(e) = map.get_mut(&k) {
                 e.unsaved = false;
             }
-            map
+            Snapshot::new(map)
         });
     }
 
