@@ -19,6 +19,9 @@ targets = ["db"]
 action = "allow"
 mask = ["email", "credit_card"]
 mask_columns = ["customers.password_hash"]
+# These tests show masking by value next to column rules; learning (issue 22, on by
+# default) would soon mask the `note` column whole: see masking_learned.rs.
+mask_learn = "off"
 "#;
 
 /// Creates the `customers` table with one row: `id`, then an email, a card number and

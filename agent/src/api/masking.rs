@@ -26,7 +26,7 @@ pub async fn learned(State(d): State<Arc<Daemon>>, Query(q): Query<LearnedQuery>
         .store
         .learned_columns(q.target.as_deref())
         .await
-        .map_err(internal)?;
+        .map_err(|e| internal(&e))?;
     Ok(Json(json!(list)))
 }
 
@@ -63,7 +63,7 @@ pub async fn forget(
         .store
         .forget_column(&body.target, key)
         .await
-        .map_err(internal)?
+        .map_err(|e| internal(&e))?
         .ok_or_else(|| not_found(&body))?;
     if stored.pinned {
         return Err(ApiError::new(
@@ -118,7 +118,7 @@ pub async fn pin(
         .store
         .pin_column(&body.target, key, body.pinned)
         .await
-        .map_err(internal)?
+        .map_err(|e| internal(&e))?
         .ok_or_else(|| not_found(&body))?;
     learning::reload(&d).await;
     let (kind, verb) = if body.pinned {
@@ -182,7 +182,7 @@ async fn find(d: &Daemon, body: &ColumnBody) -> Result<LearnedColumn, ApiError> 
         .store
         .learned_columns(Some(&body.target))
         .await
-        .map_err(internal)?;
+        .map_err(|e| internal(&e))?;
     let mut matching = all.into_iter().filter(|c| {
         c.id.table == table && c.id.column == column && schema.is_none_or(|s| c.id.schema == s)
     });
@@ -232,7 +232,7 @@ fn not_found(body: &ColumnBody) -> ApiError {
     )
 }
 
-fn internal(error: crate::record::StoreError) -> ApiError {
+fn internal(error: &crate::record::StoreError) -> ApiError {
     tracing::error!(%error, "API: store error");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,

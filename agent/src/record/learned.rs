@@ -158,6 +158,7 @@ fn row_to_column(row: &AnyRow) -> Result<LearnedColumn, sqlx::Error> {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
 

@@ -230,6 +230,9 @@ fn end_to_end(pg: &PgServer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Tables of the generated set.
+const TABLES: u64 = 200;
+
 /// Generates `BENCH_DISCOVER_MB` of tables (one in four with an address column) and
 /// times `portcullis masking discover`.
 fn discover(pg: &PgServer) -> anyhow::Result<()> {
@@ -237,7 +240,6 @@ fn discover(pg: &PgServer) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
-    const TABLES: u64 = 200;
     // About 330 bytes a row on disk.
     let rows = (mb * 1024 * 1024 / 330 / TABLES).max(1);
     println!("\nGenerating {TABLES} tables, {rows} rows each (~{mb} MB)…");
@@ -271,11 +273,11 @@ fn discover(pg: &PgServer) -> anyhow::Result<()> {
     println!(
         "discover: {} tables, {} columns sampled, {} columns learned, {} notes, {} ms \
          (CLI wall time {:.0} ms)",
-        report["tables_sampled"],
-        report["columns_sampled"],
-        report["learned"].as_array().map_or(0, Vec::len),
-        report["notes"].as_array().map_or(0, Vec::len),
-        report["duration_ms"],
+        report.get("tables_sampled").unwrap_or_default(),
+        report.get("columns_sampled").unwrap_or_default(),
+        report.get("learned").and_then(serde_json::Value::as_array).map_or(0, Vec::len),
+        report.get("notes").and_then(serde_json::Value::as_array).map_or(0, Vec::len),
+        report.get("duration_ms").unwrap_or_default(),
         wall.as_secs_f64() * 1000.0
     );
     Ok(())

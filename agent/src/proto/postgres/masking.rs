@@ -157,11 +157,11 @@ pub fn data_row(
             },
             (Some(v), None) if column.is_some_and(|c| c.binary) => Some(Cow::Borrowed(v)),
             (Some(v), None) => {
-                let masked = masker.mask_value(v);
-                if matches!(masked, Cow::Owned(_)) {
+                let value_masked = masker.mask_value(v);
+                if matches!(value_masked, Cow::Owned(_)) {
                     learn(masker, columns.get_mut(i), v, session);
                 }
-                Some(masked)
+                Some(value_masked)
             }
         };
         // Unchanged means the very same bytes came back (a static replacement is
