@@ -452,6 +452,41 @@ mod tests {
     }
 
     #[test]
+    fn a_masker_treats_learned_columns_as_column_rules() {
+        use crate::mask::{MaskSpec, MaskStyle, Masker};
+        let spec = |learn| MaskSpec {
+            mask: vec!["email".into()],
+            mask_style: MaskStyle::Last4,
+            mask_learn: learn,
+            ..MaskSpec::default()
+        };
+        let set = Arc::new(LearnedSet::new("db", None));
+        let masker = Masker::compile(&[spec(LearnMode::Results)], None)
+            .unwrap_or_default()
+            .with_learned(Arc::clone(&set));
+        assert!(masker.learning().is_some());
+        assert!(!masker.has_column_rules(), "nothing learned yet");
+        assert_eq!(masker.recognized(b"mail ada@example.com"), Some("email".into()));
+        assert_eq!(masker.recognized(b"moc.elpmaxe@ada"), None);
+        set.learn(&id("customers", "email", 25), "email", HOW);
+        assert!(masker.has_column_rules());
+        let rule = masker.column_rule("customers", "email");
+        assert_eq!(rule.map(crate::mask::ColumnMask::style), Some(MaskStyle::Last4));
+        assert!(masker.column_rule("customers", "note").is_none());
+        assert!(masker.column_rule("", "email").is_none(), "a computed column has no table");
+        let (relations, columns) = (vec!["customers".to_owned()], vec!["email".to_owned()]);
+        assert!(masker.may_derive(&relations, &columns, false, false));
+        assert!(masker.may_derive(&relations, &[], true, false), "whole rows");
+        assert!(!masker.may_derive(&relations, &["note".into()], false, false));
+        assert!(masker.may_derive(&[], &[], false, true), "SQL not seen");
+        // A rule with mask_learn = "off" never applies what others learned.
+        let off = Masker::compile(&[spec(LearnMode::Off)], None)
+            .unwrap_or_default()
+            .with_learned(Arc::clone(&set));
+        assert!(off.learning().is_none() && off.column_rule("customers", "email").is_none());
+    }
+
+    #[test]
     fn reload_keeps_unsaved() {
         let set = LearnedSet::new("db", None);
         set.learn(&id("t", "c", 25), "email", HOW);
