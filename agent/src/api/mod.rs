@@ -10,13 +10,16 @@
 //!   `GET /v1/sessions/{id}/events?after=SEQ&limit=N` (recorded events in order)
 //! - `POST /v1/policy/reload`
 //! - `GET  /v1/approvals?all=true`, `POST /v1/approvals/{id}/approve|deny` (`{"reason": "…"}`),
-//!   `GET /v1/approvals/watch` (JSON lines as requests and decisions happen)
+//!   `GET /v1/approvals/watch` (JSON lines as requests and decisions happen),
+//!   `POST /v1/approvals/{id}/justify` (`{"justification": "…"}`, the requester only)
+//! - `POST /v1/web/link`: a one-time web console sign-in link for the caller
 //! - `GET  /metrics` (Prometheus text; also on `metrics_listen` over TCP)
 //! - `GET  /v1/audit?since_ms=&after_seq=&limit=`, `GET /v1/audit/verify` (admins)
 
 mod approvals;
 mod auth;
 mod handlers;
+mod web;
 
 pub use auth::Caller;
 
@@ -72,7 +75,9 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/policy/reload", post(handlers::reload))
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/watch", get(approvals::watch))
+        .route("/v1/approvals/{id}/justify", post(web::justify))
         .route("/v1/approvals/{id}/{verb}", post(approvals::decide))
+        .route("/v1/web/link", post(web::link))
         .route("/metrics", get(handlers::metrics))
         .route("/v1/audit", get(handlers::audit))
         .route("/v1/audit/verify", get(handlers::audit_verify))

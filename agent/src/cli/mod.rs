@@ -80,6 +80,16 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Say why you need a held action of yours; approvers see it everywhere.
+    Justify {
+        /// Request id, or a unique prefix of it.
+        id: String,
+        /// Why, in a sentence (a ticket, an incident…).
+        text: String,
+    },
+    /// A one-time link that signs you in to the web console as yourself (a local
+    /// approver, by this socket's credentials); it works once, within two minutes.
+    WebLogin,
     /// The daemon's Prometheus metrics.
     Metrics,
     /// The tamper-evident audit log.
@@ -201,6 +211,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Approve { id, reason } => decide(&client, "approve", &id, reason.as_deref()).await,
         Command::Deny { id, reason } => decide(&client, "deny", &id, Some(&reason)).await,
+        Command::Justify { id, text } => {
+            let body = serde_json::json!({ "justification": text });
+            let done = client
+                .post(&format!("/v1/approvals/{id}/justify"), Some(&body))
+                .await?;
+            println!(
+                "{}",
+                done.get("message")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("done")
+            );
+            Ok(())
+        }
+        Command::WebLogin => {
+            let done = client.post("/v1/web/link", None).await?;
+            println!(
+                "{}",
+                done.get("url")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
         Command::Sessions {
             show: Some(SessionsCommand::Export { since }),
             ..

@@ -140,6 +140,10 @@ impl Gate {
             approvers: review.approvers.clone(),
             quorum: review.quorum,
             expires_at: now_ms().saturating_add(millis(review.timeout)),
+            justification: ask
+                .justification
+                .as_deref()
+                .map(super::bounded_justification),
         };
         let record = self.store.create_request(&new).await?;
         let wake = Arc::new(Notify::new());
@@ -152,6 +156,7 @@ impl Gate {
         let data = serde_json::json!({
             "target": record.target, "action": record.action, "principal": record.principal,
             "rule": record.rule, "approvers": record.approvers, "quorum": record.quorum, "host": record.host,
+            "justification": record.justification,
         });
         self.audit(
             "request_created",

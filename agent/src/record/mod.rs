@@ -21,6 +21,7 @@ mod audit;
 mod changes;
 mod error;
 mod events;
+mod justification;
 mod links;
 mod recorder;
 mod requests;
