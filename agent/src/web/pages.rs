@@ -152,8 +152,9 @@ fn card_html(out: &mut String, card: &Card<'_>, csrf: &str) {
         "Justification",
         r.justification.as_deref().unwrap_or("(none given)"),
     );
-    if let Some(classes) = r.action.get("classes").and_then(serde_json::Value::as_str) {
-        row("Classes", classes);
+    if let Some(classes) = r.action.get("classes").and_then(serde_json::Value::as_array) {
+        let names: Vec<&str> = classes.iter().filter_map(serde_json::Value::as_str).collect();
+        row("Classes", &names.join(", "));
     }
     row("Rule", r.rule.as_deref().unwrap_or("-"));
     row(
@@ -220,10 +221,10 @@ fn card_html(out: &mut String, card: &Card<'_>, csrf: &str) {
             out,
             "<div class=\"decide\">\
              <form method=\"post\" action=\"/requests/{id}/approve\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <label for=\"ar-{id}\">Reason (optional)</label><input id=\"ar-{id}\" name=\"reason\" maxlength=\"2048\">\
+             <label for=\"ar-{id}\">Note (optional)</label><input id=\"ar-{id}\" name=\"reason\" maxlength=\"2048\">\
              <button type=\"submit\" class=\"approve\">Approve</button></form>\
              <form method=\"post\" action=\"/requests/{id}/deny\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <label for=\"dr-{id}\">Reason (required)</label><input id=\"dr-{id}\" name=\"reason\" required maxlength=\"2048\">\
+             <label for=\"dr-{id}\">Reason to deny (required)</label><input id=\"dr-{id}\" name=\"reason\" required maxlength=\"2048\">\
              <button type=\"submit\" class=\"deny\">Deny</button></form></div>"
         );
     } else {
