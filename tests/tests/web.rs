@@ -22,13 +22,14 @@ const OIDC_SECRET: &str = "oidc-client-secret-Qw8-never-shown";
 const SLACK_SECRET: &str = "slack-signing-secret-Zt3-never-shown";
 const SLACK_USER: &str = "U0SLACKAPP";
 
-/// Writes held by `sre` (identity-provider group) and the Slack user; everything
-/// else allowed.
+/// Writes held by `sre` (root, the identity provider's `sre` group and a Slack
+/// user); everything else allowed.
 fn rules() -> String {
     format!(
         r#"
 [[group]]
 name = "sre"
+users = ["root"]
 idp_groups = ["sre"]
 slack_users = ["{SLACK_USER}"]
 
@@ -348,9 +349,16 @@ async fn web_login_links_work_once_and_justify_reaches_the_inbox() {
     let listed = c.s.d.cli(&["approvals"]);
     assert!(text(&listed).0.contains("why: INC-7: refund a customer"), "{}", text(&listed).0);
     assert!(c.audit().contains("request_justified"));
-    // root is not in `sre`: no buttons for it; deny through the CLI's rules would refuse too.
-    assert!(root.client.find_all(fantoccini::Locator::Css("button.approve")).await.unwrap().is_empty());
-    drop(psql);
+    // root, signed in by the link, is a local approver in `sre`: it approves here.
+    let card = root.wait_for(&format!("li[data-request='{id}']")).await.unwrap();
+    card.find(fantoccini::Locator::Css("button.approve")).await.unwrap().click().await.unwrap();
+    let out = wait_child(psql);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let audit = c.audit();
+    assert!(
+        audit.lines().any(|l| l.contains("request_approval") && l.contains("root (uid 0)") && l.contains("\"kind\":\"local\"")),
+        "{audit}"
+    );
     root.close().await;
 }
 
