@@ -121,7 +121,12 @@ fn setup_target(name: &str, rules: &str, variant: Variant) -> Option<Setup> {
     setup_target_with(name, rules, variant, "")
 }
 
-fn setup_target_with(name: &str, rules: &str, variant: Variant, extra_config: &str) -> Option<Setup> {
+fn setup_target_with(
+    name: &str,
+    rules: &str,
+    variant: Variant,
+    extra_config: &str,
+) -> Option<Setup> {
     if !can_run_ebpf_tests(name) {
         return None;
     }

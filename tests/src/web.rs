@@ -33,10 +33,16 @@ pub fn missing_parts() -> Option<String> {
         (PathBuf::from(CHROMIUM), "Debian's chromium"),
         (PathBuf::from(CHROMEDRIVER), "Debian's chromium-driver"),
         (PathBuf::from("/usr/bin/node"), "nodejs"),
-        (oidc_dir().join("node_modules/oidc-provider/package.json"), "the test OpenID provider"),
+        (
+            oidc_dir().join("node_modules/oidc-provider/package.json"),
+            "the test OpenID provider",
+        ),
     ] {
         if !path.exists() {
-            return Some(format!("{} is missing ({what}); run `cargo xtask setup`", path.display()));
+            return Some(format!(
+                "{} is missing ({what}); run `cargo xtask setup`",
+                path.display()
+            ));
         }
     }
     None
@@ -115,7 +121,11 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = loop {
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&url).await {
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
                 Ok(c) => break c,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
@@ -136,17 +146,41 @@ impl Browser {
         c.goto(&format!("{console}/")).await?;
         c.find(Locator::Css("#sign-in")).await?.click().await?;
         let wait = || c.wait().at_most(Duration::from_secs(20));
-        wait().for_element(Locator::Css("input[name=login]")).await?.send_keys(login).await?;
-        c.find(Locator::Css("input[name=password]")).await?.send_keys("any password").await?;
-        c.find(Locator::Css("button[type=submit]")).await?.click().await?;
+        wait()
+            .for_element(Locator::Css("input[name=login]"))
+            .await?
+            .send_keys(login)
+            .await?;
+        c.find(Locator::Css("input[name=password]"))
+            .await?
+            .send_keys("any password")
+            .await?;
+        c.find(Locator::Css("button[type=submit]"))
+            .await?
+            .click()
+            .await?;
         // The provider asks for consent once per client.
-        let consent = wait().for_element(Locator::Css("input[name=prompt][value=consent], #inbox, #empty, h1")).await?;
+        let consent = wait()
+            .for_element(Locator::Css(
+                "input[name=prompt][value=consent], #inbox, #empty, h1",
+            ))
+            .await?;
         let _ = consent;
-        if c.find(Locator::Css("input[name=prompt][value=consent]")).await.is_ok() {
-            c.find(Locator::Css("button[type=submit]")).await?.click().await?;
+        if c.find(Locator::Css("input[name=prompt][value=consent]"))
+            .await
+            .is_ok()
+        {
+            c.find(Locator::Css("button[type=submit]"))
+                .await?
+                .click()
+                .await?;
         }
         if wait().for_element(Locator::Css("#inbox")).await.is_err() {
-            let at = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let at = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
             let page = c.source().await.unwrap_or_default();
             bail!("the inbox did not open after sign-in as {login}; at {at}:\n{page}");
         }
@@ -194,7 +228,10 @@ impl Receiver {
     #[must_use]
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let kept = Arc::clone(&bodies);
         std::thread::spawn(move || {
@@ -216,7 +253,9 @@ impl Receiver {
                 if let Ok(mut b) = kept.lock() {
                     b.push(String::from_utf8_lossy(&body).into_owned());
                 }
-                let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
             }
         });
         Self {

@@ -2,7 +2,7 @@
 //! Chromium, a real PostgreSQL behind the redirect, `psql` waiting on a held
 //! statement while an approver signs in and decides in the browser; Slack's signed
 //! callbacks; one-time sign-in links.
-#![expect(clippy::panic, clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
 use hmac::{Hmac, Mac as _};
 use portcullis_tests::{
@@ -113,11 +113,16 @@ impl Console {
             let out = self.s.d.cli(&["approvals", "--json"]);
             let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             if let Some(r) = list.as_array().and_then(|l| {
-                l.iter().find(|r| r["summary"].as_str().is_some_and(|t| t.contains(needle)))
+                l.iter()
+                    .find(|r| r["summary"].as_str().is_some_and(|t| t.contains(needle)))
             }) {
                 return r.clone();
             }
-            assert!(Instant::now() < deadline, "no request for {needle}; log:\n{}", self.s.d.log());
+            assert!(
+                Instant::now() < deadline,
+                "no request for {needle}; log:\n{}",
+                self.s.d.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -125,7 +130,12 @@ impl Console {
     fn request(&self, id: &str) -> Value {
         let out = self.s.d.cli(&["approvals", "--json", "--all"]);
         let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-        list.as_array().unwrap().iter().find(|r| r["id"] == id).cloned().unwrap()
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap()
     }
 
     fn audit(&self) -> String {
@@ -135,12 +145,16 @@ impl Console {
 }
 
 fn docs(file: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(file)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn approver_signs_in_sees_a_held_statement_live_and_decides() {
-    let Some(c) = start("web-approve") else { return };
+    let Some(c) = start("web-approve") else {
+        return;
+    };
     let alice = Browser::start().await.unwrap();
     alice.sign_in(&c.url, "alice").await.unwrap();
     alice.wait_for("#empty").await.unwrap();
@@ -151,40 +165,95 @@ async fn approver_signs_in_sees_a_held_statement_live_and_decides() {
     let psql = c.psql("/* reason: OPS-42 fix a balance */ UPDATE accounts SET balance = balance + 1 WHERE id = 1 RETURNING id, balance");
     let held = c.pending("UPDATE accounts SET balance = balance + 1");
     let id = held["id"].as_str().unwrap().to_owned();
-    let card = alice.wait_for(&format!("li[data-request='{id}']")).await.unwrap();
+    let card = alice
+        .wait_for(&format!("li[data-request='{id}']"))
+        .await
+        .unwrap();
     let shown = card.text().await.unwrap();
-    for expected in ["UPDATE accounts", "writes-need-sre", "nobody", "psql", "Time left", "denied", "0 of 1"] {
-        assert!(shown.contains(expected), "{expected:?} not in the card:\n{shown}");
+    for expected in [
+        "UPDATE accounts",
+        "writes-need-sre",
+        "nobody",
+        "psql",
+        "Time left",
+        "denied",
+        "0 of 1",
+    ] {
+        assert!(
+            shown.contains(expected),
+            "{expected:?} not in the card:\n{shown}"
+        );
     }
     std::fs::create_dir_all(docs("")).unwrap();
     alice.screenshot(&docs("web-inbox.png")).await.unwrap();
 
     // Approve with a reason: the waiting psql gets its row.
-    card.find(fantoccini::Locator::Css("input[name=reason]")).await.unwrap().send_keys("checked with the team").await.unwrap();
-    card.find(fantoccini::Locator::Css("button.approve")).await.unwrap().click().await.unwrap();
+    card.find(fantoccini::Locator::Css("input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys("checked with the team")
+        .await
+        .unwrap();
+    card.find(fantoccini::Locator::Css("button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let out = wait_child(psql);
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "psql failed: {stderr}\n{}", c.s.d.log());
+    assert!(
+        out.status.success(),
+        "psql failed: {stderr}\n{}",
+        c.s.d.log()
+    );
     assert_eq!(stdout.lines().next(), Some("1|101"), "{stdout}{stderr}");
     assert_eq!(c.request(&id)["status"], "approved");
     let audit = c.audit();
     assert!(
-        audit.lines().any(|l| l.contains("request_approval") && l.contains("alice@example.com") && l.contains("\"kind\":\"idp\"")),
+        audit.lines().any(|l| l.contains("request_approval")
+            && l.contains("alice@example.com")
+            && l.contains("\"kind\":\"idp\"")),
         "no audit record of alice's approval:\n{audit}"
     );
 
     // Deny with a reason: psql is told who and why.
     let psql = c.psql("UPDATE accounts SET balance = 0 WHERE id = 2");
-    let id = c.pending("SET balance = 0")["id"].as_str().unwrap().to_owned();
-    let card = alice.wait_for(&format!("li[data-request='{id}']")).await.unwrap();
-    let deny_reason = card.find(fantoccini::Locator::Css("form[action$='/deny'] input[name=reason]")).await.unwrap();
-    deny_reason.send_keys("not during the freeze").await.unwrap();
-    card.find(fantoccini::Locator::Css("button.deny")).await.unwrap().click().await.unwrap();
+    let id = c.pending("SET balance = 0")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let card = alice
+        .wait_for(&format!("li[data-request='{id}']"))
+        .await
+        .unwrap();
+    let deny_reason = card
+        .find(fantoccini::Locator::Css(
+            "form[action$='/deny'] input[name=reason]",
+        ))
+        .await
+        .unwrap();
+    deny_reason
+        .send_keys("not during the freeze")
+        .await
+        .unwrap();
+    card.find(fantoccini::Locator::Css("button.deny"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let out = wait_child(psql);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("denied by alice@example.com: not during the freeze"), "{stderr}");
-    assert_eq!(c.s.direct("SELECT balance FROM accounts WHERE id = 2"), "100");
+    assert!(
+        stderr.contains("denied by alice@example.com: not during the freeze"),
+        "{stderr}"
+    );
+    assert_eq!(
+        c.s.direct("SELECT balance FROM accounts WHERE id = 2"),
+        "100"
+    );
     alice.wait_for("#empty").await.unwrap();
 
     // No secret in the pages, the log or the records.
@@ -204,17 +273,33 @@ async fn non_approvers_see_no_buttons_and_forged_posts_are_refused() {
     mallory.sign_in(&c.url, "mallory").await.unwrap();
 
     let psql = c.psql("UPDATE accounts SET balance = 7 WHERE id = 3");
-    let id = c.pending("SET balance = 7")["id"].as_str().unwrap().to_owned();
-    alice.wait_for(&format!("li[data-request='{id}']")).await.unwrap();
+    let id = c.pending("SET balance = 7")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .wait_for(&format!("li[data-request='{id}']"))
+        .await
+        .unwrap();
     // Mallory is in no approver group: nothing to see, no buttons.
     mallory.client.refresh().await.unwrap();
     mallory.wait_for("#empty").await.unwrap();
-    assert!(mallory.client.find_all(fantoccini::Locator::Css("button.approve")).await.unwrap().is_empty());
+    assert!(
+        mallory
+            .client
+            .find_all(fantoccini::Locator::Css("button.approve"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Forged posts from the approver's own browser: no token, another session's token.
     let mallory_csrf: String = mallory
         .client
-        .execute("return document.querySelector('input[name=csrf]').value", vec![])
+        .execute(
+            "return document.querySelector('input[name=csrf]').value",
+            vec![],
+        )
         .await
         .unwrap()
         .as_str()
@@ -224,10 +309,16 @@ async fn non_approvers_see_no_buttons_and_forged_posts_are_refused() {
         const [url, body] = arguments;
         const r = await fetch(url, {method: 'POST', body: new URLSearchParams(body), credentials: 'same-origin'});
         return r.status;";
-    for body in [serde_json::json!({}), serde_json::json!({"csrf": mallory_csrf})] {
+    for body in [
+        serde_json::json!({}),
+        serde_json::json!({"csrf": mallory_csrf}),
+    ] {
         let status = alice
             .client
-            .execute(post, vec![format!("/requests/{id}/approve").into(), body.clone()])
+            .execute(
+                post,
+                vec![format!("/requests/{id}/approve").into(), body.clone()],
+            )
             .await
             .unwrap();
         assert_eq!(status, 403, "forged POST {body} was not refused");
@@ -235,15 +326,34 @@ async fn non_approvers_see_no_buttons_and_forged_posts_are_refused() {
     // Mallory's own, well-formed POST: she is no approver.
     let status = mallory
         .client
-        .execute(post, vec![format!("/requests/{id}/approve").into(), serde_json::json!({"csrf": mallory_csrf})])
+        .execute(
+            post,
+            vec![
+                format!("/requests/{id}/approve").into(),
+                serde_json::json!({"csrf": mallory_csrf}),
+            ],
+        )
         .await
         .unwrap();
     assert_eq!(status, 403);
     // Without any session.
-    let anonymous = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
-    let r = anonymous.post(format!("{}/requests/{id}/approve", c.url)).header("content-type", "application/x-www-form-urlencoded").body("csrf=x").send().await.unwrap();
+    let anonymous = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let r = anonymous
+        .post(format!("{}/requests/{id}/approve", c.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(c.request(&id)["status"], "pending", "a refused POST decided something");
+    assert_eq!(
+        c.request(&id)["status"],
+        "pending",
+        "a refused POST decided something"
+    );
     let audit = c.audit();
     assert!(audit.contains("web_decision_refused"), "{audit}");
 
@@ -257,7 +367,10 @@ async fn non_approvers_see_no_buttons_and_forged_posts_are_refused() {
         });
         format!("payload={}", urlencode(&payload.to_string()))
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let body = slack_body("portcullis_approve");
     let bad = anonymous
         .post(format!("{}/slack/actions", c.url))
@@ -304,13 +417,22 @@ async fn non_approvers_see_no_buttons_and_forged_posts_are_refused() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got = c.slack.bodies.lock().unwrap().clone();
-        if got.iter().any(|b| b.contains("approved") && b.contains("replace_original")) {
+        if got
+            .iter()
+            .any(|b| b.contains("approved") && b.contains("replace_original"))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "no outcome posted to response_url: {got:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no outcome posted to response_url: {got:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(c.audit().contains(&format!("https://slack.com#T0TEST/{SLACK_USER}")));
+    assert!(
+        c.audit()
+            .contains(&format!("https://slack.com#T0TEST/{SLACK_USER}"))
+    );
     alice.close().await;
     mallory.close().await;
 }
@@ -321,42 +443,83 @@ async fn web_login_links_work_once_and_justify_reaches_the_inbox() {
     let out = c.s.d.cli(&["web-login"]);
     assert!(out.status.success(), "{}", text(&out).1);
     let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(link.starts_with(&format!("{}/auth/link?token=", c.url)), "{link}");
+    assert!(
+        link.starts_with(&format!("{}/auth/link?token=", c.url)),
+        "{link}"
+    );
     let root = Browser::start().await.unwrap();
     root.client.goto(&link).await.unwrap();
     root.wait_for("#inbox").await.unwrap();
     assert!(root.client.source().await.unwrap().contains("root (uid 0)"));
     // Used up.
-    let again = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let again = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
     assert_eq!(again.get(&link).send().await.unwrap().status(), 403);
 
     // The requester (nobody) says why; root sees it in the inbox, live.
     let psql = c.psql("UPDATE accounts SET balance = 5 WHERE id = 4");
-    let id = c.pending("SET balance = 5")["id"].as_str().unwrap().to_owned();
-    root.wait_for(&format!("li[data-request='{id}']")).await.unwrap();
+    let id = c.pending("SET balance = 5")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    root.wait_for(&format!("li[data-request='{id}']"))
+        .await
+        .unwrap();
     let other = c.s.d.cli(&["justify", &id, "not mine"]);
     assert!(!other.status.success(), "root is not the requester");
-    let out = c.s.d.cli_as(65534, 65534, &["justify", &id, "INC-7: refund a customer"]);
+    let out =
+        c.s.d
+            .cli_as(65534, 65534, &["justify", &id, "INC-7: refund a customer"]);
     assert!(out.status.success(), "{}", text(&out).1);
-    let card = root.wait_for(&format!("li[data-request='{id}'] dd")).await.unwrap();
+    let card = root
+        .wait_for(&format!("li[data-request='{id}'] dd"))
+        .await
+        .unwrap();
     let _ = card;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !root.client.source().await.unwrap().contains("INC-7: refund a customer") {
-        assert!(Instant::now() < deadline, "the justification did not appear live");
+    while !root
+        .client
+        .source()
+        .await
+        .unwrap()
+        .contains("INC-7: refund a customer")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the justification did not appear live"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    root.screenshot(&docs("web-inbox-justified.png")).await.unwrap();
+    root.screenshot(&docs("web-inbox-justified.png"))
+        .await
+        .unwrap();
     let listed = c.s.d.cli(&["approvals"]);
-    assert!(text(&listed).0.contains("why: INC-7: refund a customer"), "{}", text(&listed).0);
+    assert!(
+        text(&listed).0.contains("why: INC-7: refund a customer"),
+        "{}",
+        text(&listed).0
+    );
     assert!(c.audit().contains("request_justified"));
     // root, signed in by the link, is a local approver in `sre`: it approves here.
-    let card = root.wait_for(&format!("li[data-request='{id}']")).await.unwrap();
-    card.find(fantoccini::Locator::Css("button.approve")).await.unwrap().click().await.unwrap();
+    let card = root
+        .wait_for(&format!("li[data-request='{id}']"))
+        .await
+        .unwrap();
+    card.find(fantoccini::Locator::Css("button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let out = wait_child(psql);
     assert!(out.status.success(), "{}", text(&out).1);
     let audit = c.audit();
     assert!(
-        audit.lines().any(|l| l.contains("request_approval") && l.contains("root (uid 0)") && l.contains("\"kind\":\"local\"")),
+        audit.lines().any(|l| l.contains("request_approval")
+            && l.contains("root (uid 0)")
+            && l.contains("\"kind\":\"local\"")),
         "{audit}"
     );
     root.close().await;
@@ -365,14 +528,21 @@ async fn web_login_links_work_once_and_justify_reaches_the_inbox() {
 fn sign(secret: &str, ts: u64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("v0:{ts}:{body}").as_bytes());
-    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("v0={hex}")
 }
 
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

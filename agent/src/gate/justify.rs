@@ -26,15 +26,17 @@ pub enum JustifyError {
 /// characters.
 #[must_use]
 pub fn bounded_justification(text: &str) -> String {
-    let flat: String = text
+    let printable: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    printable
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .chars()
-        .filter(|c| !c.is_control())
         .take(MAX_JUSTIFICATION)
-        .collect();
-    flat
+        .collect()
 }
 
 impl Gate {

@@ -134,7 +134,7 @@ impl WebFile {
             ));
         }
         let session_ttl = match self.session_ttl {
-            None => Duration::from_secs(8 * 3600),
+            None => Duration::from_hours(8),
             Some(v) => humantime::parse_duration(&v)
                 .map_err(|e| format!("[web] `session_ttl` = {v:?}: {e}; write e.g. \"8h\""))?,
         };

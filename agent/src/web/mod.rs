@@ -85,7 +85,7 @@ impl Web {
 #[must_use]
 pub fn sessions_for(config: Option<&WebConfig>) -> Sessions {
     config.map_or_else(
-        || Sessions::new(Duration::from_secs(3600), 1),
+        || Sessions::new(Duration::from_hours(1), 1),
         |c| Sessions::new(c.session_ttl, c.max_sessions),
     )
 }
@@ -229,9 +229,11 @@ async fn accept_loop(
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => serve_connection(tls, app, stop).await,
                         Ok(Err(error)) => {
-                            tracing::debug!(%error, %peer, "Web console TLS handshake failed")
+                            tracing::debug!(%error, %peer, "Web console TLS handshake failed");
                         }
-                        Err(_) => tracing::debug!(%peer, "Web console TLS handshake timed out"),
+                        Err(_) => {
+                            tracing::debug!(%peer, "Web console TLS handshake timed out");
+                        }
                     }
                 }
             }

@@ -31,7 +31,7 @@ const MAX_ANSWER: usize = 1024 * 1024;
 /// Most groups taken from the groups claim.
 const MAX_GROUPS: usize = 256;
 /// How long discovered metadata and keys are used before they are fetched again.
-const METADATA_TTL: Duration = Duration::from_secs(3600);
+const METADATA_TTL: Duration = Duration::from_hours(1);
 
 /// Why a sign-in failed. Messages never carry a token, code or secret.
 #[derive(Debug, thiserror::Error)]

@@ -152,8 +152,15 @@ fn card_html(out: &mut String, card: &Card<'_>, csrf: &str) {
         "Justification",
         r.justification.as_deref().unwrap_or("(none given)"),
     );
-    if let Some(classes) = r.action.get("classes").and_then(serde_json::Value::as_array) {
-        let names: Vec<&str> = classes.iter().filter_map(serde_json::Value::as_str).collect();
+    if let Some(classes) = r
+        .action
+        .get("classes")
+        .and_then(serde_json::Value::as_array)
+    {
+        let names: Vec<&str> = classes
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
         row("Classes", &names.join(", "));
     }
     row("Rule", r.rule.as_deref().unwrap_or("-"));
@@ -215,7 +222,14 @@ fn card_html(out: &mut String, card: &Card<'_>, csrf: &str) {
         r.expires_at,
         esc(&card.at_timeout)
     );
-    if card.may_decide {
+    decide_forms(out, card.may_decide, &id, csrf);
+    out.push_str("</article></li>");
+}
+
+/// The approve and deny forms (deny needs a reason), or a note that the viewer may
+/// only look.
+fn decide_forms(out: &mut String, may_decide: bool, id: &str, csrf: &str) {
+    if may_decide {
         let csrf = esc(csrf);
         let _ = write!(
             out,
@@ -230,7 +244,6 @@ fn card_html(out: &mut String, card: &Card<'_>, csrf: &str) {
     } else {
         out.push_str("<p class=\"muted\">You may see this request but not decide it.</p>");
     }
-    out.push_str("</article></li>");
 }
 
 /// The SQL, command or request a person decides on; the summary otherwise.

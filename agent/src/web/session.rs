@@ -15,9 +15,9 @@ use std::{
 };
 
 /// How long a login may take at the identity provider.
-const LOGIN_TTL: Duration = Duration::from_secs(600);
+const LOGIN_TTL: Duration = Duration::from_mins(10);
 /// How long a one-time sign-in link stays usable.
-const LINK_TTL: Duration = Duration::from_secs(120);
+const LINK_TTL: Duration = Duration::from_mins(2);
 /// Logins in progress and unused links kept at once.
 const MAX_PENDING: usize = 1000;
 
@@ -244,16 +244,16 @@ mod tests {
 
     #[test]
     fn sessions_expire_and_are_bounded() {
-        let s = Sessions::new(Duration::from_secs(60), 2);
-        let a = s.sign_in(who()).unwrap();
-        let b = s.sign_in(who()).unwrap();
-        assert!(s.get(&a).is_some() && s.get(&b).is_some());
-        let c = s.sign_in(who()).unwrap();
-        assert!(s.get(&a).is_none(), "the oldest goes when full");
-        assert!(s.get(&c).is_some());
-        assert!(s.get("forged").is_none());
-        s.sign_out(&c);
-        assert!(s.get(&c).is_none());
+        let table = Sessions::new(Duration::from_mins(1), 2);
+        let first = table.sign_in(who()).unwrap();
+        let second = table.sign_in(who()).unwrap();
+        assert!(table.get(&first).is_some() && table.get(&second).is_some());
+        let third = table.sign_in(who()).unwrap();
+        assert!(table.get(&first).is_none(), "the oldest goes when full");
+        assert!(table.get(&third).is_some());
+        assert!(table.get("forged").is_none());
+        table.sign_out(&third);
+        assert!(table.get(&third).is_none());
         let gone = Sessions::new(Duration::ZERO, 2);
         let t = gone.sign_in(who()).unwrap();
         assert!(gone.get(&t).is_none(), "expired");
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn logins_are_bound_to_the_browser_and_used_once() {
-        let s = Sessions::new(Duration::from_secs(60), 2);
+        let s = Sessions::new(Duration::from_mins(1), 2);
         let cookie = s.start_login("st".into(), "v".into(), "n".into()).unwrap();
         assert!(s.finish_login("st", Some("other")).is_none());
         let cookie2 = s.start_login("st2".into(), "v".into(), "n".into()).unwrap();
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn links_work_once() {
-        let s = Sessions::new(Duration::from_secs(60), 2);
+        let s = Sessions::new(Duration::from_mins(1), 2);
         let t = s.issue_link(who()).unwrap();
         assert_eq!(s.redeem_link(&t), Some(who()));
         assert_eq!(s.redeem_link(&t), None);

@@ -96,20 +96,20 @@ pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now: i64) -> Resul
     mac.update(body);
     mac.verify_slice(&expected)
         .map_err(|_| SlackError::Signature)?;
-    if !first_sighting(sig, at) {
+    if !first_sighting(sig, at, now) {
         return Err(SlackError::Replayed);
     }
     Ok(())
 }
 
-/// Remembers signature `sig` (of a callback stamped `at`); false if it was seen.
-fn first_sighting(sig: &str, at: i64) -> bool {
+/// Remembers signature `sig` (of a callback stamped `at`, checked at `now`); false
+/// if it was seen.
+fn first_sighting(sig: &str, at: i64, now: i64) -> bool {
     static SEEN: OnceLock<Mutex<HashMap<String, i64>>> = OnceLock::new();
     let mut seen = SEEN
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let now = unix_now();
     seen.retain(|_, t| (now - *t).abs() <= WINDOW_SECONDS);
     if seen.len() >= MAX_SEEN {
         return false;
@@ -118,7 +118,7 @@ fn first_sighting(sig: &str, at: i64) -> bool {
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 128 {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
         return None;
     }
     (0..text.len())
@@ -251,7 +251,7 @@ async fn respond(url: String, text: String, decided: bool) {
         Ok(true) => {}
         Ok(false) => tracing::warn!("Slack refused the outcome message"),
         Err(error) => {
-            tracing::warn!(error = %error.without_url(), "Cannot send the outcome to Slack")
+            tracing::warn!(error = %error.without_url(), "Cannot send the outcome to Slack");
         }
     }
 }
@@ -265,12 +265,14 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(format!("v0:{ts}:").as_bytes());
         mac.update(body);
-        let hex: String = mac
+        let hex = mac
             .finalize()
             .into_bytes()
             .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+            .fold(String::new(), |mut hex, b| {
+                let _ = std::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
+                hex
+            });
         let mut h = HeaderMap::new();
         h.insert("x-slack-request-timestamp", ts.to_string().parse().unwrap());
         h.insert("x-slack-signature", format!("v0={hex}").parse().unwrap());
