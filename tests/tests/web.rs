@@ -160,6 +160,24 @@ async fn approver_signs_in_sees_a_held_statement_live_and_decides() {
     alice.wait_for("#empty").await.unwrap();
     let page = alice.client.source().await.unwrap();
     assert!(page.contains("alice@example.com (idp)"), "{page}");
+    // The first page with its stylesheet and script stays small (issue: ≤ 100 KB).
+    let sizes = alice
+        .client
+        .execute(
+            "const n = async (u) => (await (await fetch(u)).text()).length; \
+             return [document.documentElement.outerHTML.length, await n('/static/style.css'), await n('/static/inbox.js')];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let total: u64 = sizes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    println!("first page: {sizes} bytes (html, css, js), {total} in all");
+    assert!(total < 100 * 1024, "{sizes}");
 
     // A write is held; it appears in the open page without a reload.
     let psql = c.psql("/* reason: OPS-42 fix a balance */ UPDATE accounts SET balance = balance + 1 WHERE id = 1 RETURNING id, balance");
@@ -349,6 +367,30 @@ async fn non_approvers_see_no_buttons_and_forged_posts_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // An oversized form is refused before anything reads it.
+    let huge = format!("csrf={mallory_csrf}&reason={}", "x".repeat(200_000));
+    let r = anonymous
+        .post(format!("{}/requests/{id}/approve", c.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // An identity-provider user who is no console admin sees no recorded sessions.
+    mallory
+        .client
+        .goto(&format!("{}/sessions", c.url))
+        .await
+        .unwrap();
+    assert!(
+        mallory
+            .client
+            .source()
+            .await
+            .unwrap()
+            .contains("console admins")
+    );
     assert_eq!(
         c.request(&id)["status"],
         "pending",
@@ -521,6 +563,60 @@ async fn web_login_links_work_once_and_justify_reaches_the_inbox() {
             && l.contains("root (uid 0)")
             && l.contains("\"kind\":\"local\"")),
         "{audit}"
+    );
+
+    // root is an admin: the session's transcript, the audit status and the policy.
+    root.client
+        .goto(&format!("{}/sessions", c.url))
+        .await
+        .unwrap();
+    root.wait_for("table a")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    root.wait_for("td.sql").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = root.client.source().await.unwrap();
+        if page.contains("UPDATE accounts SET balance = 5 WHERE id = 4")
+            && page.contains("approved")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the transcript lacks the approved statement:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        root.client.refresh().await.unwrap();
+    }
+    root.screenshot(&docs("web-session.png")).await.unwrap();
+    root.client.goto(&format!("{}/audit", c.url)).await.unwrap();
+    let status = root
+        .wait_for("#audit-status")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        root.client.source().await.unwrap().contains("intact"),
+        "{status}"
+    );
+    root.client
+        .goto(&format!("{}/policy", c.url))
+        .await
+        .unwrap();
+    assert!(
+        root.wait_for("table")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("db")
     );
     root.close().await;
 }

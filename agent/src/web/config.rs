@@ -33,6 +33,10 @@ pub struct WebFile {
     pub session_ttl: Option<String>,
     /// Most signed-in browsers kept at once (default 1000).
     pub max_sessions: Option<usize>,
+    /// Policy groups whose members see every session, the audit status and the
+    /// policy in the console (root and `admin_group` always do).
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
     pub oidc: Option<OidcFile>,
     pub slack: Option<SlackFile>,
 }
@@ -70,6 +74,7 @@ pub struct WebConfig {
     pub tls: Option<TlsFiles>,
     pub session_ttl: Duration,
     pub max_sessions: usize,
+    pub admin_groups: Vec<String>,
     pub oidc: Option<OidcConfig>,
     pub slack: Option<SlackConfig>,
     /// Where a generated certificate is kept.
@@ -171,6 +176,7 @@ impl WebFile {
             }),
             session_ttl,
             max_sessions: self.max_sessions.unwrap_or(1000).max(1),
+            admin_groups: self.admin_groups,
             oidc,
             slack,
             state_dir: state_dir.to_owned(),

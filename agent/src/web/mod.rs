@@ -10,7 +10,8 @@
 //!
 //! Layout: `config` (the `[web]` table), `session` (cookies, CSRF, logins, links),
 //! `oidc` (the sign-in flow), `auth` (its routes), `pages` (HTML), `inbox` (the
-//! inbox, its live events and the decision forms), `slack` (signed callbacks),
+//! inbox, its live events and the decision forms), `records` (sessions, audit and
+//! policy, read-only), `slack` (signed callbacks),
 //! `assets` (the stylesheet and script).
 
 mod auth;
@@ -18,6 +19,7 @@ mod config;
 mod inbox;
 mod oidc;
 mod pages;
+mod records;
 mod session;
 mod slack;
 
@@ -141,6 +143,10 @@ fn router(web: Arc<Web>) -> Router {
         .route("/inbox", get(inbox::fragment))
         .route("/events", get(inbox::events))
         .route("/requests/{id}/{verb}", post(inbox::decide))
+        .route("/sessions", get(records::list))
+        .route("/sessions/{id}", get(records::detail))
+        .route("/audit", get(records::audit))
+        .route("/policy", get(records::policy))
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/link", get(auth::link))

@@ -34,7 +34,9 @@ pub fn esc(text: &str) -> String {
 pub fn frame(title: &str, who: Option<(&Approver, &str)>, body: &str) -> String {
     let header = match who {
         Some((approver, csrf)) => format!(
-            "<form method=\"post\" action=\"/auth/logout\" class=\"who\">Signed in as <strong>{}</strong> \
+            "<nav aria-label=\"Console\"><a href=\"/\">Approvals</a> <a href=\"/sessions\">Sessions</a> \
+             <a href=\"/audit\">Audit</a> <a href=\"/policy\">Policy</a></nav>\
+             <form method=\"post\" action=\"/auth/logout\" class=\"who\">Signed in as <strong>{}</strong> \
              <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Sign out</button></form>",
             esc(&approver.label()),
             esc(csrf)
