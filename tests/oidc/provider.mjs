@@ -16,7 +16,7 @@ const provider = new Provider(issuer, {
       client_id: clientId,
       client_secret: clientSecret,
       redirect_uris: [redirectUri],
-      grant_types: ["authorization_code"],
+      grant_types: ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
       response_types: ["code"],
       token_endpoint_auth_method: "client_secret_basic",
     },
@@ -46,7 +46,7 @@ const provider = new Provider(issuer, {
   conformIdTokenClaims: false,
   pkce: { required: () => true },
   cookies: { keys: ["portcullis-test-only-cookie-key"] },
-  features: { devInteractions: { enabled: true } },
+  features: { devInteractions: { enabled: true }, deviceFlow: { enabled: true } },
 });
 provider.proxy = false;
 provider.listen(Number(port), "127.0.0.1", () => {

@@ -187,6 +187,42 @@ impl Browser {
         Ok(())
     }
 
+    /// Confirms a device sign-in (`portcullis login`) at `url` as `login`.
+    pub async fn confirm_device(&self, url: &str, login: &str) -> anyhow::Result<()> {
+        let c = &self.client;
+        c.goto(url).await?;
+        self.wait_for("button[autofocus]").await?.click().await?;
+        self.wait_for("input[name=login]")
+            .await?
+            .send_keys(login)
+            .await?;
+        c.find(Locator::Css("input[name=password]"))
+            .await?
+            .send_keys("any password")
+            .await?;
+        c.find(Locator::Css("button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let page = c.source().await?;
+            if page.contains("Sign-in Success") {
+                return Ok(());
+            }
+            if page.contains("value=\"consent\"") {
+                c.find(Locator::Css("button[type=submit]"))
+                    .await?
+                    .click()
+                    .await?;
+            }
+            if Instant::now() > deadline {
+                bail!("the device sign-in did not succeed:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until the element `css` is on the page, without reloading it.
     pub async fn wait_for(&self, css: &str) -> anyhow::Result<fantoccini::elements::Element> {
         Ok(self

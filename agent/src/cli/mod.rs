@@ -90,6 +90,12 @@ enum Command {
     /// A one-time link that signs you in to the web console as yourself (a local
     /// approver, by this socket's credentials); it works once, within two minutes.
     WebLogin,
+    /// Link your account on this host to your identity-provider identity (device
+    /// sign-in, RFC 8628) for a while: approvers see it, and you cannot approve
+    /// your own requests under it.
+    Login,
+    /// End the links `login` made.
+    Logout,
     /// The daemon's Prometheus metrics.
     Metrics,
     /// The tamper-evident audit log.
@@ -216,6 +222,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let done = client
                 .post(&format!("/v1/approvals/{id}/justify"), Some(&body))
                 .await?;
+            println!(
+                "{}",
+                done.get("message")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("done")
+            );
+            Ok(())
+        }
+        Command::Login => login(&client).await,
+        Command::Logout => {
+            let done = client.post("/v1/logout", None).await?;
             println!(
                 "{}",
                 done.get("message")
@@ -419,6 +436,37 @@ fn emit(text: &str) -> anyhow::Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+/// `portcullis login`: prints where to sign in, then the linked identity.
+async fn login(client: &Client) -> anyhow::Result<()> {
+    let mut failed = None;
+    client
+        .stream("/v1/login", |line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let text = |k: &str| {
+                v.get(k)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            if v.get("user_code").is_some() {
+                let open = v
+                    .get("verification_uri_complete")
+                    .and_then(serde_json::Value::as_str)
+                    .map_or_else(|| text("verification_uri"), str::to_owned);
+                println!("Open {open}\nand confirm the code {}", text("user_code"));
+            } else if v.get("linked").and_then(serde_json::Value::as_bool) == Some(true) {
+                println!("Linked to {}", text("identity"));
+            } else {
+                failed = Some(text("error"));
+            }
+        })
+        .await?;
+    match failed {
+        Some(e) => anyhow::bail!("not linked: {e}"),
+        None => Ok(()),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct OidcFile {
     pub client_secret_env: Option<String>,
     /// The ID-token claim listing the person's groups (default `groups`).
     pub groups_claim: Option<String>,
+    /// How long `portcullis login` links a local account to its identity ("12h").
+    pub link_ttl: Option<String>,
 }
 
 /// `[web.slack]` as written.
@@ -95,6 +97,7 @@ pub struct OidcConfig {
     pub client_id: String,
     pub client_secret: Option<Secret>,
     pub groups_claim: String,
+    pub link_ttl: Duration,
 }
 
 /// Slack's interactive callbacks.
@@ -199,7 +202,13 @@ fn oidc(o: OidcFile, env: &dyn Fn(&str) -> Option<String>) -> Result<OidcConfig,
     if o.issuer.trim().is_empty() || o.client_id.trim().is_empty() {
         return Err("[web.oidc] needs `issuer` and `client_id`".into());
     }
+    let link_ttl = match &o.link_ttl {
+        None => Duration::from_hours(12),
+        Some(v) => humantime::parse_duration(v)
+            .map_err(|e| format!("[web.oidc] `link_ttl` = {v:?}: {e}; write e.g. \"12h\""))?,
+    };
     Ok(OidcConfig {
+        link_ttl,
         issuer: o.issuer.trim_end_matches('/').to_owned(),
         client_id: o.client_id,
         client_secret,

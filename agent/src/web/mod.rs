@@ -25,6 +25,7 @@ mod slack;
 
 pub use auth::link_url;
 pub use config::{OidcConfig, SlackConfig, WebConfig, WebFile};
+pub use oidc::{Oidc, OidcError};
 pub use session::Sessions;
 
 use crate::daemon::Daemon;

@@ -17,8 +17,14 @@ use openidconnect::{
     AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest,
     HttpResponse, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
     TokenResponse as _,
-    core::{CoreClient, CoreIdToken, CoreProviderMetadata, CoreResponseType},
+    core::{
+        CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
+        CoreDeviceAuthorizationResponse, CoreGrantType, CoreIdToken, CoreJsonWebKey,
+        CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
+        CoreResponseType, CoreSubjectIdentifierType,
+    },
 };
+use serde::{Deserialize, Serialize};
 use std::{
     future::Future,
     pin::Pin,
@@ -48,6 +54,12 @@ pub enum OidcError {
     NoIdToken,
     #[error("the ID token was refused: {0}")]
     Claims(String),
+    #[error(
+        "the identity provider offers no device authorization grant (RFC 8628); enable it for this client to use `portcullis login`"
+    )]
+    NoDeviceGrant,
+    #[error("the device sign-in did not finish: {0}")]
+    Device(String),
     #[error("the identity provider's identity is not usable: {0}")]
     Identity(#[from] crate::identity::ApproverError),
 }
@@ -57,12 +69,38 @@ pub enum OidcError {
 #[error("{0}")]
 pub struct HttpError(String);
 
+/// The one discovery field the core metadata lacks: where the device authorization
+/// grant (RFC 8628, `portcullis login`) starts.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct DeviceEndpoint {
+    #[serde(default)]
+    device_authorization_endpoint: Option<openidconnect::DeviceAuthorizationUrl>,
+}
+
+impl openidconnect::AdditionalProviderMetadata for DeviceEndpoint {}
+
+/// The provider's discovery document.
+type Metadata = openidconnect::ProviderMetadata<
+    DeviceEndpoint,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
 /// The console's OpenID Connect client.
 pub struct Oidc {
     config: OidcConfig,
     redirect: String,
     http: Http,
-    metadata: RwLock<Option<(CoreProviderMetadata, Instant)>>,
+    metadata: RwLock<Option<(Metadata, Instant)>>,
 }
 
 /// Where to send the browser, and what to remember until it comes back.
@@ -134,7 +172,7 @@ async fn call(http: &reqwest::Client, request: HttpRequest) -> Result<HttpRespon
 
 impl Oidc {
     /// The provider's metadata and keys: cached, or fetched when stale or `fresh`.
-    async fn metadata(&self, fresh: bool) -> Result<CoreProviderMetadata, OidcError> {
+    async fn metadata(&self, fresh: bool) -> Result<Metadata, OidcError> {
         if !fresh
             && let Some((m, at)) = &*self.metadata.read().await
             && at.elapsed() < METADATA_TTL
@@ -147,7 +185,7 @@ impl Oidc {
         };
         let issuer =
             IssuerUrl::new(self.config.issuer.clone()).map_err(|e| discovery(e.to_string()))?;
-        let m = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let m = Metadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| discovery(error_chain(&e)))?;
         *self.metadata.write().await = Some((m.clone(), Instant::now()));
@@ -233,11 +271,57 @@ impl Oidc {
         }
     }
 
+    /// Starts the device authorization grant: what the person must open and type.
+    pub async fn device_start(&self) -> Result<CoreDeviceAuthorizationResponse, OidcError> {
+        let url = self
+            .metadata(false)
+            .await?
+            .additional_metadata()
+            .device_authorization_endpoint
+            .clone()
+            .ok_or(OidcError::NoDeviceGrant)?;
+        let client = self.client(false).await?.set_device_authorization_url(url);
+        client
+            .exchange_device_code()
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .add_scope(Scope::new(self.config.groups_claim.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Device(error_chain(&e)))
+    }
+
+    /// Waits (polling as the provider asks) until the person approved the device
+    /// sign-in, then verifies the ID token: the identity to link.
+    pub async fn device_finish(
+        &self,
+        details: &CoreDeviceAuthorizationResponse,
+    ) -> Result<Approver, OidcError> {
+        let url = self
+            .metadata(false)
+            .await?
+            .additional_metadata()
+            .device_authorization_endpoint
+            .clone()
+            .ok_or(OidcError::NoDeviceGrant)?;
+        let client = self.client(false).await?.set_device_authorization_url(url);
+        let answer = client
+            .exchange_device_access_token(details)
+            .map_err(|e| OidcError::Device(e.to_string()))?
+            .request_async(&self.http, tokio::time::sleep, Some(details.expires_in()))
+            .await
+            .map_err(|e| OidcError::Device(error_chain(&e)))?;
+        let token = answer.id_token().ok_or(OidcError::NoIdToken)?;
+        // No nonce in this grant: the token comes straight from the token endpoint.
+        let no_nonce = |_: Option<&Nonce>| Ok(());
+        self.identity(&client, token, no_nonce)
+    }
+
     fn identity<A, B, C, D, E, F>(
         &self,
         client: &CoreClient<A, B, C, D, E, F>,
         token: &CoreIdToken,
-        nonce: &Nonce,
+        nonce: impl openidconnect::NonceVerifier,
     ) -> Result<Approver, OidcError>
     where
         A: openidconnect::EndpointState,
