@@ -3,6 +3,7 @@
 
 mod client;
 mod print;
+mod web;
 
 use crate::{
     config::{self, Config},
@@ -217,40 +218,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Approve { id, reason } => decide(&client, "approve", &id, reason.as_deref()).await,
         Command::Deny { id, reason } => decide(&client, "deny", &id, Some(&reason)).await,
-        Command::Justify { id, text } => {
-            let body = serde_json::json!({ "justification": text });
-            let done = client
-                .post(&format!("/v1/approvals/{id}/justify"), Some(&body))
-                .await?;
-            println!(
-                "{}",
-                done.get("message")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("done")
-            );
-            Ok(())
-        }
-        Command::Login => login(&client).await,
-        Command::Logout => {
-            let done = client.post("/v1/logout", None).await?;
-            println!(
-                "{}",
-                done.get("message")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("done")
-            );
-            Ok(())
-        }
-        Command::WebLogin => {
-            let done = client.post("/v1/web/link", None).await?;
-            println!(
-                "{}",
-                done.get("url")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default()
-            );
-            Ok(())
-        }
+        Command::Justify { id, text } => web::justify(&client, &id, &text).await,
+        Command::Login => web::login(&client).await,
+        Command::Logout => web::logout(&client).await,
+        Command::WebLogin => web::web_login(&client).await,
         Command::Sessions {
             show: Some(SessionsCommand::Export { since }),
             ..
@@ -436,37 +407,6 @@ fn emit(text: &str) -> anyhow::Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e).context("cannot write to stdout"),
-    }
-}
-
-/// `portcullis login`: prints where to sign in, then the linked identity.
-async fn login(client: &Client) -> anyhow::Result<()> {
-    let mut failed = None;
-    client
-        .stream("/v1/login", |line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-            let text = |k: &str| {
-                v.get(k)
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            if v.get("user_code").is_some() {
-                let open = v
-                    .get("verification_uri_complete")
-                    .and_then(serde_json::Value::as_str)
-                    .map_or_else(|| text("verification_uri"), str::to_owned);
-                println!("Open {open}\nand confirm the code {}", text("user_code"));
-            } else if v.get("linked").and_then(serde_json::Value::as_bool) == Some(true) {
-                println!("Linked to {}", text("identity"));
-            } else {
-                failed = Some(text("error"));
-            }
-        })
-        .await?;
-    match failed {
-        Some(e) => anyhow::bail!("not linked: {e}"),
-        None => Ok(()),
     }
 }
 
