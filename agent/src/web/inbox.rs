@@ -172,37 +172,48 @@ pub async fn events(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response
     let Some(s) = web.session(&headers) else {
         return (StatusCode::UNAUTHORIZED, "sign in again").into_response();
     };
-    Sse::new(changes(web, s))
+    let cookie = session::cookie(&headers, web.cookie_name())
+        .unwrap_or_default()
+        .to_owned();
+    Sse::new(changes(web, s, cookie))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
-fn changes(web: Arc<Web>, s: WebSession) -> impl Stream<Item = Result<Event, Infallible>> {
+/// The events for session `s` (cookie `cookie`), until it ends or is signed out.
+fn changes(
+    web: Arc<Web>,
+    s: WebSession,
+    cookie: String,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let rx = web.daemon.gate.subscribe();
-    stream::unfold((rx, web, s), |(mut rx, web, s)| async move {
-        loop {
-            if s.expires <= std::time::Instant::now() {
-                return None;
-            }
-            match rx.recv().await {
-                Ok(event) => {
-                    let visible = match web.daemon.store.request(&event.request_id).await {
-                        Ok(Some(r)) => web.daemon.gate.may_see(&r, &s.approver, false),
-                        _ => false,
-                    };
-                    if visible {
-                        let e = Event::default().event("request").data(event.request_id);
-                        return Some((Ok(e), (rx, web, s)));
+    stream::unfold(
+        (rx, web, s, cookie),
+        |(mut rx, web, s, cookie)| async move {
+            loop {
+                if web.sessions().get(&cookie).is_none() {
+                    return None;
+                }
+                match rx.recv().await {
+                    Ok(event) => {
+                        let visible = match web.daemon.store.request(&event.request_id).await {
+                            Ok(Some(r)) => web.daemon.gate.may_see(&r, &s.approver, false),
+                            _ => false,
+                        };
+                        if visible {
+                            let e = Event::default().event("request").data(event.request_id);
+                            return Some((Ok(e), (rx, web, s, cookie)));
+                        }
                     }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let e = Event::default().event("request").data("");
+                        return Some((Ok(e), (rx, web, s, cookie)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let e = Event::default().event("request").data("");
-                    return Some((Ok(e), (rx, web, s)));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    })
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -291,11 +302,22 @@ pub async fn decide(
             tracing::info!(request = %d.request, who = %s.approver.label(), verb, "Web decision");
             Redirect::to("/").into_response()
         }
-        Err(e) => (
-            status_of(&e),
-            Html(pages::message("Refused", &e.to_string(), who)),
-        )
-            .into_response(),
+        Err(e) => {
+            web.daemon
+                .gate
+                .audit(
+                    "web_decision_refused",
+                    &id,
+                    Some(&s.approver.label()),
+                    serde_json::json!({ "verb": verb, "why": e.to_string() }),
+                )
+                .await;
+            (
+                status_of(&e),
+                Html(pages::message("Refused", &e.to_string(), who)),
+            )
+                .into_response()
+        }
     }
 }
 
