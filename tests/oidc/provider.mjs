@@ -4,7 +4,13 @@
 //   alice, bob -> groups ["sre"] (approvers in the tests' policy), anyone else -> [].
 // Usage: node provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI
 // Prints "ready ISSUER" on stdout once it listens on 127.0.0.1:PORT.
+import { generateKeyPairSync, randomUUID } from "node:crypto";
 import Provider from "oidc-provider";
+
+// A fresh signing key on every start (a restart is a key rotation the console must
+// follow), never the package's fixed development keys.
+const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: "jwk" }), kid: randomUUID(), use: "sig", alg: "RS256" };
 
 const [port, clientId, clientSecret, redirectUri] = process.argv.slice(2);
 const issuer = `http://127.0.0.1:${port}`;
@@ -46,6 +52,7 @@ const provider = new Provider(issuer, {
   conformIdTokenClaims: false,
   pkce: { required: () => true },
   cookies: { keys: ["portcullis-test-only-cookie-key"] },
+  jwks: { keys: [signingKey] },
   features: { devInteractions: { enabled: true }, deviceFlow: { enabled: true } },
 });
 provider.proxy = false;

@@ -51,6 +51,7 @@ pub fn missing_parts() -> Option<String> {
 /// A running `oidc-provider` on 127.0.0.1 with one static client.
 pub struct OidcProvider {
     pub issuer: String,
+    pub port: u16,
     child: Child,
 }
 
@@ -58,7 +59,11 @@ impl OidcProvider {
     /// Starts it for the client `OIDC_CLIENT_ID` with `secret`, redirecting to
     /// `redirect_uri`; waits until it listens.
     pub fn start(secret: &str, redirect_uri: &str) -> anyhow::Result<Self> {
-        let port = free_port("127.0.0.1")?;
+        Self::start_on(free_port("127.0.0.1")?, secret, redirect_uri)
+    }
+
+    /// [`OidcProvider::start`] on `port`: a restarted provider has new signing keys.
+    pub fn start_on(port: u16, secret: &str, redirect_uri: &str) -> anyhow::Result<Self> {
         let mut child = Command::new("node")
             .arg(oidc_dir().join("provider.mjs"))
             .args([&port.to_string(), OIDC_CLIENT_ID, secret, redirect_uri])
@@ -78,8 +83,19 @@ impl OidcProvider {
         };
         Ok(Self {
             issuer: issuer.to_owned(),
+            port,
             child,
         })
+    }
+}
+
+impl OidcProvider {
+    /// Stops it and starts it again on the same port: with new signing keys.
+    pub fn restart(&mut self, secret: &str, redirect_uri: &str) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = Self::start_on(self.port, secret, redirect_uri)?;
+        Ok(())
     }
 }
 

@@ -52,7 +52,7 @@ timeout = "120s"
 struct Console {
     s: Setup,
     url: String,
-    _idp: OidcProvider,
+    idp: OidcProvider,
     slack: Receiver,
 }
 
@@ -75,12 +75,7 @@ fn start(name: &str) -> Option<Console> {
         slack.url
     );
     let s = setup_with_config(name, &rules(), &config)?;
-    Some(Console {
-        s,
-        url,
-        _idp: idp,
-        slack,
-    })
+    Some(Console { s, url, idp, slack })
 }
 
 /// The daemon reads its secrets from its environment, which it inherits from us.
@@ -737,4 +732,61 @@ async fn login_links_a_requester_who_then_cannot_approve_their_own_request() {
         "{audit}"
     );
     alice.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_with_new_signing_keys_is_followed_and_bad_callbacks_are_refused() {
+    let Some(mut c) = start("web-keys") else {
+        return;
+    };
+    let first = Browser::start().await.unwrap();
+    first.sign_in(&c.url, "alice").await.unwrap();
+    first.close().await;
+    // The provider restarts with new signing keys: the console's cached keys no
+    // longer verify its tokens, so it fetches them again once.
+    c.idp
+        .restart(OIDC_SECRET, &format!("{}/auth/callback", c.url))
+        .unwrap();
+    let second = Browser::start().await.unwrap();
+    second.sign_in(&c.url, "bob").await.unwrap();
+    assert!(
+        second
+            .client
+            .source()
+            .await
+            .unwrap()
+            .contains("bob@example.com (idp)")
+    );
+    // A callback this browser did not start, and an error from the provider: refused.
+    second
+        .client
+        .goto(&format!("{}/auth/callback?code=forged&state=forged", c.url))
+        .await
+        .unwrap();
+    assert!(
+        second
+            .client
+            .source()
+            .await
+            .unwrap()
+            .contains("not started in this browser")
+    );
+    second
+        .client
+        .goto(&format!(
+            "{}/auth/callback?error=access_denied&state=x",
+            c.url
+        ))
+        .await
+        .unwrap();
+    assert!(
+        second
+            .client
+            .source()
+            .await
+            .unwrap()
+            .contains("access_denied")
+    );
+    second.close().await;
+    assert!(!c.s.d.log().contains(OIDC_SECRET));
 }

@@ -59,8 +59,17 @@ fn main() -> anyhow::Result<()> {
     })?;
     let (cookie, csrf) = web_session(&daemon, &web)?;
     let (mut web_release, mut web_post) = rounds(&daemon, &cg, &port, |id| {
-        let answer = http(&web, "POST", &format!("/requests/{id}/approve"), &cookie, &format!("csrf={csrf}"))?;
-        anyhow::ensure!(answer.starts_with("HTTP/1.1 303"), "web approve failed: {answer}");
+        let answer = http(
+            &web,
+            "POST",
+            &format!("/requests/{id}/approve"),
+            &cookie,
+            &format!("csrf={csrf}"),
+        )?;
+        anyhow::ensure!(
+            answer.starts_with("HTTP/1.1 303"),
+            "web approve failed: {answer}"
+        );
         Ok("approved".to_owned())
     })?;
     println!(
