@@ -200,7 +200,7 @@ impl Browser {
             let page = c.source().await.unwrap_or_default();
             bail!("the inbox did not open after sign-in as {login}; at {at}:\n{page}");
         }
-        Ok(())
+        self.live().await
     }
 
     /// Confirms a device sign-in (`portcullis login`) at `url` as `login`.
@@ -247,6 +247,45 @@ impl Browser {
             .at_most(Duration::from_secs(20))
             .for_element(Locator::Css(css))
             .await?)
+    }
+
+    /// Waits until the inbox is live: its event stream open and the list loaded
+    /// after that, so no catch-up reload replaces what a test is about to use.
+    pub async fn live(&self) -> anyhow::Result<()> {
+        self.wait_for("#live[data-live='on']").await?;
+        self.wait_for("#inbox[data-fresh]").await?;
+        Ok(())
+    }
+
+    /// Clicks the element `css`, finding it again if the live inbox replaced it
+    /// meanwhile (a stale element).
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        self.retry(css, |e| async move { e.click().await }).await
+    }
+
+    /// Types `text` into the element `css` (found again if replaced meanwhile).
+    pub async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        self.retry(css, |e| async move { e.send_keys(text).await })
+            .await
+    }
+
+    async fn retry<F, Fut>(&self, css: &str, act: F) -> anyhow::Result<()>
+    where
+        F: Fn(fantoccini::elements::Element) -> Fut,
+        Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let done = match self.wait_for(css).await {
+                Ok(e) => act(e).await.map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e.context(format!("on {css}"))),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Saves a PNG screenshot of the page at `path`.

@@ -201,18 +201,17 @@ async fn approver_signs_in_sees_a_held_statement_live_and_decides() {
     alice.screenshot(&docs("web-inbox.png")).await.unwrap();
 
     // Approve with a reason: the waiting psql gets its row.
-    card.find(fantoccini::Locator::Css("input[name=reason]"))
-        .await
-        .unwrap()
-        .send_keys("checked with the team")
-        .await
-        .unwrap();
-    card.find(fantoccini::Locator::Css("button.approve"))
-        .await
-        .unwrap()
-        .click()
+    let _ = card;
+    alice.live().await.unwrap();
+    let at = format!("li[data-request='{id}']");
+    alice
+        .type_into(
+            &format!("{at} form[action$='/approve'] input[name=reason]"),
+            "checked with the team",
+        )
         .await
         .unwrap();
+    alice.click(&format!("{at} button.approve")).await.unwrap();
     let out = wait_child(psql);
     let (stdout, stderr) = text(&out);
     assert!(
@@ -236,26 +235,16 @@ async fn approver_signs_in_sees_a_held_statement_live_and_decides() {
         .as_str()
         .unwrap()
         .to_owned();
-    let card = alice
-        .wait_for(&format!("li[data-request='{id}']"))
+    let at = format!("li[data-request='{id}']");
+    alice.wait_for(&at).await.unwrap();
+    alice
+        .type_into(
+            &format!("{at} form[action$='/deny'] input[name=reason]"),
+            "not during the freeze",
+        )
         .await
         .unwrap();
-    let deny_reason = card
-        .find(fantoccini::Locator::Css(
-            "form[action$='/deny'] input[name=reason]",
-        ))
-        .await
-        .unwrap();
-    deny_reason
-        .send_keys("not during the freeze")
-        .await
-        .unwrap();
-    card.find(fantoccini::Locator::Css("button.deny"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    alice.click(&format!("{at} button.deny")).await.unwrap();
     let out = wait_child(psql);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
@@ -487,6 +476,7 @@ async fn web_login_links_work_once_and_justify_reaches_the_inbox() {
     let root = Browser::start().await.unwrap();
     root.client.goto(&link).await.unwrap();
     root.wait_for("#inbox").await.unwrap();
+    root.live().await.unwrap();
     assert!(root.client.source().await.unwrap().contains("root (uid 0)"));
     // Used up.
     let again = reqwest::Client::builder()
@@ -540,14 +530,7 @@ async fn web_login_links_work_once_and_justify_reaches_the_inbox() {
     );
     assert!(c.audit().contains("request_justified"));
     // root, signed in by the link, is a local approver in `sre`: it approves here.
-    let card = root
-        .wait_for(&format!("li[data-request='{id}']"))
-        .await
-        .unwrap();
-    card.find(fantoccini::Locator::Css("button.approve"))
-        .await
-        .unwrap()
-        .click()
+    root.click(&format!("li[data-request='{id}'] button.approve"))
         .await
         .unwrap();
     let out = wait_child(psql);
@@ -719,11 +702,11 @@ async fn login_links_a_requester_who_then_cannot_approve_their_own_request() {
         text(&out)
     );
     alice.client.refresh().await.unwrap();
-    let card = alice
-        .wait_for(&format!("li[data-request='{id}'] button.approve"))
+    alice.live().await.unwrap();
+    alice
+        .click(&format!("li[data-request='{id}'] button.approve"))
         .await
         .unwrap();
-    card.click().await.unwrap();
     let out = wait_child(psql);
     assert!(out.status.success(), "{}", text(&out).1);
     let audit = c.audit();

@@ -21,7 +21,7 @@
     pending = false;
     const r = await fetch("/inbox", { credentials: "same-origin", cache: "no-store" });
     if (r.status === 401) { location.reload(); return; }
-    if (r.ok) { list.innerHTML = await r.text(); tick(); }
+    if (r.ok) { list.innerHTML = await r.text(); list.dataset.fresh = String(Date.now()); tick(); }
   }
   list.addEventListener("focusout", function () { if (pending) setTimeout(refresh, 0); });
   const events = new EventSource("/events");
