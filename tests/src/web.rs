@@ -1,6 +1,6 @@
 //! The web console's test parts: a real OpenID provider (the `oidc-provider` npm
 //! package in `tests/oidc`, installed by `cargo xtask setup`), a headless Chromium
-//! driven over WebDriver (`chromedriver`, with the `fantoccini` client), and a small
+//! driven over `WebDriver` (`chromedriver`, with the `fantoccini` client), and a small
 //! HTTP receiver standing in for Slack's `response_url`.
 #![expect(clippy::panic, reason = "test support panics with a message")]
 

@@ -2,7 +2,7 @@
 //! Chromium, a real PostgreSQL behind the redirect, `psql` waiting on a held
 //! statement while an approver signs in and decides in the browser; Slack's signed
 //! callbacks; one-time sign-in links.
-#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+#![expect(clippy::panic, clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
 use hmac::{Hmac, Mac as _};
 use portcullis_tests::{

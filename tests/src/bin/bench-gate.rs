@@ -96,7 +96,7 @@ fn rounds(
         let mut client = cg
             .command(
                 Some((65534, 65534)),
-                &["/usr/bin/python3", "-c", CLIENT, &port],
+                &["/usr/bin/python3", "-c", CLIENT, port],
             )
             .stdout(Stdio::piped())
             .spawn()?;
