@@ -711,6 +711,12 @@ async fn login_links_a_requester_who_then_cannot_approve_their_own_request() {
     assert!(out.status.success(), "{}", text(&out).1);
     let audit = c.audit();
     assert!(
+        audit.lines().any(|l| l.contains("request_created")
+            && l.contains("requester_identities")
+            && l.contains("#alice")),
+        "the request's record lacks the requester's identity:\n{audit}"
+    );
+    assert!(
         audit.contains("identity_linked") && audit.contains("identity_unlinked"),
         "{audit}"
     );

@@ -153,7 +153,17 @@ impl Gate {
             .insert(record.id.clone(), Arc::clone(&wake));
         tracing::info!(request = %record.id, target = %ask.target, who = %ask.principal.label(), "Action held for review");
         self.announce(EventKind::RequestCreated, &record, "pending");
+        // Who the requester is at the identity provider, if `portcullis login` linked it.
+        let linked: Vec<String> = self
+            .store
+            .linked_identities(record.principal.uid)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|l| format!("{}#{}", l.issuer, l.subject))
+            .collect();
         let data = serde_json::json!({
+            "requester_identities": linked,
             "target": record.target, "action": record.action, "principal": record.principal,
             "rule": record.rule, "approvers": record.approvers, "quorum": record.quorum, "host": record.host,
             "justification": record.justification,
