@@ -2,7 +2,12 @@
 //! Chromium, a real PostgreSQL behind the redirect, `psql` waiting on a held
 //! statement while an approver signs in and decides in the browser; Slack's signed
 //! callbacks; one-time sign-in links.
-#![expect(clippy::panic, clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+#![expect(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
 
 use hmac::{Hmac, Mac as _};
 use portcullis_tests::{
@@ -545,7 +550,19 @@ async fn web_login_links_work_once_and_justify_reaches_the_inbox() {
 
     // root is an admin: the session's transcript, the audit status and the policy.
     root.client
-        .goto(&format!("{}/sessions", c.url))
+        .goto(&format!("{}/sessions?q=no-such-target", c.url))
+        .await
+        .unwrap();
+    root.wait_for("table").await.unwrap();
+    assert!(
+        root.client
+            .find_all(fantoccini::Locator::Css("table a"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    root.client
+        .goto(&format!("{}/sessions?q=postgres", c.url))
         .await
         .unwrap();
     root.wait_for("table a")

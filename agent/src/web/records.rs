@@ -103,8 +103,25 @@ fn outcome(r: &SessionRecord) -> String {
         .unwrap_or_default()
 }
 
-/// `GET /sessions`.
-pub async fn list(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+/// The sessions page's filter.
+#[derive(serde::Deserialize)]
+pub struct Filter {
+    /// Shown when who, target, protocol or outcome contain it (any case).
+    q: Option<String>,
+}
+
+/// `GET /sessions?q=…`.
+pub async fn list(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    axum::extract::Query(filter): axum::extract::Query<Filter>,
+) -> Response {
+    let needle = filter
+        .q
+        .as_deref()
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(|q| q.chars().take(200).collect::<String>().to_lowercase());
     let s = match signed_in(&web, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -113,26 +130,41 @@ pub async fn list(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
         Ok(u) => u,
         Err(r) => return r,
     };
-    let filter = SessionFilter {
+    let scope = SessionFilter {
         uid,
         limit: SESSIONS_SHOWN,
     };
-    let Ok(sessions) = web.daemon.store.sessions(&filter).await else {
+    let Ok(sessions) = web.daemon.store.sessions(&scope).await else {
         return refusal(
             &s,
             StatusCode::INTERNAL_SERVER_ERROR,
             "the store failed; see the daemon's log",
         );
     };
-    let mut body = String::from(
-        "<h1>Sessions</h1><table><thead><tr><th scope=\"col\">Started</th><th scope=\"col\">Who</th>\
+    let mut body = format!(
+        "<h1>Sessions</h1><form method=\"get\" action=\"/sessions\" role=\"search\">\
+         <label for=\"q\">Filter</label> <input id=\"q\" name=\"q\" value=\"{}\" placeholder=\"user, target, protocol, outcome\"> \
+         <button type=\"submit\">Show</button></form><table><thead><tr><th scope=\"col\">Started</th><th scope=\"col\">Who</th>\
          <th scope=\"col\">Target</th><th scope=\"col\">Protocol</th><th scope=\"col\">Outcome</th></tr></thead><tbody>",
+        esc(needle.as_deref().unwrap_or_default())
     );
     for r in &sessions {
         let who = r
             .principal
             .as_ref()
             .map_or_else(|| "unknown".to_owned(), crate::identity::Principal::label);
+        let row = format!(
+            "{who} {} {} {}",
+            r.target.as_deref().unwrap_or_default(),
+            r.protocol,
+            outcome(r)
+        );
+        if needle
+            .as_ref()
+            .is_some_and(|n| !row.to_lowercase().contains(n.as_str()))
+        {
+            continue;
+        }
         let _ = write!(
             body,
             "<tr><td><a href=\"/sessions/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
