@@ -77,6 +77,8 @@ struct ConfigFile {
     /// The PostgreSQL proxy.
     #[serde(default)]
     postgres: PostgresFile,
+    /// The web console (off unless `[web] listen` is set).
+    web: Option<crate::web::WebFile>,
 }
 
 /// The `[postgres]` table.
@@ -134,6 +136,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     pub state_dir: PathBuf,
     pub postgres: PostgresConfig,
+    /// The web console, when `[web] listen` is set.
+    pub web: Option<crate::web::WebConfig>,
 }
 
 impl Config {
@@ -226,7 +230,14 @@ impl Config {
             record_rows: pg.record_rows.unwrap_or(20),
             classify_cache: pg.classify_cache.unwrap_or(10_000).max(16),
         };
+        let web = match file.web {
+            None => None,
+            Some(web) => web
+                .validate(base, &state_dir, &|var| std::env::var(var).ok())
+                .map_err(invalid)?,
+        };
         Ok(Self {
+            web,
             path: path.to_owned(),
             policies: rel(file
                 .policies

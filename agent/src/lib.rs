@@ -31,3 +31,4 @@ pub mod policy;
 pub mod proto;
 pub mod record;
 pub mod secret;
+pub mod web;

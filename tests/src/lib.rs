@@ -9,3 +9,4 @@ pub mod daemon;
 pub mod net;
 pub mod pgproxy;
 pub mod postgres;
+pub mod web;

@@ -110,7 +110,23 @@ enum Variant {
     Workers(usize),
 }
 
+/// [`setup_with_rules`] with `extra_config` appended to the daemon's config file
+/// (a `[web]` table, say).
+#[must_use]
+pub fn setup_with_config(name: &str, rules: &str, extra_config: &str) -> Option<Setup> {
+    setup_target_with(name, rules, Variant::Plain, extra_config)
+}
+
 fn setup_target(name: &str, rules: &str, variant: Variant) -> Option<Setup> {
+    setup_target_with(name, rules, variant, "")
+}
+
+fn setup_target_with(
+    name: &str,
+    rules: &str,
+    variant: Variant,
+    extra_config: &str,
+) -> Option<Setup> {
     if !can_run_ebpf_tests(name) {
         return None;
     }
@@ -179,10 +195,11 @@ fn setup_target(name: &str, rules: &str, variant: Variant) -> Option<Setup> {
         pw.display()
     );
     let cg = TestCgroup::new(name).unwrap_or_else(|e| panic!("{e}"));
-    let extra = match variant {
+    let mut extra = match variant {
         Variant::Workers(n) => format!("session_workers = {n}\n"),
         Variant::Plain | Variant::ClientAuth | Variant::TlsRefused => String::new(),
     };
+    extra.push_str(extra_config);
     let d = TestDaemon::start(name, &cg, &policy, &extra).unwrap_or_else(|e| panic!("{e:#}"));
     Some(Setup {
         pg,

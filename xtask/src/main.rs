@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn workspace_root() -> anyhow::Result<PathBuf> {
+pub fn workspace_root() -> anyhow::Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     dir.parent()
         .map(Path::to_path_buf)

@@ -23,11 +23,17 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "curl",
+    // The web console tests: a real OpenID provider (Node) and a headless browser.
+    "nodejs",
+    "npm",
+    "chromium",
+    "chromium-driver",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> anyhow::Result<()> {
     apt()?;
+    oidc_provider()?;
     rust_src()?;
     bpf_linker()
 }
@@ -47,6 +53,19 @@ fn apt() -> anyhow::Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The OpenID provider the web console tests start (`tests/oidc`): the npm package
+/// `oidc-provider` at the version pinned in its `package-lock.json`.
+fn oidc_provider() -> anyhow::Result<()> {
+    let dir = crate::workspace_root()?.join("tests/oidc");
+    if dir.join("node_modules/oidc-provider/package.json").exists() {
+        return Ok(());
+    }
+    println!("xtask setup: installing the test OpenID provider (npm ci in tests/oidc)");
+    sh(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--omit=dev"])
+        .current_dir(&dir))
 }
 
 fn dpkg_installed(package: &str) -> bool {

@@ -10,7 +10,11 @@
 //!   `GET /v1/sessions/{id}/events?after=SEQ&limit=N` (recorded events in order)
 //! - `POST /v1/policy/reload`
 //! - `GET  /v1/approvals?all=true`, `POST /v1/approvals/{id}/approve|deny` (`{"reason": "…"}`),
-//!   `GET /v1/approvals/watch` (JSON lines as requests and decisions happen)
+//!   `GET /v1/approvals/watch` (JSON lines as requests and decisions happen),
+//!   `POST /v1/approvals/{id}/justify` (`{"justification": "…"}`, the requester only)
+//! - `POST /v1/web/link`: a one-time web console sign-in link for the caller
+//! - `GET /v1/login` (JSON lines: the device code, then the linked identity),
+//!   `POST /v1/logout`: link the caller's uid to an identity-provider identity, or end it
 //! - `GET  /metrics` (Prometheus text; also on `metrics_listen` over TCP)
 //! - `GET  /v1/audit?since_ms=&after_seq=&limit=`, `GET /v1/audit/verify` (admins)
 //! - `GET  /v1/masking/learned?target=`; `POST /v1/masking/forget|pin`
@@ -21,6 +25,7 @@ mod approvals;
 mod auth;
 mod handlers;
 mod masking;
+mod web;
 
 pub use auth::Caller;
 
@@ -76,7 +81,11 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/policy/reload", post(handlers::reload))
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/watch", get(approvals::watch))
+        .route("/v1/approvals/{id}/justify", post(web::justify))
         .route("/v1/approvals/{id}/{verb}", post(approvals::decide))
+        .route("/v1/web/link", post(web::link))
+        .route("/v1/login", get(web::login))
+        .route("/v1/logout", post(web::logout))
         .route("/metrics", get(handlers::metrics))
         .route("/v1/audit", get(handlers::audit))
         .route("/v1/audit/verify", get(handlers::audit_verify))

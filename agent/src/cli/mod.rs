@@ -4,6 +4,7 @@
 mod client;
 mod masking;
 mod print;
+mod web;
 
 use crate::{
     config::{self, Config},
@@ -81,6 +82,22 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Say why you need a held action of yours; approvers see it everywhere.
+    Justify {
+        /// Request id, or a unique prefix of it.
+        id: String,
+        /// Why, in a sentence (a ticket, an incident…).
+        text: String,
+    },
+    /// A one-time link that signs you in to the web console as yourself (a local
+    /// approver, by this socket's credentials); it works once, within two minutes.
+    WebLogin,
+    /// Link your account on this host to your identity-provider identity (device
+    /// sign-in, RFC 8628) for a while: approvers see it, and you cannot approve
+    /// your own requests under it.
+    Login,
+    /// End the links `login` made.
+    Logout,
     /// The daemon's Prometheus metrics.
     Metrics,
     /// The tamper-evident audit log.
@@ -207,6 +224,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Approve { id, reason } => decide(&client, "approve", &id, reason.as_deref()).await,
         Command::Deny { id, reason } => decide(&client, "deny", &id, Some(&reason)).await,
+        Command::Justify { id, text } => web::justify(&client, &id, &text).await,
+        Command::Login => web::login(&client).await,
+        Command::Logout => web::logout(&client).await,
+        Command::WebLogin => web::web_login(&client).await,
         Command::Sessions {
             show: Some(SessionsCommand::Export { since }),
             ..

@@ -195,6 +195,9 @@ pub fn approvals(list: &Value, json: bool) -> anyhow::Result<()> {
             now.saturating_sub(created),
             votes,
         );
+        if let Some(why) = at(r, "/justification").as_str() {
+            println!("{:<36}  why: {why}", "");
+        }
     }
     println!(
         "Approve with `portcullis approve ID [--reason …]`, deny with `portcullis deny ID --reason …`."

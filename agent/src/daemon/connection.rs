@@ -182,6 +182,7 @@ async fn serve_with<P: proto::Protocol>(
         target: target.name.clone(),
         protocol: target.protocol.to_string(),
         action: Action::Connect,
+        justification: None,
     };
     let mut waiting = Opening {
         proto,

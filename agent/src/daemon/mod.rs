@@ -61,6 +61,8 @@ pub struct Daemon {
     reload: tokio::sync::Mutex<()>,
     /// Cancelled when in-flight sessions must end (after the grace period).
     pub hard_stop: CancellationToken,
+    /// Who is signed in to the web console (and its one-time sign-in links).
+    pub web_sessions: Arc<crate::web::Sessions>,
 }
 
 impl Daemon {
@@ -153,6 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sessions_total: AtomicU64::new(0),
         reload: tokio::sync::Mutex::new(()),
         hard_stop: CancellationToken::new(),
+        web_sessions: Arc::new(crate::web::sessions_for(config.web.as_ref())),
         config,
     });
     daemon
@@ -179,6 +182,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
     let api = crate::api::serve(Arc::clone(&daemon), stop.clone())?;
+    if let Some(web) = crate::web::serve(Arc::clone(&daemon), stop.clone()).await? {
+        tracker.spawn(web);
+    }
     tracker.spawn(resolve_loop(Arc::clone(&daemon), stop.clone()));
     tracker.spawn(learning::run(Arc::clone(&daemon), learnings, stop.clone()));
     if let Some(changes) = daemon

@@ -140,6 +140,10 @@ impl Gate {
             approvers: review.approvers.clone(),
             quorum: review.quorum,
             expires_at: now_ms().saturating_add(millis(review.timeout)),
+            justification: ask
+                .justification
+                .as_deref()
+                .map(super::bounded_justification),
         };
         let record = self.store.create_request(&new).await?;
         let wake = Arc::new(Notify::new());
@@ -149,9 +153,20 @@ impl Gate {
             .insert(record.id.clone(), Arc::clone(&wake));
         tracing::info!(request = %record.id, target = %ask.target, who = %ask.principal.label(), "Action held for review");
         self.announce(EventKind::RequestCreated, &record, "pending");
+        // Who the requester is at the identity provider, if `portcullis login` linked it.
+        let linked: Vec<String> = self
+            .store
+            .linked_identities(record.principal.uid)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|l| format!("{}#{}", l.issuer, l.subject))
+            .collect();
         let data = serde_json::json!({
+            "requester_identities": linked,
             "target": record.target, "action": record.action, "principal": record.principal,
             "rule": record.rule, "approvers": record.approvers, "quorum": record.quorum, "host": record.host,
+            "justification": record.justification,
         });
         self.audit(
             "request_created",

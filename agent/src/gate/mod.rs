@@ -18,11 +18,13 @@
 
 mod decide;
 mod hold;
+mod justify;
 pub mod notify;
 mod pipeline;
 
 pub use decide::{DecideError, Decided};
 pub use hold::{Gone, Hold, HoldOutcome};
+pub use justify::{JustifyError, MAX_JUSTIFICATION, bounded_justification};
 pub use pipeline::{ActionOutcome, Approval, Waiting};
 
 use crate::{
@@ -101,6 +103,9 @@ pub struct Ask {
     pub target: String,
     pub protocol: String,
     pub action: Action,
+    /// Why the requester says they need it (a SQL comment, a header, an SSH
+    /// variable), shown to approvers; `None` if they said nothing.
+    pub justification: Option<String>,
 }
 
 /// Key of a time-limited grant: the same principal's same action on a target.
@@ -273,7 +278,7 @@ impl Gate {
         }
     }
 
-    fn announce(&self, kind: EventKind, r: &crate::record::RequestRecord, status: &str) {
+    pub(crate) fn announce(&self, kind: EventKind, r: &crate::record::RequestRecord, status: &str) {
         let event = Event {
             kind,
             request_id: r.id.clone(),
@@ -286,6 +291,7 @@ impl Gate {
             host: r.host.clone(),
             at_ms: now_ms(),
             approve_hint: format!("portcullis approve {}", r.id),
+            justification: r.justification.clone(),
         };
         if let Some(n) = &self.notifier {
             n.notify(&event);

@@ -260,6 +260,8 @@ pub enum EventKind {
     RequestCreated,
     /// A held action was decided (by a person, a timeout, an escalation…).
     RequestDecided,
+    /// The requester said why they need a held action (`portcullis justify`).
+    RequestJustified,
 }
 
 /// One notification, sent as is by `json` webhooks.
@@ -283,6 +285,8 @@ pub struct Event {
     pub at_ms: i64,
     /// The command that approves it, like `portcullis approve <id>`.
     pub approve_hint: String,
+    /// Why the requester says they need it, if they said.
+    pub justification: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------

@@ -71,7 +71,31 @@ pub enum ApproverError {
     Subject,
 }
 
+/// The issuer of Slack identities: a Slack user clicking an approval button is an
+/// identity-provider approver with this issuer and the subject `TEAM/USER`.
+pub const SLACK_ISSUER: &str = "https://slack.com";
+
 impl Approver {
+    /// A Slack user (member id `user` of workspace `team`), from a verified Slack
+    /// callback.
+    pub fn slack(team: &str, user: &str) -> Result<Self, ApproverError> {
+        if user.is_empty() || user.contains(|c: char| !c.is_ascii_alphanumeric()) {
+            return Err(ApproverError::Subject);
+        }
+        Self::idp(SLACK_ISSUER, format!("{team}/{user}"), None, Vec::new())
+    }
+
+    /// The Slack member id, for a Slack approver.
+    #[must_use]
+    pub fn slack_user(&self) -> Option<&str> {
+        match self {
+            Self::Idp {
+                issuer, subject, ..
+            } if issuer == SLACK_ISSUER => subject.rsplit('/').next(),
+            _ => None,
+        }
+    }
+
     /// An identity-provider approver, once its issuer and subject are checked: the
     /// issuer must not contain `#` (OpenID issuers have no fragment), so the key
     /// `idp:ISSUER#SUBJECT` names exactly one person.

@@ -82,6 +82,9 @@ pub(super) struct GroupFile {
     /// Verified email addresses of identity-provider approvers, any case.
     #[serde(default)]
     pub emails: Vec<Spanned<String>>,
+    /// Slack member ids (`U0123ABCD`) whose button clicks count as approvals.
+    #[serde(default)]
+    pub slack_users: Vec<String>,
     #[expect(
         dead_code,
         reason = "accepted for people reading the file; decisions do not use it"

@@ -63,6 +63,8 @@ pub(super) struct Group {
     pub idp_groups: Vec<String>,
     /// Admit identity-provider approvers by email; lowercase.
     pub emails: Vec<String>,
+    /// Admit Slack users (by member id) clicking the approval buttons.
+    pub slack_users: Vec<String>,
 }
 
 impl Rule {
@@ -169,7 +171,9 @@ impl Group {
                 user, unix_groups, ..
             } => self.admits_local(user.as_deref(), unix_groups),
             Approver::Idp { email, groups, .. } => {
-                groups.iter().any(|g| self.idp_groups.contains(g))
+                who.slack_user()
+                    .is_some_and(|u| self.slack_users.iter().any(|s| s == u))
+                    || groups.iter().any(|g| self.idp_groups.contains(g))
                     || email
                         .as_deref()
                         .is_some_and(|e| self.emails.contains(&e.to_lowercase()))

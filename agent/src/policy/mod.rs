@@ -95,6 +95,16 @@ impl Policy {
         self.targets.iter().find(|t| t.name == name)
     }
 
+    /// The review of the rule called `rule`, if it is a review rule: what the console
+    /// shows about a held request's timeout.
+    #[must_use]
+    pub fn review_of(&self, rule: &str) -> Option<&Review> {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(Rule::review)
+    }
+
     /// How many rules the policy holds.
     #[must_use]
     pub fn rules_len(&self) -> usize {

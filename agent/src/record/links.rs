@@ -54,13 +54,51 @@ impl Store {
         }
     }
 
+    /// Links local account `uid` to `issuer`/`subject` until `expires_at` (Unix ms),
+    /// renewing the link if it exists (`portcullis login`).
+    pub async fn link_identity_until(
+        &self,
+        uid: u32,
+        user: Option<&str>,
+        issuer: &str,
+        subject: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO identity_links (uid, user_name, issuer, subject, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (uid, issuer, subject) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(i64::from(uid))
+        .bind(user)
+        .bind(issuer)
+        .bind(subject)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|source| self.query_error("link an identity", source))?;
+        Ok(())
+    }
+
+    /// Ends every link of local account `uid` (`portcullis logout`); how many.
+    pub async fn unlink_identities(&self, uid: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM identity_links WHERE uid = $1")
+            .bind(i64::from(uid))
+            .execute(&self.pool)
+            .await
+            .map_err(|source| self.query_error("unlink identities", source))?;
+        Ok(done.rows_affected())
+    }
+
     /// The identity-provider identities linked to local account `uid`, oldest first.
     pub async fn linked_identities(&self, uid: u32) -> Result<Vec<IdentityLink>, StoreError> {
         let rows = sqlx::query(
             "SELECT uid, user_name, issuer, subject, created_at FROM identity_links \
-             WHERE uid = $1 ORDER BY created_at, issuer, subject",
+             WHERE uid = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at, issuer, subject",
         )
         .bind(i64::from(uid))
+        .bind(now_ms())
         .fetch_all(&self.pool)
         .await
         .map_err(|source| self.query_error("list linked identities", source))?;

@@ -22,6 +22,7 @@ mod changes;
 mod error;
 mod events;
 mod learned;
+mod justification;
 mod links;
 mod recorder;
 mod requests;

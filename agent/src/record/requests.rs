@@ -64,6 +64,8 @@ pub struct NewRequest {
     pub approvers: Vec<String>,
     pub quorum: u32,
     pub expires_at: i64,
+    /// Why the requester says they need it, if they said.
+    pub justification: Option<String>,
 }
 
 /// One approval given.
@@ -104,10 +106,13 @@ pub struct RequestRecord {
     pub decided_by: Option<String>,
     pub reason: Option<String>,
     pub approvals: Vec<ApprovalRecord>,
+    /// Why the requester says they need it, if they said.
+    #[serde(default)]
+    pub justification: Option<String>,
 }
 
 const SELECT: &str = "SELECT id, host, created_at, expires_at, target, protocol, action, summary, principal, \
-     session_id, rule, approvers, quorum, stage, status, decided_at, decided_by, reason FROM requests";
+     session_id, rule, approvers, quorum, stage, status, decided_at, decided_by, reason, justification FROM requests";
 
 impl Store {
     /// Records a new pending request.
@@ -121,8 +126,8 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO requests (id, host, created_at, expires_at, target, protocol, action, summary, principal, \
-             requester_uid, session_id, rule, approvers, quorum, stage, status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'review', 'pending')",
+             requester_uid, session_id, rule, approvers, quorum, stage, status, justification) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'review', 'pending', $15)",
         )
         .bind(&id)
         .bind(self.host())
@@ -138,6 +143,7 @@ impl Store {
         .bind(r.rule.as_deref())
         .bind(json(&r.approvers)?)
         .bind(i64::from(r.quorum))
+        .bind(r.justification.as_deref())
         .execute(&self.pool)
         .await
         .map_err(|source| self.query_error("record an approval request", source))?;
@@ -360,6 +366,7 @@ impl Store {
             decided_by: row.try_get("decided_by").map_err(read)?,
             reason: row.try_get("reason").map_err(read)?,
             approvals: Vec::new(),
+            justification: row.try_get("justification").map_err(read)?,
             id,
         })
     }

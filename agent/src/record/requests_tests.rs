@@ -35,6 +35,7 @@ fn new_request(uid: u32) -> NewRequest {
         approvers: vec!["dba".into()],
         quorum: 2,
         expires_at: now_ms() + 60_000,
+        justification: None,
     }
 }
 

@@ -71,6 +71,7 @@ async fn request(gate: &Gate, uid: u32, quorum: u32) -> String {
         approvers: vec!["dba".into()],
         quorum,
         expires_at: now_ms() + 60_000,
+        justification: None,
     };
     gate.store.create_request(&new).await.unwrap().id
 }

@@ -29,7 +29,7 @@ fn slack(event: &Event) -> serde_json::Value {
     let requester = escape(&event.requester);
     let mut lines = Vec::new();
     match event.kind {
-        EventKind::RequestCreated => {
+        EventKind::RequestCreated | EventKind::RequestJustified => {
             lines.push(format!("*Approval needed* on *{target}*"));
             lines.push(format!("*Requested by:* {requester}"));
         }
@@ -47,6 +47,12 @@ fn slack(event: &Event) -> serde_json::Value {
             }
         }
     }
+    if let Some(why) = &event.justification {
+        lines.push(format!(
+            "*Justification:* {}",
+            escape(&one_line(why, SLACK_REASON_CHARS))
+        ));
+    }
     lines.push(format!(
         "*Action:*\n```{}```",
         code_block(&truncate(&event.action, SLACK_ACTION_CHARS))
@@ -63,17 +69,41 @@ fn slack(event: &Event) -> serde_json::Value {
         escape(&event.host)
     );
 
+    let mut blocks = vec![
+        json!({
+            "type": "section",
+            "text": { "type": "mrkdwn", "text": lines.join("\n") },
+        }),
+        json!({
+            "type": "context",
+            "elements": [ { "type": "mrkdwn", "text": context } ],
+        }),
+    ];
+    if event.status == "pending" {
+        blocks.push(buttons(&event.request_id));
+    }
+    json!({ "text": escape(&summary(event)), "blocks": blocks })
+}
+
+/// Approve and Deny buttons for a pending request. A click reaches the console's
+/// `POST /slack/actions` (the Slack app's interactivity URL), signed by Slack; the
+/// button's `value` is the request id.
+fn buttons(request_id: &str) -> serde_json::Value {
+    let button = |label: &str, action: &str, style: &str| {
+        json!({
+            "type": "button",
+            "text": { "type": "plain_text", "text": label },
+            "action_id": action,
+            "style": style,
+            "value": request_id,
+        })
+    };
     json!({
-        "text": escape(&summary(event)),
-        "blocks": [
-            {
-                "type": "section",
-                "text": { "type": "mrkdwn", "text": lines.join("\n") },
-            },
-            {
-                "type": "context",
-                "elements": [ { "type": "mrkdwn", "text": context } ],
-            },
+        "type": "actions",
+        "block_id": "portcullis_decision",
+        "elements": [
+            button("Approve", "portcullis_approve", "primary"),
+            button("Deny", "portcullis_deny", "danger"),
         ],
     })
 }
@@ -82,7 +112,7 @@ fn slack(event: &Event) -> serde_json::Value {
 pub(super) fn summary(event: &Event) -> String {
     let action = one_line(&event.action, SUMMARY_ACTION_CHARS);
     match event.kind {
-        EventKind::RequestCreated => format!(
+        EventKind::RequestCreated | EventKind::RequestJustified => format!(
             "Portcullis: approval needed for {} on {}: {} (request {})",
             event.requester, event.target, action, event.request_id
         ),
@@ -152,6 +182,7 @@ mod tests {
             host: "gw1".into(),
             at_ms: 1_700_000_000_000,
             approve_hint: "portcullis approve 0190-abc".into(),
+            justification: Some("ticket OPS-1".into()),
         }
     }
 
@@ -175,6 +206,14 @@ mod tests {
         let context = value["blocks"][1]["elements"][0]["text"].as_str().unwrap();
         assert!(context.contains("portcullis approve 0190-abc"), "{context}");
         assert!(!value["text"].as_str().unwrap().contains('\n'));
+        assert!(
+            section.contains("*Justification:* ticket OPS-1"),
+            "{section}"
+        );
+        let buttons = &value["blocks"][2]["elements"];
+        assert_eq!(buttons[0]["action_id"], "portcullis_approve");
+        assert_eq!(buttons[1]["action_id"], "portcullis_deny");
+        assert_eq!(buttons[1]["value"], "0190-abc");
     }
 
     #[test]

@@ -171,6 +171,7 @@ fn event() -> Event {
         host: "gw1".into(),
         at_ms: 1_700_000_000_000,
         approve_hint: "portcullis approve 0190-abc".into(),
+        justification: None,
     }
 }
 

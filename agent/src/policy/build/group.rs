@@ -39,6 +39,7 @@ impl Builder {
             unix_groups: file.unix_groups.clone(),
             idp_groups,
             emails,
+            slack_users: file.slack_users.clone(),
         };
         self.groups
             .insert(name.to_owned(), (group, src.location(&file.name.span())));

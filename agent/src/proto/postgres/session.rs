@@ -146,6 +146,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
         target: session.target.name.clone(),
         protocol: "postgres".into(),
         action: Action::Connect,
+        justification: None,
     };
     let mut front = Frontend {
         pg,
