@@ -135,12 +135,30 @@ fn run_daemon(root: &Path, release: bool) -> anyhow::Result<()> {
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
     require_root("test")?;
+    if extra.is_empty() {
+        clippy()?;
+    }
     let bin = build_agent(false)?;
     let mut cmd = Command::new("cargo");
     cmd.args(["test", "--workspace", "--exclude", "portcullis-ebpf"])
         .args(extra)
         .env("PORTCULLIS_BIN", bin);
     sh(&mut cmd)
+}
+
+/// The full `cargo xtask test` (what CI runs) first runs clippy on every crate and
+/// target, failing on the workspace's deny-level lints (`unwrap_used`, `panic`, …);
+/// pedantic lints stay warnings. A filtered run (`cargo xtask test -- --test X`)
+/// skips it.
+fn clippy() -> anyhow::Result<()> {
+    println!("xtask test: cargo clippy (deny-level lints fail the run)");
+    sh(Command::new("cargo").args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--exclude",
+        "portcullis-ebpf",
+    ]))
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {

@@ -29,7 +29,22 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub fn run() -> anyhow::Result<()> {
     apt()?;
     rust_src()?;
+    clippy()?;
     bpf_linker()
+}
+
+/// `cargo xtask test` runs clippy; a minimal rustup profile lacks it.
+fn clippy() -> anyhow::Result<()> {
+    let works = Command::new("cargo")
+        .args(["clippy", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Ok(());
+    }
+    sh(Command::new("rustup").args(["component", "add", "clippy"]))
 }
 
 fn apt() -> anyhow::Result<()> {
