@@ -28,6 +28,7 @@ pub mod intercept;
 pub mod mask;
 pub mod metrics;
 pub mod policy;
+pub mod policy_test;
 pub mod proto;
 pub mod record;
 pub mod secret;

@@ -107,7 +107,11 @@ fn daemons_starting_together_mount_bpffs_once_and_keep_their_pins() {
     for round in 0..ROUNDS {
         let ns = FreshNamespace::new();
         let mut stack = ns.mounts_on_bpf_root();
-        assert_eq!(stack.last().map(String::as_str), Some("tmpfs"), "no bpffs on top");
+        assert_eq!(
+            stack.last().map(String::as_str),
+            Some("tmpfs"),
+            "no bpffs on top"
+        );
         let names: Vec<String> = (0..DAEMONS).map(|i| format!("fresh-{round}-{i}")).collect();
         let cgroups: Vec<TestCgroup> = names
             .iter()
@@ -127,7 +131,8 @@ fn daemons_starting_together_mount_bpffs_once_and_keep_their_pins() {
             d.launch(&launcher).unwrap_or_else(|e| panic!("{e}"));
         }
         for d in &mut daemons {
-            d.wait_ready().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            d.wait_ready()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
         }
 
         stack.push("bpf".into());

@@ -139,6 +139,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         clippy()?;
     }
     let bin = build_agent(false)?;
+    // The shipped policies' own tests (policies/tests/), as an operator runs them.
+    sh(Command::new(&bin).args(["policy", "test", "policies"]))?;
     let mut cmd = Command::new("cargo");
     cmd.args(["test", "--workspace", "--exclude", "portcullis-ebpf"])
         .args(extra)

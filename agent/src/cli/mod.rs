@@ -138,7 +138,15 @@ enum PolicyCommand {
         #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Load the policy files again in the running daemon (root or admin group).
+    /// Run the policy's tests (`DIR/tests/*.toml`) without a daemon: exit 0 when all
+    /// pass, 1 when a case fails, 2 when the policy or a test file cannot be used.
+    Test {
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Load the policy files again in the running daemon (root or admin group); a
+    /// policy whose tests fail is refused.
     Reload,
 }
 
@@ -261,6 +269,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy {
+            command: PolicyCommand::Test { dir, config },
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => Config::load(&config)
+                    .map(|c| c.policies)
+                    .with_context(|| "name the policy directory: `portcullis policy test DIR`")?,
+            };
+            std::process::exit(policy_test(&dir))
+        }
+        Command::Policy {
             command: PolicyCommand::Reload,
         } => {
             let answer = client.post("/v1/policy/reload", None).await?;
@@ -275,6 +294,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 count("rules")
             );
             Ok(())
+        }
+    }
+}
+
+/// Runs the tests of the policy in `dir`, prints each failure (`file:line: …`) and a
+/// summary; the exit code.
+fn policy_test(dir: &std::path::Path) -> i32 {
+    match crate::policy_test::run_dir(dir) {
+        Ok(report) => {
+            for failure in &report.failures {
+                println!("FAIL {failure}");
+            }
+            let failed = report.failures.len();
+            println!(
+                "{}: {} cases, {} passed, {failed} failed",
+                dir.display(),
+                report.cases,
+                report.cases - failed
+            );
+            i32::from(failed > 0)
+        }
+        Err(error) => {
+            eprintln!("portcullis: {error}");
+            2
         }
     }
 }

@@ -68,9 +68,11 @@ impl Daemon {
         let _guard = self.reload.lock().await;
         let dir = self.config.policies.clone();
         // Loading reads files: off the runtime. If that task dies, load here instead.
-        let policy = match tokio::task::spawn_blocking(move || Policy::load_dir(&dir)).await {
+        // The policy's tests (if any) must pass too.
+        let load = crate::policy_test::load_checked;
+        let policy = match tokio::task::spawn_blocking(move || load(&dir)).await {
             Ok(result) => result?,
-            Err(_) => Policy::load_dir(&self.config.policies)?,
+            Err(_) => load(&self.config.policies)?,
         };
         self.gate.replace_policy(policy);
         let policy = self.gate.policy();
@@ -92,8 +94,8 @@ impl Daemon {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let policy = Policy::load_dir(&config.policies)
-        .context("cannot load the policy; fix it and start again")?;
+    let policy = crate::policy_test::load_checked(&config.policies)
+        .context("cannot load the policy (or its tests fail); fix it and start again")?;
     let store = Store::open(&config.store)
         .await
         .context("cannot open the store")?;
