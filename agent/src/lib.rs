@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod gate;
 pub mod glob;
 pub mod identity;
+pub mod install;
 pub mod intercept;
 pub mod mask;
 pub mod metrics;

@@ -4,6 +4,7 @@
 //! the README's two commands work on a fresh machine as root.
 
 mod bench;
+mod fuzz;
 mod setup;
 
 use anyhow::{Context as _, bail};
@@ -42,6 +43,14 @@ enum Cmd {
         #[command(subcommand)]
         what: bench::Bench,
     },
+    /// Run each fuzz target (tests/fuzz) for a bounded time; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// Remove the pinned eBPF programs of `cargo xtask run` (protected targets open up).
     Uninstall,
 }
@@ -62,6 +71,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { what } => {
             setup::run()?;
             bench::run(what)
+        }
+        Cmd::Fuzz { seconds, targets } => {
+            setup::run()?;
+            fuzz::run(seconds, &targets)
         }
         Cmd::Uninstall => {
             let config = write_run_config(&root)?;

@@ -23,6 +23,7 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "curl",
+    "systemd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -30,7 +31,23 @@ pub fn run() -> anyhow::Result<()> {
     apt()?;
     rust_src()?;
     clippy()?;
+    cargo_fuzz()?;
     bpf_linker()
+}
+
+/// `cargo xtask fuzz` runs cargo-fuzz on the nightly toolchain.
+fn cargo_fuzz() -> anyhow::Result<()> {
+    let works = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Ok(());
+    }
+    println!("xtask setup: installing cargo-fuzz (about a minute)");
+    sh(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// `cargo xtask test` runs clippy; a minimal rustup profile lacks it.

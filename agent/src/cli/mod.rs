@@ -87,6 +87,37 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Install (or upgrade) the daemon as a systemd service (as root).
+    Install {
+        #[command(flatten)]
+        at: InstallArgs,
+        /// Do not enable and (re)start the service.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Stop and remove the service, its unit, binary and pins (as root).
+    Uninstall {
+        #[command(flatten)]
+        at: InstallArgs,
+        /// Also remove /etc/portcullis and /var/lib/portcullis.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// Where `install` and `uninstall` work.
+#[derive(Debug, clap::Args)]
+struct InstallArgs {
+    /// Write under this directory instead of / (staging, tests); groups, pins and
+    /// systemd are left alone then.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Where the binary goes.
+    #[arg(long, default_value = "/usr/local/bin/portcullis")]
+    bin: PathBuf,
+    /// Run from the Debian package's maintainer scripts: dpkg owns the binary and unit.
+    #[arg(long)]
+    packaged: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +267,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             }
         }
+        Command::Install { at, no_enable } => {
+            crate::install::install(&install_options(at, !no_enable))?;
+            Ok(())
+        }
+        Command::Uninstall { at, purge } => {
+            crate::install::uninstall(&install_options(at, false), purge)?;
+            Ok(())
+        }
         Command::Metrics => {
             let text = client.get("/metrics").await?;
             print!("{}", text.as_str().unwrap_or_default());
@@ -295,6 +334,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+fn install_options(at: InstallArgs, enable: bool) -> crate::install::Options {
+    crate::install::Options {
+        root: at.root,
+        bin: at.bin,
+        packaged: at.packaged,
+        enable,
     }
 }
 

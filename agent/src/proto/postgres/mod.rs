@@ -16,6 +16,9 @@ mod cancel;
 pub mod classify;
 mod client_auth;
 pub mod encoding;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod masking;
 mod session;
 mod startup;
