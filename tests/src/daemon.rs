@@ -160,6 +160,12 @@ impl TestDaemon {
         )
     }
 
+    /// The daemon's process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: no cleanup at all, as in a crash.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

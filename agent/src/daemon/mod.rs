@@ -7,6 +7,7 @@
 //! protected targets stay closed until a daemon runs again.
 
 mod connection;
+mod limits;
 pub mod systemd;
 mod targets;
 mod workers;
@@ -108,6 +109,7 @@ impl Daemon {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     systemd::status("Loading the policy");
+    limits::raise_open_files();
     let policy = crate::policy_test::load_checked(&config.policies)
         .context("cannot load the policy (or its tests fail); fix it and start again")?;
     systemd::status("Opening the store");
