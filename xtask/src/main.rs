@@ -5,6 +5,7 @@
 
 mod bench;
 mod fuzz;
+mod package;
 mod setup;
 
 use anyhow::{Context as _, bail};
@@ -51,6 +52,14 @@ enum Cmd {
         /// Only these targets (default: all).
         targets: Vec<String>,
     },
+    /// Build in release and install on this host as a systemd service (as root).
+    Install {
+        /// Extra arguments for `portcullis install` (e.g. --no-enable).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build a Debian package (cargo-deb) in target/debian/.
+    Deb,
     /// Remove the pinned eBPF programs of `cargo xtask run` (protected targets open up).
     Uninstall,
 }
@@ -75,6 +84,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fuzz { seconds, targets } => {
             setup::run()?;
             fuzz::run(seconds, &targets)
+        }
+        Cmd::Install { args } => {
+            setup::run()?;
+            package::install(&args)
+        }
+        Cmd::Deb => {
+            setup::run()?;
+            package::deb().map(drop)
         }
         Cmd::Uninstall => {
             let config = write_run_config(&root)?;
@@ -176,7 +193,7 @@ fn clippy() -> anyhow::Result<()> {
     ]))
 }
 
-fn require_root(what: &str) -> anyhow::Result<()> {
+pub fn require_root(what: &str) -> anyhow::Result<()> {
     if !nix_is_root() {
         bail!("`cargo xtask {what}` needs root (eBPF programs and cgroups); run it with sudo");
     }
