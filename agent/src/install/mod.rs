@@ -109,3 +109,45 @@ pub fn unit_for(bin: &std::path::Path) -> String {
 }
 
 pub use steps::{install, uninstall};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_names_the_binary_everywhere_it_runs_it() {
+        let unit = unit_for(std::path::Path::new("/opt/pc/portcullis"));
+        assert!(!unit.contains("@BIN@"), "{unit}");
+        assert!(unit.contains(
+            "ExecStart=/opt/pc/portcullis daemon --config /etc/portcullis/portcullis.toml"
+        ));
+        assert!(unit.contains("ExecReload=/opt/pc/portcullis policy reload"));
+        for directive in [
+            "Type=notify",
+            "Restart=always",
+            "WatchdogSec=",
+            "NoNewPrivileges=yes",
+        ] {
+            assert!(unit.contains(directive), "{directive}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_config_and_examples_are_valid() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("/etc/portcullis/portcullis.toml"),
+            CONFIG,
+        );
+        let config = config.unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(config.admin_group.as_deref(), Some(GROUPS[1]));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        std::fs::write(dir.path().join("example.toml"), EXAMPLE_POLICY)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        std::fs::create_dir(dir.path().join("tests")).unwrap_or_else(|e| unreachable!("{e}"));
+        std::fs::write(dir.path().join("tests/example.toml"), EXAMPLE_TESTS)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let policy =
+            crate::policy_test::load_checked(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(policy.targets().is_empty(), "no active demo target");
+    }
+}
