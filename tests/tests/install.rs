@@ -240,3 +240,50 @@ fn unit_capabilities() -> String {
         .collect();
     format!("-all,{}", caps.join(","))
 }
+
+/// The Debian package (`cargo xtask deb`, then `PORTCULLIS_DEB=target/debian/….deb`):
+/// `dpkg -i` runs the install steps, `dpkg -r` keeps configuration and data, `dpkg -P`
+/// removes them.
+#[test]
+fn the_debian_package_installs_and_removes_cleanly() {
+    let Some(deb) = std::env::var_os("PORTCULLIS_DEB") else {
+        eprintln!("SKIP deb: set PORTCULLIS_DEB to a package built by `cargo xtask deb`");
+        return;
+    };
+    if !portcullis_tests::cgroup::is_root() || Path::new("/etc/portcullis").exists() {
+        eprintln!("SKIP deb: needs root and a host without /etc/portcullis (it would be purged)");
+        return;
+    }
+    let dpkg = |args: &[&str]| {
+        let out = Command::new("dpkg")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        ok(&out)
+    };
+    dpkg(&["-i", &deb.to_string_lossy()]);
+    for file in [
+        "/usr/bin/portcullis",
+        "/lib/systemd/system/portcullis.service",
+        "/etc/portcullis/portcullis.toml",
+        "/etc/portcullis/policies/example.toml",
+    ] {
+        assert!(Path::new(file).exists(), "{file} missing after dpkg -i");
+    }
+    assert!(Path::new("/var/lib/portcullis").is_dir());
+    for group in ["portcullis-approvers", "portcullis-admins"] {
+        let out = Command::new("getent").args(["group", group]).output();
+        assert!(
+            out.is_ok_and(|o| o.status.success()),
+            "group {group} missing"
+        );
+    }
+    dpkg(&["-r", "portcullis"]);
+    assert!(!Path::new("/usr/bin/portcullis").exists());
+    assert!(
+        Path::new("/etc/portcullis/portcullis.toml").exists(),
+        "dpkg -r keeps the config"
+    );
+    dpkg(&["-P", "portcullis"]);
+    assert!(!Path::new("/etc/portcullis").exists() && !Path::new("/var/lib/portcullis").exists());
+}

@@ -24,6 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux",
     "curl",
     "systemd",
+    // The README's tour uses nc.
+    "netcat-openbsd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
