@@ -58,6 +58,20 @@ impl TestDaemon {
         store: &str,
         extra_config: &str,
     ) -> anyhow::Result<Self> {
+        let mut daemon = Self::prepare_with_store(name, cgroup, policy, store, extra_config)?;
+        daemon.spawn()?;
+        Ok(daemon)
+    }
+
+    /// Writes the config and policy of [`TestDaemon::start_with_store`] without starting
+    /// the daemon: start it with [`TestDaemon::spawn`] or [`TestDaemon::launch`].
+    pub fn prepare_with_store(
+        name: &str,
+        cgroup: &TestCgroup,
+        policy: &str,
+        store: &str,
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("pc-{name}-"))
             .tempdir()?;
@@ -82,7 +96,7 @@ impl TestDaemon {
                 pin_dir.display()
             ),
         )?;
-        let mut daemon = Self {
+        Ok(Self {
             socket: dir.path().join("api.sock"),
             dir,
             config,
@@ -90,15 +104,28 @@ impl TestDaemon {
             pin_dir,
             port,
             child: None,
-        };
-        daemon.spawn()?;
-        Ok(daemon)
+        })
     }
 
     /// Starts the daemon process and waits until its API answers.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
+        self.launch(&[])?;
+        self.wait_ready()
+    }
+
+    /// Starts the daemon process through `launcher` (e.g. `nsenter -t PID -m`, which
+    /// execs it), without waiting for it to answer.
+    pub fn launch(&mut self, launcher: &[&str]) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.dir.path().join("daemon.log"))?;
-        let child = Command::new(binary())
+        let mut cmd = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = cmd
             .args(["daemon", "--config"])
             .arg(&self.config)
             .env("PORTCULLIS_LOG", "info")
@@ -109,6 +136,11 @@ impl TestDaemon {
                 "cannot start the portcullis binary; build it with `cargo build -p portcullis`",
             )?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits (up to 30 s) until the launched daemon's API answers.
+    pub fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut()
@@ -126,6 +158,12 @@ impl TestDaemon {
             self.socket.display(),
             self.log()
         )
+    }
+
+    /// The daemon's process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: no cleanup at all, as in a crash.

@@ -309,6 +309,20 @@ impl PgServer {
         fs::write(&hba, text).with_context(|| format!("cannot write {}", hba.display()))
     }
 
+    /// Appends `settings` (`postgresql.conf` lines) and restarts the server on the
+    /// same port: for settings that need a restart (`max_connections`).
+    pub fn restart_with(&self, settings: &str) -> anyhow::Result<()> {
+        let conf = self.data_dir().join("postgresql.conf");
+        let mut text =
+            fs::read_to_string(&conf).with_context(|| format!("cannot read {}", conf.display()))?;
+        text.push('\n');
+        text.push_str(settings);
+        text.push('\n');
+        fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))?;
+        self.pg_ctl_stop()?;
+        self.pg_ctl_start()
+    }
+
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let mut cmd = self.as_os_user("pg_ctl");
         cmd.arg("-D")

@@ -4,6 +4,8 @@
 //! the README's two commands work on a fresh machine as root.
 
 mod bench;
+mod fuzz;
+mod package;
 mod setup;
 
 use anyhow::{Context as _, bail};
@@ -42,6 +44,22 @@ enum Cmd {
         #[command(subcommand)]
         what: bench::Bench,
     },
+    /// Run each fuzz target (tests/fuzz) for a bounded time; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
+    /// Build in release and install on this host as a systemd service (as root).
+    Install {
+        /// Extra arguments for `portcullis install` (e.g. --no-enable).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build a Debian package (cargo-deb) in target/debian/.
+    Deb,
     /// Remove the pinned eBPF programs of `cargo xtask run` (protected targets open up).
     Uninstall,
 }
@@ -62,6 +80,18 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { what } => {
             setup::run()?;
             bench::run(what)
+        }
+        Cmd::Fuzz { seconds, targets } => {
+            setup::run()?;
+            fuzz::run(seconds, &targets)
+        }
+        Cmd::Install { args } => {
+            setup::run()?;
+            package::install(&args)
+        }
+        Cmd::Deb => {
+            setup::run()?;
+            package::deb().map(drop)
         }
         Cmd::Uninstall => {
             let config = write_run_config(&root)?;
@@ -135,7 +165,12 @@ fn run_daemon(root: &Path, release: bool) -> anyhow::Result<()> {
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
     require_root("test")?;
+    if extra.is_empty() {
+        clippy()?;
+    }
     let bin = build_agent(false)?;
+    // The shipped policies' own tests (policies/tests/), as an operator runs them.
+    sh(Command::new(&bin).args(["policy", "test", "policies"]))?;
     let mut cmd = Command::new("cargo");
     cmd.args(["test", "--workspace", "--exclude", "portcullis-ebpf"])
         .args(extra)
@@ -143,7 +178,22 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     sh(&mut cmd)
 }
 
-fn require_root(what: &str) -> anyhow::Result<()> {
+/// The full `cargo xtask test` (what CI runs) first runs clippy on every crate and
+/// target, failing on the workspace's deny-level lints (`unwrap_used`, `panic`, …);
+/// pedantic lints stay warnings. A filtered run (`cargo xtask test -- --test X`)
+/// skips it.
+fn clippy() -> anyhow::Result<()> {
+    println!("xtask test: cargo clippy (deny-level lints fail the run)");
+    sh(Command::new("cargo").args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--exclude",
+        "portcullis-ebpf",
+    ]))
+}
+
+pub fn require_root(what: &str) -> anyhow::Result<()> {
     if !nix_is_root() {
         bail!("`cargo xtask {what}` needs root (eBPF programs and cgroups); run it with sudo");
     }

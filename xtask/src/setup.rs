@@ -28,6 +28,9 @@ const APT_PACKAGES: &[&str] = &[
     "npm",
     "chromium",
     "chromium-driver",
+    "systemd",
+    // The README's tour uses nc.
+    "netcat-openbsd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -35,7 +38,38 @@ pub fn run() -> anyhow::Result<()> {
     apt()?;
     oidc_provider()?;
     rust_src()?;
+    clippy()?;
+    cargo_fuzz()?;
     bpf_linker()
+}
+
+/// `cargo xtask fuzz` runs cargo-fuzz on the nightly toolchain.
+fn cargo_fuzz() -> anyhow::Result<()> {
+    let works = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Ok(());
+    }
+    println!("xtask setup: installing cargo-fuzz (about a minute)");
+    sh(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
+/// `cargo xtask test` runs clippy; a minimal rustup profile lacks it.
+fn clippy() -> anyhow::Result<()> {
+    let works = Command::new("cargo")
+        .args(["clippy", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Ok(());
+    }
+    sh(Command::new("rustup").args(["component", "add", "clippy"]))
 }
 
 fn apt() -> anyhow::Result<()> {

@@ -110,6 +110,37 @@ enum Command {
         #[command(subcommand)]
         command: masking::MaskingCommand,
     },
+    /// Install (or upgrade) the daemon as a systemd service (as root).
+    Install {
+        #[command(flatten)]
+        at: InstallArgs,
+        /// Do not enable and (re)start the service.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Stop and remove the service, its unit, binary and pins (as root).
+    Uninstall {
+        #[command(flatten)]
+        at: InstallArgs,
+        /// Also remove /etc/portcullis and /var/lib/portcullis.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// Where `install` and `uninstall` work.
+#[derive(Debug, clap::Args)]
+struct InstallArgs {
+    /// Write under this directory instead of / (staging, tests); groups, pins and
+    /// systemd are left alone then.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Where the binary goes.
+    #[arg(long, default_value = "/usr/local/bin/portcullis")]
+    bin: PathBuf,
+    /// Run from the Debian package's maintainer scripts: dpkg owns the binary and unit.
+    #[arg(long)]
+    packaged: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,7 +192,15 @@ enum PolicyCommand {
         #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Load the policy files again in the running daemon (root or admin group).
+    /// Run the policy's tests (`DIR/tests/*.toml`) without a daemon: exit 0 when all
+    /// pass, 1 when a case fails, 2 when the policy or a test file cannot be used.
+    Test {
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Load the policy files again in the running daemon (root or admin group); a
+    /// policy whose tests fail is refused.
     Reload,
 }
 
@@ -256,6 +295,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Masking { command } => masking::run(&client, command).await,
+        Command::Install { at, no_enable } => {
+            crate::install::install(&install_options(at, !no_enable))?;
+            Ok(())
+        }
+        Command::Uninstall { at, purge } => {
+            crate::install::uninstall(&install_options(at, false), purge)?;
+            Ok(())
+        }
         Command::Metrics => {
             let text = client.get("/metrics").await?;
             print!("{}", text.as_str().unwrap_or_default());
@@ -289,6 +336,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy {
+            command: PolicyCommand::Test { dir, config },
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => Config::load(&config)
+                    .map(|c| c.policies)
+                    .with_context(|| "name the policy directory: `portcullis policy test DIR`")?,
+            };
+            std::process::exit(policy_test(&dir))
+        }
+        Command::Policy {
             command: PolicyCommand::Reload,
         } => {
             let answer = client.post("/v1/policy/reload", None).await?;
@@ -303,6 +361,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 count("rules")
             );
             Ok(())
+        }
+    }
+}
+
+fn install_options(at: InstallArgs, enable: bool) -> crate::install::Options {
+    crate::install::Options {
+        root: at.root,
+        bin: at.bin,
+        packaged: at.packaged,
+        enable,
+    }
+}
+
+/// Runs the tests of the policy in `dir`, prints each failure (`file:line: …`) and a
+/// summary; the exit code.
+fn policy_test(dir: &std::path::Path) -> i32 {
+    match crate::policy_test::run_dir(dir) {
+        Ok(report) => {
+            for failure in &report.failures {
+                println!("FAIL {failure}");
+            }
+            let failed = report.failures.len();
+            println!(
+                "{}: {} cases, {} passed, {failed} failed",
+                dir.display(),
+                report.cases,
+                report.cases - failed
+            );
+            i32::from(failed > 0)
+        }
+        Err(error) => {
+            eprintln!("portcullis: {error}");
+            2
         }
     }
 }

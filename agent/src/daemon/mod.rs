@@ -9,6 +9,8 @@
 mod connection;
 pub mod discovering;
 pub mod learning;
+mod limits;
+pub mod systemd;
 mod targets;
 mod workers;
 
@@ -70,11 +72,21 @@ impl Daemon {
     /// refused whole and the running one stays.
     pub async fn reload_policy(&self) -> Result<Arc<Policy>, PolicyError> {
         let _guard = self.reload.lock().await;
+        systemd::reloading();
         let dir = self.config.policies.clone();
         // Loading reads files: off the runtime. If that task dies, load here instead.
-        let policy = match tokio::task::spawn_blocking(move || Policy::load_dir(&dir)).await {
-            Ok(result) => result?,
-            Err(_) => Policy::load_dir(&self.config.policies)?,
+        // The policy's tests (if any) must pass too.
+        let load = crate::policy_test::load_checked;
+        let loaded = match tokio::task::spawn_blocking(move || load(&dir)).await {
+            Ok(result) => result,
+            Err(_) => load(&self.config.policies),
+        };
+        let policy = match loaded {
+            Ok(policy) => policy,
+            Err(error) => {
+                systemd::ready("Policy reload refused; the policy in force is unchanged");
+                return Err(error);
+            }
         };
         self.gate.replace_policy(policy);
         let policy = self.gate.policy();
@@ -90,14 +102,21 @@ impl Daemon {
             rules = policy.rules_len(),
             "Policy reloaded"
         );
+        systemd::ready(&format!(
+            "Protecting {} targets; policy reloaded",
+            policy.targets().len()
+        ));
         Ok(policy)
     }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let policy = Policy::load_dir(&config.policies)
-        .context("cannot load the policy; fix it and start again")?;
+    systemd::status("Loading the policy");
+    limits::raise_open_files();
+    let policy = crate::policy_test::load_checked(&config.policies)
+        .context("cannot load the policy (or its tests fail); fix it and start again")?;
+    systemd::status("Opening the store");
     let store = Store::open(&config.store)
         .await
         .context("cannot open the store")?;
@@ -127,6 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let proxy = proxy_config(&config)?;
+    systemd::status("Attaching interception");
     let interceptor = Interceptor::start(&Settings {
         cgroup: config.cgroup.clone(),
         pin_dir: config.bpf_pin_dir.clone(),
@@ -219,9 +239,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = daemon.config.metrics_listen {
         tracker.spawn(crate::api::serve_metrics(Arc::clone(&daemon), addr, stop.clone()).await?);
     }
+    systemd::ready(&format!(
+        "Protecting {} targets ({} addresses); store {}",
+        policy.targets().len(),
+        daemon.targets.len(),
+        daemon.store.backend()
+    ));
+    let watchdog = systemd::spawn_watchdog(stop.clone());
 
     wait_for_signal().await?;
     tracing::info!(grace = ?daemon.config.shutdown_grace, "Shutting down");
+    systemd::stopping();
+    drop(watchdog);
     // Held actions are denied first: a shutdown never releases one.
     daemon.gate.shut_down();
     stop.cancel();

@@ -44,23 +44,19 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// Makes sure `pin_dir` exists on a bpffs, mounting bpffs on its first ancestor under
-/// `/sys/fs/bpf` if nothing is mounted there yet.
+/// Makes sure `pin_dir` exists on a bpffs, mounting bpffs on `/sys/fs/bpf` if nothing
+/// is mounted there yet.
+///
+/// Two daemons starting together on a fresh machine must not both mount: the second
+/// mount would hide the first one's pins (issue 21, `BPF_OBJ_PIN failed`). The check and
+/// the mount happen under an exclusive `flock` on the `/sys/fs/bpf` directory, and the
+/// check is repeated by path once the lock is held: a daemon that waited for the lock
+/// sees the bpffs the first one mounted, and one that opens the directory after the
+/// mount locks the bpffs root itself and finds it mounted.
 pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), InterceptError> {
-    let bpf_root = Path::new("/sys/fs/bpf");
+    let bpf_root = Path::new(BPF_ROOT);
     if pin_dir.starts_with(bpf_root) && !is_bpffs(bpf_root) {
-        nix::mount::mount(
-            Some("bpf"),
-            bpf_root,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| InterceptError::Io {
-            op: "mount bpffs on",
-            path: bpf_root.into(),
-            source: e.into(),
-        })?;
+        mount_bpffs_once(bpf_root)?;
     }
     std::fs::create_dir_all(pin_dir).map_err(|source| InterceptError::Io {
         op: "create",
@@ -70,6 +66,37 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), InterceptError> {
     if !is_bpffs(pin_dir) {
         return Err(InterceptError::NotBpffs(pin_dir.into()));
     }
+    Ok(())
+}
+
+/// Where bpffs lives by convention.
+const BPF_ROOT: &str = "/sys/fs/bpf";
+
+/// Mounts bpffs on `root` unless it is (by now) one, holding a lock on `root` meanwhile.
+fn mount_bpffs_once(root: &Path) -> Result<(), InterceptError> {
+    let io = |op: &'static str| {
+        move |source: std::io::Error| InterceptError::Io {
+            op,
+            path: root.into(),
+            source,
+        }
+    };
+    let dir = std::fs::File::open(root).map_err(io("open"))?;
+    let _lock = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| io("lock")(e.into()))?;
+    if is_bpffs(root) {
+        tracing::debug!(path = %root.display(), "bpffs was mounted meanwhile");
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| io("mount bpffs on")(e.into()))?;
+    tracing::info!(path = %root.display(), "Mounted bpffs");
     Ok(())
 }
 

@@ -521,3 +521,20 @@ fn errors_say_what_to_change() {
         Err(MaskError::KeyTwice)
     ));
 }
+
+/// Issue 21 (the `mask` fuzz target): in every style, masking is idempotent and its
+/// output holds nothing it detects — last4 once left `8::1` of `2001:db8::1`.
+#[test]
+fn masked_output_holds_nothing_to_mask_again() {
+    let texts = [
+        "alice@example.com wrote from 192.168.1.10 and 2001:db8::1",
+        "fe80::1:abcd and ::ffff:192.0.2.1",
+    ];
+    for style in [MaskStyle::Redact, MaskStyle::Last4, MaskStyle::Hash] {
+        let masker = Masker::compile(&[spec(&["all"], style)], Some(&key(7))).unwrap();
+        for text in texts {
+            let once = masked(&masker, text);
+            assert_eq!(masked(&masker, &once), once, "{style:?}: {text}");
+        }
+    }
+}

@@ -17,6 +17,9 @@ pub mod classify;
 mod client_auth;
 pub mod discover;
 pub mod encoding;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod masking;
 mod session;
 mod startup;

@@ -357,7 +357,7 @@ impl Pending {
 
 /// A value as a record shows it: text in the client's `encoding` (cut to
 /// [`MAX_RECORDED_VALUE`] bytes) or `\x` hex.
-fn shown_value(v: &[u8], binary: bool, encoding: ClientEncoding) -> String {
+pub(super) fn shown_value(v: &[u8], binary: bool, encoding: ClientEncoding) -> String {
     let cut = v.get(..MAX_RECORDED_VALUE).unwrap_or(v);
     let mut s = if binary {
         let mut s = String::from("\\x");

@@ -1,0 +1,298 @@
+//! Issue 21 (crash and load): many sessions at once, `policy reload` in a loop while
+//! they run, and a store whose disk fills — against a real PostgreSQL and real
+//! clients, each bounded in time.
+#![expect(
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "root tests panic with a message"
+)]
+
+use portcullis_tests::{
+    cgroup::{TestCgroup, can_run_ebpf_tests},
+    daemon::TestDaemon,
+    net::EchoServer,
+    pgproxy::{Setup, setup, text},
+};
+use serde_json::Value;
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Concurrent PostgreSQL sessions, and statements each runs.
+const PG_SESSIONS: usize = 200;
+const PG_STATEMENTS: usize = 20;
+
+/// `N STATEMENTS HOST PORT`: N threads each open a session through the redirect,
+/// wait until all are open, run their statements and close; prints
+/// `{"done": …, "errors": […]}`.
+const PG_CLIENTS: &str = r#"
+import json, sys, threading, psycopg2
+n, stmts, host, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+barrier = threading.Barrier(n, timeout=120)
+lock = threading.Lock()
+done, errors = [0], []
+def run(i):
+    try:
+        c = psycopg2.connect(host=host, port=port, dbname="app", user="whoever",
+                             sslmode="disable", connect_timeout=60)
+        c.autocommit = True
+        cur = c.cursor()
+        barrier.wait()
+        for j in range(stmts):
+            cur.execute("SELECT count(*) FROM accounts WHERE id > %s", (j % 10,))
+            if cur.fetchone()[0] != 10 - j % 10:
+                raise RuntimeError("wrong answer")
+        c.close()
+        with lock:
+            done[0] += 1
+    except Exception as e:
+        with lock:
+            errors.append("%d: %r" % (i, e))
+threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps({"done": done[0], "errors": errors[:10], "error_count": len(errors)}))
+"#;
+
+#[test]
+fn policy_reload_in_a_loop_while_200_sessions_run_has_no_errors() {
+    let Some(s) = setup("load-reload") else {
+        return;
+    };
+    s.pg.restart_with(&format!("max_connections = {}", PG_SESSIONS + 20))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (host, port) = (s.pg.host().to_string(), s.pg.port().to_string());
+    let (n, stmts) = (PG_SESSIONS.to_string(), PG_STATEMENTS.to_string());
+    let mut clients = s
+        .client_command(&[
+            "/usr/bin/python3",
+            "-c",
+            PG_CLIENTS,
+            &n,
+            &stmts,
+            &host,
+            &port,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut reloads = 0;
+    while clients.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = clients.kill();
+            panic!("the clients did not finish in 240 s; log:\n{}", s.d.log());
+        }
+        let out = s.d.cli(&["policy", "reload"]);
+        assert!(out.status.success(), "reload {reloads}: {:?}", text(&out));
+        reloads += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = clients.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("clients printed no report ({e}): {:?}", text(&out)));
+    println!(
+        "{PG_SESSIONS} sessions × {PG_STATEMENTS} statements with {reloads} policy reloads meanwhile"
+    );
+    assert_eq!(report["error_count"], 0, "{report}\n{}", tail(&s.d.log()));
+    assert_eq!(report["done"], PG_SESSIONS, "{report}");
+    assert!(
+        reloads > 0,
+        "the policy was never reloaded while the sessions ran"
+    );
+    assert!(
+        s.d.cli(&["status", "--json"]).status.success(),
+        "the daemon is down"
+    );
+}
+
+/// Idle TCP sessions held open at once.
+const TCP_SESSIONS: usize = 2000;
+
+/// `N HOST PORT`: opens N connections through the redirect, echoes a line on each,
+/// prints `{"open": …, "errors": …}`, keeps them open until stdin closes.
+const TCP_CLIENTS: &str = r#"
+import json, resource, socket, sys
+n, host, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+socks, errors = [], []
+for i in range(n):
+    try:
+        s = socket.create_connection((host, port), timeout=30)
+        s.sendall(b"ping\n")
+        if s.recv(16) != b"ping\n":
+            raise RuntimeError("no echo")
+        socks.append(s)
+    except Exception as e:
+        errors.append("%d: %r" % (i, e))
+print(json.dumps({"open": len(socks), "errors": errors[:10], "error_count": len(errors)}), flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn two_thousand_idle_tcp_sessions_are_served_and_their_memory_measured() {
+    if !can_run_ebpf_tests("load-idle") {
+        return;
+    }
+    let echo = EchoServer::start("127.0.0.2").unwrap_or_else(|e| panic!("{e}"));
+    let policy = format!(
+        "[[target]]\nname = \"echo\"\nprotocol = \"tcp\"\naddress = \"{}\"\n\n\
+         [[rule]]\nname = \"all\"\ntargets = [\"*\"]\naction = \"allow\"\n",
+        echo.addr
+    );
+    let cg = TestCgroup::new("load-idle").unwrap_or_else(|e| panic!("{e}"));
+    let d = TestDaemon::start("load-idle", &cg, &policy, "").unwrap_or_else(|e| panic!("{e}"));
+    let before = rss_kib(&d);
+    let (n, port) = (TCP_SESSIONS.to_string(), echo.addr.port().to_string());
+    let mut clients = cg
+        .command(
+            None,
+            &[
+                "/usr/bin/python3",
+                "-c",
+                TCP_CLIENTS,
+                &n,
+                "127.0.0.2",
+                &port,
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut line = String::new();
+    let stdout = clients.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("no report ({e}): {line:?}"));
+    let during = rss_kib(&d);
+    let active = active_sessions(&d);
+    if let Some(mut stdin) = clients.stdin.take() {
+        let _ = stdin.write_all(b"");
+    }
+    let _ = clients.wait();
+    assert_eq!(report["error_count"], 0, "{report}\n{}", tail(&d.log()));
+    assert_eq!(report["open"], TCP_SESSIONS, "{report}");
+    assert_eq!(
+        active,
+        Some(TCP_SESSIONS as u64),
+        "sessions the daemon counted as open"
+    );
+    let per = during.saturating_sub(before) as f64 / TCP_SESSIONS as f64;
+    println!(
+        "{TCP_SESSIONS} idle TCP sessions: daemon RSS {before} KiB → {during} KiB, \
+         {per:.1} KiB per session (goal ≤ 64 KiB)"
+    );
+}
+
+fn rss_kib(d: &TestDaemon) -> u64 {
+    let pid = d
+        .pid()
+        .unwrap_or_else(|| panic!("the daemon is not running"));
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn active_sessions(d: &TestDaemon) -> Option<u64> {
+    let out = d.cli(&["status", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.pointer("/sessions/active").and_then(Value::as_u64)
+}
+
+/// The last lines of a log.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A psql session that runs `SELECT 1`: its output.
+fn select_one(s: &Setup) -> std::process::Output {
+    s.psql(&["-c", "SELECT 1"])
+}
+
+#[test]
+fn a_full_store_disk_refuses_new_sessions_clearly_and_recovers() {
+    let Some(mut s) = setup("load-full") else {
+        return;
+    };
+    // The store moves to a small tmpfs of its own (a fresh database there).
+    s.d.stop().unwrap_or_else(|e| panic!("{e}"));
+    let state = s.d.dir().join("state");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "portcullis-test"])
+        .arg(&state)
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        mounted.success(),
+        "cannot mount a tmpfs on {}",
+        state.display()
+    );
+    let _unmount = Unmount(state.clone());
+    s.d.spawn().unwrap_or_else(|e| panic!("{e:#}"));
+    let first = select_one(&s);
+    assert!(first.status.success(), "{:?}", text(&first));
+
+    // Fill the disk, then open sessions until the store cannot record one (its
+    // write-ahead log may still have room for a few).
+    let filler = state.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap_or_else(|e| panic!("{e}"));
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    let mut refused = None;
+    for _ in 0..50 {
+        let out = select_one(&s);
+        if !out.status.success() {
+            refused = Some(text(&out).1);
+            break;
+        }
+    }
+    let refused = refused
+        .unwrap_or_else(|| panic!("50 sessions served on a full disk:\n{}", tail(&s.d.log())));
+    assert!(
+        refused.contains("could not be recorded"),
+        "the refusal must say why: {refused}"
+    );
+    assert!(
+        s.d.cli(&["status", "--json"]).status.success(),
+        "the daemon went down"
+    );
+
+    // Space returns: sessions are served and recorded again, without a restart.
+    drop(file);
+    std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("{e}"));
+    let again = select_one(&s);
+    assert!(
+        again.status.success(),
+        "no recovery: {:?}\n{}",
+        text(&again),
+        tail(&s.d.log())
+    );
+    let verify = s.d.cli(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "audit verify after a full disk: {:?}",
+        text(&verify)
+    );
+    s.d.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Unmounts the test's tmpfs (lazily: the daemon may still be stopping).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
