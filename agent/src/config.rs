@@ -77,6 +77,29 @@ struct ConfigFile {
     /// The PostgreSQL proxy.
     #[serde(default)]
     postgres: PostgresFile,
+    /// The SSH proxy.
+    #[serde(default)]
+    ssh: SshFile,
+}
+
+/// The `[ssh]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SshFile {
+    /// The host CA's private key (OpenSSH format); default: one generated under
+    /// `state_dir` on first start.
+    host_ca_key: Option<PathBuf>,
+    /// The system-wide known-hosts file that gets the marked `@cert-authority`
+    /// block (default `/etc/ssh/ssh_known_hosts`).
+    known_hosts_file: Option<PathBuf>,
+}
+
+/// The validated `[ssh]` table.
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    pub host_ca_key: Option<PathBuf>,
+    pub known_hosts_file: PathBuf,
+    pub state_dir: PathBuf,
 }
 
 /// The `[postgres]` table.
@@ -134,6 +157,7 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     pub state_dir: PathBuf,
     pub postgres: PostgresConfig,
+    pub ssh: SshConfig,
 }
 
 impl Config {
@@ -226,6 +250,14 @@ impl Config {
             record_rows: pg.record_rows.unwrap_or(20),
             classify_cache: pg.classify_cache.unwrap_or(10_000).max(16),
         };
+        let ssh = SshConfig {
+            host_ca_key: file.ssh.host_ca_key.map(rel),
+            known_hosts_file: rel(file
+                .ssh
+                .known_hosts_file
+                .unwrap_or_else(|| "/etc/ssh/ssh_known_hosts".into())),
+            state_dir: state_dir.clone(),
+        };
         Ok(Self {
             path: path.to_owned(),
             policies: rel(file
@@ -258,6 +290,7 @@ impl Config {
             webhooks: file.webhooks,
             state_dir,
             postgres,
+            ssh,
         })
     }
 }

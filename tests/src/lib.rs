@@ -9,3 +9,5 @@ pub mod daemon;
 pub mod net;
 pub mod pgproxy;
 pub mod postgres;
+pub mod sshd;
+pub mod sshproxy;

@@ -150,6 +150,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             if release {
                 let n = crate::intercept::release(&config.bpf_pin_dir)?;
+                if let Err(error) = crate::proto::ssh::release(&config.ssh) {
+                    eprintln!("warning: {error}");
+                }
                 println!(
                     "Removed {n} pins from {}; protected targets are no longer intercepted.",
                     config.bpf_pin_dir.display()
