@@ -11,8 +11,6 @@ use crate::{
 /// Exit status of an exec or shell the gate refused (as a shell says "cannot
 /// execute").
 pub const REFUSED_STATUS: u32 = 126;
-/// Exit status when the target could not run it (the proxy failed upstream).
-pub const FAILED_STATUS: u32 = 255;
 
 /// What a session channel asks to start.
 #[derive(Debug, Clone)]

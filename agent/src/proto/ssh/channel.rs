@@ -5,7 +5,7 @@
 //! masked, and recorded.
 
 use super::{
-    actions::{self, FAILED_STATUS, REFUSED_STATUS, Start},
+    actions::{self, REFUSED_STATUS, Start},
     masking::{FLUSH_AFTER, StreamMasker},
     recording::{self, Cast, Finished, Sample},
     server::Conn,
@@ -112,6 +112,8 @@ struct Held<'a> {
     kind: SshKind,
     /// Stop reading (early stdin full): the client waits for the decision.
     full: bool,
+    /// The client's whole connection ended.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 impl Waiting for Held<'_> {
@@ -121,6 +123,18 @@ impl Waiting for Held<'_> {
     }
 
     async fn gone(&mut self) -> Gone {
+        let closed = self.closed.clone();
+        tokio::select! {
+            gone = self.read_until_gone() => gone,
+            () = closed.cancelled() => Gone::ClientLeft,
+        }
+    }
+}
+
+impl Held<'_> {
+    /// Reads the client while its action waits: stdin is kept, Ctrl-C, a signal or
+    /// the channel closing end the wait.
+    async fn read_until_gone(&mut self) -> Gone {
         loop {
             if self.full {
                 return std::future::pending().await;
@@ -159,6 +173,7 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
         setup: &mut setup,
         kind,
         full: false,
+        closed: conn.closed.clone(),
     };
     let outcome = conn.session.gate.decide(&ask, Some(&conn.session.id), &mut held).await;
     let summary = mask(conn, &format!("{kind}: {subject}"));
@@ -197,7 +212,7 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
         (Start::Shell, Some(p)) => open_cast(conn, id, p),
         _ => None,
     };
-    let relayed = relay(client, up, conn, cast, setup.eof).await;
+    let relayed = relay(client, up, conn, cast).await;
     relayed.finish(&mut finished);
     recording::record(&conn.session, &outcome, finished).await;
 }
@@ -349,13 +364,10 @@ async fn relay(
     mut up: Channel<client::Msg>,
     conn: &Conn,
     mut cast: Option<Cast>,
-    client_eof: bool,
 ) -> Relayed {
     let mut out = Output::new(conn);
     let mut err = Output::new(conn);
     let mut r = Relayed::default();
-    let mut client_open = true;
-    let _ = client_eof;
     loop {
         let holding = out.holding() || err.holding();
         tokio::select! {
@@ -385,7 +397,7 @@ async fn relay(
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             },
-            msg = client.wait(), if client_open => match msg {
+            msg = client.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
                     r.up_bytes += data.len() as u64;
                     if up.data_bytes(data).await.is_err() {
@@ -404,12 +416,17 @@ async fn relay(
                 Some(ChannelMsg::Signal { signal }) => {
                     let _ = up.signal(signal).await;
                 }
+                // A client that closed takes no more output: done.
                 Some(ChannelMsg::Close) | None => {
-                    client_open = false;
                     let _ = up.close().await;
+                    break;
                 }
                 Some(_) => {}
             },
+            () = conn.closed.cancelled() => {
+                let _ = up.close().await;
+                break;
+            }
             () = tokio::time::sleep(FLUSH_AFTER), if holding => {
                 flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
             }
@@ -417,10 +434,6 @@ async fn relay(
     }
     flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
     let _ = client.close().await;
-    if r.exit_status.is_none() && r.exit_signal.is_none() && client_open {
-        r.exit_status = None;
-    }
-    let _ = FAILED_STATUS;
     if let Some(c) = cast {
         r.cast_truncated = c.truncated;
         r.cast = Some(c.finish().map_err(|e| format!("the recording could not be written: {e}")));

@@ -162,7 +162,13 @@ fn simple_command(s: &ast::SimpleCommand, depth: usize, out: &mut Vec<String>) -
                 substitutions(&w.value, depth, out)?;
                 words.push(brush_parser::unquote_str(&w.value));
             }
-            CommandPrefixOrSuffixItem::AssignmentWord(_, w) => substitutions(&w.value, depth, out)?,
+            CommandPrefixOrSuffixItem::AssignmentWord(_, w) => {
+                substitutions(&w.value, depth, out)?;
+                // After the command name it is an argument (`env X=1 …`).
+                if !words.is_empty() {
+                    words.push(brush_parser::unquote_str(&w.value));
+                }
+            }
             CommandPrefixOrSuffixItem::IoRedirect(r) => redirects.push(r.clone()),
             CommandPrefixOrSuffixItem::ProcessSubstitution(_, sub) => {
                 compound_list(&sub.list, depth, out)?;
@@ -326,11 +332,15 @@ mod tests {
         assert_eq!(split("echo 'unterminated"), Split::Unparsed);
         assert_eq!(split("ls; )"), Split::Unparsed);
         assert_eq!(split(&"x".repeat(MAX_LINE + 1)), Split::Unparsed);
-        let deep = (0..20).fold("ls".to_owned(), |acc, _| format!("sh -c {}", shell_quote(&acc)));
+        let deep = format!("echo {}ls{}", "$(echo ".repeat(20), ")".repeat(20));
         assert_eq!(split(&deep), Split::Unparsed);
+        let nested = format!("echo {}ls{}", "$(echo ".repeat(3), ")".repeat(3));
+        assert!(matches!(split(&nested), Split::Commands(c) if c.len() == 4));
     }
 
-    fn shell_quote(s: &str) -> String {
-        format!("'{}'", s.replace('\'', r"'\''"))
+    #[test]
+    fn long_lines_parse() {
+        let line = "echo aaaaaaaaaaaaaaa; ".repeat(MAX_LINE / 24);
+        assert!(matches!(split(&line), Split::Commands(_) | Split::Unparsed));
     }
 }

@@ -63,7 +63,6 @@ pub async fn run(
     };
     reply.accept().await;
     let (mut sent, mut received) = (0u64, 0u64);
-    let mut client_open = true;
     loop {
         tokio::select! {
             msg = up.wait() => match msg {
@@ -79,7 +78,7 @@ pub async fn run(
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             },
-            msg = client.wait(), if client_open => match msg {
+            msg = client.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
                     sent += data.len() as u64;
                     if up.data_bytes(data).await.is_err() {
@@ -89,12 +88,17 @@ pub async fn run(
                 Some(ChannelMsg::Eof) => {
                     let _ = up.eof().await;
                 }
+                // A client that closed takes no more data: done.
                 Some(ChannelMsg::Close) | None => {
-                    client_open = false;
                     let _ = up.close().await;
+                    break;
                 }
                 Some(_) => {}
             },
+            () = conn.closed.cancelled() => {
+                let _ = up.close().await;
+                break;
+            }
         }
     }
     let _ = client.close().await;

@@ -23,6 +23,7 @@ use std::{
     time::Duration,
 };
 use tokio::net::TcpStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// What every channel of one SSH connection shares.
 pub struct Conn {
@@ -34,6 +35,8 @@ pub struct Conn {
     pub handle: server::Handle,
     /// Where shell recordings go.
     pub recordings: PathBuf,
+    /// Cancelled when the client's connection has ended: channel tasks stop waiting.
+    pub closed: CancellationToken,
 }
 
 /// The `russh` handler of one client connection.
@@ -45,7 +48,13 @@ struct Handler {
     conn: Option<Arc<Conn>>,
     /// Why the session failed, for its record.
     failure: Arc<Mutex<Option<String>>>,
+    /// The channel tasks, so the session's record waits for theirs.
+    tasks: TaskTracker,
+    closed: CancellationToken,
 }
+
+/// How long channel tasks get to record their events once the client has gone.
+const CHANNELS_GRACE: Duration = Duration::from_secs(5);
 
 /// The server configuration for a client of `target`.
 fn config(ssh: &Ssh, target: &Target, banner: Option<&'static str>) -> Result<Arc<server::Config>, String> {
@@ -70,7 +79,11 @@ pub async fn run(ssh: &Ssh, stream: Metered<TcpStream>, session: Arc<Session>) -
     let config = config(ssh, &session.target, None)?;
     let masker = session_masker(&session)?;
     let failure = Arc::default();
+    let tasks = TaskTracker::new();
+    let closed = CancellationToken::new();
     let handler = Handler {
+        tasks: tasks.clone(),
+        closed: closed.clone(),
         session: Arc::clone(&session),
         masker,
         recordings: ssh.state_dir.join("recordings"),
@@ -93,6 +106,11 @@ pub async fn run(ssh: &Ssh, stream: Metered<TcpStream>, session: Arc<Session>) -
             Ok(())
         }
     };
+    closed.cancel();
+    tasks.close();
+    if tokio::time::timeout(CHANNELS_GRACE, tasks.wait()).await.is_err() {
+        tracing::warn!("SSH channels still open after the session ended; their events may be missing");
+    }
     let failed = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
     match (failed, result) {
         (Some(why), _) => Err(why),
@@ -230,6 +248,7 @@ impl server::Handler for Handler {
                     masker: self.masker.clone(),
                     handle: session.handle(),
                     recordings: self.recordings.clone(),
+                    closed: self.closed.clone(),
                 }));
                 Ok(())
             }
@@ -266,7 +285,7 @@ impl server::Handler for Handler {
     ) -> Result<(), Self::Error> {
         let Some(conn) = &self.conn else { return Ok(()) };
         reply.accept().await;
-        tokio::spawn(channel::run(channel, Arc::clone(conn)));
+        self.tasks.spawn(channel::run(channel, Arc::clone(conn)));
         Ok(())
     }
 
@@ -287,7 +306,7 @@ impl server::Handler for Handler {
             from_host: originator_address.to_owned(),
             from_port: originator_port,
         };
-        tokio::spawn(forward::run(channel, reply, Arc::clone(conn), to));
+        self.tasks.spawn(forward::run(channel, reply, Arc::clone(conn), to));
         Ok(())
     }
 
