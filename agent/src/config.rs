@@ -102,6 +102,19 @@ pub struct SshConfig {
     pub state_dir: PathBuf,
 }
 
+impl SshConfig {
+    /// `[ssh]` with relative paths taken from the config's directory (`rel`).
+    fn new(file: SshFile, rel: impl Fn(PathBuf) -> PathBuf, state_dir: &Path) -> Self {
+        Self {
+            host_ca_key: file.host_ca_key.map(&rel),
+            known_hosts_file: rel(file
+                .known_hosts_file
+                .unwrap_or_else(|| "/etc/ssh/ssh_known_hosts".into())),
+            state_dir: state_dir.to_owned(),
+        }
+    }
+}
+
 /// The `[postgres]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,14 +263,7 @@ impl Config {
             record_rows: pg.record_rows.unwrap_or(20),
             classify_cache: pg.classify_cache.unwrap_or(10_000).max(16),
         };
-        let ssh = SshConfig {
-            host_ca_key: file.ssh.host_ca_key.map(rel),
-            known_hosts_file: rel(file
-                .ssh
-                .known_hosts_file
-                .unwrap_or_else(|| "/etc/ssh/ssh_known_hosts".into())),
-            state_dir: state_dir.clone(),
-        };
+        let ssh = SshConfig::new(file.ssh, rel, &state_dir);
         Ok(Self {
             path: path.to_owned(),
             policies: rel(file

@@ -243,7 +243,7 @@ mod tests {
         }
     }
 
-    fn exec<'a>(commands: Option<&'a [String]>) -> SshRequest<'a> {
+    fn exec(commands: Option<&[String]>) -> SshRequest<'_> {
         SshRequest {
             kind: SshKind::Exec,
             login: "deploy",

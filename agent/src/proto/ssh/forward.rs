@@ -1,4 +1,4 @@
-//! A local forward (`ssh -L`, `-W`, ProxyJump through the target): a `direct-tcpip`
+//! A local forward (`ssh -L`, `-W`, `ProxyJump` through the target): a `direct-tcpip`
 //! channel is an action (`forward`, to `host:port`) decided before the channel is
 //! confirmed; an allowed one is relayed to the same channel opened on the target,
 //! and recorded with its destination and bytes each way.

@@ -34,9 +34,9 @@ fn markers(state_dir: &Path) -> (String, String) {
     )
 }
 /// How long a host certificate is valid; a new one is signed for every session.
-const CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const CERT_LIFETIME: Duration = Duration::from_hours(24);
 /// Clock skew tolerated on the client's side.
-const CERT_BACKDATE: Duration = Duration::from_secs(300);
+const CERT_BACKDATE: Duration = Duration::from_mins(5);
 
 /// The host CA and host key, loaded (or generated) once at start.
 pub struct HostIdentity {

@@ -20,6 +20,7 @@ mod forward;
 pub mod identity;
 mod masking;
 mod recording;
+mod relay;
 mod server;
 mod upstream;
 
@@ -57,7 +58,7 @@ impl SshError {
 }
 
 /// How long a client may take from connecting to finishing authentication.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+const AUTH_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// The SSH protocol, with what its sessions share.
 pub struct Ssh {

@@ -171,7 +171,7 @@ impl Cast {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests")]
+#[expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -191,7 +191,12 @@ mod tests {
         assert_eq!(lines[2][2], "100x30");
         assert_eq!(size, text.len() as u64);
         let expect = Sha256::digest(text.as_bytes());
-        assert_eq!(digest, expect.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let hex: String = expect.iter().fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        });
+        assert_eq!(digest, hex);
     }
 
     #[test]

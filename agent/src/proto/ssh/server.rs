@@ -67,7 +67,7 @@ fn config(ssh: &Ssh, target: &Target, banner: Option<&'static str>) -> Result<Ar
         keys,
         certificates,
         inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(60)),
+        keepalive_interval: Some(Duration::from_mins(1)),
         nodelay: true,
         server_id: russh::SshId::Standard(banner.unwrap_or("SSH-2.0-Portcullis").into()),
         ..server::Config::default()

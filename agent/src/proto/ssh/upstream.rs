@@ -90,7 +90,7 @@ fn config() -> Arc<client::Config> {
     Arc::new(client::Config {
         inactivity_timeout: None,
         nodelay: true,
-        keepalive_interval: Some(Duration::from_secs(60)),
+        keepalive_interval: Some(Duration::from_mins(1)),
         ..client::Config::default()
     })
 }
