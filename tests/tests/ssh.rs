@@ -76,6 +76,14 @@ fn exec_runs_with_injected_credentials_and_is_recorded() {
     assert_eq!(exec["exit_status"], 3);
     assert_eq!(exec["output_sample"], "hello\nroot\n");
     assert_eq!(exec["bytes_out"], 11);
+    let session = s.d.wait_session(|x| x["protocol"] == "ssh").unwrap_or_else(|e| panic!("{e:#}"));
+    let out = s.d.cli(&["sessions", "replay", session["id"].as_str().unwrap_or_default()]);
+    let (transcript, _) = text(&out);
+    assert!(
+        transcript.contains("$ echo hello; id -un; exit 3") && transcript.contains("exit 3, ")
+            && transcript.contains("login    nobody"),
+        "{transcript}"
+    );
     // The proxy's key appears nowhere the daemon writes.
     let key = std::fs::read_to_string(s.sshd.client_key()).unwrap_or_default();
     let secret = key.lines().nth(1).unwrap_or_default();
@@ -221,6 +229,30 @@ fn a_tty_shell_is_relayed_and_recorded_as_asciicast() {
     assert!(cast.contains("shell-42"));
     let digest = sha256_hex(cast.as_bytes());
     assert_eq!(shell["payload"], digest.as_str());
+
+    // The CLI exports it, checked against the chain, for asciinema.
+    let session = s.d.wait_session(|x| x["protocol"] == "ssh").unwrap_or_else(|e| panic!("{e:#}"));
+    let id = session["id"].as_str().unwrap_or_default();
+    let file = s.d.dir().join("exported.cast");
+    let out = s.d.cli(&["sessions", "replay", id, "--asciicast", &file.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(std::fs::read_to_string(&file).unwrap_or_default(), cast);
+    if std::path::Path::new("/usr/bin/asciinema").exists() {
+        // asciinema reads /dev/tty: give it a terminal with script(1).
+        let out = std::process::Command::new("script")
+            .args(["-qec", &format!("asciinema cat {}", file.display()), "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success() && text(&out).0.contains("shell-42"), "{}", text(&out).1);
+    } else {
+        eprintln!("SKIP asciinema part: /usr/bin/asciinema is missing; run `cargo xtask setup`");
+    }
+    // A recording changed after the fact no longer matches its chain.
+    std::fs::write(path, cast.replace("shell-42", "shell-43")).unwrap_or_else(|e| panic!("{e}"));
+    let out = s.d.cli(&["sessions", "replay", id, "--asciicast", &file.display().to_string()]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("does not match the digest"), "{}", text(&out).1);
 }
 
 #[test]

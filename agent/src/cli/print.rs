@@ -1,6 +1,7 @@
 //! Human-readable output of API answers (`--json` prints them as they are).
 
 mod replay;
+mod ssh;
 
 pub use replay::replay_event;
 use serde_json::Value;

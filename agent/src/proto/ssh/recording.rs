@@ -102,11 +102,14 @@ pub struct Cast {
 impl Cast {
     /// Creates `dir/SESSION-CHANNEL.cast` with the header for a `width`×`height` terminal.
     pub fn create(dir: &Path, name: &str, width: u32, height: u32, term: &str) -> std::io::Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
         std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         let path = dir.join(format!("{name}.cast"));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)?;
         let mut cast = Self {
             file: std::io::BufWriter::new(file),
