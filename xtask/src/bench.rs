@@ -19,6 +19,9 @@ pub enum Bench {
     Mask,
     /// Events per second per core that the recorder chains and writes into `SQLite`.
     Recorder,
+    /// Bulk scp and sequential `ssh host true`: direct vs through the SSH proxy vs
+    /// `ssh -J` through a plain OpenSSH jump host.
+    Ssh,
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Postgres => "bench-postgres",
         Bench::Mask => "bench-mask",
         Bench::Recorder => "bench-recorder",
+        Bench::Ssh => "bench-ssh",
     };
     let mut cmd = Command::new("cargo");
     cmd.args([
