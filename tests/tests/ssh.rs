@@ -50,6 +50,14 @@ ssh = ["forward"]
 action = "allow"
 "#;
 
+/// [`RULES`] with card numbers masked in everything the sessions show and record.
+fn masked_rules() -> String {
+    RULES.replace(
+        "name = \"connect\"\ntargets = [\"box\"]\naction = \"allow\"\n",
+        "name = \"connect\"\ntargets = [\"box\"]\naction = \"allow\"\nmask = [\"credit_card\"]\n",
+    )
+}
+
 fn event<'a>(events: &'a [Value], kind: &str) -> &'a Value {
     events
         .iter()
@@ -398,4 +406,47 @@ fn scp_sftp_and_rsync_move_files_and_are_recorded() {
         assert!(std::time::Instant::now() < deadline, "{missing:?} missing from {kinds:?}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+#[test]
+fn exec_output_is_masked_even_when_a_card_arrives_in_two_reads() {
+    let rules = masked_rules();
+    assert!(rules.contains("credit_card"));
+    let Some(s) = setup("ssh-mask", "127.0.0.69", &rules) else {
+        return;
+    };
+    let line = "echo card 4111 1111 1111 1111; printf '5500 0000 '; sleep 0.1; printf '0000 0004\\n'";
+    let out = s.ssh(&[], &[line]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("card "), "{stdout}");
+    for card in ["4111 1111 1111 1111", "5500 0000 0000 0004", "1111 1111", "0000 0004"] {
+        assert!(!stdout.contains(card), "{card} leaked: {stdout}");
+    }
+    let events = s.events();
+    let exec = event(&events, "exec");
+    let sample = exec["output_sample"].as_str().unwrap_or_default();
+    assert!(!sample.contains("4111 1111 1111 1111") && !sample.contains("0000 0004"), "{sample}");
+}
+
+#[test]
+fn the_known_hosts_block_lives_while_the_daemon_runs_and_release_removes_it() {
+    let Some(mut s) = setup("ssh-known-hosts", "127.0.0.70", RULES) else {
+        return;
+    };
+    let ours = |text: &str| {
+        text.lines()
+            .any(|l| l.starts_with("@cert-authority ") && l.contains("box,127.0.0.70 "))
+    };
+    let before = std::fs::read_to_string("/etc/ssh/ssh_known_hosts").unwrap_or_default();
+    assert!(ours(&before), "{before}");
+    let _ = s.d.stop();
+    let out = std::process::Command::new(portcullis_tests::daemon::binary())
+        .args(["daemon", "--release", "--config"])
+        .arg(&s.d.config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", text(&out).1);
+    let after = std::fs::read_to_string("/etc/ssh/ssh_known_hosts").unwrap_or_default();
+    assert!(!ours(&after), "{after}");
 }

@@ -212,7 +212,7 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
         (Start::Shell, Some(p)) => open_cast(conn, id, p),
         _ => None,
     };
-    let relayed = relay::relay(client, up, conn, cast).await;
+    let relayed = relay::relay(client, up, conn, cast, setup.pty.is_some()).await;
     relayed.finish(&mut finished);
     recording::record(&conn.session, &outcome, finished).await;
 }

@@ -1,8 +1,10 @@
 //! Masking a stream of terminal or command output, where a value (a card number, a
 //! token) may arrive split across reads: output is masked up to its last line break
 //! and the rest is held back until more arrives, the line grows past
-//! [`MAX_HELD`], or the relay's short flush timer fires ([`FLUSH_AFTER`]), so a
-//! prompt without a line break still shows at once to a person.
+//! [`MAX_HELD`], or the relay's flush timer fires: short on a terminal
+//! ([`FLUSH_AFTER`]), so a prompt without a line break still shows at once to a
+//! person; longer for a command's output ([`FLUSH_AFTER_EXEC`]), where nobody waits
+//! on a half line and a value written in two pieces is likelier.
 
 use crate::mask::Masker;
 use std::{sync::Arc, time::Duration};
@@ -11,6 +13,8 @@ use std::{sync::Arc, time::Duration};
 pub const MAX_HELD: usize = 4096;
 /// How long an unfinished line waits for the rest before it is masked and sent.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(15);
+/// The same for output without a terminal (exec, subsystems).
+pub const FLUSH_AFTER_EXEC: Duration = Duration::from_millis(250);
 
 /// One output stream's masking state.
 pub struct StreamMasker {

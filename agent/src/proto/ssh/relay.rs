@@ -5,7 +5,7 @@
 //! it, or the client's connection ends.
 
 use super::{
-    masking::{FLUSH_AFTER, StreamMasker},
+    masking::{FLUSH_AFTER, FLUSH_AFTER_EXEC, StreamMasker},
     recording::{Cast, Finished, Sample},
     server::Conn,
 };
@@ -85,7 +85,9 @@ pub async fn relay(
     mut up: Channel<client::Msg>,
     conn: &Conn,
     mut cast: Option<Cast>,
+    pty: bool,
 ) -> Relayed {
+    let flush_after = if pty { FLUSH_AFTER } else { FLUSH_AFTER_EXEC };
     let mut out = Output::new(conn);
     let mut err = Output::new(conn);
     let mut r = Relayed::default();
@@ -148,7 +150,7 @@ pub async fn relay(
                 let _ = up.close().await;
                 break;
             }
-            () = tokio::time::sleep(FLUSH_AFTER), if holding => {
+            () = tokio::time::sleep(flush_after), if holding => {
                 flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
             }
         }
