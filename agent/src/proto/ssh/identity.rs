@@ -157,12 +157,26 @@ fn patterns(target: &Target) -> String {
     out.join(",")
 }
 
-/// Replaces the marked block of `path` with `block` (nothing when empty), atomically.
+/// Replaces the marked block of `path` with `block` (nothing when empty), atomically,
+/// under an exclusive lock on `PATH.portcullis-lock`, so daemons that share the file
+/// never write over each other's blocks.
 fn rewrite_block(path: &Path, (begin, end): &(String, String), block: &str) -> Result<(), SshError> {
     let io = |op: &'static str| {
         let path = path.to_owned();
         move |source| SshError::Io { op, path, source }
     };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create the known-hosts directory"))?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path.with_extension("portcullis-lock"))
+        .map_err(io("open the lock of"))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| io("lock")(std::io::Error::from(errno)))?;
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -186,10 +200,7 @@ fn rewrite_block(path: &Path, (begin, end): &(String, String), block: &str) -> R
     if kept == old {
         return Ok(());
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create the known-hosts directory"))?;
-    }
-    let tmp = path.with_extension("portcullis-tmp");
+    let tmp = path.with_extension(format!("portcullis-tmp-{}", std::process::id()));
     std::fs::write(&tmp, &kept).map_err(io("write the known-hosts file"))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
         .map_err(io("set the known-hosts file's mode"))?;
