@@ -54,3 +54,29 @@ pub(super) fn shown(kind: &str, d: &Value) -> (String, Vec<String>, Option<Strin
     let result = (!result.is_empty()).then(|| result.join(", "));
     (kind.to_owned(), lines, result)
 }
+
+#[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn exec_shows_command_login_output_and_result() {
+        let d = json!({
+            "command": "ls /\nrm x", "login": "deploy", "output_sample": "bin\netc\n",
+            "exit_status": 2, "bytes_in": 0, "bytes_out": 8,
+        });
+        let (tag, lines, result) = shown("exec", &d);
+        assert_eq!(tag, "exec");
+        assert_eq!(
+            lines,
+            ["    $ ls /", "    $ rm x", "    login    deploy", "    output", "      bin", "      etc"]
+        );
+        assert_eq!(result.as_deref(), Some("exit 2, 0 bytes in, 8 out"));
+        let shell = json!({"login": "a", "pty": {"cols": 80, "rows": 24}, "recording": {"path": "/r/x.cast"}});
+        let (_, lines, _) = shown("shell", &shell);
+        assert_eq!(lines[0], "    interactive shell (80x24)");
+        assert!(lines[2].contains("/r/x.cast"));
+    }
+}
