@@ -1,7 +1,11 @@
 //! A real OpenSSH server (Debian's `sshd`) for one test: its own host key, config,
 //! authorized key and pid file, listening on a loopback alias at port 22, and the
 //! `known_hosts` line a Portcullis target needs to trust it.
-#![expect(clippy::panic, reason = "test support panics with a message")]
+#![expect(
+    clippy::panic,
+    clippy::missing_panics_doc,
+    reason = "test support panics with a message"
+)]
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -22,6 +26,7 @@ pub struct Sshd {
 impl Sshd {
     /// Starts `sshd -D` on `ip`:22 (a 127.0.0.x alias), or returns `None` after
     /// saying why when OpenSSH is not installed.
+    #[must_use]
     pub fn start_or_skip(ip: &str) -> Option<Self> {
         if !Path::new(SSHD).exists() {
             eprintln!("SKIP: {SSHD} is missing; run `cargo xtask setup` (openssh-server)");
@@ -80,6 +85,7 @@ impl Sshd {
     }
 
     /// A `known_hosts` file that lists this server's host key under its address.
+    #[must_use]
     pub fn known_hosts(&self) -> PathBuf {
         let path = self.dir.path().join("known_hosts");
         let key = std::fs::read_to_string(self.dir.path().join("host_key.pub"))
@@ -90,6 +96,7 @@ impl Sshd {
     }
 
     /// A `known_hosts` file naming this server with some other key (a changed key).
+    #[must_use]
     pub fn wrong_known_hosts(&self) -> PathBuf {
         let other = self.dir.path().join("other_key");
         keygen(&other).unwrap_or_else(|e| panic!("{e:#}"));

@@ -3,7 +3,12 @@
 //! the proxy's login key in a file the client never sees), and OpenSSH clients run
 //! as `nobody` through the redirect, with their configuration untouched: they trust
 //! the proxy through the `@cert-authority` block the daemon writes.
-#![expect(clippy::panic, reason = "test support panics with a message")]
+#![expect(
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::missing_panics_doc,
+    reason = "test support panics with a message"
+)]
 
 use crate::{
     cgroup::{TestCgroup, can_run_ebpf_tests},
@@ -74,6 +79,7 @@ impl Setup {
     /// Runs `ssh OPTIONS HOST COMMAND…` and returns what it printed and how it ended.
     /// `BatchMode` so nothing ever prompts (it also refuses unknown host keys
     /// outright: stricter, not looser).
+    #[must_use]
     pub fn ssh(&self, options: &[&str], command: &[&str]) -> Output {
         let host = self.sshd.addr.ip().to_string();
         let mut argv = vec!["/usr/bin/ssh", "-o", "BatchMode=yes"];
@@ -86,6 +92,7 @@ impl Setup {
     }
 
     /// Waits for a pending request and returns it.
+    #[must_use]
     pub fn wait_request(&self) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -100,6 +107,7 @@ impl Setup {
     }
 
     /// The events of the newest ended ssh session, each with its details merged in.
+    #[must_use]
     pub fn events(&self) -> Vec<Value> {
         let session = self
             .d
@@ -109,6 +117,7 @@ impl Setup {
     }
 
     /// The events of session `id`, each with its details merged in.
+    #[must_use]
     pub fn events_of(&self, id: &str) -> Vec<Value> {
         let out = self.d.cli(&["sessions", "replay", id, "--json"]);
         assert!(

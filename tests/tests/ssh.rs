@@ -2,7 +2,7 @@
 //! loopback alias at port 22, real eBPF redirection, real OpenSSH clients run as
 //! `nobody` with their configuration untouched (they trust the proxy's host
 //! certificate through the daemon's `@cert-authority` block in
-//! /etc/ssh/ssh_known_hosts), the proxy logging in with a key the client never sees,
+//! `/etc/ssh/ssh_known_hosts`), the proxy logging in with a key the client never sees,
 //! and the real CLI approving held commands.
 #![expect(
     clippy::panic,
@@ -348,7 +348,11 @@ fn scp_sftp_and_rsync_move_files_and_are_recorded() {
     let host = s.sshd.addr.ip().to_string();
     let local = scratch();
     let remote = scratch();
-    let body: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let body = (0..20_000).fold(String::new(), |mut s, i| {
+        use std::fmt::Write as _;
+        let _ = writeln!(s, "line {i}");
+        s
+    });
     let source = local.path().join("source.txt");
     std::fs::write(&source, &body).unwrap_or_else(|e| panic!("{e}"));
     let run = |argv: &[&str]| {

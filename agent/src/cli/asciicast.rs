@@ -49,7 +49,11 @@ fn copy(event: &Value, out: &Path) -> anyhow::Result<()> {
         format!("cannot read the recording {path}; run this as root or on the gateway host")
     })?;
     let found = Sha256::digest(&bytes);
-    let found: String = found.iter().map(|b| format!("{b:02x}")).collect();
+    let found = found.iter().fold(String::with_capacity(64), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
     if found != digest {
         bail!(
             "the recording {path} does not match the digest in the session's chain \

@@ -12,6 +12,8 @@
 //! interleaved rounds, and prints the best round of each with ratios to direct.
 //! Asserts nothing: the machine is shared and noisy.
 
+#![expect(clippy::indexing_slicing, reason = "fixed-size arrays of three paths")]
+
 use portcullis_tests::{
     cgroup::{TestCgroup, is_root},
     daemon::TestDaemon,
@@ -41,7 +43,7 @@ struct Bench {
     known_hosts: String,
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
+fn env_or(name: &str, default: u32) -> u32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
@@ -93,19 +95,19 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!();
-    let mib = mb as f64;
+    let mib = f64::from(mb);
     println!("scp (SFTP) of a {mb} MiB file, MiB/s:");
-    report(&paths, &down.map(|t| mib / t), "download", true);
-    report(&paths, &up.map(|t| mib / t), "upload", true);
+    report(paths, &down.map(|t| mib / t), "download", true);
+    report(paths, &up.map(|t| mib / t), "upload", true);
     println!();
     println!("{execs} sequential `ssh host true` (new connection each), ms per exec:");
-    report(&paths, &exec.map(|t| t * 1000.0 / execs as f64), "exec", false);
-    let added = (exec[1] - exec[0]) * 1000.0 / execs as f64;
+    report(paths, &exec.map(|t| t * 1000.0 / f64::from(execs)), "exec", false);
+    let added = (exec[1] - exec[0]) * 1000.0 / f64::from(execs);
     println!("  time Portcullis adds per exec: {added:.1} ms");
     Ok(())
 }
 
-fn report(paths: &[Path3; 3], values: &[f64; 3], what: &str, higher_is_better: bool) {
+fn report(paths: [Path3; 3], values: &[f64; 3], what: &str, higher_is_better: bool) {
     let base = values[0];
     for (p, v) in paths.iter().zip(values) {
         let ratio = if higher_is_better { v / base } else { base / v };
@@ -119,12 +121,12 @@ impl Bench {
         let host = format!("root@{}", self.target.addr.ip());
         let key = self.target.client_key().display().to_string();
         let jump_key = self.jump.client_key().display().to_string();
-        let program = format!("/usr/bin/{}", argv[0]);
-        let mut args: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
+        let bin = format!("/usr/bin/{}", argv[0]);
+        let mut opts: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
         match p {
             Path3::Direct | Path3::Jump => {
-                args.extend(["-o".into(), format!("UserKnownHostsFile={}", self.known_hosts)]);
-                args.extend(["-i".into(), key]);
+                opts.extend(["-o".into(), format!("UserKnownHostsFile={}", self.known_hosts)]);
+                opts.extend(["-i".into(), key]);
             }
             Path3::Portcullis => {}
         }
@@ -134,16 +136,16 @@ impl Bench {
                 self.known_hosts,
                 self.jump.addr.ip()
             );
-            args.extend(["-o".into(), proxy]);
+            opts.extend(["-o".into(), proxy]);
         }
-        args.extend(argv[1..].iter().map(|a| a.replace("{HOST}", &host)));
+        opts.extend(argv[1..].iter().map(|a| a.replace("{HOST}", &host)));
         let mut cmd = if p == Path3::Portcullis {
-            let mut all = vec![program.as_str()];
-            all.extend(args.iter().map(String::as_str));
+            let mut all = vec![bin.as_str()];
+            all.extend(opts.iter().map(String::as_str));
             self.cg.command(None, &all)
         } else {
-            let mut cmd = Command::new(&program);
-            cmd.args(&args);
+            let mut cmd = Command::new(&bin);
+            cmd.args(&opts);
             cmd
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -168,7 +170,7 @@ impl Bench {
 }
 
 /// A file of `mb` MiB of random-looking bytes (so nothing compresses it away).
-fn make_file(path: &Path, mb: u64) -> anyhow::Result<()> {
+fn make_file(path: &Path, mb: u32) -> anyhow::Result<()> {
     let status = Command::new("dd")
         .args(["if=/dev/urandom", &format!("of={}", path.display()), "bs=1M", &format!("count={mb}"), "status=none"])
         .status()?;
