@@ -454,3 +454,32 @@ fn the_known_hosts_block_lives_while_the_daemon_runs_and_release_removes_it() {
     let after = std::fs::read_to_string("/etc/ssh/ssh_known_hosts").unwrap_or_default();
     assert!(!ours(&after), "{after}");
 }
+
+#[test]
+fn ansible_ping_runs_through_the_proxy() {
+    if !std::path::Path::new("/usr/bin/ansible").exists() {
+        eprintln!("SKIP ansible_ping_runs_through_the_proxy: ansible is missing; run `cargo xtask setup`");
+        return;
+    }
+    // Ansible removes its temporary files with `rm`: no rm rule here.
+    let rules = "[[rule]]\nname = \"connect\"\ntargets = [\"box\"]\naction = \"allow\"\n";
+    let Some(s) = setup("ssh-ansible", "127.0.0.73", rules) else {
+        return;
+    };
+    let home = scratch();
+    let inventory = format!("{},", s.sshd.addr.ip());
+    let out = s
+        .client(&["/usr/bin/ansible", "all", "-i", &inventory, "-m", "ping", "-u", "deploy"])
+        .env("HOME", home.path())
+        .env("ANSIBLE_LOCAL_TEMP", home.path().join("tmp"))
+        // No persistent master connection, so the session ends (and is recorded)
+        // when the run does; host-key checking stays as configured.
+        .env("ANSIBLE_SSH_ARGS", "-o ControlMaster=no")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}\n{}", s.d.log());
+    assert!(stdout.contains("\"ping\": \"pong\""), "{stdout}");
+    let events = s.events();
+    assert!(events.iter().any(|e| e["kind"] == "exec" && e["verdict"] == "allowed"), "{events:#?}");
+}
