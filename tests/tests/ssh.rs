@@ -483,3 +483,21 @@ fn ansible_ping_runs_through_the_proxy() {
     let events = s.events();
     assert!(events.iter().any(|e| e["kind"] == "exec" && e["verdict"] == "allowed"), "{events:#?}");
 }
+
+#[test]
+fn a_refused_connection_is_told_why_in_the_banner() {
+    // Only root may connect; the client runs as nobody.
+    let rules = "[[rule]]\nname = \"root-only\"\ntargets = [\"box\"]\nwho = { users = [\"root\"] }\naction = \"allow\"\n";
+    let Some(s) = setup("ssh-refused", "127.0.0.74", rules) else {
+        return;
+    };
+    let out = s.ssh(&[], &["echo never"]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success() && stdout.is_empty());
+    assert!(
+        stderr.contains("Portcullis denied the connection") && stderr.contains("no rule allows"),
+        "{stderr}"
+    );
+    let session = s.d.wait_session(|x| x["protocol"] == "ssh").unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(session["outcome"], "denied");
+}
