@@ -79,6 +79,42 @@ struct ConfigFile {
     postgres: PostgresFile,
     /// The web console (off unless `[web] listen` is set).
     web: Option<crate::web::WebFile>,
+    /// The SSH proxy.
+    #[serde(default)]
+    ssh: SshFile,
+}
+
+/// The `[ssh]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SshFile {
+    /// The host CA's private key (OpenSSH format); default: one generated under
+    /// `state_dir` on first start.
+    host_ca_key: Option<PathBuf>,
+    /// The system-wide known-hosts file that gets the marked `@cert-authority`
+    /// block (default `/etc/ssh/ssh_known_hosts`).
+    known_hosts_file: Option<PathBuf>,
+}
+
+/// The validated `[ssh]` table.
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    pub host_ca_key: Option<PathBuf>,
+    pub known_hosts_file: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl SshConfig {
+    /// `[ssh]` with relative paths taken from the config's directory (`rel`).
+    fn new(file: SshFile, rel: impl Fn(PathBuf) -> PathBuf, state_dir: &Path) -> Self {
+        Self {
+            host_ca_key: file.host_ca_key.map(&rel),
+            known_hosts_file: rel(file
+                .known_hosts_file
+                .unwrap_or_else(|| "/etc/ssh/ssh_known_hosts".into())),
+            state_dir: state_dir.to_owned(),
+        }
+    }
 }
 
 /// The `[postgres]` table.
@@ -138,6 +174,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     /// The web console, when `[web] listen` is set.
     pub web: Option<crate::web::WebConfig>,
+    pub ssh: SshConfig,
 }
 
 impl Config {
@@ -236,6 +273,7 @@ impl Config {
                 .validate(base, &state_dir, &|var| std::env::var(var).ok())
                 .map_err(invalid)?,
         };
+        let ssh = SshConfig::new(file.ssh, rel, &state_dir);
         Ok(Self {
             web,
             path: path.to_owned(),
@@ -269,6 +307,7 @@ impl Config {
             webhooks: file.webhooks,
             state_dir,
             postgres,
+            ssh,
         })
     }
 }

@@ -10,3 +10,5 @@ pub mod net;
 pub mod pgproxy;
 pub mod postgres;
 pub mod web;
+pub mod sshd;
+pub mod sshproxy;

@@ -21,6 +21,9 @@ pub enum Bench {
     Recorder,
     /// Learned columns: their cost on the hot path, and `discover` on a table set.
     Learn,
+    /// Bulk scp and sequential `ssh host true`: direct vs through the SSH proxy vs
+    /// `ssh -J` through a plain OpenSSH jump host.
+    Ssh,
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -31,6 +34,7 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Mask => "bench-mask",
         Bench::Recorder => "bench-recorder",
         Bench::Learn => "bench-learn",
+        Bench::Ssh => "bench-ssh",
     };
     let mut cmd = Command::new("cargo");
     cmd.args([

@@ -1,6 +1,7 @@
 //! The `portcullis` command line. `daemon` runs the agent; every other verb is a
 //! client of the daemon's local socket API (`policy check` also works offline).
 
+mod asciicast;
 mod client;
 mod masking;
 mod print;
@@ -181,6 +182,10 @@ enum SessionsCommand {
         /// One JSON document: `{"session": …, "events": […]}`.
         #[arg(long)]
         json: bool,
+        /// Write the session's shell recording (asciicast v2, checked against the
+        /// digest in its chain) to FILE, for `asciinema play FILE`.
+        #[arg(long, value_name = "FILE")]
+        asciicast: Option<std::path::PathBuf>,
     },
 }
 
@@ -212,6 +217,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             if release {
                 let n = crate::intercept::release(&config.bpf_pin_dir)?;
+                if let Err(error) = crate::proto::ssh::release(&config.ssh) {
+                    eprintln!("warning: {error}");
+                }
                 println!(
                     "Removed {n} pins from {}; protected targets are no longer intercepted.",
                     config.bpf_pin_dir.display()
@@ -240,9 +248,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print::session(&one, json)
         }
         Command::Sessions {
-            show: Some(SessionsCommand::Replay { id, json }),
+            show: Some(SessionsCommand::Replay { id, json, asciicast }),
             ..
-        } => replay(&client, &id, json).await,
+        } => match asciicast {
+            Some(file) => asciicast::export(&client, &id, &file).await,
+            None => replay(&client, &id, json).await,
+        },
         Command::Approvals {
             watch: Some(ApprovalsCommand::Watch),
             ..

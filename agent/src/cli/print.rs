@@ -1,6 +1,7 @@
 //! Human-readable output of API answers (`--json` prints them as they are).
 
 mod replay;
+mod ssh;
 
 pub use replay::replay_event;
 use serde_json::Value;
@@ -470,7 +471,7 @@ mod tests {
     #[test]
     fn a_kind_without_a_formatter_shows_its_summary_and_details() {
         let mut ev = event(statement());
-        ev["kind"] = "exec".into();
+        ev["kind"] = "x-custom".into();
         ev["summary"] = "systemctl restart app".into();
         ev["details"] = serde_json::json!({ "command": "systemctl restart app", "exit": 0 });
         ev["payload"] = "cd".repeat(32).into();
@@ -479,7 +480,7 @@ mod tests {
             replay_event(&ev),
             format!(
                 "
-#3  2023-11-14 22:13:21.234  approved by bob, carol (request 0196f0c2-aaaa)  [exec]
+#3  2023-11-14 22:13:21.234  approved by bob, carol (request 0196f0c2-aaaa)  [x-custom]
     systemctl restart app
     command  systemctl restart app
     exit     0

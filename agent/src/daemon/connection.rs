@@ -135,6 +135,18 @@ async fn serve(
             )
             .await;
         }
+        Protocol::Ssh => {
+            serve_with(
+                daemon,
+                &daemon.ssh,
+                stream,
+                client,
+                orig_dst,
+                principal,
+                &target,
+            )
+            .await;
+        }
         Protocol::Postgres => {
             serve_with(
                 daemon,

@@ -50,6 +50,8 @@ pub struct Daemon {
     pub targets: TargetTable,
     /// The PostgreSQL protocol (classifier cache, cancel keys, TLS for clients).
     pub postgres: crate::proto::postgres::Postgres,
+    /// The SSH protocol (host CA and host key).
+    pub ssh: crate::proto::ssh::Ssh,
     /// Writes statement records in batches.
     pub recorder: Recorder,
     /// This gateway host's name, recorded with every session.
@@ -93,6 +95,7 @@ impl Daemon {
         if let Err(error) = self.targets.refresh(&policy, &self.interceptor).await {
             tracing::error!(%error, "Cannot update the kernel's target map");
         }
+        self.ssh.publish(&policy);
         *self
             .policy_loaded
             .lock()
@@ -160,9 +163,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut postgres = crate::proto::postgres::Postgres::new(&config.postgres, config.mark)?;
     let (learned, learnings) = learning::registry();
     postgres.learned = learned;
+    let ssh = crate::proto::ssh::Ssh::new(&config.ssh).context("cannot set up the SSH host CA")?;
     let recorder = Recorder::spawn(store.clone());
     let daemon = Arc::new(Daemon {
         postgres,
+        ssh,
         recorder,
         host: store.host().to_owned(),
         gate: Arc::new(Gate::new(policy, store.clone(), metrics, Some(notifier))),
@@ -183,6 +188,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .refresh(&daemon.gate.policy(), &daemon.interceptor)
         .await
         .context("cannot protect the targets")?;
+    daemon.ssh.publish(&daemon.gate.policy());
 
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -30,7 +30,7 @@ pub use pipeline::{ActionOutcome, Approval, Waiting};
 use crate::{
     identity::Principal,
     metrics::{self, Metrics},
-    policy::{Decision, Policy, Review, SqlClasses, Statement, Verdict},
+    policy::{Decision, Policy, Review, SqlClasses, SshKind, SshRequest, Statement, Verdict},
     record::{Store, now_ms},
 };
 use arc_swap::ArcSwap;
@@ -56,6 +56,18 @@ pub enum Action {
         classes: SqlClasses,
         tables: Vec<String>,
     },
+    /// An SSH action inside a session: a command line, a shell, a file transfer, a
+    /// forward.
+    Ssh {
+        /// What kind of SSH action (`exec`, `shell`…).
+        ssh: SshKind,
+        /// The user name the client asked to log in as.
+        login: String,
+        /// What it is about: the command line, the subsystem, `host:port`.
+        subject: String,
+        /// The simple commands of a command line; `None`: unparsed.
+        commands: Option<Vec<String>>,
+    },
 }
 
 /// Longest SQL text an action summary shows.
@@ -72,6 +84,16 @@ impl Action {
                 let shown: String = flat.chars().take(SUMMARY_SQL_CHARS).collect();
                 let more = if shown.len() < flat.len() { "…" } else { "" };
                 format!("run SQL ({}): {shown}{more}", classes.names())
+            }
+            Self::Ssh {
+                ssh: kind,
+                login,
+                subject,
+                ..
+            } => {
+                let shown: String = subject.chars().take(SUMMARY_SQL_CHARS).collect();
+                let more = if shown.len() < subject.len() { "…" } else { "" };
+                format!("ssh {kind} as {login}: {shown}{more}")
             }
         }
     }
@@ -197,6 +219,19 @@ impl Gate {
                     tables,
                 };
                 (self.policy.load()).decide_statement(&ask.principal, &ask.target, &statement)
+            }
+            Action::Ssh {
+                ssh: kind,
+                login,
+                commands,
+                ..
+            } => {
+                let request = SshRequest {
+                    kind: *kind,
+                    login,
+                    commands: commands.as_deref(),
+                };
+                (self.policy.load()).decide_ssh(&ask.principal, &ask.target, &request)
             }
         };
         let ruling = match (verdict, review) {

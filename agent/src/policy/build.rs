@@ -2,6 +2,7 @@
 
 mod action;
 mod group;
+mod ssh;
 
 use std::collections::HashMap;
 
@@ -17,7 +18,7 @@ use super::{
 use crate::secret::SecretRef;
 
 /// Protocols the format reserves but the proxy does not speak yet.
-const RESERVED_PROTOCOLS: [&str; 2] = ["ssh", "http"];
+const RESERVED_PROTOCOLS: [&str; 1] = ["http"];
 
 /// The policy under construction, with where each name was first defined.
 #[derive(Default)]
@@ -91,11 +92,22 @@ impl Builder {
             self.address_owners.insert(address.canonical(), owner);
             addresses.push(address);
         }
-        let Login {
+        let (Login {
             credentials,
             tls,
             client_auth,
-        } = login(src, name, protocol, file)?;
+        }, ssh) = if protocol == Protocol::Ssh {
+            let (ssh, credentials) = ssh::ssh_target(src, name, file)?;
+            let login = Login {
+                credentials,
+                tls: TargetTls::default(),
+                client_auth: None,
+            };
+            (login, Some(ssh))
+        } else {
+            ssh::refuse_ssh_keys(src, name, protocol, file)?;
+            (login(src, name, protocol, file)?, None)
+        };
         self.targets.push(Target {
             name: name.to_owned(),
             protocol,
@@ -104,6 +116,7 @@ impl Builder {
             credentials,
             tls,
             client_auth,
+            ssh,
         });
         Ok(())
     }
@@ -143,21 +156,15 @@ impl Builder {
         let action = self.action(src, name, file)?;
         let filter = Filter::parse(src, name, file)?;
         let mask = mask_spec(src, name, file)?;
-        if filter.is_some() {
-            let tcp = names.iter().find(|t| {
-                self.targets
-                    .iter()
-                    .any(|x| &x.name == *t && x.protocol == Protocol::Tcp)
-            });
-            if let Some(tcp) = tcp {
-                return Err(src.error(
-                    file.targets.span(),
-                    format!(
-                        "rule `{name}` has `sql`/`tables`, but target `{tcp}` speaks tcp, which \
-                         has no statements; use it only with postgres targets"
-                    ),
-                ));
-            }
+        if let Some(filter) = &filter {
+            ssh::check_filter_targets(
+                src,
+                name,
+                filter,
+                &names,
+                &self.targets,
+                file.targets.span(),
+            )?;
         }
         self.rules.push(Rule {
             name: name.to_owned(),
@@ -355,6 +362,7 @@ fn login(
             Some(Credentials {
                 user: creds.user.clone(),
                 password,
+                key_file: None,
             })
         }
     };
@@ -442,6 +450,7 @@ fn protocol(src: &Source, name: &Spanned<String>) -> Result<Protocol, PolicyErro
     match name.get_ref().as_str() {
         "tcp" => Ok(Protocol::Tcp),
         "postgres" => Ok(Protocol::Postgres),
+        "ssh" => Ok(Protocol::Ssh),
         reserved if RESERVED_PROTOCOLS.contains(&reserved) => Err(src.error(
             name.span(),
             format!(
@@ -450,7 +459,7 @@ fn protocol(src: &Source, name: &Spanned<String>) -> Result<Protocol, PolicyErro
         )),
         other => Err(src.error(
             name.span(),
-            format!("unknown protocol `{other}`; use \"tcp\" or \"postgres\""),
+            format!("unknown protocol `{other}`; use \"tcp\", \"postgres\" or \"ssh\""),
         )),
     }
 }
@@ -580,9 +589,9 @@ mod tests {
             )
         };
         assert_error(
-            &[("a.toml", &target("ssh"))],
+            &[("a.toml", &target("http"))],
             "a.toml:3",
-            "protocol `ssh` is not supported yet",
+            "protocol `http` is not supported yet",
         );
         assert_error(
             &[("a.toml", &target("udp"))],

@@ -43,6 +43,11 @@ pub(super) struct TargetFile {
     /// A password clients must give the proxy (`postgres` only), besides being allowed
     /// by the rules.
     pub client_auth: Option<Spanned<ClientAuthFile>>,
+    /// The target's host keys, OpenSSH `known_hosts` format (`ssh`; required).
+    pub known_hosts: Option<Spanned<String>>,
+    /// The target's own host private key, presented to clients instead of a host
+    /// certificate (`ssh`; for clients that do not check certificates).
+    pub host_key_file: Option<Spanned<String>>,
 }
 
 /// A target's `client_auth`: where the password clients must present is kept.
@@ -63,6 +68,8 @@ pub(super) struct CredentialsFile {
     pub user: Option<String>,
     pub password_env: Option<String>,
     pub password_file: Option<String>,
+    /// A private key file to log in with (`ssh`).
+    pub key_file: Option<String>,
     /// Accepted only to refuse it with a clear message: secrets are never inline.
     pub password: Option<Spanned<toml::Value>>,
 }
@@ -123,6 +130,10 @@ pub(super) struct RuleFile {
     pub sql: Option<Spanned<Vec<Spanned<String>>>>,
     /// Table patterns (`users`, `public.users`, `*.payments`): a rule on statements.
     pub tables: Option<Spanned<Vec<Spanned<String>>>>,
+    /// SSH action kinds (`exec`, `shell`, `sftp`…): makes this a rule on SSH actions.
+    pub ssh: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Command globs (`rm *`): a rule on SSH command lines.
+    pub commands: Option<Spanned<Vec<Spanned<String>>>>,
     /// Masking of the sessions this rule matches (see [`crate::mask::MaskSpec`]).
     pub mask: Option<Spanned<Vec<String>>>,
     pub mask_columns: Option<Vec<String>>,
@@ -151,6 +162,9 @@ pub(super) struct WhoFile {
     /// Exact paths or globs with `*`.
     #[serde(default)]
     pub exe: Vec<Spanned<String>>,
+    /// Login name globs of SSH actions (makes the rule one on SSH actions).
+    #[serde(default)]
+    pub logins: Vec<String>,
 }
 
 /// A rule's `action`.

@@ -7,15 +7,19 @@
 //! for HTTP) without touching the others.
 
 pub(super) mod sql;
+pub(super) mod ssh;
 
 use super::{PolicyError, file::RuleFile, load::Source};
 pub(super) use sql::SqlFilter;
+pub(super) use ssh::SshFilter;
 
 /// What kind of action a rule decides, and which of them.
 #[derive(Debug, Clone)]
 pub(super) enum Filter {
     /// `sql` and/or `tables`: SQL statements.
     Sql(SqlFilter),
+    /// `ssh`, `commands` and/or `who.logins`: SSH actions.
+    Ssh(SshFilter),
 }
 
 impl Filter {
@@ -25,6 +29,17 @@ impl Filter {
         rule: &str,
         file: &RuleFile,
     ) -> Result<Option<Filter>, PolicyError> {
-        Ok(SqlFilter::parse(src, rule, file)?.map(Filter::Sql))
+        let sql = SqlFilter::parse(src, rule, file)?.map(Filter::Sql);
+        let ssh = SshFilter::parse(src, rule, file)?.map(Filter::Ssh);
+        match (sql, ssh) {
+            (Some(_), Some(_)) => Err(src.error(
+                file.name.span(),
+                format!(
+                    "rule `{rule}` mixes SQL keys (`sql`, `tables`) with SSH keys (`ssh`, \
+                     `commands`, `who.logins`); split it into two rules"
+                ),
+            )),
+            (sql, ssh) => Ok(sql.or(ssh)),
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Validated rules and the question "does this rule apply to this principal and target".
 
-use super::{Review, Statement, Verdict, filter::Filter};
+use super::{Review, Subject, Verdict, filter::Filter};
 use crate::identity::{Approver, Principal};
 
 /// A validated `[[rule]]`.
@@ -98,15 +98,19 @@ impl Rule {
         }
     }
 
-    /// Whether the rule decides `statement` (`None`: the connection itself).
+    /// Whether the rule decides `subject`.
     ///
-    /// Connection rules decide connections, statement rules statements. An unparsed
-    /// statement could be anything, so every statement rule covers it.
-    pub fn covers(&self, statement: Option<&Statement<'_>>) -> bool {
-        match (&self.filter, statement) {
-            (None, None) => true,
-            (Some(Filter::Sql(sql)), Some(statement)) => sql.covers(statement, self.verdict()),
-            (None, Some(_)) | (Some(_), None) => false,
+    /// Connection rules decide connections, statement rules statements, SSH rules SSH
+    /// actions. An unparsed statement could be anything, so every statement rule
+    /// covers it.
+    pub fn covers(&self, subject: Subject<'_>) -> bool {
+        match (&self.filter, subject) {
+            (None, Subject::Connection) => true,
+            (Some(Filter::Sql(sql)), Subject::Statement(statement)) => {
+                sql.covers(statement, self.verdict())
+            }
+            (Some(Filter::Ssh(ssh)), Subject::Ssh(request)) => ssh.covers(request, self.verdict()),
+            _ => false,
         }
     }
 
@@ -200,7 +204,7 @@ pub(super) fn glob_match(pattern: &str, text: &str) -> bool {
 #[expect(clippy::unwrap_used, reason = "tests")]
 pub(super) mod tests {
     use super::*;
-    use crate::policy::{Policy, SqlClass, SqlClasses, Verdict};
+    use crate::policy::{Policy, SqlClass, SqlClasses, Statement, Verdict};
 
     /// A principal with every field set.
     pub fn principal(user: &str, uid: u32, groups: &[&str], exe: &str) -> Principal {

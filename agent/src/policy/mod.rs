@@ -62,7 +62,8 @@ pub use address::TargetAddress;
 use matching::{Group, Rule};
 pub use review::{Escalation, Review};
 pub use sql::{SqlClass, SqlClasses};
-pub use target::{BackendTls, Credentials, Protocol, Target, TargetTls};
+pub use filter::ssh::{SshKind, SshRequest};
+pub use target::{BackendTls, Credentials, Protocol, SshTarget, Target, TargetTls};
 
 /// A validated, merged policy; the default is the empty policy that denies everything.
 #[derive(Debug, Clone, Default)]
@@ -131,7 +132,7 @@ impl Policy {
     /// targets the policy does not define, the answer is a deny.
     #[must_use]
     pub fn decide(&self, principal: &Principal, target: &str) -> Decision {
-        self.decide_on(principal, target, None)
+        self.decide_on(principal, target, Subject::Connection)
     }
 
     /// The masking specs of every rule that covers `target` and matches `principal`
@@ -169,15 +170,24 @@ impl Policy {
         target: &str,
         statement: &Statement<'_>,
     ) -> Decision {
-        self.decide_on(principal, target, Some(statement))
+        self.decide_on(principal, target, Subject::Statement(statement))
     }
 
-    fn decide_on(
+    /// Decides one SSH action on a connection the policy already allowed, with the
+    /// rules that have `ssh`, `commands` or `who.logins`. The most restrictive
+    /// matching rule wins; no matching rule allows it, except agent forwarding, X11
+    /// and an unparsed command line, which are denied.
+    #[must_use]
+    pub fn decide_ssh(
         &self,
         principal: &Principal,
         target: &str,
-        statement: Option<&Statement<'_>>,
+        request: &SshRequest<'_>,
     ) -> Decision {
+        self.decide_on(principal, target, Subject::Ssh(request))
+    }
+
+    fn decide_on(&self, principal: &Principal, target: &str, subject: Subject<'_>) -> Decision {
         let Some(target) = self.target(target) else {
             return Decision::deny_unmatched(format!(
                 "target {target} is not defined in the policy"
@@ -187,13 +197,14 @@ impl Policy {
         // Reasons are formatted only when they are kept: an allowed statement's reason
         // is shown nowhere (its record names the rule), and this runs per statement.
         let label = || principal.label();
-        let what = || match statement {
-            None => format!("to reach target {name}"),
-            Some(s) => format!("to run {} on target {name}", s.classes.names()),
+        let what = || match subject {
+            Subject::Connection => format!("to reach target {name}"),
+            Subject::Statement(s) => format!("to run {} on target {name}", s.classes.names()),
+            Subject::Ssh(r) => format!("{} as {} on target {name}", r.kind.verb(), r.login),
         };
         let matching = || {
             self.rules.iter().filter(|rule| {
-                rule.applies_to(name) && rule.covers(statement) && rule.matches(principal)
+                rule.applies_to(name) && rule.covers(subject) && rule.matches(principal)
             })
         };
         let first = |verdict| matching().find(|rule| rule.verdict() == verdict);
@@ -224,17 +235,28 @@ impl Policy {
             return Decision::by(rule, reason);
         }
         if let Some(rule) = first(Verdict::Allow) {
-            let reason = match statement {
-                None => format!("rule `{}` allows {} {}", rule.name, label(), what()),
-                Some(_) => String::new(),
+            let reason = match subject {
+                Subject::Connection => format!("rule `{}` allows {} {}", rule.name, label(), what()),
+                Subject::Statement(_) | Subject::Ssh(_) => String::new(),
             };
             return Decision::by(rule, reason);
         }
-        match statement {
-            None => Decision::deny_unmatched(format!("no rule allows {} {}", label(), what())),
-            Some(s) => filter::sql::unmatched(s, name),
+        match subject {
+            Subject::Connection => {
+                Decision::deny_unmatched(format!("no rule allows {} {}", label(), what()))
+            }
+            Subject::Statement(s) => filter::sql::unmatched(s, name),
+            Subject::Ssh(r) => filter::ssh::unmatched(r, name),
         }
     }
+}
+
+/// What a decision is about: the connection, or an action inside it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Subject<'a> {
+    Connection,
+    Statement(&'a Statement<'a>),
+    Ssh(&'a SshRequest<'a>),
 }
 
 /// What a statement does, as the policy sees it.

@@ -23,6 +23,19 @@ pub struct Target {
     /// The password a client must give the proxy (SCRAM-SHA-256) before its
     /// connection is decided (`postgres`); `None`: the local identity is enough.
     pub client_auth: Option<SecretRef>,
+    /// What only `ssh` targets have: how the proxy trusts the target and presents
+    /// itself to clients.
+    pub ssh: Option<SshTarget>,
+}
+
+/// An `ssh` target's host identities.
+#[derive(Debug, Clone, Serialize)]
+pub struct SshTarget {
+    /// OpenSSH `known_hosts` file the target's host key must be in (no trust on first
+    /// use); read on each connection.
+    pub known_hosts: PathBuf,
+    /// The target's own host private key, presented instead of a certificate.
+    pub host_key_file: Option<PathBuf>,
 }
 
 /// The wire protocols the proxy can speak to a target.
@@ -33,6 +46,8 @@ pub enum Protocol {
     Tcp,
     /// PostgreSQL: connect, then every statement is an action.
     Postgres,
+    /// SSH: connect, then every exec, shell, file transfer and forward is an action.
+    Ssh,
 }
 
 impl fmt::Display for Protocol {
@@ -40,6 +55,7 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Tcp => "tcp",
             Protocol::Postgres => "postgres",
+            Protocol::Ssh => "ssh",
         })
     }
 }
@@ -50,6 +66,8 @@ pub struct Credentials {
     /// Default: the user name the client asked for.
     pub user: Option<String>,
     pub password: Option<SecretRef>,
+    /// A private key to log in with (`ssh`), read per session.
+    pub key_file: Option<PathBuf>,
 }
 
 /// TLS from the proxy to a target, like libpq's `sslmode`, `sslrootcert` and the

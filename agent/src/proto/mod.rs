@@ -3,6 +3,7 @@
 //! connection and picks the module by the target's protocol.
 
 pub mod postgres;
+pub mod ssh;
 pub mod tcp;
 pub mod tls;
 

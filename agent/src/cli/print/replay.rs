@@ -24,6 +24,15 @@ pub fn replay_event(ev: &Value) -> String {
     let details = at(ev, "/details");
     let shown = match kind {
         "sql" => sql(details),
+        "exec" | "scp" | "shell" | "sftp" | "forward" | "agent" | "x11" => {
+            let (tag, lines, result) = super::ssh::shown(kind, details);
+            Shown {
+                tag,
+                lines,
+                result,
+                tail: Vec::new(),
+            }
+        }
         other => generic(other, ev),
     };
     let mut verdict = field(ev, "/verdict");

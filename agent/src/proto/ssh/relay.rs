@@ -1,0 +1,197 @@
+//! Relaying a started session channel: client input to the target's channel, the
+//! target's output masked (values split across reads included) to the client,
+//! sampled for an exec's event and written to a shell's recording; exit status and
+//! signal passed on. Ends when the target closes the channel, the client closes
+//! it, or the client's connection ends.
+
+use super::{
+    masking::{FLUSH_AFTER, FLUSH_AFTER_EXEC, StreamMasker},
+    recording::{Cast, Finished, Sample},
+    server::Conn,
+};
+use bytes::Bytes;
+use russh::{Channel, ChannelMsg, client, server};
+use serde_json::json;
+
+/// What a relayed channel did, for its event.
+#[derive(Default)]
+pub struct Relayed {
+    up_bytes: u64,
+    down_bytes: u64,
+    exit_status: Option<u32>,
+    exit_signal: Option<String>,
+    sample: Sample,
+    cast: Option<Result<(std::path::PathBuf, u64, String), String>>,
+    cast_truncated: bool,
+}
+
+impl Relayed {
+    /// Adds what happened to the action's event.
+    pub fn finish(self, finished: &mut Finished) {
+        if let Some(details) = finished.details.as_object_mut() {
+            details.insert("exit_status".into(), json!(self.exit_status));
+            details.insert("exit_signal".into(), json!(self.exit_signal));
+            details.insert("bytes_in".into(), json!(self.up_bytes));
+            details.insert("bytes_out".into(), json!(self.down_bytes));
+            if self.cast.is_none() {
+                details.insert("output_sample".into(), json!(self.sample.text()));
+            }
+            if let Some(Ok((path, size, _))) = &self.cast {
+                details.insert("recording".into(), json!({"path": path, "bytes": size, "truncated": self.cast_truncated}));
+            }
+        }
+        match self.cast {
+            Some(Ok((_, _, digest))) => finished.payload = Some(digest),
+            Some(Err(why)) => finished.error = Some(why),
+            None => {}
+        }
+        if let Some(status) = self.exit_status.filter(|s| *s != 0) {
+            finished.error.get_or_insert(format!("exit status {status}"));
+        }
+    }
+}
+
+/// Output of one stream on its way to the client: masked, sampled, recorded.
+struct Output {
+    masker: Option<StreamMasker>,
+}
+
+impl Output {
+    fn new(conn: &Conn) -> Self {
+        Self {
+            masker: conn.masker.clone().map(StreamMasker::new),
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        match &mut self.masker {
+            Some(m) => m.push(data),
+            None => data.to_vec(),
+        }
+    }
+
+    fn flush(&mut self) -> Vec<u8> {
+        self.masker.as_mut().map(StreamMasker::flush).unwrap_or_default()
+    }
+
+    fn holding(&self) -> bool {
+        self.masker.as_ref().is_some_and(StreamMasker::holding)
+    }
+}
+
+/// Relays until the target closes the channel.
+pub async fn relay(
+    mut client: Channel<server::Msg>,
+    mut up: Channel<client::Msg>,
+    conn: &Conn,
+    mut cast: Option<Cast>,
+    pty: bool,
+) -> Relayed {
+    let flush_after = if pty { FLUSH_AFTER } else { FLUSH_AFTER_EXEC };
+    let mut out = Output::new(conn);
+    let mut err = Output::new(conn);
+    let mut r = Relayed::default();
+    loop {
+        let holding = out.holding() || err.holding();
+        tokio::select! {
+            msg = up.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    let masked = out.push(&data);
+                    send(&client, None, masked, &mut r, cast.as_mut()).await;
+                }
+                Some(ChannelMsg::ExtendedData { data, ext }) => {
+                    let masked = err.push(&data);
+                    send(&client, Some(ext), masked, &mut r, cast.as_mut()).await;
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
+                    r.exit_status = Some(exit_status);
+                    let _ = client.exit_status(exit_status).await;
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag }) => {
+                    flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
+                    r.exit_signal = Some(format!("{signal_name:?}"));
+                    let _ = conn.handle.exit_signal_request(client.id(), signal_name, core_dumped, error_message, lang_tag).await;
+                }
+                Some(ChannelMsg::Eof) => {
+                    flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
+                    let _ = client.eof().await;
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+            msg = client.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    r.up_bytes += data.len() as u64;
+                    if up.data_bytes(data).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ChannelMsg::Eof) => {
+                    let _ = up.eof().await;
+                }
+                Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
+                    let _ = up.window_change(col_width, row_height, pix_width, pix_height).await;
+                    if let Some(c) = cast.as_mut() {
+                        let _ = c.resize(col_width, row_height);
+                    }
+                }
+                Some(ChannelMsg::Signal { signal }) => {
+                    let _ = up.signal(signal).await;
+                }
+                // A client that closed takes no more output: done.
+                Some(ChannelMsg::Close) | None => {
+                    let _ = up.close().await;
+                    break;
+                }
+                Some(_) => {}
+            },
+            () = conn.closed.cancelled() => {
+                let _ = up.close().await;
+                break;
+            }
+            () = tokio::time::sleep(flush_after), if holding => {
+                flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
+            }
+        }
+    }
+    flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
+    let _ = client.close().await;
+    if let Some(c) = cast {
+        r.cast_truncated = c.truncated;
+        r.cast = Some(c.finish().map_err(|e| format!("the recording could not be written: {e}")));
+    }
+    r
+}
+
+async fn flush(
+    client: &Channel<server::Msg>,
+    out: &mut Output,
+    err: &mut Output,
+    r: &mut Relayed,
+    mut cast: Option<&mut Cast>,
+) {
+    let o = out.flush();
+    send(client, None, o, r, cast.as_deref_mut()).await;
+    let e = err.flush();
+    send(client, Some(1), e, r, cast).await;
+}
+
+/// Sends (masked) output to the client, counting, sampling and recording it.
+async fn send(client: &Channel<server::Msg>, ext: Option<u32>, data: Vec<u8>, r: &mut Relayed, cast: Option<&mut Cast>) {
+    if data.is_empty() {
+        return;
+    }
+    r.down_bytes += data.len() as u64;
+    r.sample.push(&data);
+    if let Some(c) = cast
+        && let Err(error) = c.output(&data)
+    {
+        tracing::error!(%error, "Cannot write the shell recording");
+    }
+    let bytes = Bytes::from(data);
+    let _ = match ext {
+        None => client.data_bytes(bytes).await,
+        Some(ext) => client.extended_data_bytes(ext, bytes).await,
+    };
+}

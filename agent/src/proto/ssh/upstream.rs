@@ -1,0 +1,174 @@
+//! The proxy's own SSH connection to the target: marked so the redirect lets it
+//! pass, the server's host key checked against the target's `known_hosts` file (an
+//! unknown or changed key ends the session: there is no trust on first use), then a
+//! login with the target's credentials, which never reach the client.
+
+use super::SshError;
+use crate::{
+    policy::{Target, TargetAddress},
+    proto::Session,
+};
+use russh::{
+    client::{self, AuthResult},
+    keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate},
+};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+/// How long connecting, key exchange and login may take together.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A logged-in connection to the target.
+pub type Upstream = client::Handle<Verifier>;
+
+/// Checks the target's host key against its `known_hosts` file.
+pub struct Verifier {
+    known_hosts: PathBuf,
+    /// (host, port) names under which the key may be listed.
+    names: Vec<(String, u16)>,
+    /// Why the key was refused, for the error the client and the record get.
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            // A certificate's key must itself be listed: we keep no CA for targets.
+            PublicKeyOrCertificate::Certificate(cert) => {
+                PublicKey::new(cert.public_key().clone(), "")
+            }
+        };
+        let verdict = self.check(&key);
+        if let Err(why) = &verdict {
+            *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(why.clone());
+        }
+        Ok(verdict.is_ok())
+    }
+}
+
+impl Verifier {
+    fn check(&self, key: &PublicKey) -> Result<(), String> {
+        let fingerprint = key.fingerprint(HashAlg::Sha256);
+        let mut listed_other = false;
+        for (host, port) in &self.names {
+            let found = russh::keys::known_hosts::known_host_keys_path(host, *port, &self.known_hosts)
+                .map_err(|e| format!("cannot read known_hosts {}: {e}", self.known_hosts.display()))?;
+            for (_, recorded) in found {
+                if recorded.key_data() == key.key_data() {
+                    return Ok(());
+                }
+                listed_other |= recorded.algorithm() == key.algorithm();
+            }
+        }
+        if listed_other {
+            Err(format!(
+                "the target's host key CHANGED: it presented {fingerprint}, which does not match \
+                 {}; if the server was rebuilt, update that file",
+                self.known_hosts.display()
+            ))
+        } else {
+            Err(format!(
+                "the target's host key {fingerprint} is not in {}; add it (e.g. with \
+                 ssh-keyscan, after checking it) — keys are never trusted on first use",
+                self.known_hosts.display()
+            ))
+        }
+    }
+}
+
+/// The client configuration every upstream connection uses.
+fn config() -> Arc<client::Config> {
+    Arc::new(client::Config {
+        inactivity_timeout: None,
+        nodelay: true,
+        keepalive_interval: Some(Duration::from_mins(1)),
+        ..client::Config::default()
+    })
+}
+
+/// Connects to the target of `session` and logs in as the target's credential user
+/// (else `login`, the user the client asked for).
+pub async fn connect(session: &Session, login: &str) -> Result<Upstream, SshError> {
+    match tokio::time::timeout(LOGIN_TIMEOUT, connect_inner(session, login)).await {
+        Ok(result) => result,
+        Err(_) => Err(SshError::Upstream(format!(
+            "the target {} did not finish logging in within {}s",
+            session.upstream,
+            LOGIN_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn connect_inner(session: &Session, login: &str) -> Result<Upstream, SshError> {
+    let target = &session.target;
+    let Some(ssh) = &target.ssh else {
+        return Err(SshError::Upstream(format!("target {} has no ssh settings", target.name)));
+    };
+    let stream = crate::proto::tcp::connect_upstream(session.upstream, session.mark)
+        .await
+        .map_err(|e| SshError::Upstream(format!("cannot connect to {}: {e}", session.upstream)))?;
+    let refused = Arc::default();
+    let verifier = Verifier {
+        known_hosts: ssh.known_hosts.clone(),
+        names: names(target, session.upstream),
+        refused: Arc::clone(&refused),
+    };
+    let mut handle = match client::connect_stream(config(), stream, verifier).await {
+        Ok(h) => h,
+        Err(error) => {
+            let why = refused.lock().unwrap_or_else(PoisonError::into_inner).take();
+            return Err(SshError::Upstream(why.unwrap_or_else(|| {
+                format!("SSH handshake with {} failed: {error}", session.upstream)
+            })));
+        }
+    };
+    let creds = target.credentials.as_ref();
+    let user = creds.and_then(|c| c.user.clone()).unwrap_or_else(|| login.to_owned());
+    let result = if let Some(path) = creds.and_then(|c| c.key_file.as_ref()) {
+        let key = russh::keys::load_secret_key(path, None).map_err(|e| {
+            SshError::Upstream(format!("cannot read the target's key_file {}: {e}", path.display()))
+        })?;
+        let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+        let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+        handle.authenticate_publickey(&user, key).await
+    } else if let Some(secret) = creds.and_then(|c| c.password.as_ref()) {
+        let password = secret
+            .resolve()
+            .map_err(|why| SshError::Upstream(format!("cannot read the target's password: {why}")))?;
+        handle.authenticate_password(&user, password.expose()).await
+    } else {
+        handle.authenticate_none(&user).await
+    };
+    match result {
+        Ok(AuthResult::Success) => Ok(handle),
+        Ok(AuthResult::Failure { .. }) => Err(SshError::Upstream(format!(
+            "the target refused Portcullis's login as {user}; check the target's credentials"
+        ))),
+        Err(e) => Err(SshError::Upstream(format!("login to the target failed: {e}"))),
+    }
+}
+
+/// Names the target's key may be listed under: the address connected to, and each
+/// of the target's addresses as written.
+fn names(target: &Target, upstream: std::net::SocketAddr) -> Vec<(String, u16)> {
+    let mut out = vec![(upstream.ip().to_canonical().to_string(), upstream.port())];
+    for a in &target.addresses {
+        let name = match a {
+            TargetAddress::Socket(s) => (s.ip().to_string(), s.port()),
+            TargetAddress::Host { host, port } => (host.clone(), *port),
+        };
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
