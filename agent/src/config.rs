@@ -77,6 +77,9 @@ struct ConfigFile {
     /// The PostgreSQL proxy.
     #[serde(default)]
     postgres: PostgresFile,
+    /// The HTTP(S) proxy.
+    #[serde(default)]
+    http: crate::proto::http::config::HttpFile,
 }
 
 /// The `[postgres]` table.
@@ -134,6 +137,7 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     pub state_dir: PathBuf,
     pub postgres: PostgresConfig,
+    pub http: crate::proto::http::config::HttpConfig,
 }
 
 impl Config {
@@ -256,6 +260,10 @@ impl Config {
             metrics_listen: file.metrics_listen,
             gateway: file.gateway,
             webhooks: file.webhooks,
+            http: file
+                .http
+                .validate(&state_dir, &rel)
+                .map_err(|m| invalid(format!("[http] {m}")))?,
             state_dir,
             postgres,
         })

@@ -154,6 +154,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     "Removed {n} pins from {}; protected targets are no longer intercepted.",
                     config.bpf_pin_dir.display()
                 );
+                if config.http.trust_store
+                    && let Some(path) = crate::proto::http::uninstall(
+                        config.http.ca_cert.as_deref(),
+                        &config.http.state_dir,
+                        &config.http.trust_dir,
+                    )?
+                {
+                    println!("Removed the HTTPS CA {} from the trust store.", path.display());
+                }
                 return Ok(());
             }
             crate::daemon::run(config).await

@@ -46,6 +46,8 @@ pub struct Daemon {
     pub targets: TargetTable,
     /// The PostgreSQL protocol (classifier cache, cancel keys, TLS for clients).
     pub postgres: crate::proto::postgres::Postgres,
+    /// The HTTP(S) protocol (the CA for HTTPS clients, request limits).
+    pub http: crate::proto::http::Http,
     /// Writes statement records in batches.
     pub recorder: Recorder,
     /// This gateway host's name, recorded with every session.
@@ -135,8 +137,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let postgres = crate::proto::postgres::Postgres::new(&config.postgres, config.mark)?;
     let recorder = Recorder::spawn(store.clone());
+    let http = crate::proto::http::Http::new(&config.http);
     let daemon = Arc::new(Daemon {
         postgres,
+        http,
         recorder,
         host: store.host().to_owned(),
         gate: Arc::new(Gate::new(policy, store.clone(), metrics, Some(notifier))),

@@ -2,6 +2,7 @@
 
 mod action;
 mod group;
+mod http;
 
 use std::collections::HashMap;
 
@@ -17,7 +18,7 @@ use super::{
 use crate::secret::SecretRef;
 
 /// Protocols the format reserves but the proxy does not speak yet.
-const RESERVED_PROTOCOLS: [&str; 2] = ["ssh", "http"];
+const RESERVED_PROTOCOLS: [&str; 1] = ["ssh"];
 
 /// The policy under construction, with where each name was first defined.
 #[derive(Default)]
@@ -95,6 +96,7 @@ impl Builder {
             credentials,
             tls,
             client_auth,
+            http_credentials,
         } = login(src, name, protocol, file)?;
         self.targets.push(Target {
             name: name.to_owned(),
@@ -104,6 +106,7 @@ impl Builder {
             credentials,
             tls,
             client_auth,
+            http_credentials,
         });
         Ok(())
     }
@@ -143,7 +146,10 @@ impl Builder {
         let action = self.action(src, name, file)?;
         let filter = Filter::parse(src, name, file)?;
         let mask = mask_spec(src, name, file)?;
-        if filter.is_some() {
+        if let Some(filter) = &filter {
+            http::check_filter_targets(src, name, file, filter, &names, &self.targets)?;
+        }
+        if matches!(filter, Some(Filter::Sql(_))) {
             let tcp = names.iter().find(|t| {
                 self.targets
                     .iter()
@@ -312,6 +318,7 @@ struct Login {
     credentials: Option<Credentials>,
     tls: TargetTls,
     client_auth: Option<SecretRef>,
+    http_credentials: Option<super::HttpCredentials>,
 }
 
 /// A target's `credentials`, `tls` and `client_auth`, which only `postgres` targets use.
@@ -321,6 +328,9 @@ fn login(
     protocol: Protocol,
     file: &TargetFile,
 ) -> Result<Login, PolicyError> {
+    if protocol.is_http() {
+        return http::login(src, name, protocol, file);
+    }
     if protocol != Protocol::Postgres {
         let keys = [
             ("credentials", file.credentials.as_ref().map(Spanned::span)),
@@ -338,6 +348,7 @@ fn login(
             credentials: None,
             tls: TargetTls::default(),
             client_auth: None,
+            http_credentials: None,
         });
     }
     let credentials = match &file.credentials {
@@ -401,12 +412,13 @@ fn login(
         credentials,
         tls,
         client_auth,
+        http_credentials: None,
     })
 }
 
 /// A secret given as `password_env` or `password_file` (at most one; the file by
 /// absolute path); an inline `password` is refused.
-fn secret_ref(
+pub(super) fn secret_ref(
     src: &Source,
     name: &str,
     span: std::ops::Range<usize>,
@@ -441,6 +453,8 @@ fn protocol(src: &Source, name: &Spanned<String>) -> Result<Protocol, PolicyErro
     match name.get_ref().as_str() {
         "tcp" => Ok(Protocol::Tcp),
         "postgres" => Ok(Protocol::Postgres),
+        "http" => Ok(Protocol::Http),
+        "https" => Ok(Protocol::Https),
         reserved if RESERVED_PROTOCOLS.contains(&reserved) => Err(src.error(
             name.span(),
             format!(
@@ -449,7 +463,9 @@ fn protocol(src: &Source, name: &Spanned<String>) -> Result<Protocol, PolicyErro
         )),
         other => Err(src.error(
             name.span(),
-            format!("unknown protocol `{other}`; use \"tcp\" or \"postgres\""),
+            format!(
+                "unknown protocol `{other}`; use \"tcp\", \"postgres\", \"http\" or \"https\""
+            ),
         )),
     }
 }

@@ -65,6 +65,15 @@ pub(super) struct CredentialsFile {
     pub password_file: Option<String>,
     /// Accepted only to refuse it with a clear message: secrets are never inline.
     pub password: Option<Spanned<toml::Value>>,
+    /// `http`/`https`: the header set on every upstream request (`Authorization`).
+    pub header: Option<String>,
+    /// `http`/`https`: where the header's value is kept.
+    pub value_env: Option<String>,
+    pub value_file: Option<String>,
+    /// `http`/`https`: written before the value (`"Bearer "`).
+    pub prefix: Option<String>,
+    /// Accepted only to refuse it with a clear message: secrets are never inline.
+    pub value: Option<Spanned<toml::Value>>,
 }
 
 /// A `[[group]]` table.
@@ -120,6 +129,10 @@ pub(super) struct RuleFile {
     pub sql: Option<Spanned<Vec<Spanned<String>>>>,
     /// Table patterns (`users`, `public.users`, `*.payments`): a rule on statements.
     pub tables: Option<Spanned<Vec<Spanned<String>>>>,
+    /// HTTP methods (`DELETE`, `POST`): makes this a rule on HTTP requests.
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// HTTP path globs (`/v1/users/*`, `/admin/**`): a rule on HTTP requests.
+    pub paths: Option<Spanned<Vec<Spanned<String>>>>,
     /// Masking of the sessions this rule matches (see [`crate::mask::MaskSpec`]).
     pub mask: Option<Spanned<Vec<String>>>,
     pub mask_columns: Option<Vec<String>>,

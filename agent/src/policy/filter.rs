@@ -6,9 +6,11 @@
 //! A new protocol adds its kind here (`commands`/`forward` for SSH, `methods`/`paths`
 //! for HTTP) without touching the others.
 
+pub(super) mod http;
 pub(super) mod sql;
 
 use super::{PolicyError, file::RuleFile, load::Source};
+pub(super) use http::HttpFilter;
 pub(super) use sql::SqlFilter;
 
 /// What kind of action a rule decides, and which of them.
@@ -16,6 +18,8 @@ pub(super) use sql::SqlFilter;
 pub(super) enum Filter {
     /// `sql` and/or `tables`: SQL statements.
     Sql(SqlFilter),
+    /// `methods` and/or `paths`: HTTP requests.
+    Http(HttpFilter),
 }
 
 impl Filter {
@@ -25,6 +29,17 @@ impl Filter {
         rule: &str,
         file: &RuleFile,
     ) -> Result<Option<Filter>, PolicyError> {
-        Ok(SqlFilter::parse(src, rule, file)?.map(Filter::Sql))
+        let sql = SqlFilter::parse(src, rule, file)?.map(Filter::Sql);
+        let http = HttpFilter::parse(src, rule, file)?.map(Filter::Http);
+        match (sql, http) {
+            (Some(_), Some(_)) => Err(src.error(
+                file.name.span(),
+                format!(
+                    "rule `{rule}` has both `sql`/`tables` and `methods`/`paths`; a rule \
+                     decides one kind of action, split it in two"
+                ),
+            )),
+            (sql, http) => Ok(sql.or(http)),
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Validated rules and the question "does this rule apply to this principal and target".
 
-use super::{Review, Statement, Verdict, filter::Filter};
+use super::{Inside, Review, Verdict, filter::Filter};
 use crate::identity::{Approver, Principal};
 
 /// A validated `[[rule]]`.
@@ -96,15 +96,19 @@ impl Rule {
         }
     }
 
-    /// Whether the rule decides `statement` (`None`: the connection itself).
+    /// Whether the rule decides `inside` (the connection itself, or an action in it).
     ///
-    /// Connection rules decide connections, statement rules statements. An unparsed
-    /// statement could be anything, so every statement rule covers it.
-    pub fn covers(&self, statement: Option<&Statement<'_>>) -> bool {
-        match (&self.filter, statement) {
-            (None, None) => true,
-            (Some(Filter::Sql(sql)), Some(statement)) => sql.covers(statement, self.verdict()),
-            (None, Some(_)) | (Some(_), None) => false,
+    /// Connection rules decide connections, statement rules statements, request rules
+    /// HTTP requests. An unparsed statement could be anything, so every statement rule
+    /// covers it.
+    pub fn covers(&self, inside: Inside<'_>) -> bool {
+        match (&self.filter, inside) {
+            (None, Inside::Connection) => true,
+            (Some(Filter::Sql(sql)), Inside::Statement(statement)) => {
+                sql.covers(statement, self.verdict())
+            }
+            (Some(Filter::Http(http)), Inside::Request(request)) => http.covers(request),
+            _ => false,
         }
     }
 

@@ -62,7 +62,8 @@ pub use address::TargetAddress;
 use matching::{Group, Rule};
 pub use review::{Escalation, Review};
 pub use sql::{SqlClass, SqlClasses};
-pub use target::{BackendTls, Credentials, Protocol, Target, TargetTls};
+pub use filter::http::{HttpRequest, path_matches};
+pub use target::{BackendTls, Credentials, HttpCredentials, Protocol, Target, TargetTls};
 
 /// A validated, merged policy; the default is the empty policy that denies everything.
 #[derive(Debug, Clone, Default)]
@@ -121,7 +122,7 @@ impl Policy {
     /// targets the policy does not define, the answer is a deny.
     #[must_use]
     pub fn decide(&self, principal: &Principal, target: &str) -> Decision {
-        self.decide_on(principal, target, None)
+        self.decide_on(principal, target, Inside::Connection)
     }
 
     /// The masking specs of every rule that covers `target` and matches `principal`
@@ -148,15 +149,23 @@ impl Policy {
         target: &str,
         statement: &Statement<'_>,
     ) -> Decision {
-        self.decide_on(principal, target, Some(statement))
+        self.decide_on(principal, target, Inside::Statement(statement))
     }
 
-    fn decide_on(
+    /// Decides one HTTP request on a connection the policy already allowed, with the
+    /// rules that have `methods` or `paths`. The most restrictive matching rule wins,
+    /// as for connections; no matching rule allows it (the connection was allowed).
+    #[must_use]
+    pub fn decide_request(
         &self,
         principal: &Principal,
         target: &str,
-        statement: Option<&Statement<'_>>,
+        request: &HttpRequest<'_>,
     ) -> Decision {
+        self.decide_on(principal, target, Inside::Request(request))
+    }
+
+    fn decide_on(&self, principal: &Principal, target: &str, inside: Inside<'_>) -> Decision {
         let Some(target) = self.target(target) else {
             return Decision::deny_unmatched(format!(
                 "target {target} is not defined in the policy"
@@ -166,13 +175,14 @@ impl Policy {
         // Reasons are formatted only when they are kept: an allowed statement's reason
         // is shown nowhere (its record names the rule), and this runs per statement.
         let label = || principal.label();
-        let what = || match statement {
-            None => format!("to reach target {name}"),
-            Some(s) => format!("to run {} on target {name}", s.classes.names()),
+        let what = || match inside {
+            Inside::Connection => format!("to reach target {name}"),
+            Inside::Statement(s) => format!("to run {} on target {name}", s.classes.names()),
+            Inside::Request(r) => format!("to {} {} on target {name}", r.method, r.path),
         };
         let matching = || {
             self.rules.iter().filter(|rule| {
-                rule.applies_to(name) && rule.covers(statement) && rule.matches(principal)
+                rule.applies_to(name) && rule.covers(inside) && rule.matches(principal)
             })
         };
         let first = |verdict| matching().find(|rule| rule.verdict() == verdict);
@@ -203,17 +213,28 @@ impl Policy {
             return Decision::by(rule, reason);
         }
         if let Some(rule) = first(Verdict::Allow) {
-            let reason = match statement {
-                None => format!("rule `{}` allows {} {}", rule.name, label(), what()),
-                Some(_) => String::new(),
+            let reason = match inside {
+                Inside::Connection => format!("rule `{}` allows {} {}", rule.name, label(), what()),
+                Inside::Statement(_) | Inside::Request(_) => String::new(),
             };
             return Decision::by(rule, reason);
         }
-        match statement {
-            None => Decision::deny_unmatched(format!("no rule allows {} {}", label(), what())),
-            Some(s) => filter::sql::unmatched(s, name),
+        match inside {
+            Inside::Connection => {
+                Decision::deny_unmatched(format!("no rule allows {} {}", label(), what()))
+            }
+            Inside::Statement(s) => filter::sql::unmatched(s, name),
+            Inside::Request(_) => filter::http::unmatched(),
         }
     }
+}
+
+/// What a decision is about: the connection, or one action inside it.
+#[derive(Debug, Clone, Copy)]
+enum Inside<'a> {
+    Connection,
+    Statement(&'a Statement<'a>),
+    Request(&'a HttpRequest<'a>),
 }
 
 /// What a statement does, as the policy sees it.

@@ -23,6 +23,19 @@ pub struct Target {
     /// The password a client must give the proxy (SCRAM-SHA-256) before its
     /// connection is decided (`postgres`); `None`: the local identity is enough.
     pub client_auth: Option<SecretRef>,
+    /// A header the proxy sets on every upstream request (`http`, `https`).
+    pub http_credentials: Option<HttpCredentials>,
+}
+
+/// A header set on every request to an HTTP target (an API token), replacing any
+/// header of that name the client sent. The value is a reference, read per request.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpCredentials {
+    /// The header's name, lowercase (`authorization`).
+    pub header: String,
+    pub value: SecretRef,
+    /// Written before the value (`"Bearer "`).
+    pub prefix: String,
 }
 
 /// The wire protocols the proxy can speak to a target.
@@ -33,6 +46,20 @@ pub enum Protocol {
     Tcp,
     /// PostgreSQL: connect, then every statement is an action.
     Postgres,
+    /// Plain HTTP/1.1: connect, then every request is an action.
+    Http,
+    /// HTTP over TLS the proxy terminates (with a leaf certificate from its CA):
+    /// HTTP/1.1 or HTTP/2, every request an action.
+    Https,
+}
+
+impl Protocol {
+    /// Whether the target speaks HTTP (plain or over TLS): its rules may filter
+    /// requests with `methods` and `paths`.
+    #[must_use]
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Https)
+    }
 }
 
 impl fmt::Display for Protocol {
@@ -40,6 +67,8 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Tcp => "tcp",
             Protocol::Postgres => "postgres",
+            Protocol::Http => "http",
+            Protocol::Https => "https",
         })
     }
 }
