@@ -23,6 +23,12 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "curl",
+    "ca-certificates",
+    "nginx-light",
+    "wrk",
+    "apache2-utils",
+    "python3-requests",
+    "nodejs",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -200,7 +200,7 @@ pub(super) fn glob_match(pattern: &str, text: &str) -> bool {
 #[expect(clippy::unwrap_used, reason = "tests")]
 pub(super) mod tests {
     use super::*;
-    use crate::policy::{Policy, SqlClass, SqlClasses, Verdict};
+    use crate::policy::{Policy, SqlClass, SqlClasses, Statement, Verdict};
 
     /// A principal with every field set.
     pub fn principal(user: &str, uid: u32, groups: &[&str], exe: &str) -> Principal {

@@ -76,11 +76,15 @@ impl Authority {
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![match name.parse() {
             Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(
-                name.to_owned()
-                    .try_into()
-                    .map_err(|_| error(format!("{name:?} is not a DNS name")))?,
-            ),
+            Err(_) => {
+                rustls_pki_types::DnsName::try_from(name)
+                    .map_err(|_| error(format!("{name:?} is not a DNS name")))?;
+                SanType::DnsName(
+                    name.to_owned()
+                        .try_into()
+                        .map_err(|_| error(format!("{name:?} is not a DNS name")))?,
+                )
+            }
         }];
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -156,9 +160,20 @@ fn trust_file(trust_dir: &Path, pem: &str) -> PathBuf {
     trust_dir.join(format!("portcullis-http-ca-{short}.crt"))
 }
 
+/// Runs `update-ca-certificates`, one daemon at a time on this host (two runs at once
+/// can each miss the other's file in the bundle they write).
 fn refresh_trust_store() -> Result<(), HttpError> {
+    let lock_path = Path::new("/run/lock/portcullis-trust-store.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+        .and_then(|file| file.lock().map(|()| file));
+    if let Err(error) = &lock {
+        tracing::warn!(%error, path = %lock_path.display(), "Cannot lock the trust store; updating it anyway");
+    }
     let status = Command::new("update-ca-certificates")
-        .arg("--fresh")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -168,6 +183,7 @@ fn refresh_trust_store() -> Result<(), HttpError> {
                  or set [http] trust_store = false"
             ),
         })?;
+    drop(lock);
     if status.success() {
         Ok(())
     } else {

@@ -180,6 +180,8 @@ fn upstream_request(
     parts.uri = origin.parse::<Uri>().unwrap_or_else(|_| Uri::from_static("/"));
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, parsed.upgrade);
+    // The client's `Expect` was answered by this proxy; the body follows at once.
+    parts.headers.remove(header::EXPECT);
     if !parts.headers.contains_key(header::HOST)
         && let Ok(host) = header::HeaderValue::from_str(&parsed.host)
     {

@@ -185,6 +185,7 @@ fn cut(carry: &[u8], kind: Kind) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::mask::MaskSpec;
+    use http_body_util::BodyExt;
 
     fn masker() -> Arc<Masker> {
         let spec = MaskSpec {
@@ -204,9 +205,11 @@ mod tests {
                 Ok::<_, std::io::Error>(Frame::data(Bytes::copy_from_slice(a))),
                 Ok(Frame::data(Bytes::copy_from_slice(b))),
             ];
-            let body = StreamBody::new(futures_util::stream::iter(chunks))
-                .map_err(|e| -> BoxError { Box::new(e) })
-                .boxed_unsync();
+            let body = BodyExt::map_err(
+                StreamBody::new(futures_util::stream::iter(chunks)),
+                |e| -> BoxError { Box::new(e) },
+            )
+            .boxed_unsync();
             let masked = mask_body(body, Kind::Json, Encoding::Identity, masker());
             let out = masked.collect().await.unwrap().to_bytes();
             let text = String::from_utf8(out.to_vec()).unwrap();
