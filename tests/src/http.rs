@@ -195,6 +195,7 @@ http {{
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
     default_type application/octet-stream;
+    types {{ application/json json; text/plain txt; }}
     gzip on;
     gzip_types application/json;
     gzip_min_length 1;
@@ -340,6 +341,25 @@ impl Setup {
         events
     }
 }
+
+/// A raw client: `python3 -c RAW_PY HOST PORT PAYLOAD WAIT`: sends the payload (a
+/// Python bytes literal), waits up to WAIT seconds for an answer, prints the answer's
+/// status line (or `CLOSED` when the proxy closed without one, `TIMEOUT`).
+pub const RAW_PY: &str = r#"
+import ast, socket, sys
+host, port, payload, wait = sys.argv[1], int(sys.argv[2]), ast.literal_eval(sys.argv[3]), float(sys.argv[4])
+s = socket.create_connection((host, port), timeout=wait)
+s.sendall(payload)
+got = b""
+try:
+    while b"\r\n" not in got:
+        chunk = s.recv(4096)
+        if not chunk: break
+        got += chunk
+except socket.timeout:
+    print("TIMEOUT"); sys.exit(0)
+print(got.split(b"\r\n")[0].decode() if got else "CLOSED")
+"#;
 
 /// stdout and stderr as text.
 #[must_use]
