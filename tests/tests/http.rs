@@ -82,6 +82,17 @@ fn requests_are_decided_forwarded_with_the_token_and_recorded() {
     assert!(stderr.contains("Re-using existing connection"), "{stderr}");
 
     let events = s.events("api");
+    let keep_alive = s
+        .d
+        .sessions()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|x| x["target"] == "api" && x["ended_at"].is_string())
+        .unwrap_or_else(|| panic!("no api session"));
+    let replay = s.d.cli(&["sessions", "replay", keep_alive["id"].as_str().unwrap_or_default()]);
+    let (transcript, _) = text(&replay);
+    assert!(transcript.contains("[GET 200]") && transcript.contains("/v1/b HTTP/1.1"), "{transcript}");
+    assert!(transcript.contains("> authorization: [redacted]") || transcript.contains("> host:"), "{transcript}");
     let paths: Vec<&str> = events.iter().filter_map(|e| e["path"].as_str()).collect();
     assert!(paths.contains(&"/v1/a") && paths.contains(&"/v1/b"), "{paths:?}");
     let get = events.iter().find(|e| e["path"] == "/v1/users/7").unwrap_or_else(|| panic!("{events:#?}"));

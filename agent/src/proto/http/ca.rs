@@ -13,6 +13,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::Digest as _;
 use std::{
+    fmt::Write as _,
     fs,
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
@@ -74,18 +75,14 @@ impl Authority {
     fn mint(&self, name: &str) -> Result<ServerConfig, HttpError> {
         let error = |reason: String| HttpError::Ca { reason };
         let mut params = CertificateParams::default();
-        params.subject_alt_names = vec![match name.parse() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => {
-                rustls_pki_types::DnsName::try_from(name)
-                    .map_err(|_| error(format!("{name:?} is not a DNS name")))?;
-                SanType::DnsName(
-                    name.to_owned()
-                        .try_into()
-                        .map_err(|_| error(format!("{name:?} is not a DNS name")))?,
-                )
-            }
-        }];
+        let san = if let Ok(ip) = name.parse() {
+            SanType::IpAddress(ip)
+        } else {
+            let not_dns = || error(format!("{name:?} is not a DNS name"));
+            rustls_pki_types::DnsName::try_from(name).map_err(|_| not_dns())?;
+            SanType::DnsName(name.to_owned().try_into().map_err(|_| not_dns())?)
+        };
+        params.subject_alt_names = vec![san];
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -156,7 +153,10 @@ pub fn uninstall(
 /// different CAs on one host never overwrite each other's.
 fn trust_file(trust_dir: &Path, pem: &str) -> PathBuf {
     let digest = sha2::Sha256::digest(pem.as_bytes());
-    let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let short = digest.iter().take(6).fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
     trust_dir.join(format!("portcullis-http-ca-{short}.crt"))
 }
 

@@ -94,16 +94,13 @@ impl Conn {
     /// Queues `event` (from a body's drop too, so off the caller's task).
     pub(super) fn record(&self, event: EventRecord) {
         let recorder = self.session.recorder.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                self.tasks.spawn_on(
-                    async move {
-                        let _ = recorder.record(event).await;
-                    },
-                    &handle,
-                );
-            }
-            Err(_) => tracing::error!(session = %self.session.id, "HTTP event lost: no runtime"),
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let write = async move {
+                let _ = recorder.record(event).await;
+            };
+            self.tasks.spawn_on(write, &handle);
+        } else {
+            tracing::error!(session = %self.session.id, "HTTP event lost: no runtime");
         }
     }
 

@@ -219,6 +219,46 @@ mod tests {
         }
     }
 
+    /// gzip, br, zstd and deflate bodies are decoded, masked, and sent decoded.
+    #[tokio::test]
+    async fn compressed_bodies_are_decoded_and_masked() {
+        use async_compression::tokio::bufread::{
+            BrotliEncoder, GzipEncoder, ZlibEncoder, ZstdEncoder,
+        };
+        use tokio::io::AsyncReadExt as _;
+        let json = br#"{"email":"ann@example.com","n":1}"#.repeat(1000);
+        for encoding in [Encoding::Gzip, Encoding::Brotli, Encoding::Zstd, Encoding::Deflate] {
+            let input = &json[..];
+            let mut packed = Vec::new();
+            match encoding {
+                Encoding::Gzip => GzipEncoder::new(input).read_to_end(&mut packed).await,
+                Encoding::Brotli => BrotliEncoder::new(input).read_to_end(&mut packed).await,
+                Encoding::Zstd => ZstdEncoder::new(input).read_to_end(&mut packed).await,
+                Encoding::Deflate | Encoding::Identity => {
+                    ZlibEncoder::new(input).read_to_end(&mut packed).await
+                }
+            }
+            .unwrap();
+            let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = packed
+                .chunks(100)
+                .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            let body = BodyExt::map_err(
+                StreamBody::new(futures_util::stream::iter(chunks)),
+                |e| -> BoxError { Box::new(e) },
+            )
+            .boxed_unsync();
+            let out = mask_body(body, Kind::Json, encoding, masker())
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            let text = String::from_utf8(out.to_vec()).unwrap();
+            assert_eq!(text.matches(r#""n":1"#).count(), 1000, "{encoding:?}");
+            assert!(!text.contains("ann@example.com"), "{encoding:?}");
+        }
+    }
+
     #[test]
     fn plans_by_type_and_encoding() {
         let mut h = HeaderMap::new();

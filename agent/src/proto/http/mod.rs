@@ -2,7 +2,7 @@
 //!
 //! The client (curl, Python requests, Node's fetch, kubectl) believes it talks to the
 //! server. For `https` targets the proxy terminates TLS (`server`): it reads the
-//! ClientHello, mints a certificate for the name the client asked for from its CA
+//! `ClientHello`, mints a certificate for the name the client asked for from its CA
 //! (`ca`: SNI, or the address dialled when there is none) and offers HTTP/2 and
 //! HTTP/1.1 by ALPN. Then each request is checked and described (`request`: smuggling
 //! refused, the path normalized once), decided by the gate (`exchange`): allowed
@@ -104,13 +104,13 @@ impl Http {
 
 /// A client connection, before TLS: for `https` the handshake runs when the
 /// connection is served (or refused), where the address the client dialled is known
-/// for a ClientHello without SNI.
+/// for a `ClientHello` without SNI.
 pub struct Opened {
     stream: TcpStream,
     /// Whether the client speaks TLS (an `https` target).
     tls: bool,
     /// The target's first address's host: a refused client's certificate names it
-    /// when its ClientHello names nothing.
+    /// when its `ClientHello` names nothing.
     fallback_name: String,
 }
 

@@ -132,10 +132,10 @@ impl Sample {
         if !self.text || self.kept.is_empty() {
             return None;
         }
-        let text = String::from_utf8_lossy(&self.kept);
-        let masked = masker.map_or(text.clone(), |m| m.mask_str(&text).into_owned().into());
+        let kept = String::from_utf8_lossy(&self.kept);
+        let shown = masker.map_or_else(|| kept.to_string(), |m| m.mask_str(&kept).into_owned());
         let more = if self.bytes > self.kept.len() as u64 { "…" } else { "" };
-        Some(format!("{masked}{more}"))
+        Some(format!("{shown}{more}"))
     }
 }
 

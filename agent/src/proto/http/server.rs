@@ -24,7 +24,7 @@ const MAX_STREAMS: u32 = 100;
 const REFUSE_FOR: Duration = Duration::from_secs(5);
 
 /// Runs the TLS handshake as the server, with a certificate for the name the
-/// ClientHello asks for (SNI), or for `fallback` (the address dialled) without one.
+/// `ClientHello` asks for (SNI), or for `fallback` (the address dialled) without one.
 pub(super) async fn accept_tls(
     stream: TcpStream,
     authority: &Authority,
