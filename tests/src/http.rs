@@ -89,6 +89,11 @@ pub struct Servers {
     pub web_port: u16,
     /// nginx over TLS (certificate for [`TLS_NAME`] and [`IP`] from the test CA).
     pub tls_port: u16,
+    /// nginx as a plain reverse proxy to `web_port` (what a user might put in the
+    /// path instead), for the benchmark.
+    pub proxy_port: u16,
+    /// nginx serving the same files as `web_port` (a second target, e.g. masked).
+    pub alt_port: u16,
     api: Child,
     nginx: Child,
 }
@@ -108,13 +113,15 @@ impl Servers {
         std::fs::create_dir_all(d.join("www/files"))?;
         std::fs::create_dir_all(d.join("tmp"))?;
         let (api_port, web_port, tls_port) = (free_port(IP)?, free_port(IP)?, free_port(IP)?);
+        let (proxy_port, alt_port) = (free_port(IP)?, free_port(IP)?);
         let api = Command::new("/usr/bin/python3")
             .arg(d.join("api.py"))
             .args([IP, &api_port.to_string()])
             .arg(d.join("token"))
             .stdout(Stdio::null())
             .spawn()?;
-        std::fs::write(d.join("nginx.conf"), nginx_conf(d, api_port, web_port, tls_port))?;
+        let ports = [api_port, web_port, tls_port, proxy_port, alt_port];
+        std::fs::write(d.join("nginx.conf"), nginx_conf(d, ports))?;
         let nginx = Command::new("/usr/sbin/nginx")
             .arg("-p")
             .arg(d)
@@ -127,10 +134,12 @@ impl Servers {
             api_port,
             web_port,
             tls_port,
+            proxy_port,
+            alt_port,
             api,
             nginx,
         };
-        for port in [api_port, web_port, tls_port] {
+        for port in ports {
             servers.wait_listening(port)?;
         }
         Ok(Some(servers))
@@ -170,20 +179,23 @@ impl Servers {
 
 impl Drop for Servers {
     fn drop(&mut self) {
-        for child in [&mut self.api, &mut self.nginx] {
-            let _ = child.kill();
-            let _ = child.wait();
+        // nginx's master stops its workers on SIGTERM (SIGKILL would orphan them).
+        if let Ok(pid) = i32::try_from(self.nginx.id()) {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
         }
+        let _ = self.nginx.wait();
+        let _ = self.api.kill();
+        let _ = self.api.wait();
     }
 }
 
-fn nginx_conf(d: &Path, api: u16, web: u16, tls: u16) -> String {
+fn nginx_conf(d: &Path, [api, web, tls, proxy, alt]: [u16; 5]) -> String {
     let d = d.display();
     format!(
         r#"daemon off;
-master_process off;
 user root;
-worker_processes 1;
+worker_processes auto;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 1024; }}
@@ -200,8 +212,22 @@ http {{
     gzip_types application/json;
     gzip_min_length 1;
     keepalive_requests 100000;
+    upstream web {{
+        server {IP}:{web};
+        keepalive 64;
+    }}
+    server {{
+        listen {IP}:{proxy};
+        location / {{
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
     server {{
         listen {IP}:{web};
+        listen {IP}:{alt};
         listen {IP}:{tls} ssl;
         ssl_certificate {d}/server.crt;
         ssl_certificate_key {d}/server.key;

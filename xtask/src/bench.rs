@@ -19,6 +19,9 @@ pub enum Bench {
     Mask,
     /// Events per second per core that the recorder chains and writes into `SQLite`.
     Recorder,
+    /// Requests per second and p50/p99 at 1 and 32 connections (wrk), MB/s of a large
+    /// download and of a masked JSON body: direct vs Portcullis vs nginx as a proxy.
+    Http,
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Postgres => "bench-postgres",
         Bench::Mask => "bench-mask",
         Bench::Recorder => "bench-recorder",
+        Bench::Http => "bench-http",
     };
     let mut cmd = Command::new("cargo");
     cmd.args([
