@@ -87,7 +87,7 @@ fn requests_are_decided_forwarded_with_the_token_and_recorded() {
         .sessions()
         .unwrap_or_default()
         .into_iter()
-        .find(|x| x["target"] == "api" && x["ended_at"].is_string())
+        .find(|x| x["target"] == "api" && !x["ended_at"].is_null())
         .unwrap_or_else(|| panic!("no api session"));
     let replay = s.d.cli(&["sessions", "replay", keep_alive["id"].as_str().unwrap_or_default()]);
     let (transcript, _) = text(&replay);
@@ -351,4 +351,19 @@ fn smuggling_malformed_and_slow_requests_are_refused() {
     // Other clients are unaffected.
     let got = json(&s.curl(&[&s.api_url("/v1/fine")]));
     assert_eq!(got["path"], "/v1/fine");
+}
+
+#[test]
+fn a_refused_connection_is_answered_403_saying_why() {
+    let rules = "[[rule]]\nname = \"api-only\"\ntargets = [\"api\"]\naction = \"allow\"\n";
+    let Some(s) = setup("http-refused", rules, "") else { return };
+    let web = format!("http://{IP}:{}/small.json", s.servers.web_port);
+    let out = s.curl(&["-w", "\n%{http_code}", &web]);
+    let (stdout, stderr) = text(&out);
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or_default();
+    assert_eq!(code, "403", "{stdout} {stderr}\n{}", s.d.log());
+    let refusal: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    assert!(refusal["reason"].as_str().unwrap_or_default().contains("no rule allows"), "{refusal}");
+    // The allowed target still works.
+    assert_eq!(json(&s.curl(&[&s.api_url("/v1/ok")]))["auth_ok"], true);
 }

@@ -4,7 +4,7 @@
 //! files and hidden files are ignored) merged into one [`Policy`]. Each file may hold
 //! three kinds of tables:
 //!
-//! - `[[target]]`: a protected system: a unique `name`, a `protocol` (`tcp` today),
+//! - `[[target]]`: a protected system: a unique `name`, a `protocol` (`tcp`, `postgres`, `http`, `https`),
 //!   and exactly one of `address` / `addresses` (`ip:port`, `[v6]:port` or
 //!   `host:port`).
 //! - `[[group]]`: a named set of people: `users` (user names) and `unix_groups`. A

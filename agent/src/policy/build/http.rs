@@ -172,3 +172,63 @@ pub(super) fn check_filter_targets(
         ),
     ))
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use crate::policy::{
+        BackendTls, HttpRequest, Policy, Verdict, load::tests::assert_error,
+        matching::tests::principal,
+    };
+
+    const API: &str = "[[target]]\nname = \"api\"\nprotocol = \"https\"\naddress = \"10.0.0.7:443\"\n";
+
+    fn load(text: &str) -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.toml"), text).unwrap();
+        Policy::load_dir(dir.path()).unwrap()
+    }
+
+    #[test]
+    fn http_targets_take_a_credential_header_and_verify_full_by_default() {
+        let text = format!(
+            "{API}credentials = {{ header = \"Authorization\", value_env = \"TOKEN\", prefix = \"Bearer \" }}\n\
+             [[rule]]\nname = \"c\"\ntargets = [\"api\"]\naction = \"allow\"\n\
+             [[rule]]\nname = \"d\"\ntargets = [\"api\"]\nmethods = [\"delete\"]\npaths = [\"/v1/users/*\"]\naction = \"deny\"\n"
+        );
+        let policy = load(&text);
+        let api = policy.target("api").unwrap();
+        assert_eq!(api.tls.mode, BackendTls::VerifyFull);
+        let creds = api.http_credentials.as_ref().unwrap();
+        assert_eq!((creds.header.as_str(), creds.prefix.as_str()), ("authorization", "Bearer "));
+        let p = principal("dev", 1000, &[], "/usr/bin/curl");
+        let req = |method, path| HttpRequest { method, path };
+        let d = policy.decide_request(&p, "api", &req("DELETE", "/v1/users/42"));
+        assert_eq!((d.verdict, d.rule.as_deref()), (Verdict::Deny, Some("d")));
+        assert!(d.reason.contains("to DELETE /v1/users/42 on target api"), "{}", d.reason);
+        let d = policy.decide_request(&p, "api", &req("GET", "/v1/users/42"));
+        assert_eq!(d.verdict, Verdict::Allow, "no request rule matches: allowed");
+        assert_eq!(policy.decide(&p, "api").verdict, Verdict::Allow);
+    }
+
+    #[test]
+    fn bad_http_settings_are_refused_with_their_line() {
+        let inline = format!("{API}credentials = {{ header = \"X-Key\", value = \"s3cret\" }}\n");
+        assert_error(&[("a.toml", &inline)], "a.toml:5", "never written in a policy");
+        let no_value = format!("{API}credentials = {{ header = \"X-Key\" }}\n");
+        assert_error(&[("a.toml", &no_value)], "a.toml:5", "needs `header` and one of");
+        let plain_tls = API.replace("https", "http") + "tls = \"verify-full\"\n";
+        assert_error(&[("a.toml", &plain_tls)], "a.toml:5", "plain HTTP");
+        let prefer = format!("{API}tls = \"prefer\"\n");
+        assert_error(&[("a.toml", &prefer)], "a.toml:5", "not one an https target takes");
+        let sql_on_http = format!("{API}[[rule]]\nname = \"r\"\ntargets = [\"api\"]\nsql = [\"ddl\"]\naction = \"deny\"\n");
+        assert_error(&[("a.toml", &sql_on_http)], "a.toml:7", "speaks https");
+        let pg = "[[target]]\nname = \"db\"\nprotocol = \"postgres\"\naddress = \"10.0.0.5:5432\"\n";
+        let paths_on_pg = format!("{pg}[[rule]]\nname = \"r\"\ntargets = [\"db\"]\npaths = [\"/x\"]\naction = \"deny\"\n");
+        assert_error(&[("a.toml", &paths_on_pg)], "a.toml:7", "speaks postgres");
+        let bad_path = format!("{API}[[rule]]\nname = \"r\"\ntargets = [\"api\"]\npaths = [\"v1/*\"]\naction = \"deny\"\n");
+        assert_error(&[("a.toml", &bad_path)], "a.toml:8", "must start with `/`");
+        let both = format!("{API}[[rule]]\nname = \"r\"\ntargets = [\"*\"]\npaths = [\"/x\"]\nsql = [\"ddl\"]\naction = \"deny\"\n");
+        assert_error(&[("a.toml", &both)], "a.toml:6", "both `sql`/`tables` and `methods`/`paths`");
+    }
+}
