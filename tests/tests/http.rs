@@ -367,3 +367,28 @@ fn a_refused_connection_is_answered_403_saying_why() {
     // The allowed target still works.
     assert_eq!(json(&s.curl(&[&s.api_url("/v1/ok")]))["auth_ok"], true);
 }
+
+#[test]
+fn a_client_leaving_while_held_abandons_its_request() {
+    let Some(s) = setup("http-leave", RULES, "") else { return };
+    let mut child = spawn_curl(&s, &["-X", "POST", "--data-binary", "x=1", &s.api_url("/admin/leave")]);
+    let id = s.wait_request()["id"].as_str().unwrap_or_default().to_owned();
+    let _ = child.kill();
+    let _ = child.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = s.d.cli(&["approvals", "--json"]);
+        let pending: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if !pending.as_array().is_some_and(|a| a.iter().any(|r| r["id"] == id.as_str())) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "request {id} still pending\n{}", s.d.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let events = s.events("api");
+    let left = events.iter().find(|e| e["path"] == "/admin/leave").unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(left["verdict"], "abandoned", "{left}");
+    // Approving it now changes nothing: it can no longer run.
+    let late = s.d.cli(&["approve", &id]);
+    assert!(!late.status.success(), "{}", text(&late).0);
+}

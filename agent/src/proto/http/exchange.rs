@@ -171,22 +171,11 @@ pub(super) async fn handle(
     facts.upgrade = parsed.upgrade;
     let client_upgrade = parsed.upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let Some((outcome, held)) = decide(&conn, &parsed, body).await else {
+    let Some((outcome, held, facts)) = decide(&conn, &parsed, body, facts, started).await else {
         return Ok(reply::bad_gateway("the request could not be decided"));
     };
-    facts.decide_us = micros(started.elapsed());
-    facts.verdict = outcome.verdict().into();
-    facts.decided_by = outcome.decided_by();
-    facts.request_id = outcome.request().map(str::to_owned);
     if !outcome.allowed() {
-        facts.reason = Some(outcome.message());
-        let response = reply::refused(&outcome);
-        facts.status = Some(response.status().as_u16());
-        conn.record_now(facts, started);
-        return Ok(response);
-    }
-    if outcome.request().is_some() {
-        facts.reason = Some(outcome.message());
+        return Ok(reply::refused(&outcome));
     }
     let body = match (held.buffered, held.body) {
         (Some(bytes), _) => reply::full(bytes),
@@ -205,12 +194,15 @@ pub(super) async fn handle(
 
 /// Lets the gate decide `parsed`, in a task of its own: if this request's future is
 /// dropped (the client left, or reset its HTTP/2 stream), the hold sees the client
-/// gone and ends as abandoned rather than being cut off unrecorded.
+/// gone and ends as abandoned rather than being cut off unrecorded. A request not
+/// allowed is recorded there too, so its record survives the client leaving.
 async fn decide(
     conn: &Arc<Conn>,
     parsed: &Parsed,
     body: Incoming,
-) -> Option<(ActionOutcome, HeldRequest)> {
+    mut facts: Facts,
+    started: Instant,
+) -> Option<(ActionOutcome, HeldRequest, Facts)> {
     let ask = Ask {
         principal: conn.session.principal.clone(),
         target: conn.session.target.name.clone(),
@@ -222,9 +214,21 @@ async fn decide(
     let mut held = HeldRequest::new(body, conn.max_held_body, conn.body_time, left);
     let gate = Arc::clone(&conn.session.gate);
     let session = conn.session.id.clone();
-    let decided = tokio::spawn(async move {
+    let recorder = Arc::clone(conn);
+    let decided = conn.tasks.spawn(async move {
         let outcome = gate.decide(&ask, Some(&session), &mut held).await;
-        (outcome, held)
+        facts.decide_us = micros(started.elapsed());
+        facts.verdict = outcome.verdict().into();
+        facts.decided_by = outcome.decided_by();
+        facts.request_id = outcome.request().map(str::to_owned);
+        if !outcome.allowed() || outcome.request().is_some() {
+            facts.reason = Some(outcome.message());
+        }
+        if !outcome.allowed() {
+            facts.status = Some(reply::refused(&outcome).status().as_u16());
+            recorder.record_now(std::mem::take(&mut facts), started);
+        }
+        (outcome, held, facts)
     });
     decided.await.ok()
 }
