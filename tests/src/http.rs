@@ -4,7 +4,11 @@
 //! certificate from a test CA, and a reverse proxy to the API), both on 127.0.0.6;
 //! a daemon whose policy protects them; and real clients (curl, Python requests,
 //! Node's fetch) run as `nobody` through the redirect.
-#![expect(clippy::panic, reason = "test support panics with a message")]
+#![expect(
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test support panics with a message; JSON is indexed"
+)]
 
 use crate::{
     cgroup::{TestCgroup, can_run_ebpf_tests},
@@ -315,11 +319,14 @@ impl Setup {
     }
 
     /// Runs `curl -sS ARGS` as a client.
+    ///
+    /// # Panics
+    /// When curl cannot be started.
     #[must_use]
     pub fn curl(&self, args: &[&str]) -> Output {
-        let mut argv = vec!["curl", "-sS", "--max-time", "60"];
-        argv.extend_from_slice(args);
-        self.client(&argv)
+        let mut command = vec!["curl", "-sS", "--max-time", "60"];
+        command.extend_from_slice(args);
+        self.client(&command)
             .output()
             .unwrap_or_else(|e| panic!("cannot run curl: {e}"))
     }
@@ -331,6 +338,10 @@ impl Setup {
     }
 
     /// Waits for a pending request and returns it.
+    ///
+    /// # Panics
+    /// When none appears within 15 s.
+    #[must_use]
     pub fn wait_request(&self) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -346,6 +357,10 @@ impl Setup {
 
     /// The `http` events of every ended session of `target`, oldest first, each
     /// with its details merged in.
+    ///
+    /// # Panics
+    /// When the sessions cannot be listed.
+    #[must_use]
     pub fn events(&self, target: &str) -> Vec<Value> {
         let _ = self.d.wait_session(|s| s["target"] == target);
         let mut sessions = self.d.sessions().unwrap_or_else(|e| panic!("{e:#}"));
@@ -396,7 +411,10 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
-/// stdout parsed as JSON (panics with both streams when it is not).
+/// stdout parsed as JSON.
+///
+/// # Panics
+/// When it is not JSON (with both streams in the message).
 #[must_use]
 pub fn json(out: &Output) -> Value {
     let (stdout, stderr) = text(out);

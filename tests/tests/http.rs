@@ -10,6 +10,7 @@
 
 use portcullis_tests::http::{IP, TOKEN, json, setup, text};
 use serde_json::Value;
+use std::fmt::Write as _;
 
 /// Rules every test here can use: connections allowed; DELETE of a user denied;
 /// anything under /admin held for `seniors`.
@@ -72,7 +73,7 @@ fn requests_are_decided_forwarded_with_the_token_and_recorded() {
         &s.api_url("/v1/upload"),
     ]);
     let got = json(&out);
-    let size = std::fs::metadata("/etc/os-release").map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata("/etc/os-release").map_or(0, |m| m.len());
     assert_eq!(got["body_len"].as_u64(), Some(size), "{got}");
     assert_eq!(got["auth_ok"], true);
 
@@ -114,9 +115,9 @@ fn requests_are_decided_forwarded_with_the_token_and_recorded() {
 /// Runs `curl ARGS -w '\n%{http_code}'` in the background; `finish` returns the body
 /// and status.
 fn spawn_curl(s: &portcullis_tests::http::Setup, args: &[&str]) -> std::process::Child {
-    let mut argv = vec!["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}"];
-    argv.extend_from_slice(args);
-    s.client(&argv)
+    let mut command = vec!["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}"];
+    command.extend_from_slice(args);
+    s.client(&command)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -214,8 +215,7 @@ fn https_clients_trust_the_minted_certificate_and_speak_h2() {
     assert!(events.iter().any(|e| e["version"] == "HTTP/2.0" && e["path"] == "/small.json"), "{events:#?}");
     // Released: the CA leaves the trust store.
     let ca = std::fs::read_dir("/usr/local/share/ca-certificates")
-        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("portcullis-http-ca-")).count())
-        .unwrap_or(0);
+        .map_or(0, |d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("portcullis-http-ca-")).count());
     assert!(ca >= 1, "the daemon installed its CA");
 }
 
@@ -231,13 +231,13 @@ fn responses_are_masked_as_they_stream_even_compressed() {
         if i > 0 {
             big.push(',');
         }
-        big.push_str(&format!(r#"{{"id":{i},"email":"user{i}@example.com","note":"plain text"}}"#));
+        let _ = write!(big, r#"{{"id":{i},"email":"user{i}@example.com","note":"plain text"}}"#);
     }
     big.push(']');
     s.servers.add_file("big.json", big.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
     let web = |path: &str| format!("http://{IP}:{}{path}", s.servers.web_port);
     for compressed in [false, true] {
-        let mut args = vec!["-D", "-", &*web("/v1/users")].iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        let mut args = ["-D", "-", &*web("/v1/users")].iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
         if compressed {
             args.insert(0, "--compressed".into());
         }

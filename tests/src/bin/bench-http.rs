@@ -102,15 +102,24 @@ fn main() -> anyhow::Result<()> {
         for (c, &conns) in CONNECTIONS.iter().enumerate() {
             for (r, &route) in ROUTES.iter().enumerate() {
                 let load = wrk(cgroup(route), &url(route, "/small.json"), conns, seconds)?;
-                loads[c][r].push(load);
+                if let Some(runs) = loads.get_mut(c).and_then(|l| l.get_mut(r)) {
+                    runs.push(load);
+                }
             }
         }
         for (r, &route) in ROUTES.iter().enumerate() {
-            bulk[r].push(download(cgroup(route), &url(route, "/files/bulk.bin"))?);
+            let speed = download(cgroup(route), &url(route, "/files/bulk.bin"))?;
+            if let Some(runs) = bulk.get_mut(r) {
+                runs.push(speed);
+            }
         }
         let json = |port| format!("http://{IP}:{port}/files/users.json");
-        masked[0].push(download(None, &json(servers.alt_port))?);
-        masked[1].push(download(Some(&cg), &json(servers.alt_port))?);
+        let direct = download(None, &json(servers.alt_port))?;
+        let through = download(Some(&cg), &json(servers.alt_port))?;
+        if let [plain, mask] = masked.as_mut_slice() {
+            plain.push(direct);
+            mask.push(through);
+        }
     }
     print!("{}", report(&loads, &bulk, &masked, seconds, bulk_mb));
     drop(daemon);
@@ -140,14 +149,12 @@ fn write_files(servers: &Servers, bulk_mb: usize) -> anyhow::Result<()> {
 
 /// A command run inside `cgroup` (redirected) or outside it.
 fn command(cgroup: Option<&TestCgroup>, argv: &[&str]) -> Command {
-    match cgroup {
-        Some(cg) => cg.command(None, argv),
-        None => {
-            let mut cmd = Command::new(argv.first().copied().unwrap_or("false"));
-            cmd.args(argv.get(1..).unwrap_or_default());
-            cmd
-        }
+    if let Some(cg) = cgroup {
+        return cg.command(None, argv);
     }
+    let mut cmd = Command::new(argv.first().copied().unwrap_or("false"));
+    cmd.args(argv.get(1..).unwrap_or_default());
+    cmd
 }
 
 fn wrk(cgroup: Option<&TestCgroup>, url: &str, conns: u32, seconds: u32) -> anyhow::Result<Load> {
