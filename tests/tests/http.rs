@@ -77,6 +77,14 @@ fn requests_are_decided_forwarded_with_the_token_and_recorded() {
     assert_eq!(got["body_len"].as_u64(), Some(size), "{got}");
     assert_eq!(got["auth_ok"], true);
 
+    // A large body: curl asks `Expect: 100-continue`, the proxy answers it.
+    let big = "b".repeat(100_000);
+    let out = s.curl(&["-v", "-H", "Expect: 100-continue", "-X", "POST", "--data-binary", &big, &s.api_url("/v1/big")]);
+    let (stdout, stderr) = text(&out);
+    assert!(stderr.contains("Expect: 100-continue") && stderr.contains("HTTP/1.1 100"), "{stderr}");
+    let got: Value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    assert_eq!(got["body_len"], 100_000, "{stdout}");
+
     // Keep-alive: two requests on one connection are one session with two events.
     let out = s.curl(&["-v", &s.api_url("/v1/a"), &s.api_url("/v1/b")]);
     let (_, stderr) = text(&out);

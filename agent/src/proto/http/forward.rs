@@ -173,6 +173,9 @@ fn upstream_request(
     credential: Option<(header::HeaderName, header::HeaderValue)>,
 ) -> hyper::Request<ProxyBody> {
     let mut parts = parts;
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     let origin = parts
         .uri
         .path_and_query()
@@ -192,6 +195,23 @@ fn upstream_request(
         parts.headers.insert(name, value);
     }
     hyper::Request::from_parts(parts, body)
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113
+/// §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let cookies: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(header::HeaderValue::as_bytes)
+        .collect();
+    if cookies.len() < 2 {
+        return;
+    }
+    let joined = cookies.join(&b"; "[..]);
+    if let Ok(value) = header::HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 /// Drops hop-by-hop headers and those `Connection` names; an upgrade keeps its
