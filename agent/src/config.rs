@@ -82,6 +82,9 @@ struct ConfigFile {
     /// The SSH proxy.
     #[serde(default)]
     ssh: SshFile,
+    /// The HTTP(S) proxy.
+    #[serde(default)]
+    http: crate::proto::http::config::HttpFile,
 }
 
 /// The `[ssh]` table.
@@ -175,6 +178,7 @@ pub struct Config {
     /// The web console, when `[web] listen` is set.
     pub web: Option<crate::web::WebConfig>,
     pub ssh: SshConfig,
+    pub http: crate::proto::http::config::HttpConfig,
 }
 
 impl Config {
@@ -273,7 +277,7 @@ impl Config {
                 .validate(base, &state_dir, &|var| std::env::var(var).ok())
                 .map_err(invalid)?,
         };
-        let ssh = SshConfig::new(file.ssh, rel, &state_dir);
+        let ssh = SshConfig::new(file.ssh, &rel, &state_dir);
         Ok(Self {
             web,
             path: path.to_owned(),
@@ -305,6 +309,10 @@ impl Config {
             metrics_listen: file.metrics_listen,
             gateway: file.gateway,
             webhooks: file.webhooks,
+            http: file
+                .http
+                .validate(&state_dir, &rel)
+                .map_err(|m| invalid(format!("[http] {m}")))?,
             state_dir,
             postgres,
             ssh,

@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod daemon;
+pub mod http;
 pub mod net;
 pub mod pgproxy;
 pub mod postgres;

@@ -24,6 +24,9 @@ pub enum Bench {
     /// Bulk scp and sequential `ssh host true`: direct vs through the SSH proxy vs
     /// `ssh -J` through a plain OpenSSH jump host.
     Ssh,
+    /// Requests per second and p50/p99 at 1 and 32 connections (wrk), MB/s of a large
+    /// download and of a masked JSON body: direct vs Portcullis vs nginx as a proxy.
+    Http,
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -35,6 +38,7 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Recorder => "bench-recorder",
         Bench::Learn => "bench-learn",
         Bench::Ssh => "bench-ssh",
+        Bench::Http => "bench-http",
     };
     let mut cmd = Command::new("cargo");
     cmd.args([

@@ -35,6 +35,11 @@ const APT_PACKAGES: &[&str] = &[
     "systemd",
     // The README's tour uses nc.
     "netcat-openbsd",
+    "ca-certificates",
+    "nginx-light",
+    "wrk",
+    "apache2-utils",
+    "python3-requests",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -22,13 +22,19 @@ pub async fn export(client: &Client, id: &str, out: &Path) -> anyhow::Result<()>
     let mut after = 0_i64;
     loop {
         let page = client
-            .get(&format!("/v1/sessions/{id}/events?after={after}&limit={PAGE}"))
+            .get(&format!(
+                "/v1/sessions/{id}/events?after={after}&limit={PAGE}"
+            ))
             .await?;
         let events = page.as_array().map_or(&[][..], Vec::as_slice);
         if let Some(shell) = events.iter().find(|e| recording(e).is_some()) {
             return copy(shell, out);
         }
-        match events.last().and_then(|e| e.get("seq")).and_then(Value::as_i64) {
+        match events
+            .last()
+            .and_then(|e| e.get("seq"))
+            .and_then(Value::as_i64)
+        {
             Some(seq) if events.len() == PAGE && seq > after => after = seq,
             _ => bail!("session {id} has no recorded shell"),
         }

@@ -224,6 +224,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     "Removed {n} pins from {}; protected targets are no longer intercepted.",
                     config.bpf_pin_dir.display()
                 );
+                if config.http.trust_store
+                    && let Some(path) = crate::proto::http::uninstall(
+                        config.http.ca_cert.as_deref(),
+                        &config.http.state_dir,
+                        &config.http.trust_dir,
+                    )?
+                {
+                    println!(
+                        "Removed the HTTPS CA {} from the trust store.",
+                        path.display()
+                    );
+                }
                 return Ok(());
             }
             crate::daemon::run(config).await
@@ -248,7 +260,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print::session(&one, json)
         }
         Command::Sessions {
-            show: Some(SessionsCommand::Replay { id, json, asciicast }),
+            show:
+                Some(SessionsCommand::Replay {
+                    id,
+                    json,
+                    asciicast,
+                }),
             ..
         } => match asciicast {
             Some(file) => asciicast::export(&client, &id, &file).await,

@@ -1,5 +1,6 @@
 //! Human-readable output of API answers (`--json` prints them as they are).
 
+mod http;
 mod replay;
 mod ssh;
 

@@ -147,6 +147,18 @@ async fn serve(
             )
             .await;
         }
+        Protocol::Http | Protocol::Https => {
+            serve_with(
+                daemon,
+                &daemon.http,
+                stream,
+                client,
+                orig_dst,
+                principal,
+                &target,
+            )
+            .await;
+        }
         Protocol::Postgres => {
             serve_with(
                 daemon,

@@ -52,6 +52,8 @@ pub struct Daemon {
     pub postgres: crate::proto::postgres::Postgres,
     /// The SSH protocol (host CA and host key).
     pub ssh: crate::proto::ssh::Ssh,
+    /// The HTTP(S) protocol (the CA for HTTPS clients, request limits).
+    pub http: crate::proto::http::Http,
     /// Writes statement records in batches.
     pub recorder: Recorder,
     /// This gateway host's name, recorded with every session.
@@ -165,9 +167,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     postgres.learned = learned;
     let ssh = crate::proto::ssh::Ssh::new(&config.ssh).context("cannot set up the SSH host CA")?;
     let recorder = Recorder::spawn(store.clone());
+    let http = crate::proto::http::Http::new(&config.http);
     let daemon = Arc::new(Daemon {
         postgres,
         ssh,
+        http,
         recorder,
         host: store.host().to_owned(),
         gate: Arc::new(Gate::new(policy, store.clone(), metrics, Some(notifier))),

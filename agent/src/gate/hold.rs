@@ -51,6 +51,9 @@ pub enum Gone {
     Cancelled,
     /// The target's side of the connection ended.
     TargetLeft,
+    /// The action cannot be kept while held: its payload is larger than a hold may
+    /// buffer (an HTTP request body over the cap).
+    TooLarge,
 }
 
 impl Gone {
@@ -58,7 +61,7 @@ impl Gone {
     #[must_use]
     pub fn by(self) -> &'static str {
         match self {
-            Self::ClientLeft | Self::Cancelled => "client",
+            Self::ClientLeft | Self::Cancelled | Self::TooLarge => "client",
             Self::TargetLeft => "target",
         }
     }
@@ -70,6 +73,7 @@ impl Gone {
             Self::ClientLeft => "the client left while it was held",
             Self::Cancelled => "the client cancelled the statement while it was held",
             Self::TargetLeft => "the target closed the connection while it was held",
+            Self::TooLarge => "its body is larger than a held request may buffer",
         }
     }
 }

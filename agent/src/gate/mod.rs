@@ -68,6 +68,18 @@ pub enum Action {
         /// The simple commands of a command line; `None`: unparsed.
         commands: Option<Vec<String>>,
     },
+    /// Send one HTTP request (`http`, `https` targets).
+    Http {
+        method: String,
+        /// The `Host` (or `:authority`) the client named.
+        host: String,
+        /// Normalized: percent-decoded once, dot segments removed.
+        path: String,
+        /// The raw query string, without `?`.
+        query: Option<String>,
+        /// Headers a rule or an approver may need (`content-type`), lowercase names.
+        headers: Vec<(String, String)>,
+    },
 }
 
 /// Longest SQL text an action summary shows.
@@ -92,11 +104,44 @@ impl Action {
                 ..
             } => {
                 let shown: String = subject.chars().take(SUMMARY_SQL_CHARS).collect();
-                let more = if shown.len() < subject.len() { "…" } else { "" };
+                let more = if shown.len() < subject.len() {
+                    "…"
+                } else {
+                    ""
+                };
                 format!("ssh {kind} as {login}: {shown}{more}")
+            }
+            Self::Http {
+                method,
+                host,
+                path,
+                query,
+                ..
+            } => {
+                let query = query
+                    .as_deref()
+                    .map(|q| format!("?{}", masked_query(q)))
+                    .unwrap_or_default();
+                let line = format!("HTTP {method} {host}{path}{query}");
+                let shown: String = line.chars().take(SUMMARY_SQL_CHARS).collect();
+                let more = if shown.len() < line.len() { "…" } else { "" };
+                format!("{shown}{more}")
             }
         }
     }
+}
+
+/// A query string with its values replaced by `…` (names kept): values can be tokens.
+#[must_use]
+pub fn masked_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !value.is_empty() => format!("{name}=…"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The gate's first answer for an action.
@@ -232,6 +277,10 @@ impl Gate {
                     commands: commands.as_deref(),
                 };
                 (self.policy.load()).decide_ssh(&ask.principal, &ask.target, &request)
+            }
+            Action::Http { method, path, .. } => {
+                let request = crate::policy::HttpRequest { method, path };
+                (self.policy.load()).decide_request(&ask.principal, &ask.target, &request)
             }
         };
         let ruling = match (verdict, review) {

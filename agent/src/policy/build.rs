@@ -2,6 +2,7 @@
 
 mod action;
 mod group;
+mod http;
 mod ssh;
 
 use std::collections::HashMap;
@@ -16,9 +17,6 @@ use super::{
     matching::{Group, Rule, RuleTargets, Who},
 };
 use crate::secret::SecretRef;
-
-/// Protocols the format reserves but the proxy does not speak yet.
-const RESERVED_PROTOCOLS: [&str; 1] = ["http"];
 
 /// The policy under construction, with where each name was first defined.
 #[derive(Default)]
@@ -92,16 +90,21 @@ impl Builder {
             self.address_owners.insert(address.canonical(), owner);
             addresses.push(address);
         }
-        let (Login {
-            credentials,
-            tls,
-            client_auth,
-        }, ssh) = if protocol == Protocol::Ssh {
+        let (
+            Login {
+                credentials,
+                tls,
+                client_auth,
+                http_credentials,
+            },
+            ssh,
+        ) = if protocol == Protocol::Ssh {
             let (ssh, credentials) = ssh::ssh_target(src, name, file)?;
             let login = Login {
                 credentials,
                 tls: TargetTls::default(),
                 client_auth: None,
+                http_credentials: None,
             };
             (login, Some(ssh))
         } else {
@@ -117,6 +120,7 @@ impl Builder {
             tls,
             client_auth,
             ssh,
+            http_credentials,
         });
         Ok(())
     }
@@ -157,14 +161,7 @@ impl Builder {
         let filter = Filter::parse(src, name, file)?;
         let mask = mask_spec(src, name, file)?;
         if let Some(filter) = &filter {
-            ssh::check_filter_targets(
-                src,
-                name,
-                filter,
-                &names,
-                &self.targets,
-                file.targets.span(),
-            )?;
+            filter.check_targets(src, name, &names, &self.targets, file.targets.span())?;
         }
         self.rules.push(Rule {
             name: name.to_owned(),
@@ -320,6 +317,7 @@ struct Login {
     credentials: Option<Credentials>,
     tls: TargetTls,
     client_auth: Option<SecretRef>,
+    http_credentials: Option<super::HttpCredentials>,
 }
 
 /// A target's `credentials`, `tls` and `client_auth`, which only `postgres` targets use.
@@ -329,6 +327,9 @@ fn login(
     protocol: Protocol,
     file: &TargetFile,
 ) -> Result<Login, PolicyError> {
+    if protocol.is_http() {
+        return http::login(src, name, protocol, file);
+    }
     if protocol != Protocol::Postgres {
         let keys = [
             ("credentials", file.credentials.as_ref().map(Spanned::span)),
@@ -346,6 +347,7 @@ fn login(
             credentials: None,
             tls: TargetTls::default(),
             client_auth: None,
+            http_credentials: None,
         });
     }
     let credentials = match &file.credentials {
@@ -410,12 +412,13 @@ fn login(
         credentials,
         tls,
         client_auth,
+        http_credentials: None,
     })
 }
 
 /// A secret given as `password_env` or `password_file` (at most one; the file by
 /// absolute path); an inline `password` is refused.
-fn secret_ref(
+pub(super) fn secret_ref(
     src: &Source,
     name: &str,
     span: std::ops::Range<usize>,
@@ -451,15 +454,13 @@ fn protocol(src: &Source, name: &Spanned<String>) -> Result<Protocol, PolicyErro
         "tcp" => Ok(Protocol::Tcp),
         "postgres" => Ok(Protocol::Postgres),
         "ssh" => Ok(Protocol::Ssh),
-        reserved if RESERVED_PROTOCOLS.contains(&reserved) => Err(src.error(
-            name.span(),
-            format!(
-                "protocol `{reserved}` is not supported yet; use \"tcp\" to gate connections to it"
-            ),
-        )),
+        "http" => Ok(Protocol::Http),
+        "https" => Ok(Protocol::Https),
         other => Err(src.error(
             name.span(),
-            format!("unknown protocol `{other}`; use \"tcp\", \"postgres\" or \"ssh\""),
+            format!(
+                "unknown protocol `{other}`; use \"tcp\", \"postgres\", \"ssh\", \"http\" or \"https\""
+            ),
         )),
     }
 }
@@ -588,11 +589,6 @@ mod tests {
                 "[[target]]\nname = \"t\"\nprotocol = \"{protocol}\"\naddress = \"127.0.0.2:1\"\n"
             )
         };
-        assert_error(
-            &[("a.toml", &target("http"))],
-            "a.toml:3",
-            "protocol `http` is not supported yet",
-        );
         assert_error(
             &[("a.toml", &target("udp"))],
             "a.toml:3",

@@ -24,7 +24,7 @@ pub(super) struct PolicyFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct TargetFile {
     pub name: Spanned<String>,
-    /// Checked by hand, so reserved protocols get a "not supported yet" error.
+    /// Checked by hand, so an unknown protocol gets an error that lists the known ones.
     pub protocol: Spanned<String>,
     /// Exactly one of `address` and `addresses` must be present.
     pub address: Option<Spanned<String>>,
@@ -72,6 +72,15 @@ pub(super) struct CredentialsFile {
     pub key_file: Option<String>,
     /// Accepted only to refuse it with a clear message: secrets are never inline.
     pub password: Option<Spanned<toml::Value>>,
+    /// `http`/`https`: the header set on every upstream request (`Authorization`).
+    pub header: Option<String>,
+    /// `http`/`https`: where the header's value is kept.
+    pub value_env: Option<String>,
+    pub value_file: Option<String>,
+    /// `http`/`https`: written before the value (`"Bearer "`).
+    pub prefix: Option<String>,
+    /// Accepted only to refuse it with a clear message: secrets are never inline.
+    pub value: Option<Spanned<toml::Value>>,
 }
 
 /// A `[[group]]` table.
@@ -134,6 +143,10 @@ pub(super) struct RuleFile {
     pub ssh: Option<Spanned<Vec<Spanned<String>>>>,
     /// Command globs (`rm *`): a rule on SSH command lines.
     pub commands: Option<Spanned<Vec<Spanned<String>>>>,
+    /// HTTP methods (`DELETE`, `POST`): makes this a rule on HTTP requests.
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// HTTP path globs (`/v1/users/*`, `/admin/**`): a rule on HTTP requests.
+    pub paths: Option<Spanned<Vec<Spanned<String>>>>,
     /// Masking of the sessions this rule matches (see [`crate::mask::MaskSpec`]).
     pub mask: Option<Spanned<Vec<String>>>,
     pub mask_columns: Option<Vec<String>>,

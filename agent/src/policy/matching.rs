@@ -101,7 +101,7 @@ impl Rule {
     /// Whether the rule decides `subject`.
     ///
     /// Connection rules decide connections, statement rules statements, SSH rules SSH
-    /// actions. An unparsed statement could be anything, so every statement rule
+    /// actions, request rules HTTP requests. An unparsed statement could be anything, so every statement rule
     /// covers it.
     pub fn covers(&self, subject: Subject<'_>) -> bool {
         match (&self.filter, subject) {
@@ -110,6 +110,7 @@ impl Rule {
                 sql.covers(statement, self.verdict())
             }
             (Some(Filter::Ssh(ssh)), Subject::Ssh(request)) => ssh.covers(request, self.verdict()),
+            (Some(Filter::Http(http)), Subject::Http(request)) => http.covers(request),
             _ => false,
         }
     }

@@ -4,7 +4,7 @@
 //! files and hidden files are ignored) merged into one [`Policy`]. Each file may hold
 //! three kinds of tables:
 //!
-//! - `[[target]]`: a protected system: a unique `name`, a `protocol` (`tcp` today),
+//! - `[[target]]`: a protected system: a unique `name`, a `protocol` (`tcp`, `postgres`, `http`, `https`),
 //!   and exactly one of `address` / `addresses` (`ip:port`, `[v6]:port` or
 //!   `host:port`).
 //! - `[[group]]`: a named set of people: `users` (user names) and `unix_groups`. A
@@ -59,11 +59,14 @@ use serde::Serialize;
 
 use crate::identity::{Approver, Principal};
 pub use address::TargetAddress;
+pub use filter::http::{HttpRequest, path_matches};
+pub use filter::ssh::{SshKind, SshRequest};
 use matching::{Group, Rule};
 pub use review::{Escalation, Review};
 pub use sql::{SqlClass, SqlClasses};
-pub use filter::ssh::{SshKind, SshRequest};
-pub use target::{BackendTls, Credentials, Protocol, SshTarget, Target, TargetTls};
+pub use target::{
+    BackendTls, Credentials, HttpCredentials, Protocol, SshTarget, Target, TargetTls,
+};
 
 /// A validated, merged policy; the default is the empty policy that denies everything.
 #[derive(Debug, Clone, Default)]
@@ -187,6 +190,19 @@ impl Policy {
         self.decide_on(principal, target, Subject::Ssh(request))
     }
 
+    /// Decides one HTTP request on a connection the policy already allowed, with the
+    /// rules that have `methods` or `paths`. The most restrictive matching rule wins,
+    /// as for connections; no matching rule allows it (the connection was allowed).
+    #[must_use]
+    pub fn decide_request(
+        &self,
+        principal: &Principal,
+        target: &str,
+        request: &HttpRequest<'_>,
+    ) -> Decision {
+        self.decide_on(principal, target, Subject::Http(request))
+    }
+
     fn decide_on(&self, principal: &Principal, target: &str, subject: Subject<'_>) -> Decision {
         let Some(target) = self.target(target) else {
             return Decision::deny_unmatched(format!(
@@ -201,6 +217,7 @@ impl Policy {
             Subject::Connection => format!("to reach target {name}"),
             Subject::Statement(s) => format!("to run {} on target {name}", s.classes.names()),
             Subject::Ssh(r) => format!("{} as {} on target {name}", r.kind.verb(), r.login),
+            Subject::Http(r) => format!("to {} {} on target {name}", r.method, r.path),
         };
         let matching = || {
             self.rules.iter().filter(|rule| {
@@ -236,8 +253,10 @@ impl Policy {
         }
         if let Some(rule) = first(Verdict::Allow) {
             let reason = match subject {
-                Subject::Connection => format!("rule `{}` allows {} {}", rule.name, label(), what()),
-                Subject::Statement(_) | Subject::Ssh(_) => String::new(),
+                Subject::Connection => {
+                    format!("rule `{}` allows {} {}", rule.name, label(), what())
+                }
+                Subject::Statement(_) | Subject::Ssh(_) | Subject::Http(_) => String::new(),
             };
             return Decision::by(rule, reason);
         }
@@ -247,6 +266,7 @@ impl Policy {
             }
             Subject::Statement(s) => filter::sql::unmatched(s, name),
             Subject::Ssh(r) => filter::ssh::unmatched(r, name),
+            Subject::Http(_) => filter::http::unmatched(),
         }
     }
 }
@@ -257,6 +277,7 @@ pub(crate) enum Subject<'a> {
     Connection,
     Statement(&'a Statement<'a>),
     Ssh(&'a SshRequest<'a>),
+    Http(&'a HttpRequest<'a>),
 }
 
 /// What a statement does, as the policy sees it.

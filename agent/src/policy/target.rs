@@ -26,6 +26,8 @@ pub struct Target {
     /// What only `ssh` targets have: how the proxy trusts the target and presents
     /// itself to clients.
     pub ssh: Option<SshTarget>,
+    /// A header the proxy sets on every upstream request (`http`, `https`).
+    pub http_credentials: Option<HttpCredentials>,
 }
 
 /// An `ssh` target's host identities.
@@ -38,6 +40,17 @@ pub struct SshTarget {
     pub host_key_file: Option<PathBuf>,
 }
 
+/// A header set on every request to an HTTP target (an API token), replacing any
+/// header of that name the client sent. The value is a reference, read per request.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpCredentials {
+    /// The header's name, lowercase (`authorization`).
+    pub header: String,
+    pub value: SecretRef,
+    /// Written before the value (`"Bearer "`).
+    pub prefix: String,
+}
+
 /// The wire protocols the proxy can speak to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +61,20 @@ pub enum Protocol {
     Postgres,
     /// SSH: connect, then every exec, shell, file transfer and forward is an action.
     Ssh,
+    /// Plain HTTP/1.1: connect, then every request is an action.
+    Http,
+    /// HTTP over TLS the proxy terminates (with a leaf certificate from its CA):
+    /// HTTP/1.1 or HTTP/2, every request an action.
+    Https,
+}
+
+impl Protocol {
+    /// Whether the target speaks HTTP (plain or over TLS): its rules may filter
+    /// requests with `methods` and `paths`.
+    #[must_use]
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Https)
+    }
 }
 
 impl fmt::Display for Protocol {
@@ -56,6 +83,8 @@ impl fmt::Display for Protocol {
             Protocol::Tcp => "tcp",
             Protocol::Postgres => "postgres",
             Protocol::Ssh => "ssh",
+            Protocol::Http => "http",
+            Protocol::Https => "https",
         })
     }
 }

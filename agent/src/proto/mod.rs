@@ -2,6 +2,7 @@
 //! [`gate::Action`](crate::gate::Action)s the gate decides; the daemon attributes the
 //! connection and picks the module by the target's protocol.
 
+pub mod http;
 pub mod postgres;
 pub mod ssh;
 pub mod tcp;

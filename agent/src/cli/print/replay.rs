@@ -7,15 +7,15 @@ use serde_json::Value;
 
 /// What a kind's formatter adds to an event's transcript.
 #[derive(Default)]
-struct Shown {
+pub(super) struct Shown {
     /// In the first line's brackets (`[read, write]`, `[exec]`).
-    tag: String,
+    pub(super) tag: String,
     /// After the first line.
-    lines: Vec<String>,
+    pub(super) lines: Vec<String>,
     /// The start of the `result` line (a command tag, an exit status).
-    result: Option<String>,
+    pub(super) result: Option<String>,
     /// After everything else (a table of rows).
-    tail: Vec<String>,
+    pub(super) tail: Vec<String>,
 }
 
 /// One event of a replay transcript, as the API serves it.
@@ -33,6 +33,7 @@ pub fn replay_event(ev: &Value) -> String {
                 tail: Vec::new(),
             }
         }
+        "http" => super::http::http(details),
         other => generic(other, ev),
     };
     let mut verdict = field(ev, "/verdict");

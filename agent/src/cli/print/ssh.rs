@@ -28,7 +28,10 @@ pub(super) fn shown(kind: &str, d: &Value) -> (String, Vec<String>, Option<Strin
             at(d, "/port")
         )),
         _ => {
-            if let Some(subject) = at(d, "/subsystem").as_str().or_else(|| at(d, "/subject").as_str()) {
+            if let Some(subject) = at(d, "/subsystem")
+                .as_str()
+                .or_else(|| at(d, "/subject").as_str())
+            {
                 lines.push(format!("    {}", clean(subject, false)));
             }
         }
@@ -36,10 +39,17 @@ pub(super) fn shown(kind: &str, d: &Value) -> (String, Vec<String>, Option<Strin
     lines.push(format!("    login    {}", clean(login, false)));
     if let Some(sample) = at(d, "/output_sample").as_str().filter(|s| !s.is_empty()) {
         lines.push("    output".to_owned());
-        lines.extend(clean(sample.trim_end(), true).lines().map(|l| format!("      {l}")));
+        lines.extend(
+            clean(sample.trim_end(), true)
+                .lines()
+                .map(|l| format!("      {l}")),
+        );
     }
     if let Some(path) = at(d, "/recording/path").as_str() {
-        lines.push(format!("    recording {} (asciicast v2)", clean(path, false)));
+        lines.push(format!(
+            "    recording {} (asciicast v2)",
+            clean(path, false)
+        ));
     }
     let mut result = Vec::new();
     if let Some(status) = at(d, "/exit_status").as_u64() {
@@ -71,7 +81,14 @@ mod tests {
         assert_eq!(tag, "exec");
         assert_eq!(
             lines,
-            ["    $ ls /", "    $ rm x", "    login    deploy", "    output", "      bin", "      etc"]
+            [
+                "    $ ls /",
+                "    $ rm x",
+                "    login    deploy",
+                "    output",
+                "      bin",
+                "      etc"
+            ]
         );
         assert_eq!(result.as_deref(), Some("exit 2, 0 bytes in, 8 out"));
         let shell = json!({"login": "a", "pty": {"cols": 80, "rows": 24}, "recording": {"path": "/r/x.cast"}});

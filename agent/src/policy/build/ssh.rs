@@ -1,10 +1,8 @@
-//! The SSH parts of a policy: an `ssh` target's host identities and login, and which
-//! targets a rule with an action filter may name.
+//! The SSH parts of a policy: an `ssh` target's host identities and login.
 
 use super::secret_ref;
 use crate::policy::{
-    Credentials, PolicyError, Protocol, SshTarget, Target, file::TargetFile, filter::Filter,
-    load::Source,
+    Credentials, PolicyError, Protocol, SshTarget, file::TargetFile, load::Source,
 };
 use toml::Spanned;
 
@@ -72,7 +70,9 @@ pub(super) fn ssh_target(
             if key_file.is_some() && password.is_some() {
                 return Err(src.error(
                     c.span(),
-                    format!("target `{name}`: set one of `key_file`, `password_env` and `password_file`"),
+                    format!(
+                        "target `{name}`: set one of `key_file`, `password_env` and `password_file`"
+                    ),
                 ));
             }
             Some(Credentials {
@@ -105,7 +105,10 @@ pub(super) fn refuse_ssh_keys(
         .map(Spanned::span);
     for (key, span) in [
         ("known_hosts", file.known_hosts.as_ref().map(Spanned::span)),
-        ("host_key_file", file.host_key_file.as_ref().map(Spanned::span)),
+        (
+            "host_key_file",
+            file.host_key_file.as_ref().map(Spanned::span),
+        ),
         ("key_file", key_file),
     ] {
         if let Some(span) = span {
@@ -119,35 +122,4 @@ pub(super) fn refuse_ssh_keys(
         }
     }
     Ok(())
-}
-
-/// A rule with an action filter may only name targets that have such actions.
-pub(super) fn check_filter_targets(
-    src: &Source,
-    rule: &str,
-    filter: &Filter,
-    names: &[String],
-    targets: &[Target],
-    span: std::ops::Range<usize>,
-) -> Result<(), PolicyError> {
-    let (wanted, keys) = match filter {
-        Filter::Sql(_) => (Protocol::Postgres, "`sql`/`tables`"),
-        Filter::Ssh(_) => (Protocol::Ssh, "`ssh`/`commands`/`who.logins`"),
-    };
-    let wrong = names.iter().find_map(|n| {
-        targets
-            .iter()
-            .find(|t| &t.name == n && t.protocol != wanted)
-    });
-    match wrong {
-        Some(t) => Err(src.error(
-            span,
-            format!(
-                "rule `{rule}` has {keys}, but target `{}` speaks {}, which has no such \
-                 actions; use it only with {wanted} targets",
-                t.name, t.protocol
-            ),
-        )),
-        None => Ok(()),
-    }
 }

@@ -7,7 +7,9 @@
 //! allowed, except an unparsed command line, agent forwarding and X11, which are
 //! denied (see [`unmatched`]).
 
-use crate::policy::{Decision, PolicyError, Verdict, file::RuleFile, load::Source, matching::glob_match};
+use crate::policy::{
+    Decision, PolicyError, Verdict, file::RuleFile, load::Source, matching::glob_match,
+};
 use serde::Serialize;
 use std::fmt;
 
@@ -152,7 +154,9 @@ impl SshFilter {
         }
         if let Some(list) = &file.ssh
             && !commands.is_empty()
-            && !kinds.iter().any(|k| matches!(k, SshKind::Exec | SshKind::Shell))
+            && !kinds
+                .iter()
+                .any(|k| matches!(k, SshKind::Exec | SshKind::Shell))
         {
             return Err(src.error(
                 list.span(),
@@ -177,7 +181,8 @@ impl SshFilter {
     /// names no commands (all exec).
     pub(in crate::policy) fn covers(&self, request: &SshRequest<'_>, verdict: Verdict) -> bool {
         let kind = self.kinds.is_empty() || self.kinds.contains(&request.kind);
-        let login = self.logins.is_empty() || self.logins.iter().any(|p| glob_match(p, request.login));
+        let login =
+            self.logins.is_empty() || self.logins.iter().any(|p| glob_match(p, request.login));
         if !kind || !login {
             return false;
         }
@@ -207,7 +212,11 @@ impl SshFilter {
 fn short_form(command: &str) -> Option<String> {
     let (first, rest) = command.split_once(' ').unwrap_or((command, ""));
     let (_, base) = first.rsplit_once('/')?;
-    Some(if rest.is_empty() { base.to_owned() } else { format!("{base} {rest}") })
+    Some(if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base} {rest}")
+    })
 }
 
 /// The decision for an SSH action no `ssh`/`commands` rule matched, on target `target`.
@@ -215,13 +224,13 @@ pub(in crate::policy) fn unmatched(request: &SshRequest<'_>, target: &str) -> De
     let refused = match request.kind {
         SshKind::Agent => Some("agent forwarding"),
         SshKind::X11 => Some("X11 forwarding"),
-        SshKind::Exec if request.commands.is_none() => Some("a command line that could not be parsed"),
+        SshKind::Exec if request.commands.is_none() => {
+            Some("a command line that could not be parsed")
+        }
         _ => None,
     };
     if let Some(what) = refused {
-        return Decision::deny_unmatched(format!(
-            "no rule allows {what} on target {target}"
-        ));
+        return Decision::deny_unmatched(format!("no rule allows {what} on target {target}"));
     }
     Decision {
         verdict: Verdict::Allow,
@@ -259,8 +268,14 @@ mod tests {
         assert!(!rm.covers(&exec(Some(&line)), Verdict::Allow));
         let ls = filter(&[SshKind::Exec], &["ls*", "rm *"]);
         assert!(ls.covers(&exec(Some(&line)), Verdict::Allow));
-        assert!(rm.covers(&exec(None), Verdict::Review), "unparsed: restricting covers");
-        assert!(!rm.covers(&exec(None), Verdict::Allow), "unparsed: allow by command does not");
+        assert!(
+            rm.covers(&exec(None), Verdict::Review),
+            "unparsed: restricting covers"
+        );
+        assert!(
+            !rm.covers(&exec(None), Verdict::Allow),
+            "unparsed: allow by command does not"
+        );
         assert!(filter(&[SshKind::Exec], &[]).covers(&exec(None), Verdict::Allow));
         let shell = SshRequest {
             kind: SshKind::Shell,

@@ -80,12 +80,7 @@ const SAMPLED_CATEGORIES: &[&str] = &["S", "U", "A", "N", "I"];
 const MAX_NOTES: usize = 200;
 
 /// Scans the target of `session`, teaching `set` with `masker`'s recognizers.
-pub async fn scan(
-    session: &Session,
-    masker: &Masker,
-    set: &LearnedSet,
-    limits: Limits,
-) -> Report {
+pub async fn scan(session: &Session, masker: &Masker, set: &LearnedSet, limits: Limits) -> Report {
     let started = Instant::now();
     let mut scan = Scan {
         session,
@@ -108,7 +103,9 @@ pub async fn scan(
     for database in databases.into_iter().take(limits.databases) {
         scan.report.databases.push(database.clone());
         if let Err(e) = scan.database(&database).await {
-            scan.note(format!("database {database}: {e}; the rest of it is skipped"));
+            scan.note(format!(
+                "database {database}: {e}; the rest of it is skipped"
+            ));
         }
     }
     scan.report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -183,7 +180,9 @@ impl Scan<'_> {
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
                    ORDER BY n.nspname, c.relname";
-        let rows = self.run(&mut conn, sql, &[], self.limits.tables + 1).await?;
+        let rows = self
+            .run(&mut conn, sql, &[], self.limits.tables + 1)
+            .await?;
         if rows.rows.len() > self.limits.tables {
             self.note(format!(
                 "database {database}: more than {} tables; only the first are sampled",
@@ -208,9 +207,13 @@ impl Scan<'_> {
         for relation in relations {
             let what = format!("{database}.{}.{}", relation.schema, relation.name);
             if relation.kind == "f" {
-                self.note(format!("{what}: a foreign table (its rows are on another server); not sampled"));
+                self.note(format!(
+                    "{what}: a foreign table (its rows are on another server); not sampled"
+                ));
             } else if !relation.readable {
-                self.note(format!("{what}: the target's login may not read it; not sampled"));
+                self.note(format!(
+                    "{what}: the target's login may not read it; not sampled"
+                ));
             } else {
                 match self.relation(&mut conn, &relation).await {
                     Ok(()) => self.report.tables_sampled += 1,
@@ -371,5 +374,6 @@ impl Scan<'_> {
 
 /// A text value, if not NULL.
 fn text(v: Option<&conn::Value>) -> Option<String> {
-    v?.as_deref().map(|b| String::from_utf8_lossy(b).into_owned())
+    v?.as_deref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
 }

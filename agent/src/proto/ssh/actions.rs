@@ -46,8 +46,12 @@ impl Start {
 /// Whether `line` is the server side of legacy scp (`scp -t …` / `scp -f …`).
 fn is_scp(line: &str) -> bool {
     let mut words = line.split_whitespace();
-    words.next().is_some_and(|w| w == "scp" || w.ends_with("/scp"))
-        && words.any(|w| w.starts_with('-') && !w.starts_with("--") && (w.contains('t') || w.contains('f')))
+    words
+        .next()
+        .is_some_and(|w| w == "scp" || w.ends_with("/scp"))
+        && words.any(|w| {
+            w.starts_with('-') && !w.starts_with("--") && (w.contains('t') || w.contains('f'))
+        })
 }
 
 /// The gate's question for `kind` on `subject` by the client logged in as `login`.
@@ -72,6 +76,7 @@ pub fn ask(session: &Session, kind: SshKind, login: &str, subject: String) -> As
             subject,
             commands,
         },
+        justification: None,
     }
 }
 

@@ -141,7 +141,9 @@ impl Held<'_> {
             }
             match self.client.wait().await {
                 // Ctrl-C on a terminal withdraws the request.
-                Some(ChannelMsg::Data { data }) if self.setup.pty.is_some() && data.contains(&3) => {
+                Some(ChannelMsg::Data { data })
+                    if self.setup.pty.is_some() && data.contains(&3) =>
+                {
                     return Gone::Cancelled;
                 }
                 Some(ChannelMsg::Data { data }) => self.full = !self.setup.keep(data),
@@ -175,7 +177,11 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
         full: false,
         closed: conn.closed.clone(),
     };
-    let outcome = conn.session.gate.decide(&ask, Some(&conn.session.id), &mut held).await;
+    let outcome = conn
+        .session
+        .gate
+        .decide(&ask, Some(&conn.session.id), &mut held)
+        .await;
     let summary = mask(conn, &format!("{kind}: {subject}"));
     let details = json!({
         "login": conn.login,
@@ -219,7 +225,13 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
 
 /// Tells the client no, in SSH's words: a subsystem fails; an exec or shell starts,
 /// prints why, and exits with [`REFUSED_STATUS`].
-async fn refuse(client: &Channel<server::Msg>, conn: &Conn, start: &Start, pty: bool, outcome: &ActionOutcome) {
+async fn refuse(
+    client: &Channel<server::Msg>,
+    conn: &Conn,
+    start: &Start,
+    pty: bool,
+    outcome: &ActionOutcome,
+) {
     let id = client.id();
     let line = mask(conn, &actions::refused_line(start.kind(), outcome));
     if let Start::Subsystem(_) = start {
@@ -246,9 +258,17 @@ async fn open_upstream(
         .await
         .map_err(|e| format!("the target refused a session channel: {e}"))?;
     if let Some(p) = &setup.pty {
-        up.request_pty(false, &p.term, p.cols, p.rows, p.pix_width, p.pix_height, &p.modes)
-            .await
-            .map_err(|e| e.to_string())?;
+        up.request_pty(
+            false,
+            &p.term,
+            p.cols,
+            p.rows,
+            p.pix_width,
+            p.pix_height,
+            &p.modes,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     }
     for (name, value) in &setup.env {
         up.set_env(false, name.as_str(), value.as_str())

@@ -28,7 +28,9 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Shells whose `-c` argument and here-document are scripts.
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
 /// Commands that run their arguments as a command (`sudo rm …`).
-const WRAPPERS: &[&str] = &["sudo", "env", "nohup", "time", "nice", "exec", "command", "timeout"];
+const WRAPPERS: &[&str] = &[
+    "sudo", "env", "nohup", "time", "nice", "exec", "command", "timeout",
+];
 
 /// The simple commands of a command line, or why there are none to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,9 +303,18 @@ mod tests {
     fn lists_pipelines_and_substitutions() {
         assert_eq!(cmds("ls -la /tmp"), ["ls -la /tmp"]);
         assert_eq!(cmds("ls; rm -rf /x"), ["ls", "rm -rf /x"]);
-        assert_eq!(cmds("true && rm -rf /x || echo no"), ["true", "rm -rf /x", "echo no"]);
-        assert_eq!(cmds("cat /etc/passwd | grep root"), ["cat /etc/passwd", "grep root"]);
-        assert_eq!(cmds("echo $(rm -rf /x)"), ["rm -rf /x", "echo $(rm -rf /x)"]);
+        assert_eq!(
+            cmds("true && rm -rf /x || echo no"),
+            ["true", "rm -rf /x", "echo no"]
+        );
+        assert_eq!(
+            cmds("cat /etc/passwd | grep root"),
+            ["cat /etc/passwd", "grep root"]
+        );
+        assert_eq!(
+            cmds("echo $(rm -rf /x)"),
+            ["rm -rf /x", "echo $(rm -rf /x)"]
+        );
         assert_eq!(cmds("echo \"a `id` b\""), ["id", "echo a `id` b"]);
         assert_eq!(cmds("if true; then reboot; fi"), ["true", "reboot"]);
         assert_eq!(cmds("for f in a b; do rm $f; done"), ["rm $f"]);
@@ -316,10 +327,16 @@ mod tests {
             ["sh -c ls; rm -rf /data", "ls", "rm -rf /data"]
         );
         assert_eq!(cmds("bash -ec \"reboot\""), ["bash -ec reboot", "reboot"]);
-        assert_eq!(cmds("sudo -n rm -rf /x"), ["sudo -n rm -rf /x", "rm -rf /x"]);
+        assert_eq!(
+            cmds("sudo -n rm -rf /x"),
+            ["sudo -n rm -rf /x", "rm -rf /x"]
+        );
         assert_eq!(
             cmds("/usr/bin/env X=1 systemctl restart app"),
-            ["/usr/bin/env X=1 systemctl restart app", "systemctl restart app"]
+            [
+                "/usr/bin/env X=1 systemctl restart app",
+                "systemctl restart app"
+            ]
         );
         assert_eq!(
             cmds("bash <<EOF\nrm -rf /data\nEOF\n"),

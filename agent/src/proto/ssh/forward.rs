@@ -39,8 +39,17 @@ pub async fn run(
     to: Destination,
 ) {
     let subject = format!("{}:{}", to.host, to.port);
-    let ask = super::actions::ask(&conn.session, SshKind::Forward, &conn.login, subject.clone());
-    let outcome = conn.session.gate.decide(&ask, Some(&conn.session.id), &mut Silent).await;
+    let ask = super::actions::ask(
+        &conn.session,
+        SshKind::Forward,
+        &conn.login,
+        subject.clone(),
+    );
+    let outcome = conn
+        .session
+        .gate
+        .decide(&ask, Some(&conn.session.id), &mut Silent)
+        .await;
     let details = json!({ "login": conn.login, "host": to.host, "port": to.port });
     let mut finished = recording::starting("forward", format!("forward: {subject}"), details);
     if !outcome.allowed() {
@@ -50,7 +59,12 @@ pub async fn run(
     }
     let mut up = match conn
         .upstream
-        .channel_open_direct_tcpip(to.host.as_str(), to.port, to.from_host.as_str(), to.from_port)
+        .channel_open_direct_tcpip(
+            to.host.as_str(),
+            to.port,
+            to.from_host.as_str(),
+            to.from_port,
+        )
         .await
     {
         Ok(up) => up,

@@ -75,7 +75,10 @@ impl HostIdentity {
 
     /// The keys and certificates to present to a client of `target`: the target's own
     /// host key if it has one, else our host key with a fresh certificate naming it.
-    pub fn host_keys(&self, target: &Target) -> Result<(Vec<PrivateKey>, Vec<Certificate>), SshError> {
+    pub fn host_keys(
+        &self,
+        target: &Target,
+    ) -> Result<(Vec<PrivateKey>, Vec<Certificate>), SshError> {
         if let Some(path) = target.ssh.as_ref().and_then(|s| s.host_key_file.as_deref()) {
             return Ok((vec![read_key(path)?], Vec::new()));
         }
@@ -112,11 +115,24 @@ impl HostIdentity {
     pub fn publish(&self, policy: &Policy) -> Result<(), SshError> {
         let ca = self.ca_public()?;
         let mut block = String::new();
-        for target in policy.targets().iter().filter(|t| t.protocol == Protocol::Ssh) {
-            if target.ssh.as_ref().is_some_and(|s| s.host_key_file.is_some()) {
+        for target in policy
+            .targets()
+            .iter()
+            .filter(|t| t.protocol == Protocol::Ssh)
+        {
+            if target
+                .ssh
+                .as_ref()
+                .is_some_and(|s| s.host_key_file.is_some())
+            {
                 continue;
             }
-            let _ = writeln!(block, "@cert-authority {} {ca} portcullis:{}", patterns(target), target.name);
+            let _ = writeln!(
+                block,
+                "@cert-authority {} {ca} portcullis:{}",
+                patterns(target),
+                target.name
+            );
         }
         rewrite_block(&self.known_hosts_file, &markers(&self.state_dir), &block)
     }
@@ -148,7 +164,11 @@ fn patterns(target: &Target) -> String {
     for a in &target.addresses {
         let port = a.port();
         for host in principals(target) {
-            let pattern = if port == 22 { host } else { format!("[{host}]:{port}") };
+            let pattern = if port == 22 {
+                host
+            } else {
+                format!("[{host}]:{port}")
+            };
             if !out.contains(&pattern) {
                 out.push(pattern);
             }
@@ -160,7 +180,11 @@ fn patterns(target: &Target) -> String {
 /// Replaces the marked block of `path` with `block` (nothing when empty), atomically,
 /// under an exclusive lock on `PATH.portcullis-lock`, so daemons that share the file
 /// never write over each other's blocks.
-fn rewrite_block(path: &Path, (begin, end): &(String, String), block: &str) -> Result<(), SshError> {
+fn rewrite_block(
+    path: &Path,
+    (begin, end): &(String, String),
+    block: &str,
+) -> Result<(), SshError> {
     let io = |op: &'static str| {
         let path = path.to_owned();
         move |source| SshError::Io { op, path, source }
@@ -257,16 +281,27 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let (begin, end) = &ours;
         assert!(
-            text.starts_with(&format!("host1 ssh-ed25519 AAAA\n{begin}\n@cert-authority a k\n{end}\n")),
+            text.starts_with(&format!(
+                "host1 ssh-ed25519 AAAA\n{begin}\n@cert-authority a k\n{end}\n"
+            )),
             "{text}"
         );
         rewrite_block(&path, &ours, "@cert-authority b k\n").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("@cert-authority b k") && !text.contains("a k"), "{text}");
-        assert!(text.contains("@cert-authority c k"), "another daemon's block stays");
+        assert!(
+            text.contains("@cert-authority b k") && !text.contains("a k"),
+            "{text}"
+        );
+        assert!(
+            text.contains("@cert-authority c k"),
+            "another daemon's block stays"
+        );
         rewrite_block(&path, &ours, "").unwrap();
         rewrite_block(&path, &theirs, "").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "host1 ssh-ed25519 AAAA\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "host1 ssh-ed25519 AAAA\n"
+        );
     }
 
     #[test]
@@ -280,7 +315,10 @@ mod tests {
         let first = HostIdentity::load(&config).unwrap();
         let again = HostIdentity::load(&config).unwrap();
         assert_eq!(first.ca_public().unwrap(), again.ca_public().unwrap());
-        let mode = std::fs::metadata(dir.path().join("ssh/host_ca")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("ssh/host_ca"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let target = Target {
             name: "db1".into(),
@@ -290,6 +328,7 @@ mod tests {
             credentials: None,
             tls: crate::policy::TargetTls::default(),
             client_auth: None,
+            http_credentials: None,
             ssh: None,
         };
         let cert = first.certificate(&target).unwrap();

@@ -79,7 +79,8 @@ pub struct Sample(Vec<u8>);
 impl Sample {
     pub fn push(&mut self, data: &[u8]) {
         let room = SAMPLE_BYTES.saturating_sub(self.0.len());
-        self.0.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+        self.0
+            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
     }
 
     #[must_use]
@@ -101,7 +102,13 @@ pub struct Cast {
 
 impl Cast {
     /// Creates `dir/SESSION-CHANNEL.cast` with the header for a `width`×`height` terminal.
-    pub fn create(dir: &Path, name: &str, width: u32, height: u32, term: &str) -> std::io::Result<Self> {
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        width: u32,
+        height: u32,
+        term: &str,
+    ) -> std::io::Result<Self> {
         use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -186,7 +193,10 @@ mod tests {
         cast.resize(100, 30).unwrap();
         let (path, size, digest) = cast.finish().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["version"], 2);
         assert_eq!(lines[0]["width"], 80);
         assert_eq!(lines[1][1], "o");

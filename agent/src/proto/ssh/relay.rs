@@ -37,7 +37,10 @@ impl Relayed {
                 details.insert("output_sample".into(), json!(self.sample.text()));
             }
             if let Some(Ok((path, size, _))) = &self.cast {
-                details.insert("recording".into(), json!({"path": path, "bytes": size, "truncated": self.cast_truncated}));
+                details.insert(
+                    "recording".into(),
+                    json!({"path": path, "bytes": size, "truncated": self.cast_truncated}),
+                );
             }
         }
         match self.cast {
@@ -46,7 +49,9 @@ impl Relayed {
             None => {}
         }
         if let Some(status) = self.exit_status.filter(|s| *s != 0) {
-            finished.error.get_or_insert(format!("exit status {status}"));
+            finished
+                .error
+                .get_or_insert(format!("exit status {status}"));
         }
     }
 }
@@ -71,7 +76,10 @@ impl Output {
     }
 
     fn flush(&mut self) -> Vec<u8> {
-        self.masker.as_mut().map(StreamMasker::flush).unwrap_or_default()
+        self.masker
+            .as_mut()
+            .map(StreamMasker::flush)
+            .unwrap_or_default()
     }
 
     fn holding(&self) -> bool {
@@ -159,7 +167,10 @@ pub async fn relay(
     let _ = client.close().await;
     if let Some(c) = cast {
         r.cast_truncated = c.truncated;
-        r.cast = Some(c.finish().map_err(|e| format!("the recording could not be written: {e}")));
+        r.cast = Some(
+            c.finish()
+                .map_err(|e| format!("the recording could not be written: {e}")),
+        );
     }
     r
 }
@@ -178,7 +189,13 @@ async fn flush(
 }
 
 /// Sends (masked) output to the client, counting, sampling and recording it.
-async fn send(client: &Channel<server::Msg>, ext: Option<u32>, data: Vec<u8>, r: &mut Relayed, cast: Option<&mut Cast>) {
+async fn send(
+    client: &Channel<server::Msg>,
+    ext: Option<u32>,
+    data: Vec<u8>,
+    r: &mut Relayed,
+    cast: Option<&mut Cast>,
+) {
     if data.is_empty() {
         return;
     }

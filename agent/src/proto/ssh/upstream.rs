@@ -60,8 +60,14 @@ impl Verifier {
         let fingerprint = key.fingerprint(HashAlg::Sha256);
         let mut listed_other = false;
         for (host, port) in &self.names {
-            let found = russh::keys::known_hosts::known_host_keys_path(host, *port, &self.known_hosts)
-                .map_err(|e| format!("cannot read known_hosts {}: {e}", self.known_hosts.display()))?;
+            let found =
+                russh::keys::known_hosts::known_host_keys_path(host, *port, &self.known_hosts)
+                    .map_err(|e| {
+                        format!(
+                            "cannot read known_hosts {}: {e}",
+                            self.known_hosts.display()
+                        )
+                    })?;
             for (_, recorded) in found {
                 if recorded.key_data() == key.key_data() {
                     return Ok(());
@@ -111,7 +117,10 @@ pub async fn connect(session: &Session, login: &str) -> Result<Upstream, SshErro
 async fn connect_inner(session: &Session, login: &str) -> Result<Upstream, SshError> {
     let target = &session.target;
     let Some(ssh) = &target.ssh else {
-        return Err(SshError::Upstream(format!("target {} has no ssh settings", target.name)));
+        return Err(SshError::Upstream(format!(
+            "target {} has no ssh settings",
+            target.name
+        )));
     };
     let stream = crate::proto::tcp::connect_upstream(session.upstream, session.mark)
         .await
@@ -125,25 +134,38 @@ async fn connect_inner(session: &Session, login: &str) -> Result<Upstream, SshEr
     let mut handle = match client::connect_stream(config(), stream, verifier).await {
         Ok(h) => h,
         Err(error) => {
-            let why = refused.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let why = refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             return Err(SshError::Upstream(why.unwrap_or_else(|| {
                 format!("SSH handshake with {} failed: {error}", session.upstream)
             })));
         }
     };
     let creds = target.credentials.as_ref();
-    let user = creds.and_then(|c| c.user.clone()).unwrap_or_else(|| login.to_owned());
+    let user = creds
+        .and_then(|c| c.user.clone())
+        .unwrap_or_else(|| login.to_owned());
     let result = if let Some(path) = creds.and_then(|c| c.key_file.as_ref()) {
         let key = russh::keys::load_secret_key(path, None).map_err(|e| {
-            SshError::Upstream(format!("cannot read the target's key_file {}: {e}", path.display()))
+            SshError::Upstream(format!(
+                "cannot read the target's key_file {}: {e}",
+                path.display()
+            ))
         })?;
-        let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+        let hash = handle
+            .best_supported_rsa_hash()
+            .await
+            .ok()
+            .flatten()
+            .flatten();
         let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
         handle.authenticate_publickey(&user, key).await
     } else if let Some(secret) = creds.and_then(|c| c.password.as_ref()) {
-        let password = secret
-            .resolve()
-            .map_err(|why| SshError::Upstream(format!("cannot read the target's password: {why}")))?;
+        let password = secret.resolve().map_err(|why| {
+            SshError::Upstream(format!("cannot read the target's password: {why}"))
+        })?;
         handle.authenticate_password(&user, password.expose()).await
     } else {
         handle.authenticate_none(&user).await
@@ -153,7 +175,9 @@ async fn connect_inner(session: &Session, login: &str) -> Result<Upstream, SshEr
         Ok(AuthResult::Failure { .. }) => Err(SshError::Upstream(format!(
             "the target refused Portcullis's login as {user}; check the target's credentials"
         ))),
-        Err(e) => Err(SshError::Upstream(format!("login to the target failed: {e}"))),
+        Err(e) => Err(SshError::Upstream(format!(
+            "login to the target failed: {e}"
+        ))),
     }
 }
 

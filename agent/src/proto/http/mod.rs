@@ -1,0 +1,153 @@
+//! HTTP and HTTPS: every request is an action the gate decides.
+//!
+//! The client (curl, Python requests, Node's fetch, kubectl) believes it talks to the
+//! server. For `https` targets the proxy terminates TLS (`server`): it reads the
+//! `ClientHello`, mints a certificate for the name the client asked for from its CA
+//! (`ca`: SNI, or the address dialled when there is none) and offers HTTP/2 and
+//! HTTP/1.1 by ALPN. Then each request is checked and described (`request`: smuggling
+//! refused, the path normalized once), decided by the gate (`exchange`): allowed
+//! requests are forwarded with the target's credential header set (`upstream`),
+//! denied and timed-out ones get `403` with a JSON body, held ones wait (`held`:
+//! their body buffered up to a cap). Responses of text types are masked as they
+//! stream (`masking`) and every request is recorded as one `http` event (`record`).
+//!
+//! On one HTTP/1.1 keep-alive connection requests are sequential: those behind a
+//! held request wait for it (the protocol has no way to answer out of order). On
+//! HTTP/2 each stream is its own action and is decided on its own.
+//!
+//! Layout: `config` (the `[http]` table), `ca`, `server` (TLS accept, the hyper
+//! connection and its limits), `request`, `exchange` (one request: decided),
+//! `held`, `forward` (an allowed request: sent, its response streamed back, an
+//! upgrade relayed), `upstream`, `masking`, `record`, `reply` (the proxy's own
+//! answers).
+
+mod ca;
+pub mod config;
+mod exchange;
+mod forward;
+mod held;
+mod masking;
+mod record;
+mod reply;
+mod request;
+mod server;
+mod upstream;
+
+use crate::{
+    policy::Target,
+    proto::{Protocol, Served, Session},
+};
+use std::{path::PathBuf, sync::Arc};
+use tokio::net::TcpStream;
+
+pub use ca::uninstall;
+pub use config::HttpConfig;
+
+/// Why the HTTP proxy could not be set up or could not reach a target.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The CA for HTTPS clients could not be made, loaded or installed.
+    #[error("HTTPS CA: {reason}")]
+    Ca { reason: String },
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The HTTP protocol, with what its sessions share.
+pub struct Http {
+    config: HttpConfig,
+    /// `None` until an `https` target needs it (set up at start when one exists).
+    authority: Option<ca::Authority>,
+    /// What `https` clients use when no authority could be set up.
+    authority_error: Option<String>,
+}
+
+impl Http {
+    /// Sets up the proxy. The CA is loaded (or generated) and, with `trust_store`,
+    /// installed; a failure there is logged and `https` targets refuse connections,
+    /// while `http` targets keep working.
+    #[must_use]
+    pub fn new(config: &HttpConfig) -> Self {
+        let loaded = ca::Authority::load_or_generate(
+            config.ca_cert.as_deref(),
+            config.ca_key.as_deref(),
+            &config.state_dir,
+        )
+        .and_then(|authority| {
+            if config.trust_store {
+                let path = authority.install(&config.trust_dir)?;
+                tracing::info!(path = %path.display(), "HTTPS CA is in the system trust store");
+            }
+            Ok(authority)
+        });
+        match loaded {
+            Ok(authority) => Self {
+                config: config.clone(),
+                authority: Some(authority),
+                authority_error: None,
+            },
+            Err(error) => {
+                tracing::error!(%error, "HTTPS clients cannot be served");
+                Self {
+                    config: config.clone(),
+                    authority: None,
+                    authority_error: Some(error.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// A client connection, before TLS: for `https` the handshake runs when the
+/// connection is served (or refused), where the address the client dialled is known
+/// for a `ClientHello` without SNI.
+pub struct Opened {
+    stream: TcpStream,
+    /// Whether the client speaks TLS (an `https` target).
+    tls: bool,
+    /// The target's first address's host: a refused client's certificate names it
+    /// when its `ClientHello` names nothing.
+    fallback_name: String,
+}
+
+impl Protocol for Http {
+    type Client = Opened;
+
+    async fn open(&self, stream: TcpStream, target: &Target) -> Result<Option<Opened>, String> {
+        let _ = stream.set_nodelay(true);
+        let fallback_name = target
+            .addresses
+            .first()
+            .map(|a| match a {
+                crate::policy::TargetAddress::Socket(addr) => addr.ip().to_string(),
+                crate::policy::TargetAddress::Host { host, .. } => host.clone(),
+            })
+            .unwrap_or_default();
+        Ok(Some(Opened {
+            stream,
+            tls: target.protocol == crate::policy::Protocol::Https,
+            fallback_name,
+        }))
+    }
+
+    fn socket(client: &Opened) -> &TcpStream {
+        &client.stream
+    }
+
+    async fn held(&self, _client: &mut Opened, request: &str, _hint: &str) {
+        // HTTP has no way to say this before a request; the client simply waits.
+        tracing::info!(request, "HTTP connection held for approval");
+    }
+
+    async fn refuse(&self, client: Opened, reason: &str) {
+        server::refuse(self, client, reason).await;
+    }
+
+    async fn serve(&self, client: Opened, session: Arc<Session>) -> Served {
+        server::serve(self, client, session).await
+    }
+}
