@@ -79,7 +79,10 @@ async fn pin(client: &Client, target: &str, column: &str, pinned: bool) -> anyho
 fn say(answer: &Value) {
     println!(
         "{}",
-        answer.get("message").and_then(Value::as_str).unwrap_or("done")
+        answer
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("done")
     );
 }
 
@@ -143,7 +146,12 @@ fn discover_report(r: &Value) -> String {
     let list = |k: &str| -> Vec<String> {
         r.get(k)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let learned = list("learned");
@@ -162,6 +170,10 @@ fn discover_report(r: &Value) -> String {
     for n in list("notes") {
         let _ = writeln!(out, "  skipped  {n}");
     }
-    let _ = writeln!(out, "Its queries are recorded in session {}.", field(r, "session"));
+    let _ = writeln!(
+        out,
+        "Its queries are recorded in session {}.",
+        field(r, "session")
+    );
     out
 }

@@ -21,21 +21,27 @@ pub async fn discover(d: &Daemon, target: &str, asked_by: &str) -> Result<Report
         .target(target)
         .ok_or_else(|| format!("no target {target} in the policy; see `portcullis status`"))?;
     if found.protocol != Protocol::Postgres {
-        return Err(format!("discover reads PostgreSQL tables; {target} is not a postgres target"));
+        return Err(format!(
+            "discover reads PostgreSQL tables; {target} is not a postgres target"
+        ));
     }
-    if found.credentials.as_ref().and_then(|c| c.user.as_ref()).is_none() {
+    if found
+        .credentials
+        .as_ref()
+        .and_then(|c| c.user.as_ref())
+        .is_none()
+    {
         return Err(format!(
             "target {target} has no credentials with a user; discover logs in as the target's \
              own login, so give the target `credentials`"
         ));
     }
-    let masker = detection_masker(&policy.masks_of_target(target))?
-        .ok_or_else(|| {
-            format!(
-                "no rule of target {target} learns columns: discover needs a rule with `mask` \
+    let masker = detection_masker(&policy.masks_of_target(target))?.ok_or_else(|| {
+        format!(
+            "no rule of target {target} learns columns: discover needs a rule with `mask` \
                  (recognizers) and mask_learn other than \"off\""
-            )
-        })?;
+        )
+    })?;
     let upstream = address(found).await?;
     let target = Arc::new(found.clone());
     drop(policy);
@@ -98,7 +104,9 @@ pub async fn discover(d: &Daemon, target: &str, asked_by: &str) -> Result<Report
         "outcome": end.outcome.as_str(), "reason": end.reason, "events": digest,
         "learned": report.learned, "notes": report.notes.len(),
     });
-    d.gate.audit("session_closed", id.as_str(), None, data).await;
+    d.gate
+        .audit("session_closed", id.as_str(), None, data)
+        .await;
     if let Err(error) = d.store.close_session(&id, &end).await {
         tracing::error!(%error, session = %id, "Cannot record the end of the discover session");
     }
@@ -133,7 +141,9 @@ pub async fn discover_configured(d: Arc<Daemon>) {
 fn detection_masker(specs: &[MaskSpec]) -> Result<Option<Masker>, String> {
     let learning: Vec<MaskSpec> = specs
         .iter()
-        .filter(|s| s.mask_learn != LearnMode::Off && !(s.mask.is_empty() && s.mask_regex.is_empty()))
+        .filter(|s| {
+            s.mask_learn != LearnMode::Off && !(s.mask.is_empty() && s.mask_regex.is_empty())
+        })
         .map(|s| MaskSpec {
             mask: s.mask.clone(),
             mask_regex: s.mask_regex.clone(),

@@ -63,7 +63,9 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Learning>, stop: Ca
 pub async fn reload(daemon: &Daemon) {
     match daemon.store.learned_columns(None).await {
         Ok(rows) => daemon.postgres.learned.replace_all(&rows),
-        Err(error) => tracing::warn!(%error, "Cannot read the learned columns; keeping those known"),
+        Err(error) => {
+            tracing::warn!(%error, "Cannot read the learned columns; keeping those known")
+        }
     }
 }
 

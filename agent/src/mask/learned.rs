@@ -89,7 +89,10 @@ pub enum Learning {
     Learned(LearnedColumn),
     /// The column was dropped or retyped since it was learned: forget it (unless the
     /// store has it pinned) so it is learned again if it still holds personal data.
-    Stale { target: String, id: ColumnId },
+    Stale {
+        target: String,
+        id: ColumnId,
+    },
 }
 
 /// The learned columns of one target: a lock-free snapshot, and the queue to the store.
@@ -115,7 +118,10 @@ impl Snapshot {
     fn new(columns: HashMap<Key, Entry>) -> Self {
         let mut tables: HashMap<String, Vec<String>> = HashMap::new();
         for (table, column) in columns.keys() {
-            tables.entry(table.clone()).or_default().push(column.clone());
+            tables
+                .entry(table.clone())
+                .or_default()
+                .push(column.clone());
         }
         Self { columns, tables }
     }
@@ -466,17 +472,29 @@ mod tests {
             .with_learned(Arc::clone(&set));
         assert!(masker.learning().is_some());
         assert!(!masker.has_column_rules(), "nothing learned yet");
-        assert_eq!(masker.recognized(b"mail ada@example.com"), Some("email".into()));
+        assert_eq!(
+            masker.recognized(b"mail ada@example.com"),
+            Some("email".into())
+        );
         assert_eq!(masker.recognized(b"moc.elpmaxe@ada"), None);
         set.learn(&id("customers", "email", 25), "email", HOW);
         assert!(masker.has_column_rules());
         let rule = masker.column_rule("customers", "email");
-        assert_eq!(rule.map(crate::mask::ColumnMask::style), Some(MaskStyle::Last4));
+        assert_eq!(
+            rule.map(crate::mask::ColumnMask::style),
+            Some(MaskStyle::Last4)
+        );
         assert!(masker.column_rule("customers", "note").is_none());
-        assert!(masker.column_rule("", "email").is_none(), "a computed column has no table");
+        assert!(
+            masker.column_rule("", "email").is_none(),
+            "a computed column has no table"
+        );
         let (relations, columns) = (vec!["customers".to_owned()], vec!["email".to_owned()]);
         assert!(masker.may_derive(&relations, &columns, false, false));
-        assert!(masker.may_derive(&relations, &[], true, false), "whole rows");
+        assert!(
+            masker.may_derive(&relations, &[], true, false),
+            "whole rows"
+        );
         assert!(!masker.may_derive(&relations, &["note".into()], false, false));
         assert!(masker.may_derive(&[], &[], false, true), "SQL not seen");
         // A rule with mask_learn = "off" never applies what others learned.

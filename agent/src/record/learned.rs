@@ -192,7 +192,13 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].id, column("customers").id);
         assert_eq!(all[0].host, store.host());
-        assert!(store.learned_columns(Some("other")).await.unwrap().is_empty());
+        assert!(
+            store
+                .learned_columns(Some("other"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         let key = ("public", "customers", "email");
         let pinned = store.pin_column("db", key, true).await.unwrap().unwrap();

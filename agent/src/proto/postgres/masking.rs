@@ -109,9 +109,7 @@ async fn learnable(
     name: &str,
     type_oid: i64,
 ) -> Result<(Option<ColumnMask>, Option<Box<ColumnId>>), String> {
-    let (mut rule, behind) = catalog
-        .column_origin(session, masker, origin, name)
-        .await?;
+    let (mut rule, behind) = catalog.column_origin(session, masker, origin, name).await?;
     let (Some(learning), Some((col, oid, attnum))) = (masker.learning(), behind) else {
         return Ok((rule, None));
     };

@@ -45,17 +45,23 @@ impl Conn {
     pub async fn open(session: &Session, database: &str) -> Result<Conn, ConnError> {
         let mut params = vec![
             ("user".to_owned(), String::new()),
-            ("application_name".to_owned(), "portcullis-discover".to_owned()),
+            (
+                "application_name".to_owned(),
+                "portcullis-discover".to_owned(),
+            ),
             ("client_encoding".to_owned(), "UTF8".to_owned()),
         ];
         if !database.is_empty() {
             params.push(("database".to_owned(), database.to_owned()));
         }
-        let b = backend::login(session, &params).await.map_err(|e| match e {
-            backend::LoginError::Server { message, .. } | backend::LoginError::Proxy(message) => {
-                ConnError::Lost(format!("cannot log in to {database}: {message}"))
-            }
-        })?;
+        let b = backend::login(session, &params)
+            .await
+            .map_err(|e| match e {
+                backend::LoginError::Server { message, .. }
+                | backend::LoginError::Proxy(message) => {
+                    ConnError::Lost(format!("cannot log in to {database}: {message}"))
+                }
+            })?;
         Ok(Conn {
             reader: MessageReader::with_buffer(b.stream, MAX_MESSAGE, b.leftover),
         })
@@ -79,13 +85,23 @@ impl Conn {
                 .i32(i32::try_from(p.len()).unwrap_or(i32::MAX))
                 .bytes(p.as_bytes());
         }
-        let mut batch = Builder::new(b'P').cstr("").cstr(sql).i16(0).finish().to_vec();
+        let mut batch = Builder::new(b'P')
+            .cstr("")
+            .cstr(sql)
+            .i16(0)
+            .finish()
+            .to_vec();
         batch.extend_from_slice(&bind.i16(0).finish());
         batch.extend_from_slice(&Builder::new(b'D').u8(b'P').cstr("").finish());
         batch.extend_from_slice(&Builder::new(b'E').cstr("").i32(0).finish());
         batch.extend_from_slice(&Builder::new(b'S').finish());
-        let lost = |e: std::io::Error| ConnError::Lost(format!("the target connection failed: {e}"));
-        self.reader.get_mut().write_all(&batch).await.map_err(lost)?;
+        let lost =
+            |e: std::io::Error| ConnError::Lost(format!("the target connection failed: {e}"));
+        self.reader
+            .get_mut()
+            .write_all(&batch)
+            .await
+            .map_err(lost)?;
         self.reader.get_mut().flush().await.map_err(lost)?;
         let mut out = Rows::default();
         let mut error = None;
