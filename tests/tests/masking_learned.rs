@@ -217,7 +217,10 @@ fn one_plain_read_teaches_the_column() {
     // column; the rows after it are masked whole.
     let plain = run(&s, "SELECT id, email, note FROM customers ORDER BY id");
     assert!(leaks(&plain).is_none(), "{plain}");
-    assert!(plain.contains("[email]") && plain.contains("note 2"), "{plain}");
+    assert!(
+        plain.contains("[email]") && plain.contains("note 2"),
+        "{plain}"
+    );
     no_transform_leaks(&s, "after one plain read");
     // Plain columns stay as they are; the learned one is masked whole.
     assert_eq!(
@@ -225,7 +228,11 @@ fn one_plain_read_teaches_the_column() {
         "0|note 0"
     );
     let list = wait_learned(&s.d, |l| has(l, "customers", "email"));
-    let email = list.iter().find(|c| c["column"] == "email").cloned().unwrap_or_default();
+    let email = list
+        .iter()
+        .find(|c| c["column"] == "email")
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(email["schema"], "public");
     assert_eq!(email["recognizer"], "email");
     assert_eq!(email["learned_by"], "results");
@@ -233,7 +240,10 @@ fn one_plain_read_teaches_the_column() {
     assert!(!has(&list, "customers", "note"), "{list:#?}");
     // The human listing says how to undo over-masking.
     let human = text(&s.d.cli(&["masking", "learned"])).0;
-    assert!(human.contains("public.customers.email") && human.contains("forget"), "{human}");
+    assert!(
+        human.contains("public.customers.email") && human.contains("forget"),
+        "{human}"
+    );
     // Learning is in the audit chain.
     let audit = text(&s.d.cli(&["sessions", "export"])).0;
     assert!(audit.contains("column_learned"), "{audit}");
@@ -248,25 +258,42 @@ fn forget_and_pin() {
     run(&s, "SELECT email FROM customers");
     wait_learned(&s.d, |l| has(l, "customers", "email"));
     // Only admins forget or pin.
-    let refused = s
-        .d
-        .cli_as(NOBODY.0, NOBODY.1, &["masking", "forget", "db", "customers.email"]);
+    let refused = s.d.cli_as(
+        NOBODY.0,
+        NOBODY.1,
+        &["masking", "forget", "db", "customers.email"],
+    );
     assert!(!refused.status.success(), "{}", text(&refused).0);
-    assert!(text(&refused).1.contains("only root"), "{}", text(&refused).1);
+    assert!(
+        text(&refused).1.contains("only root"),
+        "{}",
+        text(&refused).1
+    );
     // Pinned: forget is refused.
     let pin = s.d.cli(&["masking", "pin", "db", "public.customers.email"]);
     assert!(pin.status.success(), "{}", text(&pin).1);
     let kept = s.d.cli(&["masking", "forget", "db", "customers.email"]);
-    assert!(!kept.status.success() && text(&kept).1.contains("pinned"), "{}", text(&kept).1);
+    assert!(
+        !kept.status.success() && text(&kept).1.contains("pinned"),
+        "{}",
+        text(&kept).1
+    );
     assert!(leaks(&run(&s, "SELECT reverse(email) FROM customers")).is_none());
     // Unpinned and forgotten: the column is no longer masked whole, so its reverse
     // comes back (the over-masking undone), until a read teaches it again.
-    assert!(s.d.cli(&["masking", "unpin", "db", "customers.email"]).status.success());
+    assert!(
+        s.d.cli(&["masking", "unpin", "db", "customers.email"])
+            .status
+            .success()
+    );
     let forgot = s.d.cli(&["masking", "forget", "db", "customers.email"]);
     assert!(forgot.status.success(), "{}", text(&forgot).1);
     wait_learned(&s.d, |l| !has(l, "customers", "email"));
     let reversed = run(&s, "SELECT reverse(email) FROM customers");
-    assert!(leaks(&reversed).is_some(), "forgotten, yet masked: {reversed}");
+    assert!(
+        leaks(&reversed).is_some(),
+        "forgotten, yet masked: {reversed}"
+    );
     run(&s, "SELECT email FROM customers");
     no_transform_leaks(&s, "learned again");
     let audit = text(&s.d.cli(&["sessions", "export"])).0;
@@ -322,17 +349,22 @@ fn discover_teaches_before_any_read() {
         "{report:#}"
     );
     let list = wait_learned(&s.d, |l| has(l, "customers", "email"));
-    assert!(list.iter().all(|c| c["learned_by"] == "discover"), "{list:#?}");
+    assert!(
+        list.iter().all(|c| c["learned_by"] == "discover"),
+        "{list:#?}"
+    );
     assert!(!learned.contains("note"), "{report:#}");
-    assert!(report["notes"].to_string().contains("secret_admins"), "{report:#}");
+    assert!(
+        report["notes"].to_string().contains("secret_admins"),
+        "{report:#}"
+    );
     assert!(report["duration_ms"].is_u64(), "{report:#}");
     // Nothing was read through the proxy, yet every transform is masked.
     no_transform_leaks(&s, "after discover");
     // Its queries are a recorded session of the daemon's own.
-    let session = s
-        .d
-        .wait_session(|x| x["id"] == report["session"])
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let session =
+        s.d.wait_session(|x| x["id"] == report["session"])
+            .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(session["client_addr"], "portcullis (masking discover)");
     // With mask_learn = "discover", a reload samples again by itself.
     s.pg.psql(
@@ -355,8 +387,8 @@ fn a_second_gateway_applies_what_the_first_learned() {
     s.pg.create_database("gateways")
         .unwrap_or_else(|e| panic!("{e:#}"));
     let url = s.pg.url("gateways");
-    let policy = std::fs::read_to_string(s.d.policies.join("main.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let policy =
+        std::fs::read_to_string(s.d.policies.join("main.toml")).unwrap_or_else(|e| panic!("{e}"));
     let (cg_a, cg_b) = (
         TestCgroup::new("learn-gw-a").unwrap_or_else(|e| panic!("{e}")),
         TestCgroup::new("learn-gw-b").unwrap_or_else(|e| panic!("{e}")),
@@ -369,7 +401,10 @@ fn a_second_gateway_applies_what_the_first_learned() {
         let bin = s.client_bin("psql");
         let conninfo = s.conninfo("app", "disable");
         let out = cg
-            .command(Some(NOBODY), &[&bin, "-X", "-At", "-d", &conninfo, "-c", sql])
+            .command(
+                Some(NOBODY),
+                &[&bin, "-X", "-At", "-d", &conninfo, "-c", sql],
+            )
             .env("PGCONNECT_TIMEOUT", "10")
             .current_dir("/tmp")
             .output()
@@ -390,7 +425,11 @@ fn a_second_gateway_applies_what_the_first_learned() {
         if leaks(&out).is_none() {
             break;
         }
-        assert!(Instant::now() < deadline, "gateway B never applied it: {out}\n{}", b.log());
+        assert!(
+            Instant::now() < deadline,
+            "gateway B never applied it: {out}\n{}",
+            b.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

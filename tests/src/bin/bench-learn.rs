@@ -23,13 +23,7 @@ use portcullis_tests::{
     daemon::TestDaemon,
     postgres::PgServer,
 };
-use std::{
-    hint::black_box,
-    path::Path,
-    process::Command,
-    sync::Arc,
-    time::Instant,
-};
+use std::{hint::black_box, path::Path, process::Command, sync::Arc, time::Instant};
 
 const DATABASE: &str = "bench";
 const PEOPLE: u32 = 100_000;
@@ -82,7 +76,11 @@ fn in_process() -> anyhow::Result<()> {
     let values: Vec<Vec<u8>> = (0..1000)
         .map(|i| format!("user{i}@example.com").into_bytes())
         .collect();
-    let pick = |i: u32| values.get(i as usize % values.len()).map_or(&[][..], Vec::as_slice);
+    let pick = |i: u32| {
+        values
+            .get(i as usize % values.len())
+            .map_or(&[][..], Vec::as_slice)
+    };
     let by_value = ns_per(200_000, |i| {
         black_box(masker.mask_value(black_box(pick(i))));
     });
@@ -107,9 +105,13 @@ fn in_process() -> anyhow::Result<()> {
         "  address in a learned column, masked whole  {whole:>8.1} ns/value ({:.2}x of by value)",
         whole / by_value
     );
-    println!("  column_rule of a learned column           {lookup:>8.1} ns (once per result column)");
+    println!(
+        "  column_rule of a learned column           {lookup:>8.1} ns (once per result column)"
+    );
     println!("  column_rule of a plain column             {plain_lookup:>8.1} ns");
-    println!("  a hit on a column already learned         {again:>8.1} ns (one snapshot load, no write)");
+    println!(
+        "  a hit on a column already learned         {again:>8.1} ns (one snapshot load, no write)"
+    );
     Ok(())
 }
 
@@ -168,10 +170,23 @@ fn end_to_end(pg: &PgServer) -> anyhow::Result<()> {
     );
     let pgbench = pg.bindir().join("pgbench").display().to_string();
     let script = script.path().display().to_string();
-    let run = |cg: Option<&TestCgroup>, daemon: Option<&TestDaemon>| -> anyhow::Result<(f64, Option<f64>)> {
+    let run = |cg: Option<&TestCgroup>,
+               daemon: Option<&TestDaemon>|
+     -> anyhow::Result<(f64, Option<f64>)> {
         let argv = [
-            pgbench.as_str(), "-n", "-f", &script, "-T", &seconds, "-c", "4", "-j", "4",
-            "-M", "prepared", &conninfo,
+            pgbench.as_str(),
+            "-n",
+            "-f",
+            &script,
+            "-T",
+            &seconds,
+            "-c",
+            "4",
+            "-j",
+            "4",
+            "-M",
+            "prepared",
+            &conninfo,
         ];
         let mut cmd = match cg {
             Some(cg) => cg.command(None, &argv),
@@ -186,7 +201,10 @@ fn end_to_end(pg: &PgServer) -> anyhow::Result<()> {
         let out = cmd.output().context("cannot run pgbench")?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
-            bail!("pgbench failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "pgbench failed: {}{stdout}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let field = |prefix: &str| -> anyhow::Result<f64> {
             stdout
@@ -222,8 +240,18 @@ fn end_to_end(pg: &PgServer) -> anyhow::Result<()> {
     println!("\npgbench, 4 clients, -M prepared, 10 rows with an address each, {seconds} s:");
     println!("  {:<34} {:>9} {:>14}", "path", "TPS", "daemon µs/tx");
     println!("  {:<34} {:>9.0} {:>14}", "direct", direct.0, "-");
-    println!("  {:<34} {:>9.0} {:>14}", "mask_learn = off (by value)", by_value.0, cpu(by_value.1));
-    println!("  {:<34} {:>9.0} {:>14}", "mask_learn = results (learned)", whole.0, cpu(whole.1));
+    println!(
+        "  {:<34} {:>9.0} {:>14}",
+        "mask_learn = off (by value)",
+        by_value.0,
+        cpu(by_value.1)
+    );
+    println!(
+        "  {:<34} {:>9.0} {:>14}",
+        "mask_learn = results (learned)",
+        whole.0,
+        cpu(whole.1)
+    );
     if let (Some(a), Some(b)) = (by_value.1, whole.1) {
         println!("  learned/off daemon CPU per transaction: {:.2}x", b / a);
     }
@@ -259,15 +287,26 @@ fn discover(pg: &PgServer) -> anyhow::Result<()> {
             ),
         )?;
     }
-    let size = pg.psql(DATABASE, "SELECT pg_size_pretty(pg_database_size(current_database()))")?;
-    println!("  generated in {:.1} s; database size {}", started.elapsed().as_secs_f64(), size.trim());
+    let size = pg.psql(
+        DATABASE,
+        "SELECT pg_size_pretty(pg_database_size(current_database()))",
+    )?;
+    println!(
+        "  generated in {:.1} s; database size {}",
+        started.elapsed().as_secs_f64(),
+        size.trim()
+    );
     let cg = TestCgroup::new("bench-learn-discover")?;
     let d = TestDaemon::start("bench-learn-discover", &cg, &policy(pg, "results"), "")?;
     let t = Instant::now();
     let out = d.cli(&["masking", "discover", "db", "--json"]);
     let wall = t.elapsed();
     if !out.status.success() {
-        bail!("discover failed: {}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+        bail!(
+            "discover failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            d.log()
+        );
     }
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     println!(
@@ -275,8 +314,14 @@ fn discover(pg: &PgServer) -> anyhow::Result<()> {
          (CLI wall time {:.0} ms)",
         report.get("tables_sampled").unwrap_or_default(),
         report.get("columns_sampled").unwrap_or_default(),
-        report.get("learned").and_then(serde_json::Value::as_array).map_or(0, Vec::len),
-        report.get("notes").and_then(serde_json::Value::as_array).map_or(0, Vec::len),
+        report
+            .get("learned")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len),
+        report
+            .get("notes")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len),
         report.get("duration_ms").unwrap_or_default(),
         wall.as_secs_f64() * 1000.0
     );
@@ -313,5 +358,8 @@ fn daemon_pid(config: &Path) -> anyhow::Result<u32> {
             return Ok(pid);
         }
     }
-    bail!("no process runs `portcullis daemon --config {}`", config.display())
+    bail!(
+        "no process runs `portcullis daemon --config {}`",
+        config.display()
+    )
 }

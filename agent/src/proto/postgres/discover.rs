@@ -96,14 +96,14 @@ pub async fn scan(session: &Session, masker: &Masker, set: &LearnedSet, limits: 
     let databases = match scan.databases().await {
         Ok(list) => list,
         Err(e) => {
-            scan.note(format!("cannot list the databases: {e}"));
+            scan.note(&format!("cannot list the databases: {e}"));
             Vec::new()
         }
     };
     for database in databases.into_iter().take(limits.databases) {
         scan.report.databases.push(database.clone());
         if let Err(e) = scan.database(&database).await {
-            scan.note(format!(
+            scan.note(&format!(
                 "database {database}: {e}; the rest of it is skipped"
             ));
         }
@@ -132,7 +132,9 @@ struct Relation {
 }
 
 impl Scan<'_> {
-    fn note(&mut self, note: String) {
+    /// Adds a note (masked: a server message may quote a value) to the report.
+    fn note(&mut self, note: &str) {
+        let note = self.masker.mask_str(note).into_owned();
         tracing::info!(target = %self.report.target, %note, "Discover skipped something");
         if self.report.notes.len() < MAX_NOTES {
             self.report.notes.push(note);
@@ -184,7 +186,7 @@ impl Scan<'_> {
             .run(&mut conn, sql, &[], self.limits.tables + 1)
             .await?;
         if rows.rows.len() > self.limits.tables {
-            self.note(format!(
+            self.note(&format!(
                 "database {database}: more than {} tables; only the first are sampled",
                 self.limits.tables
             ));
@@ -207,18 +209,18 @@ impl Scan<'_> {
         for relation in relations {
             let what = format!("{database}.{}.{}", relation.schema, relation.name);
             if relation.kind == "f" {
-                self.note(format!(
+                self.note(&format!(
                     "{what}: a foreign table (its rows are on another server); not sampled"
                 ));
             } else if !relation.readable {
-                self.note(format!(
+                self.note(&format!(
                     "{what}: the target's login may not read it; not sampled"
                 ));
             } else {
                 match self.relation(&mut conn, &relation).await {
                     Ok(()) => self.report.tables_sampled += 1,
                     Err(ConnError::Server { code, message }) => {
-                        self.note(format!("{what}: {code} {message}; not sampled"));
+                        self.note(&format!("{what}: {code} {message}; not sampled"));
                     }
                     Err(lost) => return Err(lost),
                 }
@@ -252,7 +254,7 @@ impl Scan<'_> {
             }
             if type_name == "bytea" || !SAMPLED_CATEGORIES.contains(&category.as_str()) {
                 if !matches!(category.as_str(), "B" | "D" | "T" | "E" | "V") {
-                    self.note(format!(
+                    self.note(&format!(
                         "{}.{}.{name}: type {type_name} is not sampled",
                         r.schema, r.name
                     ));
@@ -260,7 +262,7 @@ impl Scan<'_> {
                 continue;
             }
             if chosen.len() >= self.limits.columns {
-                self.note(format!(
+                self.note(&format!(
                     "{}.{}: more than {} columns; the rest are not sampled",
                     r.schema, r.name, self.limits.columns
                 ));
@@ -362,7 +364,10 @@ impl Scan<'_> {
                 .ok()
                 .map(|r| i64::try_from(r.rows.len()).unwrap_or(i64::MAX)),
             command_tag: None,
-            error: result.as_ref().err().map(ToString::to_string),
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| self.masker.mask_str(&e.to_string()).into_owned()),
             rows: None,
             hash: String::new(),
         };
