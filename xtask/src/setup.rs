@@ -29,6 +29,8 @@ const APT_PACKAGES: &[&str] = &[
     "nodejs",
     "chromium",
     "chromium-driver",
+    "fonts-liberation",
+    "fonts-dejavu-core",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
