@@ -3,11 +3,7 @@
 //! statement while an approver signs in and decides in the browser; Slack's signed
 //! callbacks; one-time sign-in links. Identity links and key rotation are in
 //! `web_identity.rs`.
-#![expect(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    reason = "tests"
-)]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
 use portcullis_tests::{
     console::{OIDC_SECRET, SLACK_SECRET, SLACK_USER, docs, sign, start, urlencode},
