@@ -140,12 +140,19 @@ impl Console {
     }
 }
 
-/// A file under the repository's `docs/` (screenshots).
+/// Where a screenshot goes: the repository's `docs/` when
+/// `PORTCULLIS_SCREENSHOTS=docs` (to refresh the README's pictures), else a
+/// directory under the system's temporary directory, so test runs leave the
+/// working tree alone. The directory is created.
 #[must_use]
 pub fn docs(file: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs")
-        .join(file)
+    let dir = if std::env::var_os("PORTCULLIS_SCREENSHOTS").is_some_and(|v| v == "docs") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+    } else {
+        std::env::temp_dir().join("portcullis-screenshots")
+    };
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join(file)
 }
 
 /// Slack's signature of `body` at `ts` with `secret`.

@@ -65,7 +65,6 @@ async fn approver_signs_in_sees_a_held_statement_live_and_decides() {
             "{expected:?} not in the card:\n{shown}"
         );
     }
-    std::fs::create_dir_all(docs("")).unwrap();
     alice.screenshot(&docs("web-inbox.png")).await.unwrap();
 
     // Approve with a reason: the waiting psql gets its row.
