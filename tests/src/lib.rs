@@ -5,6 +5,7 @@
 //! without redirecting each other or the test harness.
 
 pub mod cgroup;
+pub mod console;
 pub mod daemon;
 pub mod http;
 pub mod net;

@@ -27,9 +27,10 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "curl",
-    // The web console tests: a real OpenID provider (Node) and a headless browser.
+    // The web console tests: a real OpenID provider (Node, whose own package brings
+    // npm here; Debian's separate `npm` package would conflict with it) and a
+    // headless browser.
     "nodejs",
-    "npm",
     "chromium",
     "chromium-driver",
     "systemd",
@@ -40,6 +41,8 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
     "apache2-utils",
     "python3-requests",
+    "fonts-liberation",
+    "fonts-dejavu-core",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -104,6 +107,9 @@ fn oidc_provider() -> anyhow::Result<()> {
     let dir = crate::workspace_root()?.join("tests/oidc");
     if dir.join("node_modules/oidc-provider/package.json").exists() {
         return Ok(());
+    }
+    if Command::new("npm").arg("--version").output().is_err() {
+        bail!("npm is missing; install Node.js 20 or later with npm, then run `cargo xtask setup`");
     }
     println!("xtask setup: installing the test OpenID provider (npm ci in tests/oidc)");
     sh(Command::new("npm")

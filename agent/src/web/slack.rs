@@ -308,6 +308,25 @@ mod tests {
     }
 
     #[test]
+    fn slack_users_are_approvers_by_member_id() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("g.toml"),
+            "[[group]]\nname = \"sre\"\nslack_users = [\"U0OK\"]\n",
+        )
+        .unwrap();
+        let policy = crate::policy::Policy::load_dir(dir.path()).unwrap();
+        let ok = Approver::slack("T1", "U0OK").unwrap();
+        assert_eq!(ok.slack_user(), Some("U0OK"));
+        assert!(policy.is_member("sre", &ok));
+        assert!(!policy.is_member("sre", &Approver::slack("T1", "U0NO").unwrap()));
+        // An identity-provider person with the same subject is no Slack user.
+        let idp = Approver::idp("https://id.example.com", "T1/U0OK", None, vec![]).unwrap();
+        assert!(!policy.is_member("sre", &idp));
+        assert!(Approver::slack("T1", "U0/../x").is_err());
+    }
+
+    #[test]
     fn response_urls_stay_on_the_origin() {
         let o = "https://hooks.slack.com";
         assert!(allowed_response_url(
