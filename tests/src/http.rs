@@ -55,6 +55,7 @@ class H(BaseHTTPRequestHandler):
         auth = self.headers.get_all("Authorization") or []
         out = {"method": self.command, "path": self.path, "host": self.headers.get("Host"),
                "auth_ok": auth == ["Bearer " + TOKEN], "auth_headers": len(auth),
+               "reason_header": self.headers.get("Portcullis-Reason"),
                "body_len": len(data), "body_sha256": hashlib.sha256(data).hexdigest(),
                "chunked": chunked, "owner": "carol@example.net"}
         raw = json.dumps(out).encode()

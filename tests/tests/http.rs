@@ -144,16 +144,20 @@ fn finish(child: std::process::Child) -> (Value, String) {
 fn held_requests_wait_for_approval_and_keep_their_body() {
     let Some(s) = setup("http-hold", RULES, "[http]\nmax_held_body = 4096\n") else { return };
     // Approved: the request (and its buffered body) goes through once approved.
-    let child = spawn_curl(&s, &["-X", "POST", "--data-binary", "rotate=all", &s.api_url("/admin/keys")]);
+    // The requester says why in a `Portcullis-Reason` header: the approvers see it, the
+    // API does not.
+    let child = spawn_curl(&s, &["-X", "POST", "--data-binary", "rotate=all", "-H", "Portcullis-Reason: key leaked in\tINC-42", &s.api_url("/admin/keys")]);
     let request = s.wait_request();
     let id = request["id"].as_str().unwrap_or_default().to_owned();
     assert!(request["summary"].as_str().unwrap_or_default().contains("POST"), "{request}");
+    assert_eq!(request["justification"], "key leaked in INC-42", "{request}");
     let approve = s.d.cli(&["approve", &id, "--reason", "planned rotation"]);
     assert!(approve.status.success(), "{}", text(&approve).1);
     let (body, code) = finish(child);
     assert_eq!(code, "200", "{body}\n{}", s.d.log());
     assert_eq!((body["path"].as_str(), body["body_len"].as_u64()), (Some("/admin/keys"), Some(10)), "{body}");
     assert_eq!(body["auth_ok"], true);
+    assert_eq!(body["reason_header"], Value::Null, "the reason header reached the API: {body}");
 
     // Denied: 403 with the request, the approver and the reason.
     let child = spawn_curl(&s, &["-X", "DELETE", &s.api_url("/admin/cache")]);

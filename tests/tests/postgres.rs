@@ -138,7 +138,12 @@ fn denied_statement_gets_42501_and_aborts_the_transaction() {
 fn held_ddl_runs_when_a_senior_approves() {
     let Some(s) = setup("pg-approve") else { return };
     let child = s
-        .psql_command(&["-c", "CREATE TABLE audit_notes (note text)"])
+        .psql_command(&[
+            "-c",
+            "SET portcullis.reason = 'ticket OPS-7: the audit notes table'",
+            "-c",
+            "CREATE TABLE audit_notes (note text)",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -149,6 +154,11 @@ fn held_ddl_runs_when_a_senior_approves() {
             .as_str()
             .unwrap_or_default()
             .contains("CREATE TABLE audit_notes"),
+        "{request}"
+    );
+    // The session's `SET portcullis.reason` is shown to the approvers.
+    assert_eq!(
+        request["justification"], "ticket OPS-7: the audit notes table",
         "{request}"
     );
     assert_eq!(
@@ -188,12 +198,17 @@ fn held_ddl_runs_when_a_senior_approves() {
 fn held_ddl_denied_by_a_senior_never_runs() {
     let Some(s) = setup("pg-reject") else { return };
     let child = s
-        .psql_command(&["-c", "ALTER TABLE accounts ADD COLUMN secret text"])
+        .psql_command(&[
+            "-c",
+            "/* reason: INC-9 hotfix */ ALTER TABLE accounts ADD COLUMN secret text",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let request = s.wait_request();
+    // A leading `/* reason: … */` comment is that statement's justification.
+    assert_eq!(request["justification"], "INC-9 hotfix", "{request}");
     let id = request["id"].as_str().unwrap_or_default();
     let deny = s.d.cli(&["deny", id, "--reason", "not during the freeze"]);
     assert!(

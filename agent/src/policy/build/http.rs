@@ -227,7 +227,7 @@ mod tests {
         assert_error(
             &[("a.toml", &both)],
             "a.toml:6",
-            "both `sql`/`tables` and `methods`/`paths`",
+            "mixes SQL (`sql`, `tables`) and HTTP (`methods`, `paths`) keys",
         );
     }
 }

@@ -224,7 +224,7 @@ async fn decide(
         target: conn.session.target.name.clone(),
         protocol: conn.session.target.protocol.to_string(),
         action: parsed.action(),
-        justification: None,
+        justification: parsed.justification.clone(),
     };
     let left = CancellationToken::new();
     let _leaving = left.clone().drop_guard();

@@ -196,6 +196,8 @@ fn upstream_request(
     strip_hop_by_hop(&mut parts.headers, parsed.upgrade);
     // The client's `Expect` was answered by this proxy; the body follows at once.
     parts.headers.remove(header::EXPECT);
+    // The reason was for the approvers, not the target.
+    parts.headers.remove(super::request::REASON_HEADER);
     if !parts.headers.contains_key(header::HOST)
         && let Ok(host) = header::HeaderValue::from_str(&parsed.host)
     {

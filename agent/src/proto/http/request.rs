@@ -43,7 +43,12 @@ pub struct Parsed {
     pub headers: Vec<(String, String)>,
     /// Whether the request asks to switch protocols (WebSocket).
     pub upgrade: bool,
+    /// Why the requester needs it, from a [`REASON_HEADER`] (bounded, one line).
+    pub justification: Option<String>,
 }
+
+/// The header a client states its reason in, for approvers; never sent upstream.
+pub const REASON_HEADER: &str = "portcullis-reason";
 
 impl Parsed {
     /// The gate's view of this request.
@@ -88,6 +93,7 @@ pub fn parse<B>(req: &Request<B>, fallback_host: &str) -> Result<Parsed, BadRequ
         query: query.map(str::to_owned),
         headers: chosen_headers(headers),
         upgrade,
+        justification: justification(headers),
     })
 }
 
@@ -114,6 +120,13 @@ fn host_of<B>(req: &Request<B>, fallback: &str) -> Result<String, BadRequest> {
         (None, _) if req.version() >= Version::HTTP_11 => Err(BadRequest::NoHost),
         (None, _) => Ok(fallback.to_owned()),
     }
+}
+
+/// The [`REASON_HEADER`]'s value, on one line and bounded; `None` if absent or blank.
+fn justification(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(REASON_HEADER)?;
+    let text = crate::gate::bounded_justification(&String::from_utf8_lossy(value.as_bytes()));
+    (!text.is_empty()).then_some(text)
 }
 
 /// Whether the `Connection` header lists `token`.

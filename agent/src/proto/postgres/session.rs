@@ -46,6 +46,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 mod frontend;
+mod justify;
 mod refusal;
 mod replies;
 
@@ -163,6 +164,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
         masker: masker.clone(),
         catalog: &catalog,
         server_gone: &server_gone,
+        reason: None,
     };
     let mut back = BackendLoop {
         reader: MessageReader::with_buffer(server_read, pg.max_message, backend.leftover),

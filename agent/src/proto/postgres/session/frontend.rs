@@ -64,6 +64,8 @@ pub(super) struct Frontend<'a> {
     /// Cancelled when the target's connection has ended: a held statement can no
     /// longer run, so its request ends as abandoned.
     pub(super) server_gone: &'a CancellationToken,
+    /// The session's stated reason (`SET portcullis.reason`), for every later hold.
+    pub(super) reason: Option<String>,
 }
 
 /// How the frontend continues after a message.
@@ -371,6 +373,14 @@ impl Frontend<'_> {
                     .collect(),
             )),
             (_, params) => params,
+        };
+        ask.justification = match super::justify::stated(&shown) {
+            super::justify::Stated::ForStatement(reason) => Some(reason),
+            super::justify::Stated::ForSession(reason) => {
+                self.reason.clone_from(&reason);
+                reason
+            }
+            super::justify::Stated::Nothing => self.reason.clone(),
         };
         ask.action = Action::Sql {
             text: shown.clone(),
