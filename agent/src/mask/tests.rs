@@ -529,9 +529,16 @@ fn masked_output_holds_nothing_to_mask_again() {
     let texts = [
         "alice@example.com wrote from 192.168.1.10 and 2001:db8::1",
         "fe80::1:abcd and ::ffff:192.0.2.1",
+        // The order id hid the phone before it until it was replaced.
+        "+155  3554(51222ORD-852222222hhhhh222222222225) 55\u{fffd}-2671",
     ];
     for style in [MaskStyle::Redact, MaskStyle::Last4, MaskStyle::Hash] {
-        let masker = Masker::compile(&[spec(&["all"], style)], Some(&key(7))).unwrap();
+        let mut rule = spec(&["all"], style);
+        rule.mask_regex = vec![RegexSpec {
+            name: "order".into(),
+            pattern: "ORD-[0-9]{6}".into(),
+        }];
+        let masker = Masker::compile(&[rule], Some(&key(7))).unwrap();
         for text in texts {
             let once = masked(&masker, text);
             assert_eq!(masked(&masker, &once), once, "{style:?}: {text}");
