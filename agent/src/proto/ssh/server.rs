@@ -57,7 +57,7 @@ struct Handler {
 const CHANNELS_GRACE: Duration = Duration::from_secs(5);
 
 /// The server configuration for a client of `target`.
-fn config(ssh: &Ssh, target: &Target, banner: Option<&'static str>) -> Result<Arc<server::Config>, String> {
+fn config(ssh: &Ssh, target: &Target) -> Result<Arc<server::Config>, String> {
     let (keys, certificates) = ssh.identity.host_keys(target).map_err(|e| e.to_string())?;
     let methods = [MethodKind::None, MethodKind::PublicKey];
     Ok(Arc::new(server::Config {
@@ -69,14 +69,14 @@ fn config(ssh: &Ssh, target: &Target, banner: Option<&'static str>) -> Result<Ar
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_mins(1)),
         nodelay: true,
-        server_id: russh::SshId::Standard(banner.unwrap_or("SSH-2.0-Portcullis").into()),
+        server_id: russh::SshId::Standard("SSH-2.0-Portcullis".into()),
         ..server::Config::default()
     }))
 }
 
 /// Serves one allowed SSH session until the client or the target ends it.
 pub async fn run(ssh: &Ssh, stream: Metered<TcpStream>, session: Arc<Session>) -> Result<(), String> {
-    let config = config(ssh, &session.target, None)?;
+    let config = config(ssh, &session.target)?;
     let masker = session_masker(&session)?;
     let failure = Arc::default();
     let tasks = TaskTracker::new();
@@ -98,7 +98,7 @@ pub async fn run(ssh: &Ssh, stream: Metered<TcpStream>, session: Arc<Session>) -
     };
     let handle = running.handle();
     let result = tokio::select! {
-        r = running => r.map_err(|e| format!("SSH session ended: {e}")),
+        r = running => ended(r),
         () = session.stop.cancelled() => {
             let _ = handle
                 .disconnect(russh::Disconnect::ByApplication, "portcullis is shutting down".into(), String::new())
@@ -114,14 +114,31 @@ pub async fn run(ssh: &Ssh, stream: Metered<TcpStream>, session: Arc<Session>) -
     let failed = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
     match (failed, result) {
         (Some(why), _) => Err(why),
-        (None, Err(why)) if !why.contains("Disconnect") && !why.contains("HUP") => Err(why),
-        _ => Ok(()),
+        (None, result) => result,
+    }
+}
+
+/// How the client's session ended: a disconnect or a closed socket is a normal end.
+fn ended(result: Result<(), russh::Error>) -> Result<(), String> {
+    match result {
+        Ok(()) | Err(russh::Error::Disconnect | russh::Error::HUP) => Ok(()),
+        Err(russh::Error::IO(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!("the SSH session failed: {e}")),
     }
 }
 
 /// Tells a refused client why, in the authentication banner, and ends it.
 pub async fn refuse(ssh: &Ssh, stream: TcpStream, target: &Target, reason: &str) {
-    let Ok(config) = config(ssh, target, None) else {
+    let Ok(config) = config(ssh, target) else {
         return;
     };
     let handler = Refusing {
