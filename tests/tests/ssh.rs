@@ -85,6 +85,7 @@ fn exec_runs_with_injected_credentials_and_is_recorded() {
     assert_eq!(exec["output_sample"], "hello\nroot\n");
     assert_eq!(exec["bytes_out"], 11);
     let session = s.d.wait_session(|x| x["protocol"] == "ssh").unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(session["outcome"], "closed", "{session:#}");
     let out = s.d.cli(&["sessions", "replay", session["id"].as_str().unwrap_or_default()]);
     let (transcript, _) = text(&out);
     assert!(

@@ -61,7 +61,11 @@ impl Setup {
 pub async fn run(mut client: Channel<server::Msg>, conn: Arc<Conn>) {
     let mut setup = Setup::default();
     let start = loop {
-        match client.wait().await {
+        let msg = tokio::select! {
+            msg = client.wait() => msg,
+            () = conn.closed.cancelled() => return,
+        };
+        match msg {
             Some(ChannelMsg::RequestPty {
                 term,
                 col_width,

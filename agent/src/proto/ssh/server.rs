@@ -57,11 +57,7 @@ struct Handler {
 const CHANNELS_GRACE: Duration = Duration::from_secs(5);
 
 /// The server configuration for a client of `target`.
-fn config(
-    ssh: &Ssh,
-    target: &Target,
-    banner: Option<&'static str>,
-) -> Result<Arc<server::Config>, String> {
+fn config(ssh: &Ssh, target: &Target) -> Result<Arc<server::Config>, String> {
     let (keys, certificates) = ssh.identity.host_keys(target).map_err(|e| e.to_string())?;
     let methods = [MethodKind::None, MethodKind::PublicKey];
     Ok(Arc::new(server::Config {
@@ -73,18 +69,14 @@ fn config(
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_mins(1)),
         nodelay: true,
-        server_id: russh::SshId::Standard(banner.unwrap_or("SSH-2.0-Portcullis").into()),
+        server_id: russh::SshId::Standard("SSH-2.0-Portcullis".into()),
         ..server::Config::default()
     }))
 }
 
 /// Serves one allowed SSH session until the client or the target ends it.
-pub async fn run(
-    ssh: &Ssh,
-    stream: Metered<TcpStream>,
-    session: Arc<Session>,
-) -> Result<(), String> {
-    let config = config(ssh, &session.target, None)?;
+pub async fn run(ssh: &Ssh, stream: Metered<TcpStream>, session: Arc<Session>) -> Result<(), String> {
+    let config = config(ssh, &session.target)?;
     let masker = session_masker(&session)?;
     let failure = Arc::default();
     let tasks = TaskTracker::new();
@@ -99,16 +91,14 @@ pub async fn run(
         conn: None,
         failure: Arc::clone(&failure),
     };
-    let running =
-        match tokio::time::timeout(AUTH_TIMEOUT, server::run_stream(config, stream, handler)).await
-        {
-            Ok(Ok(running)) => running,
-            Ok(Err(e)) => return Err(format!("SSH handshake with the client failed: {e}")),
-            Err(_) => return Err("the client did not start SSH in time".into()),
-        };
+    let running = match tokio::time::timeout(AUTH_TIMEOUT, server::run_stream(config, stream, handler)).await {
+        Ok(Ok(running)) => running,
+        Ok(Err(e)) => return Err(format!("SSH handshake with the client failed: {e}")),
+        Err(_) => return Err("the client did not start SSH in time".into()),
+    };
     let handle = running.handle();
     let result = tokio::select! {
-        r = running => r.map_err(|e| format!("SSH session ended: {e}")),
+        r = running => ended(r),
         () = session.stop.cancelled() => {
             let _ = handle
                 .disconnect(russh::Disconnect::ByApplication, "portcullis is shutting down".into(), String::new())
@@ -118,28 +108,37 @@ pub async fn run(
     };
     closed.cancel();
     tasks.close();
-    if tokio::time::timeout(CHANNELS_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "SSH channels still open after the session ended; their events may be missing"
-        );
+    if tokio::time::timeout(CHANNELS_GRACE, tasks.wait()).await.is_err() {
+        tracing::warn!("SSH channels still open after the session ended; their events may be missing");
     }
-    let failed = failure
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    let failed = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
     match (failed, result) {
         (Some(why), _) => Err(why),
-        (None, Err(why)) if !why.contains("Disconnect") && !why.contains("HUP") => Err(why),
-        _ => Ok(()),
+        (None, result) => result,
+    }
+}
+
+/// How the client's session ended: a disconnect or a closed socket is a normal end.
+fn ended(result: Result<(), russh::Error>) -> Result<(), String> {
+    match result {
+        Ok(()) | Err(russh::Error::Disconnect | russh::Error::HUP) => Ok(()),
+        Err(russh::Error::IO(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!("the SSH session failed: {e}")),
     }
 }
 
 /// Tells a refused client why, in the authentication banner, and ends it.
 pub async fn refuse(ssh: &Ssh, stream: TcpStream, target: &Target, reason: &str) {
-    let Ok(config) = config(ssh, target, None) else {
+    let Ok(config) = config(ssh, target) else {
         return;
     };
     let handler = Refusing {
@@ -205,12 +204,7 @@ impl Handler {
         let login = self.login.as_deref().unwrap_or_default();
         let summary = format!("{kind}: {subject}");
         let details = json!({ "login": login, "subject": subject });
-        recording::record(
-            &self.session,
-            outcome,
-            recording::starting(kind.name(), summary, details),
-        )
-        .await;
+        recording::record(&self.session, outcome, recording::starting(kind.name(), summary, details)).await;
     }
 
     /// Decides `kind` now, without a hold (a review is refused: these requests have
@@ -224,13 +218,14 @@ impl Handler {
                 reason,
                 approval: None,
             },
-            crate::gate::Ruling::Deny { rule, reason }
-            | crate::gate::Ruling::Review { rule, reason, .. } => ActionOutcome::Denied {
-                rule,
-                request: None,
-                by: None,
-                reason,
-            },
+            crate::gate::Ruling::Deny { rule, reason } | crate::gate::Ruling::Review { rule, reason, .. } => {
+                ActionOutcome::Denied {
+                    rule,
+                    request: None,
+                    by: None,
+                    reason,
+                }
+            }
         }
     }
 }
@@ -305,9 +300,7 @@ impl server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut server::Session,
     ) -> Result<(), Self::Error> {
-        let Some(conn) = &self.conn else {
-            return Ok(());
-        };
+        let Some(conn) = &self.conn else { return Ok(()) };
         reply.accept().await;
         self.tasks.spawn(channel::run(channel, Arc::clone(conn)));
         Ok(())
@@ -323,17 +316,14 @@ impl server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut server::Session,
     ) -> Result<(), Self::Error> {
-        let Some(conn) = &self.conn else {
-            return Ok(());
-        };
+        let Some(conn) = &self.conn else { return Ok(()) };
         let to = forward::Destination {
             host: host.to_owned(),
             port,
             from_host: originator_address.to_owned(),
             from_port: originator_port,
         };
-        self.tasks
-            .spawn(forward::run(channel, reply, Arc::clone(conn), to));
+        self.tasks.spawn(forward::run(channel, reply, Arc::clone(conn), to));
         Ok(())
     }
 
@@ -398,8 +388,7 @@ impl server::Handler for Handler {
     ) -> Result<bool, Self::Error> {
         let outcome = self.decide_now(SshKind::Agent, "agent forwarding");
         let outcome = not_supported(outcome, "agent forwarding");
-        self.refuse_now(SshKind::Agent, "agent forwarding", &outcome)
-            .await;
+        self.refuse_now(SshKind::Agent, "agent forwarding", &outcome).await;
         Ok(false)
     }
 
