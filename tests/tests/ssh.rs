@@ -139,7 +139,15 @@ fn a_held_command_runs_after_approval() {
     let line = format!("touch {} && echo made", made.display());
     let host = s.sshd.addr.ip().to_string();
     let child: Child = s
-        .client(&["/usr/bin/ssh", "-o", "BatchMode=yes", &host, &line])
+        .client(&[
+            "/usr/bin/ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "SetEnv=PORTCULLIS_REASON=CHG-17",
+            &host,
+            &line,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -147,6 +155,8 @@ fn a_held_command_runs_after_approval() {
     let request = s.wait_request();
     let id = request["id"].as_str().unwrap_or_default().to_owned();
     assert!(!made.exists(), "a held command must not run");
+    // The client's `SetEnv PORTCULLIS_REASON` is its justification.
+    assert_eq!(request["justification"], "CHG-17", "{request}");
     let out = s.d.cli(&["approve", &id, "--reason", "ok"]);
     assert!(out.status.success(), "{}", text(&out).1);
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));

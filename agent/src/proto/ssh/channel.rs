@@ -46,7 +46,18 @@ struct Setup {
     eof: bool,
 }
 
+/// The variable a client states its reason in (`ssh -o SetEnv=PORTCULLIS_REASON=…`),
+/// for the approvers; never sent to the target.
+const REASON_VARIABLE: &str = "PORTCULLIS_REASON";
+
 impl Setup {
+    /// The requester's reason, from [`REASON_VARIABLE`] (bounded, one line).
+    fn reason(&self) -> Option<String> {
+        let (_, value) = self.env.iter().find(|(name, _)| name == REASON_VARIABLE)?;
+        let reason = crate::gate::bounded_justification(value);
+        (!reason.is_empty()).then_some(reason)
+    }
+
     fn keep(&mut self, data: Bytes) -> bool {
         if self.stdin_len + data.len() > MAX_EARLY_STDIN {
             return false;
@@ -173,7 +184,8 @@ async fn tell(client: &Channel<server::Msg>, pty: bool, line: &str) {
 async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, start: Start) {
     let kind = start.kind();
     let subject = start.subject();
-    let ask = actions::ask(&conn.session, kind, &conn.login, subject.clone());
+    let mut ask = actions::ask(&conn.session, kind, &conn.login, subject.clone());
+    ask.justification = setup.reason();
     let mut held = Held {
         client: &mut client,
         setup: &mut setup,
@@ -274,7 +286,7 @@ async fn open_upstream(
         .await
         .map_err(|e| e.to_string())?;
     }
-    for (name, value) in &setup.env {
+    for (name, value) in setup.env.iter().filter(|(name, _)| name != REASON_VARIABLE) {
         up.set_env(false, name.as_str(), value.as_str())
             .await
             .map_err(|e| e.to_string())?;
