@@ -84,8 +84,8 @@ pub fn backend(data: &[u8]) {
         match m.tag() {
             b'S' => reading.note(&m),
             b'D' => {
-                let _ = masking::data_row(masker, &[], body, true);
-                let _ = masking::data_row(masker, &[], body, false);
+                let _ = masking::data_row(masker, &mut [], body, (true, "fuzz"));
+                let _ = masking::data_row(masker, &mut [], body, (false, "fuzz"));
             }
             b'E' | b'N' => {
                 for exposure in [
