@@ -17,9 +17,9 @@
 //! idp_groups = ["database-admins"]
 //! ```
 //!
-//! Action keys: `sql` (a PostgreSQL query text) today; `command` (an SSH command
-//! line) and `method` + `path` (an HTTP request) are part of the format for the
-//! protocols being added, and a build that cannot decide them says so (exit 2).
+//! Action keys: `sql` (a PostgreSQL query text), `command` (an SSH exec command
+//! line, split as the SSH proxy splits it, logging in as the principal's user) or
+//! `method` + `path` (an HTTP request, its path normalized as the HTTP proxy does).
 
 use serde::Deserialize;
 use toml::Spanned;

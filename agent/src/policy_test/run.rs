@@ -4,7 +4,7 @@
 use super::case::{ApproverSpec, CaseAction, CaseSpec, Expected, PrincipalSpec};
 use crate::{
     identity::{Approver, Principal},
-    policy::{Decision, Policy, Statement, Verdict},
+    policy::{Decision, HttpRequest, Policy, SshKind, SshRequest, Statement, Verdict},
     proto::postgres::classify::Classifier,
 };
 
@@ -67,11 +67,31 @@ impl<'a> Runner<'a> {
                 };
                 self.policy.decide_statement(principal, target, &statement)
             }
-            CaseAction::Command(_) => {
-                return Err("this build cannot decide SSH `command` cases yet".into());
+            CaseAction::Command(line) => {
+                // As the SSH proxy asks: an exec, split into its simple commands, as the
+                // login named like the local user (what `ssh host cmd` does).
+                let commands = match crate::proto::ssh::command::split(line) {
+                    crate::proto::ssh::command::Split::Commands(c) => Some(c),
+                    crate::proto::ssh::command::Split::Unparsed => None,
+                };
+                let request = SshRequest {
+                    kind: SshKind::Exec,
+                    login: principal.user.as_deref().unwrap_or_default(),
+                    commands: commands.as_deref(),
+                };
+                self.policy.decide_ssh(principal, target, &request)
             }
-            CaseAction::Http { .. } => {
-                return Err("this build cannot decide HTTP `method`/`path` cases yet".into());
+            CaseAction::Http { method, path } => {
+                let path = path
+                    .starts_with('/')
+                    .then(|| crate::proto::http::normalize_path(path).ok())
+                    .flatten()
+                    .ok_or_else(|| format!("the proxy refuses path `{path}` (400)"))?;
+                let request = HttpRequest {
+                    method,
+                    path: &path,
+                };
+                self.policy.decide_request(principal, target, &request)
             }
         };
         Ok(match (connect.verdict, inner.verdict) {

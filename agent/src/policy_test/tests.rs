@@ -107,9 +107,9 @@ fn unusable_cases_are_errors_with_their_line() {
             "go together",
         ),
         (
-            "[[case]]\nprincipal = {}\ntarget = \"pg\"\ncommand = \"ls\"\nexpect = \"deny\"\n",
+            "[[case]]\nprincipal = {}\ntarget = \"pg\"\nmethod = \"GET\"\npath = \"/a%5Cb\"\nexpect = \"deny\"\n",
             1,
-            "cannot decide SSH",
+            "the proxy refuses path",
         ),
         (
             "[[case]]\nprincipal = {}\ntarget = \"pg\"\nexpect = \"deny\"\napprovers = []\n",
@@ -154,4 +154,33 @@ fn load_checked_refuses_a_policy_whose_tests_fail() {
     fs::write(dir.path().join(TESTS_DIR).join("t.toml"), "[[case]\n").unwrap();
     let text = load_checked(dir.path()).unwrap_err().to_string();
     assert!(text.contains("policy test file:"), "{text}");
+}
+
+#[test]
+fn ssh_commands_and_http_requests_are_decided_as_the_proxies_ask() {
+    let policy = "[[target]]\nname = \"db1\"\nprotocol = \"ssh\"\naddress = \"127.0.0.5:22\"\n\
+        known_hosts = \"/etc/ssh/ssh_known_hosts\"\n\
+        [[target]]\nname = \"api\"\nprotocol = \"http\"\naddress = \"127.0.0.6:80\"\n\
+        [[group]]\nname = \"seniors\"\nusers = [\"ann\"]\n\
+        [[rule]]\nname = \"in\"\ntargets = [\"*\"]\naction = \"allow\"\n\
+        [[rule]]\nname = \"no-rm\"\ntargets = [\"db1\"]\ncommands = [\"rm *\"]\naction = \"deny\"\n\
+        [[rule]]\nname = \"deletes\"\ntargets = [\"api\"]\nmethods = [\"DELETE\"]\npaths = [\"/v1/users/**\"]\n\
+        action = \"review\"\napprovers = [\"seniors\"]\n";
+    let who = "principal = { user = \"bob\" }\n";
+    let cases = format!(
+        "[[case]]\n{who}target = \"db1\"\ncommand = \"ls; rm -rf /data\"\nexpect = \"deny\"\nrule = \"no-rm\"\n\
+         [[case]]\n{who}target = \"db1\"\ncommand = \"sh -c 'rm -rf /data'\"\nexpect = \"deny\"\n\
+         [[case]]\n{who}target = \"db1\"\ncommand = \"ls -l /data\"\nexpect = \"allow\"\n\
+         [[case]]\n{who}target = \"api\"\nmethod = \"DELETE\"\npath = \"/v1/%75sers/../users/42\"\n\
+         expect = \"review\"\napprovers = [\"seniors\"]\n\
+         [[case]]\n{who}target = \"api\"\nmethod = \"GET\"\npath = \"/v1/users/42\"\nexpect = \"allow\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("p.toml"), policy).unwrap();
+    fs::create_dir(dir.path().join(TESTS_DIR)).unwrap();
+    fs::write(dir.path().join(TESTS_DIR).join("t.toml"), cases).unwrap();
+    let report = run_dir(dir.path()).unwrap();
+    assert_eq!(report.cases, 5);
+    let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -36,6 +36,8 @@ mod masking;
 mod record;
 mod reply;
 mod request;
+/// The path normalization requests are matched with (for `policy test`).
+pub use request::normalize as normalize_path;
 mod server;
 mod upstream;
 
