@@ -156,7 +156,8 @@ impl Servers {
             if Instant::now() > deadline {
                 anyhow::bail!(
                     "nothing listens on {IP}:{port}; nginx said: {}",
-                    std::fs::read_to_string(self.dir.path().join("nginx.stderr")).unwrap_or_default()
+                    std::fs::read_to_string(self.dir.path().join("nginx.stderr"))
+                        .unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -178,7 +179,10 @@ impl Servers {
 
     /// Writes a static file nginx serves at `/files/NAME`.
     pub fn add_file(&self, name: &str, data: &[u8]) -> anyhow::Result<()> {
-        Ok(std::fs::write(self.dir.path().join("www/files").join(name), data)?)
+        Ok(std::fs::write(
+            self.dir.path().join("www/files").join(name),
+            data,
+        )?)
     }
 }
 
@@ -351,7 +355,11 @@ impl Setup {
             if let Some(first) = list.as_array().and_then(|a| a.first()) {
                 return first.clone();
             }
-            assert!(Instant::now() < deadline, "no request appeared; log:\n{}", self.d.log());
+            assert!(
+                Instant::now() < deadline,
+                "no request appeared; log:\n{}",
+                self.d.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -11,6 +11,6 @@ pub mod http;
 pub mod net;
 pub mod pgproxy;
 pub mod postgres;
-pub mod web;
 pub mod sshd;
 pub mod sshproxy;
+pub mod web;

@@ -67,7 +67,7 @@ targets = ["db"]
 action = "allow"
 "#;
 
-#[must_use] 
+#[must_use]
 pub fn setup(name: &str) -> Option<Setup> {
     setup_with_rules(name, RULES)
 }
@@ -213,7 +213,7 @@ fn setup_target_with(
 impl Setup {
     /// `psql` as `nobody` inside the test cgroup, connecting straight to the target's
     /// address with a user name and no password.
-    #[must_use] 
+    #[must_use]
     pub fn psql_command(&self, args: &[&str]) -> Command {
         self.psql_command_to(&self.conninfo("app", "disable"), args)
     }
@@ -264,7 +264,7 @@ impl Setup {
 
     /// Runs the Python `script` as `nobody` through the redirect, with `args` and then
     /// the target's host and port in `sys.argv`.
-    #[must_use] 
+    #[must_use]
     pub fn python(&self, script: &str, args: &[&str]) -> Output {
         let (host, port) = (self.pg.host().to_string(), self.pg.port().to_string());
         let mut argv = vec!["/usr/bin/python3", "-c", script];
@@ -275,13 +275,13 @@ impl Setup {
             .unwrap_or_else(|e| panic!("cannot run python3: {e}"))
     }
 
-    #[must_use] 
+    #[must_use]
     pub fn psql(&self, args: &[&str]) -> Output {
         self.psql_to(&self.conninfo("app", "disable"), args)
     }
 
     /// [`Setup::psql`] with the libpq connection string `conninfo`.
-    #[must_use] 
+    #[must_use]
     pub fn psql_to(&self, conninfo: &str, args: &[&str]) -> Output {
         self.psql_command_to(conninfo, args)
             .output()
@@ -290,7 +290,7 @@ impl Setup {
 
     /// [`Setup::psql_to`] with `input` (any bytes: a `-f -` script in the session's
     /// encoding, `COPY FROM STDIN` rows) on its standard input.
-    #[must_use] 
+    #[must_use]
     pub fn psql_with_input(&self, conninfo: &str, args: &[&str], input: &[u8]) -> Output {
         use std::io::Write as _;
         let mut child = self
@@ -309,7 +309,7 @@ impl Setup {
     }
 
     /// The value of `sql` read directly from the server (not through the proxy).
-    #[must_use] 
+    #[must_use]
     pub fn direct(&self, sql: &str) -> String {
         self.pg
             .psql("app", sql)
@@ -319,7 +319,7 @@ impl Setup {
     }
 
     /// Waits for a pending request and returns it.
-    #[must_use] 
+    #[must_use]
     pub fn wait_request(&self) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -374,7 +374,7 @@ impl Setup {
     }
 }
 
-#[must_use] 
+#[must_use]
 pub fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -382,7 +382,7 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
-#[must_use] 
+#[must_use]
 pub fn wait_child(child: Child) -> Output {
     child
         .wait_with_output()

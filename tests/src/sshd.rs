@@ -72,7 +72,11 @@ impl Sshd {
             if let Some(Ok(Some(status))) = sshd.child.as_mut().map(Child::try_wait) {
                 anyhow::bail!("sshd exited with {status}:\n{}", sshd.log());
             }
-            anyhow::ensure!(Instant::now() < deadline, "sshd did not listen on {addr}:\n{}", sshd.log());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "sshd did not listen on {addr}:\n{}",
+                sshd.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(sshd)
@@ -100,9 +104,11 @@ impl Sshd {
     pub fn wrong_known_hosts(&self) -> PathBuf {
         let other = self.dir.path().join("other_key");
         keygen(&other).unwrap_or_else(|e| panic!("{e:#}"));
-        let key = std::fs::read_to_string(other.with_extension("pub")).unwrap_or_else(|e| panic!("{e}"));
+        let key =
+            std::fs::read_to_string(other.with_extension("pub")).unwrap_or_else(|e| panic!("{e}"));
         let path = self.dir.path().join("wrong_known_hosts");
-        std::fs::write(&path, format!("{} {key}", self.addr.ip())).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, format!("{} {key}", self.addr.ip()))
+            .unwrap_or_else(|e| panic!("{e}"));
         path
     }
 
@@ -130,7 +136,16 @@ impl Drop for Sshd {
 /// `ssh-keygen -t ed25519 -N '' -f path`.
 fn keygen(path: &Path) -> anyhow::Result<()> {
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "portcullis-test", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "portcullis-test",
+            "-f",
+        ])
         .arg(path)
         .output()?;
     anyhow::ensure!(

@@ -101,7 +101,11 @@ impl Setup {
             if let Some(first) = list.as_array().and_then(|a| a.first()) {
                 return first.clone();
             }
-            assert!(Instant::now() < deadline, "no request appeared:\n{}", self.d.log());
+            assert!(
+                Instant::now() < deadline,
+                "no request appeared:\n{}",
+                self.d.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

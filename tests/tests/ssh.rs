@@ -72,7 +72,13 @@ fn exec_runs_with_injected_credentials_and_is_recorded() {
     };
     let out = s.ssh(&[], &["echo hello; id -un; exit 3"]);
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "ssh: {stderr}\n{}\n{}", s.d.log(), s.sshd.log());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "ssh: {stderr}\n{}\n{}",
+        s.d.log(),
+        s.sshd.log()
+    );
     assert_eq!(stdout, "hello\nroot\n", "{stderr}");
     assert!(!stderr.contains("WARNING"), "no host-key warning: {stderr}");
 
@@ -84,12 +90,19 @@ fn exec_runs_with_injected_credentials_and_is_recorded() {
     assert_eq!(exec["exit_status"], 3);
     assert_eq!(exec["output_sample"], "hello\nroot\n");
     assert_eq!(exec["bytes_out"], 11);
-    let session = s.d.wait_session(|x| x["protocol"] == "ssh").unwrap_or_else(|e| panic!("{e:#}"));
+    let session =
+        s.d.wait_session(|x| x["protocol"] == "ssh")
+            .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(session["outcome"], "closed", "{session:#}");
-    let out = s.d.cli(&["sessions", "replay", session["id"].as_str().unwrap_or_default()]);
+    let out = s.d.cli(&[
+        "sessions",
+        "replay",
+        session["id"].as_str().unwrap_or_default(),
+    ]);
     let (transcript, _) = text(&out);
     assert!(
-        transcript.contains("$ echo hello; id -un; exit 3") && transcript.contains("exit 3, ")
+        transcript.contains("$ echo hello; id -un; exit 3")
+            && transcript.contains("exit 3, ")
             && transcript.contains("login    nobody"),
         "{transcript}"
     );
@@ -188,13 +201,19 @@ fn a_denied_hold_exits_non_zero_with_the_approvers_reason() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    let id = s.wait_request()["id"].as_str().unwrap_or_default().to_owned();
+    let id = s.wait_request()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let out = s.d.cli(&["deny", &id, "--reason", "not during the freeze"]);
     assert!(out.status.success(), "{}", text(&out).1);
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(126));
-    assert!(stderr.contains("not during the freeze") && stderr.contains("root"), "{stderr}");
+    assert!(
+        stderr.contains("not during the freeze") && stderr.contains("root"),
+        "{stderr}"
+    );
     assert!(!made.exists());
 }
 
@@ -208,12 +227,16 @@ fn a_changed_target_key_refuses_the_session() {
     assert!(!out.status.success());
     assert!(stdout.is_empty());
     assert!(stderr.contains("CHANGED"), "{stderr}");
-    let session = s
-        .d
-        .wait_session(|x| x["protocol"] == "ssh")
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let session =
+        s.d.wait_session(|x| x["protocol"] == "ssh")
+            .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(session["outcome"], "error", "{session:#}");
-    assert!(session["reason"].as_str().unwrap_or_default().contains("CHANGED"));
+    assert!(
+        session["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CHANGED")
+    );
 }
 
 #[test]
@@ -236,7 +259,11 @@ fn a_tty_shell_is_relayed_and_recorded_as_asciicast() {
     }
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let (stdout, stderr) = text(&out);
-    assert!(stdout.contains("shell-42"), "{stdout}\n{stderr}\n{}", s.d.log());
+    assert!(
+        stdout.contains("shell-42"),
+        "{stdout}\n{stderr}\n{}",
+        s.d.log()
+    );
     let events = s.events();
     let shell = event(&events, "shell");
     assert_eq!(shell["verdict"], "allowed");
@@ -250,28 +277,54 @@ fn a_tty_shell_is_relayed_and_recorded_as_asciicast() {
     assert_eq!(shell["payload"], digest.as_str());
 
     // The CLI exports it, checked against the chain, for asciinema.
-    let session = s.d.wait_session(|x| x["protocol"] == "ssh").unwrap_or_else(|e| panic!("{e:#}"));
+    let session =
+        s.d.wait_session(|x| x["protocol"] == "ssh")
+            .unwrap_or_else(|e| panic!("{e:#}"));
     let id = session["id"].as_str().unwrap_or_default();
     let file = s.d.dir().join("exported.cast");
-    let out = s.d.cli(&["sessions", "replay", id, "--asciicast", &file.display().to_string()]);
+    let out = s.d.cli(&[
+        "sessions",
+        "replay",
+        id,
+        "--asciicast",
+        &file.display().to_string(),
+    ]);
     assert!(out.status.success(), "{}", text(&out).1);
     assert_eq!(std::fs::read_to_string(&file).unwrap_or_default(), cast);
     if std::path::Path::new("/usr/bin/asciinema").exists() {
         // asciinema reads /dev/tty: give it a terminal with script(1).
         let out = std::process::Command::new("script")
-            .args(["-qec", &format!("asciinema cat {}", file.display()), "/dev/null"])
+            .args([
+                "-qec",
+                &format!("asciinema cat {}", file.display()),
+                "/dev/null",
+            ])
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(out.status.success() && text(&out).0.contains("shell-42"), "{}", text(&out).1);
+        assert!(
+            out.status.success() && text(&out).0.contains("shell-42"),
+            "{}",
+            text(&out).1
+        );
     } else {
         eprintln!("SKIP asciinema part: /usr/bin/asciinema is missing; run `cargo xtask setup`");
     }
     // A recording changed after the fact no longer matches its chain.
     std::fs::write(path, cast.replace("shell-42", "shell-43")).unwrap_or_else(|e| panic!("{e}"));
-    let out = s.d.cli(&["sessions", "replay", id, "--asciicast", &file.display().to_string()]);
+    let out = s.d.cli(&[
+        "sessions",
+        "replay",
+        id,
+        "--asciicast",
+        &file.display().to_string(),
+    ]);
     assert!(!out.status.success());
-    assert!(text(&out).1.contains("does not match the digest"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("does not match the digest"),
+        "{}",
+        text(&out).1
+    );
 }
 
 #[test]
@@ -279,12 +332,23 @@ fn local_forward_is_decided_relayed_and_recorded() {
     let Some(s) = setup("ssh-forward", "127.0.0.67", RULES) else {
         return;
     };
-    let echo = portcullis_tests::net::EchoServer::start("127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
+    let echo =
+        portcullis_tests::net::EchoServer::start("127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
     let local = portcullis_tests::net::free_port("127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
     let spec = format!("127.0.0.1:{local}:127.0.0.1:{}", echo.addr.port());
     let host = s.sshd.addr.ip().to_string();
     let mut ssh = s
-        .client(&["/usr/bin/ssh", "-N", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-L", &spec, &host])
+        .client(&[
+            "/usr/bin/ssh",
+            "-N",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            &spec,
+            &host,
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -292,7 +356,9 @@ fn local_forward_is_decided_relayed_and_recorded() {
     let reply = loop {
         match exchange(local) {
             Ok(reply) => break reply,
-            Err(e) if std::time::Instant::now() > deadline => panic!("forward never worked: {e}\n{}", s.d.log()),
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("forward never worked: {e}\n{}", s.d.log())
+            }
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
     };
@@ -300,7 +366,11 @@ fn local_forward_is_decided_relayed_and_recorded() {
     let _ = ssh.kill();
     let _ = ssh.wait();
     let events = s.events();
-    assert!(events.iter().any(|e| e["kind"] == "forward"), "{events:#?}\n{}", s.d.log());
+    assert!(
+        events.iter().any(|e| e["kind"] == "forward"),
+        "{events:#?}\n{}",
+        s.d.log()
+    );
     let forward = event(&events, "forward");
     assert_eq!(forward["verdict"], "allowed");
     assert_eq!(forward["port"], echo.addr.port());
@@ -369,31 +439,79 @@ fn scp_sftp_and_rsync_move_files_and_are_recorded() {
     let run = |argv: &[&str]| {
         let out = s.client(argv).output().unwrap_or_else(|e| panic!("{e}"));
         let (stdout, stderr) = text(&out);
-        assert!(out.status.success(), "{argv:?}: {stdout}\n{stderr}\n{}", s.d.log());
+        assert!(
+            out.status.success(),
+            "{argv:?}: {stdout}\n{stderr}\n{}",
+            s.d.log()
+        );
     };
     let at = |name: &str| format!("{host}:{}", remote.path().join(name).display());
     let src = source.display().to_string();
     // OpenSSH 9 scp speaks SFTP; -O is the legacy protocol (`scp -t` on the server).
-    run(&["/usr/bin/scp", "-o", "BatchMode=yes", &src, &at("sftp-up.txt")]);
-    run(&["/usr/bin/scp", "-O", "-o", "BatchMode=yes", &src, &at("scp-up.txt")]);
+    run(&[
+        "/usr/bin/scp",
+        "-o",
+        "BatchMode=yes",
+        &src,
+        &at("sftp-up.txt"),
+    ]);
+    run(&[
+        "/usr/bin/scp",
+        "-O",
+        "-o",
+        "BatchMode=yes",
+        &src,
+        &at("scp-up.txt"),
+    ]);
     let down = local.path().join("down.txt").display().to_string();
-    run(&["/usr/bin/scp", "-O", "-o", "BatchMode=yes", &at("scp-up.txt"), &down]);
+    run(&[
+        "/usr/bin/scp",
+        "-O",
+        "-o",
+        "BatchMode=yes",
+        &at("scp-up.txt"),
+        &down,
+    ]);
     let batch = local.path().join("batch");
     let got = local.path().join("got.txt").display().to_string();
-    std::fs::write(&batch, format!("get {} {got}\n", remote.path().join("sftp-up.txt").display()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    run(&["/usr/bin/sftp", "-o", "BatchMode=yes", "-b", &batch.display().to_string(), &host]);
+    std::fs::write(
+        &batch,
+        format!(
+            "get {} {got}\n",
+            remote.path().join("sftp-up.txt").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    run(&[
+        "/usr/bin/sftp",
+        "-o",
+        "BatchMode=yes",
+        "-b",
+        &batch.display().to_string(),
+        &host,
+    ]);
     for name in ["sftp-up.txt", "scp-up.txt"] {
         let copied = std::fs::read_to_string(remote.path().join(name)).unwrap_or_default();
         assert!(copied == body, "{name} differs");
     }
     for path in [&down, &got] {
-        assert!(std::fs::read_to_string(path).unwrap_or_default() == body, "{path} differs");
+        assert!(
+            std::fs::read_to_string(path).unwrap_or_default() == body,
+            "{path} differs"
+        );
     }
     if std::path::Path::new("/usr/bin/rsync").exists() {
         let dst = format!("{}/", at("rsynced"));
-        run(&["/usr/bin/rsync", "-a", "-e", "/usr/bin/ssh -o BatchMode=yes", &src, &dst]);
-        let synced = std::fs::read_to_string(remote.path().join("rsynced/source.txt")).unwrap_or_default();
+        run(&[
+            "/usr/bin/rsync",
+            "-a",
+            "-e",
+            "/usr/bin/ssh -o BatchMode=yes",
+            &src,
+            &dst,
+        ]);
+        let synced =
+            std::fs::read_to_string(remote.path().join("rsynced/source.txt")).unwrap_or_default();
         assert!(synced == body, "rsync copy differs");
     } else {
         eprintln!("SKIP rsync part: /usr/bin/rsync is missing; run `cargo xtask setup`");
@@ -401,16 +519,21 @@ fn scp_sftp_and_rsync_move_files_and_are_recorded() {
     // Each client's session records its events when it ends.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let kinds: Vec<String> = s
-            .d
-            .sessions()
-            .unwrap_or_default()
-            .iter()
-            .filter(|x| x["protocol"] == "ssh" && !x["ended_at"].is_null())
-            .filter_map(|x| x["id"].as_str().map(str::to_owned))
-            .flat_map(|id| s.events_of(&id))
-            .map(|e| format!("{}:{}", e["kind"].as_str().unwrap_or_default(), e["verdict"].as_str().unwrap_or_default()))
-            .collect();
+        let kinds: Vec<String> =
+            s.d.sessions()
+                .unwrap_or_default()
+                .iter()
+                .filter(|x| x["protocol"] == "ssh" && !x["ended_at"].is_null())
+                .filter_map(|x| x["id"].as_str().map(str::to_owned))
+                .flat_map(|id| s.events_of(&id))
+                .map(|e| {
+                    format!(
+                        "{}:{}",
+                        e["kind"].as_str().unwrap_or_default(),
+                        e["verdict"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
         let missing: Vec<_> = ["sftp:allowed", "scp:allowed"]
             .into_iter()
             .filter(|want| !kinds.iter().any(|k| k == want))
@@ -418,7 +541,10 @@ fn scp_sftp_and_rsync_move_files_and_are_recorded() {
         if missing.is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{missing:?} missing from {kinds:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing:?} missing from {kinds:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
@@ -430,18 +556,27 @@ fn exec_output_is_masked_even_when_a_card_arrives_in_two_reads() {
     let Some(s) = setup("ssh-mask", "127.0.0.69", &rules) else {
         return;
     };
-    let line = "echo card 4111 1111 1111 1111; printf '5500 0000 '; sleep 0.1; printf '0000 0004\\n'";
+    let line =
+        "echo card 4111 1111 1111 1111; printf '5500 0000 '; sleep 0.1; printf '0000 0004\\n'";
     let out = s.ssh(&[], &[line]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.starts_with("card "), "{stdout}");
-    for card in ["4111 1111 1111 1111", "5500 0000 0000 0004", "1111 1111", "0000 0004"] {
+    for card in [
+        "4111 1111 1111 1111",
+        "5500 0000 0000 0004",
+        "1111 1111",
+        "0000 0004",
+    ] {
         assert!(!stdout.contains(card), "{card} leaked: {stdout}");
     }
     let events = s.events();
     let exec = event(&events, "exec");
     let sample = exec["output_sample"].as_str().unwrap_or_default();
-    assert!(!sample.contains("4111 1111 1111 1111") && !sample.contains("0000 0004"), "{sample}");
+    assert!(
+        !sample.contains("4111 1111 1111 1111") && !sample.contains("0000 0004"),
+        "{sample}"
+    );
 }
 
 #[test]
@@ -469,7 +604,9 @@ fn the_known_hosts_block_lives_while_the_daemon_runs_and_release_removes_it() {
 #[test]
 fn ansible_ping_runs_through_the_proxy() {
     if !std::path::Path::new("/usr/bin/ansible").exists() {
-        eprintln!("SKIP ansible_ping_runs_through_the_proxy: ansible is missing; run `cargo xtask setup`");
+        eprintln!(
+            "SKIP ansible_ping_runs_through_the_proxy: ansible is missing; run `cargo xtask setup`"
+        );
         return;
     }
     // Ansible removes its temporary files with `rm`: no rm rule here.
@@ -480,7 +617,16 @@ fn ansible_ping_runs_through_the_proxy() {
     let home = scratch();
     let inventory = format!("{},", s.sshd.addr.ip());
     let out = s
-        .client(&["/usr/bin/ansible", "all", "-i", &inventory, "-m", "ping", "-u", "deploy"])
+        .client(&[
+            "/usr/bin/ansible",
+            "all",
+            "-i",
+            &inventory,
+            "-m",
+            "ping",
+            "-u",
+            "deploy",
+        ])
         .env("HOME", home.path())
         .env("ANSIBLE_LOCAL_TEMP", home.path().join("tmp"))
         // No persistent master connection, so the session ends (and is recorded)
@@ -492,7 +638,12 @@ fn ansible_ping_runs_through_the_proxy() {
     assert!(out.status.success(), "{stdout}\n{stderr}\n{}", s.d.log());
     assert!(stdout.contains("\"ping\": \"pong\""), "{stdout}");
     let events = s.events();
-    assert!(events.iter().any(|e| e["kind"] == "exec" && e["verdict"] == "allowed"), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "exec" && e["verdict"] == "allowed"),
+        "{events:#?}"
+    );
 }
 
 #[test]
@@ -509,6 +660,8 @@ fn a_refused_connection_is_told_why_in_the_banner() {
         stderr.contains("Portcullis denied the connection") && stderr.contains("no rule allows"),
         "{stderr}"
     );
-    let session = s.d.wait_session(|x| x["protocol"] == "ssh").unwrap_or_else(|e| panic!("{e:#}"));
+    let session =
+        s.d.wait_session(|x| x["protocol"] == "ssh")
+            .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(session["outcome"], "denied");
 }

@@ -160,11 +160,24 @@ fn command(cgroup: Option<&TestCgroup>, argv: &[&str]) -> Command {
 fn wrk(cgroup: Option<&TestCgroup>, url: &str, conns: u32, seconds: u32) -> anyhow::Result<Load> {
     let threads = conns.min(2).to_string();
     let (conns, duration) = (conns.to_string(), format!("{seconds}s"));
-    let argv = ["wrk", "-t", &threads, "-c", &conns, "-d", &duration, "--latency", url];
+    let argv = [
+        "wrk",
+        "-t",
+        &threads,
+        "-c",
+        &conns,
+        "-d",
+        &duration,
+        "--latency",
+        url,
+    ];
     let out = command(cgroup, &argv).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.contains("Non-2xx") || text.contains("Socket errors") {
-        bail!("wrk {url} failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "wrk {url} failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let field = |prefix: &str| -> Option<&str> {
         text.lines()
@@ -172,7 +185,9 @@ fn wrk(cgroup: Option<&TestCgroup>, url: &str, conns: u32, seconds: u32) -> anyh
             .find_map(|l| l.strip_prefix(prefix))
             .map(str::trim)
     };
-    let rps = field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let rps = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     Ok(Load {
         rps,
         p50_ms: field("50%").map_or(0.0, millis),
@@ -182,7 +197,9 @@ fn wrk(cgroup: Option<&TestCgroup>, url: &str, conns: u32, seconds: u32) -> anyh
 
 /// wrk's latency (`812.00us`, `1.20ms`, `2.01s`) in milliseconds.
 fn millis(text: &str) -> f64 {
-    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: f64 = number.parse().unwrap_or(0.0);
     match unit {
@@ -194,13 +211,24 @@ fn millis(text: &str) -> f64 {
 
 /// MB/s of one download with curl (to /dev/null).
 fn download(cgroup: Option<&TestCgroup>, url: &str) -> anyhow::Result<f64> {
-    let argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{speed_download} %{http_code}", url];
+    let argv = [
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{speed_download} %{http_code}",
+        url,
+    ];
     let out = command(cgroup, &argv).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut fields = text.split_whitespace();
     let speed: f64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
     if fields.next() != Some("200") {
-        bail!("download {url} failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "download {url} failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(speed / 1e6)
 }
@@ -220,17 +248,29 @@ fn report(
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nSmall JSON (wrk, {seconds}s per run, medians):");
-    let _ = writeln!(out, "{:>6}  {:<12} {:>10} {:>9} {:>9}", "conns", "path", "req/s", "p50 ms", "p99 ms");
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<12} {:>10} {:>9} {:>9}",
+        "conns", "path", "req/s", "p50 ms", "p99 ms"
+    );
     for (c, conns) in CONNECTIONS.iter().enumerate() {
         let mut rps = [0.0; 3];
         for (r, route) in ROUTES.iter().enumerate() {
-            let runs = loads.get(c).and_then(|l| l.get(r)).cloned().unwrap_or_default();
+            let runs = loads
+                .get(c)
+                .and_then(|l| l.get(r))
+                .cloned()
+                .unwrap_or_default();
             let pick = |f: fn(&Load) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
             let (req, p50, p99) = (pick(|l| l.rps), pick(|l| l.p50_ms), pick(|l| l.p99_ms));
             if let Some(slot) = rps.get_mut(r) {
                 *slot = req;
             }
-            let _ = writeln!(out, "{conns:>6}  {:<12} {req:>10.0} {p50:>9.3} {p99:>9.3}", route.label());
+            let _ = writeln!(
+                out,
+                "{conns:>6}  {:<12} {req:>10.0} {p50:>9.3} {p99:>9.3}",
+                route.label()
+            );
         }
         let [direct, portcullis, nginx] = rps;
         let _ = writeln!(

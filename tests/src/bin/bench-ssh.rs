@@ -44,7 +44,10 @@ struct Bench {
 }
 
 fn env_or(name: &str, default: u32) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,7 +57,8 @@ fn main() -> anyhow::Result<()> {
     let target = Sshd::start_or_skip("127.0.0.71").ok_or_else(|| anyhow::anyhow!("no sshd"))?;
     let jump = Sshd::start_or_skip("127.0.0.72").ok_or_else(|| anyhow::anyhow!("no sshd"))?;
     let both = target.dir().join("both_known_hosts");
-    let text = std::fs::read_to_string(target.known_hosts())? + &std::fs::read_to_string(jump.known_hosts())?;
+    let text = std::fs::read_to_string(target.known_hosts())?
+        + &std::fs::read_to_string(jump.known_hosts())?;
     std::fs::write(&both, text)?;
     let cg = TestCgroup::new("bench-ssh")?;
     let policy = format!(
@@ -81,7 +85,10 @@ fn main() -> anyhow::Result<()> {
     let remote_file = file.display().to_string();
     for _ in 0..ROUNDS {
         for (i, p) in paths.iter().enumerate() {
-            down[i] = down[i].min(bench.time(*p, &["scp", "-q", &format!("{{HOST}}:{remote_file}"), "/dev/null"])?);
+            down[i] = down[i].min(bench.time(
+                *p,
+                &["scp", "-q", &format!("{{HOST}}:{remote_file}"), "/dev/null"],
+            )?);
             up[i] = up[i].min(bench.time(*p, &["scp", "-q", &remote_file, "{HOST}:/dev/null"])?);
             let start = Instant::now();
             for _ in 0..execs {
@@ -101,7 +108,12 @@ fn main() -> anyhow::Result<()> {
     report(paths, &up.map(|t| mib / t), "upload", true);
     println!();
     println!("{execs} sequential `ssh host true` (new connection each), ms per exec:");
-    report(paths, &exec.map(|t| t * 1000.0 / f64::from(execs)), "exec", false);
+    report(
+        paths,
+        &exec.map(|t| t * 1000.0 / f64::from(execs)),
+        "exec",
+        false,
+    );
     let added = (exec[1] - exec[0]) * 1000.0 / f64::from(execs);
     println!("  time Portcullis adds per exec: {added:.1} ms");
     Ok(())
@@ -111,7 +123,10 @@ fn report(paths: [Path3; 3], values: &[f64; 3], what: &str, higher_is_better: bo
     let base = values[0];
     for (p, v) in paths.iter().zip(values) {
         let ratio = if higher_is_better { v / base } else { base / v };
-        println!("  {what:<9} {:<11} {v:>9.1}   {ratio:.2}x direct", format!("{p:?}"));
+        println!(
+            "  {what:<9} {:<11} {v:>9.1}   {ratio:.2}x direct",
+            format!("{p:?}")
+        );
     }
 }
 
@@ -125,7 +140,10 @@ impl Bench {
         let mut opts: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
         match p {
             Path3::Direct | Path3::Jump => {
-                opts.extend(["-o".into(), format!("UserKnownHostsFile={}", self.known_hosts)]);
+                opts.extend([
+                    "-o".into(),
+                    format!("UserKnownHostsFile={}", self.known_hosts),
+                ]);
                 opts.extend(["-i".into(), key]);
             }
             Path3::Portcullis => {}
@@ -148,7 +166,9 @@ impl Bench {
             cmd.args(&opts);
             cmd
         };
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         cmd
     }
 
@@ -172,7 +192,13 @@ impl Bench {
 /// A file of `mb` MiB of random-looking bytes (so nothing compresses it away).
 fn make_file(path: &Path, mb: u32) -> anyhow::Result<()> {
     let status = Command::new("dd")
-        .args(["if=/dev/urandom", &format!("of={}", path.display()), "bs=1M", &format!("count={mb}"), "status=none"])
+        .args([
+            "if=/dev/urandom",
+            &format!("of={}", path.display()),
+            "bs=1M",
+            &format!("count={mb}"),
+            "status=none",
+        ])
         .status()?;
     anyhow::ensure!(status.success(), "dd failed");
     Ok(())

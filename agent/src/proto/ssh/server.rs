@@ -75,7 +75,11 @@ fn config(ssh: &Ssh, target: &Target) -> Result<Arc<server::Config>, String> {
 }
 
 /// Serves one allowed SSH session until the client or the target ends it.
-pub async fn run(ssh: &Ssh, stream: Metered<TcpStream>, session: Arc<Session>) -> Result<(), String> {
+pub async fn run(
+    ssh: &Ssh,
+    stream: Metered<TcpStream>,
+    session: Arc<Session>,
+) -> Result<(), String> {
     let config = config(ssh, &session.target)?;
     let masker = session_masker(&session)?;
     let failure = Arc::default();
@@ -91,11 +95,13 @@ pub async fn run(ssh: &Ssh, stream: Metered<TcpStream>, session: Arc<Session>) -
         conn: None,
         failure: Arc::clone(&failure),
     };
-    let running = match tokio::time::timeout(AUTH_TIMEOUT, server::run_stream(config, stream, handler)).await {
-        Ok(Ok(running)) => running,
-        Ok(Err(e)) => return Err(format!("SSH handshake with the client failed: {e}")),
-        Err(_) => return Err("the client did not start SSH in time".into()),
-    };
+    let running =
+        match tokio::time::timeout(AUTH_TIMEOUT, server::run_stream(config, stream, handler)).await
+        {
+            Ok(Ok(running)) => running,
+            Ok(Err(e)) => return Err(format!("SSH handshake with the client failed: {e}")),
+            Err(_) => return Err("the client did not start SSH in time".into()),
+        };
     let handle = running.handle();
     let result = tokio::select! {
         r = running => ended(r),
@@ -108,10 +114,18 @@ pub async fn run(ssh: &Ssh, stream: Metered<TcpStream>, session: Arc<Session>) -
     };
     closed.cancel();
     tasks.close();
-    if tokio::time::timeout(CHANNELS_GRACE, tasks.wait()).await.is_err() {
-        tracing::warn!("SSH channels still open after the session ended; their events may be missing");
+    if tokio::time::timeout(CHANNELS_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "SSH channels still open after the session ended; their events may be missing"
+        );
     }
-    let failed = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let failed = failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
     match (failed, result) {
         (Some(why), _) => Err(why),
         (None, result) => result,
@@ -204,7 +218,12 @@ impl Handler {
         let login = self.login.as_deref().unwrap_or_default();
         let summary = format!("{kind}: {subject}");
         let details = json!({ "login": login, "subject": subject });
-        recording::record(&self.session, outcome, recording::starting(kind.name(), summary, details)).await;
+        recording::record(
+            &self.session,
+            outcome,
+            recording::starting(kind.name(), summary, details),
+        )
+        .await;
     }
 
     /// Decides `kind` now, without a hold (a review is refused: these requests have
@@ -218,14 +237,13 @@ impl Handler {
                 reason,
                 approval: None,
             },
-            crate::gate::Ruling::Deny { rule, reason } | crate::gate::Ruling::Review { rule, reason, .. } => {
-                ActionOutcome::Denied {
-                    rule,
-                    request: None,
-                    by: None,
-                    reason,
-                }
-            }
+            crate::gate::Ruling::Deny { rule, reason }
+            | crate::gate::Ruling::Review { rule, reason, .. } => ActionOutcome::Denied {
+                rule,
+                request: None,
+                by: None,
+                reason,
+            },
         }
     }
 }
@@ -300,7 +318,9 @@ impl server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut server::Session,
     ) -> Result<(), Self::Error> {
-        let Some(conn) = &self.conn else { return Ok(()) };
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
         reply.accept().await;
         self.tasks.spawn(channel::run(channel, Arc::clone(conn)));
         Ok(())
@@ -316,14 +336,17 @@ impl server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut server::Session,
     ) -> Result<(), Self::Error> {
-        let Some(conn) = &self.conn else { return Ok(()) };
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
         let to = forward::Destination {
             host: host.to_owned(),
             port,
             from_host: originator_address.to_owned(),
             from_port: originator_port,
         };
-        self.tasks.spawn(forward::run(channel, reply, Arc::clone(conn), to));
+        self.tasks
+            .spawn(forward::run(channel, reply, Arc::clone(conn), to));
         Ok(())
     }
 
@@ -388,7 +411,8 @@ impl server::Handler for Handler {
     ) -> Result<bool, Self::Error> {
         let outcome = self.decide_now(SshKind::Agent, "agent forwarding");
         let outcome = not_supported(outcome, "agent forwarding");
-        self.refuse_now(SshKind::Agent, "agent forwarding", &outcome).await;
+        self.refuse_now(SshKind::Agent, "agent forwarding", &outcome)
+            .await;
         Ok(false)
     }
 

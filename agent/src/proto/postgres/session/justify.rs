@@ -103,7 +103,10 @@ mod tests {
             stated("  /* reason: INC-42,\n restore the row */ DELETE FROM t"),
             Stated::ForStatement("INC-42, restore the row".into())
         );
-        assert_eq!(stated("/* REASON:fix */ select 1"), Stated::ForStatement("fix".into()));
+        assert_eq!(
+            stated("/* REASON:fix */ select 1"),
+            Stated::ForStatement("fix".into())
+        );
         assert_eq!(stated("/* why: nope */ select 1"), Stated::Nothing);
         assert_eq!(stated("/* reason: */ select 1"), Stated::Nothing);
         assert_eq!(stated("select 1 /* reason: late */"), Stated::Nothing);
@@ -114,10 +117,16 @@ mod tests {
     fn set_and_reset_give_the_sessions_reason() {
         let set = |r: &str| Stated::ForSession(Some(r.into()));
         assert_eq!(stated("SET portcullis.reason = 'INC-42'"), set("INC-42"));
-        assert_eq!(stated("set session PORTCULLIS.REASON to 'it''s urgent';"), set("it's urgent"));
+        assert_eq!(
+            stated("set session PORTCULLIS.REASON to 'it''s urgent';"),
+            set("it's urgent")
+        );
         assert_eq!(stated("SET portcullis.reason='x'"), set("x"));
         assert_eq!(stated("RESET portcullis.reason;"), Stated::ForSession(None));
-        assert_eq!(stated("SET portcullis.reason = ''"), Stated::ForSession(None));
+        assert_eq!(
+            stated("SET portcullis.reason = ''"),
+            Stated::ForSession(None)
+        );
         assert_eq!(stated("SET portcullis.reasonable = 'x'"), Stated::Nothing);
         assert_eq!(stated("SET search_path = 'x'"), Stated::Nothing);
         assert_eq!(stated("SET portcullis.reason = 'open"), Stated::Nothing);
