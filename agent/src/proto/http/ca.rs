@@ -219,9 +219,18 @@ fn generated(state_dir: &Path) -> Result<(String, String), HttpError> {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("Portcullis HTTPS CA ({host})"));
+    // A name of its own per key: two CAs of one name in the trust store (a daemon
+    // killed before `--release`, then a new one) make OpenSSL check a leaf against the
+    // wrong key.
+    let id: String = sha2::Sha256::digest(ca_key.public_key_raw())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("Portcullis HTTPS CA ({host}, {id})"),
+    );
     params
         .distinguished_name
         .push(DnType::OrganizationName, "Portcullis");
