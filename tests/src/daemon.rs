@@ -183,6 +183,29 @@ impl TestDaemon {
         Ok(c.wait()?)
     }
 
+    /// Waits for a pending approval request and returns the first one listed.
+    ///
+    /// # Panics
+    /// When none appears within 15 s.
+    #[must_use]
+    pub fn wait_request(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = self.cli(&["approvals", "--json"]);
+            let list: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+            if let Some(first) = list.as_array().and_then(|a| a.first()) {
+                return first.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no request appeared; daemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs the CLI against this daemon's socket.
     #[must_use]
     pub fn cli(&self, args: &[&str]) -> Output {

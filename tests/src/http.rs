@@ -348,20 +348,7 @@ impl Setup {
     /// When none appears within 15 s.
     #[must_use]
     pub fn wait_request(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = self.d.cli(&["approvals", "--json"]);
-            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            if let Some(first) = list.as_array().and_then(|a| a.first()) {
-                return first.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no request appeared; log:\n{}",
-                self.d.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.d.wait_request()
     }
 
     /// The `http` events of every ended session of `target`, oldest first, each

@@ -13,7 +13,6 @@ use serde_json::Value;
 use std::{
     os::unix::fs::PermissionsExt as _,
     process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
 };
 
 pub const NOBODY: (u32, u32) = (65534, 65534);
@@ -321,20 +320,7 @@ impl Setup {
     /// Waits for a pending request and returns it.
     #[must_use]
     pub fn wait_request(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = self.d.cli(&["approvals", "--json"]);
-            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            if let Some(first) = list.as_array().and_then(|a| a.first()) {
-                return first.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no request appeared; daemon log:\n{}",
-                self.d.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.d.wait_request()
     }
 
     /// The statements recorded for the newest session: its `sql` events, each with

@@ -16,10 +16,7 @@ use crate::{
     sshd::Sshd,
 };
 use serde_json::Value;
-use std::{
-    process::{Command, Output},
-    time::{Duration, Instant},
-};
+use std::process::{Command, Output};
 
 pub const NOBODY: (u32, u32) = (65534, 65534);
 
@@ -94,20 +91,7 @@ impl Setup {
     /// Waits for a pending request and returns it.
     #[must_use]
     pub fn wait_request(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = self.d.cli(&["approvals", "--json"]);
-            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            if let Some(first) = list.as_array().and_then(|a| a.first()) {
-                return first.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no request appeared:\n{}",
-                self.d.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.d.wait_request()
     }
 
     /// The events of the newest ended ssh session, each with its details merged in.
