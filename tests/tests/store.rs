@@ -22,6 +22,7 @@ fn principal(uid: u32) -> Principal {
         cmdline: Some("psql -h 10.0.0.5 -c 'select 1'".into()),
         comm: "psql".into(),
         cgroup: None,
+        idp: None,
     }
 }
 

@@ -151,22 +151,26 @@ async fn link_identity(
     ttl: std::time::Duration,
 ) -> Value {
     let Approver::Idp {
-        issuer, subject, ..
+        issuer,
+        subject,
+        email,
+        groups,
     } = identity
     else {
         return json!({ "linked": false, "error": "not an identity-provider identity" });
     };
     let until =
         crate::record::now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+    let linked = crate::identity::LinkedIdentity {
+        issuer: issuer.clone(),
+        subject: subject.clone(),
+        email: email.clone(),
+        groups: groups.clone(),
+        expires_at: Some(until),
+    };
     let stored = d
         .store
-        .link_identity_until(
-            principal.uid,
-            principal.user.as_deref(),
-            issuer,
-            subject,
-            until,
-        )
+        .link_identity_until(principal.uid, principal.user.as_deref(), &linked)
         .await;
     if let Err(e) = stored {
         tracing::error!(error = %e, "Cannot link an identity");

@@ -1,6 +1,7 @@
 //! Human-readable output of API answers (`--json` prints them as they are).
 
 mod http;
+mod identity;
 mod replay;
 mod ssh;
 
@@ -144,6 +145,9 @@ pub fn session(s: &Value, json: bool) -> anyhow::Result<()> {
             p("gid"),
             p("unix_groups")
         );
+        if let Some(linked) = identity::linked(s) {
+            println!("  identity   {linked}");
+        }
         println!(
             "  process    pid {} (parent {}) {} — {}",
             p("pid"),
@@ -226,7 +230,7 @@ pub fn replay_header(s: &Value) -> String {
             p("pid"),
             p("exe"),
             p("cmdline")
-        )
+        ) + &identity::linked(s).map_or(String::new(), |l| format!(" · {l}"))
     };
     let reason = at(s, "/reason")
         .as_str()

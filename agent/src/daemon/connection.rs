@@ -86,7 +86,26 @@ pub(super) async fn handle(daemon: &Daemon, stream: TcpStream, peer: SocketAddr)
         return;
     };
     let orig_dst = OrigDstAddr(from_endpoint(&origin.dst));
-    let principal = principal_of(&origin).await;
+    let mut principal = principal_of(&origin).await;
+    match daemon.store.linked_identity(principal.uid).await {
+        Ok(idp) => principal.idp = idp,
+        Err(error) => {
+            // Rules may refuse by the linked identity's groups: without it, fail closed.
+            tracing::error!(%error, "Cannot read the caller's identity link; connection refused");
+            proto::tcp::reset(&stream);
+            let conn = Conn {
+                client,
+                orig_dst: Some(orig_dst),
+                principal: Some(principal),
+                target: None,
+                protocol: Protocol::Tcp,
+            };
+            let reason = "cannot read the caller's identity link from the store; refused";
+            conn.record_refused(daemon, Outcome::Refused, None, reason.into())
+                .await;
+            return;
+        }
+    }
     let span = tracing::info_span!(
         "conn",
         client.addr = %client,
@@ -387,5 +406,6 @@ async fn principal_of(origin: &Origin) -> Principal {
             cmdline: None,
             comm: fallback,
             cgroup: None,
+            idp: None,
         })
 }

@@ -189,5 +189,6 @@ fn own_principal() -> Principal {
         cmdline: Some("portcullis daemon (masking discover)".into()),
         comm: "portcullis".into(),
         cgroup: None,
+        idp: None,
     }
 }

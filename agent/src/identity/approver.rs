@@ -323,6 +323,7 @@ mod tests {
             cmdline: None,
             comm: "portcullis".into(),
             cgroup: None,
+            idp: None,
         };
         assert_eq!(Approver::from(&p), alice());
     }

@@ -4,14 +4,17 @@
 //! identity-provider subject).
 //!
 //! Layout: this file holds [`Principal`]; `procfs` builds it from the kernel's record;
+//! `linked` holds the identity-provider identity `portcullis login` links a uid to;
 //! `approver` holds [`Approver`].
 
 mod approver;
+mod linked;
 mod procfs;
 
 use serde::{Deserialize, Serialize};
 
 pub use approver::{Approver, ApproverError, ApproverKind};
+pub use linked::{LinkedIdentity, MAX_LINKED_GROUPS};
 pub use procfs::principal_for;
 
 /// The person and process behind one intercepted connection.
@@ -37,6 +40,10 @@ pub struct Principal {
     pub comm: String,
     /// cgroup v2 path of the process.
     pub cgroup: Option<String>,
+    /// The identity-provider identity the uid is linked to by `portcullis login`
+    /// (the newest live link), looked up when the connection is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<LinkedIdentity>,
 }
 
 impl Principal {

@@ -56,6 +56,7 @@ fn principal_from(proc_root: &Path, pid: u32, uid: u32, gid: u32, comm: &str) ->
         cgroup: fs::read_to_string(proc_dir.join("cgroup"))
             .ok()
             .and_then(|c| cgroup_v2(&c)),
+        idp: None,
     }
 }
 

@@ -185,16 +185,18 @@ impl Builder {
             && who.groups.is_empty()
             && who.unix_groups.is_empty()
             && who.uids.is_empty()
+            && who.idp_groups.is_empty()
             && who.exe.is_empty()
         {
             return Err(src.error(
                 file.span(),
                 format!(
                     "empty `who` in rule `{rule}`; remove `who` to mean everyone, or list \
-                     users, groups, unix_groups, uids or exe"
+                     users, groups, unix_groups, uids, idp_groups or exe"
                 ),
             ));
         }
+        let idp_groups = group::checked_idp_groups(src, &format!("rule `{rule}`"), &who.idp_groups)?;
         let mut groups = Vec::with_capacity(who.groups.len());
         for group in &who.groups {
             let Some((found, _)) = self.groups.get(group.get_ref()) else {
@@ -225,6 +227,7 @@ impl Builder {
             groups,
             unix_groups: who.unix_groups.clone(),
             uids: who.uids.clone(),
+            idp_groups,
             exe: who.exe.iter().map(|e| e.get_ref().clone()).collect(),
         })
     }

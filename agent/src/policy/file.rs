@@ -172,6 +172,9 @@ pub(super) struct WhoFile {
     pub unix_groups: Vec<String>,
     #[serde(default)]
     pub uids: Vec<u32>,
+    /// Group claims of the identity the requester linked with `portcullis login`.
+    #[serde(default)]
+    pub idp_groups: Vec<Spanned<String>>,
     /// Exact paths or globs with `*`.
     #[serde(default)]
     pub exe: Vec<Spanned<String>>,

@@ -50,6 +50,8 @@ pub(super) struct Who {
     pub groups: Vec<Group>,
     pub unix_groups: Vec<String>,
     pub uids: Vec<u32>,
+    /// Group claims of the requester's linked identity (`portcullis login`).
+    pub idp_groups: Vec<String>,
     /// Empty means any executable.
     pub exe: Vec<String>,
 }
@@ -132,6 +134,7 @@ impl Who {
             && self.groups.is_empty()
             && self.unix_groups.is_empty()
             && self.uids.is_empty()
+            && self.idp_groups.is_empty()
         {
             return true;
         }
@@ -140,6 +143,7 @@ impl Who {
             .is_some_and(|u| self.users.iter().any(|x| x == u))
             || self.uids.contains(&p.uid)
             || shares_unix_group(&self.unix_groups, p)
+            || p.idp.as_ref().is_some_and(|i| i.in_any(&self.idp_groups))
             || self.groups.iter().any(|g| g.contains(p))
     }
 
@@ -161,9 +165,17 @@ impl Who {
 }
 
 impl Group {
-    /// Whether `p`'s user is listed or `p` shares one of the listed unix groups.
+    /// Whether `p`'s user is listed, `p` shares one of the listed unix groups, or
+    /// the identity `p` linked with `portcullis login` is admitted by its group
+    /// claims or email.
     pub fn contains(&self, p: &Principal) -> bool {
         self.admits_local(p.user.as_deref(), &p.unix_groups)
+            || p.idp.as_ref().is_some_and(|i| {
+                i.in_any(&self.idp_groups)
+                    || i.email
+                        .as_deref()
+                        .is_some_and(|e| self.emails.contains(&e.to_lowercase()))
+            })
     }
 
     /// Whether `who` may act for this group: a local approver by user name or unix
@@ -220,6 +232,7 @@ pub(super) mod tests {
             cmdline: Some(format!("{exe} --flag")),
             comm: "test".to_owned(),
             cgroup: Some("/user.slice".to_owned()),
+            idp: None,
         }
     }
 
@@ -437,3 +450,7 @@ pub(super) mod tests {
         assert!(d.reason.contains("could not be parsed"), "{}", d.reason);
     }
 }
+
+#[cfg(test)]
+#[path = "matching_idp_tests.rs"]
+mod idp_tests;

@@ -184,6 +184,7 @@ fn principal(p: &PrincipalSpec) -> Principal {
         cmdline: None,
         comm,
         cgroup: None,
+        idp: None,
     }
 }
 

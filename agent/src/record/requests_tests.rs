@@ -20,6 +20,7 @@ fn principal(uid: u32) -> Principal {
         cmdline: None,
         comm: "psql".into(),
         cgroup: None,
+        idp: None,
     }
 }
 

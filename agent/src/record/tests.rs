@@ -19,6 +19,7 @@ fn principal(uid: u32, pid: u32) -> Principal {
         cmdline: Some("psql -h 10.0.0.5".into()),
         comm: "psql".into(),
         cgroup: Some("/user.slice".into()),
+        idp: None,
     }
 }
 

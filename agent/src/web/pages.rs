@@ -178,7 +178,15 @@ fn card_html(out: &mut String, card: &Card<'_>, csrf: &str) {
     let idp: Vec<String> = card
         .links
         .iter()
-        .map(|l| format!("{} at {}", l.subject, l.issuer))
+        .map(|l| {
+            let email = l.email.as_deref().map_or(String::new(), |e| format!(" ({e})"));
+            let groups = if l.groups.is_empty() {
+                String::new()
+            } else {
+                format!(", groups {}", l.groups.join(", "))
+            };
+            format!("{} at {}{email}{groups}", l.subject, l.issuer)
+        })
         .collect();
     row(
         "Identity",

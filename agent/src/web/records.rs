@@ -213,8 +213,19 @@ fn transcript(r: &SessionRecord, events: &[EventRecord]) -> String {
         .principal
         .as_ref()
         .map_or_else(|| "unknown".to_owned(), crate::identity::Principal::label);
+    let identity = r
+        .principal
+        .as_ref()
+        .and_then(|p| p.idp.as_ref())
+        .map_or_else(String::new, |idp| {
+            format!(
+                "<dt>Identity</dt><dd id=\"identity\">{} · groups {}</dd>",
+                esc(&idp.label()),
+                esc(&idp.groups.join(", "))
+            )
+        });
     let mut body = format!(
-        "<h1>Session {}</h1><dl><dt>Who</dt><dd>{}</dd><dt>Target</dt><dd>{} ({})</dd>\
+        "<h1>Session {}</h1><dl><dt>Who</dt><dd>{}</dd>{identity}<dt>Target</dt><dd>{} ({})</dd>\
          <dt>Started</dt><dd>{}</dd><dt>Outcome</dt><dd>{}</dd><dt>Gateway</dt><dd>{}</dd></dl>\
          <h2>Transcript</h2><table><thead><tr><th scope=\"col\">#</th><th scope=\"col\">What</th>\
          <th scope=\"col\">Verdict</th><th scope=\"col\">Decided by</th><th scope=\"col\">Reason</th></tr></thead><tbody>",

@@ -29,6 +29,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         cmdline: None,
         comm: "psql".into(),
         cgroup: None,
+        idp: None,
     };
     for target in policy.targets() {
         let _ = policy.decide(&principal, &target.name);

@@ -59,6 +59,7 @@ async fn request(gate: &Gate, uid: u32, quorum: u32) -> String {
         cmdline: None,
         comm: "psql".into(),
         cgroup: None,
+        idp: None,
     };
     let new = NewRequest {
         target: "db".into(),

@@ -16,20 +16,7 @@ impl Builder {
         if let Some((_, at)) = self.groups.get(name) {
             return Err(duplicate(src, &file.name, "group", at));
         }
-        let mut idp_groups = Vec::with_capacity(file.idp_groups.len());
-        for group in &file.idp_groups {
-            let text = group.get_ref();
-            if text.trim().is_empty() {
-                return Err(src.error(
-                    group.span(),
-                    format!(
-                        "empty name in `idp_groups` of group `{name}`; write the group as \
-                         the identity provider names it in its `groups` claim"
-                    ),
-                ));
-            }
-            idp_groups.push(text.clone());
-        }
+        let idp_groups = checked_idp_groups(src, &format!("group `{name}`"), &file.idp_groups)?;
         let mut emails = Vec::with_capacity(file.emails.len());
         for email in &file.emails {
             emails.push(checked_email(src, name, email)?);
@@ -45,6 +32,30 @@ impl Builder {
             .insert(name.to_owned(), (group, src.location(&file.name.span())));
         Ok(())
     }
+}
+
+/// Names in an `idp_groups` list of `owner` (`group \`sre\``, `rule \`x\``): each
+/// must be a name the identity provider could send in its groups claim.
+pub(in crate::policy) fn checked_idp_groups(
+    src: &Source,
+    owner: &str,
+    list: &[Spanned<String>],
+) -> Result<Vec<String>, PolicyError> {
+    let mut names = Vec::with_capacity(list.len());
+    for group in list {
+        let text = group.get_ref();
+        if text.trim().is_empty() || text.contains(char::is_control) {
+            return Err(src.error(
+                group.span(),
+                format!(
+                    "empty or unprintable name in `idp_groups` of {owner}; write the group \
+                     as the identity provider names it in its `groups` claim"
+                ),
+            ));
+        }
+        names.push(text.clone());
+    }
+    Ok(names)
 }
 
 /// An address in `emails`, lowercased (compared without regard to case).
@@ -85,12 +96,12 @@ mod tests {
             (
                 "idp_groups = [\"sre\",\n  \"\"]",
                 "a.toml:4",
-                "empty name in `idp_groups` of group `g`",
+                "empty or unprintable name in `idp_groups` of group `g`",
             ),
             (
                 "idp_groups = [\" \"]",
                 "a.toml:3",
-                "empty name in `idp_groups`",
+                "empty or unprintable name in `idp_groups`",
             ),
             (
                 "emails = [\"\"]",
