@@ -1,7 +1,8 @@
 // A real OpenID provider for the web console tests: the certified `oidc-provider`
 // package with one static client and test people. Any password signs in; who you
 // are decides your groups:
-//   alice, bob -> groups ["sre"] (approvers in the tests' policy), anyone else -> [].
+//   alice, bob -> groups ["sre"] (approvers in the tests' policy), carol ->
+//   ["analysts"] (a requester group), anyone else -> [].
 // Usage: node provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI
 // Prints "ready ISSUER" on stdout once it listens on 127.0.0.1:PORT.
 import { generateKeyPairSync, randomUUID } from "node:crypto";
@@ -14,7 +15,7 @@ const signingKey = { ...privateKey.export({ format: "jwk" }), kid: randomUUID(),
 
 const [port, clientId, clientSecret, redirectUri] = process.argv.slice(2);
 const issuer = `http://127.0.0.1:${port}`;
-const groups = { alice: ["sre"], bob: ["sre"] };
+const groups = { alice: ["sre"], bob: ["sre"], carol: ["analysts"] };
 
 const provider = new Provider(issuer, {
   clients: [

@@ -58,6 +58,13 @@ pub struct Console {
 /// Starts the console for test `name`, or says why it cannot run here.
 #[must_use]
 pub fn start(name: &str) -> Option<Console> {
+    start_with(name, "")
+}
+
+/// [`start`] with `extra_rules` (`[[rule]]` tables about target `db`) after
+/// [`rules`].
+#[must_use]
+pub fn start_with(name: &str, extra_rules: &str) -> Option<Console> {
     if let Some(why) = missing_parts() {
         println!("skipping {name}: {why}");
         return None;
@@ -75,7 +82,7 @@ pub fn start(name: &str) -> Option<Console> {
         crate::web::OIDC_CLIENT_ID,
         slack.url
     );
-    let s = setup_with_config(name, &rules(), &config)?;
+    let s = setup_with_config(name, &format!("{}{extra_rules}", rules()), &config)?;
     Some(Console { s, url, idp, slack })
 }
 
@@ -132,6 +139,46 @@ impl Console {
             .find(|r| r["id"] == id)
             .cloned()
             .unwrap()
+    }
+
+    /// Runs `portcullis login` as `nobody` and confirms the device sign-in at the
+    /// provider as `login` in a browser; what the command printed after the link.
+    pub async fn login_as(&self, login: &str) -> String {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(crate::daemon::binary())
+            .arg("login")
+            .env("PORTCULLIS_SOCKET", &self.s.d.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+        let url = first
+            .trim()
+            .strip_prefix("Open ")
+            .unwrap_or_else(|| unreachable!("`portcullis login` printed {first:?}"))
+            .to_owned();
+        let device = crate::web::Browser::start().await.unwrap();
+        device.confirm_device(&url, login).await.unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "`portcullis login` failed: {rest}");
+        device.close().await;
+        rest
+    }
+
+    /// A browser signed in as root by a `portcullis web-login` link (a console admin).
+    pub async fn root_browser(&self) -> crate::web::Browser {
+        let out = self.s.d.cli(&["web-login"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let root = crate::web::Browser::start().await.unwrap();
+        root.client.goto(&link).await.unwrap();
+        root.wait_for("#inbox").await.unwrap();
+        root
     }
 
     pub fn audit(&self) -> String {

@@ -1,7 +1,8 @@
 //! The web console and identities (issue 20): `portcullis login` links a requester
 //! to their identity-provider identity (device grant, confirmed in Chromium at the
-//! real provider) so they cannot approve their own requests; a provider that rotates
-//! its signing key is followed; forged callbacks are refused.
+//! real provider) so they cannot approve their own requests, rules for their
+//! provider's groups apply to them, and their sessions' records say who they are; a
+//! provider that rotates its signing key is followed; forged callbacks are refused.
 #![expect(
     clippy::panic,
     clippy::unwrap_used,
@@ -10,40 +11,18 @@
 )]
 
 use portcullis_tests::{
-    console::{OIDC_SECRET, start},
+    console::{OIDC_SECRET, start, start_with},
     pgproxy::{text, wait_child},
     web::Browser,
 };
-use std::process::Stdio;
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn login_links_a_requester_who_then_cannot_approve_their_own_request() {
     let Some(c) = start("web-device") else { return };
     // `nobody` links its account to alice's identity with the device grant.
-    let mut login = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(portcullis_tests::daemon::binary())
-        .arg("login")
-        .env("PORTCULLIS_SOCKET", &c.s.d.socket)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(login.stdout.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("Open ")
-        .unwrap_or_else(|| panic!("{first:?}"))
-        .to_owned();
-    let device = Browser::start().await.unwrap();
-    device.confirm_device(&url, "alice").await.unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(login.wait().unwrap().success(), "{rest}");
+    let rest = c.login_as("alice").await;
     assert!(rest.contains("Linked to alice@example.com (idp)"), "{rest}");
-    device.close().await;
 
     // Alice, an approver, sees nobody's request with the linked identity and no buttons.
     let psql = c.psql("UPDATE accounts SET balance = 9 WHERE id = 5");
@@ -172,4 +151,97 @@ async fn a_provider_with_new_signing_keys_is_followed_and_bad_callbacks_are_refu
     );
     second.close().await;
     assert!(!c.s.d.log().contains(OIDC_SECRET));
+}
+
+/// Analysts (a group at the identity provider) may not touch `accounts`.
+const ANALYSTS_RULE: &str = r#"
+[[rule]]
+name = "analysts-keep-off-accounts"
+targets = ["db"]
+who = { idp_groups = ["analysts"] }
+tables = ["accounts"]
+action = "deny"
+description = "analysts work on reports"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requester_linked_into_an_idp_group_meets_its_rules_and_records_say_who() {
+    let Some(c) = start_with("web-idp-groups", ANALYSTS_RULE) else {
+        return;
+    };
+    // Not linked: `nobody` is no analyst, the rule does not apply.
+    let out = wait_child(c.psql("SELECT count(*) FROM accounts"));
+    assert_eq!(text(&out).0.trim(), "10", "{}", text(&out).1);
+
+    // Linked to carol, whom the provider puts in `analysts`: the rule applies.
+    let rest = c.login_as("carol").await;
+    assert!(rest.contains("Linked to carol@example.com (idp)"), "{rest}");
+    let out = wait_child(c.psql("SELECT count(*) FROM accounts"));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "the analysts' rule did not apply");
+    assert!(
+        stderr.contains("analysts-keep-off-accounts") && stderr.contains("analysts work on reports"),
+        "{stderr}"
+    );
+    // Other tables are not the rule's business.
+    let out = wait_child(c.psql("SELECT 1"));
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    // The session record carries the identity: `sessions show`, replay, export.
+    let sessions = c.s.d.sessions().unwrap();
+    let denied = sessions
+        .iter()
+        .find(|s| {
+            s["principal"]["idp"]["email"] == "carol@example.com"
+                && s["principal"]["uid"] == 65534
+        })
+        .unwrap_or_else(|| panic!("no session carries carol's identity: {sessions:#?}"));
+    assert_eq!(denied["principal"]["idp"]["groups"], serde_json::json!(["analysts"]));
+    assert!(
+        denied["principal"]["idp"]["issuer"]
+            .as_str()
+            .is_some_and(|i| i == c.idp.issuer)
+    );
+    let id = denied["id"].as_str().unwrap().to_owned();
+    let shown = text(&c.s.d.cli(&["sessions", "show", &id])).0;
+    assert!(
+        shown.contains("identity   carol@example.com (idp http://127.0.0.1:")
+            && shown.contains("groups [analysts]"),
+        "{shown}"
+    );
+    let replay = text(&c.s.d.cli(&["sessions", "replay", &id])).0;
+    assert!(replay.contains("carol@example.com (idp"), "{replay}");
+    let opened: Vec<Value> = c
+        .audit()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["kind"] == "session_opened")
+        .collect();
+    assert!(
+        opened.iter().any(|r| r.to_string().contains("carol@example.com")
+            && r.to_string().contains("analysts")),
+        "no exported session_opened record names carol: {opened:#?}"
+    );
+    assert!(
+        opened.iter().any(|r| !r.to_string().contains("carol@example.com")),
+        "the session before the login must not name her"
+    );
+    // The console's session page shows her too (root is a console admin).
+    let root = c.root_browser().await;
+    root.client
+        .goto(&format!("{}/sessions/{id}", c.url))
+        .await
+        .unwrap();
+    let identity = root.wait_for("#identity").await.unwrap().text().await.unwrap();
+    assert!(
+        identity.contains("carol@example.com (idp)") && identity.contains("analysts"),
+        "{identity}"
+    );
+    root.close().await;
+
+    // After `portcullis logout` the rule no longer applies.
+    let out = c.s.d.cli_as(65534, 65534, &["logout"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = wait_child(c.psql("SELECT count(*) FROM accounts"));
+    assert_eq!(text(&out).0.trim(), "10", "{}", text(&out).1);
 }

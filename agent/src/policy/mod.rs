@@ -11,8 +11,9 @@
 //!   principal (or a local approver) is in the group if its user is listed or it
 //!   shares a unix group. Approvers who sign in through an identity provider (the web
 //!   console) are in the group if one of their IdP groups is in `idp_groups` or their
-//!   verified email is in `emails` (compared without regard to case); these two keys
-//!   only ever admit approvers, never a connecting principal. Every entry of
+//!   verified email is in `emails` (compared without regard to case); a connecting
+//!   principal is, by the same keys, when its uid is linked to an identity by
+//!   `portcullis login` (`Principal::idp`). Every entry of
 //!   `idp_groups` and `emails` must be a non-empty string (an email: `name@domain`).
 //! - `[[rule]]`: `targets` (names, or `["*"]` for every target), an optional `who`,
 //!   and an `action`: `allow` (optionally `skip_review`), `deny`, or `review` with
@@ -20,7 +21,8 @@
 //!   `escalate` to `escalate_to` groups for `escalation_timeout`) and `grant`.
 //!
 //! `who` semantics: the identity fields `users`, `groups` (policy groups),
-//! `unix_groups` and `uids` are alternatives, any one matching is enough ("is this one
+//! `unix_groups`, `uids` and `idp_groups` (the linked identity's group claims) are
+//! alternatives, any one matching is enough ("is this one
 //! of these people"); `exe` (exact paths or globs where `*` matches any run of
 //! characters, `/` included) further restricts them: it must match as well. A `who`
 //! with only `exe` means anyone running that program; an omitted `who` means

@@ -69,6 +69,10 @@ pub(super) struct PrincipalSpec {
     #[serde(default)]
     pub groups: Vec<String>,
     pub exe: Option<String>,
+    /// With `idp_groups` or `email`: the identity linked by `portcullis login`.
+    #[serde(default)]
+    pub idp_groups: Vec<String>,
+    pub email: Option<String>,
 }
 
 /// An approver: a local user (`user`, `groups`) or, with `idp_groups` or `email`,

@@ -3,7 +3,7 @@
 
 use super::case::{ApproverSpec, CaseAction, CaseSpec, Expected, PrincipalSpec};
 use crate::{
-    identity::{Approver, Principal},
+    identity::{Approver, LinkedIdentity, Principal},
     policy::{Decision, HttpRequest, Policy, SshKind, SshRequest, Statement, Verdict},
     proto::postgres::classify::Classifier,
 };
@@ -184,7 +184,13 @@ fn principal(p: &PrincipalSpec) -> Principal {
         cmdline: None,
         comm,
         cgroup: None,
-        idp: None,
+        idp: (!p.idp_groups.is_empty() || p.email.is_some()).then(|| LinkedIdentity {
+            issuer: "policy-test".into(),
+            subject: p.email.clone().unwrap_or_else(|| "linked".into()),
+            email: p.email.clone(),
+            groups: p.idp_groups.clone(),
+            expires_at: None,
+        }),
     }
 }
 

@@ -184,3 +184,19 @@ fn ssh_commands_and_http_requests_are_decided_as_the_proxies_ask() {
     let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn a_case_principal_may_carry_a_linked_identity() {
+    let cases = "[[case]]\nprincipal = { user = \"bob\", idp_groups = [\"db-admins\"] }\ntarget = \"pg\"\n\
+                 expect = \"deny\"\n\n[[case]]\nprincipal = { idp_groups = [\"x\"], email = \"a@b.c\" }\n\
+                 target = \"pg\"\nexpect = \"deny\"\n";
+    let policy = format!(
+        "{POLICY}[[rule]]\nname = \"admins\"\ntargets = [\"pg\"]\nwho = {{ idp_groups = [\"db-admins\"] }}\naction = \"allow\"\n"
+    );
+    let dir = dir_with(cases);
+    fs::write(dir.path().join("p.toml"), &policy).unwrap();
+    let report = run_dir(dir.path()).unwrap();
+    let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert!(failures[0].contains("allow") && failures[0].contains("admins"), "{failures:#?}");
+}
