@@ -41,9 +41,26 @@ pub fn setup(name: &str, ip: &str, rules: &str) -> Option<Setup> {
     setup_with(name, ip, rules, Trust::Right)
 }
 
+/// [`setup`] with `extra_config` appended to the daemon's config file (a `[web]`
+/// table, say).
+#[must_use]
+pub fn setup_with_config(name: &str, ip: &str, rules: &str, extra_config: &str) -> Option<Setup> {
+    setup_full(name, ip, rules, Trust::Right, extra_config)
+}
+
 /// [`setup`] with the target's `known_hosts` as `trust` says.
 #[must_use]
 pub fn setup_with(name: &str, ip: &str, rules: &str, trust: Trust) -> Option<Setup> {
+    setup_full(name, ip, rules, trust, "")
+}
+
+fn setup_full(
+    name: &str,
+    ip: &str,
+    rules: &str,
+    trust: Trust,
+    extra_config: &str,
+) -> Option<Setup> {
     if !can_run_ebpf_tests(name) {
         return None;
     }
@@ -60,7 +77,8 @@ pub fn setup_with(name: &str, ip: &str, rules: &str, trust: Trust) -> Option<Set
         sshd.client_key().display()
     );
     let cg = TestCgroup::new(name).unwrap_or_else(|e| panic!("{e}"));
-    let d = TestDaemon::start(name, &cg, &policy, "").unwrap_or_else(|e| panic!("{e:#}"));
+    let d =
+        TestDaemon::start(name, &cg, &policy, extra_config).unwrap_or_else(|e| panic!("{e:#}"));
     Some(Setup { sshd, cg, d })
 }
 

@@ -196,7 +196,8 @@ impl Builder {
                 ),
             ));
         }
-        let idp_groups = group::checked_idp_groups(src, &format!("rule `{rule}`"), &who.idp_groups)?;
+        let idp_groups =
+            group::checked_idp_groups(src, &format!("rule `{rule}`"), &who.idp_groups)?;
         let mut groups = Vec::with_capacity(who.groups.len());
         for group in &who.groups {
             let Some((found, _)) = self.groups.get(group.get_ref()) else {

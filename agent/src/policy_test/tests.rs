@@ -198,5 +198,8 @@ fn a_case_principal_may_carry_a_linked_identity() {
     let report = run_dir(dir.path()).unwrap();
     let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
     assert_eq!(failures.len(), 1, "{failures:#?}");
-    assert!(failures[0].contains("allow") && failures[0].contains("admins"), "{failures:#?}");
+    assert!(
+        failures[0].contains("allow") && failures[0].contains("admins"),
+        "{failures:#?}"
+    );
 }

@@ -154,14 +154,14 @@ impl Store {
         let groups: Option<String> = row.try_get("idp_groups").map_err(read)?;
         let groups = match groups {
             None => Vec::new(),
-            Some(text) => serde_json::from_str::<Vec<String>>(&text).map_err(|e| {
-                StoreError::Corrupt {
+            Some(text) => {
+                serde_json::from_str::<Vec<String>>(&text).map_err(|e| StoreError::Corrupt {
                     url: self.url.to_string(),
                     id: format!("identity link of uid {uid}"),
                     column: "idp_groups",
                     detail: e.to_string(),
-                }
-            })?,
+                })?
+            }
         };
         Ok(IdentityLink {
             uid,

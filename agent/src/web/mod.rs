@@ -11,8 +11,9 @@
 //! Layout: `config` (the `[web]` table), `session` (cookies, CSRF, logins, links),
 //! `oidc` (the sign-in flow), `auth` (its routes), `pages` (HTML), `inbox` (the
 //! inbox, its live events and the decision forms), `records` (sessions, audit and
-//! policy, read-only), `slack` (signed callbacks),
-//! `assets` (the stylesheet and script).
+//! policy, read-only), `replay` (terminal recordings played in the page, checked
+//! against the session's chain), `slack` (signed callbacks), `assets` (the
+//! stylesheet, the scripts and the vendored asciinema-player).
 
 mod auth;
 mod config;
@@ -20,6 +21,7 @@ mod inbox;
 mod oidc;
 mod pages;
 mod records;
+mod replay;
 mod session;
 mod slack;
 
@@ -146,6 +148,7 @@ fn router(web: Arc<Web>) -> Router {
         .route("/requests/{id}/{verb}", post(inbox::decide))
         .route("/sessions", get(records::list))
         .route("/sessions/{id}", get(records::detail))
+        .route("/sessions/{id}/casts/{seq}", get(replay::cast))
         .route("/audit", get(records::audit))
         .route("/policy", get(records::policy))
         .route("/auth/login", get(auth::login))
@@ -161,6 +164,18 @@ fn router(web: Arc<Web>) -> Router {
             "/static/inbox.js",
             get(|| async { asset("text/javascript", SCRIPT) }),
         )
+        .route(
+            "/static/replay.js",
+            get(|| async { asset("text/javascript", replay::REPLAY_JS) }),
+        )
+        .route(
+            replay::PLAYER_JS_PATH,
+            get(|| async { immutable(asset("text/javascript", replay::PLAYER_JS)) }),
+        )
+        .route(
+            replay::PLAYER_CSS_PATH,
+            get(|| async { immutable(asset("text/css", replay::PLAYER_CSS)) }),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(guard_headers))
         .with_state(web)
@@ -169,10 +184,19 @@ fn router(web: Arc<Web>) -> Router {
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/inbox.js");
 
-fn asset(kind: &'static str, body: &'static str) -> Response {
-    let mut r = Response::new(axum::body::Body::from(body));
+fn asset(kind: &'static str, body: impl Into<axum::body::Body>) -> Response {
+    let mut r = Response::new(body.into());
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    r
+}
+
+/// `r`, marked for browsers to keep: a vendored file under a versioned path.
+fn immutable(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
     r
 }
 
@@ -180,13 +204,12 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 /// tokens in them, scripts and styles only from the console itself.
 async fn guard_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
+    // A page that needs more (the session page's WebAssembly player) sets its own.
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
              frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        ),
-    );
+        ));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

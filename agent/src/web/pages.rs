@@ -179,7 +179,10 @@ fn card_html(out: &mut String, card: &Card<'_>, csrf: &str) {
         .links
         .iter()
         .map(|l| {
-            let email = l.email.as_deref().map_or(String::new(), |e| format!(" ({e})"));
+            let email = l
+                .email
+                .as_deref()
+                .map_or(String::new(), |e| format!(" ({e})"));
             let groups = if l.groups.is_empty() {
                 String::new()
             } else {

@@ -1,5 +1,5 @@
-//! Read-only pages: recorded sessions (list and transcript), the audit chain's
-//! status, and the policy in force.
+//! Read-only pages: recorded sessions (list and transcript, with the terminal
+//! players of `replay`), the audit chain's status, and the policy in force.
 //!
 //! Admins (root, `admin_group`, members of `[web] admin_groups`) see everything; a
 //! local approver sees their own sessions; others are told what they lack.
@@ -53,7 +53,7 @@ fn page(s: &WebSession, title: &str, body: &str) -> Response {
     Html(pages::frame(title, Some((&s.approver, &s.csrf)), body)).into_response()
 }
 
-fn refusal(s: &WebSession, status: StatusCode, text: &str) -> Response {
+pub(super) fn refusal(s: &WebSession, status: StatusCode, text: &str) -> Response {
     (
         status,
         Html(pages::message(
@@ -66,7 +66,7 @@ fn refusal(s: &WebSession, status: StatusCode, text: &str) -> Response {
 }
 
 /// The signed-in session, or the sign-in page.
-fn signed_in(web: &Web, headers: &HeaderMap) -> Result<WebSession, Response> {
+pub(super) fn signed_in(web: &Web, headers: &HeaderMap) -> Result<WebSession, Response> {
     web.session(headers).ok_or_else(|| {
         (
             StatusCode::UNAUTHORIZED,
@@ -77,7 +77,7 @@ fn signed_in(web: &Web, headers: &HeaderMap) -> Result<WebSession, Response> {
 }
 
 /// Whose sessions `s` may see: `Ok(None)` for all, `Ok(Some(uid))` for their own.
-fn scope(web: &Web, s: &WebSession) -> Result<Option<u32>, Response> {
+pub(super) fn scope(web: &Web, s: &WebSession) -> Result<Option<u32>, Response> {
     if web.is_admin(&s.approver) {
         return Ok(None);
     }
@@ -205,7 +205,14 @@ pub async fn detail(
         .events(&record.id, 0, EVENTS_SHOWN)
         .await
         .unwrap_or_default();
-    page(&s, "Session", &transcript(&record, &events))
+    let mut body = transcript(&record, &events);
+    body.push_str(&super::replay::players(&record, &events));
+    let mut answer = page(&s, "Session", &body);
+    answer.headers_mut().insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(super::replay::SESSION_CSP),
+    );
+    answer
 }
 
 fn transcript(r: &SessionRecord, events: &[EventRecord]) -> String {

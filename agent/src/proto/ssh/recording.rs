@@ -89,6 +89,13 @@ impl Sample {
     }
 }
 
+/// A terminal dimension from a `pty-req`, where zero means unknown (RFC 4254 §6.2:
+/// a client without a terminal of its own, as `ssh -tt` from a pipe, sends 0×0):
+/// players get the conventional size rather than a one-cell terminal.
+fn known_or(dimension: u32, default: u32) -> u32 {
+    if dimension == 0 { default } else { dimension }
+}
+
 /// An asciicast v2 file being written: header, then `[seconds, "o"|"r", data]` lines.
 pub struct Cast {
     file: std::io::BufWriter<std::fs::File>,
@@ -127,7 +134,7 @@ impl Cast {
             truncated: false,
         };
         let header = json!({
-            "version": 2, "width": width.max(1), "height": height.max(1),
+            "version": 2, "width": known_or(width, 80), "height": known_or(height, 24),
             "timestamp": now_ms() / 1000, "env": {"TERM": term}, "title": name,
         });
         cast.line(&header.to_string())?;
@@ -210,6 +217,21 @@ mod tests {
             s
         });
         assert_eq!(digest, hex);
+    }
+
+    #[test]
+    fn an_unknown_terminal_size_is_recorded_as_80_by_24() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, _) = Cast::create(dir.path(), "s-2", 0, 0, "xterm")
+            .unwrap()
+            .finish()
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            (header["width"].as_u64(), header["height"].as_u64()),
+            (Some(80), Some(24))
+        );
     }
 
     #[test]
