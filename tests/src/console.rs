@@ -173,7 +173,11 @@ impl Console {
     /// A browser signed in as root by a `portcullis web-login` link (a console admin).
     pub async fn root_browser(&self) -> crate::web::Browser {
         let out = self.s.d.cli(&["web-login"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let root = crate::web::Browser::start().await.unwrap();
         root.client.goto(&link).await.unwrap();

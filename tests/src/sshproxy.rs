@@ -77,8 +77,7 @@ fn setup_full(
         sshd.client_key().display()
     );
     let cg = TestCgroup::new(name).unwrap_or_else(|e| panic!("{e}"));
-    let d =
-        TestDaemon::start(name, &cg, &policy, extra_config).unwrap_or_else(|e| panic!("{e:#}"));
+    let d = TestDaemon::start(name, &cg, &policy, extra_config).unwrap_or_else(|e| panic!("{e:#}"));
     Some(Setup { sshd, cg, d })
 }
 

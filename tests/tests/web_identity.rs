@@ -180,7 +180,8 @@ async fn a_requester_linked_into_an_idp_group_meets_its_rules_and_records_say_wh
     let (_, stderr) = text(&out);
     assert!(!out.status.success(), "the analysts' rule did not apply");
     assert!(
-        stderr.contains("analysts-keep-off-accounts") && stderr.contains("analysts work on reports"),
+        stderr.contains("analysts-keep-off-accounts")
+            && stderr.contains("analysts work on reports"),
         "{stderr}"
     );
     // Other tables are not the rule's business.
@@ -192,11 +193,13 @@ async fn a_requester_linked_into_an_idp_group_meets_its_rules_and_records_say_wh
     let denied = sessions
         .iter()
         .find(|s| {
-            s["principal"]["idp"]["email"] == "carol@example.com"
-                && s["principal"]["uid"] == 65534
+            s["principal"]["idp"]["email"] == "carol@example.com" && s["principal"]["uid"] == 65534
         })
         .unwrap_or_else(|| panic!("no session carries carol's identity: {sessions:#?}"));
-    assert_eq!(denied["principal"]["idp"]["groups"], serde_json::json!(["analysts"]));
+    assert_eq!(
+        denied["principal"]["idp"]["groups"],
+        serde_json::json!(["analysts"])
+    );
     assert!(
         denied["principal"]["idp"]["issuer"]
             .as_str()
@@ -218,12 +221,16 @@ async fn a_requester_linked_into_an_idp_group_meets_its_rules_and_records_say_wh
         .filter(|r| r["kind"] == "session_opened")
         .collect();
     assert!(
-        opened.iter().any(|r| r.to_string().contains("carol@example.com")
-            && r.to_string().contains("analysts")),
+        opened
+            .iter()
+            .any(|r| r.to_string().contains("carol@example.com")
+                && r.to_string().contains("analysts")),
         "no exported session_opened record names carol: {opened:#?}"
     );
     assert!(
-        opened.iter().any(|r| !r.to_string().contains("carol@example.com")),
+        opened
+            .iter()
+            .any(|r| !r.to_string().contains("carol@example.com")),
         "the session before the login must not name her"
     );
     // The console's session page shows her too (root is a console admin).
@@ -232,7 +239,13 @@ async fn a_requester_linked_into_an_idp_group_meets_its_rules_and_records_say_wh
         .goto(&format!("{}/sessions/{id}", c.url))
         .await
         .unwrap();
-    let identity = root.wait_for("#identity").await.unwrap().text().await.unwrap();
+    let identity = root
+        .wait_for("#identity")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         identity.contains("carol@example.com (idp)") && identity.contains("analysts"),
         "{identity}"

@@ -60,10 +60,9 @@ async fn a_recorded_shell_plays_in_the_session_page_once_its_digest_checks_out()
         b"printf 'replayed-%s\\n' $((6*7)); ls -d /etc/ssh; uname -s\nexit\n",
     );
     assert!(typed.contains("replayed-42"), "{typed}\n{}", s.d.log());
-    let session = s
-        .d
-        .wait_session(|x| x["protocol"] == "ssh" && x["outcome"] == "closed")
-        .unwrap();
+    let session =
+        s.d.wait_session(|x| x["protocol"] == "ssh" && x["outcome"] == "closed")
+            .unwrap();
     let id = session["id"].as_str().unwrap().to_owned();
 
     // root signs in with a one-time link and opens the session.
@@ -148,7 +147,10 @@ async fn a_recorded_shell_plays_in_the_session_page_once_its_digest_checks_out()
     let answer = root.client.execute(fetch, vec![cast_url]).await.unwrap();
     assert_eq!(answer[0], 409, "{answer}");
     assert!(
-        answer[1].as_str().unwrap().contains("does not match the digest"),
+        answer[1]
+            .as_str()
+            .unwrap()
+            .contains("does not match the digest"),
         "{answer}"
     );
     let audit = text(&s.d.cli(&["sessions", "export"])).0;
