@@ -5,7 +5,10 @@
 //   ["analysts"] (a requester group), anyone else -> [].
 // Usage: node provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI
 // Prints "ready ISSUER" on stdout once it listens on 127.0.0.1:PORT.
-import { generateKeyPairSync, randomUUID } from "node:crypto";
+// For the console's refusal tests, `GET /portcullis-test/tamper?mode=aud|exp|off`
+// makes the token endpoint hand out ID tokens, validly signed, for another audience
+// or already expired (until switched off).
+import { generateKeyPairSync, randomUUID, sign } from "node:crypto";
 import Provider from "oidc-provider";
 
 // A fresh signing key on every start (a restart is a key rotation the console must
@@ -55,6 +58,35 @@ const provider = new Provider(issuer, {
   cookies: { keys: ["portcullis-test-only-cookie-key"] },
   jwks: { keys: [signingKey] },
   features: { devInteractions: { enabled: true }, deviceFlow: { enabled: true } },
+});
+// ID tokens as a misconfigured or replaying party would present them: the claims
+// changed, then signed again with the provider's own key (the signature verifies).
+let tamper = "off";
+const changes = {
+  aud: (claims) => { claims.aud = "another-application"; },
+  exp: (claims) => {
+    const now = Math.floor(Date.now() / 1000);
+    claims.iat = now - 7200;
+    claims.exp = now - 3600;
+  },
+};
+function resign(jwt, change) {
+  const [header, payload] = jwt.split(".");
+  const claims = JSON.parse(Buffer.from(payload, "base64url").toString());
+  change(claims);
+  const body = `${header}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}`;
+  return `${body}.${sign("sha256", Buffer.from(body), privateKey).toString("base64url")}`;
+}
+provider.use(async (ctx, next) => {
+  if (ctx.path === "/portcullis-test/tamper") {
+    tamper = changes[ctx.query.mode] ? ctx.query.mode : "off";
+    ctx.body = `tamper ${tamper}\n`;
+    return;
+  }
+  await next();
+  if (tamper !== "off" && ctx.oidc?.route === "token" && ctx.body?.id_token) {
+    ctx.body = { ...ctx.body, id_token: resign(ctx.body.id_token, changes[tamper]) };
+  }
 });
 provider.proxy = false;
 provider.listen(Number(port), "127.0.0.1", () => {

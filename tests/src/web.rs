@@ -90,6 +90,23 @@ impl OidcProvider {
 }
 
 impl OidcProvider {
+    /// From now on its token endpoint hands out ID tokens, validly signed, made for
+    /// another audience (`"aud"`), already expired (`"exp"`), or as they should be
+    /// (`"off"`).
+    pub async fn tamper(&self, mode: &str) -> anyhow::Result<()> {
+        let said = reqwest::get(format!(
+            "{}/portcullis-test/tamper?mode={mode}",
+            self.issuer
+        ))
+        .await?
+        .text()
+        .await?;
+        if said.trim() != format!("tamper {mode}") {
+            bail!("the provider did not switch to {mode}: {said}");
+        }
+        Ok(())
+    }
+
     /// Stops it and starts it again on the same port: with new signing keys.
     pub fn restart(&mut self, secret: &str, redirect_uri: &str) -> anyhow::Result<()> {
         let _ = self.child.kill();
@@ -158,6 +175,24 @@ impl Browser {
 
     /// Signs in through the console's OpenID Connect button as `login`.
     pub async fn sign_in(&self, console: &str, login: &str) -> anyhow::Result<()> {
+        self.sign_in_at_provider(console, login).await?;
+        let c = &self.client;
+        let wait = || c.wait().at_most(Duration::from_secs(20));
+        if wait().for_element(Locator::Css("#inbox")).await.is_err() {
+            let at = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let page = c.source().await.unwrap_or_default();
+            bail!("the inbox did not open after sign-in as {login}; at {at}:\n{page}");
+        }
+        self.live().await
+    }
+
+    /// Goes through the provider's sign-in (and consent) as `login` from the
+    /// console's button, up to the console's answer, whatever it is.
+    pub async fn sign_in_at_provider(&self, console: &str, login: &str) -> anyhow::Result<()> {
         let c = &self.client;
         c.goto(&format!("{console}/")).await?;
         c.find(Locator::Css("#sign-in")).await?.click().await?;
@@ -191,16 +226,7 @@ impl Browser {
                 .click()
                 .await?;
         }
-        if wait().for_element(Locator::Css("#inbox")).await.is_err() {
-            let at = c
-                .current_url()
-                .await
-                .map(|u| u.to_string())
-                .unwrap_or_default();
-            let page = c.source().await.unwrap_or_default();
-            bail!("the inbox did not open after sign-in as {login}; at {at}:\n{page}");
-        }
-        self.live().await
+        Ok(())
     }
 
     /// Confirms a device sign-in (`portcullis login`) at `url` as `login`.

@@ -258,3 +258,62 @@ async fn a_requester_linked_into_an_idp_group_meets_its_rules_and_records_say_wh
     let out = wait_child(c.psql("SELECT count(*) FROM accounts"));
     assert_eq!(text(&out).0.trim(), "10", "{}", text(&out).1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn id_tokens_for_another_audience_or_expired_are_refused_and_audited() {
+    let Some(c) = start("web-tokens") else {
+        return;
+    };
+    for (mode, says) in [
+        ("aud", "(found audiences: `another-application`)"),
+        ("exp", "Expired: ID token expired"),
+    ] {
+        c.idp.tamper(mode).await.unwrap();
+        let b = Browser::start().await.unwrap();
+        b.sign_in_at_provider(&c.url, "alice").await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let page = loop {
+            let page = b.client.source().await.unwrap();
+            if page.contains("Sign-in refused") {
+                break page;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: no refusal page:\n{page}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        assert!(
+            page.contains("the ID token was refused") && page.contains(says),
+            "{mode}: {page}"
+        );
+        // Not signed in: the console still asks for a sign-in.
+        b.client.goto(&format!("{}/", c.url)).await.unwrap();
+        b.wait_for("#sign-in").await.unwrap();
+        assert!(
+            b.client
+                .find_all(fantoccini::Locator::Css("#inbox"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        b.close().await;
+    }
+    let refusals: Vec<String> = c
+        .audit()
+        .lines()
+        .filter(|l| l.contains("web_sign_in_refused"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        refusals.iter().any(|l| l.contains("Invalid audiences"))
+            && refusals.iter().any(|l| l.contains("Expired")),
+        "{refusals:#?}"
+    );
+    // The same provider, its tokens as they should be: alice signs in.
+    c.idp.tamper("off").await.unwrap();
+    let b = Browser::start().await.unwrap();
+    b.sign_in(&c.url, "alice").await.unwrap();
+    b.close().await;
+    assert!(!c.s.d.log().contains(OIDC_SECRET));
+}

@@ -14,9 +14,9 @@ use super::config::OidcConfig;
 use crate::identity::Approver;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use openidconnect::{
-    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest,
-    HttpResponse, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    TokenResponse as _,
+    AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, HttpRequest, HttpResponse, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, TokenResponse as _,
     core::{
         CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
         CoreDeviceAuthorizationResponse, CoreGrantType, CoreIdToken, CoreJsonWebKey,
@@ -54,6 +54,11 @@ pub enum OidcError {
     NoIdToken,
     #[error("the ID token was refused: {0}")]
     Claims(String),
+    #[error(
+        "the ID token was refused: its signature does not verify with the provider's \
+         published keys ({0})"
+    )]
+    Signature(String),
     #[error(
         "the identity provider offers no device authorization grant (RFC 8628); enable it for this client to use `portcullis login`"
     )]
@@ -262,7 +267,7 @@ impl Oidc {
         let token = answer.id_token().ok_or(OidcError::NoIdToken)?;
         let nonce = Nonce::new(nonce.to_owned());
         match self.identity(&client, token, &nonce) {
-            Err(OidcError::Claims(_)) => {
+            Err(OidcError::Signature(_)) => {
                 // Perhaps new keys: fetch them once and check again.
                 let fresh = self.client(true).await?;
                 self.identity(&fresh, token, &nonce)
@@ -333,7 +338,7 @@ impl Oidc {
     {
         let claims = token
             .claims(&client.id_token_verifier(), nonce)
-            .map_err(|e| OidcError::Claims(e.to_string()))?;
+            .map_err(|e| refusal(&e))?;
         let email = match claims.email_verified() {
             Some(true) => claims.email().map(|e| e.as_str().to_lowercase()),
             _ => None,
@@ -345,6 +350,24 @@ impl Oidc {
             email,
             groups,
         )?)
+    }
+}
+
+/// Why an ID token was refused, with what to check for the usual causes.
+fn refusal(e: &ClaimsVerificationError) -> OidcError {
+    match e {
+        ClaimsVerificationError::SignatureVerification(why) => {
+            OidcError::Signature(why.to_string())
+        }
+        ClaimsVerificationError::InvalidAudience(_) => OidcError::Claims(format!(
+            "{e}; it was issued for another application: check that `[web.oidc] client_id` \
+             is this console's client at the identity provider"
+        )),
+        ClaimsVerificationError::Expired(_) => OidcError::Claims(format!(
+            "{e}; sign in again, and check that the clocks of this gateway and of the \
+             identity provider agree"
+        )),
+        _ => OidcError::Claims(e.to_string()),
     }
 }
 
@@ -386,6 +409,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_say_what_to_check() {
+        let aud = refusal(&ClaimsVerificationError::InvalidAudience(
+            "`x` is not trusted".into(),
+        ));
+        assert!(
+            matches!(&aud, OidcError::Claims(m) if m.contains("client_id")),
+            "{aud}"
+        );
+        let exp = refusal(&ClaimsVerificationError::Expired("at 1".into()));
+        assert!(exp.to_string().contains("clocks"), "{exp}");
+        let other = refusal(&ClaimsVerificationError::InvalidNonce("n".into()));
+        assert_eq!(
+            other.to_string(),
+            "the ID token was refused: Invalid nonce: n"
+        );
+    }
 
     #[test]
     fn groups_come_from_the_named_claim() {
