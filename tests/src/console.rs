@@ -63,6 +63,9 @@ pub fn start(name: &str) -> Option<Console> {
 
 /// [`start`] with `extra_rules` (`[[rule]]` tables about target `db`) after
 /// [`rules`].
+///
+/// # Panics
+/// When the host can run the test and a part still fails to start.
 #[must_use]
 pub fn start_with(name: &str, extra_rules: &str) -> Option<Console> {
     if let Some(why) = missing_parts() {
@@ -143,6 +146,9 @@ impl Console {
 
     /// Runs `portcullis login` as `nobody` and confirms the device sign-in at the
     /// provider as `login` in a browser; what the command printed after the link.
+    ///
+    /// # Panics
+    /// When the command or the browser fails.
     pub async fn login_as(&self, login: &str) -> String {
         let mut cmd = std::process::Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -171,6 +177,9 @@ impl Console {
     }
 
     /// A browser signed in as root by a `portcullis web-login` link (a console admin).
+    ///
+    /// # Panics
+    /// When the link or the browser fails.
     pub async fn root_browser(&self) -> crate::web::Browser {
         let out = self.s.d.cli(&["web-login"]);
         assert!(

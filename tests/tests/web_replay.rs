@@ -2,12 +2,7 @@
 //! proxy plays in the session's page with the embedded asciinema-player, served only
 //! after the session's chain and the recording's digest check out; a recording
 //! changed afterwards is refused, and the refusal is audited.
-#![expect(
-    clippy::panic,
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    reason = "tests"
-)]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
 use portcullis_tests::{
     console::docs,
@@ -41,6 +36,31 @@ fn shell(s: &Setup, input: &[u8]) -> String {
     child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     text(&out).0
+}
+
+/// Clicks the page's player and waits until its terminal shows `expected`.
+async fn play_until(root: &Browser, expected: &str) {
+    root.click("section.replay .ap-player").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = root
+            .client
+            .execute(
+                "const t = document.querySelector('.ap-term'); return t ? t.innerText : ''",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if shown.as_str().is_some_and(|t| t.contains(expected)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the player never showed the recorded output: {shown}\n{}",
+            root.client.source().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,27 +100,7 @@ async fn a_recorded_shell_plays_in_the_session_page_once_its_digest_checks_out()
         .unwrap();
     root.wait_for("section.replay .ap-player").await.unwrap();
     // Play it as a person would, and wait for the recorded output on the terminal.
-    root.click("section.replay .ap-player").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let shown = root
-            .client
-            .execute(
-                "const t = document.querySelector('.ap-term'); return t ? t.innerText : ''",
-                vec![],
-            )
-            .await
-            .unwrap();
-        if shown.as_str().is_some_and(|t| t.contains("replayed-42")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the player never showed the recorded output: {shown}\n{}",
-            root.client.source().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    play_until(&root, "replayed-42").await;
     // Let it reach the end, so the picture shows the whole shell.
     tokio::time::sleep(Duration::from_secs(3)).await;
     root.screenshot(&docs("web-replay.png")).await.unwrap();
