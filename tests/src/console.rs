@@ -150,6 +150,17 @@ impl Console {
     /// # Panics
     /// When the command or the browser fails.
     pub async fn login_as(&self, login: &str) -> String {
+        let (linked, said) = self.try_login_as(login).await;
+        assert!(linked, "`portcullis login` failed: {said}");
+        said
+    }
+
+    /// [`Console::login_as`] that may fail: whether `portcullis login` succeeded, and
+    /// what it printed after the link (stdout and stderr).
+    ///
+    /// # Panics
+    /// When the command does not start or the browser fails.
+    pub async fn try_login_as(&self, login: &str) -> (bool, String) {
         let mut cmd = std::process::Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(crate::daemon::binary())
@@ -168,12 +179,14 @@ impl Console {
             .to_owned();
         let device = crate::web::Browser::start().await.unwrap();
         device.confirm_device(&url, login).await.unwrap();
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut said).unwrap();
+        if let Some(mut stderr) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
+        }
         let status = child.wait().unwrap();
-        assert!(status.success(), "`portcullis login` failed: {rest}");
         device.close().await;
-        rest
+        (status.success(), said)
     }
 
     /// A browser signed in as root by a `portcullis web-login` link (a console admin).

@@ -196,37 +196,52 @@ impl Browser {
         let c = &self.client;
         c.goto(&format!("{console}/")).await?;
         c.find(Locator::Css("#sign-in")).await?.click().await?;
-        let wait = || c.wait().at_most(Duration::from_secs(20));
-        wait()
-            .for_element(Locator::Css("input[name=login]"))
-            .await?
-            .send_keys(login)
-            .await?;
-        c.find(Locator::Css("input[name=password]"))
-            .await?
-            .send_keys("any password")
-            .await?;
+        // Fill in whatever form the provider shows (sign-in, then consent once per
+        // client) until the browser is back at the console. A form submitted while
+        // its page was still settling is submitted again after a while.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut submitted: Option<Instant> = None;
+        loop {
+            let at = c.current_url().await?;
+            if at.as_str().starts_with(console) && !at.path().starts_with("/auth/login") {
+                return Ok(());
+            }
+            let settled = submitted.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+            if settled && self.fill_provider_form(login).await? {
+                submitted = Some(Instant::now());
+            }
+            if Instant::now() > deadline {
+                let page = c.source().await.unwrap_or_default();
+                bail!(
+                    "the provider's sign-in as {login} did not return to the console; at {at}:\n{page}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Submits the provider's sign-in form as `login` or its consent form, if one
+    /// is on the page; whether one was.
+    async fn fill_provider_form(&self, login: &str) -> anyhow::Result<bool> {
+        let c = &self.client;
+        if let Ok(field) = c.find(Locator::Css("input[name=login]")).await {
+            field.clear().await?;
+            field.send_keys(login).await?;
+            let password = c.find(Locator::Css("input[name=password]")).await?;
+            password.clear().await?;
+            password.send_keys("any password").await?;
+        } else if c
+            .find(Locator::Css("input[name=prompt][value=consent]"))
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
         c.find(Locator::Css("button[type=submit]"))
             .await?
             .click()
             .await?;
-        // The provider asks for consent once per client.
-        let consent = wait()
-            .for_element(Locator::Css(
-                "input[name=prompt][value=consent], #inbox, #empty, h1",
-            ))
-            .await?;
-        let _ = consent;
-        if c.find(Locator::Css("input[name=prompt][value=consent]"))
-            .await
-            .is_ok()
-        {
-            c.find(Locator::Css("button[type=submit]"))
-                .await?
-                .click()
-                .await?;
-        }
-        Ok(())
+        Ok(true)
     }
 
     /// Confirms a device sign-in (`portcullis login`) at `url` as `login`.

@@ -310,6 +310,16 @@ async fn id_tokens_for_another_audience_or_expired_are_refused_and_audited() {
             && refusals.iter().any(|l| l.contains("Expired")),
         "{refusals:#?}"
     );
+    // `portcullis login` (the device grant) checks its ID token the same way.
+    c.idp.tamper("aud").await.unwrap();
+    let (linked, said) = c.try_login_as("carol").await;
+    assert!(!linked && said.contains("Invalid audiences"), "{said}");
+    let out = c.s.d.cli_as(65534, 65534, &["logout"]);
+    assert!(
+        text(&out).0.contains("0 identity link(s)"),
+        "{}",
+        text(&out).0
+    );
     // The same provider, its tokens as they should be: alice signs in.
     c.idp.tamper("off").await.unwrap();
     let b = Browser::start().await.unwrap();
