@@ -34,10 +34,10 @@ impl WritePool {
 
     /// The native `SQLite` pool, for tests that hold or inspect its one connection.
     #[cfg(test)]
-    pub(super) fn sqlite(&self) -> Option<&SqlitePool> {
+    pub(super) fn sqlite(&self) -> &SqlitePool {
         match self {
-            Self::Sqlite(pool) => Some(pool),
-            Self::Shared(_) => None,
+            Self::Sqlite(pool) => pool,
+            Self::Shared(_) => panic!("the store writes through its shared pool"),
         }
     }
 }

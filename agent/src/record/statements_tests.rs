@@ -448,7 +448,7 @@ async fn sqlite_connections_keep_temporary_data_in_memory_and_sync_as_meant() {
         assert_eq!(mode, 2, "temp_store is MEMORY on every connection");
         held.push(conn);
     }
-    let mut writer = store.writer.sqlite().unwrap().acquire().await.unwrap();
+    let mut writer = store.writer.sqlite().acquire().await.unwrap();
     let mode = sqlite_pragma(&mut *writer, "temp_store").await;
     assert_eq!(mode, 2, "temp_store is MEMORY on the recorder's connection");
     // Statements are synced by the next audit commit; everything else at its commit.
@@ -468,15 +468,8 @@ async fn sqlite_connections_keep_temporary_data_in_memory_and_sync_as_meant() {
 async fn the_recorder_has_a_sqlite_connection_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let file = open_in(dir.path()).await;
-    assert_eq!(
-        file.writer
-            .sqlite()
-            .unwrap()
-            .options()
-            .get_max_connections(),
-        1
-    );
-    let _recording = file.writer.sqlite().unwrap().acquire().await.unwrap();
+    assert_eq!(file.writer.sqlite().options().get_max_connections(), 1);
+    let _recording = file.writer.sqlite().acquire().await.unwrap();
     // The shared pool still answers while the recorder's connection is taken.
     let other = tokio::time::timeout(std::time::Duration::from_secs(5), file.pool.acquire());
     assert!(
