@@ -270,7 +270,7 @@ async fn a_full_queue_makes_the_session_wait_and_loses_nothing() {
     let store = open_in(dir.path()).await;
     let recorder = Recorder::spawn_with(store.clone(), 4, std::time::Duration::from_secs(30));
     let id = SessionId::generate();
-    let held = store.writer.sqlite().acquire().await.unwrap();
+    let held = store.writer.acquire().await.unwrap();
     let sender = {
         let recorder = recorder.clone();
         let id = id.clone();
@@ -301,7 +301,7 @@ async fn a_stalled_store_ends_the_wait_with_a_clear_error() {
     let stall = std::time::Duration::from_millis(200);
     let recorder = Recorder::spawn_with(store.clone(), 2, stall);
     let id = SessionId::generate();
-    let held = store.writer.sqlite().acquire().await.unwrap();
+    let held = store.writer.acquire().await.unwrap();
     let mut stalled = None;
     let mut queued = 0;
     for i in 0..20 {

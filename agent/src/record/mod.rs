@@ -18,7 +18,6 @@
 //! types `Any` carries (`i64`, `String`, their `Option`s).
 
 mod audit;
-mod batch;
 mod changes;
 mod error;
 mod events;
@@ -90,9 +89,8 @@ pub struct Store {
     /// What the recorder writes statements through. For a `SQLite` file, a pool of one
     /// connection of its own: a connection drops its page cache whenever another one
     /// has committed, so sharing `pool` made every batch read back the pages it was
-    /// about to change; native, not `Any` (see `batch`). Otherwise the same pool as
-    /// `pool`.
-    writer: batch::WritePool,
+    /// about to change. Otherwise the same pool as `pool`.
+    writer: AnyPool,
     backend: Backend,
     /// The store URL without its password, for messages.
     url: Arc<str>,
@@ -217,7 +215,7 @@ impl Store {
 /// `writer`). One plain connection comes first: it fails at once with the real cause
 /// (refused, bad password, no such database), where the pool would retry until its
 /// timeout and then report only that it timed out.
-async fn connect(parsed: &url::StoreUrl) -> Result<(AnyPool, batch::WritePool), StoreError> {
+async fn connect(parsed: &url::StoreUrl) -> Result<(AnyPool, AnyPool), StoreError> {
     let error = |source| StoreError::Connect {
         url: parsed.redacted.clone(),
         source,
@@ -236,69 +234,57 @@ async fn connect(parsed: &url::StoreUrl) -> Result<(AnyPool, batch::WritePool), 
     let _ = probe.close().await;
     let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
     let writer = match parsed.backend {
-        Backend::Sqlite if parsed.sqlite_file.is_some() => {
-            Some(sqlite_writer(&parsed.connect).await.map_err(error)?)
-        }
+        Backend::Sqlite if parsed.sqlite_file.is_some() => Some(
+            sqlite_options(options.clone(), Synchronous::Normal)
+                .max_connections(1)
+                .connect(&parsed.connect)
+                .await
+                .map_err(error)?,
+        ),
         _ => None,
     };
     let options = match parsed.backend {
         // In-memory SQLite lives as long as one connection does: keep exactly one.
-        Backend::Sqlite if parsed.sqlite_file.is_none() => sqlite_options(options)
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None),
-        Backend::Sqlite => sqlite_options(options).max_connections(4),
+        Backend::Sqlite if parsed.sqlite_file.is_none() => {
+            sqlite_options(options, Synchronous::Full)
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        }
+        Backend::Sqlite => sqlite_options(options, Synchronous::Full).max_connections(4),
         Backend::Postgres => options.max_connections(8),
     };
     let pool = options.connect(&parsed.connect).await.map_err(error)?;
-    let writer = writer.map_or_else(
-        || batch::WritePool::Shared(pool.clone()),
-        batch::WritePool::Sqlite,
-    );
+    let writer = writer.unwrap_or_else(|| pool.clone());
     Ok((pool, writer))
 }
 
-/// Bytes of a `SQLite` page. Recordings are appended, a few hundred bytes a row: a
-/// 16 KiB page holds four times the rows of a 4 KiB one, and each page costs two writes
-/// in the WAL and one more at its checkpoint (under pgbench, half the `pwrite` calls).
-/// It only takes effect on a file that is still empty; an existing file keeps the size
-/// it was created with.
-const PAGE_SIZE: u32 = 16384;
-
-/// The recorder's own connection to a `SQLite` file, on the native driver: what
-/// [`sqlite_options`] sets up, but with `synchronous = NORMAL`, so a commit is on disk
-/// at the next `FULL` commit or checkpoint rather than before it returns. The WAL is
-/// one file written in commit order, so syncing a later commit (every
-/// `session_closed` audit record is one, made after its session's events are written)
-/// syncs every event before it. A power cut can lose only events of sessions not yet
-/// closed, and their close records with them: the chains still verify. Each batch no
-/// longer waits for a disk flush.
-async fn sqlite_writer(connect: &str) -> Result<sqlx::SqlitePool, sqlx::Error> {
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
-    let options = connect
-        .parse::<SqliteConnectOptions>()?
-        .synchronous(SqliteSynchronous::Normal)
-        .pragma("temp_store", "MEMORY")
-        .page_size(PAGE_SIZE);
-    SqlitePoolOptions::new()
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .test_before_acquire(false)
-        .max_connections(1)
-        .connect_with(options)
-        .await
+/// When a `SQLite` commit is on disk (`PRAGMA synchronous`).
+#[derive(Clone, Copy)]
+enum Synchronous {
+    /// Before the commit returns: the WAL is synced on every commit.
+    Full,
+    /// At the next `Full` commit or checkpoint. For the recorder's connection only:
+    /// the WAL is one file written in commit order, so syncing a later commit (every
+    /// `session_closed` audit record is one, made after its session's statements are
+    /// written) syncs every statement before it. A power cut can lose only statements
+    /// of sessions not yet closed, and their close records with them: the chains
+    /// still verify. Each batch no longer waits for a disk flush.
+    Normal,
 }
 
-/// What every shared SQLite pool gets, file or memory: every commit is on disk before
-/// it returns (`synchronous = FULL`).
-fn sqlite_options(options: AnyPoolOptions) -> AnyPoolOptions {
+/// What every SQLite pool gets, file or memory.
+fn sqlite_options(options: AnyPoolOptions, synchronous: Synchronous) -> AnyPoolOptions {
+    let synchronous = match synchronous {
+        Synchronous::Full => "PRAGMA synchronous = FULL",
+        Synchronous::Normal => "PRAGMA synchronous = NORMAL",
+    };
     options
         .test_before_acquire(false)
         .after_connect(move |conn, _| {
             Box::pin(async move {
-                sqlx::query("PRAGMA synchronous = FULL")
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(synchronous).execute(&mut *conn).await?;
                 // A multi-row INSERT inside a transaction keeps a statement journal (the
                 // pages it changes, to undo it alone); in a temporary file that costs two
                 // writes per page, more system calls than the commit itself. In memory it
@@ -306,7 +292,12 @@ fn sqlite_options(options: AnyPoolOptions) -> AnyPoolOptions {
                 sqlx::query("PRAGMA temp_store = MEMORY")
                     .execute(&mut *conn)
                     .await?;
-                sqlx::query(&format!("PRAGMA page_size = {PAGE_SIZE}"))
+                // Recordings are appended, a few hundred bytes a row: a 16 KiB page holds
+                // four times the rows of a 4 KiB one, and each page costs two writes in the
+                // WAL and one more at its checkpoint (under pgbench, half the `pwrite`
+                // calls). It only takes effect on a file that is still empty; an existing
+                // file keeps the size it was created with.
+                sqlx::query("PRAGMA page_size = 16384")
                     .execute(conn)
                     .await
                     .map(drop)

@@ -77,6 +77,58 @@ pub(super) fn batch_insert(head: &str, columns: usize, rows: usize, numbered: bo
     sql
 }
 
+/// A query on the store, as the batch inserts build it.
+pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+impl Store {
+    /// Writes `rows` in one transaction through the recorder's connection (`op` names
+    /// it in errors): all of them or none. Each `INSERT` takes the next `chunk(rest)` rows, with the text
+    /// `sql(count)` and each row's values from `bind`. A row whose key is already
+    /// stored is skipped with a warning naming `noun`, so writing a batch again after
+    /// a commit whose answer was lost is safe.
+    pub(super) async fn insert_batch<'q, T>(
+        &self,
+        (op, noun): (&'static str, &str),
+        rows: &'q [T],
+        sql: impl Fn(usize) -> &'static str,
+        chunk: impl Fn(&[T]) -> usize,
+        bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(|source| self.query_error(op, source))?;
+        let mut skipped = 0_u64;
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let (now, tail) = rest.split_at(chunk(rest).clamp(1, rest.len()));
+            rest = tail;
+            let query = now.iter().fold(sqlx::query(sql(now.len())), &bind);
+            let done = query
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| self.query_error(op, source))?;
+            skipped += (now.len() as u64).saturating_sub(done.rows_affected());
+        }
+        tx.commit()
+            .await
+            .map_err(|source| self.query_error(op, source))?;
+        if skipped > 0 {
+            tracing::warn!(
+                store = %self.url,
+                skipped,
+                "{noun} already stored were kept as they were (a retried write, or a \
+                 session recorded twice)"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `INSERT` of `rows` statements (at most [`ROWS_PER_INSERT`]), built once.
 #[cfg(test)]
 fn insert_sql(backend: Backend, rows: usize) -> &'static str {
@@ -208,31 +260,6 @@ pub(super) struct Encoded {
     pub(super) classes: String,
     pub(super) tables: String,
     pub(super) rows: Option<String>,
-}
-
-#[cfg(test)]
-impl super::batch::BatchRow for Encoded {
-    fn bind<'q, B: super::batch::Binder<'q>>(&'q self, query: B) -> B {
-        let record = &self.record;
-        query
-            .text(record.session_id.as_str())
-            .int(record.seq)
-            .int(record.at_ms)
-            .text(&record.text)
-            .maybe_text(self.params.as_deref())
-            .text(self.classes.as_str())
-            .text(self.tables.as_str())
-            .text(&record.verdict)
-            .maybe_text(record.decided_by.as_deref())
-            .maybe_text(record.request_id.as_deref())
-            .maybe_text(record.reason.as_deref())
-            .maybe_int(record.duration_us)
-            .maybe_int(record.rows_affected)
-            .maybe_text(record.command_tag.as_deref())
-            .maybe_text(record.error.as_deref())
-            .maybe_text(self.rows.as_deref())
-            .text(&record.hash)
-    }
 }
 
 #[cfg(test)]
@@ -382,8 +409,34 @@ impl Store {
     pub(super) async fn insert_encoded(&self, batch: &[Encoded]) -> Result<(), StoreError> {
         let sql = |rows| insert_sql(self.backend, rows);
         let chunk = |rest: &[Encoded]| rest.len().min(ROWS_PER_INSERT);
-        self.insert_batch(("record statements", "Statements"), batch, sql, chunk)
-            .await
+        self.insert_batch(
+            ("record statements", "Statements"),
+            batch,
+            sql,
+            chunk,
+            |query, encoded| {
+                let record = &encoded.record;
+                query
+                    .bind(record.session_id.as_str())
+                    .bind(record.seq)
+                    .bind(record.at_ms)
+                    .bind(&record.text)
+                    .bind(encoded.params.as_deref())
+                    .bind(encoded.classes.as_str())
+                    .bind(encoded.tables.as_str())
+                    .bind(&record.verdict)
+                    .bind(record.decided_by.as_deref())
+                    .bind(record.request_id.as_deref())
+                    .bind(record.reason.as_deref())
+                    .bind(record.duration_us)
+                    .bind(record.rows_affected)
+                    .bind(record.command_tag.as_deref())
+                    .bind(record.error.as_deref())
+                    .bind(encoded.rows.as_deref())
+                    .bind(&record.hash)
+            },
+        )
+        .await
     }
 
     /// Up to `limit` statements of `session` in `seq` order, those after `after_seq`

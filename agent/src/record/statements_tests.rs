@@ -10,11 +10,7 @@
     reason = "tests"
 )]
 
-use super::{
-    statements::Encoded,
-    tests::{pragma, sqlite_pragma},
-    *,
-};
+use super::{statements::Encoded, tests::pragma, *};
 use serde_json::json;
 use std::path::Path;
 
@@ -448,11 +444,11 @@ async fn sqlite_connections_keep_temporary_data_in_memory_and_sync_as_meant() {
         assert_eq!(mode, 2, "temp_store is MEMORY on every connection");
         held.push(conn);
     }
-    let mut writer = store.writer.sqlite().acquire().await.unwrap();
-    let mode = sqlite_pragma(&mut *writer, "temp_store").await;
+    let mut writer = store.writer.acquire().await.unwrap();
+    let mode = pragma(&mut *writer, "temp_store").await;
     assert_eq!(mode, 2, "temp_store is MEMORY on the recorder's connection");
     // Statements are synced by the next audit commit; everything else at its commit.
-    let synchronous = sqlite_pragma(&mut *writer, "synchronous").await;
+    let synchronous = pragma(&mut *writer, "synchronous").await;
     assert_eq!(synchronous, 1, "NORMAL on the recorder's connection");
     for conn in &mut held {
         let synchronous = pragma(&mut **conn, "synchronous").await;
@@ -468,8 +464,8 @@ async fn sqlite_connections_keep_temporary_data_in_memory_and_sync_as_meant() {
 async fn the_recorder_has_a_sqlite_connection_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let file = open_in(dir.path()).await;
-    assert_eq!(file.writer.sqlite().options().get_max_connections(), 1);
-    let _recording = file.writer.sqlite().acquire().await.unwrap();
+    assert_eq!(file.writer.options().get_max_connections(), 1);
+    let _recording = file.writer.acquire().await.unwrap();
     // The shared pool still answers while the recorder's connection is taken.
     let other = tokio::time::timeout(std::time::Duration::from_secs(5), file.pool.acquire());
     assert!(

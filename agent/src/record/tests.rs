@@ -69,14 +69,6 @@ pub(super) async fn pragma<'c>(conn: impl sqlx::AnyExecutor<'c>, name: &str) -> 
         .unwrap()
 }
 
-/// [`pragma`] on a native `SQLite` connection (the recorder's).
-pub(super) async fn sqlite_pragma<'c>(conn: impl sqlx::SqliteExecutor<'c>, name: &str) -> i64 {
-    sqlx::query_scalar(&format!("PRAGMA {name}"))
-        .fetch_one(conn)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn open_reports_a_directory_it_cannot_create() {
     let dir = tempfile::tempdir().unwrap();

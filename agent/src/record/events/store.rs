@@ -5,7 +5,6 @@
 use super::{ChainDigest, Encoded, EventRecord};
 use crate::record::{
     Backend, SessionId, StatementRecord, Store, StoreError,
-    batch::{BatchRow, Binder},
     statements::{ROWS_PER_INSERT, batch_insert, batch_inserts},
 };
 use serde_json::Value;
@@ -58,27 +57,6 @@ fn next_chunk(rest: &[Encoded]) -> usize {
     }
 }
 
-impl BatchRow for Encoded {
-    fn bind<'q, B: Binder<'q>>(&'q self, query: B) -> B {
-        let Encoded { record: r, details } = self;
-        query
-            .text(r.session_id.as_str())
-            .int(r.seq)
-            .int(r.at_ms)
-            .text(&r.kind)
-            .text(&r.summary)
-            .maybe_text(details.as_deref())
-            .text(&r.verdict)
-            .maybe_text(r.decided_by.as_deref())
-            .maybe_text(r.request_id.as_deref())
-            .maybe_text(r.reason.as_deref())
-            .maybe_int(r.duration_us)
-            .maybe_text(r.error.as_deref())
-            .maybe_text(r.payload.as_deref())
-            .text(&r.hash)
-    }
-}
-
 /// A link of a session's chain, as verification walks it: an event, or a statement
 /// recorded before events existed.
 trait Link {
@@ -119,8 +97,31 @@ impl Store {
         batch: &[Encoded],
     ) -> Result<(), StoreError> {
         let sql = |rows| insert_sql(self.backend, rows);
-        self.insert_batch(("record events", "Events"), batch, sql, next_chunk)
-            .await
+        self.insert_batch(
+            ("record events", "Events"),
+            batch,
+            sql,
+            next_chunk,
+            |query, encoded| {
+                let Encoded { record: r, details } = encoded;
+                query
+                    .bind(r.session_id.as_str())
+                    .bind(r.seq)
+                    .bind(r.at_ms)
+                    .bind(&r.kind)
+                    .bind(&r.summary)
+                    .bind(details.as_deref())
+                    .bind(&r.verdict)
+                    .bind(r.decided_by.as_deref())
+                    .bind(r.request_id.as_deref())
+                    .bind(r.reason.as_deref())
+                    .bind(r.duration_us)
+                    .bind(r.error.as_deref())
+                    .bind(r.payload.as_deref())
+                    .bind(&r.hash)
+            },
+        )
+        .await
     }
 
     /// Up to `limit` events of `session` in `seq` order, those after `after_seq` (0
