@@ -143,6 +143,10 @@ pub(super) struct RuleFile {
     pub ssh: Option<Spanned<Vec<Spanned<String>>>>,
     /// Command globs (`rm *`): a rule on SSH command lines.
     pub commands: Option<Spanned<Vec<Spanned<String>>>>,
+    /// SFTP file operations (`read`, `remove`…): a rule on SSH file operations.
+    pub file_ops: Option<Spanned<Vec<Spanned<String>>>>,
+    /// SFTP path globs (`/srv/data/*`): a rule on SSH file operations.
+    pub files: Option<Spanned<Vec<Spanned<String>>>>,
     /// HTTP methods (`DELETE`, `POST`): makes this a rule on HTTP requests.
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
     /// HTTP path globs (`/v1/users/*`, `/admin/**`): a rule on HTTP requests.

@@ -22,6 +22,8 @@ mod masking;
 mod recording;
 mod relay;
 mod server;
+mod sftp;
+mod sftp_relay;
 mod upstream;
 
 use crate::{

@@ -39,6 +39,17 @@ pub struct Conn {
     pub closed: CancellationToken,
 }
 
+impl Conn {
+    /// `text` with the session's masking applied, for a record or a client message.
+    #[must_use]
+    pub fn mask(&self, text: &str) -> String {
+        match &self.masker {
+            Some(m) => m.mask_str(text).into_owned(),
+            None => text.to_owned(),
+        }
+    }
+}
+
 /// The `russh` handler of one client connection.
 struct Handler {
     session: Arc<Session>,

@@ -1,0 +1,218 @@
+//! The file part of an SSH rule: `file_ops` (`read`, `write`, `remove`, `rename`,
+//! `mkdir`, `rmdir`, `setstat`) and `files` (globs over the path, `*` any run, `/`
+//! included) decide each SFTP file operation on its own.
+//!
+//! Paths are matched as the client sent them after removing `.` and `..` segments
+//! (`/srv/a/../b` is `/srv/b`); a symbolic link on the server can still lead
+//! elsewhere, so a path rule is a guard for honest clients and mistakes, not a
+//! sandbox.
+
+use crate::policy::{PolicyError, file::RuleFile, load::Source, matching::glob_match};
+use serde::Serialize;
+use std::fmt;
+
+/// What an SFTP request does to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOp {
+    /// Open for reading (a download).
+    Read,
+    /// Open for writing, creating or truncating (an upload), or make a link.
+    Write,
+    Remove,
+    Rename,
+    Mkdir,
+    Rmdir,
+    /// Change attributes: mode, owner, times, size.
+    Setstat,
+}
+
+impl FileOp {
+    pub const ALL: [FileOp; 7] = [
+        Self::Read,
+        Self::Write,
+        Self::Remove,
+        Self::Rename,
+        Self::Mkdir,
+        Self::Rmdir,
+        Self::Setstat,
+    ];
+
+    /// The name in a policy file and a record.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Remove => "remove",
+            Self::Rename => "rename",
+            Self::Mkdir => "mkdir",
+            Self::Rmdir => "rmdir",
+            Self::Setstat => "setstat",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for FileOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One SFTP file operation as the policy sees it: what it does (an open for reading
+/// and writing does both) and the paths it touches (a rename: both).
+#[derive(Debug, Clone, Copy)]
+pub struct FileRequest<'a> {
+    pub ops: &'a [FileOp],
+    pub paths: &'a [String],
+}
+
+/// A rule's `file_ops` and `files`; empty lists match anything.
+#[derive(Debug, Clone, Default)]
+pub(in crate::policy) struct FileFilter {
+    ops: Vec<FileOp>,
+    paths: Vec<String>,
+}
+
+impl FileFilter {
+    /// A rule's `file_ops` and `files`: `None` when it has neither.
+    pub(in crate::policy) fn parse(
+        src: &Source,
+        rule: &str,
+        file: &RuleFile,
+    ) -> Result<Option<FileFilter>, PolicyError> {
+        if file.file_ops.is_none() && file.files.is_none() {
+            return Ok(None);
+        }
+        for list in [&file.file_ops, &file.files].into_iter().flatten() {
+            if list.get_ref().is_empty() {
+                return Err(src.error(
+                    list.span(),
+                    format!("empty list in rule `{rule}`; remove the key or name what it covers"),
+                ));
+            }
+        }
+        let mut ops = Vec::new();
+        for op in file.file_ops.iter().flat_map(toml::Spanned::get_ref) {
+            let Some(found) = FileOp::from_name(op.get_ref()) else {
+                let known: Vec<_> = FileOp::ALL.iter().map(|k| k.name()).collect();
+                return Err(src.error(
+                    op.span(),
+                    format!(
+                        "unknown file operation `{}` in rule `{rule}`; use one of {}",
+                        op.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            };
+            ops.push(found);
+        }
+        let paths = file
+            .files
+            .iter()
+            .flat_map(toml::Spanned::get_ref)
+            .map(|p| p.get_ref().trim().to_owned())
+            .collect();
+        Ok(Some(FileFilter { ops, paths }))
+    }
+
+    /// Whether the filter covers `request`. A restricting rule covers it if any of
+    /// its operations and any of its paths match; an allow rule only if all do.
+    pub(in crate::policy) fn covers(&self, request: &FileRequest<'_>, restricting: bool) -> bool {
+        let op = |o: &FileOp| self.ops.is_empty() || self.ops.contains(o);
+        let path = |p: &String| {
+            let p = normalize(p);
+            self.paths.is_empty() || self.paths.iter().any(|g| glob_match(g, &p))
+        };
+        if restricting {
+            request.ops.iter().any(op) && request.paths.iter().any(path)
+        } else {
+            request.ops.iter().all(op) && request.paths.iter().all(path)
+        }
+    }
+}
+
+/// `path` without `.` and `..` segments and repeated slashes; `..` above the root
+/// stays at the root, as a server resolves it.
+#[must_use]
+pub fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let joined = parts.join("/");
+    if path.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(ops: &[FileOp], paths: &[&str]) -> FileFilter {
+        FileFilter {
+            ops: ops.to_vec(),
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn operations_and_paths_must_both_match() {
+        let f = filter(&[FileOp::Remove], &["/srv/data/*"]);
+        let path = ["/srv/data/a.txt".to_owned()];
+        let remove = FileRequest {
+            ops: &[FileOp::Remove],
+            paths: &path,
+        };
+        assert!(f.covers(&remove, true));
+        let read = FileRequest {
+            ops: &[FileOp::Read],
+            paths: &path,
+        };
+        assert!(!f.covers(&read, true));
+        let elsewhere = ["/srv/other/a.txt".to_owned()];
+        let remove_elsewhere = FileRequest {
+            ops: &[FileOp::Remove],
+            paths: &elsewhere,
+        };
+        assert!(!f.covers(&remove_elsewhere, true));
+    }
+
+    #[test]
+    fn dot_dot_cannot_step_out_of_a_denied_tree() {
+        let f = filter(&[], &["/etc/*"]);
+        let sneaky = ["/srv/data/../../etc/shadow".to_owned()];
+        let read = FileRequest {
+            ops: &[FileOp::Read],
+            paths: &sneaky,
+        };
+        assert!(f.covers(&read, true));
+        assert_eq!(normalize("/../a//b/./c/.."), "/a/b");
+        assert_eq!(normalize("a/../../b"), "b");
+    }
+
+    #[test]
+    fn restricting_rules_match_any_part_allow_rules_every_part() {
+        let f = filter(&[FileOp::Read], &["/pub/*"]);
+        let paths = ["/pub/a".to_owned(), "/secret/b".to_owned()];
+        let both = FileRequest {
+            ops: &[FileOp::Read, FileOp::Write],
+            paths: &paths,
+        };
+        assert!(f.covers(&both, true));
+        assert!(!f.covers(&both, false));
+    }
+}
