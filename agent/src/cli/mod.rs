@@ -174,6 +174,14 @@ enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// End a live session (any protocol), recorded with who and why (admins).
+    Kill {
+        /// Session id, or a unique prefix of it.
+        id: String,
+        /// Why, for the session's record and the audit log.
+        #[arg(long)]
+        reason: String,
+    },
     /// A session's transcript: every event (statement, command, request), its
     /// verdict, and how it went.
     Replay {
@@ -295,6 +303,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login => web::login(&client).await,
         Command::Logout => web::logout(&client).await,
         Command::WebLogin => web::web_login(&client).await,
+        Command::Sessions {
+            show: Some(SessionsCommand::Kill { id, reason }),
+            ..
+        } => {
+            let body = serde_json::json!({ "reason": reason });
+            let done = client
+                .post(&format!("/v1/sessions/{id}/kill"), Some(&body))
+                .await?;
+            let message = done.get("message").and_then(serde_json::Value::as_str);
+            println!("{}", message.unwrap_or("killed"));
+            Ok(())
+        }
         Command::Sessions {
             show: Some(SessionsCommand::Export { since }),
             ..

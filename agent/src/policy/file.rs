@@ -48,6 +48,9 @@ pub(super) struct TargetFile {
     /// The target's own host private key, presented to clients instead of a host
     /// certificate (`ssh`; for clients that do not check certificates).
     pub host_key_file: Option<Spanned<String>>,
+    /// A CA private key the target's sshd trusts (`TrustedUserCAKeys`): the proxy
+    /// logs in with a fresh key and a short-lived certificate signed by it (`ssh`).
+    pub user_ca_key_file: Option<Spanned<String>>,
 }
 
 /// A target's `client_auth`: where the password clients must present is kept.

@@ -22,9 +22,10 @@ mod masking;
 mod recording;
 mod relay;
 mod server;
-mod sftp;
+pub mod sftp;
 mod sftp_relay;
 mod upstream;
+mod user_cert;
 
 use crate::{
     config::SshConfig,

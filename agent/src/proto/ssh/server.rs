@@ -118,7 +118,7 @@ pub async fn run(
         r = running => ended(r),
         () = session.stop.cancelled() => {
             let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "portcullis is shutting down".into(), String::new())
+                .disconnect(russh::Disconnect::ByApplication, "portcullis ended the session (shutdown or an administrator)".into(), String::new())
                 .await;
             Ok(())
         }

@@ -6,7 +6,7 @@
 //!
 //! Version 3 (draft-ietf-secsh-filexfer-02), what OpenSSH and most clients speak,
 //! with OpenSSH's extensions. Fields are SSH wire encoding, read with
-//! `ssh-encoding` (RustCrypto, already used by russh for keys): the few fields we
+//! `ssh-encoding` (RustCrypto, already used by `russh` for keys): the few fields we
 //! need did not justify a second SFTP implementation such as `russh-sftp`.
 
 use crate::policy::FileOp;

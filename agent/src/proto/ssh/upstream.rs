@@ -147,7 +147,12 @@ async fn connect_inner(session: &Session, login: &str) -> Result<Upstream, SshEr
     let user = creds
         .and_then(|c| c.user.clone())
         .unwrap_or_else(|| login.to_owned());
-    let result = if let Some(path) = creds.and_then(|c| c.key_file.as_ref()) {
+    let result = if let Some(ca) = &ssh.user_ca_key_file {
+        let (key, cert) = super::user_cert::issue(ca, &user, session.id.as_str())?;
+        handle
+            .authenticate_openssh_cert(&user, Arc::new(key), cert)
+            .await
+    } else if let Some(path) = creds.and_then(|c| c.key_file.as_ref()) {
         let key = russh::keys::load_secret_key(path, None).map_err(|e| {
             SshError::Upstream(format!(
                 "cannot read the target's key_file {}: {e}",
