@@ -108,7 +108,10 @@ fn a_rule_denies_one_sftp_operation_under_a_path_and_each_is_recorded() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let (stdout, stderr) = text(&out);
-    assert!(!out.status.success(), "the rm must fail: {stdout}\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "the rm must fail: {stdout}\n{stderr}"
+    );
     assert!(
         stderr.contains("keep-archives") && stderr.contains("never removed"),
         "the client is told who refused and why: {stdout}\n{stderr}\n{}",

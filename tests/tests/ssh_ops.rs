@@ -85,15 +85,15 @@ fn an_admin_kills_a_running_ssh_session_and_the_record_says_who_and_why() {
         let _ = std::io::BufReader::new(out).read_line(&mut first);
     }
     assert_eq!(first, "started\n", "{}", s.d.log());
-    let live = s
-        .d
-        .sessions()
-        .unwrap_or_else(|e| panic!("{e:#}"))
-        .into_iter()
-        .find(|x| x["protocol"] == "ssh" && x["ended_at"].is_null())
-        .unwrap_or_else(|| panic!("no live ssh session"));
+    let live =
+        s.d.sessions()
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .into_iter()
+            .find(|x| x["protocol"] == "ssh" && x["ended_at"].is_null())
+            .unwrap_or_else(|| panic!("no live ssh session"));
     let id = live["id"].as_str().unwrap_or_default().to_owned();
-    let out = s.d.cli(&["sessions", "kill", &id, "--reason", "runaway job"]);
+    let out =
+        s.d.cli(&["sessions", "kill", &id, "--reason", "runaway job"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "kill: {stdout}{stderr}");
     // The client's connection ends (well before its `sleep` would).

@@ -52,6 +52,7 @@ pub enum KillError {
 
 impl LiveSessions {
     /// Adds session `id`, stopped by `stop`.
+    #[must_use]
     pub fn register(&self, id: &SessionId, stop: CancellationToken) -> Registered {
         let live = Live { stop, killed: None };
         self.lock().insert(id.as_str().to_owned(), live);

@@ -9,8 +9,8 @@
 mod connection;
 pub mod discovering;
 pub mod learning;
-pub mod live;
 mod limits;
+pub mod live;
 pub mod systemd;
 mod targets;
 mod workers;

@@ -31,8 +31,8 @@ use crate::{
     identity::Principal,
     metrics::{self, Metrics},
     policy::{
-        Decision, FileOp, FileRequest, Policy, Review, SqlClasses, SshKind, SshRequest,
-        Statement, Verdict,
+        Decision, FileOp, FileRequest, Policy, Review, SqlClasses, SshKind, SshRequest, Statement,
+        Verdict,
     },
     record::{Store, now_ms},
 };

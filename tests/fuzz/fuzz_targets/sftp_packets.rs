@@ -12,7 +12,7 @@ fn packets(data: &[u8], cut: usize) -> (Vec<Vec<u8>>, bool) {
     for chunk in data.chunks(cut.max(1)) {
         framer.push(chunk);
         loop {
-            match framer.next() {
+            match framer.next_packet() {
                 Ok(Some(p)) => {
                     assert!(p.len() <= 4 + MAX_PACKET);
                     let _ = request(&p);

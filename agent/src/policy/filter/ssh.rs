@@ -130,8 +130,7 @@ impl SshFilter {
             .map(|w| w.get_ref().logins.clone())
             .unwrap_or_default();
         let files = FileFilter::parse(src, rule, file)?;
-        if file.ssh.is_none() && file.commands.is_none() && logins.is_empty() && files.is_none()
-        {
+        if file.ssh.is_none() && file.commands.is_none() && logins.is_empty() && files.is_none() {
             return Ok(None);
         }
         for list in [&file.ssh, &file.commands].into_iter().flatten() {

@@ -6,7 +6,7 @@
 //!
 //! Version 3 (draft-ietf-secsh-filexfer-02), what OpenSSH and most clients speak,
 //! with OpenSSH's extensions. Fields are SSH wire encoding, read with
-//! `ssh-encoding` (RustCrypto, already used by `russh` for keys): the few fields we
+//! `ssh-encoding` (`RustCrypto`, already used by `russh` for keys): the few fields we
 //! need did not justify a second SFTP implementation such as `russh-sftp`.
 
 use crate::policy::FileOp;
@@ -42,11 +42,13 @@ impl Framer {
     }
 
     /// The next whole packet, if one has arrived.
-    pub fn next(&mut self) -> Result<Option<Bytes>, SftpError> {
+    pub fn next_packet(&mut self) -> Result<Option<Bytes>, SftpError> {
         let Some(prefix) = self.buf.get(..4) else {
             return Ok(None);
         };
-        let len = prefix.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
+        let len = prefix
+            .iter()
+            .fold(0usize, |n, b| (n << 8) | usize::from(*b));
         if len > MAX_PACKET {
             return Err(SftpError::TooLarge(len));
         }
@@ -75,12 +77,28 @@ pub enum Request {
         name: &'static str,
     },
     /// Change the attributes of an open file.
-    Fsetstat { id: u32, handle: Bytes },
-    Read { id: u32, handle: Bytes },
-    Write { id: u32, handle: Bytes, len: u64 },
-    Close { id: u32, handle: Bytes },
+    Fsetstat {
+        id: u32,
+        handle: Bytes,
+    },
+    Read {
+        id: u32,
+        handle: Bytes,
+    },
+    Write {
+        id: u32,
+        handle: Bytes,
+        len: u64,
+    },
+    Close {
+        id: u32,
+        handle: Bytes,
+    },
     /// An extension the proxy does not know: it could do anything, so it is refused.
-    Unknown { id: u32, name: String },
+    Unknown {
+        id: u32,
+        name: String,
+    },
     /// Everything else (init, stat, list, realpath…): passed on as it is.
     Other,
 }
@@ -302,8 +320,10 @@ mod tests {
             }
         );
         let rename = packet(18, &[&1u32.to_be_bytes(), &s("/a"), &s("/b")]);
-        assert!(matches!(request(&rename).unwrap(), Request::Op { ops, paths, .. }
-            if ops == [FileOp::Rename] && paths == ["/a", "/b"]));
+        assert!(
+            matches!(request(&rename).unwrap(), Request::Op { ops, paths, .. }
+            if ops == [FileOp::Rename] && paths == ["/a", "/b"])
+        );
         let ext = packet(200, &[&2u32.to_be_bytes(), &s("evil@example.com")]);
         assert!(matches!(
             request(&ext).unwrap(),
@@ -319,11 +339,11 @@ mod tests {
         let p = packet(13, &[&1u32.to_be_bytes(), &s("/x")]);
         let (a, b) = p.split_at(5);
         f.push(a);
-        assert!(f.next().unwrap().is_none());
+        assert!(f.next_packet().unwrap().is_none());
         f.push(b);
-        assert_eq!(f.next().unwrap().unwrap().as_ref(), p.as_slice());
+        assert_eq!(f.next_packet().unwrap().unwrap().as_ref(), p.as_slice());
         f.push(&u32::MAX.to_be_bytes());
-        assert!(f.next().is_err());
+        assert!(f.next_packet().is_err());
     }
 
     #[test]

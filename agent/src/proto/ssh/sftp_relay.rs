@@ -139,7 +139,10 @@ impl Files<'_> {
         client: &Channel<server::Msg>,
         up: &Channel<client::Msg>,
     ) -> Result<(), String> {
-        while let Some(packet) = framer.next().map_err(|e| format!("the client sent {e}"))? {
+        while let Some(packet) = framer
+            .next_packet()
+            .map_err(|e| format!("the client sent {e}"))?
+        {
             let request = sftp::request(&packet).map_err(|e| format!("the client sent {e}"))?;
             if self.pass(request, client).await {
                 up.data_bytes(packet)
@@ -274,7 +277,10 @@ impl Files<'_> {
         framer: &mut Framer,
         client: &Channel<server::Msg>,
     ) -> Result<(), String> {
-        while let Some(packet) = framer.next().map_err(|e| format!("the target sent {e}"))? {
+        while let Some(packet) = framer
+            .next_packet()
+            .map_err(|e| format!("the target sent {e}"))?
+        {
             match sftp::reply(&packet) {
                 Ok(reply) => self.replied(reply).await,
                 Err(error) => tracing::warn!(%error, "An sftp reply could not be read"),
@@ -291,7 +297,10 @@ impl Files<'_> {
         match reply {
             Reply::Status { id, code, message } => {
                 let failed = (code != sftp::FX_OK).then(|| {
-                    format!("the target answered status {code}: {}", self.conn.mask(&message))
+                    format!(
+                        "the target answered status {code}: {}",
+                        self.conn.mask(&message)
+                    )
                 });
                 match self.pending.remove(&id) {
                     Some(Pending::Op(done) | Pending::Open(done, _)) => {
@@ -350,8 +359,7 @@ impl Files<'_> {
 /// Records one file operation, with the target's failure and the bytes read and
 /// written through an opened file.
 async fn record(conn: &Conn, mut done: Done, failed: Option<String>, bytes: Option<(u64, u64)>) {
-    if let (Some((read, written)), Some(details)) = (bytes, done.finished.details.as_object_mut())
-    {
+    if let (Some((read, written)), Some(details)) = (bytes, done.finished.details.as_object_mut()) {
         details.insert("bytes_read".into(), json!(read));
         details.insert("bytes_written".into(), json!(written));
     }

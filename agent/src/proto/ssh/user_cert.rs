@@ -29,7 +29,11 @@ const EXTENSIONS: [&str; 5] = [
 ];
 
 /// A fresh key and its certificate for `login`, signed by the CA at `ca_path`.
-pub fn issue(ca_path: &Path, login: &str, session: &str) -> Result<(PrivateKey, Certificate), SshError> {
+pub fn issue(
+    ca_path: &Path,
+    login: &str,
+    session: &str,
+) -> Result<(PrivateKey, Certificate), SshError> {
     let ca = russh::keys::load_secret_key(ca_path, None).map_err(|e| {
         SshError::Key(format!(
             "cannot read the target's user_ca_key_file {}: {e}",
@@ -81,7 +85,7 @@ mod tests {
         assert_eq!(cert.key_id(), "s-42");
         assert_eq!(cert.cert_type(), certificate::CertType::User);
         assert_eq!(cert.public_key(), key.public_key().key_data());
-        let fp = ca.public_key().fingerprint(Default::default());
+        let fp = ca.public_key().fingerprint(russh::keys::HashAlg::default());
         cert.validate(&[fp]).unwrap();
     }
 }
