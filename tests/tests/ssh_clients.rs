@@ -145,12 +145,12 @@ fn paramiko_runs_a_command_and_moves_files_with_the_servers_own_host_key() {
 
 /// `git ARGS` as `nobody` in `dir`, through the proxy.
 fn git(s: &Setup, dir: &std::path::Path, args: &[&str]) -> String {
-    let mut argv = vec!["/usr/bin/git", "-C"];
+    let mut command = vec!["/usr/bin/git", "-C"];
     let d = dir.display().to_string();
-    argv.push(&d);
-    argv.extend_from_slice(args);
+    command.push(&d);
+    command.extend_from_slice(args);
     let out = s
-        .client(&argv)
+        .client(&command)
         .env("HOME", dir)
         .env("GIT_SSH_COMMAND", "/usr/bin/ssh -o BatchMode=yes")
         .env("GIT_AUTHOR_NAME", "Test")
