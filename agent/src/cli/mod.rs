@@ -3,6 +3,7 @@
 
 mod asciicast;
 mod client;
+mod live;
 mod masking;
 mod print;
 mod web;
@@ -174,6 +175,12 @@ enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a live session until it ends: its events as they are recorded, and an
+    /// SSH shell's terminal output (masked) as it happens.
+    Watch {
+        /// Session id, or a unique prefix of it.
+        id: String,
+    },
     /// End a live session (any protocol), recorded with who and why (admins).
     Kill {
         /// Session id, or a unique prefix of it.
@@ -304,17 +311,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout => web::logout(&client).await,
         Command::WebLogin => web::web_login(&client).await,
         Command::Sessions {
+            show: Some(SessionsCommand::Watch { id }),
+            ..
+        } => live::follow(&client, &id).await,
+        Command::Sessions {
             show: Some(SessionsCommand::Kill { id, reason }),
             ..
-        } => {
-            let body = serde_json::json!({ "reason": reason });
-            let done = client
-                .post(&format!("/v1/sessions/{id}/kill"), Some(&body))
-                .await?;
-            let message = done.get("message").and_then(serde_json::Value::as_str);
-            println!("{}", message.unwrap_or("killed"));
-            Ok(())
-        }
+        } => live::kill(&client, &id, &reason).await,
         Command::Sessions {
             show: Some(SessionsCommand::Export { since }),
             ..

@@ -318,7 +318,10 @@ async fn open_upstream(
 fn open_cast(conn: &Conn, id: russh::ChannelId, p: &PtyRequest) -> Option<Cast> {
     let name = format!("{}-{id}", conn.session.id.as_str());
     match Cast::create(&conn.recordings, &name, p.cols, p.rows, &p.term) {
-        Ok(cast) => Some(cast),
+        Ok(mut cast) => {
+            cast.watch(conn.feeds.sender(conn.session.id.as_str()));
+            Some(cast)
+        }
         Err(error) => {
             tracing::error!(%error, "Cannot create the shell recording; the shell is not recorded");
             None

@@ -37,6 +37,8 @@ pub struct Conn {
     pub recordings: PathBuf,
     /// Cancelled when the client's connection has ended: channel tasks stop waiting.
     pub closed: CancellationToken,
+    /// Live shell output, for `sessions watch`.
+    pub feeds: Arc<super::watch::Feeds>,
 }
 
 impl Conn {
@@ -55,6 +57,7 @@ struct Handler {
     session: Arc<Session>,
     masker: Option<Arc<Masker>>,
     recordings: PathBuf,
+    feeds: Arc<super::watch::Feeds>,
     login: Option<String>,
     conn: Option<Arc<Conn>>,
     /// Why the session failed, for its record.
@@ -102,6 +105,7 @@ pub async fn run(
         session: Arc::clone(&session),
         masker,
         recordings: ssh.state_dir.join("recordings"),
+        feeds: Arc::clone(&ssh.feeds),
         login: None,
         conn: None,
         failure: Arc::clone(&failure),
@@ -295,6 +299,7 @@ impl server::Handler for Handler {
                     handle: session.handle(),
                     recordings: self.recordings.clone(),
                     closed: self.closed.clone(),
+                    feeds: Arc::clone(&self.feeds),
                 }));
                 Ok(())
             }
