@@ -159,6 +159,7 @@ pub fn normalize(path: &str) -> String {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -202,6 +203,70 @@ mod tests {
         assert!(f.covers(&read, true));
         assert_eq!(normalize("/../a//b/./c/.."), "/a/b");
         assert_eq!(normalize("a/../../b"), "b");
+    }
+
+    const TARGET: &str = "[[target]]\nname = \"box\"\nprotocol = \"ssh\"\n\
+        address = \"127.0.0.9:22\"\nknown_hosts = \"/etc/ssh/ssh_known_hosts\"\n\
+        [[rule]]\nname = \"connect\"\ntargets = [\"box\"]\naction = \"allow\"\n";
+
+    fn load(rules: &str) -> Result<crate::policy::Policy, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("p.toml"), format!("{TARGET}{rules}"))
+            .map_err(|e| e.to_string())?;
+        crate::policy::Policy::load_dir(dir.path()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_policy_decides_file_operations_apart_from_the_subsystem() {
+        use crate::policy::{SshKind, SshRequest, Verdict, matching::tests::principal};
+        let policy = load(
+            "[[rule]]\nname = \"keep\"\ntargets = [\"box\"]\nssh = [\"sftp\"]\n\
+             file_ops = [\"remove\"]\nfiles = [\"/srv/*\"]\naction = \"deny\"\n",
+        )
+        .unwrap();
+        let who = principal("ann", 1000, &[], "/usr/bin/sftp");
+        let paths = ["/srv/a".to_owned()];
+        let ask = |file| SshRequest {
+            kind: SshKind::Sftp,
+            login: "ann",
+            commands: Some(&[]),
+            file,
+        };
+        let subsystem = policy.decide_ssh(&who, "box", &ask(None));
+        assert_eq!(subsystem.verdict, Verdict::Allow);
+        let remove = FileRequest {
+            ops: &[FileOp::Remove],
+            paths: &paths,
+        };
+        let refused = policy.decide_ssh(&who, "box", &ask(Some(remove)));
+        assert_eq!(refused.verdict, Verdict::Deny);
+        assert_eq!(refused.rule.as_deref(), Some("keep"));
+        let read = FileRequest {
+            ops: &[FileOp::Read],
+            paths: &paths,
+        };
+        assert_eq!(
+            policy.decide_ssh(&who, "box", &ask(Some(read))).verdict,
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn bad_file_rules_are_refused_with_what_to_do() {
+        let unknown = load(
+            "[[rule]]\nname = \"r\"\ntargets = [\"box\"]\nfile_ops = [\"delete\"]\naction = \"deny\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            unknown.contains("unknown file operation `delete`"),
+            "{unknown}"
+        );
+        let mixed = load(
+            "[[rule]]\nname = \"r\"\ntargets = [\"box\"]\nssh = [\"exec\"]\n\
+             files = [\"/x\"]\naction = \"deny\"\n",
+        )
+        .unwrap_err();
+        assert!(mixed.contains("decide sftp file operations"), "{mixed}");
     }
 
     #[test]
