@@ -143,3 +143,57 @@ fn a_rule_denies_one_sftp_operation_under_a_path_and_each_is_recorded() {
     assert_eq!(refused["paths"][0], archive.display().to_string());
     assert_eq!(refused["decided_by"], "keep-archives", "{refused:#}");
 }
+
+#[test]
+fn a_held_sftp_operation_waits_for_approval_then_happens() {
+    let remote = scratch();
+    let rules = format!(
+        "[[group]]\nname = \"seniors\"\nusers = [\"root\"]\n\n\
+         [[rule]]\nname = \"connect\"\ntargets = [\"box\"]\naction = \"allow\"\n\n\
+         [[rule]]\nname = \"mkdir-needs-a-senior\"\ntargets = [\"box\"]\n\
+         file_ops = [\"mkdir\"]\nfiles = [\"{}/*\"]\naction = \"review\"\n\
+         approvers = [\"seniors\"]\ntimeout = \"60s\"\n",
+        remote.path().display()
+    );
+    let Some(s) = setup("ssh-sftp-hold", "127.0.0.81", &rules) else {
+        return;
+    };
+    let made = remote.path().join("made");
+    let local = scratch();
+    let batch = local.path().join("batch");
+    std::fs::write(&batch, format!("mkdir {}\n", made.display())).unwrap_or_else(|e| panic!("{e}"));
+    let host = s.sshd.addr.ip().to_string();
+    let child = s
+        .client(&[
+            "/usr/bin/sftp",
+            "-o",
+            "BatchMode=yes",
+            "-b",
+            &batch.display().to_string(),
+            &host,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request = s.wait_request();
+    let id = request["id"].as_str().unwrap_or_default().to_owned();
+    assert!(!made.exists(), "a held mkdir must not happen");
+    let out = s.d.cli(&["approve", &id, "--reason", "ok"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}\n{}", s.d.log());
+    assert!(
+        stderr.contains(&format!("portcullis approve {id}")),
+        "the client is told how to approve: {stderr}"
+    );
+    assert!(made.is_dir());
+    let events = file_events(&s, 1);
+    let mkdir = events
+        .iter()
+        .find(|e| e["op"] == "mkdir")
+        .unwrap_or_else(|| panic!("no mkdir in {events:#?}"));
+    assert_eq!(mkdir["verdict"], "approved");
+    assert_eq!(mkdir["request_id"], id.as_str());
+}
