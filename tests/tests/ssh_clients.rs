@@ -214,3 +214,99 @@ fn git_clones_and_pushes_over_ssh() {
         );
     }
 }
+
+#[test]
+fn a_remote_forward_allowed_by_a_rule_is_relayed_and_recorded() {
+    use std::io::{Read as _, Write as _};
+    let rules = "[[rule]]\nname = \"connect\"\ntargets = [\"box\"]\naction = \"allow\"\n\n\
+                 [[rule]]\nname = \"forwards\"\ntargets = [\"box\"]\nssh = [\"forward\"]\n\
+                 action = \"allow\"\n";
+    let Some(s) = setup("ssh-remote-forward", "127.0.0.82", rules) else {
+        return;
+    };
+    // A service on the client's side that answers one line.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let service_port = service
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = service.accept() {
+            let mut line = [0u8; 5];
+            let _ = c.read_exact(&mut line);
+            let _ = c.write_all(b"pong from the client side\n");
+        }
+    });
+    // A free port on the server's side (sshd listens there for the forward).
+    let remote_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let host = s.sshd.addr.ip().to_string();
+    let spec = format!("127.0.0.1:{remote_port}:127.0.0.1:{service_port}");
+    let mut child = s
+        .client(&[
+            "/usr/bin/ssh",
+            "-N",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            &spec,
+            &host,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // sshd listens once the forward is set up: connect until it does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut conn = loop {
+        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", remote_port)) {
+            break c;
+        }
+        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("ssh -R exited with {status}: {err}\n{}", s.d.log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forward never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    conn.write_all(b"ping\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    drop(conn);
+    let _ = child.kill();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let _ = child.wait();
+    assert_eq!(
+        answer,
+        "pong from the client side\n",
+        "ssh: {err}\n{}\n{}",
+        s.d.log(),
+        s.sshd.log()
+    );
+    let all = events(&s, "forward", 2);
+    let listen = all
+        .iter()
+        .find(|e| {
+            e["kind"] == "forward" && e["subject"] == format!("remote 127.0.0.1:{remote_port}")
+        })
+        .unwrap_or_else(|| panic!("no -R listen in {all:#?}"));
+    assert_eq!(listen["verdict"], "allowed");
+    let relayed = all
+        .iter()
+        .find(|e| e["kind"] == "forward" && e["remote"] == true)
+        .unwrap_or_else(|| panic!("no forwarded connection in {all:#?}"));
+    assert_eq!(relayed["bytes_in"], 26, "{relayed:#}");
+    assert_eq!(relayed["bytes_out"], 5, "{relayed:#}");
+}

@@ -39,9 +39,23 @@ pub struct Conn {
     pub closed: CancellationToken,
     /// Live shell output, for `sessions watch`.
     pub feeds: Arc<super::watch::Feeds>,
+    /// The `-R` listens the policy allowed (address, port on the target).
+    pub remote_forwards: Mutex<Vec<(String, u32)>>,
+    /// The session's channel tasks, so its record waits for theirs.
+    pub tasks: TaskTracker,
 }
 
 impl Conn {
+    /// Whether the client asked for (and was allowed) a `-R` listen on this address.
+    #[must_use]
+    pub fn forwards_to(&self, address: &str, port: u32) -> bool {
+        self.remote_forwards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(a, p)| a == address && *p == port)
+    }
+
     /// `text` with the session's masking applied, for a record or a client message.
     #[must_use]
     pub fn mask(&self, text: &str) -> String {
@@ -228,7 +242,8 @@ impl Handler {
         Auth::Accept
     }
 
-    /// Records an action refused at once (no task): agent, X11, remote forwards.
+    /// Records an action decided at once (no task): agent, X11, remote forward
+    /// listens (allowed ones too).
     async fn refuse_now(&self, kind: SshKind, subject: &str, outcome: &ActionOutcome) {
         let login = self.login.as_deref().unwrap_or_default();
         let summary = format!("{kind}: {subject}");
@@ -289,9 +304,10 @@ impl server::Handler for Handler {
     /// Logs in upstream; a failure ends the session with the reason (and a record).
     async fn auth_succeeded(&mut self, session: &mut server::Session) -> Result<(), Self::Error> {
         let login = self.login.clone().unwrap_or_default();
-        match upstream::connect(&self.session, &login).await {
+        let remote = upstream::RemoteSlot::default();
+        match upstream::connect(&self.session, &login, Arc::clone(&remote)).await {
             Ok(up) => {
-                self.conn = Some(Arc::new(Conn {
+                let conn = Arc::new(Conn {
                     session: Arc::clone(&self.session),
                     upstream: up,
                     login,
@@ -300,7 +316,11 @@ impl server::Handler for Handler {
                     recordings: self.recordings.clone(),
                     closed: self.closed.clone(),
                     feeds: Arc::clone(&self.feeds),
-                }));
+                    remote_forwards: Mutex::default(),
+                    tasks: self.tasks.clone(),
+                });
+                let _ = remote.set(Arc::downgrade(&conn));
+                self.conn = Some(conn);
                 Ok(())
             }
             Err(error) => {
@@ -440,9 +460,57 @@ impl server::Handler for Handler {
     ) -> Result<bool, Self::Error> {
         let subject = format!("remote {address}:{port}");
         let outcome = self.decide_now(SshKind::Forward, &subject);
-        let outcome = not_supported(outcome, "remote forwarding (-R)");
-        self.refuse_now(SshKind::Forward, &subject, &outcome).await;
-        Ok(false)
+        let Some(conn) = self.conn.clone().filter(|_| outcome.allowed()) else {
+            self.refuse_now(SshKind::Forward, &subject, &outcome).await;
+            return Ok(false);
+        };
+        // Listed before asking: the target may accept a connection before it answers.
+        let listen = |port| (address.to_owned(), port);
+        let forwards = || {
+            conn.remote_forwards
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        forwards().push(listen(*port));
+        match conn.upstream.tcpip_forward(address, *port).await {
+            Ok(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                    forwards().push(listen(bound));
+                }
+                self.refuse_now(SshKind::Forward, &subject, &outcome).await;
+                Ok(true)
+            }
+            Err(e) => {
+                forwards().retain(|l| *l != listen(*port));
+                let failed = ActionOutcome::Failed {
+                    rule: outcome.rule().map(str::to_owned),
+                    reason: format!("the target refused to listen on {address}:{port}: {e}"),
+                };
+                self.refuse_now(SshKind::Forward, &subject, &failed).await;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut server::Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(conn) = self.conn.clone() else {
+            return Ok(false);
+        };
+        conn.remote_forwards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(a, p)| !(a == address && *p == port));
+        Ok(conn
+            .upstream
+            .cancel_tcpip_forward(address, port)
+            .await
+            .is_ok())
     }
 }
 
