@@ -40,6 +40,7 @@ impl Sshd {
         std::fs::create_dir_all("/run/sshd")?;
         keygen(&dir.path().join("host_key"))?;
         keygen(&dir.path().join("client_key"))?;
+        keygen(&dir.path().join("user_ca"))?;
         std::fs::copy(
             dir.path().join("client_key.pub"),
             dir.path().join("authorized_keys"),
@@ -52,7 +53,8 @@ impl Sshd {
              PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n\
              AllowTcpForwarding yes\nMaxStartups 1000:30:1000\nMaxSessions 100\n\
-             LogLevel VERBOSE\nPrintMotd no\nAcceptEnv LANG LC_*\n"
+             LogLevel VERBOSE\nPrintMotd no\nAcceptEnv LANG LC_*\n\
+             TrustedUserCAKeys {d}/user_ca.pub\n"
         );
         std::fs::write(dir.path().join("sshd_config"), config)?;
         let log = std::fs::File::create(dir.path().join("sshd.log"))?;
@@ -86,6 +88,12 @@ impl Sshd {
     #[must_use]
     pub fn client_key(&self) -> PathBuf {
         self.dir.path().join("client_key")
+    }
+
+    /// The private key of the user CA this server trusts (`TrustedUserCAKeys`).
+    #[must_use]
+    pub fn user_ca_key(&self) -> PathBuf {
+        self.dir.path().join("user_ca")
     }
 
     /// A `known_hosts` file that lists this server's host key under its address.

@@ -54,6 +54,8 @@ pub fn setup_with(name: &str, ip: &str, rules: &str, trust: Trust) -> Option<Set
     setup_full(name, ip, rules, trust, "")
 }
 
+/// Target `box` described as `trust` says, with `rules`, and `extra_config` appended
+/// to the daemon's config file.
 fn setup_full(
     name: &str,
     ip: &str,
@@ -61,21 +63,39 @@ fn setup_full(
     trust: Trust,
     extra_config: &str,
 ) -> Option<Setup> {
+    setup_policy_config(name, ip, extra_config, |sshd| {
+        let known_hosts = match trust {
+            Trust::Right => sshd.known_hosts(),
+            Trust::Changed => sshd.wrong_known_hosts(),
+        };
+        format!(
+            "[[target]]\nname = \"box\"\nprotocol = \"ssh\"\naddress = \"{}\"\nknown_hosts = \"{}\"\n\
+             credentials = {{ user = \"root\", key_file = \"{}\" }}\n{rules}",
+            sshd.addr,
+            known_hosts.display(),
+            sshd.client_key().display()
+        )
+    })
+}
+
+/// Starts sshd on `ip`:22 and a daemon with the policy `policy` makes for it.
+#[must_use]
+pub fn setup_policy(name: &str, ip: &str, policy: impl FnOnce(&Sshd) -> String) -> Option<Setup> {
+    setup_policy_config(name, ip, "", policy)
+}
+
+/// [`setup_policy`] with `extra_config` appended to the daemon's config file.
+fn setup_policy_config(
+    name: &str,
+    ip: &str,
+    extra_config: &str,
+    policy: impl FnOnce(&Sshd) -> String,
+) -> Option<Setup> {
     if !can_run_ebpf_tests(name) {
         return None;
     }
     let sshd = Sshd::start_or_skip(ip)?;
-    let known_hosts = match trust {
-        Trust::Right => sshd.known_hosts(),
-        Trust::Changed => sshd.wrong_known_hosts(),
-    };
-    let policy = format!(
-        "[[target]]\nname = \"box\"\nprotocol = \"ssh\"\naddress = \"{}\"\nknown_hosts = \"{}\"\n\
-         credentials = {{ user = \"root\", key_file = \"{}\" }}\n{rules}",
-        sshd.addr,
-        known_hosts.display(),
-        sshd.client_key().display()
-    );
+    let policy = policy(&sshd);
     let cg = TestCgroup::new(name).unwrap_or_else(|e| panic!("{e}"));
     let d = TestDaemon::start(name, &cg, &policy, extra_config).unwrap_or_else(|e| panic!("{e:#}"));
     Some(Setup { sshd, cg, d })

@@ -18,6 +18,8 @@ const APT_PACKAGES: &[&str] = &[
     "openssh-server",
     "openssh-client",
     "rsync",
+    // git over SSH (tests/tests/ssh_clients.rs).
+    "git",
     "asciinema",
     "python3-paramiko",
     "ansible-core",

@@ -115,7 +115,11 @@ pub async fn events(
 
 /// The session `id` (or unique prefix), if `caller` may see it: admins see every
 /// session, others their own; a session they may not see is "not found" to them.
-async fn visible_session(d: &Daemon, caller: &Caller, id: &str) -> Result<SessionRecord, ApiError> {
+pub(super) async fn visible_session(
+    d: &Daemon,
+    caller: &Caller,
+    id: &str,
+) -> Result<SessionRecord, ApiError> {
     let only_uid = visible_uid(d, caller)?;
     let not_found = || {
         ApiError::new(

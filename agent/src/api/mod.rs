@@ -7,7 +7,9 @@
 //! Routes (all answers are JSON; errors are `{"error": "…"}` with a 4xx/5xx status):
 //! - `GET  /v1/status`
 //! - `GET  /v1/sessions?limit=N`, `GET /v1/sessions/{id}` (id or unique prefix),
-//!   `GET /v1/sessions/{id}/events?after=SEQ&limit=N` (recorded events in order)
+//!   `GET /v1/sessions/{id}/events?after=SEQ&limit=N` (recorded events in order),
+//!   `POST /v1/sessions/{id}/kill` (`{"reason": "…"}`, admins: ends a live session),
+//!   `GET /v1/sessions/{id}/watch` (JSON lines: a live session's events and shell output)
 //! - `POST /v1/policy/reload`
 //! - `GET  /v1/approvals?all=true`, `POST /v1/approvals/{id}/approve|deny` (`{"reason": "…"}`),
 //!   `GET /v1/approvals/watch` (JSON lines as requests and decisions happen),
@@ -25,6 +27,7 @@ mod approvals;
 mod auth;
 mod handlers;
 mod masking;
+mod sessions;
 mod web;
 
 pub use auth::Caller;
@@ -78,6 +81,8 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/sessions", get(handlers::sessions))
         .route("/v1/sessions/{id}", get(handlers::session))
         .route("/v1/sessions/{id}/events", get(handlers::events))
+        .route("/v1/sessions/{id}/kill", post(sessions::kill))
+        .route("/v1/sessions/{id}/watch", get(sessions::watch))
         .route("/v1/policy/reload", post(handlers::reload))
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/watch", get(approvals::watch))

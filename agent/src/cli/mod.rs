@@ -3,6 +3,7 @@
 
 mod asciicast;
 mod client;
+mod live;
 mod masking;
 mod print;
 mod web;
@@ -174,6 +175,20 @@ enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a live session until it ends: its events as they are recorded, and an
+    /// SSH shell's terminal output (masked) as it happens.
+    Watch {
+        /// Session id, or a unique prefix of it.
+        id: String,
+    },
+    /// End a live session (any protocol), recorded with who and why (admins).
+    Kill {
+        /// Session id, or a unique prefix of it.
+        id: String,
+        /// Why, for the session's record and the audit log.
+        #[arg(long)]
+        reason: String,
+    },
     /// A session's transcript: every event (statement, command, request), its
     /// verdict, and how it went.
     Replay {
@@ -295,6 +310,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login => web::login(&client).await,
         Command::Logout => web::logout(&client).await,
         Command::WebLogin => web::web_login(&client).await,
+        Command::Sessions {
+            show: Some(SessionsCommand::Watch { id }),
+            ..
+        } => live::follow(&client, &id).await,
+        Command::Sessions {
+            show: Some(SessionsCommand::Kill { id, reason }),
+            ..
+        } => live::kill(&client, &id, &reason).await,
         Command::Sessions {
             show: Some(SessionsCommand::Export { since }),
             ..

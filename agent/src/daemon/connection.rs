@@ -292,6 +292,8 @@ async fn serve_with<P: proto::Protocol>(
     let Some(principal) = new.principal.as_ref() else {
         return;
     };
+    let stop = daemon.hard_stop.child_token();
+    let registered = daemon.live.register(&id, stop.clone());
     let session = Arc::new(proto::Session {
         id: id.clone(),
         gate: Arc::clone(&daemon.gate),
@@ -300,9 +302,10 @@ async fn serve_with<P: proto::Protocol>(
         target: Arc::clone(target),
         upstream: orig_dst.0,
         mark: daemon.config.mark,
-        stop: daemon.hard_stop.clone(),
+        stop,
     });
     let served = proto.serve(opened, session).await;
+    let killed = registered.finish();
     daemon.active_sessions.fetch_sub(1, Ordering::Relaxed);
     daemon.gate.metrics().session_closed();
     let traffic = served.traffic;
@@ -312,7 +315,8 @@ async fn serve_with<P: proto::Protocol>(
         .bytes(&target.name, traffic.up, traffic.down);
     let end = SessionEnd {
         outcome: served.outcome,
-        reason: served.reason,
+        // A kill's who and why, rather than the shutdown words the protocol used.
+        reason: killed.map(|k| k.describe()).or(served.reason),
         bytes_up: traffic.up,
         bytes_down: traffic.down,
     };

@@ -10,6 +10,7 @@ mod connection;
 pub mod discovering;
 pub mod learning;
 mod limits;
+pub mod live;
 pub mod systemd;
 mod targets;
 mod workers;
@@ -67,6 +68,8 @@ pub struct Daemon {
     reload: tokio::sync::Mutex<()>,
     /// Cancelled when in-flight sessions must end (after the grace period).
     pub hard_stop: CancellationToken,
+    /// The sessions being served, so one can be killed.
+    pub live: live::LiveSessions,
     /// Who is signed in to the web console (and its one-time sign-in links).
     pub web_sessions: Arc<crate::web::Sessions>,
 }
@@ -184,6 +187,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sessions_total: AtomicU64::new(0),
         reload: tokio::sync::Mutex::new(()),
         hard_stop: CancellationToken::new(),
+        live: live::LiveSessions::default(),
         web_sessions: Arc::new(crate::web::sessions_for(config.web.as_ref())),
         config,
     });

@@ -30,7 +30,10 @@ pub use pipeline::{ActionOutcome, Approval, Waiting};
 use crate::{
     identity::Principal,
     metrics::{self, Metrics},
-    policy::{Decision, Policy, Review, SqlClasses, SshKind, SshRequest, Statement, Verdict},
+    policy::{
+        Decision, FileOp, FileRequest, Policy, Review, SqlClasses, SshKind, SshRequest, Statement,
+        Verdict,
+    },
     record::{Store, now_ms},
 };
 use arc_swap::ArcSwap;
@@ -67,6 +70,9 @@ pub enum Action {
         subject: String,
         /// The simple commands of a command line; `None`: unparsed.
         commands: Option<Vec<String>>,
+        /// An SFTP file operation: what it does and the paths it touches.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<(Vec<FileOp>, Vec<String>)>,
     },
     /// Send one HTTP request (`http`, `https` targets).
     Http {
@@ -269,12 +275,14 @@ impl Gate {
                 ssh: kind,
                 login,
                 commands,
+                file,
                 ..
             } => {
                 let request = SshRequest {
                     kind: *kind,
                     login,
                     commands: commands.as_deref(),
+                    file: file.as_ref().map(|(ops, paths)| FileRequest { ops, paths }),
                 };
                 (self.policy.load()).decide_ssh(&ask.principal, &ask.target, &request)
             }

@@ -48,6 +48,9 @@ pub(super) struct TargetFile {
     /// The target's own host private key, presented to clients instead of a host
     /// certificate (`ssh`; for clients that do not check certificates).
     pub host_key_file: Option<Spanned<String>>,
+    /// A CA private key the target's sshd trusts (`TrustedUserCAKeys`): the proxy
+    /// logs in with a fresh key and a short-lived certificate signed by it (`ssh`).
+    pub user_ca_key_file: Option<Spanned<String>>,
 }
 
 /// A target's `client_auth`: where the password clients must present is kept.
@@ -143,6 +146,10 @@ pub(super) struct RuleFile {
     pub ssh: Option<Spanned<Vec<Spanned<String>>>>,
     /// Command globs (`rm *`): a rule on SSH command lines.
     pub commands: Option<Spanned<Vec<Spanned<String>>>>,
+    /// SFTP file operations (`read`, `remove`…): a rule on SSH file operations.
+    pub file_ops: Option<Spanned<Vec<Spanned<String>>>>,
+    /// SFTP path globs (`/srv/data/*`): a rule on SSH file operations.
+    pub files: Option<Spanned<Vec<Spanned<String>>>>,
     /// HTTP methods (`DELETE`, `POST`): makes this a rule on HTTP requests.
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
     /// HTTP path globs (`/v1/users/*`, `/admin/**`): a rule on HTTP requests.

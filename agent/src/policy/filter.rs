@@ -38,7 +38,10 @@ impl Filter {
         let http = HttpFilter::parse(src, rule, file)?.map(Filter::Http);
         let kinds = [
             (&sql, "SQL (`sql`, `tables`)"),
-            (&ssh, "SSH (`ssh`, `commands`, `who.logins`)"),
+            (
+                &ssh,
+                "SSH (`ssh`, `commands`, `who.logins`, `file_ops`, `files`)",
+            ),
             (&http, "HTTP (`methods`, `paths`)"),
         ];
         let given: Vec<&str> = kinds

@@ -62,7 +62,7 @@ use serde::Serialize;
 use crate::identity::{Approver, Principal};
 pub use address::TargetAddress;
 pub use filter::http::{HttpRequest, path_matches};
-pub use filter::ssh::{SshKind, SshRequest};
+pub use filter::ssh::{FileOp, FileRequest, SshKind, SshRequest, normalize_path};
 use matching::{Group, Rule};
 pub use review::{Escalation, Review};
 pub use sql::{SqlClass, SqlClasses};

@@ -38,6 +38,9 @@ pub struct SshTarget {
     pub known_hosts: PathBuf,
     /// The target's own host private key, presented instead of a certificate.
     pub host_key_file: Option<PathBuf>,
+    /// A user CA private key: each session logs in with a fresh key and a
+    /// certificate signed by it (principal: the login; key id: the session id).
+    pub user_ca_key_file: Option<PathBuf>,
 }
 
 /// A header set on every request to an HTTP target (an API token), replacing any

@@ -78,6 +78,7 @@ impl<'a> Runner<'a> {
                     kind: SshKind::Exec,
                     login: principal.user.as_deref().unwrap_or_default(),
                     commands: commands.as_deref(),
+                    file: None,
                 };
                 self.policy.decide_ssh(principal, target, &request)
             }

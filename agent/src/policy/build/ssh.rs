@@ -49,6 +49,10 @@ pub(super) fn ssh_target(
         Some(p) => Some(absolute(p, "host_key_file")?),
         None => None,
     };
+    let user_ca_key_file = match &file.user_ca_key_file {
+        Some(p) => Some(absolute(p, "user_ca_key_file")?),
+        None => None,
+    };
     let credentials = match &file.credentials {
         None => None,
         Some(c) => {
@@ -65,6 +69,15 @@ pub(super) fn ssh_target(
                 return Err(src.error(
                     c.span(),
                     format!("target `{name}`: `key_file` must be an absolute path"),
+                ));
+            }
+            if user_ca_key_file.is_some() && (key_file.is_some() || password.is_some()) {
+                return Err(src.error(
+                    c.span(),
+                    format!(
+                        "target `{name}` has `user_ca_key_file`, which signs a fresh key per \
+                         session: remove `key_file`/`password_*` from its credentials (keep `user`)"
+                    ),
                 ));
             }
             if key_file.is_some() && password.is_some() {
@@ -86,6 +99,7 @@ pub(super) fn ssh_target(
         SshTarget {
             known_hosts,
             host_key_file,
+            user_ca_key_file,
         },
         credentials,
     ))
@@ -108,6 +122,10 @@ pub(super) fn refuse_ssh_keys(
         (
             "host_key_file",
             file.host_key_file.as_ref().map(Spanned::span),
+        ),
+        (
+            "user_ca_key_file",
+            file.user_ca_key_file.as_ref().map(Spanned::span),
         ),
         ("key_file", key_file),
     ] {

@@ -3,13 +3,21 @@
 //! commands of a command line (globs), and by the login the client asked for
 //! (`who.logins`).
 //!
+//! Rules with `file_ops` and/or `files` decide each SFTP file operation instead
+//! (`files`).
+//!
 //! Default: on a connection the policy allowed, an action no filter matches is
 //! allowed, except an unparsed command line, agent forwarding and X11, which are
 //! denied (see [`unmatched`]).
 
+mod files;
+
+pub use files::{FileOp, FileRequest, normalize as normalize_path};
+
 use crate::policy::{
     Decision, PolicyError, Verdict, file::RuleFile, load::Source, matching::glob_match,
 };
+use files::FileFilter;
 use serde::Serialize;
 use std::fmt;
 
@@ -91,6 +99,8 @@ pub struct SshRequest<'a> {
     pub login: &'a str,
     /// The simple commands of an exec (or a typed shell line); `None`: unparsed.
     pub commands: Option<&'a [String]>,
+    /// One file operation inside an `sftp` subsystem; `None` for the other actions.
+    pub file: Option<FileRequest<'a>>,
 }
 
 /// A rule's `ssh`, `commands` and `who.logins`: all must match (absent ones match
@@ -103,6 +113,8 @@ pub(in crate::policy) struct SshFilter {
     pub commands: Vec<String>,
     /// Globs over the login; empty matches any.
     pub logins: Vec<String>,
+    /// `file_ops` / `files`: the rule decides SFTP file operations, not actions.
+    pub files: Option<FileFilter>,
 }
 
 impl SshFilter {
@@ -117,7 +129,8 @@ impl SshFilter {
             .as_ref()
             .map(|w| w.get_ref().logins.clone())
             .unwrap_or_default();
-        if file.ssh.is_none() && file.commands.is_none() && logins.is_empty() {
+        let files = FileFilter::parse(src, rule, file)?;
+        if file.ssh.is_none() && file.commands.is_none() && logins.is_empty() && files.is_none() {
             return Ok(None);
         }
         for list in [&file.ssh, &file.commands].into_iter().flatten() {
@@ -166,10 +179,15 @@ impl SshFilter {
                 ),
             ));
         }
+        if files.is_some() {
+            check_file_rule(src, rule, file, &kinds, &commands)?;
+            kinds = vec![SshKind::Sftp];
+        }
         Ok(Some(SshFilter {
             kinds,
             commands,
             logins,
+            files,
         }))
     }
 
@@ -186,10 +204,16 @@ impl SshFilter {
         if !kind || !login {
             return false;
         }
+        let restricting = verdict > Verdict::Allow;
+        match (&self.files, &request.file) {
+            (Some(filter), Some(file)) => return filter.covers(file, restricting),
+            (None, None) => {}
+            // File rules decide file operations; the others, the actions.
+            _ => return false,
+        }
         if self.commands.is_empty() {
             return true;
         }
-        let restricting = verdict > Verdict::Allow;
         match request.commands {
             None => restricting,
             Some([]) => !restricting,
@@ -206,6 +230,33 @@ impl SshFilter {
             .iter()
             .any(|p| glob_match(p, command) || short.as_deref().is_some_and(|s| glob_match(p, s)))
     }
+}
+
+/// A rule with `file_ops`/`files` decides sftp file operations: its `ssh`, if
+/// given, must be `["sftp"]`, and it has no `commands`.
+fn check_file_rule(
+    src: &Source,
+    rule: &str,
+    file: &RuleFile,
+    kinds: &[SshKind],
+    commands: &[String],
+) -> Result<(), PolicyError> {
+    let span = file
+        .file_ops
+        .as_ref()
+        .map(toml::Spanned::span)
+        .or_else(|| file.files.as_ref().map(toml::Spanned::span))
+        .unwrap_or_else(|| file.name.span());
+    if !commands.is_empty() || kinds.iter().any(|k| *k != SshKind::Sftp) {
+        return Err(src.error(
+            span,
+            format!(
+                "rule `{rule}` has `file_ops`/`files`, which decide sftp file operations; \
+                 use `ssh = [\"sftp\"]` (or no `ssh`) and no `commands` in it"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `command` with its first word's directory removed, if it has one.
@@ -249,6 +300,7 @@ mod tests {
             kinds: kinds.to_vec(),
             commands: commands.iter().map(|c| (*c).to_owned()).collect(),
             logins: Vec::new(),
+            files: None,
         }
     }
 
@@ -257,6 +309,7 @@ mod tests {
             kind: SshKind::Exec,
             login: "deploy",
             commands,
+            file: None,
         }
     }
 
@@ -281,6 +334,7 @@ mod tests {
             kind: SshKind::Shell,
             login: "deploy",
             commands: None,
+            file: None,
         };
         assert!(!rm.covers(&shell, Verdict::Deny));
     }
@@ -303,6 +357,7 @@ mod tests {
             kind: SshKind::Agent,
             login: "x",
             commands: None,
+            file: None,
         };
         assert_eq!(unmatched(&agent, "t").verdict, Verdict::Deny);
     }

@@ -4,7 +4,7 @@
 use super::command::{self, Split};
 use crate::{
     gate::{Action, ActionOutcome, Ask},
-    policy::SshKind,
+    policy::{FileOp, SshKind},
     proto::Session,
 };
 
@@ -75,9 +75,28 @@ pub fn ask(session: &Session, kind: SshKind, login: &str, subject: String) -> As
             login: login.to_owned(),
             subject,
             commands,
+            file: None,
         },
         justification: None,
     }
+}
+
+/// The gate's question for one SFTP file operation (`name`, e.g. `remove`) doing
+/// `ops` on `paths`; the subject is `NAME PATH…`.
+#[must_use]
+pub fn file_ask(
+    session: &Session,
+    login: &str,
+    name: &str,
+    ops: Vec<FileOp>,
+    paths: Vec<String>,
+) -> Ask {
+    let subject = format!("{name} {}", paths.join(" "));
+    let mut ask = ask(session, SshKind::Sftp, login, subject);
+    if let Action::Ssh { file, .. } = &mut ask.action {
+        *file = Some((ops, paths));
+    }
+    ask
 }
 
 /// The line a client sees while its action is held.

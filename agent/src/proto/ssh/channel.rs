@@ -9,6 +9,7 @@ use super::{
     recording::{self, Cast},
     relay,
     server::Conn,
+    sftp_relay,
 };
 use crate::{
     gate::{ActionOutcome, Gone, Waiting},
@@ -234,7 +235,10 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
         (Start::Shell, Some(p)) => open_cast(conn, id, p),
         _ => None,
     };
-    let relayed = relay::relay(client, up, conn, cast, setup.pty.is_some()).await;
+    let relayed = match &start {
+        Start::Subsystem(name) if name == "sftp" => sftp_relay::relay(client, up, conn).await,
+        _ => relay::relay(client, up, conn, cast, setup.pty.is_some()).await,
+    };
     relayed.finish(&mut finished);
     recording::record(&conn.session, &outcome, finished).await;
 }
@@ -314,7 +318,10 @@ async fn open_upstream(
 fn open_cast(conn: &Conn, id: russh::ChannelId, p: &PtyRequest) -> Option<Cast> {
     let name = format!("{}-{id}", conn.session.id.as_str());
     match Cast::create(&conn.recordings, &name, p.cols, p.rows, &p.term) {
-        Ok(cast) => Some(cast),
+        Ok(mut cast) => {
+            cast.watch(conn.feeds.sender(conn.session.id.as_str()));
+            Some(cast)
+        }
         Err(error) => {
             tracing::error!(%error, "Cannot create the shell recording; the shell is not recorded");
             None
@@ -323,8 +330,5 @@ fn open_cast(conn: &Conn, id: russh::ChannelId, p: &PtyRequest) -> Option<Cast> 
 }
 
 fn mask(conn: &Conn, text: &str) -> String {
-    match &conn.masker {
-        Some(m) => m.mask_str(text).into_owned(),
-        None => text.to_owned(),
-    }
+    conn.mask(text)
 }

@@ -8,7 +8,7 @@ use crate::{
     gate::{Gone, Waiting},
     policy::SshKind,
 };
-use russh::{Channel, ChannelMsg, server};
+use russh::{Channel, ChannelMsg, client, server};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -76,6 +76,68 @@ pub async fn run(
         }
     };
     reply.accept().await;
+    let (sent, received) = pipe(&mut client, &mut up, &conn).await;
+    let _ = client.close().await;
+    if let Some(d) = finished.details.as_object_mut() {
+        d.insert("bytes_in".into(), json!(sent));
+        d.insert("bytes_out".into(), json!(received));
+    }
+    recording::record(&conn.session, &outcome, finished).await;
+}
+
+/// Relays one connection the target accepted on a port the client had it listen on
+/// (`ssh -R`) to the client, recorded with where it came from and bytes each way.
+pub async fn remote(mut up: Channel<client::Msg>, conn: Arc<Conn>, to: Destination) {
+    let subject = format!(
+        "remote {}:{} from {}:{}",
+        to.host, to.port, to.from_host, to.from_port
+    );
+    let details = json!({
+        "login": conn.login, "remote": true, "host": to.host, "port": to.port,
+        "from_host": to.from_host, "from_port": to.from_port,
+    });
+    let mut finished = recording::starting("forward", format!("forward: {subject}"), details);
+    // The listen was decided when the client asked for it.
+    let outcome = crate::gate::ActionOutcome::Allowed {
+        rule: None,
+        reason: "a connection to an allowed remote forward".into(),
+        approval: None,
+    };
+    let opened = conn
+        .handle
+        .channel_open_forwarded_tcpip(
+            to.host.as_str(),
+            to.port,
+            to.from_host.as_str(),
+            to.from_port,
+        )
+        .await;
+    let mut client = match opened {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = up.close().await;
+            finished.error = Some(format!("the client refused the forwarded connection: {e}"));
+            recording::record(&conn.session, &outcome, finished).await;
+            return;
+        }
+    };
+    let (sent, received) = pipe(&mut client, &mut up, &conn).await;
+    let _ = client.close().await;
+    // As for -L: `bytes_in` is what the client's side sent.
+    if let Some(d) = finished.details.as_object_mut() {
+        d.insert("bytes_in".into(), json!(sent));
+        d.insert("bytes_out".into(), json!(received));
+    }
+    recording::record(&conn.session, &outcome, finished).await;
+}
+
+/// Relays a client channel and a target channel until either closes: bytes the
+/// client sent, and bytes the target sent.
+async fn pipe(
+    client: &mut Channel<server::Msg>,
+    up: &mut Channel<client::Msg>,
+    conn: &Conn,
+) -> (u64, u64) {
     let (mut sent, mut received) = (0u64, 0u64);
     loop {
         tokio::select! {
@@ -115,10 +177,5 @@ pub async fn run(
             }
         }
     }
-    let _ = client.close().await;
-    if let Some(d) = finished.details.as_object_mut() {
-        d.insert("bytes_in".into(), json!(sent));
-        d.insert("bytes_out".into(), json!(received));
-    }
-    recording::record(&conn.session, &outcome, finished).await;
+    (sent, received)
 }

@@ -22,7 +22,11 @@ mod masking;
 mod recording;
 mod relay;
 mod server;
+pub mod sftp;
+mod sftp_relay;
 mod upstream;
+mod user_cert;
+pub mod watch;
 
 use crate::{
     config::SshConfig,
@@ -64,6 +68,8 @@ const AUTH_TIMEOUT: Duration = Duration::from_mins(1);
 pub struct Ssh {
     identity: identity::HostIdentity,
     state_dir: PathBuf,
+    /// Live shell output, for `sessions watch`.
+    pub feeds: Arc<watch::Feeds>,
 }
 
 /// A client connection before its SSH handshake, and the target it asked for.
@@ -78,6 +84,7 @@ impl Ssh {
         Ok(Self {
             identity: identity::HostIdentity::load(config)?,
             state_dir: config.state_dir.clone(),
+            feeds: Arc::default(),
         })
     }
 
@@ -131,6 +138,7 @@ impl Protocol for Ssh {
             Ok(()) => (Outcome::Closed, None),
             Err(reason) => (Outcome::Error, Some(reason)),
         };
+        self.feeds.remove(session.id.as_str());
         let digest = session.recorder.finish_session(&session.id).await;
         Served {
             outcome,

@@ -105,6 +105,8 @@ pub struct Cast {
     started: Instant,
     /// Past [`MAX_RECORDING`]: nothing more is written.
     pub truncated: bool,
+    /// Where watchers follow the output live (`sessions watch`).
+    tee: Option<tokio::sync::broadcast::Sender<bytes::Bytes>>,
 }
 
 impl Cast {
@@ -132,6 +134,7 @@ impl Cast {
             written: 0,
             started: Instant::now(),
             truncated: false,
+            tee: None,
         };
         let header = json!({
             "version": 2, "width": known_or(width, 80), "height": known_or(height, 24),
@@ -141,9 +144,19 @@ impl Cast {
         Ok(cast)
     }
 
-    /// Appends output (already masked).
+    /// Appends output (already masked), and passes it to live watchers.
     pub fn output(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if let Some(tee) = &self.tee
+            && tee.receiver_count() > 0
+        {
+            let _ = tee.send(bytes::Bytes::copy_from_slice(data));
+        }
         self.event("o", &String::from_utf8_lossy(data))
+    }
+
+    /// Passes the output to `tee` too, for live watchers.
+    pub fn watch(&mut self, tee: tokio::sync::broadcast::Sender<bytes::Bytes>) {
+        self.tee = Some(tee);
     }
 
     /// Appends a terminal resize.

@@ -23,9 +23,27 @@ pub struct Relayed {
     sample: Sample,
     cast: Option<Result<(std::path::PathBuf, u64, String), String>>,
     cast_truncated: bool,
+    /// Why the relay stopped early (a malformed stream).
+    error: Option<String>,
 }
 
 impl Relayed {
+    /// What a relay that counts bytes itself (sftp) did.
+    #[must_use]
+    pub fn counted(up_bytes: u64, down_bytes: u64, exit_status: Option<u32>) -> Self {
+        Self {
+            up_bytes,
+            down_bytes,
+            exit_status,
+            ..Self::default()
+        }
+    }
+
+    /// Marks the relay as stopped by `why`.
+    pub fn failed(&mut self, why: String) {
+        self.error = Some(why);
+    }
+
     /// Adds what happened to the action's event.
     pub fn finish(self, finished: &mut Finished) {
         if let Some(details) = finished.details.as_object_mut() {
@@ -42,6 +60,9 @@ impl Relayed {
                     json!({"path": path, "bytes": size, "truncated": self.cast_truncated}),
                 );
             }
+        }
+        if let Some(why) = self.error {
+            finished.error = Some(why);
         }
         match self.cast {
             Some(Ok((_, _, digest))) => finished.payload = Some(digest),

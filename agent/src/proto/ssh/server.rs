@@ -37,6 +37,33 @@ pub struct Conn {
     pub recordings: PathBuf,
     /// Cancelled when the client's connection has ended: channel tasks stop waiting.
     pub closed: CancellationToken,
+    /// Live shell output, for `sessions watch`.
+    pub feeds: Arc<super::watch::Feeds>,
+    /// The `-R` listens the policy allowed (address, port on the target).
+    pub remote_forwards: Mutex<Vec<(String, u32)>>,
+    /// The session's channel tasks, so its record waits for theirs.
+    pub tasks: TaskTracker,
+}
+
+impl Conn {
+    /// Whether the client asked for (and was allowed) a `-R` listen on this address.
+    #[must_use]
+    pub fn forwards_to(&self, address: &str, port: u32) -> bool {
+        self.remote_forwards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(a, p)| a == address && *p == port)
+    }
+
+    /// `text` with the session's masking applied, for a record or a client message.
+    #[must_use]
+    pub fn mask(&self, text: &str) -> String {
+        match &self.masker {
+            Some(m) => m.mask_str(text).into_owned(),
+            None => text.to_owned(),
+        }
+    }
 }
 
 /// The `russh` handler of one client connection.
@@ -44,6 +71,7 @@ struct Handler {
     session: Arc<Session>,
     masker: Option<Arc<Masker>>,
     recordings: PathBuf,
+    feeds: Arc<super::watch::Feeds>,
     login: Option<String>,
     conn: Option<Arc<Conn>>,
     /// Why the session failed, for its record.
@@ -91,6 +119,7 @@ pub async fn run(
         session: Arc::clone(&session),
         masker,
         recordings: ssh.state_dir.join("recordings"),
+        feeds: Arc::clone(&ssh.feeds),
         login: None,
         conn: None,
         failure: Arc::clone(&failure),
@@ -107,7 +136,7 @@ pub async fn run(
         r = running => ended(r),
         () = session.stop.cancelled() => {
             let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "portcullis is shutting down".into(), String::new())
+                .disconnect(russh::Disconnect::ByApplication, "portcullis ended the session (shutdown or an administrator)".into(), String::new())
                 .await;
             Ok(())
         }
@@ -213,7 +242,8 @@ impl Handler {
         Auth::Accept
     }
 
-    /// Records an action refused at once (no task): agent, X11, remote forwards.
+    /// Records an action decided at once (no task): agent, X11, remote forward
+    /// listens (allowed ones too).
     async fn refuse_now(&self, kind: SshKind, subject: &str, outcome: &ActionOutcome) {
         let login = self.login.as_deref().unwrap_or_default();
         let summary = format!("{kind}: {subject}");
@@ -274,9 +304,10 @@ impl server::Handler for Handler {
     /// Logs in upstream; a failure ends the session with the reason (and a record).
     async fn auth_succeeded(&mut self, session: &mut server::Session) -> Result<(), Self::Error> {
         let login = self.login.clone().unwrap_or_default();
-        match upstream::connect(&self.session, &login).await {
+        let remote = upstream::RemoteSlot::default();
+        match upstream::connect(&self.session, &login, Arc::clone(&remote)).await {
             Ok(up) => {
-                self.conn = Some(Arc::new(Conn {
+                let conn = Arc::new(Conn {
                     session: Arc::clone(&self.session),
                     upstream: up,
                     login,
@@ -284,7 +315,12 @@ impl server::Handler for Handler {
                     handle: session.handle(),
                     recordings: self.recordings.clone(),
                     closed: self.closed.clone(),
-                }));
+                    feeds: Arc::clone(&self.feeds),
+                    remote_forwards: Mutex::default(),
+                    tasks: self.tasks.clone(),
+                });
+                let _ = remote.set(Arc::downgrade(&conn));
+                self.conn = Some(conn);
                 Ok(())
             }
             Err(error) => {
@@ -424,9 +460,57 @@ impl server::Handler for Handler {
     ) -> Result<bool, Self::Error> {
         let subject = format!("remote {address}:{port}");
         let outcome = self.decide_now(SshKind::Forward, &subject);
-        let outcome = not_supported(outcome, "remote forwarding (-R)");
-        self.refuse_now(SshKind::Forward, &subject, &outcome).await;
-        Ok(false)
+        let Some(conn) = self.conn.clone().filter(|_| outcome.allowed()) else {
+            self.refuse_now(SshKind::Forward, &subject, &outcome).await;
+            return Ok(false);
+        };
+        // Listed before asking: the target may accept a connection before it answers.
+        let listen = |port| (address.to_owned(), port);
+        let forwards = || {
+            conn.remote_forwards
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        forwards().push(listen(*port));
+        match conn.upstream.tcpip_forward(address, *port).await {
+            Ok(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                    forwards().push(listen(bound));
+                }
+                self.refuse_now(SshKind::Forward, &subject, &outcome).await;
+                Ok(true)
+            }
+            Err(e) => {
+                forwards().retain(|l| *l != listen(*port));
+                let failed = ActionOutcome::Failed {
+                    rule: outcome.rule().map(str::to_owned),
+                    reason: format!("the target refused to listen on {address}:{port}: {e}"),
+                };
+                self.refuse_now(SshKind::Forward, &subject, &failed).await;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut server::Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(conn) = self.conn.clone() else {
+            return Ok(false);
+        };
+        conn.remote_forwards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(a, p)| !(a == address && *p == port));
+        Ok(conn
+            .upstream
+            .cancel_tcpip_forward(address, port)
+            .await
+            .is_ok())
     }
 }
 

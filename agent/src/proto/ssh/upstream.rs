@@ -31,7 +31,13 @@ pub struct Verifier {
     names: Vec<(String, u16)>,
     /// Why the key was refused, for the error the client and the record get.
     refused: Arc<Mutex<Option<String>>>,
+    /// The client's connection, once logged in: where remote forwards go.
+    remote: RemoteSlot,
 }
+
+/// Where the target's `forwarded-tcpip` channels (`ssh -R`) are relayed to: the
+/// client's connection, set once it exists (weak: the connection owns this side).
+pub type RemoteSlot = Arc<std::sync::OnceLock<std::sync::Weak<super::server::Conn>>>;
 
 impl client::Handler for Verifier {
     type Error = russh::Error;
@@ -52,6 +58,37 @@ impl client::Handler for Verifier {
             *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(why.clone());
         }
         Ok(verdict.is_ok())
+    }
+
+    /// A connection to a port the client had the target listen on (`ssh -R`): relayed
+    /// to the client only for a listen the policy allowed.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let Some(conn) = self.remote.get().and_then(std::sync::Weak::upgrade) else {
+            return Ok(());
+        };
+        if !conn.forwards_to(connected_address, connected_port) {
+            tracing::warn!(%connected_address, connected_port, "Refused a forwarded connection no allowed -R asked for");
+            return Ok(());
+        }
+        reply.accept().await;
+        let to = super::forward::Destination {
+            host: connected_address.to_owned(),
+            port: connected_port,
+            from_host: originator_address.to_owned(),
+            from_port: originator_port,
+        };
+        let tasks = conn.tasks.clone();
+        tasks.spawn(super::forward::remote(channel, conn, to));
+        Ok(())
     }
 }
 
@@ -103,8 +140,12 @@ fn config() -> Arc<client::Config> {
 
 /// Connects to the target of `session` and logs in as the target's credential user
 /// (else `login`, the user the client asked for).
-pub async fn connect(session: &Session, login: &str) -> Result<Upstream, SshError> {
-    match tokio::time::timeout(LOGIN_TIMEOUT, connect_inner(session, login)).await {
+pub async fn connect(
+    session: &Session,
+    login: &str,
+    remote: RemoteSlot,
+) -> Result<Upstream, SshError> {
+    match tokio::time::timeout(LOGIN_TIMEOUT, connect_inner(session, login, remote)).await {
         Ok(result) => result,
         Err(_) => Err(SshError::Upstream(format!(
             "the target {} did not finish logging in within {}s",
@@ -114,7 +155,11 @@ pub async fn connect(session: &Session, login: &str) -> Result<Upstream, SshErro
     }
 }
 
-async fn connect_inner(session: &Session, login: &str) -> Result<Upstream, SshError> {
+async fn connect_inner(
+    session: &Session,
+    login: &str,
+    remote: RemoteSlot,
+) -> Result<Upstream, SshError> {
     let target = &session.target;
     let Some(ssh) = &target.ssh else {
         return Err(SshError::Upstream(format!(
@@ -130,6 +175,7 @@ async fn connect_inner(session: &Session, login: &str) -> Result<Upstream, SshEr
         known_hosts: ssh.known_hosts.clone(),
         names: names(target, session.upstream),
         refused: Arc::clone(&refused),
+        remote,
     };
     let mut handle = match client::connect_stream(config(), stream, verifier).await {
         Ok(h) => h,
@@ -147,7 +193,12 @@ async fn connect_inner(session: &Session, login: &str) -> Result<Upstream, SshEr
     let user = creds
         .and_then(|c| c.user.clone())
         .unwrap_or_else(|| login.to_owned());
-    let result = if let Some(path) = creds.and_then(|c| c.key_file.as_ref()) {
+    let result = if let Some(ca) = &ssh.user_ca_key_file {
+        let (key, cert) = super::user_cert::issue(ca, &user, session.id.as_str())?;
+        handle
+            .authenticate_openssh_cert(&user, Arc::new(key), cert)
+            .await
+    } else if let Some(path) = creds.and_then(|c| c.key_file.as_ref()) {
         let key = russh::keys::load_secret_key(path, None).map_err(|e| {
             SshError::Upstream(format!(
                 "cannot read the target's key_file {}: {e}",
