@@ -2,13 +2,20 @@
 //! the middle of a PostgreSQL session; the statements the recorder had committed are
 //! still there after a restart, readable as events, and `audit verify` still passes
 //! (a session cut off by a crash has no `session_closed` record to check against).
+//!
+//! Issue 21: the HTTPS CA a killed daemon left in the trust store is swept by the
+//! next daemon's start, while a running daemon's stays.
 #![expect(
     clippy::panic,
     clippy::indexing_slicing,
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::pgproxy::setup;
+use portcullis_tests::{
+    cgroup::{TestCgroup, can_run_ebpf_tests},
+    daemon::TestDaemon,
+    pgproxy::setup,
+};
 use serde_json::Value;
 use std::{
     io::Write as _,
@@ -163,4 +170,73 @@ fn plain(text: &str) -> String {
         }
     }
     out
+}
+
+/// The Portcullis CA files in `trust` (certificates only).
+fn trusted(trust: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(trust)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("portcullis-http-ca-") && n.ends_with(".crt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_killed_daemons_https_ca_is_swept_at_the_next_start_a_running_ones_kept() {
+    if !can_run_ebpf_tests("ca-sweep") {
+        return;
+    }
+    let trust = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let extra = format!("[http]\ntrust_dir = \"{}\"\n", trust.path().display());
+    let cg = TestCgroup::new("ca-sweep").unwrap_or_else(|e| panic!("{e}"));
+    let start =
+        |name: &str| TestDaemon::start(name, &cg, "", &extra).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut killed = start("ca-killed");
+    let running = start("ca-running");
+    let ca = |d: &TestDaemon| {
+        std::fs::read_to_string(d.dir().join("state/http-ca.crt"))
+            .unwrap_or_else(|e| panic!("the daemon made no CA: {e}"))
+    };
+    let (killed_ca, running_ca) = (ca(&killed), ca(&running));
+    assert_eq!(
+        trusted(trust.path()).len(),
+        2,
+        "each daemon trusts its own CA"
+    );
+    killed.kill9();
+    let next = start("ca-next");
+    let after = trusted(trust.path());
+    let contents: Vec<String> = after
+        .iter()
+        .map(|n| std::fs::read_to_string(trust.path().join(n)).unwrap_or_default())
+        .collect();
+    assert_eq!(contents.len(), 2, "{after:?}");
+    assert!(
+        !contents.contains(&killed_ca),
+        "the killed daemon's CA stayed"
+    );
+    assert!(
+        contents.contains(&running_ca),
+        "the running daemon's CA went"
+    );
+    assert!(
+        contents.contains(&ca(&next)),
+        "the new daemon's CA is missing"
+    );
+    assert!(
+        next.log().contains("Removed a stale HTTPS CA"),
+        "{}",
+        next.log()
+    );
+    // A daemon that stops cleanly keeps its CA (it comes back on the same one)
+    // until `daemon --release`, which the test daemons' drop runs.
+    drop(running);
+    drop(next);
+    assert_eq!(trusted(trust.path()), Vec::<String>::new());
+    drop(killed);
 }
