@@ -23,17 +23,19 @@ use std::{
 const PG_SESSIONS: usize = 200;
 const PG_STATEMENTS: usize = 20;
 
-/// `N STATEMENTS HOST PORT`: N threads each open a session through the redirect,
-/// wait until all are open, run their statements and close; prints
-/// `{"done": …, "errors": […]}`.
+/// `N STATEMENTS HOST PORT [RAMP]`: N threads each open a session through the
+/// redirect (thread i after i × RAMP seconds), wait until all are open, run their
+/// statements and close; prints `{"done": …, "errors": […]}`.
 const PG_CLIENTS: &str = r#"
-import json, sys, threading, psycopg2
+import json, sys, threading, time, psycopg2
 n, stmts, host, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ramp = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 barrier = threading.Barrier(n, timeout=120)
 lock = threading.Lock()
 done, errors = [0], []
 def run(i):
     try:
+        time.sleep(i * ramp)
         c = psycopg2.connect(host=host, port=port, dbname="app", user="whoever",
                              sslmode="disable", connect_timeout=60)
         c.autocommit = True
@@ -106,6 +108,85 @@ fn policy_reload_in_a_loop_while_200_sessions_run_has_no_errors() {
         s.d.cli(&["status", "--json"]).status.success(),
         "the daemon is down"
     );
+}
+
+/// Concurrent PostgreSQL sessions of the large run, and statements each runs.
+const PG_MANY: usize = 1000;
+const PG_MANY_STATEMENTS: usize = 5;
+/// Seconds between two of them connecting (all are open together before any runs a
+/// statement).
+const PG_MANY_RAMP: &str = "0.03";
+
+#[test]
+fn a_thousand_concurrent_postgres_sessions_have_no_errors() {
+    let Some(mut s) = setup("load-1000") else {
+        return;
+    };
+    s.pg.restart_with(&format!("max_connections = {}", PG_MANY + 50))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // The store on the test PostgreSQL: with SQLite, 1,000 openings at 200 a second
+    // queued past the store's 10 s acquire timeout (each commits twice, the audit
+    // append under BEGIN IMMEDIATE) and were refused — fail closed, but refused.
+    s.pg.create_database("audit")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    s.d.stop().unwrap_or_else(|e| panic!("{e}"));
+    let config = std::fs::read_to_string(&s.d.config).unwrap_or_else(|e| panic!("{e}"));
+    let config = config.replace(
+        "store = \"sqlite://state/portcullis.db\"",
+        &format!("store = \"{}\"", s.pg.url("audit")),
+    );
+    std::fs::write(&s.d.config, config).unwrap_or_else(|e| panic!("{e}"));
+    s.d.spawn().unwrap_or_else(|e| panic!("{e:#}"));
+    let before = rss_kib(&s.d);
+    let (host, port) = (s.pg.host().to_string(), s.pg.port().to_string());
+    let (n, stmts) = (PG_MANY.to_string(), PG_MANY_STATEMENTS.to_string());
+    let mut clients = s
+        .client_command(&[
+            "/usr/bin/python3",
+            "-c",
+            PG_CLIENTS,
+            &n,
+            &stmts,
+            &host,
+            &port,
+            PG_MANY_RAMP,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Memory while all are open (they wait at a barrier once connected).
+    let deadline = Instant::now() + Duration::from_secs(110);
+    let mut peak = (0, 0);
+    while clients.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = clients.kill();
+            panic!(
+                "{PG_MANY} sessions did not finish in 110 s; log:\n{}",
+                tail(&s.d.log())
+            );
+        }
+        let active = active_sessions(&s.d).unwrap_or(0);
+        if active >= peak.0 {
+            peak = (active, rss_kib(&s.d));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = clients.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("clients printed no report ({e}): {:?}", text(&out)));
+    println!(
+        "{PG_MANY} concurrent PostgreSQL sessions × {PG_MANY_STATEMENTS} statements: {} done, \
+         {} errors; at {} open the daemon's RSS was {} KiB (from {before} KiB), {:.1} KiB \
+         per session",
+        report["done"],
+        report["error_count"],
+        peak.0,
+        peak.1,
+        peak.1.saturating_sub(before) as f64 / peak.0.max(1) as f64
+    );
+    assert_eq!(report["error_count"], 0, "{report}\n{}", tail(&s.d.log()));
+    assert_eq!(report["done"], PG_MANY, "{report}");
 }
 
 /// Idle TCP sessions held open at once (the goal; fewer when this machine's limits
