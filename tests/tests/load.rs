@@ -323,9 +323,10 @@ fn ten_thousand_idle_tcp_sessions_are_served_and_their_memory_measured() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    let _echo = KillOnDrop(echo.id());
+    let echo_out = echo.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let _echo = KillOnDrop(echo);
     let mut port = String::new();
-    BufReader::new(echo.stdout.take().unwrap_or_else(|| panic!("no stdout")))
+    BufReader::new(echo_out)
         .read_line(&mut port)
         .unwrap_or_else(|e| panic!("{e}"));
     let port = port.trim().to_owned();
@@ -381,15 +382,13 @@ fn ten_thousand_idle_tcp_sessions_are_served_and_their_memory_measured() {
     );
 }
 
-/// Kills a helper process when the test ends, however it ends.
-struct KillOnDrop(u32);
+/// Kills (and reaps) a helper process when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0) {
-            // SAFETY: kill(2) on a child this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -25,22 +25,24 @@ pub fn sweep(opts: &Options, own: bool) {
     );
     let dir = opts.at(&trust_dir.to_string_lossy());
     let mut removed = trust::sweep(&dir, None);
-    if own && opts.real_root() {
-        if let Some(c) = &config {
-            match trust_own(c, &dir) {
-                Ok(Some(path)) => removed.push(path),
-                Ok(None) => {}
-                Err(error) => println!("note      {error}"),
-            }
+    if own
+        && opts.real_root()
+        && let Some(c) = &config
+    {
+        match trust_own(c, &dir) {
+            Ok(Some(path)) => removed.push(path),
+            Ok(None) => {}
+            Err(error) => println!("note      {error}"),
         }
     }
     for path in &removed {
         println!("removed   {} (HTTPS CA)", path.display());
     }
-    if !removed.is_empty() && opts.real_root() {
-        if let Err(error) = trust::refresh_trust_store() {
-            println!("note      {error}");
-        }
+    if !removed.is_empty()
+        && opts.real_root()
+        && let Err(error) = trust::refresh_trust_store()
+    {
+        println!("note      {error}");
     }
 }
 

@@ -32,7 +32,7 @@ const PREFIX: &str = "portcullis-http-ca-";
 /// The lock a running daemon holds in its state directory.
 const LOCK: &str = "http-ca.lock";
 /// Age after which a CA file without an owner (an older build's) is stale.
-pub const LEGACY_AGE: Duration = Duration::from_secs(3600);
+pub const LEGACY_AGE: Duration = Duration::from_hours(1);
 
 /// A running daemon's claim on its CA: while this lives, no sweep removes the CAs of
 /// its state directory.
@@ -171,6 +171,7 @@ pub fn remove(trust_dir: &Path, pem: &str) -> Result<Option<PathBuf>, HttpError>
 
 /// The trust-store file of a CA: named for its fingerprint, so daemons with
 /// different CAs on one host never overwrite each other's.
+#[must_use]
 pub fn trust_file(trust_dir: &Path, pem: &str) -> PathBuf {
     let digest = sha2::Sha256::digest(pem.as_bytes());
     let short = digest.iter().take(6).fold(String::new(), |mut hex, b| {
@@ -284,7 +285,7 @@ mod tests {
         let legacy = trust_file(dir.path(), PEM_A);
         fs::write(&legacy, PEM_A).unwrap();
         assert!(sweep(dir.path(), None).is_empty());
-        let old = std::time::SystemTime::now() - LEGACY_AGE - Duration::from_secs(60);
+        let old = std::time::SystemTime::now() - LEGACY_AGE - Duration::from_mins(1);
         File::options()
             .write(true)
             .open(&legacy)
