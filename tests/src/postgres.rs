@@ -323,6 +323,17 @@ impl PgServer {
         self.pg_ctl_start()
     }
 
+    /// Stops the server at once (`-m immediate`), as a crash or a lost host looks to
+    /// its clients.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.pg_ctl_stop()
+    }
+
+    /// Starts a server [`PgServer::stop`]ped before, on the same port.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        self.pg_ctl_start()
+    }
+
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let mut cmd = self.as_os_user("pg_ctl");
         cmd.arg("-D")

@@ -2,16 +2,26 @@
 //! the middle of a PostgreSQL session; the statements the recorder had committed are
 //! still there after a restart, readable as events, and `audit verify` still passes
 //! (a session cut off by a crash has no `session_closed` record to check against).
+//!
+//! Issue 21: `kill -9` while 50 sessions run statements loses the record of no
+//! result a client received, and no connect goes direct while the daemon is down;
+//! the HTTPS CA a killed daemon left in the trust store is swept by the next
+//! daemon's start, while a running daemon's stays.
 #![expect(
     clippy::panic,
     clippy::indexing_slicing,
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::pgproxy::setup;
+use portcullis_tests::{
+    cgroup::{TestCgroup, can_run_ebpf_tests},
+    daemon::TestDaemon,
+    pgproxy::{setup, text},
+};
 use serde_json::Value;
 use std::{
-    io::Write as _,
+    collections::HashSet,
+    io::{BufRead, BufReader, Read as _, Write as _},
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -163,4 +173,264 @@ fn plain(text: &str) -> String {
         }
     }
     out
+}
+
+/// The Portcullis CA files in `trust` (certificates only).
+fn trusted(trust: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(trust)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("portcullis-http-ca-") && n.ends_with(".crt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_killed_daemons_https_ca_is_swept_at_the_next_start_a_running_ones_kept() {
+    if !can_run_ebpf_tests("ca-sweep") {
+        return;
+    }
+    let trust = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let extra = format!("[http]\ntrust_dir = \"{}\"\n", trust.path().display());
+    let cg = TestCgroup::new("ca-sweep").unwrap_or_else(|e| panic!("{e}"));
+    let start =
+        |name: &str| TestDaemon::start(name, &cg, "", &extra).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut killed = start("ca-killed");
+    let running = start("ca-running");
+    let ca = |d: &TestDaemon| {
+        std::fs::read_to_string(d.dir().join("state/http-ca.crt"))
+            .unwrap_or_else(|e| panic!("the daemon made no CA: {e}"))
+    };
+    let (killed_ca, running_ca) = (ca(&killed), ca(&running));
+    assert_eq!(
+        trusted(trust.path()).len(),
+        2,
+        "each daemon trusts its own CA"
+    );
+    killed.kill9();
+    let next = start("ca-next");
+    let after = trusted(trust.path());
+    let contents: Vec<String> = after
+        .iter()
+        .map(|n| std::fs::read_to_string(trust.path().join(n)).unwrap_or_default())
+        .collect();
+    assert_eq!(contents.len(), 2, "{after:?}");
+    assert!(
+        !contents.contains(&killed_ca),
+        "the killed daemon's CA stayed"
+    );
+    assert!(
+        contents.contains(&running_ca),
+        "the running daemon's CA went"
+    );
+    assert!(
+        contents.contains(&ca(&next)),
+        "the new daemon's CA is missing"
+    );
+    assert!(
+        next.log().contains("Removed a stale HTTPS CA"),
+        "{}",
+        next.log()
+    );
+    // A daemon that stops cleanly keeps its CA (it comes back on the same one)
+    // until `daemon --release`, which the test daemons' drop runs.
+    drop(running);
+    drop(next);
+    assert_eq!(trusted(trust.path()), Vec::<String>::new());
+    drop(killed);
+}
+
+/// Sessions running statements when the daemon is killed.
+const CRASH_SESSIONS: usize = 50;
+
+/// `N HOST PORT`: N threads each connect through the redirect (again and again when
+/// refused or cut off) and run `SELECT i AS c, j AS s` with j counting up, until
+/// stdin closes, printing the count of results received so far every 0.2 s; then
+/// prints `{"received": [[i, j]…], "refused": …, "cut": …,
+/// "other": […]}`: every statement whose result came back, and the connects that
+/// failed: refused, cut off (by the crash, mid-handshake), or otherwise.
+const CRASH_CLIENTS: &str = r#"
+import json, sys, threading, time, psycopg2
+n, host, port = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+stop = threading.Event()
+lock = threading.Lock()
+received, refused, cut, other, connects = [], [0], [0], [], [0]
+def run(i):
+    j = 0
+    while not stop.is_set():
+        try:
+            c = psycopg2.connect(host=host, port=port, dbname="app", user="whoever",
+                                 sslmode="disable", connect_timeout=10)
+        except psycopg2.OperationalError as e:
+            with lock:
+                if "refused" in str(e):
+                    refused[0] += 1
+                elif "closed the connection unexpectedly" in str(e):
+                    cut[0] += 1
+                elif len(other) < 20:
+                    other.append(repr(e))
+            time.sleep(0.05)
+            continue
+        with lock:
+            connects[0] += 1
+        c.autocommit = True
+        try:
+            cur = c.cursor()
+            while not stop.is_set():
+                cur.execute("SELECT %d AS c, %d AS s" % (i, j))
+                if cur.fetchone() == (i, j):
+                    with lock:
+                        received.append((i, j))
+                j += 1
+        except psycopg2.Error:
+            j += 1
+        try:
+            c.close()
+        except psycopg2.Error:
+            pass
+def until_stdin_closes():
+    sys.stdin.read()
+    stop.set()
+threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+for t in threads: t.start()
+threading.Thread(target=until_stdin_closes, daemon=True).start()
+while not stop.wait(0.2):
+    with lock:
+        k = len(received)
+    print(k, flush=True)
+for t in threads: t.join()
+print(json.dumps({"received": received, "refused": refused[0], "cut": cut[0], "other": other,
+                  "connects": connects[0]}))
+"#;
+
+#[test]
+fn kill_9_under_50_sessions_loses_no_received_result_and_nothing_goes_direct() {
+    let Some(mut s) = setup("crash-50") else {
+        return;
+    };
+    // Every connection the server accepts is logged: a client's own login (user
+    // `whoever`, which trust would admit) would be a connect that went direct.
+    s.pg.restart_with(&format!(
+        "max_connections = {}\nlog_connections = on",
+        CRASH_SESSIONS * 2 + 20
+    ))
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (host, port) = (s.pg.host().to_string(), s.pg.port().to_string());
+    let n = CRASH_SESSIONS.to_string();
+    let mut clients = s
+        .client_command(&["/usr/bin/python3", "-c", CRASH_CLIENTS, &n, &host, &port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut progress = BufReader::new(clients.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    // Killed while the statements flow, restarted, and run on until as many more
+    // have flowed again.
+    let before = wait_received(&mut progress, 500, &s.d);
+    s.d.kill9();
+    // Down: every connect meets the pinned redirect to a port nobody listens on.
+    std::thread::sleep(Duration::from_secs(2));
+    s.d.spawn()
+        .unwrap_or_else(|e| panic!("the daemon does not start again after a crash: {e:#}"));
+    wait_received(&mut progress, before + 500, &s.d);
+    drop(clients.stdin.take());
+    let mut rest = String::new();
+    progress
+        .read_to_string(&mut rest)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = clients.wait();
+    let report: Value = rest
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("the clients printed no report: {rest:?}"));
+
+    let received: Vec<(u64, u64)> = report["received"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p[0].as_u64()?, p[1].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let recorded = recorded_statements(&s.d);
+    let missing: Vec<&(u64, u64)> = received
+        .iter()
+        .filter(|(c, n)| !recorded.contains(&format!("SELECT {c} AS c, {n} AS s")))
+        .collect();
+    println!(
+        "kill -9 under {CRASH_SESSIONS} sessions: {} results received, {} statements \
+         recorded, {} connects refused while down, {} cut off by the crash, {} connects",
+        received.len(),
+        recorded.len(),
+        report["refused"],
+        report["cut"],
+        report["connects"]
+    );
+    assert!(
+        missing.is_empty(),
+        "{} results a client received are not recorded, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        report["refused"].as_u64().unwrap_or(0) > 0,
+        "no connect was tried while the daemon was down: {report}"
+    );
+    assert_eq!(
+        report["other"],
+        Value::Array(Vec::new()),
+        "{report}\n{}",
+        s.d.log()
+    );
+    let pg_log = s.pg.log();
+    assert!(
+        !pg_log.contains("user=whoever"),
+        "a client reached the server directly:\n{pg_log}"
+    );
+    let verify = s.d.cli(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "audit verify after a crash under load: {:?}",
+        text(&verify)
+    );
+}
+
+/// Reads the clients' progress lines until they have received `n` results (bounded);
+/// returns the count reached.
+fn wait_received(progress: &mut impl BufRead, n: u64, d: &TestDaemon) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = progress.read_line(&mut line).unwrap_or(0);
+        assert!(read > 0, "the clients stopped early; log:\n{}", d.log());
+        let count: u64 = line.trim().parse().unwrap_or(0);
+        if count >= n {
+            return count;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the clients received {count} results of {n} in 60 s; log:\n{}",
+            d.log()
+        );
+    }
+}
+
+/// The text of every `sql` event of every postgres session.
+fn recorded_statements(d: &TestDaemon) -> HashSet<String> {
+    let sessions = d.sessions().unwrap_or_else(|e| panic!("{e:#}"));
+    sessions
+        .iter()
+        .filter(|x| x["protocol"] == "postgres")
+        .filter_map(|x| x["id"].as_str())
+        .flat_map(|id| events(d, id))
+        .filter(|e| e["kind"] == "sql")
+        .filter_map(|e| e["summary"].as_str().map(str::to_owned))
+        .collect()
 }

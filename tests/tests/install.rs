@@ -241,26 +241,39 @@ fn unit_capabilities() -> String {
     format!("-all,{}", caps.join(","))
 }
 
-/// The Debian package (`cargo xtask deb`, then `PORTCULLIS_DEB=target/debian/….deb`):
-/// `dpkg -i` runs the install steps, `dpkg -r` keeps configuration and data, `dpkg -P`
-/// removes them.
+/// The Debian package (`cargo xtask test` builds one of its debug binary and names
+/// it in `PORTCULLIS_DEB`; `cargo xtask deb` builds the release one): `dpkg -i` runs
+/// the install steps, `dpkg -r` keeps configuration and data, `dpkg -P` removes
+/// them. It installs into this host, so it leaves nothing behind: the groups it
+/// created go too, and a panic midway still purges ([`Purge`]).
 #[test]
 fn the_debian_package_installs_and_removes_cleanly() {
     let Some(deb) = std::env::var_os("PORTCULLIS_DEB") else {
-        eprintln!("SKIP deb: set PORTCULLIS_DEB to a package built by `cargo xtask deb`");
+        eprintln!(
+            "SKIP deb: PORTCULLIS_DEB names no package (`cargo xtask test` sets it; \
+             or `cargo xtask deb`, then PORTCULLIS_DEB=target/debian/….deb)"
+        );
         return;
     };
-    if !portcullis_tests::cgroup::is_root() || Path::new("/etc/portcullis").exists() {
-        eprintln!("SKIP deb: needs root and a host without /etc/portcullis (it would be purged)");
+    if !portcullis_tests::cgroup::is_root() {
+        eprintln!("SKIP deb: needs root (dpkg -i)");
         return;
     }
-    let dpkg = |args: &[&str]| {
-        let out = Command::new("dpkg")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        ok(&out)
-    };
+    for (path, why) in [
+        ("/etc/portcullis", "its configuration would be purged"),
+        (
+            "/sys/fs/bpf/portcullis",
+            "its daemon's pins would be removed by prerm",
+        ),
+        ("/usr/bin/portcullis", "it would be replaced"),
+    ] {
+        if Path::new(path).exists() {
+            eprintln!("SKIP deb: this host has {path}; {why}");
+            return;
+        }
+    }
+    let had_groups: Vec<bool> = GROUPS.iter().map(|g| group_exists(g)).collect();
+    let _purge = Purge(had_groups);
     dpkg(&["-i", &deb.to_string_lossy()]);
     for file in [
         "/usr/bin/portcullis",
@@ -270,20 +283,65 @@ fn the_debian_package_installs_and_removes_cleanly() {
     ] {
         assert!(Path::new(file).exists(), "{file} missing after dpkg -i");
     }
+    let unit = std::fs::read_to_string("/lib/systemd/system/portcullis.service")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        unit.contains("ExecStart=/usr/bin/portcullis daemon"),
+        "{unit}"
+    );
     assert!(Path::new("/var/lib/portcullis").is_dir());
-    for group in ["portcullis-approvers", "portcullis-admins"] {
-        let out = Command::new("getent").args(["group", group]).output();
-        assert!(
-            out.is_ok_and(|o| o.status.success()),
-            "group {group} missing"
-        );
+    for group in GROUPS {
+        assert!(group_exists(group), "group {group} missing");
     }
+    let version = ok(&Command::new("/usr/bin/portcullis")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(version.contains("portcullis"), "{version}");
     dpkg(&["-r", "portcullis"]);
     assert!(!Path::new("/usr/bin/portcullis").exists());
+    assert!(!Path::new("/lib/systemd/system/portcullis.service").exists());
     assert!(
         Path::new("/etc/portcullis/portcullis.toml").exists(),
         "dpkg -r keeps the config"
     );
     dpkg(&["-P", "portcullis"]);
     assert!(!Path::new("/etc/portcullis").exists() && !Path::new("/var/lib/portcullis").exists());
+    let status = Command::new("dpkg")
+        .args(["-s", "portcullis"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!status.status.success(), "dpkg still knows the package");
+}
+
+/// The groups the package creates.
+const GROUPS: [&str; 2] = ["portcullis-approvers", "portcullis-admins"];
+
+fn dpkg(args: &[&str]) -> String {
+    ok(&Command::new("dpkg")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn group_exists(group: &str) -> bool {
+    Command::new("getent")
+        .args(["group", group])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Leaves the host as it was: purges the package (a no-op once the test did) and
+/// deletes the groups that did not exist before (`had[i]` for `GROUPS[i]`).
+struct Purge(Vec<bool>);
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["-P", "portcullis"]).output();
+        for (group, had) in GROUPS.iter().zip(&self.0) {
+            if !had {
+                let _ = Command::new("groupdel").arg(group).output();
+            }
+        }
+    }
 }

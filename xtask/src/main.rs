@@ -175,6 +175,10 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     cmd.args(["test", "--workspace", "--exclude", "portcullis-ebpf"])
         .args(extra)
         .env("PORTCULLIS_BIN", bin);
+    // The dpkg test (tests/tests/install.rs) installs a package of this build.
+    if extra.is_empty() || extra.iter().any(|a| a == "install") {
+        cmd.env("PORTCULLIS_DEB", package::test_deb()?);
+    }
     sh(&mut cmd)
 }
 

@@ -54,7 +54,24 @@ pub fn run() -> anyhow::Result<()> {
     rust_src()?;
     clippy()?;
     cargo_fuzz()?;
+    cargo_deb()?;
     bpf_linker()
+}
+
+/// `cargo xtask deb` and the dpkg test of `cargo xtask test` build packages with
+/// cargo-deb.
+pub fn cargo_deb() -> anyhow::Result<()> {
+    let works = Command::new("cargo")
+        .args(["deb", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Ok(());
+    }
+    println!("xtask setup: installing cargo-deb (about a minute)");
+    sh(Command::new("cargo").args(["install", "cargo-deb", "--locked"]))
 }
 
 /// `cargo xtask fuzz` runs cargo-fuzz on the nightly toolchain.

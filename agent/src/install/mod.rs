@@ -48,6 +48,7 @@
 //! program change thus needs that short window of refused connects; nothing opens.
 
 mod steps;
+mod trust;
 
 use std::path::PathBuf;
 

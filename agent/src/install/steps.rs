@@ -35,6 +35,7 @@ pub fn install(opts: &Options) -> Result<(), InstallError> {
     }
     let state = opts.at(STATE_DIR);
     mkdir(&state, 0o700)?;
+    super::trust::sweep(opts, false);
     if opts.real_root() {
         for group in GROUPS {
             ensure_group(group)?;
@@ -57,6 +58,7 @@ pub fn uninstall(opts: &Options, purge: bool) -> Result<(), InstallError> {
     if opts.real_root() {
         release_pins();
     }
+    super::trust::sweep(opts, true);
     if !opts.packaged {
         remove(&opts.at(UNIT_PATH))?;
         remove(

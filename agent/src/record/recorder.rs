@@ -25,7 +25,7 @@ use super::{
     ChainDigest, EventRecord, StatementRecord, Store, events::Encoded, session::SessionId,
 };
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -116,7 +116,7 @@ enum Message {
     /// An event to number, chain and write.
     Record(Box<Recordable>),
     /// Write what came before now, then answer.
-    Flush(oneshot::Sender<()>),
+    Flush(oneshot::Sender<bool>, Option<SessionId>),
     /// Refuse new messages, write everything already sent, then stop.
     Shutdown,
 }
@@ -146,6 +146,7 @@ impl Recorder {
             chains: Arc::clone(&recorder.chains),
             hurry: Arc::clone(&recorder.hurry),
             batch: Vec::with_capacity(BATCH_MAX),
+            lost: HashSet::new(),
         };
         tokio::spawn(writer.run(inbox, recorder.stopped.clone()));
         recorder
@@ -184,7 +185,8 @@ impl Recorder {
     /// gets [`ChainDigest::empty`].
     pub async fn finish_session(&self, session: &SessionId) -> ChainDigest {
         let (done, written) = oneshot::channel();
-        if self.messages.send(Message::Flush(done)).await.is_ok() {
+        let flush = Message::Flush(done, Some(session.clone()));
+        if self.messages.send(flush).await.is_ok() {
             self.hurry.notify_one();
             // An error means the task is gone, after writing all it was sent.
             let _ = written.await;
@@ -194,6 +196,22 @@ impl Recorder {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(session)
             .unwrap_or_else(ChainDigest::empty)
+    }
+
+    /// Waits until every event of `session` recorded so far is written: what a
+    /// protocol does before it lets a client see the result of an action, so that a
+    /// crash (`kill -9`) never loses the record of a result someone received. The
+    /// writer hurries for it, and every session waiting at once shares one commit.
+    /// `false` when some of the session's events could not be written (the store
+    /// refused them twice, logged) or the recorder is gone: the session must end.
+    pub async fn sync(&self, session: &SessionId) -> bool {
+        let (done, written) = oneshot::channel();
+        let flush = Message::Flush(done, Some(session.clone()));
+        if self.messages.send(flush).await.is_err() {
+            return false;
+        }
+        self.hurry.notify_one();
+        written.await.unwrap_or(false)
     }
 
     /// Writes everything recorded so far, then stops the task: later records are
@@ -213,7 +231,14 @@ struct Writer {
     hurry: Arc<Notify>,
     /// Records taken off the channel and chained, not yet written.
     batch: Vec<Encoded>,
+    /// Sessions some of whose events the store refused for good, until their next
+    /// flush request learns it (at most the sessions open at once).
+    lost: HashSet<SessionId>,
 }
+
+/// A flush request: answered `true` once written, `false` when the session's events
+/// were lost.
+type Waiter = (oneshot::Sender<bool>, Option<SessionId>);
 
 impl Writer {
     async fn run(mut self, mut inbox: mpsc::Receiver<Message>, stopped: CancellationToken) {
@@ -238,8 +263,9 @@ impl Writer {
                 }
             }
             self.flush().await;
-            for done in waiting {
-                let _ = done.send(());
+            for (done, session) in waiting {
+                let written = session.is_none_or(|s| !self.lost.remove(&s));
+                let _ = done.send(written);
             }
         }
     }
@@ -249,7 +275,7 @@ impl Writer {
         &mut self,
         message: Message,
         inbox: &mut mpsc::Receiver<Message>,
-        waiting: &mut Vec<oneshot::Sender<()>>,
+        waiting: &mut Vec<Waiter>,
     ) {
         match message {
             Message::Record(record) => {
@@ -262,7 +288,7 @@ impl Writer {
                     self.batch.push(record.link(chain));
                 }
             }
-            Message::Flush(done) => waiting.push(done),
+            Message::Flush(done, session) => waiting.push((done, session)),
             // What is already queued is still received, then `recv` ends the loop.
             Message::Shutdown => inbox.close(),
         }
@@ -286,6 +312,8 @@ impl Writer {
                     .iter()
                     .map(|e| e.record.session_id.as_str())
                     .collect();
+                self.lost
+                    .extend(self.batch.iter().map(|e| e.record.session_id.clone()));
                 tracing::error!(
                     %error,
                     lost = self.batch.len(),

@@ -13,12 +13,10 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::Digest as _;
 use std::{
-    fmt::Write as _,
     fs,
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -104,22 +102,11 @@ impl Authority {
         Ok(config)
     }
 
-    /// Puts the CA into the system trust store under `trust_dir` and refreshes the
-    /// bundle; does nothing when it is already there.
-    pub fn install(&self, trust_dir: &Path) -> Result<PathBuf, HttpError> {
-        let path = trust_file(trust_dir, &self.ca_pem);
-        if fs::read_to_string(&path).is_ok_and(|have| have == self.ca_pem) {
-            return Ok(path);
-        }
-        let io = |op: &'static str, source| HttpError::Io {
-            op,
-            path: path.clone(),
-            source,
-        };
-        fs::create_dir_all(trust_dir).map_err(|e| io("create the trust directory", e))?;
-        fs::write(&path, &self.ca_pem).map_err(|e| io("write the CA into", e))?;
-        refresh_trust_store()?;
-        Ok(path)
+    /// Puts the CA into the system trust store under `trust_dir` as `state_dir`'s,
+    /// sweeps stale Portcullis CAs out of it, and refreshes the bundle when anything
+    /// changed (see `trust`). Call with `trust::hold(state_dir)` held.
+    pub fn install(&self, trust_dir: &Path, state_dir: &Path) -> Result<PathBuf, HttpError> {
+        super::trust::install(trust_dir, state_dir, &self.ca_pem)
     }
 }
 
@@ -134,63 +121,11 @@ pub fn uninstall(
     let Ok(pem) = fs::read_to_string(&cert) else {
         return Ok(None);
     };
-    let path = trust_file(trust_dir, &pem);
-    match fs::remove_file(&path) {
-        Ok(()) => {
-            refresh_trust_store()?;
-            Ok(Some(path))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(HttpError::Io {
-            op: "remove the CA from",
-            path,
-            source,
-        }),
+    let removed = super::trust::remove(trust_dir, &pem)?;
+    if removed.is_some() {
+        super::trust::refresh_trust_store()?;
     }
-}
-
-/// The trust-store file of a CA: named for its fingerprint, so daemons with
-/// different CAs on one host never overwrite each other's.
-fn trust_file(trust_dir: &Path, pem: &str) -> PathBuf {
-    let digest = sha2::Sha256::digest(pem.as_bytes());
-    let short = digest.iter().take(6).fold(String::new(), |mut hex, b| {
-        let _ = write!(hex, "{b:02x}");
-        hex
-    });
-    trust_dir.join(format!("portcullis-http-ca-{short}.crt"))
-}
-
-/// Runs `update-ca-certificates`, one daemon at a time on this host (two runs at once
-/// can each miss the other's file in the bundle they write).
-fn refresh_trust_store() -> Result<(), HttpError> {
-    let lock_path = Path::new("/run/lock/portcullis-trust-store.lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path)
-        .and_then(|file| file.lock().map(|()| file));
-    if let Err(error) = &lock {
-        tracing::warn!(%error, path = %lock_path.display(), "Cannot lock the trust store; updating it anyway");
-    }
-    let status = Command::new("update-ca-certificates")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| HttpError::Ca {
-            reason: format!(
-                "cannot run update-ca-certificates ({e}); install Debian's ca-certificates \
-                 or set [http] trust_store = false"
-            ),
-        })?;
-    drop(lock);
-    if status.success() {
-        Ok(())
-    } else {
-        Err(HttpError::Ca {
-            reason: format!("update-ca-certificates failed ({status})"),
-        })
-    }
+    Ok(removed)
 }
 
 fn read(path: &Path) -> Result<String, HttpError> {
@@ -290,9 +225,5 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b), "cached per name");
         first.config_for("127.0.0.6").unwrap();
         assert!(first.config_for("not a name").is_err());
-        let trust = dir.path().join("trust");
-        // The trust store itself is exercised by the root tests; here only the name.
-        let file = trust_file(&trust, &first.ca_pem);
-        assert!(file.to_string_lossy().contains("portcullis-http-ca-"));
     }
 }

@@ -39,6 +39,7 @@ mod request;
 /// The path normalization requests are matched with (for `policy test`).
 pub use request::normalize as normalize_path;
 mod server;
+pub mod trust;
 mod upstream;
 
 use crate::{
@@ -72,6 +73,8 @@ pub struct Http {
     authority: Option<ca::Authority>,
     /// What `https` clients use when no authority could be set up.
     authority_error: Option<String>,
+    /// Held while the daemon runs: its CA in the trust store is not stale.
+    _owner: Option<trust::OwnerLock>,
 }
 
 impl Http {
@@ -80,6 +83,7 @@ impl Http {
     /// while `http` targets keep working.
     #[must_use]
     pub fn new(config: &HttpConfig) -> Self {
+        let mut owner = None;
         let loaded = ca::Authority::load_or_generate(
             config.ca_cert.as_deref(),
             config.ca_key.as_deref(),
@@ -87,7 +91,8 @@ impl Http {
         )
         .and_then(|authority| {
             if config.trust_store {
-                let path = authority.install(&config.trust_dir)?;
+                owner = Some(trust::hold(&config.state_dir)?);
+                let path = authority.install(&config.trust_dir, &config.state_dir)?;
                 tracing::info!(path = %path.display(), "HTTPS CA is in the system trust store");
             }
             Ok(authority)
@@ -97,6 +102,7 @@ impl Http {
                 config: config.clone(),
                 authority: Some(authority),
                 authority_error: None,
+                _owner: owner,
             },
             Err(error) => {
                 tracing::error!(%error, "HTTPS clients cannot be served");
@@ -104,6 +110,7 @@ impl Http {
                     config: config.clone(),
                     authority: None,
                     authority_error: Some(error.to_string()),
+                    _owner: owner,
                 }
             }
         }

@@ -181,6 +181,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
         copy: None,
         copy_header: false,
         idle: backend.status == b'I',
+        unsynced: false,
     };
     let (outcome, reason) = {
         let front_run = front.run(&mut ask);

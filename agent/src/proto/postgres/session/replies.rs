@@ -47,7 +47,14 @@ pub(super) struct BackendLoop<'a> {
     /// No statement has completed since the server was last idle: one that starts now
     /// is the first of its transaction.
     pub(super) idle: bool,
+    /// Records were queued since the recorder last confirmed this session's events
+    /// written: the results in `out` wait for it (see [`BackendLoop::flush`]).
+    pub(super) unsynced: bool,
 }
+
+/// Why a session ends when its events could not be written before a result left.
+const NOT_RECORDED: &str = "the statement's result could not be recorded (the store \
+     refused it); the session is ended so that nothing runs unrecorded";
 
 impl BackendLoop<'_> {
     /// The client's encoding, as the server last reported it.
@@ -99,6 +106,7 @@ impl BackendLoop<'_> {
                     };
                     let done = self.handle(m);
                     for record in done {
+                        self.unsynced = true;
                         if let Err(stalled) = self.session.recorder.record(record).await {
                             let reason = stalled.to_string();
                             let e = wire::error_response(self.encoding(), Severity::FATAL, "58000", &format!("Portcullis: {reason}"), None, None);
@@ -107,8 +115,14 @@ impl BackendLoop<'_> {
                         }
                     }
                     if (!self.reader.has_buffered_message() || self.out.len() >= FLUSH_AT)
-                        && self.flush().await.is_err()
+                        && let Err(error) = self.flush().await
                     {
+                        if error.kind() == std::io::ErrorKind::Other && error.to_string() == NOT_RECORDED {
+                            let e = wire::error_response(self.encoding(), Severity::FATAL, "58000", &format!("Portcullis: {NOT_RECORDED}"), None, None);
+                            let _ = self.client.write_all(&e).await;
+                            let _ = self.client.flush().await;
+                            return (Outcome::Error, Some(NOT_RECORDED.into()));
+                        }
                         return (Outcome::Closed, Some("the client connection was lost".into()));
                     }
                 }
@@ -122,7 +136,18 @@ impl BackendLoop<'_> {
         self.client.flush().await
     }
 
+    /// Sends what `out` holds. Results of recorded statements leave only once the
+    /// recorder has written their records (one shared commit for every session
+    /// waiting): a crash never loses the record of a result a client received. When
+    /// the records are lost the results are dropped and the error says so.
     async fn flush(&mut self) -> std::io::Result<()> {
+        if self.unsynced && !self.out.is_empty() {
+            self.unsynced = false;
+            if !self.session.recorder.sync(&self.session.id).await {
+                self.out.clear();
+                return Err(std::io::Error::other(NOT_RECORDED));
+            }
+        }
         if !self.out.is_empty() {
             self.client.write_all(&self.out).await?;
             self.out.clear();
