@@ -293,6 +293,7 @@ fn mask_spec(
         mask_key_env: file.mask_key_env.clone(),
         mask_key_file: file.mask_key_file.clone(),
         mask_learn: file.mask_learn.unwrap_or_default(),
+        mask_json: mask_json(src, rule, file)?,
     };
     if spec == crate::mask::MaskSpec::default() {
         return Ok(None);
@@ -310,6 +311,21 @@ fn mask_spec(
         return Err(src.error(span, format!("rule `{rule}`: {error}")));
     }
     Ok(Some(spec))
+}
+
+/// A rule's `mask_json` paths, each parsed so that a bad one is refused at its line.
+fn mask_json(src: &Source, rule: &str, file: &RuleFile) -> Result<Vec<String>, PolicyError> {
+    let mut paths = Vec::new();
+    for path in file.mask_json.iter().flatten() {
+        if let Err(error) = crate::mask::json_path::JsonPath::parse(path.get_ref()) {
+            return Err(src.error(
+                path.span(),
+                format!("rule `{rule}`: mask_json path `{}`: {error}", path.get_ref()),
+            ));
+        }
+        paths.push(path.get_ref().clone());
+    }
+    Ok(paths)
 }
 
 /// A postgres target's login settings, which only `postgres` targets use.
