@@ -51,6 +51,8 @@ class H(BaseHTTPRequestHandler):
     def any(self):
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self.websocket()
+        if self.path.startswith("/v1/people"):
+            return self.people(int(self.path.partition("n=")[2] or 3))
         data, chunked = self.body()
         auth = self.headers.get_all("Authorization") or []
         out = {"method": self.command, "path": self.path, "host": self.headers.get("Host"),
@@ -65,6 +67,21 @@ class H(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = any
+    def people(self, n):
+        # A chunked JSON document of n people, written a person at a time.
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        def chunk(b):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+        chunk(b'{"users": [')
+        for i in range(n):
+            u = {"id": i, "email": "user%d@example.com" % i, "name": "User %d" % i,
+                 "profile": {"ssn": "078-05-%04d" % (i % 10000 + 1), "city": "Oslo"}}
+            chunk((b", " if i else b"") + json.dumps(u).encode())
+        chunk(b'], "audit": {"ssn": 123456789, "by": "ops"}}')
+        chunk(b"")
     def websocket(self):
         key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
         accept = base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()

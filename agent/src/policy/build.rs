@@ -554,6 +554,20 @@ mod tests {
         );
     }
 
+    /// Issue 19: a `mask_json` path that cannot be matched while streaming is refused
+    /// at its own line, with the reason.
+    #[test]
+    fn mask_json_paths_are_checked_at_load() {
+        let rule = format!(
+            "{TARGET}[[rule]]\nname = \"r\"\ntargets = [\"*\"]\naction = \"allow\"\nmask_json = [\n  \"$.users[*].email\",\n  \"$.users[?@.admin].ssn\",\n]\n"
+        );
+        assert_error(
+            &[("a.toml", &rule)],
+            "a.toml:11",
+            "rule `r`: mask_json path `$.users[?@.admin].ssn`: at byte 8: a filter",
+        );
+    }
+
     #[test]
     fn address_errors() {
         let target =
