@@ -667,6 +667,57 @@ fn smuggling_malformed_and_slow_requests_are_refused() {
     assert_eq!(got["path"], "/v1/fine");
 }
 
+/// HTTP/2 floods: a connection that opens and at once cancels many streams (rapid
+/// reset) is sent away with `GOAWAY`; one that opens more streams than allowed has
+/// the extra ones refused. The daemon stays up and other clients are served meanwhile.
+#[test]
+fn http2_stream_floods_are_cut_off_and_others_unaffected() {
+    let Some(s) = setup("http-h2-flood", RULES, "") else {
+        return;
+    };
+    let port = s.servers.api_port.to_string();
+    let flood = |mode: &str, n: &str| {
+        let out = s
+            .client(&[
+                "/usr/bin/python3",
+                "-c",
+                portcullis_tests::http::H2_PY,
+                IP,
+                &port,
+                mode,
+                n,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (stdout, stderr) = text(&out);
+        serde_json::from_str::<Value>(stdout.trim())
+            .unwrap_or_else(|e| panic!("{mode}: {e}: {stdout} {stderr}"))
+    };
+    // While floods run, a well-behaved client is served.
+    let bystander = spawn_curl(&s, &[&s.api_url("/v1/bystander")]);
+    let reset = flood("reset", "2000");
+    assert_eq!(
+        reset["goaway"], 11,
+        "ENHANCE_YOUR_CALM for a reset flood: {reset}\n{}",
+        s.d.log()
+    );
+    assert!(
+        reset["headers"].as_u64().unwrap_or(u64::MAX) < 2000,
+        "{reset}"
+    );
+    let open = flood("open", "300");
+    assert!(
+        open["refused"].as_u64().unwrap_or(0) >= 200,
+        "streams past the limit of 100 are refused: {open}"
+    );
+    let (body, code) = finish(bystander);
+    assert_eq!((code.as_str(), &body["path"]), ("200", &Value::from("/v1/bystander")));
+    // The daemon is still up and serves new connections, over HTTP/2 too.
+    let got = json(&s.curl(&["--http2-prior-knowledge", &s.api_url("/v1/after")]));
+    assert_eq!(got["path"], "/v1/after", "{}", s.d.log());
+    assert!(s.d.cli(&["status"]).status.success(), "the daemon answers its API");
+}
+
 #[test]
 fn a_refused_connection_is_answered_403_saying_why() {
     let rules = "[[rule]]\nname = \"api-only\"\ntargets = [\"api\"]\naction = \"allow\"\n";
