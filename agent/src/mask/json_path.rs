@@ -1,7 +1,7 @@
 //! `mask_json` paths (`$.users[*].email`, `$..ssn`): parsed once, at policy load, and
 //! matched against the location of each value of a JSON document as it streams by.
 //!
-//! The paths are the part of JSONPath (RFC 9535) that can be decided from a value's
+//! The paths are the part of `JSONPath` (RFC 9535) that can be decided from a value's
 //! location alone, which is all a streaming masker knows: the root `$`, member names
 //! (`.name`, `['name']`, `["name"]`), array indices (`[0]`), wildcards (`.*`, `[*]`)
 //! and descendants (`..name`, `..*`, `..[0]`). Filters, slices, negative indices and
@@ -294,11 +294,13 @@ impl JsonPaths {
         self.paths.push((path, style));
     }
 
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
     }
 
     /// How many bit sets a location's [`States`] has.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.paths.len()
     }

@@ -327,12 +327,11 @@ impl JsonRewriter {
             )),
             Some(f) => Some(Step::Index(f.index)),
         };
-        match (paths, step) {
-            (Some(paths), Some(step)) => paths.step(parent, step, &mut self.scratch),
-            _ => {
-                self.scratch.copy_from_slice(parent);
-                None
-            }
+        if let (Some(paths), Some(step)) = (paths, step) {
+            paths.step(parent, step, &mut self.scratch)
+        } else {
+            self.scratch.copy_from_slice(parent);
+            None
         }
     }
 
@@ -398,7 +397,7 @@ impl Capture {
             out.extend_from_slice(b"null");
             return;
         }
-        let masked = if self.overflow {
+        let replacement = if self.overflow {
             Some(REDACTED.to_vec())
         } else if self.string && self.raw.contains(&b'\\') {
             let value = unescape(&self.raw).unwrap_or_default();
@@ -406,7 +405,7 @@ impl Capture {
         } else {
             masker.column_value(self.style, &self.raw)
         };
-        match masked {
+        match replacement {
             Some(text) => {
                 // Writing to a `Vec` cannot fail.
                 let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(&text));
@@ -456,7 +455,7 @@ fn is_literal(b: u8) -> bool {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests")]
+#[expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
     use crate::mask::{MaskKey, MaskSpec};
