@@ -509,7 +509,11 @@ fn json_paths_mask_selected_values_of_a_streamed_document() {
     for (i, user) in users.iter().enumerate() {
         assert_eq!(user["email"], "****", "{user}");
         assert_eq!(user["profile"]["ssn"], "****", "{user}");
-        assert_eq!(user["name"], format!("User {i}"), "only selected values change");
+        assert_eq!(
+            user["name"],
+            format!("User {i}"),
+            "only selected values change"
+        );
         assert_eq!(user["profile"]["city"], "Oslo");
     }
     assert_eq!(doc["audit"]["ssn"], "****", "a number is selected too");
@@ -697,7 +701,8 @@ fn http2_stream_floods_are_cut_off_and_others_unaffected() {
     let bystander = spawn_curl(&s, &[&s.api_url("/v1/bystander")]);
     let reset = flood("reset", "2000");
     assert_eq!(
-        reset["goaway"], 11,
+        reset["goaway"],
+        11,
         "ENHANCE_YOUR_CALM for a reset flood: {reset}\n{}",
         s.d.log()
     );
@@ -711,11 +716,17 @@ fn http2_stream_floods_are_cut_off_and_others_unaffected() {
         "streams past the limit of 100 are refused: {open}"
     );
     let (body, code) = finish(bystander);
-    assert_eq!((code.as_str(), &body["path"]), ("200", &Value::from("/v1/bystander")));
+    assert_eq!(
+        (code.as_str(), &body["path"]),
+        ("200", &Value::from("/v1/bystander"))
+    );
     // The daemon is still up and serves new connections, over HTTP/2 too.
     let got = json(&s.curl(&["--http2-prior-knowledge", &s.api_url("/v1/after")]));
     assert_eq!(got["path"], "/v1/after", "{}", s.d.log());
-    assert!(s.d.cli(&["status"]).status.success(), "the daemon answers its API");
+    assert!(
+        s.d.cli(&["status"]).status.success(),
+        "the daemon answers its API"
+    );
 }
 
 #[test]

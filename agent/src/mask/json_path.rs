@@ -376,7 +376,10 @@ mod tests {
         assert!(!selects("$.email", &email));
         assert!(!selects("$.users[*]", &email), "only the element itself");
         assert!(selects("$.users[*]", &email[..2]));
-        assert!(selects("$..ssn", &[key("a"), Step::Index(0), key("b"), key("ssn")]));
+        assert!(selects(
+            "$..ssn",
+            &[key("a"), Step::Index(0), key("b"), key("ssn")]
+        ));
         assert!(selects("$..ssn", &[key("ssn")]));
         assert!(!selects("$..ssn", &[key("ssn2")]));
         assert!(!selects("$..ssn", &[Step::Key(None)]));

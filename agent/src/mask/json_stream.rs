@@ -56,7 +56,10 @@ enum Expect {
 enum Lex {
     Structure,
     /// Inside a string; `escaped` after a backslash. `key` for a member name.
-    Str { escaped: bool, key: bool },
+    Str {
+        escaped: bool,
+        key: bool,
+    },
     /// Inside a number, `true`, `false` or `null`.
     Literal,
 }
@@ -209,7 +212,8 @@ impl JsonRewriter {
             what,
         };
         match (self.expect, byte) {
-            (Expect::ValueOrClose, b']') | (Expect::CommaOrClose, b']' | b'}')
+            (Expect::ValueOrClose, b']')
+            | (Expect::CommaOrClose, b']' | b'}')
             | (Expect::KeyOrClose, b'}') => {
                 let object = byte == b'}';
                 match self.frames.pop() {
@@ -322,9 +326,7 @@ impl JsonRewriter {
         let step = match self.frames.last() {
             // A top-level value is the root itself: selected by no path.
             None => None,
-            Some(f) if f.object => Some(Step::Key(
-                (!self.key_long).then_some(self.key.as_slice()),
-            )),
+            Some(f) if f.object => Some(Step::Key((!self.key_long).then_some(self.key.as_slice()))),
             Some(f) => Some(Step::Index(f.index)),
         };
         if let (Some(paths), Some(step)) = (paths, step) {
@@ -498,7 +500,10 @@ mod tests {
             "ssn": {"raw": ["****", "****", null, "****"]},
             "email": "top@example.com"
         });
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&whole).unwrap(), want);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&whole).unwrap(),
+            want
+        );
         for size in 1..40 {
             assert_eq!(rewrite(&m, DOC, size).unwrap(), whole, "pieces of {size}");
         }
@@ -516,13 +521,19 @@ mod tests {
             "{\"c\\u0061rd\": \"************1111\", \"odd key\": [\"**cret\", 2]}\n{\"card\": \"****\"}\n"
         );
         let m = masker(&["$.a"], MaskStyle::Null);
-        assert_eq!(rewrite(&m, r#"{"a": {"b": "x"}}"#, 2).unwrap(), r#"{"a": {"b": null}}"#);
+        assert_eq!(
+            rewrite(&m, r#"{"a": {"b": "x"}}"#, 2).unwrap(),
+            r#"{"a": {"b": null}}"#
+        );
         let m = masker(&["$.a"], MaskStyle::Hash);
         let out = rewrite(&m, r#"{"a": "same", "b": {"a": "same"}}"#, 1).unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_ne!(v["a"], "same");
         assert_eq!(v["b"]["a"], "same", "only the root's member");
-        assert_eq!(rewrite(&m, r#"{"a": 12}"#, 5).unwrap(), rewrite(&m, r#"{"a":"12"}"#, 5).unwrap().replace(':', ": "));
+        assert_eq!(
+            rewrite(&m, r#"{"a": 12}"#, 5).unwrap(),
+            rewrite(&m, r#"{"a":"12"}"#, 5).unwrap().replace(':', ": ")
+        );
     }
 
     #[test]
@@ -532,7 +543,14 @@ mod tests {
         assert_eq!(rewrite(&m, &long, 4096).unwrap(), r#"{"v": "****"}"#);
         let deep = "[".repeat(MAX_DEPTH + 1);
         assert_eq!(rewrite(&m, &deep, 100), Err(JsonStreamError::TooDeep));
-        for bad in [r#"{"v" "x"}"#, r#"{"v": "x"]"#, "]", r#"{"v": "x",}"#, "{v: 1}", "[1 2]"] {
+        for bad in [
+            r#"{"v" "x"}"#,
+            r#"{"v": "x"]"#,
+            "]",
+            r#"{"v": "x",}"#,
+            "{v: 1}",
+            "[1 2]",
+        ] {
             assert!(rewrite(&m, bad, 1).is_err(), "{bad}");
         }
         // A selected value cut off at the end is not written.

@@ -169,12 +169,11 @@ impl Masker {
             uses_hash |= style == MaskStyle::Hash
                 && (by_value || !spec.mask_columns.is_empty() || !spec.mask_json.is_empty());
             for path in &spec.mask_json {
-                let parsed = json_path::JsonPath::parse(path).map_err(|source| {
-                    MaskError::JsonPath {
+                let parsed =
+                    json_path::JsonPath::parse(path).map_err(|source| MaskError::JsonPath {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 json.push(parsed, style);
             }
             for name in &spec.mask {

@@ -320,7 +320,10 @@ fn mask_json(src: &Source, rule: &str, file: &RuleFile) -> Result<Vec<String>, P
         if let Err(error) = crate::mask::json_path::JsonPath::parse(path.get_ref()) {
             return Err(src.error(
                 path.span(),
-                format!("rule `{rule}`: mask_json path `{}`: {error}", path.get_ref()),
+                format!(
+                    "rule `{rule}`: mask_json path `{}`: {error}",
+                    path.get_ref()
+                ),
             ));
         }
         paths.push(path.get_ref().clone());

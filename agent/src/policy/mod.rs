@@ -410,7 +410,12 @@ mod tests {
         let names: Vec<_> = policy.targets().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
-            ["orders-api-demo", "echo-demo", "echo-review-demo", "app-db-demo"]
+            [
+                "orders-api-demo",
+                "echo-demo",
+                "echo-review-demo",
+                "app-db-demo"
+            ]
         );
         let echo = policy.target("echo-demo").unwrap();
         assert_eq!(echo.protocol, Protocol::Tcp);

@@ -10,7 +10,10 @@
 //!   the output does not depend on where the pieces are cut, and for a body that is
 //!   JSON the output is JSON of the same shape in which every value the paths select
 //!   is masked and every other value is unchanged.
-#![expect(clippy::panic, reason = "a fuzz finding is a panic that says what broke")]
+#![expect(
+    clippy::panic,
+    reason = "a fuzz finding is a panic that says what broke"
+)]
 
 use super::request::normalize;
 use crate::{
@@ -28,7 +31,11 @@ pub fn path(data: &[u8]) {
     };
     assert!(clean.starts_with('/'), "{raw:?} -> {clean:?}");
     let inner = clean.strip_prefix('/').unwrap_or_default();
-    let segments: Vec<&str> = inner.strip_suffix('/').unwrap_or(inner).split('/').collect();
+    let segments: Vec<&str> = inner
+        .strip_suffix('/')
+        .unwrap_or(inner)
+        .split('/')
+        .collect();
     assert!(
         inner.is_empty() || segments.iter().all(|s| !matches!(*s, "" | "." | "..")),
         "{raw:?} -> {clean:?}"
@@ -81,7 +88,8 @@ fn rewrite(masker: &Masker, body: &[u8], size: usize) -> Result<Vec<u8>, String>
     };
     let mut out = Vec::new();
     for piece in body.chunks(size) {
-        json.feed(masker, piece, &mut out).map_err(|e| e.to_string())?;
+        json.feed(masker, piece, &mut out)
+            .map_err(|e| e.to_string())?;
     }
     json.finish(masker, &mut out);
     Ok(out)
