@@ -42,7 +42,8 @@ class H(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             data = b""
             while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
+                line = self.rfile.readline()
+                size = int(line.split(b";")[0], 16) if line.strip() else 0
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""): pass
                     return data, True
@@ -51,6 +52,8 @@ class H(BaseHTTPRequestHandler):
     def any(self):
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self.websocket()
+        if self.path.startswith("/v1/people"):
+            return self.people(int(self.path.partition("n=")[2] or 3))
         data, chunked = self.body()
         auth = self.headers.get_all("Authorization") or []
         out = {"method": self.command, "path": self.path, "host": self.headers.get("Host"),
@@ -65,6 +68,21 @@ class H(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = any
+    def people(self, n):
+        # A chunked JSON document of n people, written a person at a time.
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        def chunk(b):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+        chunk(b'{"users": [')
+        for i in range(n):
+            u = {"id": i, "email": "user%d@example.com" % i, "name": "User %d" % i,
+                 "profile": {"ssn": "078-05-%04d" % (i % 10000 + 1), "city": "Oslo"}}
+            chunk((b", " if i else b"") + json.dumps(u).encode())
+        chunk(b'], "audit": {"ssn": 123456789, "by": "ops"}}')
+        chunk(b"")
     def websocket(self):
         key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
         accept = base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
@@ -396,6 +414,75 @@ try:
 except socket.timeout:
     print("TIMEOUT"); sys.exit(0)
 print(got.split(b"\r\n")[0].decode() if got else "CLOSED")
+"#;
+
+/// A raw HTTP/2 client (prior knowledge, no TLS): `python3 -c H2_PY HOST PORT MODE N`.
+/// `reset` opens N streams and cancels each at once (the "rapid reset" flood), 50 to
+/// a write; `open` opens N streams it never finishes (a request body that never
+/// ends), 10 to a write. Between writes, and at the end until the server closes or
+/// goes quiet, it reads what the server sent, and prints one JSON line: the
+/// `goaway` error code (or null), how many streams were answered with `headers`, and
+/// how many the server reset as refused (`refused`).
+pub const H2_PY: &str = r#"
+import json, socket, struct, sys
+host, port, mode, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+s = socket.create_connection((host, port), timeout=5)
+def frame(kind, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", sid) + payload
+def lit(index, value):  # HPACK literal without indexing, name from the static table
+    return bytes([index, len(value)]) + value
+def head(method, path):
+    return lit(2, method) + b"\x86" + lit(4, path) + lit(1, b"api.test")
+got = {"goaway": None, "headers": 0, "refused": 0, "closed": False}
+buf = b""
+def pump(wait):
+    # Reads what the server sends within `wait` seconds of quiet; False once closed.
+    global buf
+    s.settimeout(wait)
+    try:
+        while got["goaway"] is None:
+            chunk = s.recv(65536)
+            if not chunk:
+                got["closed"] = True
+                return False
+            buf += chunk
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                length = int.from_bytes(buf[:3], "big"); kind, flags = buf[3], buf[4]
+                payload, buf = buf[9:9 + length], buf[9 + length:]
+                if kind == 4 and not flags & 1:
+                    s.sendall(frame(4, 1, 0))
+                elif kind == 1:
+                    got["headers"] += 1
+                elif kind == 3 and struct.unpack(">I", payload[:4])[0] == 7:
+                    got["refused"] += 1
+                elif kind == 7:
+                    got["goaway"] = struct.unpack(">I", payload[4:8])[0]
+    except socket.timeout:
+        return True
+    except OSError:
+        got["closed"] = True
+        return False
+    return False
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+batch = 50 if mode == "reset" else 10
+for first in range(0, n, batch):
+    out = b""
+    for i in range(first, min(n, first + batch)):
+        sid = 2 * i + 1
+        if mode == "reset":
+            out += frame(1, 0x5, sid, head(b"GET", b"/v1/reset")) + frame(3, 0, sid, struct.pack(">I", 8))
+        else:
+            out += frame(1, 0x4, sid, head(b"POST", b"/v1/open"))
+    try:
+        s.sendall(out)
+    except OSError:
+        got["closed"] = True
+        break
+    if not pump(0.02):
+        break
+else:
+    pump(3)
+print(json.dumps(got))
 "#;
 
 /// stdout and stderr as text.

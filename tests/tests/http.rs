@@ -487,6 +487,53 @@ fn responses_are_masked_as_they_stream_even_compressed() {
     );
 }
 
+/// `mask_json` paths mask the values they select in the Python API's chunked JSON,
+/// streamed a person at a time, and nothing else; the record holds the masked form.
+#[test]
+fn json_paths_mask_selected_values_of_a_streamed_document() {
+    let rules = format!(
+        "{RULES}\n[[rule]]\nname = \"mask-people\"\ntargets = [\"api\"]\naction = \"allow\"\n\
+         mask_json = [\"$.users[*].email\", \"$..ssn\"]\n"
+    );
+    let Some(s) = setup("http-mask-json", &rules, "") else {
+        return;
+    };
+    let people = 20_000;
+    let out = s.curl(&[&s.api_url(&format!("/v1/people?n={people}"))]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{}", s.d.log());
+    let doc: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("masked JSON is still JSON: {e}: {stderr}"));
+    let users = doc["users"].as_array().map_or(&[][..], Vec::as_slice);
+    assert_eq!(users.len(), people, "{stderr}");
+    for (i, user) in users.iter().enumerate() {
+        assert_eq!(user["email"], "****", "{user}");
+        assert_eq!(user["profile"]["ssn"], "****", "{user}");
+        assert_eq!(
+            user["name"],
+            format!("User {i}"),
+            "only selected values change"
+        );
+        assert_eq!(user["profile"]["city"], "Oslo");
+    }
+    assert_eq!(doc["audit"]["ssn"], "****", "a number is selected too");
+    assert_eq!(doc["audit"]["by"], "ops");
+    assert!(!stdout.contains("@example.com") && !stdout.contains("078-05-"));
+    // The echo's `owner` is selected by no path: it passes (no `mask` here).
+    let got = json(&s.curl(&[&s.api_url("/v1/me")]));
+    assert_eq!(got["owner"], "carol@example.net", "{got}");
+    let events = s.events("api");
+    let sample = events
+        .iter()
+        .find(|e| e["path"] == "/v1/people")
+        .and_then(|e| e["response_body"].as_str())
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert!(
+        sample.contains(r#""email": "****""#) && !sample.contains("@example.com"),
+        "{sample}"
+    );
+}
+
 #[test]
 fn websocket_upgrade_is_one_action_then_relayed_and_counted() {
     let Some(s) = setup("http-ws", RULES, "") else {
@@ -622,6 +669,64 @@ fn smuggling_malformed_and_slow_requests_are_refused() {
     // Other clients are unaffected.
     let got = json(&s.curl(&[&s.api_url("/v1/fine")]));
     assert_eq!(got["path"], "/v1/fine");
+}
+
+/// HTTP/2 floods: a connection that opens and at once cancels many streams (rapid
+/// reset) is sent away with `GOAWAY`; one that opens more streams than allowed has
+/// the extra ones refused. The daemon stays up and other clients are served meanwhile.
+#[test]
+fn http2_stream_floods_are_cut_off_and_others_unaffected() {
+    let Some(s) = setup("http-h2-flood", RULES, "") else {
+        return;
+    };
+    let port = s.servers.api_port.to_string();
+    let flood = |mode: &str, n: &str| {
+        let out = s
+            .client(&[
+                "/usr/bin/python3",
+                "-c",
+                portcullis_tests::http::H2_PY,
+                IP,
+                &port,
+                mode,
+                n,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (stdout, stderr) = text(&out);
+        serde_json::from_str::<Value>(stdout.trim())
+            .unwrap_or_else(|e| panic!("{mode}: {e}: {stdout} {stderr}"))
+    };
+    // While floods run, a well-behaved client is served.
+    let bystander = spawn_curl(&s, &[&s.api_url("/v1/bystander")]);
+    let reset = flood("reset", "2000");
+    assert_eq!(
+        reset["goaway"],
+        11,
+        "ENHANCE_YOUR_CALM for a reset flood: {reset}\n{}",
+        s.d.log()
+    );
+    assert!(
+        reset["headers"].as_u64().unwrap_or(u64::MAX) < 2000,
+        "{reset}"
+    );
+    let open = flood("open", "300");
+    assert!(
+        open["refused"].as_u64().unwrap_or(0) >= 200,
+        "streams past the limit of 100 are refused: {open}"
+    );
+    let (body, code) = finish(bystander);
+    assert_eq!(
+        (code.as_str(), &body["path"]),
+        ("200", &Value::from("/v1/bystander"))
+    );
+    // The daemon is still up and serves new connections, over HTTP/2 too.
+    let got = json(&s.curl(&["--http2-prior-knowledge", &s.api_url("/v1/after")]));
+    assert_eq!(got["path"], "/v1/after", "{}", s.d.log());
+    assert!(
+        s.d.cli(&["status"]).status.success(),
+        "the daemon answers its API"
+    );
 }
 
 #[test]

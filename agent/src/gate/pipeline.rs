@@ -221,7 +221,21 @@ impl Gate {
         session: Option<&SessionId>,
         client: &mut impl Waiting,
     ) -> ActionOutcome {
-        let (rule, review) = match self.rule(ask) {
+        let ruling = self.rule(ask);
+        self.decide_ruled(ask, ruling, session, client).await
+    }
+
+    /// [`Gate::decide`] once [`Gate::rule`] has answered `ask` with `ruling`: an allow
+    /// or a deny returns at once, a review holds. A protocol that settles most actions
+    /// inline asks the rule first and only sets up waiting for a review.
+    pub async fn decide_ruled(
+        self: &Arc<Self>,
+        ask: &Ask,
+        ruling: Ruling,
+        session: Option<&SessionId>,
+        client: &mut impl Waiting,
+    ) -> ActionOutcome {
+        let (rule, review) = match ruling {
             Ruling::Allow { rule, reason } => {
                 return ActionOutcome::Allowed {
                     rule,

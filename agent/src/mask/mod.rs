@@ -36,6 +36,8 @@
 #![forbid(unsafe_code)]
 
 mod glob;
+pub mod json_path;
+pub mod json_stream;
 pub mod key;
 pub mod learned;
 mod recognize;
@@ -83,6 +85,8 @@ pub struct Masker {
     learned_style: MaskStyle,
     /// The target's learned columns, masked whole like `mask_columns`, when `learns`.
     learned: Option<Arc<LearnedSet>>,
+    /// The `mask_json` paths of the rules, when some rule has them.
+    json: Option<json_path::JsonPaths>,
 }
 
 /// How a column is masked, as [`Masker::column_rule`] resolved it. Ordered from the
@@ -149,6 +153,7 @@ impl Masker {
         let mut words: BTreeMap<String, MaskStyle> = BTreeMap::new();
         let mut columns = Vec::new();
         let mut uses_hash = false;
+        let mut json = json_path::JsonPaths::default();
         let (mut learns, mut learned_style) = (false, None::<MaskStyle>);
         for spec in specs {
             let style = spec.mask_style;
@@ -161,7 +166,16 @@ impl Masker {
                 learns |= spec.mask_learn != LearnMode::Off;
                 learned_style = Some(learned_style.map_or(style, |s| s.max(style)));
             }
-            uses_hash |= style == MaskStyle::Hash && (by_value || !spec.mask_columns.is_empty());
+            uses_hash |= style == MaskStyle::Hash
+                && (by_value || !spec.mask_columns.is_empty() || !spec.mask_json.is_empty());
+            for path in &spec.mask_json {
+                let parsed =
+                    json_path::JsonPath::parse(path).map_err(|source| MaskError::JsonPath {
+                        path: path.clone(),
+                        source,
+                    })?;
+                json.push(parsed, style);
+            }
             for name in &spec.mask {
                 let chosen: Vec<Recognizer> = if name == "all" {
                     Recognizer::ALL.to_vec()
@@ -211,6 +225,7 @@ impl Masker {
             learns,
             learned_style: learned_style.unwrap_or_default(),
             learned: None,
+            json: (!json.is_empty()).then_some(json),
         })
     }
 
@@ -252,7 +267,13 @@ impl Masker {
     /// Whether nothing is configured: callers may skip masking entirely.
     #[must_use]
     pub fn is_noop(&self) -> bool {
-        !self.scans_values() && self.columns.is_empty()
+        !self.scans_values() && self.columns.is_empty() && self.json.is_none()
+    }
+
+    /// A rewriter of one JSON body by the `mask_json` paths, when some rule has them.
+    #[must_use]
+    pub fn json_rewriter(&self) -> Option<json_stream::JsonRewriter> {
+        self.json.as_ref().map(json_stream::JsonRewriter::new)
     }
 
     /// Whether some rule masks columns whole (then data whose columns cannot be told
@@ -426,6 +447,7 @@ impl Default for Masker {
             learns: false,
             learned_style: MaskStyle::default(),
             learned: None,
+            json: None,
         }
     }
 }

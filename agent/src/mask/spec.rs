@@ -14,6 +14,7 @@ use std::{fmt, path::PathBuf};
 /// mask_regex = [{ name = "order", pattern = "ORD-[0-9]{8}" }]
 /// mask_words = ["Project Bluebird"]
 /// mask_learn = "results"                   # off | results (default) | discover
+/// mask_json = ["$.users[*].email", "$..ssn"]  # JSON response values, masked whole
 /// ```
 ///
 /// Several rules' specs compile into one [`Masker`](super::Masker) for a session.
@@ -37,6 +38,9 @@ pub struct MaskSpec {
     pub mask_key_file: Option<PathBuf>,
     /// Whether this rule's recognizers teach which columns hold personal data.
     pub mask_learn: super::LearnMode,
+    /// JSON paths (`$.users[*].email`, `$..ssn`) of values masked whole in JSON
+    /// response bodies (HTTP targets).
+    pub mask_json: Vec<String>,
 }
 
 /// A named pattern: `{ name = "order", pattern = "ORD-[0-9]{8}" }`. The name is what a
@@ -96,6 +100,7 @@ impl fmt::Debug for MaskSpec {
             .field("mask_key_env", &self.mask_key_env)
             .field("mask_key_file", &self.mask_key_file)
             .field("mask_learn", &self.mask_learn)
+            .field("mask_json", &self.mask_json)
             .finish()
     }
 }
@@ -137,6 +142,12 @@ pub enum MaskError {
     KeyConflict { first: String, second: String },
     #[error("mask key {from}: {reason}")]
     Key { from: String, reason: String },
+    #[error("mask_json path `{path}`: {source}")]
+    JsonPath {
+        path: String,
+        #[source]
+        source: super::json_path::JsonPathError,
+    },
     #[error("cannot build {what}: {reason}")]
     Internal { what: &'static str, reason: String },
 }

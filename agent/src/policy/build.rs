@@ -297,6 +297,7 @@ fn mask_spec(
         mask_key_env: file.mask_key_env.clone(),
         mask_key_file: file.mask_key_file.clone(),
         mask_learn: file.mask_learn.unwrap_or_default(),
+        mask_json: mask_json(src, rule, file)?,
     };
     if spec == crate::mask::MaskSpec::default() {
         return Ok(None);
@@ -314,6 +315,24 @@ fn mask_spec(
         return Err(src.error(span, format!("rule `{rule}`: {error}")));
     }
     Ok(Some(spec))
+}
+
+/// A rule's `mask_json` paths, each parsed so that a bad one is refused at its line.
+fn mask_json(src: &Source, rule: &str, file: &RuleFile) -> Result<Vec<String>, PolicyError> {
+    let mut paths = Vec::new();
+    for path in file.mask_json.iter().flatten() {
+        if let Err(error) = crate::mask::json_path::JsonPath::parse(path.get_ref()) {
+            return Err(src.error(
+                path.span(),
+                format!(
+                    "rule `{rule}`: mask_json path `{}`: {error}",
+                    path.get_ref()
+                ),
+            ));
+        }
+        paths.push(path.get_ref().clone());
+    }
+    Ok(paths)
 }
 
 /// A postgres target's login settings, which only `postgres` targets use.
@@ -539,6 +558,20 @@ mod tests {
             &[("a.toml", bad_name)],
             "a.toml:2",
             "invalid rule name `a rule`",
+        );
+    }
+
+    /// Issue 19: a `mask_json` path that cannot be matched while streaming is refused
+    /// at its own line, with the reason.
+    #[test]
+    fn mask_json_paths_are_checked_at_load() {
+        let rule = format!(
+            "{TARGET}[[rule]]\nname = \"r\"\ntargets = [\"*\"]\naction = \"allow\"\nmask_json = [\n  \"$.users[*].email\",\n  \"$.users[?@.admin].ssn\",\n]\n"
+        );
+        assert_error(
+            &[("a.toml", &rule)],
+            "a.toml:11",
+            "rule `r`: mask_json path `$.users[?@.admin].ssn`: at byte 8: a filter",
         );
     }
 

@@ -164,6 +164,8 @@ pub(super) struct RuleFile {
     pub mask_key_file: Option<std::path::PathBuf>,
     /// `off`, `results` (the default) or `discover`: see [`crate::mask::LearnMode`].
     pub mask_learn: Option<crate::mask::LearnMode>,
+    /// JSON paths of response values masked whole (HTTP targets).
+    pub mask_json: Option<Vec<Spanned<String>>>,
 }
 
 /// A rule's `who`: identity fields (any one matches) and `exe` patterns (must also match).

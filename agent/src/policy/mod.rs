@@ -410,7 +410,15 @@ mod tests {
     fn shipped_policies_load() {
         let policy = Policy::load_dir(Path::new(SHIPPED)).unwrap();
         let names: Vec<_> = policy.targets().iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["echo-demo", "echo-review-demo", "app-db-demo"]);
+        assert_eq!(
+            names,
+            [
+                "orders-api-demo",
+                "echo-demo",
+                "echo-review-demo",
+                "app-db-demo"
+            ]
+        );
         let echo = policy.target("echo-demo").unwrap();
         assert_eq!(echo.protocol, Protocol::Tcp);
         assert_eq!(echo.addresses.len(), 1);
@@ -420,7 +428,12 @@ mod tests {
         let db = policy.target("app-db-demo").unwrap();
         assert_eq!(db.protocol, Protocol::Postgres);
         assert!(db.credentials.as_ref().unwrap().password.is_some());
-        assert_eq!(policy.rules_len(), 6);
+        assert_eq!(policy.rules_len(), 9);
+        let api = policy.target("orders-api-demo").unwrap();
+        assert_eq!(api.protocol, Protocol::Http);
+        let curl = matching::tests::principal("root", 0, &[], "/usr/bin/curl");
+        let api_masks = policy.masks_for(&curl, "orders-api-demo");
+        assert_eq!(api_masks[0].mask_json, ["$.users[*].phone", "$..ssn"]);
         let root = matching::tests::principal("root", 0, &[], "/usr/bin/psql");
         let ddl = Statement {
             classes: SqlClasses::empty().with(SqlClass::Ddl),

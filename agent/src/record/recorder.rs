@@ -179,6 +179,27 @@ impl Recorder {
         }
     }
 
+    /// Queues `record` if the queue has room now, without waiting: a caller on a hot
+    /// path is spared a task per record. Gives the record back when the queue is
+    /// full (then [`Recorder::record`] waits for room, or reports the stall).
+    pub fn try_record(&self, record: impl Into<Recordable>) -> Result<(), Box<Recordable>> {
+        let record = Box::new(record.into());
+        let session = record.session_id().clone();
+        match self.messages.try_send(Message::Record(record)) {
+            Ok(()) => {
+                if self.messages.capacity() < self.capacity / 2 {
+                    self.hurry.notify_one();
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(Message::Record(record))) => Err(record),
+            Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!(%session, lost = 1, "Event lost: the recorder has shut down");
+                Ok(())
+            }
+        }
+    }
+
     /// Waits until every event of `session` recorded so far is written (or has
     /// failed for good, which is logged), then forgets the session and returns its
     /// digest, for the `session_closed` audit record. A session without events

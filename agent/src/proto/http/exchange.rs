@@ -13,7 +13,7 @@ use super::{
     upstream::Upstream,
 };
 use crate::{
-    gate::{ActionOutcome, Ask},
+    gate::{ActionOutcome, Ask, Ruling},
     mask::{MaskKey, Masker},
     proto::Session,
     record::{EventRecord, now_ms},
@@ -96,12 +96,16 @@ impl Conn {
         self.tasks.wait().await;
     }
 
-    /// Queues `event` (from a body's drop too, so off the caller's task).
+    /// Queues `event` (from a body's drop too): at once when the recorder's queue has
+    /// room, else in a task that waits for room.
     pub(super) fn record(&self, event: EventRecord) {
+        let Err(event) = self.session.recorder.try_record(event) else {
+            return;
+        };
         let recorder = self.session.recorder.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let write = async move {
-                let _ = recorder.record(event).await;
+                let _ = recorder.record(*event).await;
             };
             self.tasks.spawn_on(write, &handle);
         } else {
@@ -208,10 +212,12 @@ pub(super) async fn handle(
     Ok(exchange.forward(parts, body).await)
 }
 
-/// Lets the gate decide `parsed`, in a task of its own: if this request's future is
-/// dropped (the client left, or reset its HTTP/2 stream), the hold sees the client
-/// gone and ends as abandoned rather than being cut off unrecorded. A request not
-/// allowed is recorded there too, so its record survives the client leaving.
+/// Lets the gate decide `parsed`. A request a rule decides at once (most of them)
+/// is settled here, with no task and no wait. One that is held waits in a task of
+/// its own: if this request's future is dropped (the client left, or reset its
+/// HTTP/2 stream), the hold sees the client gone and ends as abandoned rather than
+/// being cut off unrecorded. A request not allowed is recorded where it is settled,
+/// so its record survives the client leaving.
 async fn decide(
     conn: &Arc<Conn>,
     parsed: &Parsed,
@@ -229,25 +235,39 @@ async fn decide(
     let left = CancellationToken::new();
     let _leaving = left.clone().drop_guard();
     let mut held = HeldRequest::new(body, conn.max_held_body, conn.body_time, left);
+    let gate = &conn.session.gate;
+    let ruling = gate.rule(&ask);
+    if !matches!(ruling, Ruling::Review { .. }) {
+        let outcome = gate.decide_ruled(&ask, ruling, None, &mut held).await;
+        settle(conn, &outcome, &mut facts, started);
+        return Some((outcome, held, facts));
+    }
     let gate = Arc::clone(&conn.session.gate);
     let session = conn.session.id.clone();
     let recorder = Arc::clone(conn);
     let decided = conn.tasks.spawn(async move {
-        let outcome = gate.decide(&ask, Some(&session), &mut held).await;
-        facts.decide_us = micros(started.elapsed());
-        facts.verdict = outcome.verdict().into();
-        facts.decided_by = outcome.decided_by();
-        facts.request_id = outcome.request().map(str::to_owned);
-        if !outcome.allowed() || outcome.request().is_some() {
-            facts.reason = Some(outcome.message());
-        }
-        if !outcome.allowed() {
-            facts.status = Some(reply::refused(&outcome).status().as_u16());
-            recorder.record_now(std::mem::take(&mut facts), started);
-        }
+        let outcome = gate
+            .decide_ruled(&ask, ruling, Some(&session), &mut held)
+            .await;
+        settle(&recorder, &outcome, &mut facts, started);
         (outcome, held, facts)
     });
     decided.await.ok()
+}
+
+/// Puts the decision into `facts`, and records a request that is not allowed.
+fn settle(conn: &Conn, outcome: &ActionOutcome, facts: &mut Facts, started: Instant) {
+    facts.decide_us = micros(started.elapsed());
+    facts.verdict = outcome.verdict().into();
+    facts.decided_by = outcome.decided_by();
+    facts.request_id = outcome.request().map(str::to_owned);
+    if !outcome.allowed() || outcome.request().is_some() {
+        facts.reason = Some(outcome.message());
+    }
+    if !outcome.allowed() {
+        facts.status = Some(reply::refused(outcome).status().as_u16());
+        conn.record_now(std::mem::take(facts), started);
+    }
 }
 
 /// A duration in whole microseconds, for a record.

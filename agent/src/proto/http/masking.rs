@@ -6,9 +6,14 @@
 //! `Content-Length` and `Content-Encoding` are dropped then. Other types pass as
 //! they are. A maskable body in an encoding the proxy cannot decode is refused
 //! (`502`): unmasked data never leaves by a side door.
+//!
+//! With `mask_json` paths, a JSON body first goes through the session's
+//! [`JsonRewriter`] (the selected values masked whole, in bounded memory), then
+//! through the value masking. A body that turns out not to be JSON is cut off there
+//! with an error: what follows could not be located, so it is not sent.
 
 use super::reply::{BoxError, ProxyBody};
-use crate::mask::Masker;
+use crate::mask::{Masker, json_stream::JsonRewriter};
 use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder, ZstdDecoder};
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
@@ -94,11 +99,16 @@ pub(super) fn mask_body(
         Encoding::Zstd => ReaderStream::new(ZstdDecoder::new(StreamReader::new(raw))).boxed(),
         Encoding::Deflate => ReaderStream::new(ZlibDecoder::new(StreamReader::new(raw))).boxed(),
     };
+    let json = match kind {
+        Kind::Json => masker.json_rewriter(),
+        Kind::Text => None,
+    };
     let state = Masking {
         input: decoded,
         carry: BytesMut::new(),
         kind,
         masker,
+        json,
         done: false,
     };
     let stream = futures_util::stream::unfold(state, Masking::next).map(|piece| {
@@ -124,6 +134,8 @@ struct Masking {
     carry: BytesMut,
     kind: Kind,
     masker: Arc<Masker>,
+    /// The `mask_json` rewriting of a JSON body, when the session has paths.
+    json: Option<JsonRewriter>,
     done: bool,
 }
 
@@ -136,7 +148,10 @@ impl Masking {
             }
             match self.input.next().await {
                 Some(Ok(chunk)) => {
-                    self.carry.extend_from_slice(&chunk);
+                    if let Err(error) = self.rewrite(&chunk) {
+                        self.done = true;
+                        return Some((Err(error), self));
+                    }
                     if let Some(cut) = cut(&self.carry, self.kind) {
                         let piece = self.carry.split_to(cut);
                         return Some((Ok(self.mask(&piece)), self));
@@ -148,6 +163,11 @@ impl Masking {
                 }
                 None => {
                     self.done = true;
+                    if let Some(json) = &mut self.json {
+                        let mut out = Vec::new();
+                        json.finish(&self.masker, &mut out);
+                        self.carry.extend_from_slice(&out);
+                    }
                     if self.carry.is_empty() {
                         return None;
                     }
@@ -156,6 +176,20 @@ impl Masking {
                 }
             }
         }
+    }
+
+    /// Adds `chunk` to the carry, through the `mask_json` rewriter when there is one.
+    fn rewrite(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        match &mut self.json {
+            None => self.carry.extend_from_slice(chunk),
+            Some(json) => {
+                let mut out = Vec::with_capacity(chunk.len());
+                json.feed(&self.masker, chunk, &mut out)
+                    .map_err(std::io::Error::other)?;
+                self.carry.extend_from_slice(&out);
+            }
+        }
+        Ok(())
     }
 
     fn mask(&self, piece: &[u8]) -> Bytes {

@@ -31,6 +31,9 @@ mod ca;
 pub mod config;
 mod exchange;
 mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod held;
 mod masking;
 mod record;
