@@ -86,26 +86,7 @@ pub(super) async fn handle(daemon: &Daemon, stream: TcpStream, peer: SocketAddr)
         return;
     };
     let orig_dst = OrigDstAddr(from_endpoint(&origin.dst));
-    let mut principal = principal_of(&origin).await;
-    match daemon.store.linked_identity(principal.uid).await {
-        Ok(idp) => principal.idp = idp,
-        Err(error) => {
-            // Rules may refuse by the linked identity's groups: without it, fail closed.
-            tracing::error!(%error, "Cannot read the caller's identity link; connection refused");
-            proto::tcp::reset(&stream);
-            let conn = Conn {
-                client,
-                orig_dst: Some(orig_dst),
-                principal: Some(principal),
-                target: None,
-                protocol: Protocol::Tcp,
-            };
-            let reason = "cannot read the caller's identity link from the store; refused";
-            conn.record_refused(daemon, Outcome::Refused, None, reason.into())
-                .await;
-            return;
-        }
-    }
+    let principal = principal_of(&origin).await;
     let span = tracing::info_span!(
         "conn",
         client.addr = %client,
@@ -200,7 +181,7 @@ async fn serve_with<P: proto::Protocol>(
     stream: TcpStream,
     client: ClientAddr,
     orig_dst: OrigDstAddr,
-    principal: Principal,
+    mut principal: Principal,
     target: &Arc<Target>,
 ) {
     let mut conn = Conn {
@@ -220,6 +201,21 @@ async fn serve_with<P: proto::Protocol>(
             return;
         }
     };
+    match daemon.store.linked_identity(principal.uid).await {
+        Ok(idp) => principal.idp = idp,
+        Err(error) => {
+            // Rules may refuse by the linked identity's groups: without it, fail closed,
+            // in the protocol's own words.
+            tracing::error!(%error, "Cannot read the caller's identity link; connection refused");
+            let told = "the store did not answer (the caller's identity link), so the \
+                        session could not be recorded; refused";
+            proto.refuse(opened, told).await;
+            conn.record_refused(daemon, Outcome::Refused, None, told.into())
+                .await;
+            return;
+        }
+    }
+    conn.principal = Some(principal.clone());
     let ask = Ask {
         principal,
         target: target.name.clone(),

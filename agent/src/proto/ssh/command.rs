@@ -22,6 +22,17 @@ use brush_parser::{
 const MAX_DEPTH: usize = 8;
 /// More simple commands than this: unparsed (a bound on the work per line).
 const MAX_COMMANDS: usize = 256;
+/// Characters that make the shell expand a word (parameters, substitutions, globs,
+/// braces). A command's name written with one (`$x`, `r?`, `{rm,-rf,/d}`) is only
+/// known when it runs, so such a command is `unparsed`, as is any word in `$'…'` or
+/// `$"…"` quoting, which the splitter does not decode (`$'rm' -rf /` runs `rm`).
+const EXPANDS: &[char] = &['$', '`', '*', '?', '[', '{'];
+/// Deepest nesting of `(` a script may have to be parsed. The parser tries both
+/// readings of each `(` (subshell, or the start of `((` arithmetic), so its time
+/// doubles with each level: 16 levels took 25 ms in a debug build, 66 ran for more
+/// than 20 s (found by the `ssh_command` fuzz target). No command line a person
+/// writes nests this deep; deeper ones are `unparsed`, the most restrictive.
+const MAX_PARENS: usize = 12;
 /// Longer command lines are not parsed (they are unparsed).
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -60,7 +71,7 @@ fn options() -> ParserOptions {
 
 /// Parses `text` as a script and appends its simple commands; `None`: unparsed.
 fn script(text: &str, depth: usize, out: &mut Vec<String>) -> Option<()> {
-    if depth > MAX_DEPTH {
+    if depth > MAX_DEPTH || paren_depth(text) > MAX_PARENS {
         return None;
     }
     let mut parser = brush_parser::Parser::new(std::io::Cursor::new(text), &options());
@@ -69,6 +80,23 @@ fn script(text: &str, depth: usize, out: &mut Vec<String>) -> Option<()> {
         compound_list(list, depth, out)?;
     }
     Some(())
+}
+
+/// The deepest nesting of `(` in `text`, quotes and escapes not considered (so it is
+/// never less than what the parser sees).
+fn paren_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0_usize, 0);
+    for b in text.bytes() {
+        match b {
+            b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn compound_list(list: &CompoundList, depth: usize, out: &mut Vec<String>) -> Option<()> {
@@ -150,6 +178,8 @@ fn compound_command(c: &CompoundCommand, depth: usize, out: &mut Vec<String>) ->
 
 fn simple_command(s: &ast::SimpleCommand, depth: usize, out: &mut Vec<String>) -> Option<()> {
     let mut words = Vec::new();
+    // Each word as written, quotes and all: what the shell will expand.
+    let mut raw = Vec::new();
     let mut redirects = Vec::new();
     let items = s.prefix.iter().flat_map(|p| &p.0);
     let name: Vec<_> = s
@@ -163,12 +193,14 @@ fn simple_command(s: &ast::SimpleCommand, depth: usize, out: &mut Vec<String>) -
             CommandPrefixOrSuffixItem::Word(w) => {
                 substitutions(&w.value, depth, out)?;
                 words.push(brush_parser::unquote_str(&w.value));
+                raw.push(w.value.as_str());
             }
             CommandPrefixOrSuffixItem::AssignmentWord(_, w) => {
                 substitutions(&w.value, depth, out)?;
                 // After the command name it is an argument (`env X=1 …`).
                 if !words.is_empty() {
                     words.push(brush_parser::unquote_str(&w.value));
+                    raw.push(w.value.as_str());
                 }
             }
             CommandPrefixOrSuffixItem::IoRedirect(r) => redirects.push(r.clone()),
@@ -178,6 +210,12 @@ fn simple_command(s: &ast::SimpleCommand, depth: usize, out: &mut Vec<String>) -
         }
     }
     let unwrapped = unwrap_wrappers(&words);
+    let named_by = raw.get(..=words.len().saturating_sub(unwrapped.len()));
+    if raw.iter().any(|w| w.contains("$'") || w.contains("$\""))
+        || named_by.is_some_and(|name| name.iter().any(|w| w.contains(EXPANDS)))
+    {
+        return None;
+    }
     let program = unwrapped.first().map(|w| basename(w));
     let is_shell = program.is_some_and(|p| SHELLS.contains(&p));
     for r in redirects {
@@ -353,6 +391,39 @@ mod tests {
         assert_eq!(split(&deep), Split::Unparsed);
         let nested = format!("echo {}ls{}", "$(echo ".repeat(3), ")".repeat(3));
         assert!(matches!(split(&nested), Split::Commands(c) if c.len() == 4));
+    }
+
+    /// Found by the `ssh_command` fuzz target: 66 nested `(` kept the parser busy
+    /// for more than 20 s (its time doubles per level). Too deep is unparsed at once;
+    /// twelve levels still parse.
+    #[test]
+    fn deeply_nested_parentheses_are_unparsed_not_parsed_forever() {
+        let found = format!("l3;{}+ta", "(".repeat(66));
+        assert_eq!(split(&found), Split::Unparsed);
+        let twelve = format!("{}ls{}", "( ".repeat(12), " )".repeat(12));
+        assert_eq!(cmds(&twelve), ["ls"]);
+    }
+
+    /// A name the shell only knows once it expands it cannot be matched by `rm *`.
+    #[test]
+    fn names_the_shell_expands_and_ansi_c_quotes_are_unparsed() {
+        for line in [
+            "$'rm' -rf /data",
+            "sh -c $'rm\\x20-rf /data'",
+            "echo $\"x\"",
+            "x=rm; $x -rf /data",
+            "${x} -rf /data",
+            "/bin/r? -rf /data",
+            "/bin/r[m] -rf /data",
+            "{rm,-rf,/data}",
+            "sudo $(echo rm) -rf /data",
+            "`echo rm` -rf /data",
+            "sudo -u $u rm -rf /data",
+        ] {
+            assert_eq!(split(line), Split::Unparsed, "{line}");
+        }
+        assert_eq!(cmds("ls *.log $HOME"), ["ls *.log $HOME"]);
+        assert_eq!(cmds("'rm' -rf /data"), ["rm -rf /data"]);
     }
 
     #[test]
