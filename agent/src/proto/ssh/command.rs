@@ -74,12 +74,25 @@ fn script(text: &str, depth: usize, out: &mut Vec<String>) -> Option<()> {
     if depth > MAX_DEPTH || paren_depth(text) > MAX_PARENS {
         return None;
     }
-    let mut parser = brush_parser::Parser::new(std::io::Cursor::new(text), &options());
-    let program = parser.parse_program().ok()?;
+    let program = guarded(|| {
+        brush_parser::Parser::new(std::io::Cursor::new(text), &options())
+            .parse_program()
+            .ok()
+    })?;
     for list in &program.complete_commands {
         compound_list(list, depth, out)?;
     }
     Some(())
+}
+
+/// What `parse` makes of hostile text, or `None` if it panics: the parser unwraps
+/// some numbers it reads (a redirect from fd `88888888888888888` panicked, found by
+/// the `ssh_command` fuzz target), and a client's command line must not end its
+/// session's task, only be `unparsed`.
+fn guarded<T>(parse: impl FnOnce() -> Option<T>) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
+        .ok()
+        .flatten()
 }
 
 /// The deepest nesting of `(` in `text`, quotes and escapes not considered (so it is
@@ -172,7 +185,9 @@ fn compound_command(c: &CompoundCommand, depth: usize, out: &mut Vec<String>) ->
             compound_list(&w.1.list, depth, out)
         }
         CompoundCommand::Coprocess(c) => command(&c.body, depth, out),
-        CompoundCommand::Arithmetic(a) => substitutions(&a.expr.value, depth, out),
+        // The parser also reads `( ( cmd ) )` (two subshells to bash) as arithmetic,
+        // which runs no command: an arithmetic command cannot be told from that.
+        CompoundCommand::Arithmetic(_) => None,
     }
 }
 
@@ -300,7 +315,7 @@ fn substitutions(text: &str, depth: usize, out: &mut Vec<String>) -> Option<()> 
     if !text.contains("$(") && !text.contains('`') {
         return Some(());
     }
-    let pieces = word::parse(text, &options()).ok()?;
+    let pieces = guarded(|| word::parse(text, &options()).ok())?;
     pieces_substitutions(&pieces, depth, out)
 }
 
@@ -400,8 +415,12 @@ mod tests {
     fn deeply_nested_parentheses_are_unparsed_not_parsed_forever() {
         let found = format!("l3;{}+ta", "(".repeat(66));
         assert_eq!(split(&found), Split::Unparsed);
-        let twelve = format!("{}ls{}", "( ".repeat(12), " )".repeat(12));
-        assert_eq!(cmds(&twelve), ["ls"]);
+        assert_eq!(split("rm -rf 88888888888888888>x"), Split::Unparsed);
+        assert_eq!(cmds("( ls )"), ["ls"]);
+        // The parser reads `( (` as the start of `((` arithmetic, where bash sees two
+        // subshells: `( ( rm -rf /data ) )` came out as no command at all.
+        assert_eq!(split("( ( rm -rf /data ) )"), Split::Unparsed);
+        assert_eq!(split("((i++))"), Split::Unparsed);
     }
 
     /// A name the shell only knows once it expands it cannot be matched by `rm *`.
