@@ -123,7 +123,7 @@ fn heredoc_with_substitution(text: &str) -> bool {
 }
 
 /// Whether every `<<` (or `<<-`) in `text` is followed by a plain delimiter: a
-/// letter, digit, `_` or quote after blanks. The parser's memory also ran away on
+/// word of letters, digits and `_`, quoted or not, after blanks. The parser's memory also ran away on
 /// `h;<<` followed by a form feed (six bytes, found by fuzzing).
 fn plain_heredocs(text: &str) -> bool {
     text.match_indices("<<").all(|(at, _)| {
@@ -132,10 +132,13 @@ fn plain_heredocs(text: &str) -> bool {
             return true; // `<<<`, a here-string
         }
         let rest = rest.strip_prefix('-').unwrap_or(rest);
-        rest.trim_start_matches([' ', '\t'])
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '\'' | '"'))
+        let rest = rest.trim_start_matches([' ', '\t']);
+        let quote = rest.chars().next().filter(|c| matches!(c, '\'' | '"'));
+        let word = quote.map_or(rest, |_| rest.get(1..).unwrap_or_default());
+        let len = word
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(word.len());
+        len > 0 && quote.is_none_or(|q| word.get(len..).is_some_and(|r| r.starts_with(q)))
     })
 }
 
@@ -468,6 +471,8 @@ mod tests {
         assert_eq!(split("echo $(cat <<  x "), Split::Unparsed);
         assert_eq!(split("h;<<\u{c})"), Split::Unparsed);
         assert_eq!(cmds("cat <<<hi"), ["cat"]);
+        assert_eq!(split(";l$<<-'';;;; "), Split::Unparsed);
+        assert_eq!(cmds("bash <<'EOF'\nls\nEOF"), ["ls", "bash"]);
         assert_eq!(cmds("bash <<EOF\nls\nEOF"), ["ls", "bash"]);
     }
 
