@@ -101,6 +101,20 @@ fn setup_policy_config(
     Some(Setup { sshd, cg, d })
 }
 
+/// A directory `nobody` can write to (files to copy, a remote home), removed with the
+/// test.
+#[must_use]
+pub fn scratch() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::Builder::new()
+        .prefix("pc-ssh-files-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
 impl Setup {
     /// `argv` as `nobody` inside the test cgroup, from `/tmp`.
     #[must_use]

@@ -10,7 +10,7 @@
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::sshproxy::{Trust, setup, setup_with, text};
+use portcullis_tests::sshproxy::{Trust, scratch, setup, setup_with, text};
 use serde_json::Value;
 use std::{
     io::Write as _,
@@ -407,18 +407,6 @@ fn sha256_hex(data: &[u8]) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// A directory `nobody` can write to, removed with the test.
-fn scratch() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::Builder::new()
-        .prefix("pc-ssh-files-")
-        .tempdir()
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-        .unwrap_or_else(|e| panic!("{e}"));
-    dir
 }
 
 #[test]

@@ -9,21 +9,9 @@
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::sshproxy::{Setup, setup, setup_policy, text};
+use portcullis_tests::sshproxy::{Setup, scratch, setup, setup_policy, text};
 use serde_json::Value;
 use std::process::Command;
-
-/// A directory `nobody` can write to, removed with the test.
-fn scratch() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::Builder::new()
-        .prefix("pc-ssh-clients-")
-        .tempdir()
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-        .unwrap_or_else(|e| panic!("{e}"));
-    dir
-}
 
 /// The events of every ended SSH session, once `want` of kind `kind` are recorded.
 fn events(s: &Setup, kind: &str, want: usize) -> Vec<Value> {

@@ -8,20 +8,8 @@
     reason = "root tests panic with a message"
 )]
 
-use portcullis_tests::sshproxy::{setup, text};
+use portcullis_tests::sshproxy::{scratch, setup, text};
 use serde_json::Value;
-
-/// A directory `nobody` can write to, removed with the test.
-fn scratch() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::Builder::new()
-        .prefix("pc-sftp-")
-        .tempdir()
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-        .unwrap_or_else(|e| panic!("{e}"));
-    dir
-}
 
 /// The connection allowed; removing anything under `kept` denied.
 fn rules(kept: &str) -> String {
