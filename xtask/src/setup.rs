@@ -61,23 +61,19 @@ pub fn run() -> anyhow::Result<()> {
 /// `cargo xtask deb` and the dpkg test of `cargo xtask test` build packages with
 /// cargo-deb.
 pub fn cargo_deb() -> anyhow::Result<()> {
-    let works = Command::new("cargo")
-        .args(["deb", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if works {
-        return Ok(());
-    }
-    println!("xtask setup: installing cargo-deb (about a minute)");
-    sh(Command::new("cargo").args(["install", "cargo-deb", "--locked"]))
+    cargo_tool("deb", "cargo-deb")
 }
 
 /// `cargo xtask fuzz` runs cargo-fuzz on the nightly toolchain.
 fn cargo_fuzz() -> anyhow::Result<()> {
+    cargo_tool("fuzz", "cargo-fuzz")
+}
+
+/// Installs `krate` (the `cargo SUBCOMMAND` it provides) unless it already answers
+/// `--version`.
+fn cargo_tool(subcommand: &str, krate: &str) -> anyhow::Result<()> {
     let works = Command::new("cargo")
-        .args(["fuzz", "--version"])
+        .args([subcommand, "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -85,8 +81,8 @@ fn cargo_fuzz() -> anyhow::Result<()> {
     if works {
         return Ok(());
     }
-    println!("xtask setup: installing cargo-fuzz (about a minute)");
-    sh(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+    println!("xtask setup: installing {krate} (about a minute)");
+    sh(Command::new("cargo").args(["install", krate, "--locked"]))
 }
 
 /// `cargo xtask test` runs clippy; a minimal rustup profile lacks it.
