@@ -90,6 +90,25 @@ pub(super) fn scope(web: &Web, s: &WebSession) -> Result<Option<u32>, Response> 
     })
 }
 
+/// Recorded session `id`, if the signed-in caller may see it; otherwise the page
+/// that says why (not signed in, not allowed, not theirs).
+pub(super) async fn visible_session(
+    web: &Web,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(WebSession, SessionRecord), Response> {
+    let s = signed_in(web, headers)?;
+    let uid = scope(web, &s)?;
+    match web.daemon.store.session(id).await {
+        Ok(Some(r)) if uid.is_none() || r.principal.as_ref().map(|p| p.uid) == uid => Ok((s, r)),
+        _ => Err(refusal(
+            &s,
+            StatusCode::NOT_FOUND,
+            "no such session of yours",
+        )),
+    }
+}
+
 fn when(ms: i64) -> String {
     let secs = u64::try_from(ms / 1000).unwrap_or(0);
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
@@ -187,17 +206,9 @@ pub async fn detail(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match signed_in(&web, &headers) {
-        Ok(s) => s,
+    let (s, record) = match visible_session(&web, &headers, &id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let uid = match scope(&web, &s) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let record = match web.daemon.store.session(&id).await {
-        Ok(Some(r)) if uid.is_none() || r.principal.as_ref().map(|p| p.uid) == uid => r,
-        _ => return refusal(&s, StatusCode::NOT_FOUND, "no such session of yours"),
     };
     let events = web
         .daemon

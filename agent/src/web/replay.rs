@@ -5,12 +5,7 @@
 //! file's SHA-256 equals the digest that event holds. A recording that fails either
 //! check is refused and the refusal is audited.
 
-use super::{
-    Web,
-    pages::esc,
-    records::{refusal, scope, signed_in},
-    session::WebSession,
-};
+use super::{Web, pages::esc, records::visible_session, session::WebSession};
 use crate::record::{EventRecord, GENESIS_HASH, SessionRecord, StoreError};
 use axum::{
     extract::{Path, State},
@@ -151,17 +146,9 @@ pub async fn cast(
     headers: HeaderMap,
     Path((id, seq)): Path<(String, i64)>,
 ) -> Response {
-    let s = match signed_in(&web, &headers) {
-        Ok(s) => s,
+    let (s, session) = match visible_session(&web, &headers, &id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let uid = match scope(&web, &s) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let session = match web.daemon.store.session(&id).await {
-        Ok(Some(r)) if uid.is_none() || r.principal.as_ref().map(|p| p.uid) == uid => r,
-        _ => return refusal(&s, StatusCode::NOT_FOUND, "no such session of yours"),
     };
     let _permit = READS.acquire().await;
     match verified(&web, &session, seq).await {
