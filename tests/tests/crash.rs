@@ -197,8 +197,18 @@ fn a_killed_daemons_https_ca_is_swept_at_the_next_start_a_running_ones_kept() {
     let trust = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let extra = format!("[http]\ntrust_dir = \"{}\"\n", trust.path().display());
     let cg = TestCgroup::new("ca-sweep").unwrap_or_else(|e| panic!("{e}"));
-    let start =
-        |name: &str| TestDaemon::start(name, &cg, "", &extra).unwrap_or_else(|e| panic!("{e:#}"));
+    // An `https` target is what makes a daemon put its CA into the trust store.
+    let https = "[[target]]\nname = \"api\"\nprotocol = \"https\"\naddress = \"127.0.0.1:1\"\n";
+    let start_with = |name: &str, policy: &str| {
+        TestDaemon::start(name, &cg, policy, &extra).unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    let start = |name: &str| start_with(name, https);
+    let no_https = start_with("ca-none", "");
+    assert_eq!(
+        trusted(trust.path()),
+        Vec::<String>::new(),
+        "a daemon without https targets left the trust store alone"
+    );
     let mut killed = start("ca-killed");
     let running = start("ca-running");
     let ca = |d: &TestDaemon| {
@@ -240,6 +250,7 @@ fn a_killed_daemons_https_ca_is_swept_at_the_next_start_a_running_ones_kept() {
     // until `daemon --release`, which the test daemons' drop runs.
     drop(running);
     drop(next);
+    drop(no_https);
     assert_eq!(trusted(trust.path()), Vec::<String>::new());
     drop(killed);
 }

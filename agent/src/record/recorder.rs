@@ -264,6 +264,7 @@ type Waiter = (oneshot::Sender<bool>, Option<SessionId>);
 impl Writer {
     async fn run(mut self, mut inbox: mpsc::Receiver<Message>, stopped: CancellationToken) {
         let _stopped = stopped.drop_guard();
+        let mut drained = Vec::with_capacity(BATCH_MAX);
         // Ends once the channel is closed (shutdown, or every Recorder dropped) and empty.
         while let Some(first) = inbox.recv().await {
             let mut waiting = Vec::new();
@@ -276,9 +277,21 @@ impl Writer {
                 }
             }
             // What is queued now, and no more: a Flush must not wait for newcomers.
-            for _ in 0..inbox.len() {
-                let Ok(message) = inbox.try_recv() else { break };
-                self.take(message, &mut inbox, &mut waiting);
+            // Taken in runs (`recv_many`), which give the senders their room back
+            // once per run rather than once per message: senders blocked on a full
+            // queue then wake once each, not once per record.
+            let mut left = inbox.len();
+            while left > 0 {
+                // Never more than one transaction holds: `batch` is below BATCH_MAX here.
+                let room = BATCH_MAX.saturating_sub(self.batch.len()).max(1);
+                let taken = inbox.recv_many(&mut drained, left.min(room)).await;
+                if taken == 0 {
+                    break;
+                }
+                left = left.saturating_sub(taken);
+                for message in drained.drain(..) {
+                    self.take(message, &mut inbox, &mut waiting);
+                }
                 if self.batch.len() >= BATCH_MAX {
                     self.flush().await;
                 }

@@ -72,49 +72,70 @@ pub enum HttpError {
 /// The HTTP protocol, with what its sessions share.
 pub struct Http {
     config: HttpConfig,
-    /// `None` until an `https` target needs it (set up at start when one exists).
+    /// The CA `https` clients are served with; `None` when it could not be loaded or
+    /// made (then `authority_error` says why).
     authority: Option<ca::Authority>,
-    /// What `https` clients use when no authority could be set up.
+    /// What `https` clients get when no authority could be set up.
     authority_error: Option<String>,
-    /// Held while the daemon runs: its CA in the trust store is not stale.
-    _owner: Option<trust::OwnerLock>,
+    /// Set once the CA is in the system trust store (the first time a policy has
+    /// an `https` target), and held while the daemon runs: its CA there is not stale.
+    trusted: std::sync::OnceLock<trust::OwnerLock>,
 }
 
 impl Http {
-    /// Sets up the proxy. The CA is loaded (or generated) and, with `trust_store`,
-    /// installed; a failure there is logged and `https` targets refuse connections,
-    /// while `http` targets keep working.
+    /// Sets up the proxy: the CA is loaded (or generated). It goes into the system
+    /// trust store only when a policy has an `https` target ([`Http::publish`]): a
+    /// host that proxies only databases and SSH keeps its trust store untouched. A
+    /// failure is logged and `https` targets refuse connections, while `http`
+    /// targets keep working.
     #[must_use]
     pub fn new(config: &HttpConfig) -> Self {
-        let mut owner = None;
         let loaded = ca::Authority::load_or_generate(
             config.ca_cert.as_deref(),
             config.ca_key.as_deref(),
             &config.state_dir,
-        )
-        .and_then(|authority| {
-            if config.trust_store {
-                owner = Some(trust::hold(&config.state_dir)?);
-                let path = authority.install(&config.trust_dir, &config.state_dir)?;
-                tracing::info!(path = %path.display(), "HTTPS CA is in the system trust store");
-            }
-            Ok(authority)
-        });
-        match loaded {
-            Ok(authority) => Self {
-                config: config.clone(),
-                authority: Some(authority),
-                authority_error: None,
-                _owner: owner,
-            },
+        );
+        let (authority, authority_error) = match loaded {
+            Ok(authority) => (Some(authority), None),
             Err(error) => {
                 tracing::error!(%error, "HTTPS clients cannot be served");
-                Self {
-                    config: config.clone(),
-                    authority: None,
-                    authority_error: Some(error.to_string()),
-                    _owner: owner,
-                }
+                (None, Some(error.to_string()))
+            }
+        };
+        Self {
+            config: config.clone(),
+            authority,
+            authority_error,
+            trusted: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Puts the CA into the system trust store (with `trust_store`) the first time
+    /// `policy` has an `https` target; called on start and on every reload. A
+    /// failure is logged and tried again on the next reload: clients that trust the
+    /// CA another way still work.
+    pub fn publish(&self, policy: &crate::policy::Policy) {
+        let wanted = policy
+            .targets()
+            .iter()
+            .any(|t| t.protocol == crate::policy::Protocol::Https);
+        if !wanted || !self.config.trust_store || self.trusted.get().is_some() {
+            return;
+        }
+        let Some(authority) = &self.authority else {
+            return;
+        };
+        let installed = trust::hold(&self.config.state_dir).and_then(|owner| {
+            let path = authority.install(&self.config.trust_dir, &self.config.state_dir)?;
+            Ok((owner, path))
+        });
+        match installed {
+            Ok((owner, path)) => {
+                let _ = self.trusted.set(owner);
+                tracing::info!(path = %path.display(), "HTTPS CA is in the system trust store");
+            }
+            Err(error) => {
+                tracing::error!(%error, "Cannot put the HTTPS CA into the system trust store; clients that do not trust it another way will refuse it");
             }
         }
     }
