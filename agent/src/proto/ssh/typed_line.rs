@@ -1,0 +1,375 @@
+//! Command lines typed in an interactive shell, decided at Enter: a second line of
+//! defence beside exec rules, not a boundary (a pasted script, a REPL, an editor,
+//! an alias or a script file run by name all get past it).
+//!
+//! The client's keystrokes pass through at once, except Enter (CR or LF): then the
+//! line is read from the terminal screen as the user sees it ([`Screen`]), split
+//! with [`command::split`] and decided by the gate as a `shell` action with those
+//! commands (so `commands = [...]` rules whose `ssh` includes `shell`, or that have
+//! no `ssh`, decide it; rules without `commands` decided the shell when it opened).
+//! Allowed: the Enter goes on and the line is recorded. Denied: the Enter is
+//! dropped, the target gets Ctrl-C (which throws the half-typed line away), and the
+//! terminal shows why. Held: the terminal shows the request; keystrokes meanwhile
+//! are dropped, except Ctrl-C, which withdraws it; approval sends the Enter.
+//!
+//! Lines are not decided (nor recorded) while nothing shows after the prompt —
+//! typing the terminal did not echo, as at a password prompt — nor while a
+//! full-screen program (an editor, a pager) has the alternate screen. Input that
+//! follows an Enter in the same read (a paste) waits until that line is decided,
+//! up to [`MAX_PENDING`]; after a refusal it is dropped.
+
+use super::{
+    command::{self, Split},
+    recording,
+    screen::{Screen, Typed},
+    server::Conn,
+};
+use crate::{
+    gate::{Action, ActionOutcome, Ask, Gone, Ruling, Waiting},
+    policy::SshKind,
+};
+use bytes::Bytes;
+use russh::{Channel, ChannelId, client};
+use serde_json::json;
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Client input kept while a line is decided; past it the client is not read.
+pub const MAX_PENDING: usize = 64 * 1024;
+/// After Enter, how long the target's output must be quiet before the screen is
+/// read (the echo of what was typed just before Enter may still be on its way).
+const QUIET: Duration = Duration::from_millis(25);
+/// The longest wait for that echo; then the screen is read as it is.
+const MAX_SETTLE: Duration = Duration::from_secs(1);
+/// The event kind of a typed line.
+pub const KIND: &str = "shell-line";
+const CTRL_C: u8 = 3;
+
+type Decision = Pin<Box<dyn Future<Output = ActionOutcome> + Send>>;
+
+/// Where the line being typed stands.
+enum State {
+    /// Keystrokes pass through.
+    Typing,
+    /// Enter was pressed at `since`; the screen is read once the echo settles.
+    Settling { since: Instant },
+    /// The line waits for approvers.
+    Held {
+        decision: Decision,
+        line: String,
+        withdraw: CancellationToken,
+    },
+}
+
+/// The typed-line gate of one shell channel with a terminal.
+pub struct TypedLines<'c> {
+    conn: &'c Conn,
+    channel: ChannelId,
+    screen: Screen,
+    /// Client input not yet passed on: it starts with an Enter while one is decided.
+    pending: Vec<u8>,
+    state: State,
+    /// Input went to the target since its last output (its echo is awaited).
+    unechoed: bool,
+    last_output: Instant,
+    /// Cancelled when the relay ends: a held line is withdrawn.
+    left: CancellationToken,
+}
+
+impl<'c> TypedLines<'c> {
+    /// The gate for `channel`, whose terminal is `cols`×`rows`.
+    #[must_use]
+    pub fn new(conn: &'c Conn, channel: ChannelId, cols: u32, rows: u32) -> Self {
+        Self {
+            conn,
+            channel,
+            screen: Screen::new(cols, rows),
+            pending: Vec::new(),
+            state: State::Typing,
+            unechoed: false,
+            last_output: Instant::now(),
+            left: conn.closed.child_token(),
+        }
+    }
+
+    /// Input the client sent before the shell started (it goes through
+    /// [`TypedLines::input`] with the first call), up to [`MAX_PENDING`].
+    pub fn preload(&mut self, data: &[u8]) {
+        let room = MAX_PENDING.saturating_sub(self.pending.len());
+        self.pending
+            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+    }
+
+    /// The target's output, as the terminal shows it.
+    pub fn output(&mut self, data: &[u8]) {
+        self.screen.output(data);
+        self.unechoed = false;
+        self.last_output = Instant::now();
+    }
+
+    /// Follows a terminal resize.
+    pub fn resize(&mut self, cols: u32, rows: u32) {
+        self.screen.resize(cols, rows);
+    }
+
+    /// Whether the client should not be read now (too much input waits).
+    #[must_use]
+    pub fn full(&self) -> bool {
+        self.pending.len() >= MAX_PENDING
+    }
+
+    /// When the screen should be read for the Enter being decided, if one is.
+    #[must_use]
+    pub fn settle_at(&self) -> Option<Instant> {
+        let State::Settling { since } = self.state else {
+            return None;
+        };
+        let latest = since + MAX_SETTLE;
+        Some(if self.unechoed {
+            latest
+        } else {
+            latest.min(self.last_output + QUIET)
+        })
+    }
+
+    /// Whether a line waits for approvers.
+    #[must_use]
+    pub fn held(&self) -> bool {
+        matches!(self.state, State::Held { .. })
+    }
+
+    /// The client's input: passed on up to the next Enter (a held line's keystrokes
+    /// are dropped; its Ctrl-C withdraws it).
+    pub async fn input(&mut self, data: &[u8], up: &Channel<client::Msg>) {
+        if let State::Held { withdraw, .. } = &self.state {
+            if data.contains(&CTRL_C) {
+                withdraw.cancel();
+            }
+            return;
+        }
+        self.pending.extend_from_slice(data);
+        self.pump(up).await;
+    }
+
+    /// Passes on pending input up to the next Enter, and decides lines whose echo
+    /// has settled.
+    async fn pump(&mut self, up: &Channel<client::Msg>) {
+        loop {
+            match self.state {
+                State::Typing => {}
+                State::Settling { .. } => {
+                    if self.settle_at().is_some_and(|at| at <= Instant::now()) {
+                        self.decide(up).await;
+                        continue;
+                    }
+                    return;
+                }
+                State::Held { .. } => return,
+            }
+            if self.pending.is_empty() {
+                return;
+            }
+            if !self.screen.typing() {
+                self.screen.mark_prompt();
+            }
+            let enter = self.pending.iter().position(|&b| b == b'\r' || b == b'\n');
+            let upto = enter.unwrap_or(self.pending.len());
+            if upto > 0 {
+                let typed: Vec<u8> = self.pending.drain(..upto).collect();
+                self.unechoed = true;
+                let _ = up.data_bytes(Bytes::from(typed)).await;
+            }
+            if enter.is_none() {
+                return;
+            }
+            self.state = State::Settling {
+                since: Instant::now(),
+            };
+        }
+    }
+
+    /// The settle timer fired: decide the line, then go on with pending input.
+    pub async fn settled(&mut self, up: &Channel<client::Msg>) {
+        if matches!(self.state, State::Settling { .. }) {
+            self.decide(up).await;
+        }
+        self.pump(up).await;
+    }
+
+    /// Reads the line at Enter and decides it (a review becomes [`State::Held`]).
+    async fn decide(&mut self, up: &Channel<client::Msg>) {
+        self.state = State::Typing;
+        let blank = self.screen.prompt_blank();
+        let (line, commands) = match self.screen.take_line() {
+            Typed::Nothing | Typed::FullScreen => return self.enter(up).await,
+            Typed::Line(line) => match commands_of(&line, blank) {
+                // Only comments or blanks: nothing runs.
+                Some(c) if c.is_empty() => return self.enter(up).await,
+                commands => (line, commands),
+            },
+            Typed::Unreadable(line) => (line, None),
+        };
+        let ask = typed_ask(self.conn, line.clone(), commands);
+        let gate = Arc::clone(&self.conn.session.gate);
+        let ruling = gate.rule(&ask);
+        let withdraw = CancellationToken::new();
+        let mut waiting = LineWait {
+            handle: self.conn.handle.clone(),
+            channel: self.channel,
+            withdraw: withdraw.clone(),
+            left: self.left.clone(),
+        };
+        let session = self.conn.session.id.clone();
+        if let Ruling::Review { .. } = ruling {
+            let decision = Box::pin(async move {
+                gate.decide_ruled(&ask, ruling, Some(&session), &mut waiting)
+                    .await
+            });
+            self.state = State::Held {
+                decision,
+                line,
+                withdraw,
+            };
+            return;
+        }
+        let outcome = gate
+            .decide_ruled(&ask, ruling, Some(&session), &mut waiting)
+            .await;
+        self.decided(&line, &outcome, up).await;
+    }
+
+    /// Waits for the held line's decision (never completes when none is held).
+    pub async fn decision(&mut self) -> ActionOutcome {
+        match &mut self.state {
+            State::Held { decision, .. } => decision.await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// The held line was decided: on with it, or refused.
+    pub async fn resolved(&mut self, outcome: ActionOutcome, up: &Channel<client::Msg>) {
+        let state = std::mem::replace(&mut self.state, State::Typing);
+        if let State::Held { line, .. } = state {
+            self.decided(&line, &outcome, up).await;
+        }
+        self.pump(up).await;
+    }
+
+    /// Sends the Enter on (allowed) or refuses the line, and records it.
+    async fn decided(&mut self, line: &str, outcome: &ActionOutcome, up: &Channel<client::Msg>) {
+        if outcome.allowed() {
+            self.enter(up).await;
+        } else {
+            self.pending.clear();
+            let message = format!(
+                "\r\nportcullis: command line refused: {}\r\n",
+                outcome.message()
+            );
+            let message = self.conn.mask(&message);
+            let _ = self.conn.handle.data(self.channel, message.into_bytes()).await;
+            let _ = up.data_bytes(Bytes::from_static(&[CTRL_C])).await;
+        }
+        record(self.conn, line, outcome).await;
+    }
+
+    /// Passes the pending Enter on.
+    async fn enter(&mut self, up: &Channel<client::Msg>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let enter: Vec<u8> = self.pending.drain(..1).collect();
+        self.unechoed = true;
+        let _ = up.data_bytes(Bytes::from(enter)).await;
+    }
+
+    /// The shell ended: a held line is withdrawn (the client left) and recorded.
+    pub async fn finish(mut self) {
+        self.left.cancel();
+        if let State::Held { decision, line, .. } = std::mem::replace(&mut self.state, State::Typing)
+        {
+            let outcome = decision.await;
+            record(self.conn, &line, &outcome).await;
+        }
+    }
+}
+
+/// Records a decided typed line (masked).
+async fn record(conn: &Conn, line: &str, outcome: &ActionOutcome) {
+    let line = conn.mask(line);
+    let summary = format!("shell line: {line}");
+    let details = json!({ "login": conn.login, "line": line });
+    let finished = recording::starting(KIND, summary, details);
+    recording::record(&conn.session, outcome, finished).await;
+}
+
+/// What shell prompts end with, to find one printed after typing began.
+const PROMPT_ENDS: [&str; 4] = ["$ ", "# ", "% ", "> "];
+/// How far into a line such a prompt is looked for.
+const PROMPT_REACH: usize = 256;
+
+/// The simple commands of `line` (`None`: unparsed). When its prompt was not on the
+/// screen as typing began (`blank`), the line may start with one: the commands
+/// after the first prompt ending are added, so a restricting rule sees them.
+fn commands_of(line: &str, blank: bool) -> Option<Vec<String>> {
+    let Split::Commands(mut commands) = command::split(line) else {
+        return None;
+    };
+    let after = PROMPT_ENDS
+        .iter()
+        .filter_map(|end| line.find(end).map(|at| at + end.len()))
+        .filter(|at| *at <= PROMPT_REACH)
+        .min();
+    if let Some(rest) = after.filter(|_| blank).and_then(|at| line.get(at..)) {
+        match command::split(rest) {
+            Split::Commands(more) => commands.extend(more),
+            Split::Unparsed => return None,
+        }
+    }
+    Some(commands)
+}
+
+/// The gate's question for a typed line: a `shell` action with its commands
+/// (`None`: unparsed).
+fn typed_ask(conn: &Conn, line: String, commands: Option<Vec<String>>) -> Ask {
+    Ask {
+        principal: conn.session.principal.clone(),
+        target: conn.session.target.name.clone(),
+        protocol: "ssh".to_owned(),
+        action: Action::Ssh {
+            ssh: SshKind::Shell,
+            login: conn.login.clone(),
+            subject: line,
+            commands,
+            file: None,
+        },
+        justification: None,
+    }
+}
+
+/// The client of a held line, as the gate waits with it.
+struct LineWait {
+    handle: russh::server::Handle,
+    channel: ChannelId,
+    /// Cancelled by the client's Ctrl-C.
+    withdraw: CancellationToken,
+    /// Cancelled when the shell or the connection ends.
+    left: CancellationToken,
+}
+
+impl Waiting for LineWait {
+    async fn held(&mut self, request: &str, hint: &str) {
+        let line = format!(
+            "\r\nportcullis: this command line is held for approval (request {request}); it \
+             runs when approved. Approvers run: {hint}. Ctrl-C withdraws it.\r\n"
+        );
+        let _ = self.handle.data(self.channel, line.into_bytes()).await;
+    }
+
+    async fn gone(&mut self) -> Gone {
+        tokio::select! {
+            () = self.withdraw.cancelled() => Gone::Cancelled,
+            () = self.left.cancelled() => Gone::ClientLeft,
+        }
+    }
+}
