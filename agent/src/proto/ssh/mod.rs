@@ -15,6 +15,7 @@
 
 pub mod actions;
 mod channel;
+mod escape_mask;
 pub mod command;
 mod forward;
 pub mod identity;
