@@ -373,3 +373,94 @@ impl Waiting for LineWait {
         }
     }
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::policy::{Policy, SshRequest, Verdict};
+
+    fn principal() -> crate::identity::Principal {
+        crate::identity::Principal {
+            pid: 4242,
+            ppid: Some(1),
+            uid: 1000,
+            gid: 1000,
+            user: Some("ann".to_owned()),
+            unix_groups: Vec::new(),
+            exe: Some("/usr/bin/ssh".to_owned()),
+            cmdline: None,
+            comm: "ssh".to_owned(),
+            cgroup: None,
+            idp: None,
+        }
+    }
+
+    fn policy(rules: &str) -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[target]]\nname = \"box\"\nprotocol = \"ssh\"\naddress = \"127.0.0.9:22\"\n\
+             known_hosts = \"/etc/ssh/ssh_known_hosts\"\n\
+             [[group]]\nname = \"ops\"\nusers = [\"root\"]\n\
+             [[rule]]\nname = \"connect\"\ntargets = [\"box\"]\naction = \"allow\"\n{rules}"
+        );
+        std::fs::write(dir.path().join("p.toml"), text).unwrap();
+        Policy::load_dir(dir.path()).unwrap()
+    }
+
+    fn decide(policy: &Policy, commands: Option<&[String]>) -> (Verdict, Option<String>) {
+        let who = principal();
+        let request = SshRequest {
+            kind: SshKind::Shell,
+            login: "root",
+            commands,
+            file: None,
+        };
+        let d = policy.decide_ssh(&who, "box", &request);
+        (d.verdict, d.rule)
+    }
+
+    #[test]
+    fn typed_lines_are_decided_by_command_rules_not_by_the_shells_own() {
+        let p = policy(
+            "[[rule]]\nname = \"review-shells\"\ntargets = [\"box\"]\nssh = [\"shell\"]\n\
+             action = \"review\"\napprovers = [\"ops\"]\n\
+             [[rule]]\nname = \"no-rm\"\ntargets = [\"box\"]\ncommands = [\"rm *\"]\naction = \"deny\"\n\
+             [[rule]]\nname = \"halt\"\ntargets = [\"box\"]\nssh = [\"shell\"]\n\
+             commands = [\"shutdown *\"]\naction = \"review\"\napprovers = [\"ops\"]\n",
+        );
+        // The shell itself (no commands): its own rule.
+        assert_eq!(decide(&p, Some(&[])).1.as_deref(), Some("review-shells"));
+        let ls = ["ls -l".to_owned()];
+        assert_eq!(decide(&p, Some(&ls)), (Verdict::Allow, None));
+        let rm = ["cd /x".to_owned(), "rm -rf y".to_owned()];
+        assert_eq!(decide(&p, Some(&rm)), (Verdict::Deny, Some("no-rm".into())));
+        let halt = ["shutdown -h now".to_owned()];
+        assert_eq!(decide(&p, Some(&halt)), (Verdict::Review, Some("halt".into())));
+        // Unparsed: the most restrictive command rule.
+        assert_eq!(decide(&p, None), (Verdict::Deny, Some("no-rm".into())));
+        let reason = p
+            .decide_ssh(
+                &principal(),
+                "box",
+                &SshRequest {
+                    kind: SshKind::Shell,
+                    login: "root",
+                    commands: Some(&rm),
+                    file: None,
+                },
+            )
+            .reason;
+        assert!(reason.contains("typed command line"), "{reason}");
+    }
+
+    #[test]
+    fn a_prompt_printed_after_typing_began_does_not_hide_the_command() {
+        let c = |line, blank| commands_of(line, blank);
+        assert_eq!(c("rm -rf /x", false).unwrap(), ["rm -rf /x"]);
+        let both = c("root@box:~# rm -rf /x", true).unwrap();
+        assert!(both.contains(&"rm -rf /x".to_owned()), "{both:?}");
+        assert_eq!(c("echo a > b", false).unwrap(), ["echo a"]);
+        assert_eq!(c("$ echo '", true), None);
+    }
+}
