@@ -240,7 +240,12 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
         }
     }
     if setup.eof {
-        let _ = up.eof().await;
+        match lines.as_mut() {
+            Some(l) => l.preload_eof(),
+            None => {
+                let _ = up.eof().await;
+            }
+        }
     }
     let cast = match (&start, &setup.pty) {
         (Start::Shell, Some(p)) => open_cast(conn, id, p),

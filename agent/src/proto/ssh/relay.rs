@@ -169,9 +169,12 @@ pub async fn relay(
                         break;
                     }
                 }
-                Some(ChannelMsg::Eof) => {
-                    let _ = up.eof().await;
-                }
+                Some(ChannelMsg::Eof) => match lines.as_mut() {
+                    Some(l) => l.eof(&up).await,
+                    None => {
+                        let _ = up.eof().await;
+                    }
+                },
                 Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
                     let _ = up.window_change(col_width, row_height, pix_width, pix_height).await;
                     if let Some(l) = lines.as_mut() {

@@ -101,7 +101,15 @@ impl Screen {
     /// Reads the line being typed (at Enter) and ends it: the next keystroke starts
     /// a new one.
     pub fn take_line(&mut self) -> Typed {
-        let prompt = self.prompt.take().unwrap_or_default();
+        let typed = self.line();
+        self.prompt = None;
+        typed
+    }
+
+    /// What [`Screen::take_line`] would read now, leaving the line open.
+    #[must_use]
+    pub fn line(&self) -> Typed {
+        let prompt = self.prompt.as_deref().unwrap_or_default();
         let screen = self.parser.screen();
         if screen.alternate_screen() {
             return Typed::FullScreen;
@@ -114,7 +122,7 @@ impl Screen {
             end += 1;
         }
         let shown = cells(screen, start, end, None);
-        let line = match shown.strip_prefix(&prompt) {
+        let line = match shown.strip_prefix(prompt) {
             Some(rest) => rest.trim().to_owned(),
             None => match searched(&shown) {
                 Some(found) => found,

@@ -52,8 +52,13 @@ type Decision = Pin<Box<dyn Future<Output = ActionOutcome> + Send>>;
 enum State {
     /// Keystrokes pass through.
     Typing,
-    /// Enter was pressed at `since`; the screen is read once the echo settles.
-    Settling { since: Instant },
+    /// Input waits for the target to echo what was sent before (the last Enter, or
+    /// nothing yet at the start) and go quiet, so that the next line's prompt is
+    /// marked where the user sees it (type-ahead, a pasted or piped script).
+    Quieting { since: Instant },
+    /// Enter was pressed at `since`; the screen is read once the echo settles
+    /// (`patient`: not before [`MAX_SETTLE`], the line typed so far not showing yet).
+    Settling { since: Instant, patient: bool },
     /// The line waits for approvers.
     Held {
         decision: Decision,
@@ -72,6 +77,11 @@ pub struct TypedLines<'c> {
     state: State,
     /// Input went to the target since its last output (its echo is awaited).
     unechoed: bool,
+    /// Printable characters were typed on the line being decided.
+    printable: bool,
+    /// The client sent EOF: passed on once the input before it is (no data may
+    /// follow an EOF on a channel).
+    eof: bool,
     last_output: Instant,
     /// Cancelled when the relay ends: a held line is withdrawn.
     left: CancellationToken,
@@ -87,7 +97,10 @@ impl<'c> TypedLines<'c> {
             screen: Screen::new(cols, rows),
             pending: Vec::new(),
             state: State::Typing,
-            unechoed: false,
+            // Nothing has shown yet: the first line waits for the prompt.
+            unechoed: true,
+            printable: false,
+            eof: false,
             last_output: Instant::now(),
             left: conn.closed.child_token(),
         }
@@ -99,6 +112,17 @@ impl<'c> TypedLines<'c> {
         let room = MAX_PENDING.saturating_sub(self.pending.len());
         self.pending
             .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+    }
+
+    /// The client sent EOF before the shell started: passed on after its input.
+    pub fn preload_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// The client's EOF: passed on at once when no input waits, else after it.
+    pub async fn eof(&mut self, up: &Channel<client::Msg>) {
+        self.eof = true;
+        self.pump(up).await;
     }
 
     /// The target's output, as the terminal shows it.
@@ -122,11 +146,13 @@ impl<'c> TypedLines<'c> {
     /// When the screen should be read for the Enter being decided, if one is.
     #[must_use]
     pub fn settle_at(&self) -> Option<Instant> {
-        let State::Settling { since } = self.state else {
-            return None;
+        let (since, patient) = match self.state {
+            State::Settling { since, patient } => (since, patient),
+            State::Quieting { since } => (since, false),
+            State::Typing | State::Held { .. } => return None,
         };
         let latest = since + MAX_SETTLE;
-        Some(if self.unechoed {
+        Some(if self.unechoed || patient {
             latest
         } else {
             latest.min(self.last_output + QUIET)
@@ -158,8 +184,15 @@ impl<'c> TypedLines<'c> {
         loop {
             match self.state {
                 State::Typing => {}
+                State::Quieting { .. } => {
+                    if self.settle_at().is_some_and(|at| at > Instant::now()) {
+                        return;
+                    }
+                    self.state = State::Typing;
+                    self.screen.mark_prompt();
+                }
                 State::Settling { .. } => {
-                    if self.settle_at().is_some_and(|at| at <= Instant::now()) {
+                    if self.settle_at().is_some_and(|at| at <= Instant::now()) && self.settled_now() {
                         self.decide(up).await;
                         continue;
                     }
@@ -168,9 +201,18 @@ impl<'c> TypedLines<'c> {
                 State::Held { .. } => return,
             }
             if self.pending.is_empty() {
+                if std::mem::take(&mut self.eof) {
+                    let _ = up.eof().await;
+                }
                 return;
             }
             if !self.screen.typing() {
+                if self.unechoed {
+                    self.state = State::Quieting {
+                        since: Instant::now(),
+                    };
+                    continue;
+                }
                 self.screen.mark_prompt();
             }
             let enter = self.pending.iter().position(|&b| b == b'\r' || b == b'\n');
@@ -178,6 +220,7 @@ impl<'c> TypedLines<'c> {
             if upto > 0 {
                 let typed: Vec<u8> = self.pending.drain(..upto).collect();
                 self.unechoed = true;
+                self.printable |= typed.iter().any(|&b| b >= 0x20 && b != 0x7f);
                 let _ = up.data_bytes(Bytes::from(typed)).await;
             }
             if enter.is_none() {
@@ -185,21 +228,41 @@ impl<'c> TypedLines<'c> {
             }
             self.state = State::Settling {
                 since: Instant::now(),
+                patient: false,
             };
         }
     }
 
     /// The settle timer fired: decide the line, then go on with pending input.
     pub async fn settled(&mut self, up: &Channel<client::Msg>) {
-        if matches!(self.state, State::Settling { .. }) {
+        if matches!(self.state, State::Settling { .. }) && self.settled_now() {
             self.decide(up).await;
         }
         self.pump(up).await;
     }
 
+    /// Whether the screen can be read now that the output is quiet: not while
+    /// characters were typed but nothing shows after the prompt and [`MAX_SETTLE`]
+    /// has not passed (a shell still starting, a slow link; a password prompt waits
+    /// it out too). Otherwise the wait becomes patient and this says no.
+    fn settled_now(&mut self) -> bool {
+        let State::Settling { since, patient } = &mut self.state else {
+            return false;
+        };
+        if *patient || since.elapsed() >= MAX_SETTLE || !self.printable {
+            return true;
+        }
+        if self.screen.line() == Typed::Nothing {
+            *patient = true;
+            return false;
+        }
+        true
+    }
+
     /// Reads the line at Enter and decides it (a review becomes [`State::Held`]).
     async fn decide(&mut self, up: &Channel<client::Msg>) {
         self.state = State::Typing;
+        self.printable = false;
         let blank = self.screen.prompt_blank();
         let (line, commands) = match self.screen.take_line() {
             Typed::Nothing | Typed::FullScreen => return self.enter(up).await,
