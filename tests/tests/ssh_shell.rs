@@ -96,7 +96,11 @@ for line in sys.stdin:
 "#;
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn unhex(text: &str) -> Vec<u8> {
@@ -259,8 +263,10 @@ fn typed_lines_are_denied_held_approved_and_withdrawn_at_enter() {
         lines
             .iter()
             .find(|e| e["line"].as_str().is_some_and(|l| l.contains(needle)))
-            .map(|e| e["verdict"].as_str().unwrap_or_default().to_owned())
-            .unwrap_or_else(|| panic!("no shell-line event for {needle}: {lines:#?}"))
+            .map_or_else(
+                || panic!("no shell-line event for {needle}: {lines:#?}"),
+                |e| e["verdict"].as_str().unwrap_or_default().to_owned(),
+            )
     };
     assert_eq!(verdict_of("rm -rf"), "denied");
     assert_eq!(verdict_of("/made"), "approved");

@@ -30,12 +30,12 @@ pub fn mask<'a>(masker: &Masker, data: &'a [u8]) -> Cow<'a, [u8]> {
     if !data.contains(&ESC) {
         return masker.mask_value(data);
     }
-    let (text, escapes, strings_masked) = split(masker, data);
-    let masked = masker.mask_value(&text);
-    if !strings_masked && matches!(masked, Cow::Borrowed(_)) {
+    let (text, escapes, strings_changed) = split(masker, data);
+    let shown = masker.mask_value(&text);
+    if !strings_changed && matches!(shown, Cow::Borrowed(_)) {
         return Cow::Borrowed(data);
     }
-    Cow::Owned(merge(&text, &masked, &escapes))
+    Cow::Owned(merge(&text, &shown, &escapes))
 }
 
 /// The shown text of `data`, its escape sequences, and whether an OSC/DCS payload
@@ -43,7 +43,7 @@ pub fn mask<'a>(masker: &Masker, data: &'a [u8]) -> Cow<'a, [u8]> {
 fn split(masker: &Masker, data: &[u8]) -> (Vec<u8>, Vec<Escape>, bool) {
     let mut text = Vec::with_capacity(data.len());
     let mut escapes = Vec::new();
-    let mut masked = false;
+    let mut changed = false;
     let mut i = 0;
     while let Some(&b) = data.get(i) {
         if b != ESC {
@@ -55,8 +55,8 @@ fn split(masker: &Masker, data: &[u8]) -> (Vec<u8>, Vec<Escape>, bool) {
         let seq = data.get(i..end).unwrap_or_default();
         let bytes = match seq.get(1) {
             Some(b']' | b'P') => {
-                let (framed, changed) = mask_string(masker, seq);
-                masked |= changed;
+                let (framed, this) = mask_string(masker, seq);
+                changed |= this;
                 framed
             }
             _ => seq.to_vec(),
@@ -67,7 +67,7 @@ fn split(masker: &Masker, data: &[u8]) -> (Vec<u8>, Vec<Escape>, bool) {
         });
         i = end;
     }
-    (text, escapes, masked)
+    (text, escapes, changed)
 }
 
 /// Where the escape sequence starting at `start` (an ESC) ends (exclusive): CSI up
@@ -121,7 +121,7 @@ fn mask_string(masker: &Masker, seq: &[u8]) -> (Vec<u8>, bool) {
     );
     match masker.mask_value(payload) {
         Cow::Borrowed(_) => (seq.to_vec(), false),
-        Cow::Owned(masked) => ([head, &masked, tail].concat(), true),
+        Cow::Owned(replaced) => ([head, &replaced, tail].concat(), true),
     }
 }
 
@@ -129,10 +129,14 @@ fn mask_string(masker: &Masker, seq: &[u8]) -> (Vec<u8>, bool) {
 /// masking kept their number (a replacement then only moves escapes within its own
 /// line); otherwise the whole is one run.
 fn merge(text: &[u8], masked: &[u8], escapes: &[Escape]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(masked.len() + escapes.iter().map(|e| e.bytes.len()).sum::<usize>());
-    let lines = |t: &[u8]| t.iter().filter(|&&b| b == b'\n').count();
+    let mut out =
+        Vec::with_capacity(masked.len() + escapes.iter().map(|e| e.bytes.len()).sum::<usize>());
+    let lines = |t: &[u8]| memchr::memchr_iter(b'\n', t).count();
     let spans: Vec<((usize, usize), (usize, usize))> = if lines(text) == lines(masked) {
-        line_spans(text).into_iter().zip(line_spans(masked)).collect()
+        line_spans(text)
+            .into_iter()
+            .zip(line_spans(masked))
+            .collect()
     } else {
         vec![((0, text.len()), (0, masked.len()))]
     };
@@ -214,8 +218,14 @@ mod tests {
     fn a_value_split_by_sgr_codes_is_masked_and_the_codes_kept() {
         let m = masker(&["hunter2secret"]);
         // What `grep --color=always secret` prints around its match.
-        let out = masked(&m, b"pw=hunter2\x1b[01;31m\x1b[Ksecret\x1b[m\x1b[K done\r\n");
-        assert!(!out.contains("secret") && !out.contains("hunter2"), "{out:?}");
+        let out = masked(
+            &m,
+            b"pw=hunter2\x1b[01;31m\x1b[Ksecret\x1b[m\x1b[K done\r\n",
+        );
+        assert!(
+            !out.contains("secret") && !out.contains("hunter2"),
+            "{out:?}"
+        );
         assert!(out.starts_with("pw="), "{out:?}");
         assert!(out.ends_with(" done\r\n"), "{out:?}");
         for code in ["\x1b[01;31m", "\x1b[K", "\x1b[m"] {
@@ -223,15 +233,24 @@ mod tests {
         }
         let out = masked(&m, b"sec: hunter\x1b[1m2sec\x1b[0mret\n");
         assert!(!out.contains("hunter"), "{out:?}");
-        assert!(out.contains("\x1b[1m") && out.contains("\x1b[0m"), "{out:?}");
+        assert!(
+            out.contains("\x1b[1m") && out.contains("\x1b[0m"),
+            "{out:?}"
+        );
     }
 
     #[test]
     fn a_card_split_by_cursor_moves_and_colour_is_masked() {
         let m = masker(&[]);
-        let out = masked(&m, b"\x1b[32m4111 1111\x1b[0m \x1b[1;1H1111 1111\x1b[?25h\n");
+        let out = masked(
+            &m,
+            b"\x1b[32m4111 1111\x1b[0m \x1b[1;1H1111 1111\x1b[?25h\n",
+        );
         assert!(!out.contains("1111 1111"), "{out:?}");
-        assert!(out.contains("\x1b[1;1H") && out.contains("\x1b[?25h"), "{out:?}");
+        assert!(
+            out.contains("\x1b[1;1H") && out.contains("\x1b[?25h"),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -239,9 +258,15 @@ mod tests {
         let m = masker(&["topsecret"]);
         let out = masked(&m, b"\x1b]0;user@db: cat topsecret\x07$ ");
         assert!(!out.contains("topsecret"), "{out:?}");
-        assert!(out.starts_with("\x1b]0;user@db: cat ") && out.ends_with("\x07$ "), "{out:?}");
+        assert!(
+            out.starts_with("\x1b]0;user@db: cat ") && out.ends_with("\x07$ "),
+            "{out:?}"
+        );
         let out = masked(&m, b"\x1b]2;topsecret\x1b\\ok\n");
-        assert!(!out.contains("topsecret") && out.ends_with("\x1b\\ok\n"), "{out:?}");
+        assert!(
+            !out.contains("topsecret") && out.ends_with("\x1b\\ok\n"),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -249,8 +274,14 @@ mod tests {
         let m = masker(&["topsecret"]);
         let plain = b"\x1b[01;34mdir\x1b[0m  file\r\n\x1b]0;title\x07";
         assert!(matches!(mask(&m, plain), Cow::Borrowed(_)));
-        let out = masked(&m, b"\x1b[1ma\x1b[0m\ntop\x1b[7msecret\x1b[0m\n\x1b[2mb\x1b[0m\n");
-        assert!(!out.contains("topsecret") && !out.contains("top\x1b[7msecret"), "{out:?}");
+        let out = masked(
+            &m,
+            b"\x1b[1ma\x1b[0m\ntop\x1b[7msecret\x1b[0m\n\x1b[2mb\x1b[0m\n",
+        );
+        assert!(
+            !out.contains("topsecret") && !out.contains("top\x1b[7msecret"),
+            "{out:?}"
+        );
         assert!(out.starts_with("\x1b[1ma\x1b[0m\n"), "{out:?}");
         assert!(out.ends_with("\n\x1b[2mb\x1b[0m\n"), "{out:?}");
     }
@@ -258,7 +289,13 @@ mod tests {
     #[test]
     fn unfinished_sequences_do_not_panic() {
         let m = masker(&["topsecret"]);
-        for data in [&b"\x1b"[..], b"\x1b[", b"\x1b]0;topsecret", b"x\x1b(", b"\x1b]\x07"] {
+        for data in [
+            &b"\x1b"[..],
+            b"\x1b[",
+            b"\x1b]0;topsecret",
+            b"x\x1b(",
+            b"\x1b]\x07",
+        ] {
             let out = mask(&m, data);
             assert!(!String::from_utf8_lossy(&out).contains("topsecret"));
         }

@@ -15,8 +15,8 @@
 
 pub mod actions;
 mod channel;
-mod escape_mask;
 pub mod command;
+mod escape_mask;
 mod forward;
 pub mod identity;
 mod masking;

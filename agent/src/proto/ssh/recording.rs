@@ -295,17 +295,22 @@ mod tests {
         }
         cast.output(&[0xe2, 0x82]).unwrap();
         let (path, _, _) = cast.finish().unwrap();
-        let mut watched = Vec::new();
+        let mut followed = Vec::new();
         while let Ok(chunk) = watcher.try_recv() {
             assert!(std::str::from_utf8(&chunk).is_ok(), "{chunk:?}");
-            watched.extend_from_slice(&chunk);
+            followed.extend_from_slice(&chunk);
         }
-        assert_eq!(watched, text);
+        assert_eq!(followed, text);
         let recorded: String = std::fs::read_to_string(&path)
             .unwrap()
             .lines()
             .skip(1)
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()[2].as_str().unwrap().to_owned())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()[2]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         assert_eq!(recorded, "é€😀 ok\u{fffd}");
         assert_eq!(whole_chars(b"ab\xff"), 3);

@@ -163,26 +163,14 @@ pub async fn relay(
             msg = client.wait(), if !full => match msg {
                 Some(ChannelMsg::Data { data }) => {
                     r.up_bytes += data.len() as u64;
-                    if let Some(l) = lines.as_mut() {
-                        l.input(&data, &up).await;
-                    } else if up.data_bytes(data).await.is_err() {
+                    if !input(&up, &mut lines, data).await {
                         break;
                     }
                 }
-                Some(ChannelMsg::Eof) => match lines.as_mut() {
-                    Some(l) => l.eof(&up).await,
-                    None => {
-                        let _ = up.eof().await;
-                    }
-                },
+                Some(ChannelMsg::Eof) => eof(&up, &mut lines).await,
                 Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
                     let _ = up.window_change(col_width, row_height, pix_width, pix_height).await;
-                    if let Some(l) = lines.as_mut() {
-                        l.resize(col_width, row_height);
-                    }
-                    if let Some(c) = cast.as_mut() {
-                        let _ = c.resize(col_width, row_height);
-                    }
+                    resize(col_width, row_height, &mut lines, cast.as_mut());
                 }
                 Some(ChannelMsg::Signal { signal }) => {
                     let _ = up.signal(signal).await;
@@ -279,5 +267,37 @@ async fn decision(lines: &mut Option<TypedLines<'_>>) -> crate::gate::ActionOutc
     match lines {
         Some(l) => l.decision().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Client input on its way to the target (through a shell's typed-line gate);
+/// `false` when the target's channel is gone.
+async fn input(up: &Channel<client::Msg>, lines: &mut Option<TypedLines<'_>>, data: Bytes) -> bool {
+    match lines {
+        Some(l) => {
+            l.input(&data, up).await;
+            true
+        }
+        None => up.data_bytes(data).await.is_ok(),
+    }
+}
+
+/// The client's EOF, passed on after the input a shell's gate still holds.
+async fn eof(up: &Channel<client::Msg>, lines: &mut Option<TypedLines<'_>>) {
+    match lines {
+        Some(l) => l.eof(up).await,
+        None => {
+            let _ = up.eof().await;
+        }
+    }
+}
+
+/// A terminal resize, for the tracked screen and the recording.
+fn resize(cols: u32, rows: u32, lines: &mut Option<TypedLines<'_>>, cast: Option<&mut Cast>) {
+    if let Some(l) = lines.as_mut() {
+        l.resize(cols, rows);
+    }
+    if let Some(c) = cast {
+        let _ = c.resize(cols, rows);
     }
 }

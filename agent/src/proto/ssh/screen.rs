@@ -52,11 +52,8 @@ impl Screen {
     /// A blank `cols`×`rows` screen (bounded).
     #[must_use]
     pub fn new(cols: u32, rows: u32) -> Self {
-        let parser = vt100::Parser::new(
-            bounded(rows, 24, MAX_ROWS),
-            bounded(cols, 80, MAX_COLS),
-            0,
-        );
+        let parser =
+            vt100::Parser::new(bounded(rows, 24, MAX_ROWS), bounded(cols, 80, MAX_COLS), 0);
         Self {
             parser,
             prompt: None,
@@ -148,8 +145,9 @@ fn bounded_text(text: &str) -> String {
     text.get(..end).unwrap_or_default().to_owned()
 }
 
-/// The line a readline incremental search shows (`(reverse-i-search)`rm': rm -rf x`)
-/// is the one Enter accepts: the part after `': `.
+/// The line a readline incremental search shows (`(reverse-i-search)` then the
+/// search text in quotes, `: ` and the found line) is the one Enter accepts: the
+/// part after `': `.
 fn searched(shown: &str) -> Option<String> {
     let rest = shown
         .strip_prefix("(reverse-i-search)`")
@@ -173,7 +171,11 @@ fn cells(screen: &vt100::Screen, from: u16, to: u16, until: Option<u16>) -> Stri
     let (_, cols) = screen.size();
     let mut text = String::new();
     for row in from..=to {
-        let width = if row == to { until.unwrap_or(cols) } else { cols };
+        let width = if row == to {
+            until.unwrap_or(cols)
+        } else {
+            cols
+        };
         for col in 0..width.min(cols) {
             match screen.cell(row, col) {
                 Some(cell) if cell.is_wide_continuation() => {}
@@ -202,7 +204,11 @@ mod tests {
         // "rm -rf /tmpx", backspace, "/victim"; then Home and a word put in front.
         let echo = b"rm -rf /tmpx\x08\x1b[K/victim\r\x1b[12C\x1b[5@sudo ";
         let line = typed(&mut s, b"user@box:~$ ", echo);
-        assert_eq!(line, Typed::Line("sudo rm -rf /tmp/victim".into()), "{line:?}");
+        assert_eq!(
+            line,
+            Typed::Line("sudo rm -rf /tmp/victim".into()),
+            "{line:?}"
+        );
     }
 
     #[test]
@@ -219,7 +225,11 @@ mod tests {
     fn a_wrapped_line_is_joined_and_a_space_at_the_wrap_kept() {
         let mut s = Screen::new(20, 5);
         // "$ " + 17 characters ends the row with a space, the command goes on below.
-        let line = typed(&mut s, b"\r\n\r\n\r\n\r\n$ ", b"echo aaaaaaaaaaaa rm -rf /x");
+        let line = typed(
+            &mut s,
+            b"\r\n\r\n\r\n\r\n$ ",
+            b"echo aaaaaaaaaaaa rm -rf /x",
+        );
         assert_eq!(line, Typed::Line("echo aaaaaaaaaaaa rm -rf /x".into()));
     }
 
@@ -233,7 +243,11 @@ mod tests {
         // The prompt was redrawn differently (here: erased) while typing.
         let line = typed(&mut s, b"\r\n$ ", b"\r\x1b[Krm -rf /x");
         assert!(matches!(line, Typed::Unreadable(_)), "{line:?}");
-        let line = typed(&mut s, b"\r\n$ ", b"\r\x1b[K(reverse-i-search)`rm': rm -rf /y");
+        let line = typed(
+            &mut s,
+            b"\r\n$ ",
+            b"\r\x1b[K(reverse-i-search)`rm': rm -rf /y",
+        );
         assert_eq!(line, Typed::Line("rm -rf /y".into()));
     }
 

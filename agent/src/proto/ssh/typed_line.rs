@@ -192,7 +192,8 @@ impl<'c> TypedLines<'c> {
                     self.screen.mark_prompt();
                 }
                 State::Settling { .. } => {
-                    if self.settle_at().is_some_and(|at| at <= Instant::now()) && self.settled_now() {
+                    if self.settle_at().is_some_and(|at| at <= Instant::now()) && self.settled_now()
+                    {
                         self.decide(up).await;
                         continue;
                     }
@@ -330,7 +331,11 @@ impl<'c> TypedLines<'c> {
                 outcome.message()
             );
             let message = self.conn.mask(&message);
-            let _ = self.conn.handle.data(self.channel, message.into_bytes()).await;
+            let _ = self
+                .conn
+                .handle
+                .data(self.channel, message.into_bytes())
+                .await;
             let _ = up.data_bytes(Bytes::from_static(&[CTRL_C])).await;
         }
         record(self.conn, line, outcome).await;
@@ -349,7 +354,8 @@ impl<'c> TypedLines<'c> {
     /// The shell ended: a held line is withdrawn (the client left) and recorded.
     pub async fn finish(mut self) {
         self.left.cancel();
-        if let State::Held { decision, line, .. } = std::mem::replace(&mut self.state, State::Typing)
+        if let State::Held { decision, line, .. } =
+            std::mem::replace(&mut self.state, State::Typing)
         {
             let outcome = decision.await;
             record(self.conn, &line, &outcome).await;
@@ -499,7 +505,10 @@ mod tests {
         let rm = ["cd /x".to_owned(), "rm -rf y".to_owned()];
         assert_eq!(decide(&p, Some(&rm)), (Verdict::Deny, Some("no-rm".into())));
         let halt = ["shutdown -h now".to_owned()];
-        assert_eq!(decide(&p, Some(&halt)), (Verdict::Review, Some("halt".into())));
+        assert_eq!(
+            decide(&p, Some(&halt)),
+            (Verdict::Review, Some("halt".into()))
+        );
         // Unparsed: the most restrictive command rule.
         assert_eq!(decide(&p, None), (Verdict::Deny, Some("no-rm".into())));
         let reason = p
