@@ -337,6 +337,8 @@ impl<'c> TypedLines<'c> {
                 .data(self.channel, message.into_bytes())
                 .await;
             let _ = up.data_bytes(Bytes::from_static(&[CTRL_C])).await;
+            // The next line's prompt is the one the shell prints after the Ctrl-C.
+            self.unechoed = true;
         }
         record(self.conn, line, outcome).await;
     }
