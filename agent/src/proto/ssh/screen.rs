@@ -8,10 +8,11 @@
 //! terminal wrapped them), minus the prompt that was there before the user started
 //! typing ([`Screen::mark_prompt`]).
 
-/// Largest screen tracked; a bigger terminal is tracked at this size (a long line
+/// Largest screen tracked (`vt100` keeps 32 bytes a cell: at most 1 MiB a shell;
+/// 80×24 is 60 KiB); a bigger terminal is tracked at this size (a long line
 /// then reads wrong, which makes it unparsed: the most restrictive).
-pub const MAX_COLS: u16 = 400;
-pub const MAX_ROWS: u16 = 160;
+pub const MAX_COLS: u16 = 320;
+pub const MAX_ROWS: u16 = 100;
 /// Longest command line read from the screen; a longer one is unparsed.
 pub const MAX_LINE: usize = 4096;
 
