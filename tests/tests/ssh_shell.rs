@@ -275,7 +275,7 @@ fn typed_lines_are_denied_held_approved_and_withdrawn_at_enter() {
 }
 
 #[test]
-fn a_secret_broken_by_an_sgr_code_is_masked_on_screen_and_in_the_recording() {
+fn a_secret_broken_by_an_sgr_code_is_masked_and_a_password_is_not_decided() {
     let Some(s) = setup("ssh-shell-mask", "127.0.0.102", RULES) else {
         return;
     };
@@ -286,7 +286,15 @@ fn a_secret_broken_by_an_sgr_code_is_masked_on_screen_and_in_the_recording() {
     // What `grep --color` does to a match: the value in two pieces around a code.
     t.type_line(r"printf 'pw=hunter2\033[1msecret\033[0m end\n'", &s);
     t.expect(" end\r\n", &s);
+    // Typing the terminal does not echo (a password) is never decided nor recorded,
+    // though it reads like a denied command.
+    t.type_line("read -s -p 'Password: ' pw", &s);
+    t.expect("Password: ", &s);
+    t.send(b"rm -rf /nothing-hunter");
+    t.send(b"\r");
+    t.sync("after-password", &s);
     let seen = t.exit(&s);
+    assert!(!seen.contains("refused"), "{seen:?}");
     assert!(seen.contains("pw="), "{seen:?}");
     assert!(
         !seen.contains("hunter2\x1b[1msecret"),
@@ -295,6 +303,10 @@ fn a_secret_broken_by_an_sgr_code_is_masked_on_screen_and_in_the_recording() {
     assert!(seen.contains("\x1b[1m"), "the escape is kept: {seen:?}");
 
     let events = s.events();
+    assert!(
+        !events.iter().any(|e| e.to_string().contains("nothing-hunter")),
+        "unechoed typing was recorded: {events:#?}"
+    );
     let shell = events
         .iter()
         .find(|e| e["kind"] == "shell")
