@@ -304,7 +304,9 @@ fn a_secret_broken_by_an_sgr_code_is_masked_and_a_password_is_not_decided() {
 
     let events = s.events();
     assert!(
-        !events.iter().any(|e| e.to_string().contains("nothing-hunter")),
+        !events
+            .iter()
+            .any(|e| e.to_string().contains("nothing-hunter")),
         "unechoed typing was recorded: {events:#?}"
     );
     let shell = events
