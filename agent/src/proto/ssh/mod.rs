@@ -26,6 +26,7 @@ mod screen;
 mod server;
 pub mod sftp;
 mod sftp_relay;
+mod typed_ask;
 mod typed_line;
 mod upstream;
 mod user_cert;
