@@ -218,6 +218,12 @@ impl Policy {
         let what = || match subject {
             Subject::Connection => format!("to reach target {name}"),
             Subject::Statement(s) => format!("to run {} on target {name}", s.classes.names()),
+            Subject::Ssh(r) if r.is_typed_line() => {
+                format!(
+                    "to run a typed command line as {} on target {name}",
+                    r.login
+                )
+            }
             Subject::Ssh(r) => format!("{} as {} on target {name}", r.kind.verb(), r.login),
             Subject::Http(r) => format!("to {} {} on target {name}", r.method, r.path),
         };

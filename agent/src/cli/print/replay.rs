@@ -24,7 +24,7 @@ pub fn replay_event(ev: &Value) -> String {
     let details = at(ev, "/details");
     let shown = match kind {
         "sql" => sql(details),
-        "exec" | "scp" | "shell" | "sftp" | "forward" | "agent" | "x11" => {
+        "exec" | "scp" | "shell" | "shell-line" | "sftp" | "forward" | "agent" | "x11" => {
             let (tag, lines, result) = super::ssh::shown(kind, details);
             Shown {
                 tag,

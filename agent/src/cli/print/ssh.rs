@@ -14,6 +14,11 @@ pub(super) fn shown(kind: &str, d: &Value) -> (String, Vec<String>, Option<Strin
             let command = clean(at(d, "/command").as_str().unwrap_or_default(), true);
             lines.extend(command.lines().map(|l| format!("    $ {l}")));
         }
+        // A command line typed in a shell, decided at Enter.
+        "shell-line" => {
+            let line = clean(at(d, "/line").as_str().unwrap_or_default(), false);
+            lines.push(format!("    typed $ {line}"));
+        }
         "shell" => {
             let pty = at(d, "/pty");
             let size = match (at(pty, "/cols").as_u64(), at(pty, "/rows").as_u64()) {
@@ -95,5 +100,8 @@ mod tests {
         let (_, lines, _) = shown("shell", &shell);
         assert_eq!(lines[0], "    interactive shell (80x24)");
         assert!(lines[2].contains("/r/x.cast"));
+        let (tag, lines, _) = shown("shell-line", &json!({"login": "a", "line": "rm -rf /x"}));
+        assert_eq!(tag, "shell-line");
+        assert_eq!(lines[0], "    typed $ rm -rf /x");
     }
 }

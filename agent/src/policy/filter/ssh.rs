@@ -103,6 +103,15 @@ pub struct SshRequest<'a> {
     pub file: Option<FileRequest<'a>>,
 }
 
+impl SshRequest<'_> {
+    /// Whether this is a command line typed in an interactive shell (a `shell`
+    /// request with commands, or unparsed), not the shell's opening (no commands).
+    #[must_use]
+    pub fn is_typed_line(&self) -> bool {
+        self.kind == SshKind::Shell && self.commands.is_none_or(|c| !c.is_empty())
+    }
+}
+
 /// A rule's `ssh`, `commands` and `who.logins`: all must match (absent ones match
 /// anything).
 #[derive(Debug, Clone)]
@@ -212,7 +221,9 @@ impl SshFilter {
             _ => return false,
         }
         if self.commands.is_empty() {
-            return true;
+            // A typed line is decided by the rules that name commands; the others
+            // decided the shell itself when it opened.
+            return !request.is_typed_line();
         }
         match request.commands {
             None => restricting,

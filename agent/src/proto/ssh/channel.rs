@@ -10,6 +10,7 @@ use super::{
     relay,
     server::Conn,
     sftp_relay,
+    typed_line::TypedLines,
 };
 use crate::{
     gate::{ActionOutcome, Gone, Waiting},
@@ -225,11 +226,26 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
         }
     };
     let _ = conn.handle.channel_success(id).await;
+    // A shell's typed lines are decided at Enter, those typed while it was held too.
+    let mut lines = match (&start, &setup.pty) {
+        (Start::Shell, Some(p)) => Some(TypedLines::new(conn, id, p.cols, p.rows)),
+        _ => None,
+    };
     for data in std::mem::take(&mut setup.stdin) {
-        let _ = up.data_bytes(data).await;
+        match lines.as_mut() {
+            Some(l) => l.preload(&data),
+            None => {
+                let _ = up.data_bytes(data).await;
+            }
+        }
     }
     if setup.eof {
-        let _ = up.eof().await;
+        match lines.as_mut() {
+            Some(l) => l.preload_eof(),
+            None => {
+                let _ = up.eof().await;
+            }
+        }
     }
     let cast = match (&start, &setup.pty) {
         (Start::Shell, Some(p)) => open_cast(conn, id, p),
@@ -237,7 +253,7 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
     };
     let relayed = match &start {
         Start::Subsystem(name) if name == "sftp" => sftp_relay::relay(client, up, conn).await,
-        _ => relay::relay(client, up, conn, cast, setup.pty.is_some()).await,
+        _ => relay::relay(client, up, conn, cast, setup.pty.is_some(), lines).await,
     };
     relayed.finish(&mut finished);
     recording::record(&conn.session, &outcome, finished).await;

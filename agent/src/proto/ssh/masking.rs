@@ -4,7 +4,8 @@
 //! [`MAX_HELD`], or the relay's flush timer fires: short on a terminal
 //! ([`FLUSH_AFTER`]), so a prompt without a line break still shows at once to a
 //! person; longer for a command's output ([`FLUSH_AFTER_EXEC`]), where nobody waits
-//! on a half line and a value written in two pieces is likelier.
+//! on a half line and a value written in two pieces is likelier. Values broken up
+//! by escape sequences, or inside OSC titles, are masked too (`escape_mask`).
 
 use crate::mask::Masker;
 use std::{sync::Arc, time::Duration};
@@ -41,7 +42,7 @@ impl StreamMasker {
         };
         let rest = self.held.split_off(cut);
         let ready = std::mem::replace(&mut self.held, rest);
-        self.masker.mask_value(&ready).into_owned()
+        super::escape_mask::mask(&self.masker, &ready).into_owned()
     }
 
     /// Whether bytes wait for the end of their line.
@@ -56,7 +57,7 @@ impl StreamMasker {
         if held.is_empty() {
             return held;
         }
-        self.masker.mask_value(&held).into_owned()
+        super::escape_mask::mask(&self.masker, &held).into_owned()
     }
 }
 

@@ -16,14 +16,18 @@
 pub mod actions;
 mod channel;
 pub mod command;
+mod escape_mask;
 mod forward;
 pub mod identity;
 mod masking;
 mod recording;
 mod relay;
+mod screen;
 mod server;
 pub mod sftp;
 mod sftp_relay;
+mod typed_ask;
+mod typed_line;
 mod upstream;
 mod user_cert;
 pub mod watch;

@@ -96,6 +96,28 @@ fn known_or(dimension: u32, default: u32) -> u32 {
     if dimension == 0 { default } else { dimension }
 }
 
+/// How much of `data` ends on a character boundary: all of it, but for the start
+/// of a UTF-8 character cut off at its end (invalid bytes count as whole: the
+/// lossy decoding shows them as they are).
+fn whole_chars(data: &[u8]) -> usize {
+    let len = data.len();
+    for back in 1..=3.min(len) {
+        let at = len - back;
+        let byte = data.get(at).copied().unwrap_or_default();
+        if byte & 0xc0 == 0x80 {
+            continue;
+        }
+        let needs = match byte {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => 1,
+        };
+        return if back < needs { at } else { len };
+    }
+    len
+}
+
 /// An asciicast v2 file being written: header, then `[seconds, "o"|"r", data]` lines.
 pub struct Cast {
     file: std::io::BufWriter<std::fs::File>,
@@ -107,6 +129,9 @@ pub struct Cast {
     pub truncated: bool,
     /// Where watchers follow the output live (`sessions watch`).
     tee: Option<tokio::sync::broadcast::Sender<bytes::Bytes>>,
+    /// The start of a UTF-8 character whose rest has not arrived yet (at most 3
+    /// bytes): output is recorded and passed to watchers in whole characters.
+    carry: Vec<u8>,
 }
 
 impl Cast {
@@ -135,6 +160,7 @@ impl Cast {
             started: Instant::now(),
             truncated: false,
             tee: None,
+            carry: Vec::new(),
         };
         let header = json!({
             "version": 2, "width": known_or(width, 80), "height": known_or(height, 24),
@@ -146,12 +172,18 @@ impl Cast {
 
     /// Appends output (already masked), and passes it to live watchers.
     pub fn output(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut whole = std::mem::take(&mut self.carry);
+        whole.extend_from_slice(data);
+        self.carry = whole.split_off(whole_chars(&whole));
+        if whole.is_empty() {
+            return Ok(());
+        }
         if let Some(tee) = &self.tee
             && tee.receiver_count() > 0
         {
-            let _ = tee.send(bytes::Bytes::copy_from_slice(data));
+            let _ = tee.send(bytes::Bytes::copy_from_slice(&whole));
         }
-        self.event("o", &String::from_utf8_lossy(data))
+        self.event("o", &String::from_utf8_lossy(&whole))
     }
 
     /// Passes the output to `tee` too, for live watchers.
@@ -188,6 +220,10 @@ impl Cast {
 
     /// Flushes and closes the file: its path, size and lowercase hex SHA-256.
     pub fn finish(mut self) -> std::io::Result<(PathBuf, u64, String)> {
+        let carry = std::mem::take(&mut self.carry);
+        if !carry.is_empty() {
+            self.event("o", &String::from_utf8_lossy(&carry))?;
+        }
         self.file.flush()?;
         self.file.get_ref().sync_data()?;
         let digest = self.hash.finalize();
@@ -245,6 +281,39 @@ mod tests {
             (header["width"].as_u64(), header["height"].as_u64()),
             (Some(80), Some(24))
         );
+    }
+
+    #[test]
+    fn a_character_split_across_chunks_is_recorded_and_watched_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cast = Cast::create(dir.path(), "s-3", 80, 24, "xterm").unwrap();
+        let (tee, mut watcher) = tokio::sync::broadcast::channel(8);
+        cast.watch(tee);
+        let text = "é€😀 ok".as_bytes();
+        for chunk in text.chunks(1) {
+            cast.output(chunk).unwrap();
+        }
+        cast.output(&[0xe2, 0x82]).unwrap();
+        let (path, _, _) = cast.finish().unwrap();
+        let mut followed = Vec::new();
+        while let Ok(chunk) = watcher.try_recv() {
+            assert!(std::str::from_utf8(&chunk).is_ok(), "{chunk:?}");
+            followed.extend_from_slice(&chunk);
+        }
+        assert_eq!(followed, text);
+        let recorded: String = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()[2]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(recorded, "é€😀 ok\u{fffd}");
+        assert_eq!(whole_chars(b"ab\xff"), 3);
     }
 
     #[test]

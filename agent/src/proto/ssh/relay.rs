@@ -8,6 +8,7 @@ use super::{
     masking::{FLUSH_AFTER, FLUSH_AFTER_EXEC, StreamMasker},
     recording::{Cast, Finished, Sample},
     server::Conn,
+    typed_line::TypedLines,
 };
 use bytes::Bytes;
 use russh::{Channel, ChannelMsg, client, server};
@@ -115,16 +116,26 @@ pub async fn relay(
     conn: &Conn,
     mut cast: Option<Cast>,
     pty: bool,
+    mut lines: Option<TypedLines<'_>>,
 ) -> Relayed {
     let flush_after = if pty { FLUSH_AFTER } else { FLUSH_AFTER_EXEC };
     let mut out = Output::new(conn);
     let mut err = Output::new(conn);
     let mut r = Relayed::default();
+    if let Some(l) = lines.as_mut() {
+        l.input(&[], &up).await;
+    }
     loop {
         let holding = out.holding() || err.holding();
+        let full = lines.as_ref().is_some_and(TypedLines::full);
+        let settle = lines.as_ref().and_then(TypedLines::settle_at);
+        let held = lines.as_ref().is_some_and(TypedLines::held);
         tokio::select! {
             msg = up.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
+                    if let Some(l) = lines.as_mut() {
+                        l.output(&data);
+                    }
                     let masked = out.push(&data);
                     send(&client, None, masked, &mut r, cast.as_mut()).await;
                 }
@@ -149,21 +160,17 @@ pub async fn relay(
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             },
-            msg = client.wait() => match msg {
+            msg = client.wait(), if !full => match msg {
                 Some(ChannelMsg::Data { data }) => {
                     r.up_bytes += data.len() as u64;
-                    if up.data_bytes(data).await.is_err() {
+                    if !input(&up, &mut lines, data).await {
                         break;
                     }
                 }
-                Some(ChannelMsg::Eof) => {
-                    let _ = up.eof().await;
-                }
+                Some(ChannelMsg::Eof) => eof(&up, &mut lines).await,
                 Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
                     let _ = up.window_change(col_width, row_height, pix_width, pix_height).await;
-                    if let Some(c) = cast.as_mut() {
-                        let _ = c.resize(col_width, row_height);
-                    }
+                    resize(col_width, row_height, &mut lines, cast.as_mut());
                 }
                 Some(ChannelMsg::Signal { signal }) => {
                     let _ = up.signal(signal).await;
@@ -182,7 +189,20 @@ pub async fn relay(
             () = tokio::time::sleep(flush_after), if holding => {
                 flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
             }
+            () = sleep_until(settle), if settle.is_some() => {
+                if let Some(l) = lines.as_mut() {
+                    l.settled(&up).await;
+                }
+            }
+            outcome = decision(&mut lines), if held => {
+                if let Some(l) = lines.as_mut() {
+                    l.resolved(outcome, &up).await;
+                }
+            }
         }
+    }
+    if let Some(l) = lines {
+        l.finish().await;
     }
     flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
     let _ = client.close().await;
@@ -232,4 +252,52 @@ async fn send(
         None => client.data_bytes(bytes).await,
         Some(ext) => client.extended_data_bytes(ext, bytes).await,
     };
+}
+
+/// Sleeps until `at` (forever without one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The decision on a held typed line (never, without one).
+async fn decision(lines: &mut Option<TypedLines<'_>>) -> crate::gate::ActionOutcome {
+    match lines {
+        Some(l) => l.decision().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Client input on its way to the target (through a shell's typed-line gate);
+/// `false` when the target's channel is gone.
+async fn input(up: &Channel<client::Msg>, lines: &mut Option<TypedLines<'_>>, data: Bytes) -> bool {
+    match lines {
+        Some(l) => {
+            l.input(&data, up).await;
+            true
+        }
+        None => up.data_bytes(data).await.is_ok(),
+    }
+}
+
+/// The client's EOF, passed on after the input a shell's gate still holds.
+async fn eof(up: &Channel<client::Msg>, lines: &mut Option<TypedLines<'_>>) {
+    match lines {
+        Some(l) => l.eof(up).await,
+        None => {
+            let _ = up.eof().await;
+        }
+    }
+}
+
+/// A terminal resize, for the tracked screen and the recording.
+fn resize(cols: u32, rows: u32, lines: &mut Option<TypedLines<'_>>, cast: Option<&mut Cast>) {
+    if let Some(l) = lines.as_mut() {
+        l.resize(cols, rows);
+    }
+    if let Some(c) = cast {
+        let _ = c.resize(cols, rows);
+    }
 }
