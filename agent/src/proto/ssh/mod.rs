@@ -17,6 +17,7 @@ pub mod actions;
 mod channel;
 pub mod command;
 mod forward;
+mod handler;
 pub mod identity;
 mod masking;
 mod recording;
