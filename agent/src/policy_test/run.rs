@@ -70,7 +70,8 @@ impl<'a> Runner<'a> {
             CaseAction::Command(line) => {
                 // As the SSH proxy asks: an exec, split into its simple commands, as the
                 // login named like the local user (what `ssh host cmd` does).
-                let commands = match crate::proto::ssh::command::split(line) {
+                // Split in the bounded parse workers, as the daemon does.
+                let commands = match crate::proto::ssh::command::pool::split(line) {
                     crate::proto::ssh::command::Split::Commands(c) => Some(c),
                     crate::proto::ssh::command::Split::Unparsed => None,
                 };

@@ -185,7 +185,7 @@ async fn tell(client: &Channel<server::Msg>, pty: bool, line: &str) {
 async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, start: Start) {
     let kind = start.kind();
     let subject = start.subject();
-    let mut ask = actions::ask(&conn.session, kind, &conn.login, subject.clone());
+    let mut ask = actions::start_ask(&conn.session, &start, &conn.login).await;
     ask.justification = setup.reason();
     let mut held = Held {
         client: &mut client,

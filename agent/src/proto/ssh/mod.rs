@@ -80,8 +80,12 @@ pub struct Opened {
 }
 
 impl Ssh {
-    /// Loads (or makes) the host CA and host key.
+    /// Loads (or makes) the host CA and host key, and starts a command-line parse
+    /// worker.
     pub fn new(config: &SshConfig) -> Result<Self, SshError> {
+        if let Err(error) = command::pool::warm_up() {
+            tracing::error!(%error, "The SSH command-line parser cannot run");
+        }
         Ok(Self {
             identity: identity::HostIdentity::load(config)?,
             state_dir: config.state_dir.clone(),
