@@ -45,6 +45,8 @@ struct Setup {
     stdin: Vec<Bytes>,
     stdin_len: usize,
     eof: bool,
+    /// Agent and X11 forwarding asked for on this channel.
+    forwarding: super::agent::Requested,
 }
 
 /// The variable a client states its reason in (`ssh -o SetEnv=PORTCULLIS_REASON=…`),
@@ -115,7 +117,7 @@ pub async fn run(mut client: Channel<server::Msg>, conn: Arc<Conn>) {
             }
             Some(ChannelMsg::Eof) => setup.eof = true,
             Some(ChannelMsg::Close) | None => return,
-            Some(_) => {}
+            Some(msg) => setup.forwarding.note(&msg),
         }
     };
     serve(client, &conn, setup, start).await;
@@ -295,6 +297,7 @@ async fn open_upstream(
             .await
             .map_err(|e| e.to_string())?;
     }
+    super::agent::request_upstream(&up, conn, &setup.forwarding).await?;
     let sent = match start {
         Start::Exec(line) => up.exec(true, line.as_bytes()).await,
         Start::Shell => up.request_shell(true).await,

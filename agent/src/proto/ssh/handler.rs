@@ -23,9 +23,24 @@ impl Handler {
         Auth::Accept
     }
 
+    /// Decides agent or X11 forwarding (`kind`) now and records it; an allowed one
+    /// is noted on the connection, where the channels relay it from.
+    async fn allow_forwarding(&self, kind: SshKind, subject: &str) -> bool {
+        let outcome = self.decide_now(kind, subject);
+        self.record_now(kind, subject, &outcome).await;
+        let Some(conn) = self.conn.as_ref().filter(|_| outcome.allowed()) else {
+            return false;
+        };
+        match kind {
+            SshKind::Agent => conn.forwarding.allow_agent(),
+            _ => conn.forwarding.allow_x11(),
+        }
+        true
+    }
+
     /// Records an action decided at once (no task): agent, X11, remote forward
     /// listens (allowed ones too).
-    async fn refuse_now(&self, kind: SshKind, subject: &str, outcome: &ActionOutcome) {
+    async fn record_now(&self, kind: SshKind, subject: &str, outcome: &ActionOutcome) {
         let login = self.login.as_deref().unwrap_or_default();
         let summary = format!("{kind}: {subject}");
         let details = json!({ "login": login, "subject": subject });
@@ -99,6 +114,7 @@ impl server::Handler for Handler {
                     feeds: Arc::clone(&self.feeds),
                     remote_forwards: Mutex::default(),
                     tasks: self.tasks.clone(),
+                    forwarding: super::agent::Allowed::default(),
                 });
                 let _ = remote.set(Arc::downgrade(&conn));
                 self.conn = Some(conn);
@@ -206,6 +222,8 @@ impl server::Handler for Handler {
         session.channel_success(channel)
     }
 
+    /// X11 forwarding: decided and recorded now; an allowed one is asked of the
+    /// target when the channel starts (`agent`). The cookie is never recorded.
     async fn x11_request(
         &mut self,
         channel: ChannelId,
@@ -215,22 +233,22 @@ impl server::Handler for Handler {
         _screen: u32,
         session: &mut server::Session,
     ) -> Result<(), Self::Error> {
-        let outcome = self.decide_now(SshKind::X11, "x11");
-        let outcome = not_supported(outcome, "X11 forwarding");
-        self.refuse_now(SshKind::X11, "x11", &outcome).await;
-        session.channel_failure(channel)
+        if self.allow_forwarding(SshKind::X11, "x11").await {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
     }
 
+    /// Agent forwarding, as X11 above.
     async fn agent_request(
         &mut self,
         _channel: ChannelId,
         _session: &mut server::Session,
     ) -> Result<bool, Self::Error> {
-        let outcome = self.decide_now(SshKind::Agent, "agent forwarding");
-        let outcome = not_supported(outcome, "agent forwarding");
-        self.refuse_now(SshKind::Agent, "agent forwarding", &outcome)
-            .await;
-        Ok(false)
+        Ok(self
+            .allow_forwarding(SshKind::Agent, "agent forwarding")
+            .await)
     }
 
     async fn tcpip_forward(
@@ -242,7 +260,7 @@ impl server::Handler for Handler {
         let subject = format!("remote {address}:{port}");
         let outcome = self.decide_now(SshKind::Forward, &subject);
         let Some(conn) = self.conn.clone().filter(|_| outcome.allowed()) else {
-            self.refuse_now(SshKind::Forward, &subject, &outcome).await;
+            self.record_now(SshKind::Forward, &subject, &outcome).await;
             return Ok(false);
         };
         // Listed before asking: the target may accept a connection before it answers.
@@ -259,7 +277,7 @@ impl server::Handler for Handler {
                     *port = bound;
                     forwards().push(listen(bound));
                 }
-                self.refuse_now(SshKind::Forward, &subject, &outcome).await;
+                self.record_now(SshKind::Forward, &subject, &outcome).await;
                 Ok(true)
             }
             Err(e) => {
@@ -268,7 +286,7 @@ impl server::Handler for Handler {
                     rule: outcome.rule().map(str::to_owned),
                     reason: format!("the target refused to listen on {address}:{port}: {e}"),
                 };
-                self.refuse_now(SshKind::Forward, &subject, &failed).await;
+                self.record_now(SshKind::Forward, &subject, &failed).await;
                 Ok(false)
             }
         }
@@ -295,14 +313,4 @@ impl server::Handler for Handler {
     }
 }
 
-/// An allowed request this proxy cannot relay yet is refused, saying so.
-fn not_supported(outcome: ActionOutcome, what: &str) -> ActionOutcome {
-    if outcome.allowed() {
-        ActionOutcome::Failed {
-            rule: outcome.rule().map(str::to_owned),
-            reason: format!("{what} is allowed by the policy but not supported by this proxy"),
-        }
-    } else {
-        outcome
-    }
-}
+

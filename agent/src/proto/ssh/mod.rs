@@ -14,6 +14,7 @@
 //! are split on a shell parser (`command`).
 
 pub mod actions;
+mod agent;
 mod channel;
 pub mod command;
 mod forward;

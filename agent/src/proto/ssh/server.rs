@@ -42,6 +42,8 @@ pub struct Conn {
     pub remote_forwards: Mutex<Vec<(String, u32)>>,
     /// The session's channel tasks, so its record waits for theirs.
     pub tasks: TaskTracker,
+    /// The agent and X11 forwarding the policy allowed, and their open channels.
+    pub forwarding: super::agent::Allowed,
 }
 
 impl Conn {
