@@ -414,6 +414,7 @@ mod tests {
             names,
             [
                 "orders-api-demo",
+                "files-demo",
                 "echo-demo",
                 "echo-review-demo",
                 "app-db-demo"
