@@ -31,8 +31,12 @@ fn pool() -> &'static Splitter {
     static POOL: OnceLock<Splitter> = OnceLock::new();
     POOL.get_or_init(|| {
         let this = std::env::current_exe().expect("the fuzz binary's path");
+        // A line takes well under a millisecond here (a release build); a short
+        // deadline keeps the many inputs that make the parser spin from slowing
+        // the run. A line that misses it is unparsed, which every property allows.
         let limits = Limits {
             workers: 1,
+            deadline: std::time::Duration::from_millis(300),
             ..Limits::default()
         };
         Splitter::new(WorkerCommand::new(this).env(AS_WORKER, "1"), limits)

@@ -48,6 +48,20 @@ fn lines_that_blow_up_the_raw_parser_are_unparsed_and_the_pool_recovers() {
     assert!(pool.lock().alive <= pool.limits.workers);
 }
 
+/// Issue 18: a line that passes every cheap guard and still grows brush-parser's
+/// memory past 2 GiB (found by fuzzing in process; the root `ssh_parse` suite sends
+/// it through the daemon). The daemon's own pool, guards on: unparsed, and the pool
+/// goes on serving.
+#[test]
+fn a_line_past_the_guards_that_blows_up_the_parser_is_contained() {
+    let line = "ls;rm#\u{10}\u{10}\u{1c}<<<<<\u{c}\u{c}\u{c}\u{c}\u{c}\u{c}\u{c}\u{c}\u{c}\
+        <<<<4\u{c}\u{c}\u{c}\u{c}<<<<<\u{c}?sm;#r\u{10}\u{10}\u{1c}<<<<<\u{c}A=(x\u{c}\u{c})";
+    assert!(!crate::proto::ssh::command::guards::refuses(line));
+    let pool = Splitter::new(WorkerCommand::this_binary(), quick());
+    assert_eq!(pool.split(line), Split::Unparsed);
+    assert_eq!(pool.split("ls /tmp"), commands(&["ls /tmp"]));
+}
+
 /// With every worker busy and no room in the queue, a line is unparsed at once.
 #[test]
 fn a_full_pool_answers_unparsed_rather_than_queueing() {
