@@ -9,8 +9,18 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn main() -> ExitCode {
+    // The SSH command-line parse worker (`proto::ssh::command::worker`) starts
+    // nothing else: no runtime, no logging.
+    let worker = portcullis::proto::ssh::command::worker::WORKER_ARG;
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == worker) {
+        return portcullis::proto::ssh::command::worker::serve();
+    }
+    run()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn run() -> ExitCode {
     let cli = portcullis::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

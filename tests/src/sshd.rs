@@ -54,7 +54,8 @@ impl Sshd {
              PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n\
              AllowTcpForwarding yes\nMaxStartups 1000:30:1000\nMaxSessions 100\n\
              LogLevel VERBOSE\nPrintMotd no\nAcceptEnv LANG LC_*\n\
-             TrustedUserCAKeys {d}/user_ca.pub\n"
+             TrustedUserCAKeys {d}/user_ca.pub\n\
+             X11Forwarding yes\nSetEnv XAUTHORITY={d}/xauthority\n"
         );
         std::fs::write(dir.path().join("sshd_config"), config)?;
         let log = std::fs::File::create(dir.path().join("sshd.log"))?;

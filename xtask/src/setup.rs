@@ -20,6 +20,8 @@ const APT_PACKAGES: &[&str] = &[
     "rsync",
     // git over SSH (tests/tests/ssh_clients.rs).
     "git",
+    // sshd's X11 forwarding writes its cookie with xauth (tests/tests/ssh_forwarding.rs).
+    "xauth",
     "asciinema",
     "python3-paramiko",
     "ansible-core",

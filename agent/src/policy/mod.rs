@@ -420,6 +420,7 @@ mod tests {
             names,
             [
                 "orders-api-demo",
+                "files-demo",
                 "echo-demo",
                 "echo-review-demo",
                 "app-db-demo"
@@ -434,7 +435,7 @@ mod tests {
         let db = policy.target("app-db-demo").unwrap();
         assert_eq!(db.protocol, Protocol::Postgres);
         assert!(db.credentials.as_ref().unwrap().password.is_some());
-        assert_eq!(policy.rules_len(), 9);
+        assert_eq!(policy.rules_len(), 12);
         let api = policy.target("orders-api-demo").unwrap();
         assert_eq!(api.protocol, Protocol::Http);
         let curl = matching::tests::principal("root", 0, &[], "/usr/bin/curl");

@@ -18,8 +18,11 @@
 //! ```
 //!
 //! Action keys: `sql` (a PostgreSQL query text), `command` (an SSH exec command
-//! line, split as the SSH proxy splits it, logging in as the principal's user) or
-//! `method` + `path` (an HTTP request, its path normalized as the HTTP proxy does).
+//! line, split as the SSH proxy splits it, logging in as the principal's user),
+//! `file_ops` + `files` (one SFTP file operation: what it does, e.g. `["remove"]`,
+//! `["read", "write"]` for an open of both, and the paths it touches, both for a
+//! `rename`) or `method` + `path` (an HTTP request, its path normalized as the HTTP
+//! proxy does).
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -44,6 +47,10 @@ pub(super) struct CaseSpec {
     pub sql: Option<String>,
     /// An SSH command line (reserved for the SSH protocol).
     pub command: Option<String>,
+    /// An SFTP file operation's kinds (reserved for the SSH protocol), with `files`.
+    pub file_ops: Option<Vec<String>>,
+    /// The paths that operation touches.
+    pub files: Option<Vec<String>>,
     /// An HTTP request method (reserved for the HTTP protocol), with `path`.
     pub method: Option<String>,
     pub path: Option<String>,
@@ -111,6 +118,11 @@ pub(super) enum CaseAction {
     Connect,
     Sql(String),
     Command(String),
+    /// An SFTP file operation: its kinds (as in a rule's `file_ops`) and paths.
+    File {
+        ops: Vec<String>,
+        paths: Vec<String>,
+    },
     Http {
         method: String,
         path: String,
@@ -128,9 +140,25 @@ impl CaseSpec {
             (None, None) => None,
             _ => return Err("`method` and `path` go together (an HTTP request)".into()),
         };
+        let file = match (&self.file_ops, &self.files) {
+            (Some(ops), Some(paths)) if !ops.is_empty() && !paths.is_empty() => {
+                Some(CaseAction::File {
+                    ops: ops.clone(),
+                    paths: paths.clone(),
+                })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "`file_ops` and `files` go together, neither empty (an SFTP file operation)"
+                        .into(),
+                );
+            }
+        };
         let given: Vec<CaseAction> = [
             self.sql.clone().map(CaseAction::Sql),
             self.command.clone().map(CaseAction::Command),
+            file,
             http,
         ]
         .into_iter()
@@ -139,7 +167,10 @@ impl CaseSpec {
         match given.as_slice() {
             [] => Ok(CaseAction::Connect),
             [one] => Ok(one.clone()),
-            _ => Err("name at most one action: `sql`, `command`, or `method` + `path`".into()),
+            _ => Err(
+                "name at most one action: `sql`, `command`, `file_ops` + `files`, or `method` + `path`"
+                    .into(),
+            ),
         }
     }
 
@@ -148,6 +179,9 @@ impl CaseSpec {
         self.name.clone().unwrap_or_else(|| match self.action() {
             Ok(CaseAction::Sql(sql)) => format!("{}: {sql}", self.target),
             Ok(CaseAction::Command(c)) => format!("{}: {c}", self.target),
+            Ok(CaseAction::File { ops, paths }) => {
+                format!("{}: {} {}", self.target, ops.join("+"), paths.join(" "))
+            }
             Ok(CaseAction::Http { method, path }) => format!("{}: {method} {path}", self.target),
             Ok(CaseAction::Connect) | Err(_) => format!("connect to {}", self.target),
         })

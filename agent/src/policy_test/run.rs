@@ -4,7 +4,10 @@
 use super::case::{ApproverSpec, CaseAction, CaseSpec, Expected, PrincipalSpec};
 use crate::{
     identity::{Approver, LinkedIdentity, Principal},
-    policy::{Decision, HttpRequest, Policy, SshKind, SshRequest, Statement, Verdict},
+    policy::{
+        Decision, FileOp, FileRequest, HttpRequest, Policy, SshKind, SshRequest, Statement,
+        Verdict,
+    },
     proto::postgres::classify::Classifier,
 };
 
@@ -70,7 +73,8 @@ impl<'a> Runner<'a> {
             CaseAction::Command(line) => {
                 // As the SSH proxy asks: an exec, split into its simple commands, as the
                 // login named like the local user (what `ssh host cmd` does).
-                let commands = match crate::proto::ssh::command::split(line) {
+                // Split in the bounded parse workers, as the daemon does.
+                let commands = match crate::proto::ssh::command::pool::split(line) {
                     crate::proto::ssh::command::Split::Commands(c) => Some(c),
                     crate::proto::ssh::command::Split::Unparsed => None,
                 };
@@ -79,6 +83,28 @@ impl<'a> Runner<'a> {
                     login: principal.user.as_deref().unwrap_or_default(),
                     commands: commands.as_deref(),
                     file: None,
+                };
+                self.policy.decide_ssh(principal, target, &request)
+            }
+            CaseAction::File { ops, paths } => {
+                // As the SFTP relay asks: one file operation in an `sftp` subsystem.
+                let ops = ops
+                    .iter()
+                    .map(|op| {
+                        FileOp::from_name(op).ok_or_else(|| {
+                            let known: Vec<_> = FileOp::ALL.iter().map(|k| k.name()).collect();
+                            format!("unknown file operation `{op}`; use one of {}", known.join(", "))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let request = SshRequest {
+                    kind: SshKind::Sftp,
+                    login: principal.user.as_deref().unwrap_or_default(),
+                    commands: Some(&[]),
+                    file: Some(FileRequest {
+                        ops: &ops,
+                        paths,
+                    }),
                 };
                 self.policy.decide_ssh(principal, target, &request)
             }

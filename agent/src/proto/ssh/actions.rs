@@ -55,17 +55,12 @@ fn is_scp(line: &str) -> bool {
 }
 
 /// The gate's question for `kind` on `subject` by the client logged in as `login`.
-/// An exec's line is split into its simple commands; scp and the others are matched
-/// by kind (their line is kept as the subject).
+/// scp and the others are matched by kind (their line is kept as the subject). An
+/// exec needs its line split ([`start_ask`]): asked here, it is unparsed, the most
+/// restrictive.
 #[must_use]
 pub fn ask(session: &Session, kind: SshKind, login: &str, subject: String) -> Ask {
-    let commands = match kind {
-        SshKind::Exec => match command::split(&subject) {
-            Split::Commands(c) => Some(c),
-            Split::Unparsed => None,
-        },
-        _ => Some(Vec::new()),
-    };
+    let commands = (kind != SshKind::Exec).then(Vec::new);
     Ask {
         principal: session.principal.clone(),
         target: session.target.name.clone(),
@@ -79,6 +74,22 @@ pub fn ask(session: &Session, kind: SshKind, login: &str, subject: String) -> As
         },
         justification: None,
     }
+}
+
+/// The gate's question for what a session channel asks to start: an exec's line is
+/// split into its simple commands first, in the bounded parse workers.
+pub async fn start_ask(session: &Session, start: &Start, login: &str) -> Ask {
+    let kind = start.kind();
+    let mut ask = ask(session, kind, login, start.subject());
+    if let (Start::Exec(line), SshKind::Exec) = (start, kind)
+        && let Action::Ssh { commands, .. } = &mut ask.action
+    {
+        *commands = match command::pool::split_async(line.clone()).await {
+            Split::Commands(c) => Some(c),
+            Split::Unparsed => None,
+        };
+    }
+    ask
 }
 
 /// The gate's question for one SFTP file operation (`name`, e.g. `remove`) doing

@@ -46,6 +46,8 @@ struct Setup {
     stdin: Vec<Bytes>,
     stdin_len: usize,
     eof: bool,
+    /// Agent and X11 forwarding asked for on this channel.
+    forwarding: super::agent::Requested,
 }
 
 /// The variable a client states its reason in (`ssh -o SetEnv=PORTCULLIS_REASON=…`),
@@ -116,7 +118,7 @@ pub async fn run(mut client: Channel<server::Msg>, conn: Arc<Conn>) {
             }
             Some(ChannelMsg::Eof) => setup.eof = true,
             Some(ChannelMsg::Close) | None => return,
-            Some(_) => {}
+            Some(msg) => setup.forwarding.note(&msg),
         }
     };
     serve(client, &conn, setup, start).await;
@@ -186,7 +188,7 @@ async fn tell(client: &Channel<server::Msg>, pty: bool, line: &str) {
 async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, start: Start) {
     let kind = start.kind();
     let subject = start.subject();
-    let mut ask = actions::ask(&conn.session, kind, &conn.login, subject.clone());
+    let mut ask = actions::start_ask(&conn.session, &start, &conn.login).await;
     ask.justification = setup.reason();
     let mut held = Held {
         client: &mut client,
@@ -311,6 +313,7 @@ async fn open_upstream(
             .await
             .map_err(|e| e.to_string())?;
     }
+    super::agent::request_upstream(&up, conn, &setup.forwarding).await?;
     let sent = match start {
         Start::Exec(line) => up.exec(true, line.as_bytes()).await,
         Start::Shell => up.request_shell(true).await,

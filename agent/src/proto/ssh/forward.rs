@@ -133,7 +133,7 @@ pub async fn remote(mut up: Channel<client::Msg>, conn: Arc<Conn>, to: Destinati
 
 /// Relays a client channel and a target channel until either closes: bytes the
 /// client sent, and bytes the target sent.
-async fn pipe(
+pub(super) async fn pipe(
     client: &mut Channel<server::Msg>,
     up: &mut Channel<client::Msg>,
     conn: &Conn,

@@ -14,10 +14,12 @@
 //! are split on a shell parser (`command`).
 
 pub mod actions;
+mod agent;
 mod channel;
 pub mod command;
 mod escape_mask;
 mod forward;
+mod handler;
 pub mod identity;
 mod masking;
 mod recording;
@@ -83,8 +85,12 @@ pub struct Opened {
 }
 
 impl Ssh {
-    /// Loads (or makes) the host CA and host key.
+    /// Loads (or makes) the host CA and host key, and starts a command-line parse
+    /// worker.
     pub fn new(config: &SshConfig) -> Result<Self, SshError> {
+        if let Err(error) = command::pool::warm_up() {
+            tracing::error!(%error, "The SSH command-line parser cannot run");
+        }
         Ok(Self {
             identity: identity::HostIdentity::load(config)?,
             state_dir: config.state_dir.clone(),

@@ -90,9 +90,57 @@ impl client::Handler for Verifier {
         tasks.spawn(super::forward::remote(channel, conn, to));
         Ok(())
     }
+
+    /// An agent connection (`ssh -A`): relayed only if the client was allowed it.
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.open_back(channel, reply, super::agent::Back::Agent)
+            .await;
+        Ok(())
+    }
+
+    /// An X11 connection (`ssh -X`): relayed only if the client was allowed it.
+    async fn server_channel_open_x11(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let back = super::agent::Back::X11 {
+            from_host: originator_address.to_owned(),
+            from_port: originator_port,
+        };
+        self.open_back(channel, reply, back).await;
+        Ok(())
+    }
 }
 
 impl Verifier {
+    /// Accepts and relays a forwarding channel the target opened back, or refuses it
+    /// (`reply` dropped).
+    async fn open_back(
+        &self,
+        channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        back: super::agent::Back,
+    ) {
+        let Some(conn) = self.remote.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        if !super::agent::admit(&conn, &back) {
+            return;
+        }
+        reply.accept().await;
+        let tasks = conn.tasks.clone();
+        tasks.spawn(super::agent::relay(channel, conn, back));
+    }
+
     fn check(&self, key: &PublicKey) -> Result<(), String> {
         let fingerprint = key.fingerprint(HashAlg::Sha256);
         let mut listed_other = false;

@@ -52,7 +52,9 @@ impl FileOp {
         }
     }
 
-    fn from_name(name: &str) -> Option<Self> {
+    /// The operation a policy file names.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 }
