@@ -86,7 +86,9 @@ fn agent_forwarding_is_relayed_when_a_rule_allows_it() {
     let events = s.events();
     let agent = events_of_kind(&events, "agent");
     assert!(
-        agent.iter().any(|e| e["verdict"] == "allowed" && e["decided_by"] == "agent-ok"),
+        agent
+            .iter()
+            .any(|e| e["verdict"] == "allowed" && e["decided_by"] == "agent-ok"),
         "the request was decided by the rule: {events:#?}"
     );
     assert!(
@@ -155,8 +157,7 @@ fn fake_x_server(n: u32) -> std::sync::mpsc::Receiver<Vec<u8>> {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
     let path = dir.join(format!("X{n}"));
     let _ = std::fs::remove_file(&path);
-    let listener =
-        std::os::unix::net::UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
         .unwrap_or_else(|e| panic!("{e}"));
     let (send, read) = std::sync::mpsc::channel();
@@ -210,7 +211,11 @@ fn x11_forwarding_is_relayed_when_a_rule_allows_it() {
     let setup = server
         .recv_timeout(std::time::Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("the fake X server saw nothing: {e}"));
-    assert_eq!(setup.first(), Some(&b'l'), "an X11 connection setup: {setup:?}");
+    assert_eq!(
+        setup.first(),
+        Some(&b'l'),
+        "an X11 connection setup: {setup:?}"
+    );
     assert!(
         setup.windows(18).any(|w| w == b"MIT-MAGIC-COOKIE-1"),
         "{setup:?}"
@@ -218,12 +223,14 @@ fn x11_forwarding_is_relayed_when_a_rule_allows_it() {
     let events = s.events();
     let x11 = events_of_kind(&events, "x11");
     assert!(
-        x11.iter().any(|e| e["verdict"] == "allowed" && e["decided_by"] == "x11-ok"),
+        x11.iter()
+            .any(|e| e["verdict"] == "allowed" && e["decided_by"] == "x11-ok"),
         "the request was decided by the rule: {events:#?}"
     );
     assert!(
-        x11.iter().any(|e| e["bytes_in"].as_u64().unwrap_or(0) > 0
-            && e["bytes_out"].as_u64().unwrap_or(0) > 0),
+        x11.iter()
+            .any(|e| e["bytes_in"].as_u64().unwrap_or(0) > 0
+                && e["bytes_out"].as_u64().unwrap_or(0) > 0),
         "the X11 connection was recorded with its bytes: {events:#?}"
     );
     // The x11-req's authentication (protocol and cookie) is never recorded.

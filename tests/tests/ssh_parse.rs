@@ -50,18 +50,24 @@ fn a_line_that_blows_up_the_parser_is_refused_and_the_daemon_stays_up() {
     let out = s.ssh(&[], &["echo served"]);
     assert_eq!(text(&out).0, "served\n", "{}\n{}", text(&out).1, s.d.log());
     for child in hostile {
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
         let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(126), "{stdout}\n{stderr}\n{}", s.d.log());
+        assert_eq!(
+            out.status.code(),
+            Some(126),
+            "{stdout}\n{stderr}\n{}",
+            s.d.log()
+        );
         assert!(
             stderr.contains("could not be parsed"),
             "refused as unparsed: {stderr}"
         );
     }
     // The daemon is the same process, still serving, and parsing again.
-    assert!(s.d.pid().is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()));
+    assert!(
+        s.d.pid()
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    );
     let out = s.ssh(&[], &["ls / >/dev/null; echo parsed"]);
     assert_eq!(text(&out).0, "parsed\n", "{}", text(&out).1);
     let out = s.ssh(&[], &["echo 'unterminated"]);

@@ -5,8 +5,7 @@ use super::case::{ApproverSpec, CaseAction, CaseSpec, Expected, PrincipalSpec};
 use crate::{
     identity::{Approver, LinkedIdentity, Principal},
     policy::{
-        Decision, FileOp, FileRequest, HttpRequest, Policy, SshKind, SshRequest, Statement,
-        Verdict,
+        Decision, FileOp, FileRequest, HttpRequest, Policy, SshKind, SshRequest, Statement, Verdict,
     },
     proto::postgres::classify::Classifier,
 };
@@ -93,7 +92,10 @@ impl<'a> Runner<'a> {
                     .map(|op| {
                         FileOp::from_name(op).ok_or_else(|| {
                             let known: Vec<_> = FileOp::ALL.iter().map(|k| k.name()).collect();
-                            format!("unknown file operation `{op}`; use one of {}", known.join(", "))
+                            format!(
+                                "unknown file operation `{op}`; use one of {}",
+                                known.join(", ")
+                            )
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -101,10 +103,7 @@ impl<'a> Runner<'a> {
                     kind: SshKind::Sftp,
                     login: principal.user.as_deref().unwrap_or_default(),
                     commands: Some(&[]),
-                    file: Some(FileRequest {
-                        ops: &ops,
-                        paths,
-                    }),
+                    file: Some(FileRequest { ops: &ops, paths }),
                 };
                 self.policy.decide_ssh(principal, target, &request)
             }

@@ -117,9 +117,15 @@ pub async fn request_upstream(
             .map_err(|e| format!("cannot ask the target for agent forwarding: {e}"))?;
     }
     if let Some(x) = requested.x11.as_ref().filter(|_| conn.forwarding.x11()) {
-        up.request_x11(false, x.single, x.protocol.as_str(), x.cookie.as_str(), x.screen)
-            .await
-            .map_err(|e| format!("cannot ask the target for X11 forwarding: {e}"))?;
+        up.request_x11(
+            false,
+            x.single,
+            x.protocol.as_str(),
+            x.cookie.as_str(),
+            x.screen,
+        )
+        .await
+        .map_err(|e| format!("cannot ask the target for X11 forwarding: {e}"))?;
     }
     Ok(())
 }
@@ -153,11 +159,17 @@ impl Back {
 #[must_use]
 pub fn admit(conn: &Conn, back: &Back) -> bool {
     if !back.allowed(conn) {
-        tracing::warn!(kind = back.kind(), "Refused a channel the target opened for forwarding the client was not allowed");
+        tracing::warn!(
+            kind = back.kind(),
+            "Refused a channel the target opened for forwarding the client was not allowed"
+        );
         return false;
     }
     if !conn.forwarding.enter() {
-        tracing::warn!(kind = back.kind(), "Refused a forwarding channel: too many open");
+        tracing::warn!(
+            kind = back.kind(),
+            "Refused a forwarding channel: too many open"
+        );
         return false;
     }
     true

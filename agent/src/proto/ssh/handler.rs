@@ -312,5 +312,3 @@ impl server::Handler for Handler {
             .is_ok())
     }
 }
-
-

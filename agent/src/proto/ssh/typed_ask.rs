@@ -34,8 +34,9 @@ const PROMPT_REACH: usize = 256;
 /// The simple commands of `line` (`None`: unparsed). When its prompt was not on the
 /// screen as typing began (`blank`), the line may start with one: the commands
 /// after the first prompt ending are added, so a restricting rule sees them.
-pub(super) fn commands_of(line: &str, blank: bool) -> Option<Vec<String>> {
-    let Split::Commands(mut commands) = command::split(line) else {
+/// Split in the bounded parse workers, as exec lines are.
+pub(super) async fn commands_of(line: &str, blank: bool) -> Option<Vec<String>> {
+    let Split::Commands(mut commands) = command::pool::split_async(line.to_owned()).await else {
         return None;
     };
     let after = PROMPT_ENDS
@@ -44,7 +45,7 @@ pub(super) fn commands_of(line: &str, blank: bool) -> Option<Vec<String>> {
         .filter(|at| *at <= PROMPT_REACH)
         .min();
     if let Some(rest) = after.filter(|_| blank).and_then(|at| line.get(at..)) {
-        match command::split(rest) {
+        match command::pool::split_async(rest.to_owned()).await {
             Split::Commands(more) => commands.extend(more),
             Split::Unparsed => return None,
         }
@@ -180,13 +181,15 @@ mod tests {
         assert!(reason.contains("typed command line"), "{reason}");
     }
 
-    #[test]
-    fn a_prompt_printed_after_typing_began_does_not_hide_the_command() {
-        let c = |line, blank| commands_of(line, blank);
-        assert_eq!(c("rm -rf /x", false).unwrap(), ["rm -rf /x"]);
-        let both = c("root@box:~# rm -rf /x", true).unwrap();
+    #[tokio::test]
+    async fn a_prompt_printed_after_typing_began_does_not_hide_the_command() {
+        assert_eq!(
+            commands_of("rm -rf /x", false).await.unwrap(),
+            ["rm -rf /x"]
+        );
+        let both = commands_of("root@box:~# rm -rf /x", true).await.unwrap();
         assert!(both.contains(&"rm -rf /x".to_owned()), "{both:?}");
-        assert_eq!(c("echo a > b", false).unwrap(), ["echo a"]);
-        assert_eq!(c("$ echo '", true), None);
+        assert_eq!(commands_of("echo a > b", false).await.unwrap(), ["echo a"]);
+        assert_eq!(commands_of("$ echo '", true).await, None);
     }
 }

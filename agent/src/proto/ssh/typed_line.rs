@@ -262,7 +262,7 @@ impl<'c> TypedLines<'c> {
         let blank = self.screen.prompt_blank();
         let (line, commands) = match self.screen.take_line() {
             Typed::Nothing | Typed::FullScreen => return self.enter(up).await,
-            Typed::Line(line) => match commands_of(&line, blank) {
+            Typed::Line(line) => match commands_of(&line, blank).await {
                 // Only comments or blanks: nothing runs.
                 Some(c) if c.is_empty() => return self.enter(up).await,
                 commands => (line, commands),

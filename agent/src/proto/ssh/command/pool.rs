@@ -196,7 +196,6 @@ impl Splitter {
     }
 }
 
-
 /// The daemon's pool, started on first use.
 fn shared() -> &'static Splitter {
     static SHARED: OnceLock<Splitter> = OnceLock::new();
@@ -221,10 +220,12 @@ pub async fn split_async(line: String) -> Split {
 pub fn warm_up() -> Result<(), String> {
     match split("true") {
         Split::Commands(c) if c == ["true"] => Ok(()),
-        _ => Err("the command-line parser's worker does not run (see the log above); \
+        _ => Err(
+            "the command-line parser's worker does not run (see the log above); \
                   every exec command will be unparsed, so denied unless a rule allows \
                   `unparsed`"
-            .into()),
+                .into(),
+        ),
     }
 }
 

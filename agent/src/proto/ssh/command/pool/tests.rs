@@ -22,9 +22,16 @@ fn splits_in_a_worker_and_reuses_it() {
     let pool = Splitter::new(WorkerCommand::this_binary(), quick());
     assert_eq!(pool.split("ls; rm -rf /x"), commands(&["ls", "rm -rf /x"]));
     assert_eq!(pool.split("echo 'x"), Split::Unparsed);
-    assert_eq!(pool.split("sudo reboot"), commands(&["sudo reboot", "reboot"]));
+    assert_eq!(
+        pool.split("sudo reboot"),
+        commands(&["sudo reboot", "reboot"])
+    );
     let state = pool.lock();
-    assert_eq!((state.alive, state.idle.len()), (1, 1), "one worker served all three");
+    assert_eq!(
+        (state.alive, state.idle.len()),
+        (1, 1),
+        "one worker served all three"
+    );
 }
 
 /// Issue 18: lines found by fuzzing that make brush-parser spin (66 nested `(`),
@@ -43,7 +50,11 @@ fn lines_that_blow_up_the_raw_parser_are_unparsed_and_the_pool_recovers() {
         "rm -rf 88888888888888888>x".to_owned(),
     ] {
         assert_eq!(pool.split(&line), Split::Unparsed, "{line:?}");
-        assert_eq!(pool.split("ls /tmp"), commands(&["ls /tmp"]), "after {line:?}");
+        assert_eq!(
+            pool.split("ls /tmp"),
+            commands(&["ls /tmp"]),
+            "after {line:?}"
+        );
     }
     assert!(pool.lock().alive <= pool.limits.workers);
 }
