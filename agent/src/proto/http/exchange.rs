@@ -6,6 +6,7 @@
 
 use super::{
     Http, forward,
+    framing::{Framing, Refusal},
     held::HeldRequest,
     record::{self, Facts, Sample},
     reply::{self, BoxError, ProxyBody},
@@ -47,6 +48,8 @@ pub(super) struct Conn {
     /// Record writes and upgraded relays still running: waited for before the
     /// session's chain is closed.
     tasks: TaskTracker,
+    /// Request heads the connection's scanner refused.
+    framing: Arc<Framing>,
 }
 
 impl Conn {
@@ -55,6 +58,7 @@ impl Conn {
         session: Arc<Session>,
         sni: Option<String>,
         fallback_host: String,
+        framing: Arc<Framing>,
     ) -> Self {
         let target = &session.target;
         let credential = match &target.http_credentials {
@@ -86,6 +90,7 @@ impl Conn {
             body_time: http.config.header_timeout.max(Duration::from_secs(30)),
             record_body: http.config.record_body,
             tasks: TaskTracker::new(),
+            framing,
             session,
         }
     }
@@ -161,6 +166,9 @@ pub(super) async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    if let Some(refusal) = conn.framing.refused(&req) {
+        return Ok(refuse_head(&conn, refusal, started));
+    }
     let (path, query) = req
         .uri()
         .path_and_query()
@@ -210,6 +218,29 @@ pub(super) async fn handle(
         client_upgrade,
     };
     Ok(exchange.forward(parts, body).await)
+}
+
+/// Answers a request head the scanner refused (its framing, or the reserved marker
+/// header), and records it: nothing of it was forwarded.
+fn refuse_head(conn: &Conn, refusal: Refusal, started: Instant) -> Response<ProxyBody> {
+    tracing::info!(reason = %refusal.reason, "HTTP request head refused");
+    let (path, query) = refusal
+        .target
+        .split_once('?')
+        .map_or((refusal.target.as_str(), None), |(p, q)| (p, Some(q)));
+    let facts = Facts {
+        at_ms: now_ms(),
+        method: refusal.method.clone(),
+        url: Facts::url(path, query),
+        version: "HTTP/1.1".into(),
+        verdict: "denied".into(),
+        decided_by: Some("portcullis".into()),
+        reason: Some(refusal.reason.clone()),
+        status: Some(refusal.status.as_u16()),
+        ..Facts::default()
+    };
+    conn.record_now(facts, started);
+    reply::bad_head(refusal.status, &refusal.reason)
 }
 
 /// Lets the gate decide `parsed`. A request a rule decides at once (most of them)

@@ -73,13 +73,24 @@ pub(super) fn refused(outcome: &ActionOutcome) -> Response<ProxyBody> {
 
 /// A request the proxy cannot read safely: refused, and the connection closed.
 pub(super) fn bad_request(reason: &str) -> Response<ProxyBody> {
+    bad_head(StatusCode::BAD_REQUEST, reason)
+}
+
+/// A request head refused with `status` (`400`, or `431` when too large), and the
+/// connection closed.
+pub(super) fn bad_head(status: StatusCode, reason: &str) -> Response<ProxyBody> {
+    let error = if status == StatusCode::BAD_REQUEST {
+        "bad request"
+    } else {
+        "request header fields too large"
+    };
     let body = json!({
-        "error": "bad request",
+        "error": error,
         "request": Value::Null,
         "decided_by": "portcullis",
         "reason": reason,
     });
-    json_reply(StatusCode::BAD_REQUEST, &body, true)
+    json_reply(status, &body, true)
 }
 
 /// The target could not be reached or answered badly.
