@@ -11,7 +11,7 @@ use super::{
     record::{self, Facts, Sample},
     reply::{self, BoxError, ProxyBody},
     request::{self, Parsed},
-    upstream::Upstream,
+    upstream::{self, Upstream},
 };
 use crate::{
     gate::{ActionOutcome, Ask, Ruling},
@@ -59,6 +59,7 @@ impl Conn {
         sni: Option<String>,
         fallback_host: String,
         framing: Arc<Framing>,
+        drivers: upstream::Drivers,
     ) -> Self {
         let target = &session.target;
         let credential = match &target.http_credentials {
@@ -82,6 +83,7 @@ impl Conn {
                 session.mark,
                 &tls,
                 http.config.max_header_bytes,
+                drivers,
             ),
             credential,
             masker: session_masker(&session),

@@ -68,7 +68,8 @@ impl Exchange {
         let request = upstream_request(parts, body, &self.parsed, credential);
         let name = tls_name(&self.conn, &self.parsed.host);
         let forwarded = Instant::now();
-        let mut response = match self.conn.upstream.send(&name, request).await {
+        let upgrade = self.client_upgrade.is_some();
+        let mut response = match self.conn.upstream.send(&name, request, upgrade).await {
             Ok(response) => response,
             Err(error) => return self.fail(&error.to_string()),
         };

@@ -8,7 +8,7 @@ use super::{
     ca::Authority,
     exchange,
     framing::{Framing, Scanned},
-    reply,
+    reply, upstream,
 };
 use crate::{
     policy::Protocol as TargetProtocol,
@@ -122,6 +122,7 @@ pub(super) async fn serve(http: &Http, opened: Opened, session: Arc<Session>) ->
     let client = Metered::new(stream);
     let meter = client.meter();
     let framing = Framing::new();
+    let (drivers, driven) = tokio::sync::mpsc::unbounded_channel();
     let client = Scanned::new(
         client,
         Arc::clone(&framing),
@@ -135,6 +136,7 @@ pub(super) async fn serve(http: &Http, opened: Opened, session: Arc<Session>) ->
         sni,
         fallback,
         framing,
+        drivers,
     ));
     let service = {
         let conn = Arc::clone(&conn);
@@ -142,7 +144,12 @@ pub(super) async fn serve(http: &Http, opened: Opened, session: Arc<Session>) ->
     };
     let builder = builder(http);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(client), service);
+    // The upstream connections are polled first, so that a response they deliver
+    // is taken up by its request in the same pass.
     let (outcome, reason) = tokio::select! {
+        biased;
+        () = session.stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
+        () = upstream::drive(driven) => (Outcome::Closed, None),
         ended = connection => match ended {
             Ok(()) => (Outcome::Closed, None),
             Err(error) => {
@@ -150,7 +157,6 @@ pub(super) async fn serve(http: &Http, opened: Opened, session: Arc<Session>) ->
                 (Outcome::Closed, Some(format!("the connection ended: {error}")))
             }
         },
-        () = session.stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
     };
     // Every request's record is queued before the chain is closed.
     conn.finish().await;
