@@ -162,14 +162,28 @@ fn session_masker(session: &Session) -> Result<Option<Arc<Masker>>, String> {
     Ok((!masker.is_noop()).then(|| Arc::new(masker)))
 }
 
-/// Serves one request of `conn`'s client.
+/// Serves one request of `conn`'s client. The proxy's own answers (refusals,
+/// `502`) leave once their record is written, as a forwarded response's end does
+/// (`tap`); when it cannot be, the client gets `503` instead.
 pub(super) async fn handle(
     conn: Arc<Conn>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let session = Arc::clone(&conn.session);
+    let response = serve(conn, req).await;
+    if response.headers().contains_key(reply::OWN)
+        && !session.recorder.sync(&session.id).await
+    {
+        return Ok(reply::not_recorded());
+    }
+    Ok(response)
+}
+
+/// One request, answered.
+async fn serve(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     if let Some(refusal) = conn.framing.refused(&req) {
-        return Ok(refuse_head(&conn, refusal, started));
+        return refuse_head(&conn, refusal, started);
     }
     let (path, query) = req
         .uri()
@@ -193,7 +207,7 @@ pub(super) async fn handle(
             facts.reason = Some(reason.clone());
             facts.status = Some(StatusCode::BAD_REQUEST.as_u16());
             conn.record_now(facts, started);
-            return Ok(reply::bad_request(&reason));
+            return reply::bad_request(&reason);
         }
     };
     facts.host.clone_from(&parsed.host);
@@ -202,10 +216,10 @@ pub(super) async fn handle(
     let client_upgrade = parsed.upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let Some((outcome, held, facts)) = decide(&conn, &parsed, body, facts, started).await else {
-        return Ok(reply::bad_gateway("the request could not be decided"));
+        return reply::bad_gateway("the request could not be decided");
     };
     if !outcome.allowed() {
-        return Ok(reply::refused(&outcome));
+        return reply::refused(&outcome);
     }
     let body = match (held.buffered, held.body) {
         (Some(bytes), _) => reply::full(bytes),
@@ -219,7 +233,7 @@ pub(super) async fn handle(
         started,
         client_upgrade,
     };
-    Ok(exchange.forward(parts, body).await)
+    exchange.forward(parts, body).await
 }
 
 /// Answers a request head the scanner refused (its framing, or the reserved marker

@@ -26,7 +26,8 @@
 //! connection and its limits), `framing` (request heads read before hyper),
 //! `request`, `exchange` (one request: decided), `held`, `forward` (an allowed
 //! request: sent, its response streamed back, an upgrade relayed), `upstream`,
-//! `masking`, `record`, `reply` (the proxy's own answers).
+//! `masking`, `record`, `tap` (bodies counted, a response's end held until its
+//! record is written), `reply` (the proxy's own answers).
 
 mod ca;
 pub mod config;
@@ -44,6 +45,7 @@ mod request;
 /// The path normalization requests are matched with (for `policy test`).
 pub use request::normalize as normalize_path;
 mod server;
+mod tap;
 pub mod trust;
 mod upstream;
 
