@@ -706,7 +706,7 @@ fn smuggling_malformed_and_slow_requests_are_refused() {
 /// until the proxy closes (`CLOSED`) or goes quiet (`TIMEOUT`):
 /// `python3 -c RAW_ALL_PY HOST PORT PAYLOAD`.
 const RAW_ALL_PY: &str = r#"
-import ast, socket, sys
+import ast, re, socket, sys
 host, port, payload = sys.argv[1], int(sys.argv[2]), ast.literal_eval(sys.argv[3])
 s = socket.create_connection((host, port), timeout=10)
 s.sendall(payload)
@@ -720,8 +720,7 @@ except socket.timeout:
     end = "TIMEOUT"
 except ConnectionResetError:
     end = "RESET"
-for line in got.split(b"\r\n"):
-    if line.startswith(b"HTTP/1."): print(line.decode())
+for line in re.findall(rb"HTTP/1\.[01] [0-9]{3}[^\r\n]*", got): print(line.decode())
 print(end)
 "#;
 

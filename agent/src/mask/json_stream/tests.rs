@@ -56,7 +56,8 @@ fn selected_values_are_masked_whatever_the_piece_size() {
 #[test]
 fn styles_names_and_streams_of_documents() {
     let m = masker(&["$..card", "$['odd key'][0]"], MaskStyle::Last4);
-    let doc = "{\"c\\u0061rd\": \"4111111111111111\", \"odd key\": [\"secret\", 2]}\n{\"card\": 4242}\n";
+    let doc =
+        "{\"c\\u0061rd\": \"4111111111111111\", \"odd key\": [\"secret\", 2]}\n{\"card\": 4242}\n";
     let out = rewrite(&m, doc, 3).unwrap();
     assert_eq!(
         out,

@@ -11,7 +11,7 @@ use super::{
     record::{self, Facts, Sample},
     reply::{self, BoxError, ProxyBody},
     request::{self, Parsed},
-    upstream::{self, Upstream},
+    upstream::Upstream,
 };
 use crate::{
     gate::{ActionOutcome, Ask, Ruling},
@@ -45,6 +45,8 @@ pub(super) struct Conn {
     max_held_body: usize,
     body_time: Duration,
     pub(super) record_body: usize,
+    /// Whether answers wait for their record (`wait_for_record`).
+    pub(super) wait_for_record: bool,
     /// Record writes and upgraded relays still running: waited for before the
     /// session's chain is closed.
     tasks: TaskTracker,
@@ -59,7 +61,6 @@ impl Conn {
         sni: Option<String>,
         fallback_host: String,
         framing: Arc<Framing>,
-        drivers: upstream::Drivers,
     ) -> Self {
         let target = &session.target;
         let credential = match &target.http_credentials {
@@ -83,7 +84,6 @@ impl Conn {
                 session.mark,
                 &tls,
                 http.config.max_header_bytes,
-                drivers,
             ),
             credential,
             masker: session_masker(&session),
@@ -91,6 +91,7 @@ impl Conn {
             max_held_body: http.config.max_held_body,
             body_time: http.config.header_timeout.max(Duration::from_secs(30)),
             record_body: http.config.record_body,
+            wait_for_record: http.config.wait_for_record,
             tasks: TaskTracker::new(),
             framing,
             session,
@@ -170,8 +171,10 @@ pub(super) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let session = Arc::clone(&conn.session);
+    let wait = conn.wait_for_record;
     let response = serve(conn, req).await;
-    if response.headers().contains_key(reply::OWN)
+    if wait
+        && response.headers().contains_key(reply::OWN)
         && !session.recorder.sync(&session.id).await
     {
         return Ok(reply::not_recorded());

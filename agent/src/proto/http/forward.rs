@@ -9,8 +9,8 @@ use super::{
     masking,
     record::{self, Facts, Sample},
     reply::{self, BoxError, ProxyBody},
-    tap::{OnEnd, Tap, Written},
     request::{Parsed, connection_has},
+    tap::{OnEnd, Tap, Written},
 };
 use http_body_util::BodyExt as _;
 use hyper::{
@@ -70,8 +70,7 @@ impl Exchange {
         let request = upstream_request(parts, body, &self.parsed, credential);
         let name = tls_name(&self.conn, &self.parsed.host);
         let forwarded = Instant::now();
-        let upgrade = self.client_upgrade.is_some();
-        let mut response = match self.conn.upstream.send(&name, request, upgrade).await {
+        let mut response = match self.conn.upstream.send(&name, request).await {
             Ok(response) => response,
             Err(error) => return self.fail(&error.to_string()),
         };
@@ -124,7 +123,7 @@ impl Exchange {
                 &response,
                 started,
             );
-            if !wait {
+            if !wait || !conn.wait_for_record {
                 conn.record(event);
                 return None;
             }

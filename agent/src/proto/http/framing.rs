@@ -20,26 +20,30 @@
 //! re-frames whatever it forwards and closes a connection whose framing it refused.
 
 mod chunked;
+mod head;
 #[cfg(test)]
 mod tests;
 
 use chunked::Chunked;
+use head::{Head, bounded, judge, malformed, refusal};
 use hyper::{Request, StatusCode};
 use std::{
     io,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
+    time::Duration,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Sleep,
+};
 
 /// The header the marker request carries the connection's token in; a client's own
 /// use of it is refused.
 pub(super) const MARKER: &str = "portcullis-refused";
 /// The HTTP/2 prior-knowledge preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Longest method or target kept for the record.
-const LINE_CHARS: usize = 200;
 
 /// A request head refused before hyper read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,17 +123,6 @@ enum State {
     Refused,
 }
 
-/// What one request head means for the stream.
-enum Head {
-    /// More bytes are needed.
-    Partial,
-    /// An HTTP/2 preface.
-    H2,
-    Refused(Refusal),
-    /// A head of this many bytes, followed by this.
-    Done(usize, State),
-}
-
 /// The client's stream as hyper reads it: request heads checked first.
 pub(super) struct Scanned<S> {
     inner: S,
@@ -143,6 +136,11 @@ pub(super) struct Scanned<S> {
     out_at: usize,
     max_head: usize,
     max_headers: usize,
+    /// Time a client gets to finish a head it began (hyper's own timer starts only
+    /// once it reads the head's first bytes).
+    head_timeout: Duration,
+    /// When the held head must be complete.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Scanned<S> {
@@ -153,6 +151,7 @@ impl<S> Scanned<S> {
         scan: bool,
         max_head: usize,
         max_headers: usize,
+        head_timeout: Duration,
     ) -> Self {
         Self {
             inner,
@@ -163,6 +162,8 @@ impl<S> Scanned<S> {
             out_at: 0,
             max_head,
             max_headers,
+            head_timeout,
+            deadline: None,
         }
     }
 
@@ -232,7 +233,11 @@ impl<S> Scanned<S> {
         let too_large = |len: usize| {
             (len > self.max_head).then(|| {
                 let reason = format!("the request head is over {} bytes", self.max_head);
-                Head::Refused(refusal(buf, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason))
+                Head::Refused(refusal(
+                    buf,
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    reason,
+                ))
             })
         };
         match parsed {
@@ -245,113 +250,11 @@ impl<S> Scanned<S> {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 format!("the request has more than {} headers", self.max_headers),
             )),
-            Err(error) => Head::Refused(refusal(buf, StatusCode::BAD_REQUEST, malformed(buf, error))),
-        }
-    }
-}
-
-/// Decides a complete head of `len` bytes: refused, or what follows it.
-fn judge(req: &httparse::Request<'_, '_>, buf: &[u8], len: usize) -> Head {
-    let http11 = req.version == Some(1);
-    let (mut te, mut cl, mut cl_bad, mut upgrade) = (None, None, false, false);
-    for header in req.headers.iter() {
-        if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            te = Some(header.value);
-        } else if header.name.eq_ignore_ascii_case("content-length") {
-            match digits(header.value) {
-                Some(n) if cl.is_none_or(|c| c == n) => cl = Some(n),
-                _ => cl_bad = true,
+            Err(error) => {
+                Head::Refused(refusal(buf, StatusCode::BAD_REQUEST, malformed(buf, error)))
             }
-        } else if header.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = http11;
         }
     }
-    let bad = |reason: &str| Head::Refused(refusal(buf, StatusCode::BAD_REQUEST, reason.into()));
-    if let Some(te) = te {
-        if cl.is_some() || cl_bad {
-            return bad("the request has both Content-Length and Transfer-Encoding (request smuggling)");
-        }
-        if !http11 {
-            return bad("an HTTP/1.0 request cannot have Transfer-Encoding");
-        }
-        if !final_chunked(te) {
-            return bad("the request's Transfer-Encoding does not end in chunked");
-        }
-    }
-    if cl_bad {
-        return bad("the request's Content-Length is invalid, or given twice with different values");
-    }
-    let next = if upgrade || req.method == Some("CONNECT") {
-        State::Pass
-    } else if te.is_some() {
-        State::Chunked(Chunked::default())
-    } else {
-        match cl {
-            Some(n) if n > 0 => State::Body(n),
-            _ => State::Head,
-        }
-    };
-    Head::Done(len, next)
-}
-
-/// A `Content-Length` value: digits only (no sign, no list), as hyper reads it.
-fn digits(value: &[u8]) -> Option<u64> {
-    if value.is_empty() {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit()
-            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
-            .flatten()
-    })
-}
-
-/// Whether the last coding a `Transfer-Encoding` names is `chunked`.
-fn final_chunked(value: &[u8]) -> bool {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
-}
-
-/// Why a head that httparse refused is bad, in words a client can act on.
-fn malformed(buf: &[u8], error: httparse::Error) -> String {
-    let end = memchr::memmem::find(buf, b"\r\n\r\n").map_or(buf.len(), |at| at + 2);
-    let head = buf.get(..end).unwrap_or(buf);
-    if head.windows(2).any(|w| w.first() == Some(&b'\r') && w.get(1) != Some(&b'\n')) {
-        "the request head has a bare CR".into()
-    } else if head
-        .windows(2)
-        .any(|w| w.first() == Some(&b'\n') && matches!(w.get(1), Some(b' ' | b'\t')))
-    {
-        "the request head has an obs-folded (continued) header line".into()
-    } else {
-        format!("the request head is malformed ({error})")
-    }
-}
-
-/// A refusal of the head at the start of `buf`, naming its method and target.
-fn refusal(buf: &[u8], status: StatusCode, reason: String) -> Refusal {
-    let line = buf
-        .split(|&b| b == b'\n')
-        .find(|l| !l.is_empty() && *l != b"\r")
-        .unwrap_or_default();
-    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    Refusal {
-        status,
-        reason,
-        method: bounded(words.next().unwrap_or_default()),
-        target: bounded(words.next().unwrap_or_default()),
-    }
-}
-
-/// Text for a record: lossy, control characters replaced, at most [`LINE_CHARS`].
-fn bounded(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .take(LINE_CHARS)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 impl<S: AsyncRead + Unpin> Scanned<S> {
@@ -369,6 +272,14 @@ impl<S: AsyncRead + Unpin> Scanned<S> {
             self.out_at = 0;
         }
         true
+    }
+
+    /// The deadline of the held head, armed at its first bytes.
+    fn head_deadline(&mut self) -> Pin<&mut Sleep> {
+        let timeout = self.head_timeout;
+        self.deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
+            .as_mut()
     }
 
     /// After a refusal: reads and drops what the client sends (so that closing does
@@ -406,6 +317,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Scanned<S> {
                 _ => {}
             }
             let start = buf.filled().len();
+            if this.held.is_empty() {
+                this.deadline = None;
+            } else if let Poll::Ready(()) = this.head_deadline().poll(cx) {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the request head was not finished in time",
+                )));
+            }
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
             let end = buf.filled().len();
             if end == start {

@@ -8,7 +8,7 @@ use super::{
     ca::Authority,
     exchange,
     framing::{Framing, Scanned},
-    reply, upstream,
+    reply,
 };
 use crate::{
     policy::Protocol as TargetProtocol,
@@ -118,17 +118,18 @@ pub(super) async fn serve(http: &Http, opened: Opened, session: Arc<Session>) ->
             };
         }
     };
-    let h2 = matches!(&stream, ClientStream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2"));
+    let h2 =
+        matches!(&stream, ClientStream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2"));
     let client = Metered::new(stream);
     let meter = client.meter();
     let framing = Framing::new();
-    let (drivers, driven) = tokio::sync::mpsc::unbounded_channel();
     let client = Scanned::new(
         client,
         Arc::clone(&framing),
         !h2,
         http.config.max_header_bytes,
         http.config.max_headers,
+        http.config.header_timeout,
     );
     let conn = Arc::new(exchange::Conn::new(
         http,
@@ -136,7 +137,6 @@ pub(super) async fn serve(http: &Http, opened: Opened, session: Arc<Session>) ->
         sni,
         fallback,
         framing,
-        drivers,
     ));
     let service = {
         let conn = Arc::clone(&conn);
@@ -144,12 +144,7 @@ pub(super) async fn serve(http: &Http, opened: Opened, session: Arc<Session>) ->
     };
     let builder = builder(http);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(client), service);
-    // The upstream connections are polled first, so that a response they deliver
-    // is taken up by its request in the same pass.
     let (outcome, reason) = tokio::select! {
-        biased;
-        () = session.stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
-        () = upstream::drive(driven) => (Outcome::Closed, None),
         ended = connection => match ended {
             Ok(()) => (Outcome::Closed, None),
             Err(error) => {
@@ -157,6 +152,7 @@ pub(super) async fn serve(http: &Http, opened: Opened, session: Arc<Session>) ->
                 (Outcome::Closed, Some(format!("the connection ended: {error}")))
             }
         },
+        () = session.stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
     };
     // Every request's record is queued before the chain is closed.
     conn.finish().await;

@@ -93,7 +93,9 @@ mod tests {
     /// Feeds `body` split at every position (and byte by byte): the end is found
     /// at the same place each time.
     fn end_of(body: &[u8]) -> Option<usize> {
-        let whole = Chunked::default().step(body).map(|(n, done)| done.then_some(n));
+        let whole = Chunked::default()
+            .step(body)
+            .map(|(n, done)| done.then_some(n));
         for cut in 0..=body.len() {
             let mut c = Chunked::default();
             let (a, b) = body.split_at(cut);

@@ -29,6 +29,11 @@ impl AsyncRead for Pieces {
 
 /// What hyper would read from `pieces`, and the refusal recorded.
 fn through(pieces: Vec<Vec<u8>>) -> (Vec<u8>, Option<Refusal>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
     let framing = Framing::new();
     let mut scanned = Scanned::new(
         Pieces(pieces.into_iter().filter(|p| !p.is_empty()).collect()),
@@ -36,6 +41,7 @@ fn through(pieces: Vec<Vec<u8>>) -> (Vec<u8>, Option<Refusal>) {
         true,
         4096,
         32,
+        std::time::Duration::from_secs(10),
     );
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut out = Vec::new();
