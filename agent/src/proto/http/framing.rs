@@ -28,6 +28,7 @@ use chunked::Chunked;
 use head::{Head, bounded, judge, malformed, refusal};
 use hyper::{Request, StatusCode};
 use std::{
+    fmt::Write as _,
     io,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
@@ -69,7 +70,10 @@ impl Framing {
         // refused all the same (any use of the marker header is), only its record
         // would name the wrong reason.
         let _ = getrandom::fill(&mut bytes);
-        let token = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = bytes.iter().fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
         Arc::new(Self {
             token,
             refusal: Mutex::new(None),

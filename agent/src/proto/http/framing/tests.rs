@@ -2,7 +2,12 @@
 //! whatever the cuts, a bad head is replaced by the marker, bodies are skipped
 //! exactly (a head inside a body is no head).
 
-#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use super::*;
 use std::collections::VecDeque;
