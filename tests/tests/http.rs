@@ -606,12 +606,24 @@ fn smuggling_malformed_and_slow_requests_are_refused() {
             .unwrap_or_else(|e| panic!("{e}"));
         text(&out).0.trim().to_owned()
     };
-    // Content-Length and Transfer-Encoding together: read by Transfer-Encoding alone,
-    // re-framed upstream, and the connection closed after the answer (RFC 9112
-    // §6.1), so a request smuggled behind the body is never read.
+    // Content-Length and Transfer-Encoding together: refused with 400 before hyper
+    // reads the head, the connection closed, so a request smuggled behind the body
+    // is never read. On a keep-alive connection the requests before it are served.
     let smuggle = r"b'POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/smuggled HTTP/1.1\r\nHost: a\r\n\r\n'";
     let got = raw(smuggle, "10");
-    assert!(got.starts_with("HTTP/1.1 200"), "CL+TE: {got}");
+    assert!(got.starts_with("HTTP/1.1 400"), "CL+TE: {got}");
+    let keep_alive = r"b'GET /v1/first HTTP/1.1\r\nHost: a\r\n\r\nPOST /v1/ka HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcPOST /v1/y HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\nGET /v1/smuggled HTTP/1.1\r\nHost: a\r\n\r\n'";
+    let out = s
+        .client(&["/usr/bin/python3", "-c", RAW_ALL_PY, IP, &port, keep_alive])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let statuses = text(&out).0;
+    assert_eq!(
+        statuses.lines().collect::<Vec<_>>(),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request", "CLOSED"],
+        "keep-alive, then CL+TE\n{}",
+        s.d.log()
+    );
     let cases = [
         (
             "obs-fold",
@@ -652,6 +664,25 @@ fn smuggling_malformed_and_slow_requests_are_refused() {
     );
     let refused: Vec<&Value> = events.iter().filter(|e| e["status"] == 400).collect();
     assert!(refused.len() >= 2, "{events:#?}");
+    // Each framing refusal is recorded, denied by Portcullis, with its reason.
+    for (url, why) in [
+        ("/v1/x", "both Content-Length and Transfer-Encoding"),
+        ("/v1/y", "both Content-Length and Transfer-Encoding"),
+        ("/v1/x", "obs-folded"),
+        ("/v1/x", "bare CR"),
+    ] {
+        assert!(
+            refused.iter().any(|e| e["url"] == url
+                && e["verdict"] == "denied"
+                && e["decided_by"] == "portcullis"
+                && e["reason"].as_str().unwrap_or_default().contains(why)),
+            "{url} {why}: {refused:#?}"
+        );
+    }
+    assert!(
+        events.iter().any(|e| e["status"] == 431 && e["verdict"] == "denied"),
+        "{events:#?}"
+    );
     let sessions = s.d.sessions().unwrap_or_default();
     let cut: Vec<&Value> = sessions
         .iter()
@@ -670,6 +701,28 @@ fn smuggling_malformed_and_slow_requests_are_refused() {
     let got = json(&s.curl(&[&s.api_url("/v1/fine")]));
     assert_eq!(got["path"], "/v1/fine");
 }
+
+/// A raw client that sends its payload and prints the status line of every answer
+/// until the proxy closes (`CLOSED`) or goes quiet (`TIMEOUT`):
+/// `python3 -c RAW_ALL_PY HOST PORT PAYLOAD`.
+const RAW_ALL_PY: &str = r#"
+import ast, re, socket, sys
+host, port, payload = sys.argv[1], int(sys.argv[2]), ast.literal_eval(sys.argv[3])
+s = socket.create_connection((host, port), timeout=10)
+s.sendall(payload)
+got, end = b"", "CLOSED"
+try:
+    while True:
+        chunk = s.recv(65536)
+        if not chunk: break
+        got += chunk
+except socket.timeout:
+    end = "TIMEOUT"
+except ConnectionResetError:
+    end = "RESET"
+for line in re.findall(rb"HTTP/1\.[01] [0-9]{3}[^\r\n]*", got): print(line.decode())
+print(end)
+"#;
 
 /// HTTP/2 floods: a connection that opens and at once cancels many streams (rapid
 /// reset) is sent away with `GOAWAY`; one that opens more streams than allowed has

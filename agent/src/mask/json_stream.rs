@@ -18,8 +18,10 @@
 use super::{
     MaskStyle, Masker,
     json_path::{JsonPaths, MAX_NAME, Step},
-    style::REDACTED,
 };
+
+mod capture;
+use capture::{Capture, is_literal, string_end, unescape};
 
 /// Deepest nesting of objects and arrays followed.
 pub const MAX_DEPTH: usize = 512;
@@ -72,15 +74,6 @@ struct Frame {
     index: u64,
     /// The style everything inside is masked in, when the container was selected.
     masked: Option<MaskStyle>,
-}
-
-/// A selected scalar being read.
-struct Capture {
-    style: MaskStyle,
-    /// Its bytes (a string's without the quotes), up to [`MAX_VALUE`].
-    raw: Vec<u8>,
-    string: bool,
-    overflow: bool,
 }
 
 /// The rewriting of one response body.
@@ -380,180 +373,6 @@ impl JsonRewriter {
     }
 }
 
-impl Capture {
-    fn push(&mut self, bytes: &[u8]) {
-        if self.overflow {
-            return;
-        }
-        if self.raw.len() + bytes.len() > MAX_VALUE {
-            self.overflow = true;
-            self.raw = Vec::new();
-        } else {
-            self.raw.extend_from_slice(bytes);
-        }
-    }
-
-    /// Writes the value masked in its style.
-    fn write(self, masker: &Masker, out: &mut Vec<u8>) {
-        if self.style == MaskStyle::Null || (!self.string && self.raw == b"null") {
-            out.extend_from_slice(b"null");
-            return;
-        }
-        let replacement = if self.overflow {
-            Some(REDACTED.to_vec())
-        } else if self.string && self.raw.contains(&b'\\') {
-            let value = unescape(&self.raw).unwrap_or_default();
-            masker.column_value(self.style, &value)
-        } else {
-            masker.column_value(self.style, &self.raw)
-        };
-        match replacement {
-            Some(text) => {
-                // Writing to a `Vec` cannot fail.
-                let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(&text));
-            }
-            None => out.extend_from_slice(b"null"),
-        }
-    }
-}
-
-/// The text of a JSON string's body (between its quotes), or `None` if it is not
-/// valid.
-fn unescape(body: &[u8]) -> Option<Vec<u8>> {
-    let mut quoted = Vec::with_capacity(body.len() + 2);
-    quoted.push(b'"');
-    quoted.extend_from_slice(body);
-    quoted.push(b'"');
-    serde_json::from_slice::<String>(&quoted)
-        .ok()
-        .map(String::into_bytes)
-}
-
-/// Where the string that `piece` continues at `at` ends: the index of its closing
-/// quote and `true`, or the piece's length and `false`. `escaped` when the byte at
-/// `at` is escaped (the previous piece ended in a backslash).
-fn string_end(piece: &[u8], mut at: usize, mut escaped: bool) -> (usize, bool, bool) {
-    loop {
-        if escaped {
-            if at >= piece.len() {
-                return (piece.len(), false, true);
-            }
-            at += 1;
-        }
-        match memchr::memchr2(b'"', b'\\', piece.get(at..).unwrap_or_default()) {
-            None => return (piece.len(), false, false),
-            Some(n) if piece.get(at + n) == Some(&b'"') => return (at + n, true, false),
-            Some(n) => {
-                escaped = true;
-                at += n + 1;
-            }
-        }
-    }
-}
-
-/// Whether `b` continues a number, `true`, `false` or `null`.
-fn is_literal(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
-}
-
 #[cfg(test)]
 #[expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
-mod tests {
-    use super::*;
-    use crate::mask::{MaskKey, MaskSpec};
-
-    fn masker(paths: &[&str], style: MaskStyle) -> Masker {
-        let spec = MaskSpec {
-            mask_json: paths.iter().map(|p| (*p).to_owned()).collect(),
-            mask_style: style,
-            mask_key_env: (style == MaskStyle::Hash).then(|| "UNUSED".into()),
-            ..MaskSpec::default()
-        };
-        let key = MaskKey::new(vec![7; MaskKey::MIN_LEN]).unwrap();
-        Masker::compile(&[spec], Some(&key)).unwrap()
-    }
-
-    /// `doc` rewritten in pieces of `size` bytes.
-    fn rewrite(m: &Masker, doc: &str, size: usize) -> Result<String, JsonStreamError> {
-        let mut json = m.json_rewriter().unwrap();
-        let mut out = Vec::new();
-        for piece in doc.as_bytes().chunks(size.max(1)) {
-            json.feed(m, piece, &mut out)?;
-        }
-        json.finish(m, &mut out);
-        Ok(String::from_utf8(out).unwrap())
-    }
-
-    const DOC: &str = r#"{"users": [{"id": 1, "email": "ann@example.com", "ssn": "078-05-1120"},
-        {"id": 2, "email": "b\"ob@example.org", "profile": {"ssn": 123456789, "note": "x"}}],
-        "ssn": {"raw": ["1", 2, null, true]}, "email": "top@example.com"}"#;
-
-    #[test]
-    fn selected_values_are_masked_whatever_the_piece_size() {
-        let m = masker(&["$.users[*].email", "$..ssn"], MaskStyle::Redact);
-        let whole = rewrite(&m, DOC, DOC.len()).unwrap();
-        let want = serde_json::json!({
-            "users": [
-                {"id": 1, "email": "****", "ssn": "****"},
-                {"id": 2, "email": "****", "profile": {"ssn": "****", "note": "x"}}
-            ],
-            "ssn": {"raw": ["****", "****", null, "****"]},
-            "email": "top@example.com"
-        });
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&whole).unwrap(),
-            want
-        );
-        for size in 1..40 {
-            assert_eq!(rewrite(&m, DOC, size).unwrap(), whole, "pieces of {size}");
-        }
-        // What is not selected passes byte for byte, whitespace included.
-        assert!(whole.starts_with("{\"users\": [{\"id\": 1, \"email\": \"****\""));
-    }
-
-    #[test]
-    fn styles_names_and_streams_of_documents() {
-        let m = masker(&["$..card", "$['odd key'][0]"], MaskStyle::Last4);
-        let doc = "{\"c\\u0061rd\": \"4111111111111111\", \"odd key\": [\"secret\", 2]}\n{\"card\": 4242}\n";
-        let out = rewrite(&m, doc, 3).unwrap();
-        assert_eq!(
-            out,
-            "{\"c\\u0061rd\": \"************1111\", \"odd key\": [\"**cret\", 2]}\n{\"card\": \"****\"}\n"
-        );
-        let m = masker(&["$.a"], MaskStyle::Null);
-        assert_eq!(
-            rewrite(&m, r#"{"a": {"b": "x"}}"#, 2).unwrap(),
-            r#"{"a": {"b": null}}"#
-        );
-        let m = masker(&["$.a"], MaskStyle::Hash);
-        let out = rewrite(&m, r#"{"a": "same", "b": {"a": "same"}}"#, 1).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_ne!(v["a"], "same");
-        assert_eq!(v["b"]["a"], "same", "only the root's member");
-        assert_eq!(
-            rewrite(&m, r#"{"a": 12}"#, 5).unwrap(),
-            rewrite(&m, r#"{"a":"12"}"#, 5).unwrap().replace(':', ": ")
-        );
-    }
-
-    #[test]
-    fn bounds_and_malformed_bodies() {
-        let m = masker(&["$..v"], MaskStyle::Last4);
-        let long = format!(r#"{{"v": "{}1234"}}"#, "x".repeat(MAX_VALUE + 10));
-        assert_eq!(rewrite(&m, &long, 4096).unwrap(), r#"{"v": "****"}"#);
-        let deep = "[".repeat(MAX_DEPTH + 1);
-        assert_eq!(rewrite(&m, &deep, 100), Err(JsonStreamError::TooDeep));
-        for bad in [
-            r#"{"v" "x"}"#,
-            r#"{"v": "x"]"#,
-            "]",
-            r#"{"v": "x",}"#,
-            "{v: 1}",
-            "[1 2]",
-        ] {
-            assert!(rewrite(&m, bad, 1).is_err(), "{bad}");
-        }
-        // A selected value cut off at the end is not written.
-        assert_eq!(rewrite(&m, r#"{"v": "ann@exam"#, 3).unwrap(), r#"{"v": "#);
-    }
-}
+mod tests;

@@ -12,7 +12,9 @@
 //! for the small JSON; `curl` the MB/s of the large download; then the MB/s of a JSON
 //! array with an email per item through a target whose rule masks emails (and
 //! direct, unmasked, for scale). Rounds are interleaved so machine noise hits every
-//! path alike; medians and ratios are printed. Asserts nothing.
+//! path alike; medians and ratios are printed, and the daemon's CPU time per request
+//! (user + system from `/proc/PID/stat` over each Portcullis run, less sensitive to
+//! a loaded machine than requests per second). Asserts nothing.
 //! `BENCH_SECONDS` (wrk duration, default 10), `BENCH_ROUNDS` (default 3) and
 //! `BENCH_BULK_MB` (default 1024) change the run.
 
@@ -52,6 +54,8 @@ struct Load {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The daemon's CPU microseconds per request (Portcullis runs only).
+    cpu_us: f64,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -101,7 +105,15 @@ fn main() -> anyhow::Result<()> {
         eprintln!("bench http: round {}/{rounds}", round + 1);
         for (c, &conns) in CONNECTIONS.iter().enumerate() {
             for (r, &route) in ROUTES.iter().enumerate() {
-                let load = wrk(cgroup(route), &url(route, "/small.json"), conns, seconds)?;
+                let cpu_before = daemon.pid().map(cpu_ticks);
+                let mut load = wrk(cgroup(route), &url(route, "/small.json"), conns, seconds)?;
+                if route == Route::Portcullis
+                    && let (Some(Some(before)), Some(Some(after))) =
+                        (cpu_before, daemon.pid().map(cpu_ticks))
+                {
+                    let requests = load.rps * f64::from(seconds);
+                    load.cpu_us = (after - before) as f64 * 1e6 / ticks_per_second() / requests.max(1.0);
+                }
                 if let Some(runs) = loads.get_mut(c).and_then(|l| l.get_mut(r)) {
                     runs.push(load);
                 }
@@ -192,7 +204,26 @@ fn wrk(cgroup: Option<&TestCgroup>, url: &str, conns: u32, seconds: u32) -> anyh
         rps,
         p50_ms: field("50%").map_or(0.0, millis),
         p99_ms: field("99%").map_or(0.0, millis),
+        cpu_us: 0.0,
     })
+}
+
+/// A process's user + system CPU time so far, in clock ticks (`/proc/PID/stat`
+/// fields 14 and 15, after the parenthesised command name).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
 /// wrk's latency (`812.00us`, `1.20ms`, `2.01s`) in milliseconds.
@@ -250,8 +281,8 @@ fn report(
     let _ = writeln!(out, "\nSmall JSON (wrk, {seconds}s per run, medians):");
     let _ = writeln!(
         out,
-        "{:>6}  {:<12} {:>10} {:>9} {:>9}",
-        "conns", "path", "req/s", "p50 ms", "p99 ms"
+        "{:>6}  {:<12} {:>10} {:>9} {:>9} {:>12}",
+        "conns", "path", "req/s", "p50 ms", "p99 ms", "CPU us/req"
     );
     for (c, conns) in CONNECTIONS.iter().enumerate() {
         let mut rps = [0.0; 3];
@@ -263,12 +294,14 @@ fn report(
                 .unwrap_or_default();
             let pick = |f: fn(&Load) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
             let (req, p50, p99) = (pick(|l| l.rps), pick(|l| l.p50_ms), pick(|l| l.p99_ms));
+            let cpu = pick(|l| l.cpu_us);
+            let cpu = if cpu > 0.0 { format!("{cpu:>12.1}") } else { String::new() };
             if let Some(slot) = rps.get_mut(r) {
                 *slot = req;
             }
             let _ = writeln!(
                 out,
-                "{conns:>6}  {:<12} {req:>10.0} {p50:>9.3} {p99:>9.3}",
+                "{conns:>6}  {:<12} {req:>10.0} {p50:>9.3} {p99:>9.3} {cpu}",
                 route.label()
             );
         }

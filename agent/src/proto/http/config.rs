@@ -34,6 +34,10 @@ pub struct HttpFile {
     header_timeout: Option<String>,
     /// Body bytes kept in a record, each way (default 4096; 0 keeps none).
     record_body: Option<usize>,
+    /// Hold a response's end until its record is written (default true), so a crash
+    /// never loses the record of a response a client received; `false` trades that
+    /// for speed (the record is then queued, written within moments).
+    wait_for_record: Option<bool>,
 }
 
 /// The validated `[http]` table.
@@ -49,6 +53,7 @@ pub struct HttpConfig {
     pub max_headers: usize,
     pub header_timeout: Duration,
     pub record_body: usize,
+    pub wait_for_record: bool,
 }
 
 impl HttpFile {
@@ -90,6 +95,7 @@ impl HttpFile {
             max_headers: self.max_headers.unwrap_or(100).clamp(16, 1000),
             header_timeout,
             record_body: self.record_body.unwrap_or(4096),
+            wait_for_record: self.wait_for_record.unwrap_or(true),
         })
     }
 }

@@ -6,6 +6,7 @@
 
 use super::{
     Http, forward,
+    framing::{Framing, Refusal},
     held::HeldRequest,
     record::{self, Facts, Sample},
     reply::{self, BoxError, ProxyBody},
@@ -44,9 +45,13 @@ pub(super) struct Conn {
     max_held_body: usize,
     body_time: Duration,
     pub(super) record_body: usize,
+    /// Whether answers wait for their record (`wait_for_record`).
+    pub(super) wait_for_record: bool,
     /// Record writes and upgraded relays still running: waited for before the
     /// session's chain is closed.
     tasks: TaskTracker,
+    /// Request heads the connection's scanner refused.
+    framing: Arc<Framing>,
 }
 
 impl Conn {
@@ -55,6 +60,7 @@ impl Conn {
         session: Arc<Session>,
         sni: Option<String>,
         fallback_host: String,
+        framing: Arc<Framing>,
     ) -> Self {
         let target = &session.target;
         let credential = match &target.http_credentials {
@@ -85,7 +91,9 @@ impl Conn {
             max_held_body: http.config.max_held_body,
             body_time: http.config.header_timeout.max(Duration::from_secs(30)),
             record_body: http.config.record_body,
+            wait_for_record: http.config.wait_for_record,
             tasks: TaskTracker::new(),
+            framing,
             session,
         }
     }
@@ -155,12 +163,31 @@ fn session_masker(session: &Session) -> Result<Option<Arc<Masker>>, String> {
     Ok((!masker.is_noop()).then(|| Arc::new(masker)))
 }
 
-/// Serves one request of `conn`'s client.
+/// Serves one request of `conn`'s client. The proxy's own answers (refusals,
+/// `502`) leave once their record is written, as a forwarded response's end does
+/// (`tap`); when it cannot be, the client gets `503` instead.
 pub(super) async fn handle(
     conn: Arc<Conn>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let session = Arc::clone(&conn.session);
+    let wait = conn.wait_for_record;
+    let response = serve(conn, req).await;
+    if wait
+        && response.headers().contains_key(reply::OWN)
+        && !session.recorder.sync(&session.id).await
+    {
+        return Ok(reply::not_recorded());
+    }
+    Ok(response)
+}
+
+/// One request, answered.
+async fn serve(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
+    if let Some(refusal) = conn.framing.refused(&req) {
+        return refuse_head(&conn, refusal, started);
+    }
     let (path, query) = req
         .uri()
         .path_and_query()
@@ -183,7 +210,7 @@ pub(super) async fn handle(
             facts.reason = Some(reason.clone());
             facts.status = Some(StatusCode::BAD_REQUEST.as_u16());
             conn.record_now(facts, started);
-            return Ok(reply::bad_request(&reason));
+            return reply::bad_request(&reason);
         }
     };
     facts.host.clone_from(&parsed.host);
@@ -192,10 +219,10 @@ pub(super) async fn handle(
     let client_upgrade = parsed.upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let Some((outcome, held, facts)) = decide(&conn, &parsed, body, facts, started).await else {
-        return Ok(reply::bad_gateway("the request could not be decided"));
+        return reply::bad_gateway("the request could not be decided");
     };
     if !outcome.allowed() {
-        return Ok(reply::refused(&outcome));
+        return reply::refused(&outcome);
     }
     let body = match (held.buffered, held.body) {
         (Some(bytes), _) => reply::full(bytes),
@@ -209,7 +236,30 @@ pub(super) async fn handle(
         started,
         client_upgrade,
     };
-    Ok(exchange.forward(parts, body).await)
+    exchange.forward(parts, body).await
+}
+
+/// Answers a request head the scanner refused (its framing, or the reserved marker
+/// header), and records it: nothing of it was forwarded.
+fn refuse_head(conn: &Conn, refusal: Refusal, started: Instant) -> Response<ProxyBody> {
+    tracing::info!(reason = %refusal.reason, "HTTP request head refused");
+    let (path, query) = refusal
+        .target
+        .split_once('?')
+        .map_or((refusal.target.as_str(), None), |(p, q)| (p, Some(q)));
+    let facts = Facts {
+        at_ms: now_ms(),
+        method: refusal.method.clone(),
+        url: Facts::url(path, query),
+        version: "HTTP/1.1".into(),
+        verdict: "denied".into(),
+        decided_by: Some("portcullis".into()),
+        reason: Some(refusal.reason.clone()),
+        status: Some(refusal.status.as_u16()),
+        ..Facts::default()
+    };
+    conn.record_now(facts, started);
+    reply::bad_head(refusal.status, &refusal.reason)
 }
 
 /// Lets the gate decide `parsed`. A request a rule decides at once (most of them)

@@ -7,9 +7,10 @@
 use super::{
     exchange::{Conn, micros},
     masking,
-    record::{self, Facts, Sample, Tap},
+    record::{self, Facts, Sample},
     reply::{self, BoxError, ProxyBody},
     request::{Parsed, connection_has},
+    tap::{OnEnd, Tap, Written},
 };
 use http_body_util::BodyExt as _;
 use hyper::{
@@ -59,11 +60,12 @@ impl Exchange {
         let body = {
             let text = record::is_text(header_str(&parts.headers, header::CONTENT_TYPE));
             let sink = Arc::clone(&request_sample);
-            let on_end: record::OnEnd = Box::new(move |sample, _| {
+            let on_end: OnEnd = Box::new(move |sample, _, _| {
                 *sink.lock().unwrap_or_else(PoisonError::into_inner) = sample;
+                None
             });
             let cap = self.conn.record_body;
-            Tap::new(body, Sample::new(cap, text), on_end).boxed_unsync()
+            Tap::new(body, Sample::new(cap, text), on_end, false).boxed_unsync()
         };
         let request = upstream_request(parts, body, &self.parsed, credential);
         let name = tls_name(&self.conn, &self.parsed.host);
@@ -105,7 +107,7 @@ impl Exchange {
             started,
             ..
         } = self;
-        let on_end: record::OnEnd = Box::new(move |response, error| {
+        let on_end: OnEnd = Box::new(move |response, error, wait| {
             if facts.error.is_none() {
                 facts.error = error;
             }
@@ -121,9 +123,18 @@ impl Exchange {
                 &response,
                 started,
             );
-            conn.record(event);
+            if !wait || !conn.wait_for_record {
+                conn.record(event);
+                return None;
+            }
+            let recorder = conn.session.recorder.clone();
+            let session = conn.session.id.clone();
+            let written: Written = Box::pin(async move {
+                recorder.record(event).await.is_ok() && recorder.sync(&session).await
+            });
+            Some(written)
         });
-        Response::from_parts(parts, Tap::new(body, sample, on_end).boxed_unsync())
+        Response::from_parts(parts, Tap::new(body, sample, on_end, true).boxed_unsync())
     }
 
     /// Answers `502` for a request that could not be forwarded, and records it.

@@ -15,22 +15,25 @@
 //! held request wait for it (the protocol has no way to answer out of order). On
 //! HTTP/2 each stream is its own action and is decided on its own.
 //!
-//! Framing is hyper's, strict: obs-fold, bare CR and malformed heads get `400`, an
-//! oversized head `431`, a head not sent within `header_timeout` is cut off. A request
-//! with both `Content-Length` and `Transfer-Encoding` is read by the latter alone and
-//! its connection closed after the answer (RFC 9112 §6.1); the proxy re-frames every
-//! request it forwards, so no framing header passes as it came.
+//! Request heads are read first by `framing` (HTTP/1): both `Content-Length` and
+//! `Transfer-Encoding`, obs-fold, a bare CR, a malformed head get `400`, an oversized
+//! one `431`, each with a record, the connection closed and nothing forwarded. Then
+//! hyper frames the request, strictly; a head not sent within `header_timeout` is cut
+//! off. The proxy re-frames every request it forwards, so no framing header passes
+//! as it came.
 //!
 //! Layout: `config` (the `[http]` table), `ca`, `server` (TLS accept, the hyper
-//! connection and its limits), `request`, `exchange` (one request: decided),
-//! `held`, `forward` (an allowed request: sent, its response streamed back, an
-//! upgrade relayed), `upstream`, `masking`, `record`, `reply` (the proxy's own
-//! answers).
+//! connection and its limits), `framing` (request heads read before hyper),
+//! `request`, `exchange` (one request: decided), `held`, `forward` (an allowed
+//! request: sent, its response streamed back, an upgrade relayed), `upstream`,
+//! `masking`, `record`, `tap` (bodies counted, a response's end held until its
+//! record is written), `reply` (the proxy's own answers).
 
 mod ca;
 pub mod config;
 mod exchange;
 mod forward;
+mod framing;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
@@ -42,6 +45,7 @@ mod request;
 /// The path normalization requests are matched with (for `policy test`).
 pub use request::normalize as normalize_path;
 mod server;
+mod tap;
 pub mod trust;
 mod upstream;
 

@@ -2,24 +2,19 @@
 //! long deciding and answering took, sizes both ways, chosen headers (credentials
 //! and cookies redacted), and masked samples of text bodies up to a cap.
 //!
-//! Bodies are counted and sampled by a [`Tap`] around them as they stream; the event
-//! is recorded when the response body ends (or is dropped: the client left).
+//! Bodies are counted and sampled by a [`Tap`](super::tap::Tap) around them as they
+//! stream; the event is recorded when the response body ends (or is dropped: the
+//! client left).
 
-use super::reply::{BoxError, ProxyBody};
 use crate::{
     gate::masked_query,
     mask::Masker,
     proto::Session,
     record::{EventRecord, now_ms},
 };
-use bytes::Bytes;
-use hyper::{HeaderMap, body::Frame};
+use hyper::HeaderMap;
 use serde_json::{Map, Value, json};
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-    time::Instant,
-};
+use std::time::Instant;
 
 /// Request headers a record keeps.
 const REQUEST_HEADERS: [&str; 8] = [
@@ -131,7 +126,7 @@ impl Sample {
         }
     }
 
-    fn add(&mut self, data: &[u8]) {
+    pub(super) fn add(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
         let room = self.cap.saturating_sub(self.kept.len());
         self.kept
@@ -169,79 +164,6 @@ pub(super) fn is_text(content_type: Option<&str>) -> bool {
         || ct == "application/x-www-form-urlencoded"
         || ct.ends_with("+json")
         || ct.ends_with("/xml")
-}
-
-/// What a [`Tap`] calls once, when its body ends or is dropped: the sample, and
-/// why it ended early (if it did).
-pub(super) type OnEnd = Box<dyn FnOnce(Sample, Option<String>) + Send>;
-
-/// A body that counts and samples what passes through it.
-pub(super) struct Tap {
-    inner: ProxyBody,
-    sample: Sample,
-    on_end: Option<OnEnd>,
-}
-
-impl Tap {
-    pub(super) fn new(inner: ProxyBody, sample: Sample, on_end: OnEnd) -> Self {
-        Self {
-            inner,
-            sample,
-            on_end: Some(on_end),
-        }
-    }
-
-    fn end(&mut self, error: Option<String>) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(std::mem::take(&mut self.sample), error);
-        }
-    }
-}
-
-use hyper::body::Body as _;
-
-impl hyper::body::Body for Tap {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.sample.add(data);
-                }
-            }
-            Poll::Ready(Some(Err(error))) => {
-                let error = error.to_string();
-                self.end(Some(error));
-            }
-            Poll::Ready(None) => self.end(None),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        if self.inner.is_end_stream() {
-            self.end(None);
-        } else {
-            self.end(Some("the body was cut off before its end".into()));
-        }
-    }
 }
 
 /// The event of one finished request.

@@ -21,6 +21,9 @@ pub(super) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// The header every answer of the proxy's own carries.
+pub(super) const OWN: &str = "x-portcullis";
+
 /// A JSON answer; `close` also ends the connection (after a framing error the
 /// rest of the stream cannot be trusted).
 fn json_reply(status: StatusCode, body: &Value, close: bool) -> Response<ProxyBody> {
@@ -32,7 +35,7 @@ fn json_reply(status: StatusCode, body: &Value, close: bool) -> Response<ProxyBo
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
-    headers.insert("x-portcullis", header::HeaderValue::from_static("refused"));
+    headers.insert(OWN, header::HeaderValue::from_static("refused"));
     if close {
         headers.insert(
             header::CONNECTION,
@@ -73,13 +76,24 @@ pub(super) fn refused(outcome: &ActionOutcome) -> Response<ProxyBody> {
 
 /// A request the proxy cannot read safely: refused, and the connection closed.
 pub(super) fn bad_request(reason: &str) -> Response<ProxyBody> {
+    bad_head(StatusCode::BAD_REQUEST, reason)
+}
+
+/// A request head refused with `status` (`400`, or `431` when too large), and the
+/// connection closed.
+pub(super) fn bad_head(status: StatusCode, reason: &str) -> Response<ProxyBody> {
+    let error = if status == StatusCode::BAD_REQUEST {
+        "bad request"
+    } else {
+        "request header fields too large"
+    };
     let body = json!({
-        "error": "bad request",
+        "error": error,
         "request": Value::Null,
         "decided_by": "portcullis",
         "reason": reason,
     });
-    json_reply(StatusCode::BAD_REQUEST, &body, true)
+    json_reply(status, &body, true)
 }
 
 /// The target could not be reached or answered badly.
@@ -102,4 +116,15 @@ pub(super) fn refused_connection(reason: &str, protocol: Protocol) -> Response<P
         "reason": reason,
     });
     json_reply(StatusCode::FORBIDDEN, &body, true)
+}
+
+/// An answer whose record could not be written: not given (fail closed).
+pub(super) fn not_recorded() -> Response<ProxyBody> {
+    let body = json!({
+        "error": "not recorded",
+        "request": Value::Null,
+        "decided_by": Value::Null,
+        "reason": "the request's record could not be written (check the store's health)",
+    });
+    json_reply(StatusCode::SERVICE_UNAVAILABLE, &body, true)
 }

@@ -3,7 +3,13 @@
 //! preface says so) with its limits: head size and header count, the time to send a
 //! head (slowloris), concurrent HTTP/2 streams and reset floods.
 
-use super::{Http, Opened, ca::Authority, exchange, reply};
+use super::{
+    Http, Opened,
+    ca::Authority,
+    exchange,
+    framing::{Framing, Scanned},
+    reply,
+};
 use crate::{
     policy::Protocol as TargetProtocol,
     proto::{Metered, Served, Session, tls::ClientStream},
@@ -112,13 +118,25 @@ pub(super) async fn serve(http: &Http, opened: Opened, session: Arc<Session>) ->
             };
         }
     };
+    let h2 =
+        matches!(&stream, ClientStream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2"));
     let client = Metered::new(stream);
     let meter = client.meter();
+    let framing = Framing::new();
+    let client = Scanned::new(
+        client,
+        Arc::clone(&framing),
+        !h2,
+        http.config.max_header_bytes,
+        http.config.max_headers,
+        http.config.header_timeout,
+    );
     let conn = Arc::new(exchange::Conn::new(
         http,
         Arc::clone(&session),
         sni,
         fallback,
+        framing,
     ));
     let service = {
         let conn = Arc::clone(&conn);
