@@ -176,9 +176,26 @@ impl Verifier {
     }
 }
 
+/// Ciphers offered to targets, best first. On the upstream leg Portcullis is the
+/// client, so its order decides: AES-GCM first, which AES-NI makes several times
+/// cheaper than ChaCha20-Poly1305 (two thirds of the proxy's CPU in a bulk `scp`
+/// went to ChaCha20-Poly1305, paid on both legs). The client's leg keeps the
+/// client's own preference.
+const UPSTREAM_CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 /// The client configuration every upstream connection uses.
 fn config() -> Arc<client::Config> {
     Arc::new(client::Config {
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(UPSTREAM_CIPHERS),
+            ..russh::Preferred::default()
+        },
         inactivity_timeout: None,
         nodelay: true,
         keepalive_interval: Some(Duration::from_mins(1)),
