@@ -620,7 +620,12 @@ fn smuggling_malformed_and_slow_requests_are_refused() {
     let statuses = text(&out).0;
     assert_eq!(
         statuses.lines().collect::<Vec<_>>(),
-        ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request", "CLOSED"],
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 400 Bad Request",
+            "CLOSED"
+        ],
         "keep-alive, then CL+TE\n{}",
         s.d.log()
     );
@@ -680,7 +685,9 @@ fn smuggling_malformed_and_slow_requests_are_refused() {
         );
     }
     assert!(
-        events.iter().any(|e| e["status"] == 431 && e["verdict"] == "denied"),
+        events
+            .iter()
+            .any(|e| e["status"] == 431 && e["verdict"] == "denied"),
         "{events:#?}"
     );
     let sessions = s.d.sessions().unwrap_or_default();

@@ -112,7 +112,8 @@ fn main() -> anyhow::Result<()> {
                         (cpu_before, daemon.pid().map(cpu_ticks))
                 {
                     let requests = load.rps * f64::from(seconds);
-                    load.cpu_us = (after - before) as f64 * 1e6 / ticks_per_second() / requests.max(1.0);
+                    load.cpu_us =
+                        (after - before) as f64 * 1e6 / ticks_per_second() / requests.max(1.0);
                 }
                 if let Some(runs) = loads.get_mut(c).and_then(|l| l.get_mut(r)) {
                     runs.push(load);
@@ -295,7 +296,11 @@ fn report(
             let pick = |f: fn(&Load) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
             let (req, p50, p99) = (pick(|l| l.rps), pick(|l| l.p50_ms), pick(|l| l.p99_ms));
             let cpu = pick(|l| l.cpu_us);
-            let cpu = if cpu > 0.0 { format!("{cpu:>12.1}") } else { String::new() };
+            let cpu = if cpu > 0.0 {
+                format!("{cpu:>12.1}")
+            } else {
+                String::new()
+            };
             if let Some(slot) = rps.get_mut(r) {
                 *slot = req;
             }
