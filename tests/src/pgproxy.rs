@@ -141,7 +141,9 @@ fn setup_target_with(
     pg.psql(
         "app",
         &format!(
-            "SET password_encryption = 'scram-sha-256';
+            // Flushed at commit: tests that crash the server keep the setup.
+            "SET synchronous_commit = on;
+             SET password_encryption = 'scram-sha-256';
              CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}';
              GRANT ALL ON SCHEMA public TO {APP_ROLE};
              ALTER DATABASE app OWNER TO {APP_ROLE};

@@ -153,7 +153,7 @@ impl PgServer {
             }
         }
         // A server that came up too late for `pg_ctl -w` would outlive its dir.
-        let _ = server.pg_ctl_stop();
+        let _ = server.pg_ctl_stop("immediate");
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no start attempted")))
             .with_context(|| format!("PostgreSQL did not start; its log:\n{}", server.log()))
     }
@@ -319,14 +319,16 @@ impl PgServer {
         text.push_str(settings);
         text.push('\n');
         fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))?;
-        self.pg_ctl_stop()?;
+        // A clean stop: with `synchronous_commit = off` an immediate one can lose the
+        // setup's last commits (the proxy's role) in the crash recovery.
+        self.pg_ctl_stop("fast")?;
         self.pg_ctl_start()
     }
 
     /// Stops the server at once (`-m immediate`), as a crash or a lost host looks to
     /// its clients.
     pub fn stop(&self) -> anyhow::Result<()> {
-        self.pg_ctl_stop()
+        self.pg_ctl_stop("immediate")
     }
 
     /// Starts a server [`PgServer::stop`]ped before, on the same port.
@@ -352,11 +354,11 @@ impl PgServer {
         check(out, "pg_ctl start").map(drop)
     }
 
-    fn pg_ctl_stop(&self) -> anyhow::Result<()> {
+    fn pg_ctl_stop(&self, mode: &str) -> anyhow::Result<()> {
         let mut cmd = self.as_os_user("pg_ctl");
         cmd.arg("-D")
             .arg(self.data_dir())
-            .args(["-m", "immediate", "-w", "stop"]);
+            .args(["-m", mode, "-w", "stop"]);
         let out = cmd.output().context("cannot run pg_ctl")?;
         check(out, "pg_ctl stop").map(drop)
     }
@@ -375,7 +377,7 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         if self.running
-            && let Err(e) = self.pg_ctl_stop()
+            && let Err(e) = self.pg_ctl_stop("immediate")
         {
             eprintln!(
                 "cannot stop the test PostgreSQL in {}: {e:#}",

@@ -16,7 +16,7 @@
 use portcullis_tests::{
     cgroup::{TestCgroup, can_run_ebpf_tests},
     daemon::TestDaemon,
-    pgproxy::{setup, text},
+    pgproxy::{Setup, setup, text},
 };
 use serde_json::Value;
 use std::{
@@ -342,13 +342,13 @@ fn kill_9_under_50_sessions_loses_no_received_result_and_nothing_goes_direct() {
     let mut progress = BufReader::new(clients.stdout.take().unwrap_or_else(|| panic!("no stdout")));
     // Killed while the statements flow, restarted, and run on until as many more
     // have flowed again.
-    let before = wait_received(&mut progress, 500, &s.d);
+    let before = wait_received(&mut progress, 500, &s);
     s.d.kill9();
     // Down: every connect meets the pinned redirect to a port nobody listens on.
     std::thread::sleep(Duration::from_secs(2));
     s.d.spawn()
         .unwrap_or_else(|e| panic!("the daemon does not start again after a crash: {e:#}"));
-    wait_received(&mut progress, before + 500, &s.d);
+    wait_received(&mut progress, before + 500, &s);
     drop(clients.stdin.take());
     let mut rest = String::new();
     progress
@@ -414,21 +414,22 @@ fn kill_9_under_50_sessions_loses_no_received_result_and_nothing_goes_direct() {
 
 /// Reads the clients' progress lines until they have received `n` results (bounded);
 /// returns the count reached.
-fn wait_received(progress: &mut impl BufRead, n: u64, d: &TestDaemon) -> u64 {
+fn wait_received(progress: &mut impl BufRead, n: u64, s: &Setup) -> u64 {
+    let logs = || format!("daemon log:\n{}\nserver log:\n{}", s.d.log(), s.pg.log());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut line = String::new();
     loop {
         line.clear();
         let read = progress.read_line(&mut line).unwrap_or(0);
-        assert!(read > 0, "the clients stopped early; log:\n{}", d.log());
+        assert!(read > 0, "the clients stopped early; {}", logs());
         let count: u64 = line.trim().parse().unwrap_or(0);
         if count >= n {
             return count;
         }
         assert!(
             Instant::now() < deadline,
-            "the clients received {count} results of {n} in 60 s; log:\n{}",
-            d.log()
+            "the clients received {count} results of {n} in 60 s; {}",
+            logs()
         );
     }
 }
