@@ -23,7 +23,7 @@ use crate::{
     intercept::{self, Interceptor, Settings},
     metrics::Metrics,
     policy::{Policy, PolicyError},
-    record::{Recorder, Store},
+    record::{Journal, Recorder, Store},
 };
 use anyhow::Context as _;
 use portcullis_common::ProxyConfig;
@@ -133,6 +133,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(name) => store.with_host(name.clone()),
         None => store,
     };
+    // What the previous run journaled but did not store (it died first) goes in now.
+    systemd::status("Replaying the journal");
+    let journal = Journal::open(&config.state_dir.join("journal"), &store)
+        .await
+        .context("cannot open the record journal")?;
     // Requests held by a previous run of this gateway lost their connections with it:
     // they must never be approved into effect.
     let abandoned = store
@@ -170,7 +175,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (learned, learnings) = learning::registry();
     postgres.learned = learned;
     let ssh = crate::proto::ssh::Ssh::new(&config.ssh).context("cannot set up the SSH host CA")?;
-    let recorder = Recorder::spawn(store.clone());
+    let recorder = Recorder::spawn_journaled(store.clone(), journal);
     let http = crate::proto::http::Http::new(&config.http);
     let daemon = Arc::new(Daemon {
         postgres,

@@ -268,7 +268,7 @@ async fn a_database_from_before_events_is_migrated_and_still_verifies() {
 async fn a_full_queue_makes_the_session_wait_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_in(dir.path()).await;
-    let recorder = Recorder::spawn_with(store.clone(), 4, std::time::Duration::from_secs(30));
+    let recorder = Recorder::spawn_with(store.clone(), None, 4, std::time::Duration::from_secs(30));
     let id = SessionId::generate();
     let held = store.writer.acquire().await.unwrap();
     let sender = {
@@ -299,7 +299,7 @@ async fn a_stalled_store_ends_the_wait_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_in(dir.path()).await;
     let stall = std::time::Duration::from_millis(200);
-    let recorder = Recorder::spawn_with(store.clone(), 2, stall);
+    let recorder = Recorder::spawn_with(store.clone(), None, 2, stall);
     let id = SessionId::generate();
     let held = store.writer.acquire().await.unwrap();
     let mut stalled = None;

@@ -21,6 +21,7 @@ mod audit;
 mod changes;
 mod error;
 mod events;
+mod journal;
 mod justification;
 mod learned;
 mod links;
@@ -35,6 +36,8 @@ mod audit_tests;
 #[cfg(test)]
 mod events_tests;
 #[cfg(test)]
+mod journal_tests;
+#[cfg(test)]
 mod requests_tests;
 #[cfg(test)]
 mod statements_tests;
@@ -45,6 +48,7 @@ pub use audit::{AuditEntry, AuditRecord, AuditReport, BadRecord, GENESIS_HASH};
 pub use changes::RequestChanges;
 pub use error::StoreError;
 pub use events::{ChainDigest, EventRecord, one_line};
+pub use journal::{Journal, JournalError};
 pub use links::IdentityLink;
 pub use recorder::{Recordable, Recorder, STALL_LIMIT, Stalled};
 pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};

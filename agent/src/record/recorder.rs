@@ -20,17 +20,29 @@
 //!
 //! Not waking per record matters: a cross-thread wake-up costs more than recording
 //! a statement, and a busy session sends thousands of statements a second.
+//!
+//! In the daemon every record is first appended to the local [`Journal`] (one
+//! `write(2)`, under the lock that also queues it), and each batch is written with
+//! the journal position it reaches. So [`Recorder::sync`], which a protocol awaits
+//! before a result leaves for its client, returns at once: a crash loses nothing the
+//! journal holds, and the next start stores it. Without a journal (tests, the
+//! recorder benchmark) `sync` waits for the store's commit.
+
+mod writer;
 
 use super::{
-    ChainDigest, EventRecord, StatementRecord, Store, events::Encoded, session::SessionId,
+    ChainDigest, EventRecord, StatementRecord, Store, events::Encoded, journal::Journal,
+    journal::Position, session::SessionId,
 };
+use serde::{Deserialize, Serialize};
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use writer::Writer;
 
 /// Messages the channel holds before [`Recorder::record`] waits. Each record is capped
 /// by its caller (text, rows sample), so this bounds the recorder's memory.
@@ -74,10 +86,33 @@ pub struct Recorder {
     /// Room the channel has (for the half-full signal), and how long a record waits.
     capacity: usize,
     stall: Duration,
+    /// Where each record is appended before it is queued (the daemon's; tests and
+    /// benchmarks may go without).
+    journal: Option<Arc<Journal>>,
+    /// Records off the fast path, which [`Recorder::sync`] must wait for.
+    stragglers: Arc<Stragglers>,
+}
+
+/// Records a [`Recorder::sync`] cannot count as journaled yet: those waiting for room
+/// in a full queue, and those the journal failed to take (queued without it, so their
+/// session's sync waits for the store). Touched only off the fast path.
+#[derive(Default)]
+struct Stragglers {
+    state: Mutex<StragglerState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct StragglerState {
+    /// Per session, records waiting for room in the queue.
+    waiting: HashMap<SessionId, usize>,
+    /// Sessions with a record queued without the journal since their last sync.
+    unjournaled: HashSet<SessionId>,
 }
 
 /// What a protocol hands the recorder: its own record, made an event by the task.
-#[derive(Debug)]
+/// Serialized as it is into the journal.
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Recordable {
     Statement(StatementRecord),
     Event(EventRecord),
@@ -96,7 +131,7 @@ impl From<EventRecord> for Recordable {
 }
 
 impl Recordable {
-    fn session_id(&self) -> &SessionId {
+    pub(super) fn session_id(&self) -> &SessionId {
         match self {
             Self::Statement(st) => &st.session_id,
             Self::Event(e) => &e.session_id,
@@ -104,7 +139,7 @@ impl Recordable {
     }
 
     /// Makes this the next link of `chain`, ready to store.
-    fn link(self, chain: &mut ChainDigest) -> Encoded {
+    pub(super) fn link(self, chain: &mut ChainDigest) -> Encoded {
         match self {
             Self::Statement(st) => chain.link_statement(st),
             Self::Event(e) => chain.link_event(e),
@@ -113,8 +148,8 @@ impl Recordable {
 }
 
 enum Message {
-    /// An event to number, chain and write.
-    Record(Box<Recordable>),
+    /// An event to number, chain and write, and where the journal has it.
+    Record(Box<Recordable>, Option<Position>),
     /// Write what came before now, then answer.
     Flush(oneshot::Sender<bool>, Option<SessionId>),
     /// Refuse new messages, write everything already sent, then stop.
@@ -122,16 +157,29 @@ enum Message {
 }
 
 impl Recorder {
-    /// Starts the recording task on the current tokio runtime.
+    /// Starts the recording task on the current tokio runtime, without a journal:
+    /// [`Recorder::sync`] then waits for the store.
     #[must_use]
     pub fn spawn(store: Store) -> Recorder {
-        Self::spawn_with(store, CAPACITY, STALL_LIMIT)
+        Self::spawn_with(store, None, CAPACITY, STALL_LIMIT)
     }
 
-    /// [`Recorder::spawn`] with a queue of `capacity` messages, where a record waits at
-    /// most `stall` for room.
+    /// [`Recorder::spawn`] with every record appended to `journal` before it is
+    /// queued: what the daemon runs.
     #[must_use]
-    pub fn spawn_with(store: Store, capacity: usize, stall: Duration) -> Recorder {
+    pub fn spawn_journaled(store: Store, journal: Journal) -> Recorder {
+        Self::spawn_with(store, Some(Arc::new(journal)), CAPACITY, STALL_LIMIT)
+    }
+
+    /// The recorder with a queue of `capacity` messages, where a record waits at most
+    /// `stall` for room.
+    #[must_use]
+    pub fn spawn_with(
+        store: Store,
+        journal: Option<Arc<Journal>>,
+        capacity: usize,
+        stall: Duration,
+    ) -> Recorder {
         let (messages, inbox) = mpsc::channel(capacity.max(2));
         let recorder = Recorder {
             messages,
@@ -140,9 +188,13 @@ impl Recorder {
             stopped: CancellationToken::new(),
             capacity: capacity.max(2),
             stall,
+            journal: journal.clone(),
+            stragglers: Arc::default(),
         };
         let writer = Writer {
             store,
+            journal,
+            reached: None,
             chains: Arc::clone(&recorder.chains),
             hurry: Arc::clone(&recorder.hurry),
             batch: Vec::with_capacity(BATCH_MAX),
@@ -152,31 +204,36 @@ impl Recorder {
         recorder
     }
 
-    /// Queues `record`; the recorder sets its `seq` and `hash`, whatever the caller put
-    /// in them. Waits while the queue is full, up to the stall limit: then the record
-    /// is not queued and the caller must end its session ([`Stalled`]). After
+    /// Queues `record` (after appending it to the journal, if there is one); the
+    /// recorder sets its `seq` and `hash`, whatever the caller put in them. Waits
+    /// while the queue is full, up to the stall limit: then the record is not queued
+    /// and the caller must end its session ([`Stalled`]). After
     /// [`Recorder::shutdown`] the record cannot be written: that is logged as an error.
     pub async fn record(&self, record: impl Into<Recordable>) -> Result<(), Stalled> {
-        let record = record.into();
+        let record = match self.try_record(record) {
+            Ok(()) => return Ok(()),
+            Err(record) => record,
+        };
         let session = record.session_id().clone();
-        let message = Message::Record(Box::new(record));
-        match self.messages.send_timeout(message, self.stall).await {
-            Ok(()) => {
-                if self.messages.capacity() < self.capacity / 2 {
-                    self.hurry.notify_one();
-                }
+        self.stragglers.enter(&session);
+        let room = tokio::time::timeout(self.stall, self.messages.reserve()).await;
+        let result = match room {
+            Ok(Ok(permit)) => {
+                self.send(permit, record);
                 Ok(())
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+            Ok(Err(_closed)) => {
                 tracing::error!(%session, lost = 1, "Event lost: the recorder has shut down");
                 Ok(())
             }
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            Err(_elapsed) => {
                 let stalled = Stalled(self.stall);
                 tracing::error!(%session, error = %stalled, "Recording stalled; ending the session");
                 Err(stalled)
             }
-        }
+        };
+        self.stragglers.leave(&session);
+        result
     }
 
     /// Queues `record` if the queue has room now, without waiting: a caller on a hot
@@ -184,19 +241,46 @@ impl Recorder {
     /// full (then [`Recorder::record`] waits for room, or reports the stall).
     pub fn try_record(&self, record: impl Into<Recordable>) -> Result<(), Box<Recordable>> {
         let record = Box::new(record.into());
-        let session = record.session_id().clone();
-        match self.messages.try_send(Message::Record(record)) {
-            Ok(()) => {
-                if self.messages.capacity() < self.capacity / 2 {
-                    self.hurry.notify_one();
-                }
+        match self.messages.try_reserve() {
+            Ok(permit) => {
+                self.send(permit, record);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(Message::Record(record))) => Err(record),
-            Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
+            Err(mpsc::error::TrySendError::Full(())) => Err(record),
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                let session = record.session_id();
                 tracing::error!(%session, lost = 1, "Event lost: the recorder has shut down");
                 Ok(())
             }
+        }
+    }
+
+    /// Appends `record` to the journal and queues it, under the journal's lock so
+    /// the queue keeps journal order. When the journal fails, the record is queued
+    /// without it and its session's next sync waits for the store.
+    fn send(&self, permit: mpsc::Permit<'_, Message>, record: Box<Recordable>) {
+        let mut parcel = Some((permit, record));
+        if let Some(journal) = self.journal.as_deref() {
+            let appended = parcel.as_ref().map(|(_, record)| Journal::frame(record));
+            let appended = appended.and_then(Result::ok).map(|frame| {
+                journal.append(&frame, |at| {
+                    if let Some((permit, record)) = parcel.take() {
+                        permit.send(Message::Record(record, Some(at)));
+                    }
+                })
+            });
+            if let Some((_, record)) = &parcel {
+                let session = record.session_id().clone();
+                let error = appended.and_then(Result::err).map(|e| e.to_string());
+                tracing::error!(%session, error = error.as_deref().unwrap_or("cannot encode it"), "Cannot journal a record; its session waits for the store instead");
+                self.stragglers.unjournaled(session);
+            }
+        }
+        if let Some((permit, record)) = parcel {
+            permit.send(Message::Record(record, None));
+        }
+        if self.messages.capacity() < self.capacity / 2 {
+            self.hurry.notify_one();
         }
     }
 
@@ -219,13 +303,18 @@ impl Recorder {
             .unwrap_or_else(ChainDigest::empty)
     }
 
-    /// Waits until every event of `session` recorded so far is written: what a
+    /// Waits until every event of `session` recorded so far is durable: what a
     /// protocol does before it lets a client see the result of an action, so that a
-    /// crash (`kill -9`) never loses the record of a result someone received. The
-    /// writer hurries for it, and every session waiting at once shares one commit.
-    /// `false` when some of the session's events could not be written (the store
-    /// refused them twice, logged) or the recorder is gone: the session must end.
+    /// crash (`kill -9`) never loses the record of a result someone received. With a
+    /// journal that is at once, unless a record still waits for room or the journal
+    /// failed to take one; then, as without a journal, the writer hurries for it, and
+    /// every session waiting at once shares one commit. `false` when some of the
+    /// session's events could not be written (the store refused them twice, logged)
+    /// or the recorder is gone: the session must end.
     pub async fn sync(&self, session: &SessionId) -> bool {
+        if self.journal.is_some() && self.stragglers.settle(session).await {
+            return true;
+        }
         let (done, written) = oneshot::channel();
         let flush = Message::Flush(done, Some(session.clone()));
         if self.messages.send(flush).await.is_err() {
@@ -245,118 +334,47 @@ impl Recorder {
     }
 }
 
-/// The task behind a [`Recorder`].
-struct Writer {
-    store: Store,
-    chains: Arc<Mutex<HashMap<SessionId, ChainDigest>>>,
-    hurry: Arc<Notify>,
-    /// Records taken off the channel and chained, not yet written.
-    batch: Vec<Encoded>,
-    /// Sessions some of whose events the store refused for good, until their next
-    /// flush request learns it (at most the sessions open at once).
-    lost: HashSet<SessionId>,
-}
-
-/// A flush request: answered `true` once written, `false` when the session's events
-/// were lost.
-type Waiter = (oneshot::Sender<bool>, Option<SessionId>);
-
-impl Writer {
-    async fn run(mut self, mut inbox: mpsc::Receiver<Message>, stopped: CancellationToken) {
-        let _stopped = stopped.drop_guard();
-        let mut drained = Vec::with_capacity(BATCH_MAX);
-        // Ends once the channel is closed (shutdown, or every Recorder dropped) and empty.
-        while let Some(first) = inbox.recv().await {
-            let mut waiting = Vec::new();
-            self.take(first, &mut inbox, &mut waiting);
-            if waiting.is_empty() {
-                // Not polling the channel meanwhile, so senders do not wake us.
-                tokio::select! {
-                    () = tokio::time::sleep(LINGER) => {}
-                    () = self.hurry.notified() => {}
-                }
-            }
-            // What is queued now, and no more: a Flush must not wait for newcomers.
-            // Taken in runs (`recv_many`), which give the senders their room back
-            // once per run rather than once per message: senders blocked on a full
-            // queue then wake once each, not once per record.
-            let mut left = inbox.len();
-            while left > 0 {
-                // Never more than one transaction holds: `batch` is below BATCH_MAX here.
-                let room = BATCH_MAX.saturating_sub(self.batch.len()).max(1);
-                let taken = inbox.recv_many(&mut drained, left.min(room)).await;
-                if taken == 0 {
-                    break;
-                }
-                left = left.saturating_sub(taken);
-                for message in drained.drain(..) {
-                    self.take(message, &mut inbox, &mut waiting);
-                }
-                if self.batch.len() >= BATCH_MAX {
-                    self.flush().await;
-                }
-            }
-            self.flush().await;
-            for (done, session) in waiting {
-                let written = session.is_none_or(|s| !self.lost.remove(&s));
-                let _ = done.send(written);
-            }
-        }
+impl Stragglers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StragglerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Handles one message; a flush request joins `waiting`.
-    fn take(
-        &mut self,
-        message: Message,
-        inbox: &mut mpsc::Receiver<Message>,
-        waiting: &mut Vec<Waiter>,
-    ) {
-        match message {
-            Message::Record(record) => {
-                let mut chains = self.chains.lock().unwrap_or_else(PoisonError::into_inner);
-                // Looked up before inserting, so the id is cloned once per session.
-                if !chains.contains_key(record.session_id()) {
-                    chains.insert(record.session_id().clone(), ChainDigest::empty());
-                }
-                if let Some(chain) = chains.get_mut(record.session_id()) {
-                    self.batch.push(record.link(chain));
-                }
-            }
-            Message::Flush(done, session) => waiting.push((done, session)),
-            // What is already queued is still received, then `recv` ends the loop.
-            Message::Shutdown => inbox.close(),
-        }
+    /// A record of `session` starts waiting for room.
+    fn enter(&self, session: &SessionId) {
+        *self.lock().waiting.entry(session.clone()).or_default() += 1;
     }
 
-    /// Writes the batch in one transaction, retrying once; never fails.
-    async fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        if let Err(error) = self.store.insert_events(&self.batch).await {
-            tracing::error!(
-                %error,
-                count = self.batch.len(),
-                "Cannot record events; retrying once"
-            );
-            tokio::time::sleep(RETRY_PAUSE).await;
-            if let Err(error) = self.store.insert_events(&self.batch).await {
-                let sessions: BTreeSet<&str> = self
-                    .batch
-                    .iter()
-                    .map(|e| e.record.session_id.as_str())
-                    .collect();
-                self.lost
-                    .extend(self.batch.iter().map(|e| e.record.session_id.clone()));
-                tracing::error!(
-                    %error,
-                    lost = self.batch.len(),
-                    sessions = ?sessions,
-                    "Events lost: the store refused them twice; `portcullis audit \
-                     verify` will name these sessions"
-                );
+    /// A record of `session` stopped waiting (queued, stalled or lost).
+    fn leave(&self, session: &SessionId) {
+        let mut state = self.lock();
+        if let Some(n) = state.waiting.get_mut(session) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.waiting.remove(session);
             }
         }
-        self.batch.clear();
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    fn unjournaled(&self, session: SessionId) {
+        self.lock().unjournaled.insert(session);
+    }
+
+    /// Waits until no record of `session` waits for room; `true` when all of them
+    /// are journaled, `false` when one went to the queue without the journal.
+    async fn settle(&self, session: &SessionId) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if !state.waiting.contains_key(session) {
+                    return !state.unjournaled.remove(session);
+                }
+            }
+            changed.await;
+        }
     }
 }

@@ -82,7 +82,8 @@ pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyA
 
 impl Store {
     /// Writes `rows` in one transaction through the recorder's connection (`op` names
-    /// it in errors): all of them or none. Each `INSERT` takes the next `chunk(rest)` rows, with the text
+    /// it in errors): all of them or none, and `then` (the journal's new position)
+    /// with them. Each `INSERT` takes the next `chunk(rest)` rows, with the text
     /// `sql(count)` and each row's values from `bind`. A row whose key is already
     /// stored is skipped with a warning naming `noun`, so writing a batch again after
     /// a commit whose answer was lost is safe.
@@ -93,14 +94,14 @@ impl Store {
         sql: impl Fn(usize) -> &'static str,
         chunk: impl Fn(&[T]) -> usize,
         bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+        then: Option<AnyQuery<'q>>,
     ) -> Result<(), StoreError> {
-        if rows.is_empty() {
+        if rows.is_empty() && then.is_none() {
             return Ok(());
         }
         // One INSERT is a transaction of its own: a batch that fits in one goes
-        // without BEGIN and COMMIT, a third of the round trips to the store (what a
-        // session waiting on `Recorder::sync` waits for).
-        if chunk(rows) >= rows.len() {
+        // without BEGIN and COMMIT, a third of the round trips to the store.
+        if then.is_none() && chunk(rows) >= rows.len() {
             let query = rows.iter().fold(sqlx::query(sql(rows.len())), &bind);
             let done = query
                 .execute(&self.writer)
@@ -126,6 +127,11 @@ impl Store {
                 .await
                 .map_err(|source| self.query_error(op, source))?;
             skipped += (now.len() as u64).saturating_sub(done.rows_affected());
+        }
+        if let Some(then) = then {
+            then.execute(&mut *tx)
+                .await
+                .map_err(|source| self.query_error(op, source))?;
         }
         tx.commit()
             .await
@@ -454,6 +460,7 @@ impl Store {
                     .bind(encoded.rows.as_deref())
                     .bind(&record.hash)
             },
+            None,
         )
         .await
     }

@@ -5,6 +5,7 @@
 use super::{ChainDigest, Encoded, EventRecord};
 use crate::record::{
     Backend, SessionId, StatementRecord, Store, StoreError,
+    journal::Mark,
     statements::{ROWS_PER_INSERT, batch_insert, batch_inserts},
 };
 use serde_json::Value;
@@ -91,10 +92,12 @@ impl Link for StatementRecord {
 
 impl Store {
     /// Writes `batch` in one transaction: all of it or none (see
-    /// [`Store::insert_batch`]).
+    /// [`Store::insert_batch`]), and with it the journal position `mark` when the
+    /// records came through the journal.
     pub(in crate::record) async fn insert_events(
         &self,
         batch: &[Encoded],
+        mark: Option<&Mark>,
     ) -> Result<(), StoreError> {
         let sql = |rows| insert_sql(self.backend, rows);
         self.insert_batch(
@@ -120,6 +123,7 @@ impl Store {
                     .bind(r.payload.as_deref())
                     .bind(&r.hash)
             },
+            mark.map(|mark| self.mark_query(mark)),
         )
         .await
     }
