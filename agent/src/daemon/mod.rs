@@ -274,6 +274,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drop(watchdog);
     // Held actions are denied first: a shutdown never releases one.
     daemon.gate.shut_down();
+    // A store that is down is not waited for: the journal keeps what it did not take.
+    daemon.recorder.closing();
     stop.cancel();
     tracker.close();
     if tokio::time::timeout(daemon.config.shutdown_grace, tracker.wait())

@@ -190,3 +190,28 @@ async fn the_journal_keeps_its_id_and_refuses_a_bad_one() {
     let err = Journal::open(&journal_dir, &store).await.err().unwrap();
     assert!(err.to_string().contains("not a UUID"), "{err}");
 }
+
+#[tokio::test]
+async fn a_store_down_at_shutdown_leaves_its_events_to_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path()).await;
+    let journal_dir = dir.path().join("journal");
+    let journal = Journal::open(&journal_dir, &store).await.unwrap();
+    let recorder = Recorder::spawn_journaled(store.clone(), journal);
+    store.close().await;
+    let session = SessionId::generate();
+    recorder
+        .record(statement(&session, "SELECT 1"))
+        .await
+        .unwrap();
+    assert!(
+        recorder.sync(&session).await,
+        "journaled: the result may leave"
+    );
+    // The writer retries until the daemon stops; then the event stays journaled.
+    recorder.shutdown().await;
+
+    let store = open_in(dir.path()).await;
+    let _journal = Journal::open(&journal_dir, &store).await.unwrap();
+    assert_eq!(summaries(&store, &session).await, ["SELECT 1"]);
+}

@@ -67,8 +67,11 @@ const BATCH_MAX: usize = 512;
 /// fills up or someone waits for it).
 const LINGER: Duration = Duration::from_millis(20);
 
-/// Pause before the one retry of a failed write.
+/// Pause before the first retry of a failed write.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Longest pause between retries of a journaled batch.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Records statements in the store; cheap to clone, all clones feed one task.
 ///
@@ -83,6 +86,8 @@ pub struct Recorder {
     chains: Arc<Mutex<HashMap<SessionId, ChainDigest>>>,
     /// Cancelled when the task has written everything and stopped.
     stopped: CancellationToken,
+    /// Cancelled when the daemon begins to stop ([`Recorder::closing`]).
+    closing: CancellationToken,
     /// Room the channel has (for the half-full signal), and how long a record waits.
     capacity: usize,
     stall: Duration,
@@ -186,6 +191,7 @@ impl Recorder {
             hurry: Arc::default(),
             chains: Arc::default(),
             stopped: CancellationToken::new(),
+            closing: CancellationToken::new(),
             capacity: capacity.max(2),
             stall,
             journal: journal.clone(),
@@ -199,6 +205,8 @@ impl Recorder {
             hurry: Arc::clone(&recorder.hurry),
             batch: Vec::with_capacity(BATCH_MAX),
             lost: HashSet::new(),
+            closing: recorder.closing.clone(),
+            left_to_journal: false,
         };
         tokio::spawn(writer.run(inbox, recorder.stopped.clone()));
         recorder
@@ -324,9 +332,17 @@ impl Recorder {
         written.await.unwrap_or(false)
     }
 
+    /// The daemon begins to stop: from now on a failing store is not waited for
+    /// (what it has not taken stays in the journal, for the next start), so a store
+    /// outage cannot hold the shutdown.
+    pub fn closing(&self) {
+        self.closing.cancel();
+    }
+
     /// Writes everything recorded so far, then stops the task: later records are
     /// lost (and logged). Safe to call more than once, from any clone.
     pub async fn shutdown(&self) {
+        self.closing();
         // An error means the task is already stopping.
         let _ = self.messages.send(Message::Shutdown).await;
         self.hurry.notify_one();

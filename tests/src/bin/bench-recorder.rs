@@ -6,9 +6,11 @@
 //! statement with one sampled row, over 8 sessions sent from 8 tasks. It prints
 //! events per second of wall time and per second of the process's CPU time (user +
 //! system, all threads: the sending tasks, the recorder task and `SQLite`'s worker),
-//! which is the per-core figure. Asserts nothing. Goal: ≥ 200,000 events/s per core.
+//! which is the per-core figure. It does so twice: without a journal, and with every
+//! event first appended to the local journal as the daemon does (the second figure
+//! includes that `write(2)`). Asserts nothing. Goal: ≥ 200,000 events/s per core.
 
-use portcullis::record::{Recorder, SessionId, StatementRecord, Store};
+use portcullis::record::{Journal, Recorder, SessionId, StatementRecord, Store};
 
 /// The daemon's allocator, so the figures are the daemon's.
 #[global_allocator]
@@ -39,31 +41,52 @@ async fn run(events: usize) -> anyhow::Result<()> {
     .await?
     .with_host("bench");
     // A warm-up that also creates the file's first pages.
-    measure(&store, 2_000).await?;
-    let (wall, cpu) = measure(&store, events).await?;
-    let per = |d: Duration| events as f64 / d.as_secs_f64();
-    println!("Recorder into SQLite (WAL), {events} sql events over {SESSIONS} sessions, chained:");
-    println!(
-        "  wall {:>8.3} s   {:>10.0} events/s",
-        wall.as_secs_f64(),
-        per(wall)
-    );
-    println!(
-        "  cpu  {:>8.3} s   {:>10.0} events/s per core   (goal ≥ 200000)",
-        cpu.as_secs_f64(),
-        per(cpu)
-    );
-    println!(
-        "  {:.2} µs of CPU per event",
-        cpu.as_secs_f64() * 1e6 / events as f64
-    );
+    measure(&store, 2_000, None).await?;
+    for journaled in [false, true] {
+        let journal = if journaled {
+            Some(Journal::open(&dir.path().join("journal"), &store).await?)
+        } else {
+            None
+        };
+        let (wall, cpu) = measure(&store, events, journal).await?;
+        let per = |d: Duration| events as f64 / d.as_secs_f64();
+        let how = if journaled {
+            "journaled first (the daemon's path)"
+        } else {
+            "no journal"
+        };
+        println!(
+            "Recorder into SQLite (WAL), {events} sql events over {SESSIONS} sessions, chained, {how}:"
+        );
+        println!(
+            "  wall {:>8.3} s   {:>10.0} events/s",
+            wall.as_secs_f64(),
+            per(wall)
+        );
+        println!(
+            "  cpu  {:>8.3} s   {:>10.0} events/s per core   (goal ≥ 200000)",
+            cpu.as_secs_f64(),
+            per(cpu)
+        );
+        println!(
+            "  {:.2} µs of CPU per event",
+            cpu.as_secs_f64() * 1e6 / events as f64
+        );
+    }
     store.close().await;
     Ok(())
 }
 
 /// Records `events` events and waits until they are written; wall and CPU time.
-async fn measure(store: &Store, events: usize) -> anyhow::Result<(Duration, Duration)> {
-    let recorder = Recorder::spawn(store.clone());
+async fn measure(
+    store: &Store,
+    events: usize,
+    journal: Option<Journal>,
+) -> anyhow::Result<(Duration, Duration)> {
+    let recorder = match journal {
+        Some(journal) => Recorder::spawn_journaled(store.clone(), journal),
+        None => Recorder::spawn(store.clone()),
+    };
     let cpu_before = cpu_time();
     let started = Instant::now();
     let mut senders = Vec::new();

@@ -1,9 +1,9 @@
 //! The task behind a [`Recorder`]: takes what is queued, links each record into its
 //! session's chain and writes batches, each with the journal position it reaches.
 
-use super::{BATCH_MAX, LINGER, Message, RETRY_PAUSE};
+use super::{BATCH_MAX, LINGER, Message, RETRY_MAX, RETRY_PAUSE};
 use crate::record::{
-    ChainDigest, Store,
+    ChainDigest, Store, StoreError,
     events::Encoded,
     journal::{Journal, Position},
     session::SessionId,
@@ -29,6 +29,12 @@ pub(super) struct Writer {
     /// Sessions some of whose events the store refused for good, until their next
     /// flush request learns it (at most the sessions open at once).
     pub(super) lost: HashSet<SessionId>,
+    /// Cancelled when the daemon stops: a failing store is no longer waited for.
+    pub(super) closing: CancellationToken,
+    /// Set once a journaled batch was left to the journal (the store failed while the
+    /// daemon stopped): nothing more is written, so the store's journal position
+    /// stays before everything the next start must replay.
+    pub(super) left_to_journal: bool,
 }
 
 /// A flush request: answered `true` once written, `false` when the session's events
@@ -109,7 +115,12 @@ impl Writer {
         }
     }
 
-    /// Writes the batch in one transaction, retrying once; never fails.
+    /// Writes the batch in one transaction; never fails. Without a journal a
+    /// failed write is retried once, then the batch is lost (logged). With one, it is
+    /// retried until the store takes it, with pauses growing to [`RETRY_MAX`]: the
+    /// queue fills meanwhile and sessions wait (back-pressure, then [`super::Stalled`]).
+    /// When the daemon stops first, the batch and every later one stay in the journal
+    /// for the next start.
     async fn flush(&mut self) {
         if self.batch.is_empty() {
             return;
@@ -118,11 +129,33 @@ impl Writer {
         let mark = reached
             .zip(self.journal.as_deref())
             .map(|(at, j)| j.mark(at));
-        let mut result = self.store.insert_events(&self.batch, mark.as_ref()).await;
-        if let Err(error) = &result {
-            tracing::error!(%error, count = self.batch.len(), "Cannot record events; retrying once");
-            tokio::time::sleep(RETRY_PAUSE).await;
-            result = self.store.insert_events(&self.batch, mark.as_ref()).await;
+        let mut result = if self.left_to_journal {
+            Err(None)
+        } else {
+            self.store
+                .insert_events(&self.batch, mark.as_ref())
+                .await
+                .map_err(Some)
+        };
+        let mut pause = RETRY_PAUSE;
+        let mut tries = 1;
+        while let Err(Some(error)) = &result {
+            let retry = tries < 2 || (mark.is_some() && !self.closing.is_cancelled());
+            if !retry {
+                break;
+            }
+            tracing::error!(%error, count = self.batch.len(), tries, "Cannot record events; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.closing.cancelled(), if mark.is_some() => {}
+            }
+            pause = (pause * 2).min(RETRY_MAX);
+            tries += 1;
+            result = self
+                .store
+                .insert_events(&self.batch, mark.as_ref())
+                .await
+                .map_err(Some);
         }
         match result {
             Ok(()) => {
@@ -130,23 +163,38 @@ impl Writer {
                     journal.release(at);
                 }
             }
-            Err(error) => {
-                let sessions: BTreeSet<&str> = self
-                    .batch
-                    .iter()
-                    .map(|e| e.record.session_id.as_str())
-                    .collect();
-                tracing::error!(
-                    %error,
-                    lost = self.batch.len(),
-                    sessions = ?sessions,
-                    "Events lost: the store refused them twice; `portcullis audit \
-                     verify` will name these sessions"
-                );
-                self.lost
-                    .extend(self.batch.iter().map(|e| e.record.session_id.clone()));
-            }
+            Err(error) => self.give_up(error, mark.is_some()),
         }
         self.batch.clear();
+    }
+
+    /// The batch cannot be stored now: lost, or (`journaled`) left to the journal.
+    fn give_up(&mut self, error: Option<StoreError>, journaled: bool) {
+        let sessions: BTreeSet<&str> = self
+            .batch
+            .iter()
+            .map(|e| e.record.session_id.as_str())
+            .collect();
+        let error = error.map(|e| e.to_string()).unwrap_or_default();
+        if journaled {
+            self.left_to_journal = true;
+            tracing::warn!(
+                %error,
+                count = self.batch.len(),
+                sessions = ?sessions,
+                "The store is failing as the daemon stops: these events stay in the \
+                 journal and are stored at the next start"
+            );
+        } else {
+            tracing::error!(
+                %error,
+                lost = self.batch.len(),
+                sessions = ?sessions,
+                "Events lost: the store refused them twice; `portcullis audit \
+                 verify` will name these sessions"
+            );
+        }
+        self.lost
+            .extend(self.batch.iter().map(|e| e.record.session_id.clone()));
     }
 }
