@@ -73,6 +73,11 @@ pub enum JournalError {
         "the journal id in {0} is not a UUID; move the journal directory away to start a new one"
     )]
     BadId(PathBuf),
+    #[error(
+        "the journal {0} is in use by another running daemon; give each daemon its own \
+         state_dir"
+    )]
+    InUse(PathBuf),
     #[error("the journal {0} failed earlier and takes no more records; restart the daemon")]
     Broken(PathBuf),
     #[error(
@@ -102,6 +107,8 @@ struct Open {
 pub struct Journal {
     dir: PathBuf,
     id: Arc<str>,
+    /// Held for the journal's life: one daemon per journal.
+    _lock: File,
     open: Mutex<Open>,
     /// The lowest segment number that may still be on disk.
     oldest: AtomicU64,
@@ -212,13 +219,34 @@ fn create_segment(dir: &Path, number: u64) -> Result<File, JournalError> {
     Ok(file)
 }
 
-/// The journal's directory made (owner only) and its id read, or made on first use.
-fn prepare_dir(dir: &Path) -> Result<String, JournalError> {
+/// The journal's directory made (owner only) and locked, and its id read, or made on
+/// first use. Another daemon holding the lock is an error: two daemons replaying and
+/// deleting each other's segments would record events twice.
+fn prepare_dir(dir: &Path) -> Result<(String, File), JournalError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(io_error(dir))?;
+    let lock_path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io_error(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(JournalError::InUse(dir.to_owned())),
+        Err(fs::TryLockError::Error(e)) => return Err(io_error(&lock_path)(e)),
+    }
+    let id = read_or_make_id(dir)?;
+    Ok((id, lock))
+}
+
+/// This journal's id from `dir/id`, made on first use.
+fn read_or_make_id(dir: &Path) -> Result<String, JournalError> {
     let path = dir.join("id");
     match fs::read_to_string(&path) {
         Ok(text) => {

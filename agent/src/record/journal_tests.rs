@@ -73,6 +73,7 @@ async fn what_a_crash_left_in_the_journal_is_stored_at_the_next_open() {
         .unwrap();
     assert!(recorder.sync(&session).await);
     recorder.shutdown().await;
+    drop(recorder);
     let journal = Journal::open(&journal_dir, &store).await.unwrap();
     assert_eq!(summaries(&store, &session).await, ["SELECT 1", "SELECT 2"]);
     journal_only(&journal, &session, &["SELECT 3", "SELECT 4"]);
@@ -111,6 +112,7 @@ async fn records_stored_before_the_crash_are_not_replayed() {
     let digest = recorder.finish_session(&session).await;
     assert_eq!(digest.count, 40);
     journal_only(&journal, &session, &["SELECT 40"]);
+    recorder.shutdown().await;
     drop(recorder);
     drop(journal);
 
@@ -171,7 +173,7 @@ async fn stored_segments_are_deleted_as_the_writer_catches_up() {
 }
 
 #[tokio::test]
-async fn the_journal_keeps_its_id_and_refuses_a_bad_one() {
+async fn the_journal_keeps_its_id_and_refuses_a_bad_one_or_a_second_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_in(dir.path()).await;
     let journal_dir = dir.path().join("journal");
@@ -186,6 +188,10 @@ async fn the_journal_keeps_its_id_and_refuses_a_bad_one() {
         .id()
         .to_owned();
     assert_eq!(first, again);
+    let held = Journal::open(&journal_dir, &store).await.unwrap();
+    let err = Journal::open(&journal_dir, &store).await.err().unwrap();
+    assert!(err.to_string().contains("in use by another"), "{err}");
+    drop(held);
     std::fs::write(journal_dir.join("id"), "not an id\n").unwrap();
     let err = Journal::open(&journal_dir, &store).await.err().unwrap();
     assert!(err.to_string().contains("not a UUID"), "{err}");
@@ -210,6 +216,7 @@ async fn a_store_down_at_shutdown_leaves_its_events_to_the_next_start() {
     );
     // The writer retries until the daemon stops; then the event stays journaled.
     recorder.shutdown().await;
+    drop(recorder);
 
     let store = open_in(dir.path()).await;
     let _journal = Journal::open(&journal_dir, &store).await.unwrap();

@@ -34,7 +34,8 @@ impl Journal {
     /// the position `store` has for it, and starts a fresh segment. Fails when the
     /// store refuses the replayed records: the journal is then kept as it was.
     pub async fn open(dir: &Path, store: &Store) -> Result<Journal, JournalError> {
-        let id: Arc<str> = prepare_dir(dir)?.into();
+        let (id, lock) = prepare_dir(dir)?;
+        let id: Arc<str> = id.into();
         let stored = store.journal_position(&id).await?;
         let numbers = segments(dir)?;
         let replayed = replay(dir, &id, &numbers, stored, store).await?;
@@ -56,6 +57,7 @@ impl Journal {
         Ok(Journal {
             dir: dir.to_owned(),
             id,
+            _lock: lock,
             open: Mutex::new(Open {
                 number,
                 file,
