@@ -135,7 +135,8 @@ impl server::Handler for Handler {
                     json!({ "login": login }),
                 );
                 finished.error = Some(why.clone());
-                recording::record(&self.session, &outcome, finished).await;
+                // The disconnect below is this action's result: it waits for the record.
+                let _ = recording::record_synced(&self.session, &outcome, finished).await;
                 *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(why.clone());
                 session.disconnect(
                     russh::Disconnect::ByApplication,

@@ -255,6 +255,10 @@ pub async fn relay(
             }
         }
     }
+    if r.ends.complete() {
+        // The target may wait for the client's EOF before it closes: it need not.
+        let _ = up.close().await;
+    }
     if let Some(l) = lines {
         l.finish().await;
     }
