@@ -193,6 +193,7 @@ fn held_cost(
     holder.release();
     std::thread::sleep(Duration::from_secs(3));
     let after = measure();
+    #[expect(clippy::cast_precision_loss, reason = "KiB counts far below 2^52")]
     let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / f64::from(n);
     let (rss, pss) = (per(before.rss, held.rss), per(before.pss, held.pss));
     println!(
