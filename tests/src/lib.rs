@@ -12,5 +12,6 @@ pub mod net;
 pub mod pgproxy;
 pub mod postgres;
 pub mod sshd;
+pub mod sshidle;
 pub mod sshproxy;
 pub mod web;

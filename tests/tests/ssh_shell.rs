@@ -2,7 +2,8 @@
 //! decided at Enter, and masking reaches values broken up by escape sequences. The
 //! real OpenSSH client runs `ssh -tt` under a real pseudo-terminal (Python's `pty`
 //! module, driven line by line from the test) against a real Debian `sshd` through
-//! the daemon; the real CLI approves.
+//! the daemon; the real CLI approves. Pasted blocks (bracketed paste) are decided
+//! line by line at the Enter after them.
 #![expect(
     clippy::panic,
     clippy::indexing_slicing,
@@ -327,4 +328,65 @@ fn a_secret_broken_by_an_sgr_code_is_masked_and_a_password_is_not_decided() {
         !output.contains("hunter2\x1b[1msecret"),
         "the recording holds the secret: {output:?}"
     );
+}
+
+/// Issue 18, item 4 (typed lines): bash turns bracketed paste on at its prompt, so a
+/// pasted block's line breaks run nothing until the Enter after it; that Enter
+/// decides every line of the block (a block holding `rm` is refused whole, a
+/// harmless one runs).
+#[test]
+fn a_bracketed_paste_is_decided_line_by_line_at_the_enter_after_it() {
+    let Some(s) = setup("ssh-shell-paste", "127.0.0.124", RULES) else {
+        return;
+    };
+    let dir = scratch();
+    let victim = scratch_file(&dir, "victim");
+    std::fs::write(&victim, "keep me").unwrap_or_else(|e| panic!("{e}"));
+    let mut t = Terminal::open(&s);
+    let seen = t.expect("# ", &s);
+    assert!(
+        seen.contains("\x1b[?2004h"),
+        "bash did not turn bracketed paste on (readline >= 8.1 does): {seen:?}"
+    );
+    t.sync("ready-3", &s);
+
+    // What a terminal sends for a pasted block: its line breaks as CRs, in markers.
+    // The `rm` first: the row the cursor ends on shows only the last line.
+    let block = format!(
+        "\x1b[200~rm -rf {}\recho pasted-one\recho pasted-two\x1b[201~",
+        victim.display()
+    );
+    t.send(block.as_bytes());
+    t.send(b"\r");
+    t.expect("portcullis: command line refused: rule `no-rm` denies", &s);
+    t.expect("# ", &s);
+    t.sync("after-block", &s);
+    t.send(b"\x1b[200~echo calm-one\recho calm-two\x1b[201~");
+    t.send(b"\r");
+    t.sync("after-calm", &s);
+    let seen = t.exit(&s);
+    assert!(victim.exists(), "a pasted rm ran: {seen:?}");
+    // The block's output, as opposed to its echo (reverse video, one line each).
+    assert!(
+        !seen.contains("pasted-one\r\npasted-two\r\n"),
+        "a line of a refused block ran: {seen:?}"
+    );
+    assert!(
+        seen.contains("calm-one\r\ncalm-two\r\n"),
+        "the harmless block did not run: {seen:?}"
+    );
+
+    let events = s.events();
+    let lines = events_of_kind(&events, "shell-line");
+    let verdict_of = |needle: &str| {
+        lines
+            .iter()
+            .find(|e| e["line"].as_str().is_some_and(|l| l.contains(needle)))
+            .map_or_else(
+                || panic!("no shell-line event for {needle}: {lines:#?}"),
+                |e| e["verdict"].as_str().unwrap_or_default().to_owned(),
+            )
+    };
+    assert_eq!(verdict_of("echo pasted-one"), "denied");
+    assert_eq!(verdict_of("echo calm-one"), "allowed");
 }

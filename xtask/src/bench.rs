@@ -22,7 +22,8 @@ pub enum Bench {
     /// Learned columns: their cost on the hot path, and `discover` on a table set.
     Learn,
     /// Bulk scp and sequential `ssh host true`: direct vs through the SSH proxy vs
-    /// `ssh -J` through a plain OpenSSH jump host.
+    /// `ssh -J` through a plain OpenSSH jump host. `BENCH_IDLE=1`: memory per idle
+    /// session with 1000 held, Portcullis vs the jump host.
     Ssh,
     /// Requests per second and p50/p99 at 1 and 32 connections (wrk), MB/s of a large
     /// download and of a masked JSON body: direct vs Portcullis vs nginx as a proxy.

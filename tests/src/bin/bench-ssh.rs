@@ -10,6 +10,7 @@
 //! Measures bulk `scp` (SFTP) download and upload of one file (`BENCH_SSH_MB`, default
 //! 256 MiB) and `BENCH_SSH_EXECS` (default 200) sequential `ssh host true`, in
 //! interleaved rounds, and prints the best round of each with ratios to direct.
+//! `BENCH_IDLE=1` measures memory per idle session instead (`sshidle`).
 //! Asserts nothing: the machine is shared and noisy.
 
 #![expect(clippy::indexing_slicing, reason = "fixed-size arrays of three paths")]
@@ -52,6 +53,9 @@ fn env_or(name: &str, default: u32) -> u32 {
 
 fn main() -> anyhow::Result<()> {
     anyhow::ensure!(is_root(), "bench ssh needs root (eBPF, cgroups, sshd)");
+    if std::env::var("BENCH_IDLE").is_ok_and(|v| v == "1") {
+        return portcullis_tests::sshidle::run();
+    }
     let mb = env_or("BENCH_SSH_MB", 256);
     let execs = env_or("BENCH_SSH_EXECS", 200);
     let target = Sshd::start_or_skip("127.0.0.71").ok_or_else(|| anyhow::anyhow!("no sshd"))?;

@@ -213,17 +213,18 @@ pub async fn relay(mut up: Channel<client::Msg>, conn: Arc<Conn>, back: Back) {
     match opened {
         Ok(mut client) => {
             let (sent, received) = forward::pipe(&mut client, &mut up, &conn).await;
-            let _ = client.close().await;
             if let Some(d) = finished.details.as_object_mut() {
                 d.insert("bytes_in".into(), json!(sent));
                 d.insert("bytes_out".into(), json!(received));
             }
+            conn.forwarding.leave();
+            forward::close_recorded(&client, &conn, &outcome, finished).await;
         }
         Err(e) => {
             let _ = up.close().await;
             finished.error = Some(format!("the client refused the {kind} channel: {e}"));
+            conn.forwarding.leave();
+            recording::record(&conn.session, &outcome, finished).await;
         }
     }
-    conn.forwarding.leave();
-    recording::record(&conn.session, &outcome, finished).await;
 }

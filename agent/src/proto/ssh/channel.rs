@@ -212,18 +212,25 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
     let mut finished = recording::starting(kind.name(), summary, details);
     let id = client.id();
     if !outcome.allowed() {
-        refuse(&client, conn, &start, setup.pty.is_some(), &outcome).await;
-        recording::record(&conn.session, &outcome, finished).await;
+        // The refusal is the action's result: it leaves once its record is durable.
+        if recording::record_synced(&conn.session, &outcome, finished).await {
+            refuse(&client, conn, &start, setup.pty.is_some(), &outcome).await;
+        } else {
+            conn.not_recorded().await;
+        }
         return;
     }
     let up = match open_upstream(conn, &setup, &start).await {
         Ok(up) => up,
         Err(why) => {
             tracing::warn!(error = %why, "The target refused the channel");
+            finished.error = Some(why);
+            if !recording::record_synced(&conn.session, &outcome, finished).await {
+                conn.not_recorded().await;
+                return;
+            }
             let _ = conn.handle.channel_failure(id).await;
             let _ = client.close().await;
-            finished.error = Some(why);
-            recording::record(&conn.session, &outcome, finished).await;
             return;
         }
     };
@@ -254,11 +261,19 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
         _ => None,
     };
     let relayed = match &start {
-        Start::Subsystem(name) if name == "sftp" => sftp_relay::relay(client, up, conn).await,
-        _ => relay::relay(client, up, conn, cast, setup.pty.is_some(), lines).await,
+        Start::Subsystem(name) if name == "sftp" => {
+            sftp_relay::relay(&mut client, up, conn).await
+        }
+        _ => relay::relay(&mut client, up, conn, cast, setup.pty.is_some(), lines).await,
     };
-    relayed.finish(&mut finished);
-    recording::record(&conn.session, &outcome, finished).await;
+    let ends = relayed.finish(&mut finished);
+    // The exit status, EOF and close leave once the action's record is durable.
+    if recording::record_synced(&conn.session, &outcome, finished).await {
+        ends.send(&client, conn).await;
+        let _ = client.close().await;
+    } else {
+        conn.not_recorded().await;
+    }
 }
 
 /// Tells the client no, in SSH's words: a subsystem fails; an exec or shell starts,

@@ -1,11 +1,15 @@
 //! A local forward (`ssh -L`, `-W`, `ProxyJump` through the target): a `direct-tcpip`
 //! channel is an action (`forward`, to `host:port`) decided before the channel is
 //! confirmed; an allowed one is relayed to the same channel opened on the target,
-//! and recorded with its destination and bytes each way.
+//! and recorded with its destination and bytes each way. The client sees the
+//! channel's close (or refusal) only once that record is durable.
 
-use super::{recording, server::Conn};
+use super::{
+    recording::{self, Finished},
+    server::Conn,
+};
 use crate::{
-    gate::{Gone, Waiting},
+    gate::{ActionOutcome, Gone, Waiting},
     policy::SshKind,
 };
 use russh::{Channel, ChannelMsg, client, server};
@@ -53,8 +57,10 @@ pub async fn run(
     let details = json!({ "login": conn.login, "host": to.host, "port": to.port });
     let mut finished = recording::starting("forward", format!("forward: {subject}"), details);
     if !outcome.allowed() {
+        if !recording::record_synced(&conn.session, &outcome, finished).await {
+            conn.not_recorded().await;
+        }
         drop(reply);
-        recording::record(&conn.session, &outcome, finished).await;
         return;
     }
     let mut up = match conn
@@ -69,20 +75,36 @@ pub async fn run(
     {
         Ok(up) => up,
         Err(e) => {
-            drop(reply);
             finished.error = Some(format!("the target could not open {subject}: {e}"));
-            recording::record(&conn.session, &outcome, finished).await;
+            if !recording::record_synced(&conn.session, &outcome, finished).await {
+                conn.not_recorded().await;
+            }
+            drop(reply);
             return;
         }
     };
     reply.accept().await;
     let (sent, received) = pipe(&mut client, &mut up, &conn).await;
-    let _ = client.close().await;
     if let Some(d) = finished.details.as_object_mut() {
         d.insert("bytes_in".into(), json!(sent));
         d.insert("bytes_out".into(), json!(received));
     }
-    recording::record(&conn.session, &outcome, finished).await;
+    close_recorded(&client, &conn, &outcome, finished).await;
+}
+
+/// Records a relayed channel and closes the client's side once the record is
+/// durable (else ends the session: the close is its result).
+pub(super) async fn close_recorded(
+    client: &Channel<server::Msg>,
+    conn: &Conn,
+    outcome: &ActionOutcome,
+    finished: Finished,
+) {
+    if recording::record_synced(&conn.session, outcome, finished).await {
+        let _ = client.close().await;
+    } else {
+        conn.not_recorded().await;
+    }
 }
 
 /// Relays one connection the target accepted on a port the client had it listen on
@@ -98,7 +120,7 @@ pub async fn remote(mut up: Channel<client::Msg>, conn: Arc<Conn>, to: Destinati
     });
     let mut finished = recording::starting("forward", format!("forward: {subject}"), details);
     // The listen was decided when the client asked for it.
-    let outcome = crate::gate::ActionOutcome::Allowed {
+    let outcome = ActionOutcome::Allowed {
         rule: None,
         reason: "a connection to an allowed remote forward".into(),
         approval: None,
@@ -122,17 +144,17 @@ pub async fn remote(mut up: Channel<client::Msg>, conn: Arc<Conn>, to: Destinati
         }
     };
     let (sent, received) = pipe(&mut client, &mut up, &conn).await;
-    let _ = client.close().await;
     // As for -L: `bytes_in` is what the client's side sent.
     if let Some(d) = finished.details.as_object_mut() {
         d.insert("bytes_in".into(), json!(sent));
         d.insert("bytes_out".into(), json!(received));
     }
-    recording::record(&conn.session, &outcome, finished).await;
+    close_recorded(&client, &conn, &outcome, finished).await;
 }
 
-/// Relays a client channel and a target channel until either closes: bytes the
-/// client sent, and bytes the target sent.
+/// Relays a client channel and a target channel until either closes (the client's
+/// side is left open, for [`close_recorded`]): bytes the client sent, and bytes the
+/// target sent.
 pub(super) async fn pipe(
     client: &mut Channel<server::Msg>,
     up: &mut Channel<client::Msg>,

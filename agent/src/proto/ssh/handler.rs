@@ -39,17 +39,18 @@ impl Handler {
     }
 
     /// Records an action decided at once (no task): agent, X11, remote forward
-    /// listens (allowed ones too).
+    /// listens (allowed ones too). The answer to the client waits until the record
+    /// is durable; when it cannot be, the session ends.
     async fn record_now(&self, kind: SshKind, subject: &str, outcome: &ActionOutcome) {
         let login = self.login.as_deref().unwrap_or_default();
         let summary = format!("{kind}: {subject}");
         let details = json!({ "login": login, "subject": subject });
-        recording::record(
-            &self.session,
-            outcome,
-            recording::starting(kind.name(), summary, details),
-        )
-        .await;
+        let finished = recording::starting(kind.name(), summary, details);
+        if !recording::record_synced(&self.session, outcome, finished).await
+            && let Some(conn) = &self.conn
+        {
+            conn.not_recorded().await;
+        }
     }
 
     /// Decides `kind` now, without a hold (a review is refused: these requests have
@@ -115,6 +116,7 @@ impl server::Handler for Handler {
                     remote_forwards: Mutex::default(),
                     tasks: self.tasks.clone(),
                     forwarding: super::agent::Allowed::default(),
+                    failure: Arc::clone(&self.failure),
                 });
                 let _ = remote.set(Arc::downgrade(&conn));
                 self.conn = Some(conn);
@@ -133,7 +135,8 @@ impl server::Handler for Handler {
                     json!({ "login": login }),
                 );
                 finished.error = Some(why.clone());
-                recording::record(&self.session, &outcome, finished).await;
+                // The disconnect below is this action's result: it waits for the record.
+                let _ = recording::record_synced(&self.session, &outcome, finished).await;
                 *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(why.clone());
                 session.disconnect(
                     russh::Disconnect::ByApplication,

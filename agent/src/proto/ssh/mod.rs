@@ -22,6 +22,7 @@ mod forward;
 mod handler;
 pub mod identity;
 mod masking;
+mod paste;
 mod recording;
 mod relay;
 mod screen;

@@ -58,6 +58,20 @@ pub async fn record(session: &Session, outcome: &ActionOutcome, finished: Finish
     session.recorder.record(event).await.is_ok()
 }
 
+/// Records `finished` and waits until the record is durable: what comes before the
+/// client sees the end of an action (an exit status, a file operation's status, a
+/// channel's close), so that a crash (`kill -9`) never loses the record of a result
+/// a client saw. `false` when it could not be made durable: the caller withholds the
+/// result and ends the session (`Conn::not_recorded`).
+pub async fn record_synced(session: &Session, outcome: &ActionOutcome, finished: Finished) -> bool {
+    record(session, outcome, finished).await && session.recorder.sync(&session.id).await
+}
+
+/// Why a session ends when an action's record could not be made durable.
+pub const NOT_RECORDED: &str = "portcullis: the record of this action could not be written \
+     (the store refused it); its result is withheld and the session ends, so that nothing \
+     runs unrecorded";
+
 /// A new [`Finished`] for an action starting now.
 #[must_use]
 pub fn starting(kind: &'static str, summary: String, details: Value) -> Finished {

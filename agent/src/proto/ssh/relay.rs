@@ -1,8 +1,10 @@
 //! Relaying a started session channel: client input to the target's channel, the
 //! target's output masked (values split across reads included) to the client,
-//! sampled for an exec's event and written to a shell's recording; exit status and
-//! signal passed on. Ends when the target closes the channel, the client closes
-//! it, or the client's connection ends.
+//! sampled for an exec's event and written to a shell's recording. Ends when the
+//! target has ended the action (its EOF and exit status, or its close), the client
+//! closes the channel, or the client's connection ends. The target's end (exit
+//! status or signal, EOF) is kept in [`Ends`] and passed on only once the action's
+//! record is durable, so a crash never loses the record of a result a client saw.
 
 use super::{
     masking::{FLUSH_AFTER, FLUSH_AFTER_EXEC, StreamMasker},
@@ -11,8 +13,48 @@ use super::{
     typed_line::TypedLines,
 };
 use bytes::Bytes;
-use russh::{Channel, ChannelMsg, client, server};
+use russh::{Channel, ChannelMsg, Sig, client, server};
 use serde_json::json;
+
+/// How the target ended a channel, passed on to the client after the action's
+/// record is durable ([`Ends::send`]).
+#[derive(Default)]
+pub struct Ends {
+    exit_status: Option<u32>,
+    exit_signal: Option<ExitSignal>,
+    eof: bool,
+}
+
+/// An `exit-signal` as the target sent it.
+struct ExitSignal {
+    name: Sig,
+    core_dumped: bool,
+    message: String,
+    lang: String,
+}
+
+impl Ends {
+    /// Whether the target has said all it will: its EOF and how the command ended.
+    fn complete(&self) -> bool {
+        self.eof && (self.exit_status.is_some() || self.exit_signal.is_some())
+    }
+
+    /// Passes the target's end on to the client, in OpenSSH's order (exit status or
+    /// signal, then EOF); the caller closes the channel after.
+    pub async fn send(self, client: &Channel<server::Msg>, conn: &Conn) {
+        if let Some(status) = self.exit_status {
+            let _ = client.exit_status(status).await;
+        }
+        if let Some(s) = self.exit_signal {
+            let _ = (conn.handle)
+                .exit_signal_request(client.id(), s.name, s.core_dumped, s.message, s.lang)
+                .await;
+        }
+        if self.eof {
+            let _ = client.eof().await;
+        }
+    }
+}
 
 /// What a relayed channel did, for its event.
 #[derive(Default)]
@@ -26,16 +68,24 @@ pub struct Relayed {
     cast_truncated: bool,
     /// Why the relay stopped early (a malformed stream).
     error: Option<String>,
+    /// The target's end, withheld until the record is durable.
+    ends: Ends,
 }
 
 impl Relayed {
-    /// What a relay that counts bytes itself (sftp) did.
+    /// What a relay that counts bytes itself (sftp) did, and how the target ended
+    /// it (`eof`: the target sent its EOF).
     #[must_use]
-    pub fn counted(up_bytes: u64, down_bytes: u64, exit_status: Option<u32>) -> Self {
+    pub fn counted(up_bytes: u64, down_bytes: u64, exit_status: Option<u32>, eof: bool) -> Self {
         Self {
             up_bytes,
             down_bytes,
             exit_status,
+            ends: Ends {
+                exit_status,
+                exit_signal: None,
+                eof,
+            },
             ..Self::default()
         }
     }
@@ -45,8 +95,9 @@ impl Relayed {
         self.error = Some(why);
     }
 
-    /// Adds what happened to the action's event.
-    pub fn finish(self, finished: &mut Finished) {
+    /// Adds what happened to the action's event; the target's end, to pass on once
+    /// that event is durable.
+    pub fn finish(self, finished: &mut Finished) -> Ends {
         if let Some(details) = finished.details.as_object_mut() {
             details.insert("exit_status".into(), json!(self.exit_status));
             details.insert("exit_signal".into(), json!(self.exit_signal));
@@ -75,6 +126,7 @@ impl Relayed {
                 .error
                 .get_or_insert(format!("exit status {status}"));
         }
+        self.ends
     }
 }
 
@@ -109,9 +161,9 @@ impl Output {
     }
 }
 
-/// Relays until the target closes the channel.
+/// Relays until the target has ended the channel (or the client has closed it).
 pub async fn relay(
-    mut client: Channel<server::Msg>,
+    client: &mut Channel<server::Msg>,
     mut up: Channel<client::Msg>,
     conn: &Conn,
     mut cast: Option<Cast>,
@@ -125,7 +177,9 @@ pub async fn relay(
     if let Some(l) = lines.as_mut() {
         l.input(&[], &up).await;
     }
-    loop {
+    // Past the target's EOF and exit nothing more comes: the action is over, even
+    // if the target waits for the client's EOF before it closes.
+    while !r.ends.complete() {
         let holding = out.holding() || err.holding();
         let full = lines.as_ref().is_some_and(TypedLines::full);
         let settle = lines.as_ref().and_then(TypedLines::settle_at);
@@ -137,25 +191,25 @@ pub async fn relay(
                         l.output(&data);
                     }
                     let masked = out.push(&data);
-                    send(&client, None, masked, &mut r, cast.as_mut()).await;
+                    send(client, None, masked, &mut r, cast.as_mut()).await;
                 }
                 Some(ChannelMsg::ExtendedData { data, ext }) => {
                     let masked = err.push(&data);
-                    send(&client, Some(ext), masked, &mut r, cast.as_mut()).await;
+                    send(client, Some(ext), masked, &mut r, cast.as_mut()).await;
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => {
-                    flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
+                    flush(client, &mut out, &mut err, &mut r, cast.as_mut()).await;
                     r.exit_status = Some(exit_status);
-                    let _ = client.exit_status(exit_status).await;
+                    r.ends.exit_status = Some(exit_status);
                 }
                 Some(ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag }) => {
-                    flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
+                    flush(client, &mut out, &mut err, &mut r, cast.as_mut()).await;
                     r.exit_signal = Some(format!("{signal_name:?}"));
-                    let _ = conn.handle.exit_signal_request(client.id(), signal_name, core_dumped, error_message, lang_tag).await;
+                    r.ends.exit_signal = Some(ExitSignal { name: signal_name, core_dumped, message: error_message, lang: lang_tag });
                 }
                 Some(ChannelMsg::Eof) => {
-                    flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
-                    let _ = client.eof().await;
+                    flush(client, &mut out, &mut err, &mut r, cast.as_mut()).await;
+                    r.ends.eof = true;
                 }
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
@@ -187,7 +241,7 @@ pub async fn relay(
                 break;
             }
             () = tokio::time::sleep(flush_after), if holding => {
-                flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
+                flush(client, &mut out, &mut err, &mut r, cast.as_mut()).await;
             }
             () = sleep_until(settle), if settle.is_some() => {
                 if let Some(l) = lines.as_mut() {
@@ -201,11 +255,14 @@ pub async fn relay(
             }
         }
     }
+    if r.ends.complete() {
+        // The target may wait for the client's EOF before it closes: it need not.
+        let _ = up.close().await;
+    }
     if let Some(l) = lines {
         l.finish().await;
     }
-    flush(&client, &mut out, &mut err, &mut r, cast.as_mut()).await;
-    let _ = client.close().await;
+    flush(client, &mut out, &mut err, &mut r, cast.as_mut()).await;
     if let Some(c) = cast {
         r.cast_truncated = c.truncated;
         r.cast = Some(

@@ -6,7 +6,8 @@
 //!
 //! A line is read from the cursor's logical line (its rows joined where the
 //! terminal wrapped them), minus the prompt that was there before the user started
-//! typing ([`Screen::mark_prompt`]).
+//! typing ([`Screen::mark_prompt`]), and minus a right-hand prompt (zsh's
+//! `RPROMPT`) still shown where it was then.
 
 /// Largest screen tracked (`vt100` keeps 32 bytes a cell: at most 1 MiB a shell;
 /// 80×24 is 60 KiB); a bigger terminal is tracked at this size (a long line
@@ -37,6 +38,9 @@ pub struct Screen {
     /// What was on the cursor's logical line before the first keystroke of the line
     /// being typed; `None` between lines.
     prompt: Option<String>,
+    /// What stood right of the cursor on its row then (zsh's `RPROMPT`), and the
+    /// column it started at.
+    right: Option<(u16, String)>,
 }
 
 /// `dimension` within `1..=max`, with 0 (unknown, as `ssh -tt` from a pipe sends)
@@ -58,6 +62,7 @@ impl Screen {
         Self {
             parser,
             prompt: None,
+            right: None,
         }
     }
 
@@ -73,6 +78,12 @@ impl Screen {
             .set_size(bounded(rows, 24, MAX_ROWS), bounded(cols, 80, MAX_COLS));
     }
 
+    /// Whether the shell has bracketed-paste mode on (pasted line breaks do not run).
+    #[must_use]
+    pub fn bracketed_paste(&self) -> bool {
+        self.parser.screen().bracketed_paste()
+    }
+
     /// Whether a line is being typed (its prompt is marked).
     #[must_use]
     pub fn typing(&self) -> bool {
@@ -86,6 +97,10 @@ impl Screen {
         let (row, col) = screen.cursor_position();
         let start = logical_start(screen, row);
         self.prompt = Some(cells(screen, start, row, Some(col)));
+        let (_, cols) = screen.size();
+        self.right = (col..cols)
+            .find(|&c| screen.cell(row, c).is_some_and(vt100::Cell::has_contents))
+            .map(|from| (from, span(screen, row, from, cols).trim_end().to_owned()));
     }
 
     /// Whether the marked prompt was blank: typing began before a prompt showed
@@ -119,7 +134,16 @@ impl Screen {
         while screen.row_wrapped(end) && end + 1 < rows {
             end += 1;
         }
-        let shown = cells(screen, start, end, None);
+        let mut shown = cells(screen, start, end, None);
+        // A right-hand prompt still where it was: not part of the line.
+        let (_, cols) = screen.size();
+        if let Some((from, text)) = &self.right
+            && span(screen, start, *from, cols).trim_end() == text
+        {
+            shown = span(screen, start, 0, *from)
+                + &" ".repeat(usize::from(cols.saturating_sub(*from)))
+                + &cells(screen, start + 1, end, None);
+        }
         let line = match shown.strip_prefix(prompt) {
             Some(rest) => rest.trim().to_owned(),
             None => match searched(&shown) {
@@ -164,6 +188,19 @@ fn logical_start(screen: &vt100::Screen, row: u16) -> u16 {
         start -= 1;
     }
     start
+}
+
+/// The text of columns `from..to` of `row` (blank cells as spaces).
+fn span(screen: &vt100::Screen, row: u16, from: u16, to: u16) -> String {
+    let mut text = String::new();
+    for col in from..to {
+        match screen.cell(row, col) {
+            Some(cell) if cell.is_wide_continuation() => {}
+            Some(cell) if cell.has_contents() => text.push_str(cell.contents()),
+            _ => text.push(' '),
+        }
+    }
+    text
 }
 
 /// The text of rows `from..=to`, each its full width (blank cells as spaces, so a
@@ -250,6 +287,24 @@ mod tests {
             b"\r\x1b[K(reverse-i-search)`rm': rm -rf /y",
         );
         assert_eq!(line, Typed::Line("rm -rf /y".into()));
+    }
+
+    #[test]
+    fn a_zsh_right_prompt_is_not_part_of_the_line() {
+        let mut s = Screen::new(40, 5);
+        // zsh: the right prompt at the row's end, then the cursor back after `% `.
+        s.output(b"\x1b[31C[main]\r% ");
+        s.mark_prompt();
+        s.output(b"rm -rf /x");
+        assert_eq!(s.take_line(), Typed::Line("rm -rf /x".into()));
+        // A line that reached it: zsh erased it, and the typed text is all read.
+        s.output(b"\r\n\x1b[31C[main]\r% ");
+        s.mark_prompt();
+        s.output(b"echo aaaaaaaaaaaaaaaaaaaa\x1b[K bbbbbbbbbb");
+        assert_eq!(
+            s.take_line(),
+            Typed::Line("echo aaaaaaaaaaaaaaaaaaaa bbbbbbbbbb".into())
+        );
     }
 
     #[test]

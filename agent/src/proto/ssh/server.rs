@@ -44,6 +44,8 @@ pub struct Conn {
     pub tasks: TaskTracker,
     /// The agent and X11 forwarding the policy allowed, and their open channels.
     pub forwarding: super::agent::Allowed,
+    /// Why the session failed, for its record.
+    pub failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Conn {
@@ -55,6 +57,24 @@ impl Conn {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .any(|(a, p)| a == address && *p == port)
+    }
+
+    /// Ends the client's whole connection because an action's record could not be
+    /// made durable (its result was not passed on): fail closed, with the reason.
+    pub async fn not_recorded(&self) {
+        tracing::error!("An SSH action's record could not be written; ending the session");
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| super::recording::NOT_RECORDED.to_owned());
+        let _ = self
+            .handle
+            .disconnect(
+                russh::Disconnect::ByApplication,
+                super::recording::NOT_RECORDED.to_owned(),
+                String::new(),
+            )
+            .await;
     }
 
     /// `text` with the session's masking applied, for a record or a client message.

@@ -4,7 +4,9 @@
 //! client is told on stderr); a refused one gets a "permission denied" status reply
 //! from the proxy with who decided and why. Each operation is one `sftp_file` event
 //! with its paths, the server's answer and, for an opened file, the bytes read and
-//! written until it is closed.
+//! written until it is closed. A status reply whose operation was recorded (and a
+//! refusal) reaches the client only once that record is durable, so a crash never
+//! loses the record of a file operation a client saw succeed.
 //!
 //! Bounded: packets are at most [`sftp::MAX_PACKET`]; replies are awaited for at
 //! most [`MAX_PENDING`] requests and bytes counted for at most [`MAX_OPEN`] files
@@ -63,11 +65,15 @@ struct Files<'a> {
     conn: &'a Conn,
     pending: HashMap<u32, Pending>,
     open: HashMap<Bytes, OpenFile>,
+    /// Records were queued since the recorder last confirmed them durable.
+    unsynced: bool,
+    /// A record could not be queued (the recorder stalled): nothing more may pass.
+    lost: bool,
 }
 
 /// Relays an sftp subsystem until either side closes it.
 pub async fn relay(
-    mut client: Channel<server::Msg>,
+    client: &mut Channel<server::Msg>,
     mut up: Channel<client::Msg>,
     conn: &Conn,
 ) -> Relayed {
@@ -75,29 +81,27 @@ pub async fn relay(
         conn,
         pending: HashMap::new(),
         open: HashMap::new(),
+        unsynced: false,
+        lost: false,
     };
     let (mut from_client, mut from_server) = (Framer::default(), Framer::default());
-    let (mut up_bytes, mut down_bytes, mut exit_status) = (0u64, 0u64, None);
+    let (mut up_bytes, mut down_bytes, mut exit_status, mut eof) = (0u64, 0u64, None, false);
     let failure = loop {
         tokio::select! {
             msg = up.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
                     down_bytes += data.len() as u64;
                     from_server.push(&data);
-                    if let Err(why) = files.replies(&mut from_server, &client).await {
+                    if let Err(why) = files.replies(&mut from_server, client).await {
                         break Some(why);
                     }
                 }
                 Some(ChannelMsg::ExtendedData { data, ext }) => {
                     let _ = client.extended_data_bytes(ext, data).await;
                 }
-                Some(ChannelMsg::ExitStatus { exit_status: status }) => {
-                    exit_status = Some(status);
-                    let _ = client.exit_status(status).await;
-                }
-                Some(ChannelMsg::Eof) => {
-                    let _ = client.eof().await;
-                }
+                // Passed on after the channel's record (`Relayed::finish`).
+                Some(ChannelMsg::ExitStatus { exit_status: status }) => exit_status = Some(status),
+                Some(ChannelMsg::Eof) => eof = true,
                 Some(ChannelMsg::Close) | None => break None,
                 Some(_) => {}
             },
@@ -105,7 +109,7 @@ pub async fn relay(
                 Some(ChannelMsg::Data { data }) => {
                     up_bytes += data.len() as u64;
                     from_client.push(&data);
-                    if let Err(why) = files.requests(&mut from_client, &client, &up).await {
+                    if let Err(why) = files.requests(&mut from_client, client, &up).await {
                         break Some(why);
                     }
                 }
@@ -122,9 +126,8 @@ pub async fn relay(
         tracing::warn!(error = %why, "Ending an sftp channel");
     }
     let _ = up.close().await;
-    let _ = client.close().await;
     files.finish().await;
-    let mut relayed = Relayed::counted(up_bytes, down_bytes, exit_status);
+    let mut relayed = Relayed::counted(up_bytes, down_bytes, exit_status, eof);
     if let Some(why) = failure {
         relayed.failed(why);
     }
@@ -251,14 +254,49 @@ impl Files<'_> {
         }
         let line = actions::refused_line(SshKind::Sftp, &done.outcome);
         let message = conn.mask(line.trim_end());
+        self.record(done, None, None).await;
+        // The refusal is the operation's result: it leaves once its record is durable.
+        if !self.durable().await {
+            return None;
+        }
         let status = sftp::status(id, sftp::FX_PERMISSION_DENIED, &message);
         let _ = client.data_bytes(status).await;
         // Clients show only "Permission denied" for a status: say why on stderr too.
         let _ = client
             .extended_data_bytes(1, Bytes::from(format!("{message}\n").into_bytes()))
             .await;
-        record(conn, done, None, None).await;
         None
+    }
+
+    /// Waits until the records queued so far are durable; `false` (and the session
+    /// is ended) when they cannot be: the replies waiting for them are withheld.
+    async fn durable(&mut self) -> bool {
+        let synced = !self.lost
+            && (!self.unsynced || (self.conn.session.recorder)
+                .sync(&self.conn.session.id)
+                .await);
+        self.unsynced = false;
+        if !synced {
+            self.lost = true;
+            self.conn.not_recorded().await;
+        }
+        synced
+    }
+
+    /// Records one file operation, with the target's failure and the bytes read and
+    /// written through an opened file; [`Files::durable`] waits for it.
+    async fn record(&mut self, mut done: Done, failed: Option<String>, bytes: Option<(u64, u64)>) {
+        if let (Some((read, written)), Some(details)) =
+            (bytes, done.finished.details.as_object_mut())
+        {
+            details.insert("bytes_read".into(), json!(read));
+            details.insert("bytes_written".into(), json!(written));
+        }
+        done.finished.error = failed;
+        self.unsynced = true;
+        if !recording::record(&self.conn.session, &done.outcome, done.finished).await {
+            self.lost = true;
+        }
     }
 
     /// Keeps `pending` until the server answers request `id` (recorded now, without
@@ -267,16 +305,19 @@ impl Files<'_> {
         if self.pending.len() < MAX_PENDING {
             self.pending.insert(id, pending);
         } else if let Pending::Op(done) | Pending::Open(done, _) = pending {
-            record(self.conn, done, None, None).await;
+            self.record(done, None, None).await;
         }
     }
 
-    /// Reads the server's whole replies, noting those awaited, and passes them on.
+    /// Reads the server's whole replies (those of one read of the channel), noting
+    /// those awaited, and passes them on once the operations they end are durably
+    /// recorded (one wait for them all).
     async fn replies(
         &mut self,
         framer: &mut Framer,
         client: &Channel<server::Msg>,
     ) -> Result<(), String> {
+        let mut ready = Vec::new();
         while let Some(packet) = framer
             .next_packet()
             .map_err(|e| format!("the target sent {e}"))?
@@ -285,6 +326,12 @@ impl Files<'_> {
                 Ok(reply) => self.replied(reply).await,
                 Err(error) => tracing::warn!(%error, "An sftp reply could not be read"),
             }
+            ready.push(packet);
+        }
+        if !self.durable().await {
+            return Err(recording::NOT_RECORDED.to_owned());
+        }
+        for packet in ready {
             client
                 .data_bytes(packet)
                 .await
@@ -304,12 +351,12 @@ impl Files<'_> {
                 });
                 match self.pending.remove(&id) {
                     Some(Pending::Op(done) | Pending::Open(done, _)) => {
-                        record(self.conn, done, failed, None).await;
+                        self.record(done, failed, None).await;
                     }
                     Some(Pending::Close(handle)) => {
                         if let Some(file) = self.open.remove(&handle) {
                             let bytes = (file.read, file.written);
-                            record(self.conn, file.done, failed, Some(bytes)).await;
+                            self.record(file.done, failed, Some(bytes)).await;
                         }
                     }
                     Some(Pending::Read(_)) | None => {}
@@ -326,7 +373,7 @@ impl Files<'_> {
                         };
                         self.open.insert(handle, file);
                     } else {
-                        record(self.conn, done, None, None).await;
+                        self.record(done, None, None).await;
                     }
                 }
             }
@@ -343,28 +390,19 @@ impl Files<'_> {
 
     /// Records what was still open or unanswered when the channel ended.
     async fn finish(mut self) {
-        for (_, pending) in self.pending.drain() {
-            if let Pending::Op(done) | Pending::Open(done, _) = pending {
+        let pending: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+        for p in pending {
+            if let Pending::Op(done) | Pending::Open(done, _) = p {
                 let why = "the channel ended before the target answered".to_owned();
-                record(self.conn, done, Some(why), None).await;
+                self.record(done, Some(why), None).await;
             }
         }
-        for (_, file) in self.open.drain() {
+        let open: Vec<OpenFile> = self.open.drain().map(|(_, f)| f).collect();
+        for file in open {
             let bytes = Some((file.read, file.written));
-            record(self.conn, file.done, None, bytes).await;
+            self.record(file.done, None, bytes).await;
         }
     }
-}
-
-/// Records one file operation, with the target's failure and the bytes read and
-/// written through an opened file.
-async fn record(conn: &Conn, mut done: Done, failed: Option<String>, bytes: Option<(u64, u64)>) {
-    if let (Some((read, written)), Some(details)) = (bytes, done.finished.details.as_object_mut()) {
-        details.insert("bytes_read".into(), json!(read));
-        details.insert("bytes_written".into(), json!(written));
-    }
-    done.finished.error = failed;
-    recording::record(&conn.session, &done.outcome, done.finished).await;
 }
 
 /// The sftp client while one of its operations is held: told on stderr; gone when

@@ -17,13 +17,19 @@ use russh::ChannelId;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// Records a decided typed line (masked).
-pub(super) async fn record(conn: &Conn, line: &str, outcome: &ActionOutcome) {
+/// Records a decided typed line (masked) and waits until the record is durable:
+/// the line's Enter (or refusal) leaves after it. `false` when it cannot be made
+/// durable (the session is ended).
+pub(super) async fn record(conn: &Conn, line: &str, outcome: &ActionOutcome) -> bool {
     let line = conn.mask(line);
     let summary = format!("shell line: {line}");
     let details = json!({ "login": conn.login, "line": line });
     let finished = recording::starting(KIND, summary, details);
-    recording::record(&conn.session, outcome, finished).await;
+    let durable = recording::record_synced(&conn.session, outcome, finished).await;
+    if !durable {
+        conn.not_recorded().await;
+    }
+    durable
 }
 
 /// What shell prompts end with, to find one printed after typing began.
@@ -49,6 +55,16 @@ pub(super) async fn commands_of(line: &str, blank: bool) -> Option<Vec<String>> 
             Split::Commands(more) => commands.extend(more),
             Split::Unparsed => return None,
         }
+    }
+    Some(commands)
+}
+
+/// The simple commands of every line of a pasted multi-line block (`None`: one of
+/// them is unparsed).
+pub(super) async fn commands_of_lines(lines: &[String]) -> Option<Vec<String>> {
+    let mut commands = Vec::new();
+    for line in lines {
+        commands.extend(commands_of(line, false).await?);
     }
     Some(commands)
 }

@@ -16,12 +16,17 @@
 //! typing the terminal did not echo, as at a password prompt — nor while a
 //! full-screen program (an editor, a pager) has the alternate screen. Input that
 //! follows an Enter in the same read (a paste) waits until that line is decided,
-//! up to [`MAX_PENDING`]; after a refusal it is dropped.
+//! up to [`MAX_PENDING`]; after a refusal it is dropped. A line break inside a
+//! bracketed paste is not an Enter (the shell does not run it either, [`Paste`]);
+//! a line holding one is decided at the Enter after it, line by line from the
+//! bytes pasted and typed (a multi-line block shows on several rows and cannot be
+//! read back from the screen), or as unparsed when editing keys were typed on it.
 
 use super::{
+    paste::{Block, Paste},
     screen::{Screen, Typed},
     server::Conn,
-    typed_ask::{LineWait, commands_of, record, typed_ask},
+    typed_ask::{LineWait, commands_of, commands_of_lines, record, typed_ask},
 };
 use crate::gate::{ActionOutcome, Ruling};
 use bytes::Bytes;
@@ -39,6 +44,7 @@ const QUIET: Duration = Duration::from_millis(25);
 const MAX_SETTLE: Duration = Duration::from_secs(1);
 /// The event kind of a typed line.
 pub const KIND: &str = "shell-line";
+
 const CTRL_C: u8 = 3;
 
 type Decision = Pin<Box<dyn Future<Output = ActionOutcome> + Send>>;
@@ -69,6 +75,8 @@ pub struct TypedLines<'c> {
     screen: Screen,
     /// Client input not yet passed on: it starts with an Enter while one is decided.
     pending: Vec<u8>,
+    /// Bracketed paste in the input passed on.
+    paste: Paste,
     state: State,
     /// Input went to the target since its last output (its echo is awaited).
     unechoed: bool,
@@ -91,6 +99,7 @@ impl<'c> TypedLines<'c> {
             channel,
             screen: Screen::new(cols, rows),
             pending: Vec::new(),
+            paste: Paste::default(),
             state: State::Typing,
             // Nothing has shown yet: the first line waits for the prompt.
             unechoed: true,
@@ -211,7 +220,7 @@ impl<'c> TypedLines<'c> {
                 }
                 self.screen.mark_prompt();
             }
-            let enter = self.pending.iter().position(|&b| b == b'\r' || b == b'\n');
+            let (enter, scanned) = (self.paste).scan(&self.pending, self.screen.bracketed_paste());
             let upto = enter.unwrap_or(self.pending.len());
             if upto > 0 {
                 let typed: Vec<u8> = self.pending.drain(..upto).collect();
@@ -219,6 +228,7 @@ impl<'c> TypedLines<'c> {
                 self.printable |= typed.iter().any(|&b| b >= 0x20 && b != 0x7f);
                 let _ = up.data_bytes(Bytes::from(typed)).await;
             }
+            self.paste.commit(scanned);
             if enter.is_none() {
                 return;
             }
@@ -259,16 +269,19 @@ impl<'c> TypedLines<'c> {
     async fn decide(&mut self, up: &Channel<client::Msg>) {
         self.state = State::Typing;
         self.printable = false;
+        let block = self.paste.block();
+        self.paste.line_done();
         let blank = self.screen.prompt_blank();
-        let (line, commands) = match self.screen.take_line() {
-            Typed::Nothing | Typed::FullScreen => return self.enter(up).await,
-            Typed::Line(line) => match commands_of(&line, blank).await {
-                // Only comments or blanks: nothing runs.
-                Some(c) if c.is_empty() => return self.enter(up).await,
-                commands => (line, commands),
-            },
-            Typed::Unreadable(line) => (line, None),
+        let (line, commands) = match (block, self.screen.take_line()) {
+            (_, Typed::FullScreen) | (None, Typed::Nothing) => return self.enter(up).await,
+            (Some(Block::Lines(lines)), _) => (lines.join("\n"), commands_of_lines(&lines).await),
+            (Some(Block::Unreadable(text)), _) | (None, Typed::Unreadable(text)) => (text, None),
+            (None, Typed::Line(line)) => (line.clone(), commands_of(&line, blank).await),
         };
+        // Only comments or blanks: nothing runs.
+        if commands.as_ref().is_some_and(Vec::is_empty) {
+            return self.enter(up).await;
+        }
         let ask = typed_ask(self.conn, line.clone(), commands);
         let gate = Arc::clone(&self.conn.session.gate);
         let ruling = gate.rule(&ask);
@@ -315,12 +328,18 @@ impl<'c> TypedLines<'c> {
         self.pump(up).await;
     }
 
-    /// Sends the Enter on (allowed) or refuses the line, and records it.
+    /// Records the line, then sends the Enter on (allowed) or refuses it.
     async fn decided(&mut self, line: &str, outcome: &ActionOutcome, up: &Channel<client::Msg>) {
+        if !record(self.conn, line, outcome).await {
+            self.pending.clear();
+            self.paste.reset();
+            return;
+        }
         if outcome.allowed() {
             self.enter(up).await;
         } else {
             self.pending.clear();
+            self.paste.reset();
             let message = format!(
                 "\r\nportcullis: command line refused: {}\r\n",
                 outcome.message()
@@ -335,7 +354,6 @@ impl<'c> TypedLines<'c> {
             // The next line's prompt is the one the shell prints after the Ctrl-C.
             self.unechoed = true;
         }
-        record(self.conn, line, outcome).await;
     }
 
     /// Passes the pending Enter on.
@@ -355,7 +373,7 @@ impl<'c> TypedLines<'c> {
             std::mem::replace(&mut self.state, State::Typing)
         {
             let outcome = decision.await;
-            record(self.conn, &line, &outcome).await;
+            let _ = record(self.conn, &line, &outcome).await;
         }
     }
 }
