@@ -83,6 +83,10 @@ impl Exchange {
             let server = hyper::upgrade::on(&mut response);
             let (mut parts, _) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
+            if !self.upgraded().await {
+                // The upstream's upgraded connection closes as `server` drops.
+                return reply::not_recorded();
+            }
             self.relay(client, server);
             return Response::from_parts(parts, reply::full(bytes::Bytes::new()));
         }
@@ -147,8 +151,30 @@ impl Exchange {
         reply::bad_gateway(why)
     }
 
+    /// Records the upgrade (the request and its `101`) before the `101` leaves, as
+    /// a response's end waits for its record: a crash after the client has its
+    /// `101` cannot lose the decision. `false` when the record cannot be written
+    /// (the client then gets `503`, and nothing is relayed).
+    async fn upgraded(&self) -> bool {
+        let empty = Sample::new(0, false);
+        let event = record::event(
+            &self.conn.session,
+            self.conn.masker(),
+            self.facts.clone(),
+            &empty,
+            &empty,
+            self.started,
+        );
+        if !self.conn.wait_for_record {
+            self.conn.record(event);
+            return true;
+        }
+        let recorder = &self.conn.session.recorder;
+        recorder.record(event).await.is_ok() && recorder.sync(&self.conn.session.id).await
+    }
+
     /// Relays an upgraded connection both ways until either side closes (or the
-    /// daemon stops), then records the request with the bytes moved.
+    /// daemon stops), then records the relay's end: the bytes moved each way.
     fn relay(self, client: OnUpgrade, server: OnUpgrade) {
         let Exchange {
             conn,
@@ -179,6 +205,7 @@ impl Exchange {
                 }
                 Err(error) => facts.error = Some(format!("upgrade failed: {error}")),
             }
+            facts.relay_ended = true;
             let event = record::event(&conn.session, conn.masker(), facts, &up, &down, started);
             let _ = conn.session.recorder.record(event).await;
         });
