@@ -11,10 +11,12 @@ use super::{
     reply::{self, BoxError, ProxyBody},
     request::{Parsed, connection_has},
     tap::{OnEnd, Tap, Written},
+    whole::{self, Whole},
 };
 use http_body_util::BodyExt as _;
 use hyper::{
-    HeaderMap, Response, StatusCode, Uri, Version, header, http::request::Parts, upgrade::OnUpgrade,
+    HeaderMap, Response, StatusCode, Uri, Version, body::Incoming, header, http::request::Parts,
+    upgrade::OnUpgrade,
 };
 use hyper_util::rt::TokioIo;
 use std::{
@@ -92,18 +94,21 @@ impl Exchange {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        let mut body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
-        if let Ok(Some(masker)) = &self.conn.masker {
-            match masking::plan(&parts.headers) {
-                Ok(None) => {}
-                Ok(Some((kind, encoding))) => {
-                    body = masking::mask_body(body, kind, encoding, Arc::clone(masker));
-                    masking::masked_headers(&mut parts.headers);
-                }
-                Err(why) => return self.fail(&why),
-            }
-        }
+        let body = match self.masked(&mut parts.headers, body) {
+            Ok(body) => body,
+            Err(why) => return self.fail(&why),
+        };
         let text = record::is_text(header_str(&parts.headers, header::CONTENT_TYPE));
+        if whole::fits(&body) {
+            let whole = Whole {
+                conn: &self.conn,
+                facts: self.facts,
+                request: &request_sample,
+                started: self.started,
+                text,
+            };
+            return whole.respond(parts, body).await;
+        }
         let sample = Sample::new(self.conn.record_body, text);
         let Exchange {
             conn,
@@ -139,6 +144,22 @@ impl Exchange {
             Some(written)
         });
         Response::from_parts(parts, Tap::new(body, sample, on_end, true).boxed_unsync())
+    }
+
+    /// The response body as the client gets it: masked (its headers adjusted)
+    /// where the session masks and the type is one masking reads.
+    fn masked(&self, headers: &mut HeaderMap, body: Incoming) -> Result<ProxyBody, String> {
+        let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+        let Ok(Some(masker)) = &self.conn.masker else {
+            return Ok(body);
+        };
+        Ok(match masking::plan(headers)? {
+            None => body,
+            Some((kind, encoding)) => {
+                masking::masked_headers(headers);
+                masking::mask_body(body, kind, encoding, Arc::clone(masker))
+            }
+        })
     }
 
     /// Answers `502` for a request that could not be forwarded, and records it.

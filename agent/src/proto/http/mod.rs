@@ -27,7 +27,8 @@
 //! `request`, `exchange` (one request: decided), `held`, `forward` (an allowed
 //! request: sent, its response streamed back, an upgrade relayed), `upstream`,
 //! `masking`, `record`, `tap` (bodies counted, a response's end held until its
-//! record is written), `reply` (the proxy's own answers).
+//! record is written), `whole` (a small response read whole, recorded, then sent
+//! in one write), `reply` (the proxy's own answers).
 
 mod ca;
 pub mod config;
@@ -48,6 +49,7 @@ mod server;
 mod tap;
 pub mod trust;
 mod upstream;
+mod whole;
 
 use crate::{
     policy::Target,
