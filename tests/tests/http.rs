@@ -10,7 +10,11 @@
 
 use portcullis_tests::http::{IP, TOKEN, json, setup, text};
 use serde_json::Value;
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    process::Stdio,
+};
 
 /// Rules every test here can use: connections allowed; DELETE of a user denied;
 /// anything under /admin held for `seniors`.
@@ -534,6 +538,9 @@ fn json_paths_mask_selected_values_of_a_streamed_document() {
     );
 }
 
+/// Issue 19: the upgrade is one action; its event is written before the `101`
+/// reaches the client (checked while the client holds the `101` and waits), and a
+/// second event counts what the relay moved once it ends.
 #[test]
 fn websocket_upgrade_is_one_action_then_relayed_and_counted() {
     let Some(s) = setup("http-ws", RULES, "") else {
@@ -541,13 +548,14 @@ fn websocket_upgrade_is_one_action_then_relayed_and_counted() {
     };
     let script = r#"
 import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
 s.sendall(b"GET /chat HTTP/1.1\r\nHost: api\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 head = b""
 while b"\r\n\r\n" not in head:
     head += s.recv(1)
-print(head.split(b"\r\n")[0].decode())
+print(head.split(b"\r\n")[0].decode(), flush=True)
+sys.stdin.readline()
 s.sendall(b"ping-through-the-gate")
 got = b""
 while len(got) < 21:
@@ -556,29 +564,62 @@ print(got.decode())
 s.close()
 "#;
     let port = s.servers.api_port.to_string();
-    let out = s
+    let mut client = s
         .client(&["/usr/bin/python3", "-c", script, IP, &port])
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    let (stdout, stderr) = text(&out);
+    let mut stdout = BufReader::new(client.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    let mut status = String::new();
+    let _ = stdout.read_line(&mut status);
     assert!(
-        stdout.starts_with("HTTP/1.1 101"),
-        "{stdout} {stderr}\n{}",
+        status.starts_with("HTTP/1.1 101"),
+        "{status:?}\n{}",
         s.d.log()
     );
-    assert!(stdout.contains("ping-through-the-gate"), "{stdout}");
-    let events = s.events("api");
-    let ws = events
-        .iter()
-        .find(|e| e["path"] == "/chat")
-        .unwrap_or_else(|| panic!("{events:#?}"));
+    // The client has its 101 and waits: the upgrade's record is already there.
+    let opened =
+        s.d.sessions()
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .into_iter()
+            .find(|x| x["target"] == "api" && x["ended_at"].is_null())
+            .and_then(|x| x["id"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no open session for the WebSocket"));
+    let replay = json(&s.d.cli(&["sessions", "replay", &opened, "--json"]));
+    let first = replay["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["details"]["path"] == "/chat"))
+        .unwrap_or_else(|| panic!("the 101 left before its record was written: {replay:#}"));
     assert_eq!(
-        (ws["status"].as_u64(), ws["upgrade"].as_bool()),
-        (Some(101), Some(true)),
-        "{ws}"
+        (
+            first["details"]["status"].as_u64(),
+            first["details"]["relay"].as_str()
+        ),
+        (Some(101), Some("started")),
+        "{first}"
     );
-    assert_eq!(ws["request_bytes"], 21);
-    assert_eq!(ws["response_bytes"], 21);
+    let mut stdin = client.stdin.take().unwrap_or_else(|| panic!("no stdin"));
+    writeln!(stdin).unwrap_or_else(|e| panic!("{e}"));
+    drop(stdin);
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    let _ = client.wait();
+    assert!(rest.contains("ping-through-the-gate"), "{rest}");
+    let events = s.events("api");
+    let chat: Vec<&Value> = events.iter().filter(|e| e["path"] == "/chat").collect();
+    assert_eq!(chat.len(), 2, "{chat:#?}");
+    for e in &chat {
+        assert_eq!(
+            (e["status"].as_u64(), e["upgrade"].as_bool()),
+            (Some(101), Some(true)),
+            "{e}"
+        );
+    }
+    assert_eq!(chat[1]["relay"], "ended", "{chat:#?}");
+    assert_eq!(chat[1]["request_bytes"], 21);
+    assert_eq!(chat[1]["response_bytes"], 21);
 }
 
 #[test]

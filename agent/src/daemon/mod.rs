@@ -101,7 +101,7 @@ impl Daemon {
             tracing::error!(%error, "Cannot update the kernel's target map");
         }
         self.ssh.publish(&policy);
-        self.http.publish(&policy);
+        self.http.publish(&policy).await;
         *self
             .policy_loaded
             .lock()
@@ -203,7 +203,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot protect the targets")?;
     daemon.ssh.publish(&daemon.gate.policy());
-    daemon.http.publish(&daemon.gate.policy());
+    daemon.http.publish(&daemon.gate.policy()).await;
 
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();

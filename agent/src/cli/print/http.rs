@@ -23,7 +23,12 @@ pub(super) fn http(d: &Value) -> Shown {
     lines.extend(headers(at(d, "/response_headers"), '<'));
     lines.extend(body(d, "response"));
     if at(d, "/upgrade").as_bool() == Some(true) {
-        lines.push("    upgraded: relayed both ways after the 101".to_owned());
+        let line = if at(d, "/relay").as_str() == Some("ended") {
+            "    upgraded: the relay has ended (bytes moved both ways above)"
+        } else {
+            "    upgraded: relayed both ways after the 101"
+        };
+        lines.push(line.to_owned());
     }
     let status = at(d, "/status").as_u64();
     Shown {

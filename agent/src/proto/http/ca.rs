@@ -101,13 +101,6 @@ impl Authority {
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
-
-    /// Puts the CA into the system trust store under `trust_dir` as `state_dir`'s,
-    /// sweeps stale Portcullis CAs out of it, and refreshes the bundle when anything
-    /// changed (see `trust`). Call with `trust::hold(state_dir)` held.
-    pub fn install(&self, trust_dir: &Path, state_dir: &Path) -> Result<PathBuf, HttpError> {
-        super::trust::install(trust_dir, state_dir, &self.ca_pem)
-    }
 }
 
 /// Removes this config's CA from the trust store (`daemon --release`): the CA at

@@ -14,7 +14,7 @@ use super::{
     upstream::Upstream,
 };
 use crate::{
-    gate::{ActionOutcome, Ask, Ruling},
+    gate::{Action, ActionOutcome, Ask, Ruling},
     mask::{MaskKey, Masker},
     proto::Session,
     record::{EventRecord, now_ms},
@@ -27,7 +27,7 @@ use hyper::{
 };
 use std::{
     convert::Infallible,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -52,6 +52,11 @@ pub(super) struct Conn {
     tasks: TaskTracker,
     /// Request heads the connection's scanner refused.
     framing: Arc<Framing>,
+    /// An [`Ask`] kept between requests: its principal, target and protocol are
+    /// the connection's, so each request sets only its action instead of cloning
+    /// the principal again. Empty while a request uses it (an HTTP/2 stream beside
+    /// it builds its own).
+    spare_ask: Mutex<Option<Ask>>,
 }
 
 impl Conn {
@@ -94,8 +99,36 @@ impl Conn {
             wait_for_record: http.config.wait_for_record,
             tasks: TaskTracker::new(),
             framing,
+            spare_ask: Mutex::new(None),
             session,
         }
+    }
+
+    /// An ask for this connection's principal and target, for `action`.
+    fn ask(&self, action: Action, justification: Option<String>) -> Ask {
+        let spare = self
+            .spare_ask
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut ask = spare.unwrap_or_else(|| Ask {
+            principal: self.session.principal.clone(),
+            target: self.session.target.name.clone(),
+            protocol: self.session.target.protocol.to_string(),
+            action: Action::Connect,
+            justification: None,
+        });
+        ask.action = action;
+        ask.justification = justification;
+        ask
+    }
+
+    /// Keeps `ask` for the next request.
+    fn keep_ask(&self, ask: Ask) {
+        *self
+            .spare_ask
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(ask);
     }
 
     /// Waits for the connection's record writes and relays.
@@ -275,13 +308,7 @@ async fn decide(
     mut facts: Facts,
     started: Instant,
 ) -> Option<(ActionOutcome, HeldRequest, Facts)> {
-    let ask = Ask {
-        principal: conn.session.principal.clone(),
-        target: conn.session.target.name.clone(),
-        protocol: conn.session.target.protocol.to_string(),
-        action: parsed.action(),
-        justification: parsed.justification.clone(),
-    };
+    let ask = conn.ask(parsed.action(), parsed.justification.clone());
     let left = CancellationToken::new();
     let _leaving = left.clone().drop_guard();
     let mut held = HeldRequest::new(body, conn.max_held_body, conn.body_time, left);
@@ -289,6 +316,7 @@ async fn decide(
     let ruling = gate.rule(&ask);
     if !matches!(ruling, Ruling::Review { .. }) {
         let outcome = gate.decide_ruled(&ask, ruling, None, &mut held).await;
+        conn.keep_ask(ask);
         settle(conn, &outcome, &mut facts, started);
         return Some((outcome, held, facts));
     }

@@ -11,10 +11,12 @@ use super::{
     reply::{self, BoxError, ProxyBody},
     request::{Parsed, connection_has},
     tap::{OnEnd, Tap, Written},
+    whole::{self, Whole},
 };
 use http_body_util::BodyExt as _;
 use hyper::{
-    HeaderMap, Response, StatusCode, Uri, Version, header, http::request::Parts, upgrade::OnUpgrade,
+    HeaderMap, Response, StatusCode, Uri, Version, body::Incoming, header, http::request::Parts,
+    upgrade::OnUpgrade,
 };
 use hyper_util::rt::TokioIo;
 use std::{
@@ -83,23 +85,30 @@ impl Exchange {
             let server = hyper::upgrade::on(&mut response);
             let (mut parts, _) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
+            if !self.upgraded().await {
+                // The upstream's upgraded connection closes as `server` drops.
+                return reply::not_recorded();
+            }
             self.relay(client, server);
             return Response::from_parts(parts, reply::full(bytes::Bytes::new()));
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        let mut body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
-        if let Ok(Some(masker)) = &self.conn.masker {
-            match masking::plan(&parts.headers) {
-                Ok(None) => {}
-                Ok(Some((kind, encoding))) => {
-                    body = masking::mask_body(body, kind, encoding, Arc::clone(masker));
-                    masking::masked_headers(&mut parts.headers);
-                }
-                Err(why) => return self.fail(&why),
-            }
-        }
+        let body = match self.masked(&mut parts.headers, body) {
+            Ok(body) => body,
+            Err(why) => return self.fail(&why),
+        };
         let text = record::is_text(header_str(&parts.headers, header::CONTENT_TYPE));
+        if whole::fits(&body) {
+            let whole = Whole {
+                conn: &self.conn,
+                facts: self.facts,
+                request: &request_sample,
+                started: self.started,
+                text,
+            };
+            return whole.respond(parts, body).await;
+        }
         let sample = Sample::new(self.conn.record_body, text);
         let Exchange {
             conn,
@@ -137,6 +146,22 @@ impl Exchange {
         Response::from_parts(parts, Tap::new(body, sample, on_end, true).boxed_unsync())
     }
 
+    /// The response body as the client gets it: masked (its headers adjusted)
+    /// where the session masks and the type is one masking reads.
+    fn masked(&self, headers: &mut HeaderMap, body: Incoming) -> Result<ProxyBody, String> {
+        let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+        let Ok(Some(masker)) = &self.conn.masker else {
+            return Ok(body);
+        };
+        Ok(match masking::plan(headers)? {
+            None => body,
+            Some((kind, encoding)) => {
+                masking::masked_headers(headers);
+                masking::mask_body(body, kind, encoding, Arc::clone(masker))
+            }
+        })
+    }
+
     /// Answers `502` for a request that could not be forwarded, and records it.
     fn fail(self, why: &str) -> Response<ProxyBody> {
         tracing::info!(reason = %why, "HTTP request failed upstream");
@@ -147,8 +172,30 @@ impl Exchange {
         reply::bad_gateway(why)
     }
 
+    /// Records the upgrade (the request and its `101`) before the `101` leaves, as
+    /// a response's end waits for its record: a crash after the client has its
+    /// `101` cannot lose the decision. `false` when the record cannot be written
+    /// (the client then gets `503`, and nothing is relayed).
+    async fn upgraded(&self) -> bool {
+        let empty = Sample::new(0, false);
+        let event = record::event(
+            &self.conn.session,
+            self.conn.masker(),
+            self.facts.clone(),
+            &empty,
+            &empty,
+            self.started,
+        );
+        if !self.conn.wait_for_record {
+            self.conn.record(event);
+            return true;
+        }
+        let recorder = &self.conn.session.recorder;
+        recorder.record(event).await.is_ok() && recorder.sync(&self.conn.session.id).await
+    }
+
     /// Relays an upgraded connection both ways until either side closes (or the
-    /// daemon stops), then records the request with the bytes moved.
+    /// daemon stops), then records the relay's end: the bytes moved each way.
     fn relay(self, client: OnUpgrade, server: OnUpgrade) {
         let Exchange {
             conn,
@@ -179,6 +226,7 @@ impl Exchange {
                 }
                 Err(error) => facts.error = Some(format!("upgrade failed: {error}")),
             }
+            facts.relay_ended = true;
             let event = record::event(&conn.session, conn.masker(), facts, &up, &down, started);
             let _ = conn.session.recorder.record(event).await;
         });

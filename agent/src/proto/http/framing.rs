@@ -43,6 +43,9 @@ use tokio::{
 /// The header the marker request carries the connection's token in; a client's own
 /// use of it is refused.
 pub(super) const MARKER: &str = "portcullis-refused";
+/// Header slots a head is parsed into without allocating (`max_headers` is 100 by
+/// default).
+const STACK_HEADERS: usize = 128;
 /// The HTTP/2 prior-knowledge preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -231,8 +234,17 @@ impl<S> Scanned<S> {
                 };
             }
         }
-        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
-        let mut req = httparse::Request::new(&mut headers);
+        // Most heads fit the stack's slots; a configured maximum above them gets a
+        // vector (a head per request: no allocation on the common path).
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut heap = Vec::new();
+        let headers = if let Some(slots) = stack.get_mut(..self.max_headers) {
+            slots
+        } else {
+            heap.resize(self.max_headers, httparse::EMPTY_HEADER);
+            heap.as_mut_slice()
+        };
+        let mut req = httparse::Request::new(headers);
         let parsed = req.parse(buf);
         let too_large = |len: usize| {
             (len > self.max_head).then(|| {

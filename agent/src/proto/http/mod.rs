@@ -27,7 +27,8 @@
 //! `request`, `exchange` (one request: decided), `held`, `forward` (an allowed
 //! request: sent, its response streamed back, an upgrade relayed), `upstream`,
 //! `masking`, `record`, `tap` (bodies counted, a response's end held until its
-//! record is written), `reply` (the proxy's own answers).
+//! record is written), `whole` (a small response read whole, recorded, then sent
+//! in one write), `reply` (the proxy's own answers).
 
 mod ca;
 pub mod config;
@@ -48,6 +49,7 @@ mod server;
 mod tap;
 pub mod trust;
 mod upstream;
+mod whole;
 
 use crate::{
     policy::Target,
@@ -115,10 +117,13 @@ impl Http {
     }
 
     /// Puts the CA into the system trust store (with `trust_store`) the first time
-    /// `policy` has an `https` target; called on start and on every reload. A
-    /// failure is logged and tried again on the next reload: clients that trust the
-    /// CA another way still work.
-    pub fn publish(&self, policy: &crate::policy::Policy) {
+    /// `policy` has an `https` target; called on start and on every reload, and
+    /// done when it returns, as before. The work (files, a lock, and
+    /// `update-ca-certificates`, about 2 s) runs on a blocking thread, so the
+    /// runtime keeps serving meanwhile. A failure is logged and tried again on the
+    /// next reload: clients that trust the CA another way still work. Callers do not
+    /// overlap (start, then reloads one at a time).
+    pub async fn publish(&self, policy: &crate::policy::Policy) {
         let wanted = policy
             .targets()
             .iter()
@@ -129,10 +134,19 @@ impl Http {
         let Some(authority) = &self.authority else {
             return;
         };
-        let installed = trust::hold(&self.config.state_dir).and_then(|owner| {
-            let path = authority.install(&self.config.trust_dir, &self.config.state_dir)?;
-            Ok((owner, path))
-        });
+        let (trust_dir, state_dir) = (self.config.trust_dir.clone(), self.config.state_dir.clone());
+        let pem = authority.ca_pem.clone();
+        let install = move || {
+            let owner = trust::hold(&state_dir)?;
+            let path = trust::install(&trust_dir, &state_dir, &pem)?;
+            Ok::<_, HttpError>((owner, path))
+        };
+        let installed = match tokio::task::spawn_blocking(install).await {
+            Ok(installed) => installed,
+            Err(error) => Err(HttpError::Ca {
+                reason: format!("the task installing it failed: {error}"),
+            }),
+        };
         match installed {
             Ok((owner, path)) => {
                 let _ = self.trusted.set(owner);

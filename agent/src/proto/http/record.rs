@@ -45,7 +45,7 @@ const SECRET_HEADERS: [&str; 5] = [
 ];
 
 /// What a request's record gathers before its response ends.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Facts {
     pub at_ms: i64,
     pub method: String,
@@ -67,6 +67,9 @@ pub(super) struct Facts {
     pub upstream_us: Option<i64>,
     pub error: Option<String>,
     pub upgrade: bool,
+    /// An upgrade's second event: its relay has ended (the first, at the `101`,
+    /// has this `false`).
+    pub relay_ended: bool,
 }
 
 impl Facts {
@@ -180,7 +183,12 @@ pub(super) fn event(
     let status = facts
         .status
         .map_or_else(|| "-".to_owned(), |s| s.to_string());
-    let summary = format!("{} {}{url} → {status}", facts.method, facts.host);
+    let ended = if facts.upgrade && facts.relay_ended {
+        " (relay ended)"
+    } else {
+        ""
+    };
+    let summary = format!("{} {}{url} → {status}{ended}", facts.method, facts.host);
     let mut details = json!({
         "method": facts.method,
         "url": url,
@@ -204,6 +212,12 @@ pub(super) fn event(
         }
         if facts.upgrade {
             obj.insert("upgrade".into(), Value::Bool(true));
+            let relay = if facts.relay_ended {
+                "ended"
+            } else {
+                "started"
+            };
+            obj.insert("relay".into(), Value::String(relay.into()));
         }
         obj.retain(|_, v| !v.is_null());
     }
