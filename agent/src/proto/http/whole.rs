@@ -84,3 +84,21 @@ impl Whole<'_> {
         recorder.record(event).await.is_ok() && recorder.sync(&self.conn.session.id).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    #[test]
+    fn only_bodies_of_known_small_length_are_read_whole() {
+        let small = usize::try_from(WHOLE_MAX).unwrap_or(usize::MAX);
+        assert!(fits(&reply::full(vec![b'x'; small])));
+        assert!(!fits(&reply::full(vec![b'x'; small + 1])));
+        // A body whose length is not known up front (chunked, masked) streams.
+        let frames = futures_util::stream::iter([Ok::<_, reply::BoxError>(
+            hyper::body::Frame::data(Bytes::from_static(b"x")),
+        )]);
+        assert!(!fits(&StreamBody::new(frames).boxed_unsync()));
+    }
+}
