@@ -234,16 +234,30 @@ pub fn run() -> anyhow::Result<()> {
         let count = count.to_string();
         cg.command(
             None,
-            &["/usr/bin/python3", "-c", HOLDER, "proxy", &count, &target_ip, &key],
+            &[
+                "/usr/bin/python3",
+                "-c",
+                HOLDER,
+                "proxy",
+                &count,
+                &target_ip,
+                &key,
+            ],
         )
     };
-    println!("Portcullis SSH idle-session memory ({n} sessions held, each with an idle session channel)");
+    println!(
+        "Portcullis SSH idle-session memory ({n} sessions held, each with an idle session channel)"
+    );
     // A few sessions first, so what every session shares (parser workers, caches,
     // the runtime's threads) is in the baseline.
     Holder::start(proxy(10), 10)?.release();
     std::thread::sleep(Duration::from_secs(1));
-    let first = held_cost("Portcullis daemon, round 1", n, proxy(n), || Memory::of(pid))?;
-    let ours = held_cost("Portcullis daemon, round 2", n, proxy(n), || Memory::of(pid))?;
+    let first = held_cost("Portcullis daemon, round 1", n, proxy(n), || {
+        Memory::of(pid)
+    })?;
+    let ours = held_cost("Portcullis daemon, round 2", n, proxy(n), || {
+        Memory::of(pid)
+    })?;
     let ours = ours.max(first);
     let jump_pid = sshd_pid(&jump)?;
     let jump_ip = jump.addr.ip().to_string();

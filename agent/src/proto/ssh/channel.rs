@@ -261,9 +261,7 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
         _ => None,
     };
     let relayed = match &start {
-        Start::Subsystem(name) if name == "sftp" => {
-            sftp_relay::relay(&mut client, up, conn).await
-        }
+        Start::Subsystem(name) if name == "sftp" => sftp_relay::relay(&mut client, up, conn).await,
         _ => relay::relay(&mut client, up, conn, cast, setup.pty.is_some(), lines).await,
     };
     let ends = relayed.finish(&mut finished);

@@ -205,7 +205,10 @@ mod tests {
     #[test]
     fn a_line_typed_after_a_paste_on_one_line_is_a_plain_line() {
         let mut p = Paste::default();
-        assert_eq!(feed(&mut p, b"\x1b[200~git status\x1b[201~\r", true), Some(22));
+        assert_eq!(
+            feed(&mut p, b"\x1b[200~git status\x1b[201~\r", true),
+            Some(22)
+        );
         assert!(!p.pasted_lines());
         p.reset();
         assert_eq!(p, Paste::default());

@@ -272,9 +272,10 @@ impl Files<'_> {
     /// is ended) when they cannot be: the replies waiting for them are withheld.
     async fn durable(&mut self) -> bool {
         let synced = !self.lost
-            && (!self.unsynced || (self.conn.session.recorder)
-                .sync(&self.conn.session.id)
-                .await);
+            && (!self.unsynced
+                || (self.conn.session.recorder)
+                    .sync(&self.conn.session.id)
+                    .await);
         self.unsynced = false;
         if !synced {
             self.lost = true;
