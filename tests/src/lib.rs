@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod console;
+pub mod crashkit;
 pub mod daemon;
 pub mod http;
 pub mod net;

@@ -15,13 +15,14 @@
 
 use portcullis_tests::{
     cgroup::{TestCgroup, can_run_ebpf_tests},
+    crashkit::{parse_report, wait_received},
     daemon::TestDaemon,
     pgproxy::{Setup, setup, text},
 };
 use serde_json::Value;
 use std::{
     collections::HashSet,
-    io::{BufRead, BufReader, Read as _, Write as _},
+    io::{BufReader, Read as _, Write as _},
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -342,33 +343,20 @@ fn kill_9_under_50_sessions_loses_no_received_result_and_nothing_goes_direct() {
     let mut progress = BufReader::new(clients.stdout.take().unwrap_or_else(|| panic!("no stdout")));
     // Killed while the statements flow, restarted, and run on until as many more
     // have flowed again.
-    let before = wait_received(&mut progress, 500, &s);
+    let before = wait_received(&mut progress, 500, &|| logs(&s));
     s.d.kill9();
     // Down: every connect meets the pinned redirect to a port nobody listens on.
     std::thread::sleep(Duration::from_secs(2));
     s.d.spawn()
         .unwrap_or_else(|e| panic!("the daemon does not start again after a crash: {e:#}"));
-    wait_received(&mut progress, before + 500, &s);
+    wait_received(&mut progress, before + 500, &|| logs(&s));
     drop(clients.stdin.take());
     let mut rest = String::new();
     progress
         .read_to_string(&mut rest)
         .unwrap_or_else(|e| panic!("{e}"));
     let _ = clients.wait();
-    let report: Value = rest
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("the clients printed no report: {rest:?}"));
-
-    let received: Vec<(u64, u64)> = report["received"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| Some((p[0].as_u64()?, p[1].as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let (report, received) = parse_report(&rest);
     let recorded = recorded_statements(&s.d);
     let missing: Vec<&(u64, u64)> = received
         .iter()
@@ -412,26 +400,9 @@ fn kill_9_under_50_sessions_loses_no_received_result_and_nothing_goes_direct() {
     );
 }
 
-/// Reads the clients' progress lines until they have received `n` results (bounded);
-/// returns the count reached.
-fn wait_received(progress: &mut impl BufRead, n: u64, s: &Setup) -> u64 {
-    let logs = || format!("daemon log:\n{}\nserver log:\n{}", s.d.log(), s.pg.log());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let read = progress.read_line(&mut line).unwrap_or(0);
-        assert!(read > 0, "the clients stopped early; {}", logs());
-        let count: u64 = line.trim().parse().unwrap_or(0);
-        if count >= n {
-            return count;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the clients received {count} results of {n} in 60 s; {}",
-            logs()
-        );
-    }
+/// The daemon's and the server's logs, for a failure message.
+fn logs(s: &Setup) -> String {
+    format!("daemon log:\n{}\nserver log:\n{}", s.d.log(), s.pg.log())
 }
 
 /// The text of every `sql` event of every postgres session.

@@ -17,6 +17,7 @@
 
 use portcullis_tests::{
     cgroup::{TestCgroup, can_run_ebpf_tests},
+    crashkit::{parse_report, wait_received},
     daemon::TestDaemon,
     http::{IP, NOBODY},
     net::free_port,
@@ -24,7 +25,7 @@ use portcullis_tests::{
 use serde_json::Value;
 use std::{
     collections::HashSet,
-    io::{BufRead, BufReader, Read as _},
+    io::{BufReader, Read as _},
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -298,45 +299,6 @@ fn assert_all_forwarded(log: &str, received: usize) {
         log.lines().count() >= received,
         "nginx logged fewer requests than the clients received responses"
     );
-}
-
-/// The clients' final report, and the requests whose responses they received.
-fn parse_report(rest: &str) -> (Value, Vec<(u64, u64)>) {
-    let report: Value = rest
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("the clients printed no report: {rest:?}"));
-    let received = report["received"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| Some((p[0].as_u64()?, p[1].as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    (report, received)
-}
-
-/// Reads the clients' progress lines until they have received `n` responses
-/// (bounded); returns the count reached.
-fn wait_received(progress: &mut impl BufRead, n: u64, logs: &dyn Fn() -> String) -> u64 {
-    let deadline = Instant::now() + Duration::from_mins(1);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let read = progress.read_line(&mut line).unwrap_or(0);
-        assert!(read > 0, "the clients stopped early; {}", logs());
-        let count: u64 = line.trim().parse().unwrap_or(0);
-        if count >= n {
-            return count;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the clients received {count} responses of {n} in 60 s; {}",
-            logs()
-        );
-    }
 }
 
 /// The path of every `http` event of every session.
