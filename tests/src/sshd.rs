@@ -85,6 +85,19 @@ impl Sshd {
         Ok(sshd)
     }
 
+    /// A policy with this server as the SSH target `box` (its known host key, root's
+    /// key as the credential), then `rules`.
+    #[must_use]
+    pub fn target_policy(&self, rules: &str) -> String {
+        format!(
+            "[[target]]\nname = \"box\"\nprotocol = \"ssh\"\naddress = \"{}\"\nknown_hosts = \"{}\"\n\
+             credentials = {{ user = \"root\", key_file = \"{}\" }}\n{rules}",
+            self.addr,
+            self.known_hosts().display(),
+            self.client_key().display()
+        )
+    }
+
     /// The private key the proxy logs in with (its public half is authorized).
     #[must_use]
     pub fn client_key(&self) -> PathBuf {

@@ -218,14 +218,8 @@ pub fn run() -> anyhow::Result<()> {
     let target = Sshd::start_or_skip("127.0.0.122").context("no sshd")?;
     let jump = Sshd::start_or_skip("127.0.0.123").context("no sshd")?;
     let cg = TestCgroup::new("bench-ssh-idle")?;
-    let policy = format!(
-        "[[target]]\nname = \"box\"\nprotocol = \"ssh\"\naddress = \"{}\"\nknown_hosts = \"{}\"\n\
-         credentials = {{ user = \"root\", key_file = \"{}\" }}\n\n\
-         [[rule]]\nname = \"all\"\ntargets = [\"*\"]\naction = \"allow\"\n",
-        target.addr,
-        target.known_hosts().display(),
-        target.client_key().display()
-    );
+    let policy =
+        target.target_policy("\n[[rule]]\nname = \"all\"\ntargets = [\"*\"]\naction = \"allow\"\n");
     let daemon = TestDaemon::start("bench-ssh-idle", &cg, &policy, "")?;
     let pid = daemon.pid().context("the daemon is not running")?;
     let target_ip = target.addr.ip().to_string();

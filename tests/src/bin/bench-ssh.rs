@@ -65,14 +65,8 @@ fn main() -> anyhow::Result<()> {
         + &std::fs::read_to_string(jump.known_hosts())?;
     std::fs::write(&both, text)?;
     let cg = TestCgroup::new("bench-ssh")?;
-    let policy = format!(
-        "[[target]]\nname = \"box\"\nprotocol = \"ssh\"\naddress = \"{}\"\nknown_hosts = \"{}\"\n\
-         credentials = {{ user = \"root\", key_file = \"{}\" }}\n\n\
-         [[rule]]\nname = \"all\"\ntargets = [\"*\"]\naction = \"allow\"\n",
-        target.addr,
-        target.known_hosts().display(),
-        target.client_key().display()
-    );
+    let policy =
+        target.target_policy("\n[[rule]]\nname = \"all\"\ntargets = [\"*\"]\naction = \"allow\"\n");
     let _daemon = TestDaemon::start("bench-ssh", &cg, &policy, "")?;
     let file = target.dir().join("payload");
     make_file(&file, mb)?;
