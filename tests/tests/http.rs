@@ -579,7 +579,9 @@ s.close()
         "{status:?}\n{}",
         s.d.log()
     );
-    // The client has its 101 and waits: the upgrade's record is already there.
+    // The client has its 101 and waits: the upgrade's record was journaled before
+    // the 101 left (what a crash keeps: `http_crash`), and reaches the store while
+    // the relay is still open.
     let opened =
         s.d.sessions()
             .unwrap_or_else(|e| panic!("{e:#}"))
@@ -587,11 +589,22 @@ s.close()
             .find(|x| x["target"] == "api" && x["ended_at"].is_null())
             .and_then(|x| x["id"].as_str().map(str::to_owned))
             .unwrap_or_else(|| panic!("no open session for the WebSocket"));
-    let replay = json(&s.d.cli(&["sessions", "replay", &opened, "--json"]));
-    let first = replay["events"]
-        .as_array()
-        .and_then(|events| events.iter().find(|e| e["details"]["path"] == "/chat"))
-        .unwrap_or_else(|| panic!("the 101 left before its record was written: {replay:#}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        let replay = json(&s.d.cli(&["sessions", "replay", &opened, "--json"]));
+        let found = replay["events"]
+            .as_array()
+            .and_then(|events| events.iter().find(|e| e["details"]["path"] == "/chat"))
+            .cloned();
+        if let Some(first) = found {
+            break first;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upgrade was not recorded while the relay was open: {replay:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(
         (
             first["details"]["status"].as_u64(),

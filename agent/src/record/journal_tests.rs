@@ -222,3 +222,46 @@ async fn a_store_down_at_shutdown_leaves_its_events_to_the_next_start() {
     let _journal = Journal::open(&journal_dir, &store).await.unwrap();
     assert_eq!(summaries(&store, &session).await, ["SELECT 1"]);
 }
+
+#[tokio::test]
+async fn a_record_waiting_for_room_holds_its_sessions_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path()).await;
+    let journal = Journal::open(&dir.path().join("journal"), &store)
+        .await
+        .unwrap();
+    let recorder = Recorder::spawn_with(
+        store.clone(),
+        Some(Arc::new(journal)),
+        2,
+        std::time::Duration::from_secs(30),
+    );
+    // A store that takes nothing: the writer holds its batch and the queue fills.
+    store.close().await;
+    let session = SessionId::generate();
+    let mut waiting = None;
+    for i in 0..100 {
+        if let Err(w) = recorder.try_record(statement(&session, &format!("SELECT {i}"))) {
+            waiting = Some(w);
+            break;
+        }
+    }
+    let waiting = waiting.unwrap();
+    let sync = {
+        let recorder = recorder.clone();
+        let session = session.clone();
+        tokio::spawn(async move { recorder.sync(&session).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !sync.is_finished(),
+        "sync must wait for the record still outside the journal"
+    );
+    drop(waiting);
+    let synced = tokio::time::timeout(std::time::Duration::from_secs(10), sync).await;
+    assert!(
+        synced.unwrap().unwrap(),
+        "journaled once the waiting record is gone"
+    );
+    recorder.shutdown().await;
+}

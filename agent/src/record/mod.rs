@@ -50,7 +50,7 @@ pub use error::StoreError;
 pub use events::{ChainDigest, EventRecord, one_line};
 pub use journal::{Journal, JournalError};
 pub use links::IdentityLink;
-pub use recorder::{Recordable, Recorder, STALL_LIMIT, Stalled};
+pub use recorder::{Recordable, Recorder, STALL_LIMIT, Stalled, Waiting};
 pub use requests::{ApprovalRecord, NewRequest, RequestRecord, RequestStatus};
 pub use session::now_ms;
 pub use session::{

@@ -98,6 +98,20 @@ pub struct Recorder {
     stragglers: Arc<Stragglers>,
 }
 
+/// A record the queue had no room for ([`Recorder::try_record`]): counted as waiting
+/// for its session until it is queued or dropped.
+pub struct Waiting {
+    record: Option<Box<Recordable>>,
+    session: SessionId,
+    stragglers: Arc<Stragglers>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.stragglers.leave(&self.session);
+    }
+}
+
 /// Records a [`Recorder::sync`] cannot count as journaled yet: those waiting for room
 /// in a full queue, and those the journal failed to take (queued without it, so their
 /// session's sync waits for the store). Touched only off the fast path.
@@ -218,14 +232,20 @@ impl Recorder {
     /// and the caller must end its session ([`Stalled`]). After
     /// [`Recorder::shutdown`] the record cannot be written: that is logged as an error.
     pub async fn record(&self, record: impl Into<Recordable>) -> Result<(), Stalled> {
-        let record = match self.try_record(record) {
-            Ok(()) => return Ok(()),
-            Err(record) => record,
+        match self.try_record(record) {
+            Ok(()) => Ok(()),
+            Err(waiting) => self.record_waiting(waiting).await,
+        }
+    }
+
+    /// Queues a record [`Recorder::try_record`] gave back, waiting for room as
+    /// [`Recorder::record`] does.
+    pub async fn record_waiting(&self, mut waiting: Waiting) -> Result<(), Stalled> {
+        let Some(record) = waiting.record.take() else {
+            return Ok(());
         };
-        let session = record.session_id().clone();
-        self.stragglers.enter(&session);
-        let room = tokio::time::timeout(self.stall, self.messages.reserve()).await;
-        let result = match room {
+        let session = &waiting.session;
+        match tokio::time::timeout(self.stall, self.messages.reserve()).await {
             Ok(Ok(permit)) => {
                 self.send(permit, record);
                 Ok(())
@@ -239,22 +259,30 @@ impl Recorder {
                 tracing::error!(%session, error = %stalled, "Recording stalled; ending the session");
                 Err(stalled)
             }
-        };
-        self.stragglers.leave(&session);
-        result
+        }
+        // `waiting` drops here: the session's syncs stop waiting for it.
     }
 
     /// Queues `record` if the queue has room now, without waiting: a caller on a hot
-    /// path is spared a task per record. Gives the record back when the queue is
-    /// full (then [`Recorder::record`] waits for room, or reports the stall).
-    pub fn try_record(&self, record: impl Into<Recordable>) -> Result<(), Box<Recordable>> {
+    /// path is spared a task per record. When the queue is full the record comes back
+    /// as [`Waiting`], for [`Recorder::record_waiting`]; until that queues it (or it is
+    /// dropped), [`Recorder::sync`] of its session waits for it.
+    pub fn try_record(&self, record: impl Into<Recordable>) -> Result<(), Waiting> {
         let record = Box::new(record.into());
         match self.messages.try_reserve() {
             Ok(permit) => {
                 self.send(permit, record);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(())) => Err(record),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                let session = record.session_id().clone();
+                self.stragglers.enter(&session);
+                Err(Waiting {
+                    record: Some(record),
+                    session,
+                    stragglers: Arc::clone(&self.stragglers),
+                })
+            }
             Err(mpsc::error::TrySendError::Closed(())) => {
                 let session = record.session_id();
                 tracing::error!(%session, lost = 1, "Event lost: the recorder has shut down");

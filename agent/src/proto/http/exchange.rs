@@ -140,13 +140,13 @@ impl Conn {
     /// Queues `event` (from a body's drop too): at once when the recorder's queue has
     /// room, else in a task that waits for room.
     pub(super) fn record(&self, event: EventRecord) {
-        let Err(event) = self.session.recorder.try_record(event) else {
+        let Err(waiting) = self.session.recorder.try_record(event) else {
             return;
         };
         let recorder = self.session.recorder.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let write = async move {
-                let _ = recorder.record(*event).await;
+                let _ = recorder.record_waiting(waiting).await;
             };
             self.tasks.spawn_on(write, &handle);
         } else {
