@@ -332,6 +332,7 @@ impl Recorder {
             // An error means the task is gone, after writing all it was sent.
             let _ = written.await;
         }
+        self.stragglers.lock().unjournaled.remove(session);
         self.chains
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
