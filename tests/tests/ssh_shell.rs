@@ -260,15 +260,7 @@ fn typed_lines_are_denied_held_approved_and_withdrawn_at_enter() {
 
     let events = s.events();
     let lines = events_of_kind(&events, "shell-line");
-    let verdict_of = |needle: &str| {
-        lines
-            .iter()
-            .find(|e| e["line"].as_str().is_some_and(|l| l.contains(needle)))
-            .map_or_else(
-                || panic!("no shell-line event for {needle}: {lines:#?}"),
-                |e| e["verdict"].as_str().unwrap_or_default().to_owned(),
-            )
-    };
+    let verdict_of = |needle: &str| verdict_of(&lines, needle);
     assert_eq!(verdict_of("rm -rf"), "denied");
     assert_eq!(verdict_of("/made"), "approved");
     assert_eq!(verdict_of("/withdrawn"), "abandoned");
@@ -378,15 +370,18 @@ fn a_bracketed_paste_is_decided_line_by_line_at_the_enter_after_it() {
 
     let events = s.events();
     let lines = events_of_kind(&events, "shell-line");
-    let verdict_of = |needle: &str| {
-        lines
-            .iter()
-            .find(|e| e["line"].as_str().is_some_and(|l| l.contains(needle)))
-            .map_or_else(
-                || panic!("no shell-line event for {needle}: {lines:#?}"),
-                |e| e["verdict"].as_str().unwrap_or_default().to_owned(),
-            )
-    };
+    let verdict_of = |needle: &str| verdict_of(&lines, needle);
     assert_eq!(verdict_of("echo pasted-one"), "denied");
     assert_eq!(verdict_of("echo calm-one"), "allowed");
+}
+
+/// The verdict of the `shell-line` event among `lines` whose line contains `needle`.
+fn verdict_of(lines: &[&Value], needle: &str) -> String {
+    lines
+        .iter()
+        .find(|e| e["line"].as_str().is_some_and(|l| l.contains(needle)))
+        .map_or_else(
+            || panic!("no shell-line event for {needle}: {lines:#?}"),
+            |e| e["verdict"].as_str().unwrap_or_default().to_owned(),
+        )
 }
