@@ -13,6 +13,12 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 /// A held action's client, as the pipeline needs it while the action waits.
 pub trait Waiting: Send {
+    /// Called when the policy asks for review, before the request is visible to
+    /// approvers or the API: a protocol that can withdraw by a side channel (a
+    /// PostgreSQL cancel) starts listening here, so a withdrawal sent as soon as the
+    /// request shows cannot be lost.
+    fn reviewing(&mut self) {}
+
     /// Tells the client that its action waits for approval as request `request`,
     /// which approvers decide with `hint` (if the protocol has a way to say so).
     fn held(&mut self, request: &str, hint: &str) -> impl Future<Output = ()> + Send;
@@ -253,6 +259,7 @@ impl Gate {
             }
             Ruling::Review { rule, review, .. } => (rule, review),
         };
+        client.reviewing();
         let session = session.map(|s| s.as_str().to_owned());
         let hold = match self.hold(ask, rule.clone(), review, session).await {
             Ok(hold) => hold,
@@ -271,6 +278,7 @@ impl Gate {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -379,5 +387,74 @@ mod tests {
         };
         assert_eq!((failed.verdict(), failed.request()), ("error", None));
         assert!(!failed.allowed());
+    }
+
+    /// Records the order of the pipeline's calls and whether the request had been
+    /// announced (visible to approvers and the API) when `reviewing` ran.
+    struct Watcher {
+        events: tokio::sync::broadcast::Receiver<super::super::notify::Event>,
+        calls: Vec<&'static str>,
+        announced_before_reviewing: bool,
+    }
+
+    impl Waiting for Watcher {
+        fn reviewing(&mut self) {
+            self.announced_before_reviewing = !self.events.is_empty();
+            self.calls.push("reviewing");
+        }
+        async fn held(&mut self, _: &str, _: &str) {
+            self.calls.push("held");
+        }
+        async fn gone(&mut self) -> Gone {
+            Gone::Cancelled
+        }
+    }
+
+    /// A PostgreSQL cancel sent the moment a request shows must end it, so the
+    /// protocol hears of the review before anyone can see the request.
+    #[tokio::test]
+    async fn reviewing_is_called_before_the_request_is_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = "[[target]]\nname = \"db\"\nprotocol = \"tcp\"\naddress = \"127.0.0.1:9\"\n\n\
+                     [[group]]\nname = \"ops\"\nusers = [\"alice\"]\n\n\
+                     [[rule]]\nname = \"r\"\ntargets = [\"db\"]\naction = \"review\"\n\
+                     approvers = [\"ops\"]\n";
+        std::fs::write(dir.path().join("p.toml"), rules).unwrap();
+        let policy = crate::policy::Policy::load_dir(dir.path()).unwrap();
+        let store = crate::record::Store::open("sqlite::memory:").await.unwrap();
+        let gate = Arc::new(Gate::new(
+            policy,
+            store,
+            Arc::new(crate::metrics::Metrics::new()),
+            None,
+        ));
+        let mut watcher = Watcher {
+            events: gate.subscribe(),
+            calls: Vec::new(),
+            announced_before_reviewing: true,
+        };
+        let ask = Ask {
+            principal: crate::identity::Principal {
+                pid: 4242,
+                ppid: None,
+                uid: 1003,
+                gid: 1003,
+                user: Some("carol".into()),
+                unix_groups: Vec::new(),
+                exe: Some("/usr/bin/psql".into()),
+                cmdline: None,
+                comm: "psql".into(),
+                cgroup: None,
+                idp: None,
+            },
+            target: "db".into(),
+            protocol: "tcp".into(),
+            action: super::super::Action::Connect,
+            justification: None,
+        };
+        let outcome = gate.decide(&ask, None, &mut watcher).await;
+        assert_eq!(watcher.calls, ["reviewing", "held"]);
+        assert!(!watcher.announced_before_reviewing);
+        assert_eq!(outcome.verdict(), "abandoned", "{outcome:?}");
     }
 }

@@ -425,9 +425,8 @@ impl Frontend<'_> {
                 .decide(ask, Some(&session.id), &mut waiting)
                 .await
         };
-        if outcome.request().is_some() {
-            self.cancel.set_holding(false);
-        }
+        // Also after a review whose request could not be stored.
+        self.cancel.set_holding(false);
         let denial = match self.answer(&outcome, &classified, &mut record) {
             Answer::Run => None,
             Answer::Refuse(refusal) => Some(refusal),
@@ -639,10 +638,13 @@ struct HeldStatement<'a> {
 }
 
 impl Waiting for HeldStatement<'_> {
-    async fn held(&mut self, request: &str, hint: &str) {
-        // Before the client can see the request: a cancel sent as soon as it does
-        // ends the hold, even if it beats the wait.
+    fn reviewing(&mut self) {
+        // Before anyone can see the request: a cancel sent as soon as the client or
+        // the API shows it ends the hold, even if it beats the wait.
         self.cancel.set_holding(true);
+    }
+
+    async fn held(&mut self, request: &str, hint: &str) {
         let notice = wire::error_response(
             self.encoding,
             Severity::NOTICE,
