@@ -206,6 +206,22 @@ fn scratch_file(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
     dir.path().join(name)
 }
 
+/// The output the shell session's asciicast recording holds, concatenated.
+fn cast_output(events: &[Value]) -> String {
+    let shell = events
+        .iter()
+        .find(|e| e["kind"] == "shell")
+        .unwrap_or_else(|| panic!("no shell event: {events:#?}"));
+    let path = shell["recording"]["path"].as_str().unwrap_or_default();
+    let cast = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    cast.lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e[1] == "o")
+        .filter_map(|e| e[2].as_str().map(str::to_owned))
+        .collect()
+}
+
 fn events_of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["kind"] == kind).collect()
 }
@@ -265,6 +281,14 @@ fn typed_lines_are_denied_held_approved_and_withdrawn_at_enter() {
     assert_eq!(verdict_of("/made"), "approved");
     assert_eq!(verdict_of("/withdrawn"), "abandoned");
     assert_eq!(verdict_of("echo ready-1"), "allowed");
+    // The recording shows what the terminal showed, Portcullis' own lines too.
+    let output = cast_output(&events);
+    for told in [
+        "command line refused: rule `no-rm` denies",
+        &format!("held for approval (request {held_id})"),
+    ] {
+        assert!(output.contains(told), "{told:?} is not in {output:?}");
+    }
 }
 
 #[test]
@@ -302,19 +326,7 @@ fn a_secret_broken_by_an_sgr_code_is_masked_and_a_password_is_not_decided() {
             .any(|e| e.to_string().contains("nothing-hunter")),
         "unechoed typing was recorded: {events:#?}"
     );
-    let shell = events
-        .iter()
-        .find(|e| e["kind"] == "shell")
-        .unwrap_or_else(|| panic!("no shell event: {events:#?}"));
-    let path = shell["recording"]["path"].as_str().unwrap_or_default();
-    let cast = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let output: String = cast
-        .lines()
-        .skip(1)
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e[1] == "o")
-        .filter_map(|e| e[2].as_str().map(str::to_owned))
-        .collect();
+    let output = cast_output(&events);
     assert!(output.contains("pw="), "{output:?}");
     assert!(
         !output.contains("hunter2\x1b[1msecret"),

@@ -237,7 +237,7 @@ async fn serve(mut client: Channel<server::Msg>, conn: &Conn, mut setup: Setup, 
     let _ = conn.handle.channel_success(id).await;
     // A shell's typed lines are decided at Enter, those typed while it was held too.
     let mut lines = match (&start, &setup.pty) {
-        (Start::Shell, Some(p)) => Some(TypedLines::new(conn, id, p.cols, p.rows)),
+        (Start::Shell, Some(p)) => Some(TypedLines::new(conn, p.cols, p.rows)),
         _ => None,
     };
     for data in std::mem::take(&mut setup.stdin) {

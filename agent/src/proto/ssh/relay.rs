@@ -10,6 +10,7 @@ use super::{
     masking::{FLUSH_AFTER, FLUSH_AFTER_EXEC, StreamMasker},
     recording::{Cast, Finished, Sample},
     server::Conn,
+    typed_ask::Notes,
     typed_line::TypedLines,
 };
 use bytes::Bytes;
@@ -177,9 +178,14 @@ pub async fn relay(
     if let Some(l) = lines.as_mut() {
         l.input(&[], &up).await;
     }
+    let notes = lines.as_ref().map(TypedLines::notes);
     // Past the target's EOF and exit nothing more comes: the action is over, even
     // if the target waits for the client's EOF before it closes.
     while !r.ends.complete() {
+        // What the typed-line gate told the terminal, recorded as the user saw it.
+        if let Some(n) = &notes {
+            send(client, None, n.take(), &mut r, cast.as_mut()).await;
+        }
         let holding = out.holding() || err.holding();
         let full = lines.as_ref().is_some_and(TypedLines::full);
         let settle = lines.as_ref().and_then(TypedLines::settle_at);
@@ -248,6 +254,7 @@ pub async fn relay(
                     l.settled(&up).await;
                 }
             }
+            () = notes_ready(notes.as_deref()), if notes.is_some() => {}
             outcome = decision(&mut lines), if held => {
                 if let Some(l) = lines.as_mut() {
                     l.resolved(outcome, &up).await;
@@ -262,6 +269,9 @@ pub async fn relay(
     if let Some(l) = lines {
         l.finish().await;
     }
+    if let Some(n) = &notes {
+        send(client, None, n.take(), &mut r, cast.as_mut()).await;
+    }
     flush(client, &mut out, &mut err, &mut r, cast.as_mut()).await;
     if let Some(c) = cast {
         r.cast_truncated = c.truncated;
@@ -271,6 +281,14 @@ pub async fn relay(
         );
     }
     r
+}
+
+/// Completes when the typed-line gate has a message for the terminal.
+async fn notes_ready(notes: Option<&Notes>) {
+    match notes {
+        Some(n) => n.ready().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn flush(

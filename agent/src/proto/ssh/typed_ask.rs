@@ -13,8 +13,9 @@ use crate::{
     gate::{Action, ActionOutcome, Ask, Gone, Waiting},
     policy::SshKind,
 };
-use russh::ChannelId;
 use serde_json::json;
+use std::sync::{Mutex, PoisonError};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Records a decided typed line (masked) and waits until the record is durable:
@@ -87,10 +88,40 @@ pub(super) fn typed_ask(conn: &Conn, line: String, commands: Option<Vec<String>>
     }
 }
 
+/// What Portcullis itself tells the terminal about a typed line (held, refused).
+/// The relay sends it as it sends the target's output, so the session's recording
+/// shows it where the user saw it. One message per decided line: small and bounded.
+#[derive(Default)]
+pub(super) struct Notes {
+    text: Mutex<Vec<u8>>,
+    ready: Notify,
+}
+
+impl Notes {
+    /// Queues `message` for the terminal and wakes the relay.
+    pub(super) fn push(&self, message: &str) {
+        self.lock().extend_from_slice(message.as_bytes());
+        self.ready.notify_one();
+    }
+
+    /// What is queued, emptied.
+    pub(super) fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Completes when a message was queued since the last wait.
+    pub(super) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.text.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The client of a held line, as the gate waits with it.
 pub(super) struct LineWait {
-    pub(super) handle: russh::server::Handle,
-    pub(super) channel: ChannelId,
+    pub(super) notes: std::sync::Arc<Notes>,
     /// Cancelled by the client's Ctrl-C.
     pub(super) withdraw: CancellationToken,
     /// Cancelled when the shell or the connection ends.
@@ -99,11 +130,10 @@ pub(super) struct LineWait {
 
 impl Waiting for LineWait {
     async fn held(&mut self, request: &str, hint: &str) {
-        let line = format!(
+        self.notes.push(&format!(
             "\r\nportcullis: this command line is held for approval (request {request}); it \
              runs when approved. Approvers run: {hint}. Ctrl-C withdraws it.\r\n"
-        );
-        let _ = self.handle.data(self.channel, line.into_bytes()).await;
+        ));
     }
 
     async fn gone(&mut self) -> Gone {

@@ -26,11 +26,11 @@ use super::{
     paste::{Block, Paste},
     screen::{Screen, Typed},
     server::Conn,
-    typed_ask::{LineWait, commands_of, commands_of_lines, record, typed_ask},
+    typed_ask::{LineWait, Notes, commands_of, commands_of_lines, record, typed_ask},
 };
 use crate::gate::{ActionOutcome, Ruling};
 use bytes::Bytes;
-use russh::{Channel, ChannelId, client};
+use russh::{Channel, client};
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +71,8 @@ enum State {
 /// The typed-line gate of one shell channel with a terminal.
 pub struct TypedLines<'c> {
     conn: &'c Conn,
-    channel: ChannelId,
+    /// What the terminal is told about held and refused lines, for the relay.
+    notes: Arc<Notes>,
     screen: Screen,
     /// Client input not yet passed on: it starts with an Enter while one is decided.
     pending: Vec<u8>,
@@ -93,10 +94,10 @@ pub struct TypedLines<'c> {
 impl<'c> TypedLines<'c> {
     /// The gate for `channel`, whose terminal is `cols`×`rows`.
     #[must_use]
-    pub fn new(conn: &'c Conn, channel: ChannelId, cols: u32, rows: u32) -> Self {
+    pub fn new(conn: &'c Conn, cols: u32, rows: u32) -> Self {
         Self {
             conn,
-            channel,
+            notes: Arc::default(),
             screen: Screen::new(cols, rows),
             pending: Vec::new(),
             paste: Paste::default(),
@@ -108,6 +109,12 @@ impl<'c> TypedLines<'c> {
             last_output: Instant::now(),
             left: conn.closed.child_token(),
         }
+    }
+
+    /// What the terminal is to be told about held and refused lines.
+    #[must_use]
+    pub fn notes(&self) -> Arc<Notes> {
+        Arc::clone(&self.notes)
     }
 
     /// Input the client sent before the shell started (it goes through
@@ -287,8 +294,7 @@ impl<'c> TypedLines<'c> {
         let ruling = gate.rule(&ask);
         let withdraw = CancellationToken::new();
         let mut waiting = LineWait {
-            handle: self.conn.handle.clone(),
-            channel: self.channel,
+            notes: Arc::clone(&self.notes),
             withdraw: withdraw.clone(),
             left: self.left.clone(),
         };
@@ -344,12 +350,7 @@ impl<'c> TypedLines<'c> {
                 "\r\nportcullis: command line refused: {}\r\n",
                 outcome.message()
             );
-            let message = self.conn.mask(&message);
-            let _ = self
-                .conn
-                .handle
-                .data(self.channel, message.into_bytes())
-                .await;
+            self.notes.push(&self.conn.mask(&message));
             let _ = up.data_bytes(Bytes::from_static(&[CTRL_C])).await;
             // The next line's prompt is the one the shell prints after the Ctrl-C.
             self.unechoed = true;
