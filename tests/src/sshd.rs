@@ -89,9 +89,16 @@ impl Sshd {
     /// key as the credential), then `rules`.
     #[must_use]
     pub fn target_policy(&self, rules: &str) -> String {
+        self.target_policy_as("root", rules)
+    }
+
+    /// [`target_policy`](Self::target_policy) logging in as `user` (any local user:
+    /// the one authorized key works for all of them).
+    #[must_use]
+    pub fn target_policy_as(&self, user: &str, rules: &str) -> String {
         format!(
             "[[target]]\nname = \"box\"\nprotocol = \"ssh\"\naddress = \"{}\"\nknown_hosts = \"{}\"\n\
-             credentials = {{ user = \"root\", key_file = \"{}\" }}\n{rules}",
+             credentials = {{ user = \"{user}\", key_file = \"{}\" }}\n{rules}",
             self.addr,
             self.known_hosts().display(),
             self.client_key().display()

@@ -10,6 +10,9 @@
 //! Measures bulk `scp` (SFTP) download and upload of one file (`BENCH_SSH_MB`, default
 //! 256 MiB) and `BENCH_SSH_EXECS` (default 200) sequential `ssh host true`, in
 //! interleaved rounds, and prints the best round of each with ratios to direct.
+//! Every path logs in as [`BENCH_USER`], a system user whose shell is `/bin/sh` with
+//! no profile, so an exec's time is the connection's and not a login shell's (root's
+//! `.bashrc` on a developer machine can take hundreds of milliseconds).
 //! `BENCH_IDLE=1` measures memory per idle session instead (`sshidle`).
 //! Asserts nothing: the machine is shared and noisy.
 
@@ -27,6 +30,9 @@ use std::{
 };
 
 const ROUNDS: usize = 3;
+
+/// The user every path logs in as (created on first use).
+const BENCH_USER: &str = "portcullis-bench";
 
 /// How a client reaches the server.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -65,11 +71,16 @@ fn main() -> anyhow::Result<()> {
         + &std::fs::read_to_string(jump.known_hosts())?;
     std::fs::write(&both, text)?;
     let cg = TestCgroup::new("bench-ssh")?;
-    let policy =
-        target.target_policy("\n[[rule]]\nname = \"all\"\ntargets = [\"*\"]\naction = \"allow\"\n");
+    bench_user()?;
+    let policy = target.target_policy_as(
+        BENCH_USER,
+        "\n[[rule]]\nname = \"all\"\ntargets = [\"*\"]\naction = \"allow\"\n",
+    );
     let _daemon = TestDaemon::start("bench-ssh", &cg, &policy, "")?;
     let file = target.dir().join("payload");
     make_file(&file, mb)?;
+    // The bench user reads the payload from the server's (private) directory.
+    std::fs::set_permissions(target.dir(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let bench = Bench {
         known_hosts: both.display().to_string(),
         target,
@@ -131,7 +142,7 @@ fn report(paths: [Path3; 3], values: &[f64; 3], what: &str, higher_is_better: bo
 impl Bench {
     /// The command line for `argv` (`{HOST}` replaced) on path `p`.
     fn command(&self, p: Path3, argv: &[&str]) -> Command {
-        let host = format!("root@{}", self.target.addr.ip());
+        let host = format!("{BENCH_USER}@{}", self.target.addr.ip());
         let key = self.target.client_key().display().to_string();
         let jump_key = self.jump.client_key().display().to_string();
         let bin = format!("/usr/bin/{}", argv[0]);
@@ -185,6 +196,26 @@ impl Bench {
         self.run(p, argv)?;
         Ok(start.elapsed().max(Duration::from_micros(1)).as_secs_f64())
     }
+}
+
+/// Creates [`BENCH_USER`] unless it exists: a system user with `/bin/sh` and `/` as
+/// its home, so that sshd starts `sh -c COMMAND` and nothing else.
+fn bench_user() -> anyhow::Result<()> {
+    let exists = Command::new("id")
+        .arg(BENCH_USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    if exists {
+        return Ok(());
+    }
+    let status = Command::new("useradd")
+        .args(["--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh"])
+        .arg(BENCH_USER)
+        .status()?;
+    anyhow::ensure!(status.success(), "useradd {BENCH_USER} failed");
+    Ok(())
 }
 
 /// A file of `mb` MiB of random-looking bytes (so nothing compresses it away).
