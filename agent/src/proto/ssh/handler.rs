@@ -101,8 +101,9 @@ impl server::Handler for Handler {
     /// Logs in upstream; a failure ends the session with the reason (and a record).
     async fn auth_succeeded(&mut self, session: &mut server::Session) -> Result<(), Self::Error> {
         let login = self.login.clone().unwrap_or_default();
-        let remote = upstream::RemoteSlot::default();
-        match upstream::connect(&self.session, &login, Arc::clone(&remote)).await {
+        let remote = Arc::clone(&self.remote);
+        let early = self.early.take();
+        match upstream::connect(&self.session, &login, Arc::clone(&remote), early).await {
             Ok(up) => {
                 let conn = Arc::new(Conn {
                     session: Arc::clone(&self.session),

@@ -102,6 +102,10 @@ pub(super) struct Handler {
     /// The channel tasks, so the session's record waits for theirs.
     pub(super) tasks: TaskTracker,
     pub(super) closed: CancellationToken,
+    /// The key exchange with the target, under way since the client connected.
+    pub(super) early: Option<upstream::Early>,
+    /// Where the target's remote-forward channels go, once the session exists.
+    pub(super) remote: upstream::RemoteSlot,
 }
 
 /// How long channel tasks get to record their events once the client has gone.
@@ -136,7 +140,7 @@ pub async fn run(
     let failure = Arc::default();
     let tasks = TaskTracker::new();
     let closed = CancellationToken::new();
-    let handler = Handler {
+    let mut handler = Handler {
         tasks: tasks.clone(),
         closed: closed.clone(),
         session: Arc::clone(&session),
@@ -146,7 +150,10 @@ pub async fn run(
         login: None,
         conn: None,
         failure: Arc::clone(&failure),
+        early: None,
+        remote: upstream::RemoteSlot::default(),
     };
+    handler.early = Some(upstream::start(&session, Arc::clone(&handler.remote)));
     let running =
         match tokio::time::timeout(AUTH_TIMEOUT, server::run_stream(config, stream, handler)).await
         {

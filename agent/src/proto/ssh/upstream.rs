@@ -13,10 +13,12 @@ use russh::{
     keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate},
 };
 use std::{
+    future::Future,
     path::PathBuf,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
+use tokio_util::task::AbortOnDropHandle;
 
 /// How long connecting, key exchange and login may take together.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -203,28 +205,63 @@ fn config() -> Arc<client::Config> {
     })
 }
 
-/// Connects to the target of `session` and logs in as the target's credential user
-/// (else `login`, the user the client asked for).
+/// The key exchange with the target, started as the client's connection is
+/// accepted so that it runs beside the client's own; only the login waits for the
+/// user name the client asks for. Dropping it aborts it.
+pub struct Early(AbortOnDropHandle<Result<client::Handle<Verifier>, SshError>>);
+
+/// Starts connecting to the target of `session` in a task of its own.
+pub fn start(session: &Arc<Session>, remote: RemoteSlot) -> Early {
+    let session = Arc::clone(session);
+    Early(AbortOnDropHandle::new(tokio::spawn(async move {
+        within(&session, handshake(&session, remote)).await
+    })))
+}
+
+/// Logs in as the target's credential user (else `login`, the user the client
+/// asked for) on the connection `early` started, or on a new one when there is
+/// none or the target has closed it meanwhile (a client slow to authenticate can
+/// outlast the server's `LoginGraceTime`).
 pub async fn connect(
     session: &Session,
     login: &str,
     remote: RemoteSlot,
+    early: Option<Early>,
 ) -> Result<Upstream, SshError> {
-    match tokio::time::timeout(LOGIN_TIMEOUT, connect_inner(session, login, remote)).await {
-        Ok(result) => result,
-        Err(_) => Err(SshError::Upstream(format!(
-            "the target {} did not finish logging in within {}s",
-            session.upstream,
-            LOGIN_TIMEOUT.as_secs()
-        ))),
-    }
+    let started = match early {
+        Some(Early(task)) => Some(task.await.map_err(|e| {
+            SshError::Upstream(format!("connecting to the target failed: {e}"))
+        })??),
+        None => None,
+    };
+    let handle = match started {
+        Some(handle) if !handle.is_closed() => handle,
+        _ => within(session, handshake(session, remote)).await?,
+    };
+    within(session, log_in(handle, session, login)).await
 }
 
-async fn connect_inner(
+/// `step`, or an error once [`LOGIN_TIMEOUT`] has passed.
+async fn within<T>(
     session: &Session,
-    login: &str,
+    step: impl Future<Output = Result<T, SshError>>,
+) -> Result<T, SshError> {
+    tokio::time::timeout(LOGIN_TIMEOUT, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SshError::Upstream(format!(
+                "the target {} did not finish logging in within {}s",
+                session.upstream,
+                LOGIN_TIMEOUT.as_secs()
+            )))
+        })
+}
+
+/// Connects, exchanges keys and checks the target's host key.
+async fn handshake(
+    session: &Session,
     remote: RemoteSlot,
-) -> Result<Upstream, SshError> {
+) -> Result<client::Handle<Verifier>, SshError> {
     let target = &session.target;
     let Some(ssh) = &target.ssh else {
         return Err(SshError::Upstream(format!(
@@ -242,17 +279,31 @@ async fn connect_inner(
         refused: Arc::clone(&refused),
         remote,
     };
-    let mut handle = match client::connect_stream(config(), stream, verifier).await {
-        Ok(h) => h,
-        Err(error) => {
+    client::connect_stream(config(), stream, verifier)
+        .await
+        .map_err(|error| {
             let why = refused
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
-            return Err(SshError::Upstream(why.unwrap_or_else(|| {
+            SshError::Upstream(why.unwrap_or_else(|| {
                 format!("SSH handshake with {} failed: {error}", session.upstream)
-            })));
-        }
+            }))
+        })
+}
+
+/// Logs in on `handle` with the target's credentials.
+async fn log_in(
+    mut handle: client::Handle<Verifier>,
+    session: &Session,
+    login: &str,
+) -> Result<Upstream, SshError> {
+    let target = &session.target;
+    let Some(ssh) = &target.ssh else {
+        return Err(SshError::Upstream(format!(
+            "target {} has no ssh settings",
+            target.name
+        )));
     };
     let creds = target.credentials.as_ref();
     let user = creds
