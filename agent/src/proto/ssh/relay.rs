@@ -182,10 +182,7 @@ pub async fn relay(
     // Past the target's EOF and exit nothing more comes: the action is over, even
     // if the target waits for the client's EOF before it closes.
     while !r.ends.complete() {
-        // What the typed-line gate told the terminal, recorded as the user saw it.
-        if let Some(n) = &notes {
-            send(client, None, n.take(), &mut r, cast.as_mut()).await;
-        }
+        tell(client, notes.as_deref(), &mut r, cast.as_mut()).await;
         let holding = out.holding() || err.holding();
         let full = lines.as_ref().is_some_and(TypedLines::full);
         let settle = lines.as_ref().and_then(TypedLines::settle_at);
@@ -269,18 +266,33 @@ pub async fn relay(
     if let Some(l) = lines {
         l.finish().await;
     }
-    if let Some(n) = &notes {
-        send(client, None, n.take(), &mut r, cast.as_mut()).await;
-    }
+    tell(client, notes.as_deref(), &mut r, cast.as_mut()).await;
     flush(client, &mut out, &mut err, &mut r, cast.as_mut()).await;
     if let Some(c) = cast {
-        r.cast_truncated = c.truncated;
-        r.cast = Some(
-            c.finish()
-                .map_err(|e| format!("the recording could not be written: {e}")),
-        );
+        finish_cast(c, &mut r);
     }
     r
+}
+
+/// Closes the shell's recording into `r`.
+fn finish_cast(cast: Cast, r: &mut Relayed) {
+    r.cast_truncated = cast.truncated;
+    r.cast = Some(
+        cast.finish()
+            .map_err(|e| format!("the recording could not be written: {e}")),
+    );
+}
+
+/// Sends what the typed-line gate told the terminal, recorded as the user saw it.
+async fn tell(
+    client: &Channel<server::Msg>,
+    notes: Option<&Notes>,
+    r: &mut Relayed,
+    cast: Option<&mut Cast>,
+) {
+    if let Some(n) = notes {
+        send(client, None, n.take(), r, cast).await;
+    }
 }
 
 /// Completes when the typed-line gate has a message for the terminal.

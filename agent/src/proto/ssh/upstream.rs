@@ -228,12 +228,13 @@ pub async fn connect(
     remote: RemoteSlot,
     early: Option<Early>,
 ) -> Result<Upstream, SshError> {
-    let started = match early {
-        Some(Early(task)) => Some(task.await.map_err(|e| {
-            SshError::Upstream(format!("connecting to the target failed: {e}"))
-        })??),
-        None => None,
-    };
+    let started =
+        match early {
+            Some(Early(task)) => Some(task.await.map_err(|e| {
+                SshError::Upstream(format!("connecting to the target failed: {e}"))
+            })??),
+            None => None,
+        };
     let handle = match started {
         Some(handle) if !handle.is_closed() => handle,
         _ => within(session, handshake(session, remote)).await?,
