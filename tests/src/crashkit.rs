@@ -1,4 +1,4 @@
-//! What the `kill -9` tests share (`tests/tests/{crash,http_crash}.rs`): client
+//! What the `kill -9` tests share (`tests/tests/{crash,http_crash}.rs`): Python client
 //! scripts print how many results they have received, one count per line, and a JSON
 //! report last; the test reads the counts to time its kill and restart, then checks
 //! the report against what was recorded.
@@ -10,6 +10,32 @@
 )]
 
 use serde_json::Value;
+
+/// The end every client script shares: it starts `n` threads of the script's
+/// `run(i)`, prints `len(received)` every 0.2 s until standard input closes (the
+/// test's signal to stop), then the JSON report of the script's `received`,
+/// `refused`, `cut`, `other` and `connects` (guarded by `lock`, ended by `stop`).
+const DRIVER_PY: &str = r#"def until_stdin_closes():
+    sys.stdin.read()
+    stop.set()
+threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+for t in threads: t.start()
+threading.Thread(target=until_stdin_closes, daemon=True).start()
+while not stop.wait(0.2):
+    with lock:
+        k = len(received)
+    print(k, flush=True)
+for t in threads: t.join()
+print(json.dumps({"received": received, "refused": refused[0], "cut": cut[0], "other": other,
+                  "connects": connects[0]}))
+"#;
+
+/// A whole client script: `clients` (imports, state, `run(i)`) then the shared
+/// driver ([`DRIVER_PY`]).
+#[must_use]
+pub fn client_script(clients: &str) -> String {
+    format!("{clients}{DRIVER_PY}")
+}
 use std::{
     io::BufRead,
     time::{Duration, Instant},

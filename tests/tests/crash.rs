@@ -15,7 +15,7 @@
 
 use portcullis_tests::{
     cgroup::{TestCgroup, can_run_ebpf_tests},
-    crashkit::{parse_report, wait_received},
+    crashkit::{client_script, parse_report, wait_received},
     daemon::TestDaemon,
     pgproxy::{Setup, setup, text},
 };
@@ -304,19 +304,6 @@ def run(i):
             c.close()
         except psycopg2.Error:
             pass
-def until_stdin_closes():
-    sys.stdin.read()
-    stop.set()
-threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-for t in threads: t.start()
-threading.Thread(target=until_stdin_closes, daemon=True).start()
-while not stop.wait(0.2):
-    with lock:
-        k = len(received)
-    print(k, flush=True)
-for t in threads: t.join()
-print(json.dumps({"received": received, "refused": refused[0], "cut": cut[0], "other": other,
-                  "connects": connects[0]}))
 "#;
 
 #[test]
@@ -334,7 +321,14 @@ fn kill_9_under_50_sessions_loses_no_received_result_and_nothing_goes_direct() {
     let (host, port) = (s.pg.host().to_string(), s.pg.port().to_string());
     let n = CRASH_SESSIONS.to_string();
     let mut clients = s
-        .client_command(&["/usr/bin/python3", "-c", CRASH_CLIENTS, &n, &host, &port])
+        .client_command(&[
+            "/usr/bin/python3",
+            "-c",
+            &client_script(CRASH_CLIENTS),
+            &n,
+            &host,
+            &port,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -17,7 +17,7 @@
 
 use portcullis_tests::{
     cgroup::{TestCgroup, can_run_ebpf_tests},
-    crashkit::{parse_report, wait_received},
+    crashkit::{client_script, parse_report, wait_received},
     daemon::TestDaemon,
     http::{IP, NOBODY},
     net::free_port,
@@ -99,19 +99,6 @@ def run(i):
                     other.append(repr(e))
             j += 1
         c.close()
-def until_stdin_closes():
-    sys.stdin.read()
-    stop.set()
-threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-for t in threads: t.start()
-threading.Thread(target=until_stdin_closes, daemon=True).start()
-while not stop.wait(0.2):
-    with lock:
-        k = len(received)
-    print(k, flush=True)
-for t in threads: t.join()
-print(json.dumps({"received": received, "refused": refused[0], "cut": cut[0], "other": other,
-                  "connects": connects[0]}))
 "#;
 
 /// nginx on `IP:port`, answering `ok` to every request and logging each one's URI
@@ -213,7 +200,14 @@ fn kill_9_under_32_keep_alive_clients_loses_no_received_response_and_nothing_goe
     let mut clients = cg
         .command(
             Some(NOBODY),
-            &["/usr/bin/python3", "-c", CLIENTS_PY, &n, IP, &port_arg],
+            &[
+                "/usr/bin/python3",
+                "-c",
+                &client_script(CLIENTS_PY),
+                &n,
+                IP,
+                &port_arg,
+            ],
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
