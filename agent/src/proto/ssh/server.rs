@@ -140,7 +140,9 @@ pub async fn run(
     let failure = Arc::default();
     let tasks = TaskTracker::new();
     let closed = CancellationToken::new();
-    let mut handler = Handler {
+    let remote = upstream::RemoteSlot::default();
+    let early = Some(upstream::start(&session, Arc::clone(&remote)));
+    let handler = Handler {
         tasks: tasks.clone(),
         closed: closed.clone(),
         session: Arc::clone(&session),
@@ -150,10 +152,9 @@ pub async fn run(
         login: None,
         conn: None,
         failure: Arc::clone(&failure),
-        early: None,
-        remote: upstream::RemoteSlot::default(),
+        early,
+        remote,
     };
-    handler.early = Some(upstream::start(&session, Arc::clone(&handler.remote)));
     let running =
         match tokio::time::timeout(AUTH_TIMEOUT, server::run_stream(config, stream, handler)).await
         {

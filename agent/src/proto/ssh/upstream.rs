@@ -20,7 +20,7 @@ use std::{
 };
 use tokio_util::task::AbortOnDropHandle;
 
-/// How long connecting, key exchange and login may take together.
+/// How long each step may take: connecting with the key exchange, then the login.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A logged-in connection to the target.
