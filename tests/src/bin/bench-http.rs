@@ -16,7 +16,9 @@
 //! (user + system from `/proc/PID/stat` over each Portcullis run, less sensitive to
 //! a loaded machine than requests per second). Asserts nothing.
 //! `BENCH_SECONDS` (wrk duration, default 10), `BENCH_ROUNDS` (default 3) and
-//! `BENCH_BULK_MB` (default 1024) change the run.
+//! `BENCH_BULK_MB` (default 1024) change the run. `BENCH_SERVE=SECONDS` measures
+//! nothing: it keeps the servers and daemon up that long and prints how to load them
+//! (for `perf` on the daemon).
 
 use anyhow::{Context as _, bail};
 use portcullis_tests::{
@@ -97,6 +99,16 @@ fn main() -> anyhow::Result<()> {
         format!("http://{IP}:{port}{path}")
     };
     let cgroup = |route: Route| (route == Route::Portcullis).then_some(&cg);
+    if let Some(serve) = std::env::var("BENCH_SERVE").ok().and_then(|s| s.parse().ok()) {
+        println!(
+            "daemon pid {}; load it with: echo $$ > {}/cgroup.procs; wrk {}",
+            daemon.pid().unwrap_or(0),
+            cg.path().display(),
+            url(Route::Portcullis, "/small.json")
+        );
+        std::thread::sleep(std::time::Duration::from_secs(serve));
+        return Ok(());
+    }
 
     let mut loads: Vec<Vec<Vec<Load>>> = vec![vec![Vec::new(); ROUTES.len()]; CONNECTIONS.len()];
     let mut bulk: Vec<Vec<f64>> = vec![Vec::new(); ROUTES.len()];

@@ -46,9 +46,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 mod frontend;
+mod held;
 mod justify;
 mod refusal;
 mod replies;
+mod statement;
 
 use frontend::Frontend;
 use replies::BackendLoop;

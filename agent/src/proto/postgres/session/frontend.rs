@@ -1,29 +1,23 @@
-//! The frontend loop: reads the client's messages, decides each statement with the
-//! gate, and writes to the server what may run (or a stand-in that can only fail).
+//! The frontend loop: reads the client's messages, keeps the prepared statements and
+//! portals they name, and writes to the server what may run; each statement is
+//! decided in [`super::statement`].
 
 use super::super::{
     Postgres,
     classify::{Classified, CopyOut, Refs},
-    encoding::ClientEncoding,
     masking::{self, Exposure},
     tls::BackendStream,
     wire::{self, Builder, Message, MessageReader, Severity, WireError},
 };
 use super::{
-    ClientRead, FLUSH_AT, MAX_NAMED, MAX_STASH, Pending, PendingKind, Shared, ToClient,
-    refusal::Refusal, shown_value,
+    ClientRead, FLUSH_AT, MAX_NAMED, Pending, PendingKind, Shared, ToClient, shown_value,
+    statement::Statement,
 };
 use crate::mask::Masker;
-use crate::{
-    gate::{Action, ActionOutcome, Ask, Gone, Waiting},
-    policy::{SqlClass, SqlClasses},
-    proto::Session,
-    record::{Outcome, StatementRecord, now_ms},
-};
+use crate::{gate::Ask, policy::SqlClass, proto::Session, record::Outcome};
 use bytes::BytesMut;
 use std::{
     collections::{HashMap, VecDeque},
-    fmt::Write as _,
     sync::{Arc, Mutex, PoisonError},
 };
 use tokio::{
@@ -34,14 +28,14 @@ use tokio_util::sync::CancellationToken;
 
 /// A named or unnamed prepared statement, as parsed.
 pub(super) struct Prepared {
-    text: Arc<str>,
-    classified: Arc<Classified>,
+    pub(super) text: Arc<str>,
+    pub(super) classified: Arc<Classified>,
 }
 
 /// A bound portal.
 pub(super) struct Portal {
-    statement: Arc<Prepared>,
-    params: Option<serde_json::Value>,
+    pub(super) statement: Arc<Prepared>,
+    pub(super) params: Option<serde_json::Value>,
 }
 
 pub(super) struct Frontend<'a> {
@@ -69,7 +63,7 @@ pub(super) struct Frontend<'a> {
 }
 
 /// How the frontend continues after a message.
-enum Next {
+pub(super) enum Next {
     Continue,
     End(Outcome, Option<String>),
 }
@@ -137,17 +131,21 @@ impl Frontend<'_> {
         match m.tag() {
             b'Q' => {
                 let text = m.fields().cstr_bytes()?;
-                return self.statement(&m, ask, Statement::Query(text)).await;
+                return Ok(self.statement(&m.frame, ask, Statement::Query(text)).await);
             }
             b'P' => self.parse(&m).await?,
             b'B' => self.bind(&m)?,
             b'E' => {
                 let portal = m.fields().cstr()?;
-                return self.statement(&m, ask, Statement::Execute(portal)).await;
+                return Ok(self
+                    .statement(&m.frame, ask, Statement::Execute(portal))
+                    .await);
             }
             b'F' => {
                 let oid = m.fields().i32()?;
-                return self.statement(&m, ask, Statement::Function(oid)).await;
+                return Ok(self
+                    .statement(&m.frame, ask, Statement::Function(oid))
+                    .await);
             }
             b'C' => {
                 let mut f = m.fields();
@@ -251,7 +249,7 @@ impl Frontend<'_> {
 
     /// The server's reading of text as last reported, and whether a statement that
     /// may change it is in flight.
-    fn reading(&self) -> (wire::TextReading, bool) {
+    pub(super) fn reading(&self) -> (wire::TextReading, bool) {
         let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         (shared.reading, shared.risky_in_flight > 0)
     }
@@ -262,7 +260,7 @@ impl Frontend<'_> {
     /// `standard_conforming_strings`. While a statement that may change either is in
     /// flight, a text with a backslash is classified both ways, keeping the union,
     /// and non-ASCII text is unparsed.
-    async fn classify(&self, bytes: &[u8]) -> (Arc<str>, Arc<Classified>) {
+    pub(super) async fn classify(&self, bytes: &[u8]) -> (Arc<str>, Arc<Classified>) {
         let (reading, unsure) = self.reading();
         let encoding = reading.encoding();
         let read = if unsure && !bytes.is_ascii() {
@@ -307,195 +305,8 @@ impl Frontend<'_> {
         (text, both)
     }
 
-    /// A statement: decide it, then forward it, hold it, or send the stand-in.
-    async fn statement(
-        &mut self,
-        m: &Message,
-        ask: &mut Ask,
-        statement: Statement<'_>,
-    ) -> Result<Next, WireError> {
-        let (text, classified, params, kind) = match &statement {
-            Statement::Query(bytes) => {
-                let (text, classified) = self.classify(bytes).await;
-                (text, classified, None, PendingKind::Query)
-            }
-            Statement::Execute(portal) => match self.portals.get(*portal) {
-                Some(p) => (
-                    Arc::clone(&p.statement.text),
-                    Arc::clone(&p.statement.classified),
-                    p.params.clone(),
-                    PendingKind::Execute,
-                ),
-                // A portal we did not see bound (a cursor declared in SQL, whose
-                // DECLARE was decided) or one that does not exist (the server says so).
-                None => {
-                    if self.column_rules() {
-                        // Its rows come from a query this statement does not show.
-                        let mut pending = Pending::new(PendingKind::Execute, None, false);
-                        pending.exposure = Exposure::Computed;
-                        self.describe_before(portal);
-                        self.push_pending(pending);
-                    }
-                    self.out.extend_from_slice(&m.frame);
-                    return Ok(Next::Continue);
-                }
-            },
-            Statement::Function(oid) => {
-                let classified = Arc::new(Classified {
-                    classes: SqlClasses::empty().with(SqlClass::Dynamic),
-                    tables: Vec::new(),
-                    functions: vec![format!("oid {oid}")],
-                    error: None,
-                    copy_out: Vec::new(),
-                    refs: Refs {
-                        unknown: true,
-                        ..Refs::default()
-                    },
-                });
-                let text: Arc<str> = Arc::from(format!("-- FunctionCall of function oid {oid}"));
-                (text, classified, None, PendingKind::Query)
-            }
-        };
-        let shown = match &self.masker {
-            Some(m) => m.mask_str(&text).into_owned(),
-            None => text.to_string(),
-        };
-        let params = match (&self.masker, params) {
-            (Some(m), Some(serde_json::Value::Array(values))) => Some(serde_json::Value::Array(
-                values
-                    .into_iter()
-                    .map(|v| match v {
-                        serde_json::Value::String(s) => {
-                            serde_json::Value::String(m.mask_str(&s).into_owned())
-                        }
-                        other => other,
-                    })
-                    .collect(),
-            )),
-            (_, params) => params,
-        };
-        ask.justification = match super::justify::stated(&shown) {
-            super::justify::Stated::ForStatement(reason) => Some(reason),
-            super::justify::Stated::ForSession(reason) => {
-                self.reason.clone_from(&reason);
-                reason
-            }
-            super::justify::Stated::Nothing => self.reason.clone(),
-        };
-        ask.action = Action::Sql {
-            text: shown.clone(),
-            classes: classified.classes,
-            tables: classified.tables.clone(),
-        };
-        let mut record = StatementRecord {
-            session_id: self.session.id.clone(),
-            seq: 0,
-            at_ms: now_ms(),
-            text: shown,
-            params,
-            classes: classified
-                .classes
-                .iter()
-                .map(|c| c.name().to_owned())
-                .collect(),
-            tables: classified.tables.clone(),
-            verdict: "allowed".into(),
-            decided_by: None,
-            request_id: None,
-            reason: None,
-            duration_us: None,
-            rows_affected: None,
-            command_tag: None,
-            error: None,
-            rows: None,
-            hash: String::new(),
-        };
-        let outcome = {
-            let mut waiting = HeldStatement {
-                to_client: &self.to_client,
-                encoding: self.reading().0.encoding(),
-                reader: &mut self.reader,
-                stash: &mut self.stash,
-                cancel: self.cancel,
-                server_gone: self.server_gone,
-            };
-            let session = &self.session;
-            session
-                .gate
-                .decide(ask, Some(&session.id), &mut waiting)
-                .await
-        };
-        // Also after a review whose request could not be stored.
-        self.cancel.set_holding(false);
-        let denial = match self.answer(&outcome, &classified, &mut record) {
-            Answer::Run => None,
-            Answer::Refuse(refusal) => Some(refusal),
-            Answer::Left(why) => {
-                // Ending anyway: a stalled recorder has logged it.
-                let _ = self.session.recorder.record(record).await;
-                return Ok(Next::End(Outcome::Closed, Some(why.into())));
-            }
-        };
-        let risky = risky(&text, classified.classes);
-        let mut pending = Pending::new(kind, Some(record), risky);
-        pending.copy_out = classified.copy_out.iter().cloned().collect();
-        pending.exposure = self.exposure(&classified.refs).await;
-        // A notification reaches every listener as it is: one computed from a masked
-        // column would carry the value out.
-        let notifies = classified
-            .functions
-            .iter()
-            .any(|f| matches!(f.as_str(), "pg_notify" | "pg_catalog.pg_notify"));
-        let denial = match denial {
-            None if pending.hides_computed() && notifies => {
-                let reason = "pg_notify in a statement that uses a masked column could send \
-                              the value unmasked";
-                if let Some(r) = pending.record.as_mut() {
-                    r.verdict = "denied".into();
-                    r.reason = Some(reason.into());
-                }
-                Some(Refusal::new(
-                    "42501",
-                    format!("Portcullis denied this statement: {reason}"),
-                ))
-            }
-            other => other,
-        };
-        match denial {
-            None => {
-                if let (Statement::Execute(portal), true) = (&statement, self.column_rules()) {
-                    self.describe_before(portal);
-                }
-                self.out.extend_from_slice(&m.frame);
-            }
-            Some(refusal) => {
-                let nonce = nonce();
-                let stand_in = match kind {
-                    PendingKind::Execute => Builder::new(b'E')
-                        .cstr(&format!("portcullis_denied_{nonce}"))
-                        .i32(0)
-                        .finish(),
-                    PendingKind::Query | PendingKind::Sync | PendingKind::Describe { .. } => {
-                        Builder::new(b'Q')
-                            .cstr(&format!("EXECUTE portcullis_denied_{nonce}"))
-                            .finish()
-                    }
-                };
-                self.out.extend_from_slice(&stand_in);
-                if let Some(r) = pending.record.as_mut() {
-                    r.error = Some(refusal.summary());
-                }
-                let encoding = self.reading().0.encoding();
-                let error = refusal.frame(encoding);
-                pending.denial = Some((nonce, error));
-            }
-        }
-        self.push_pending(pending);
-        Ok(Next::Continue)
-    }
-
     /// What a statement that names `refs` may expose of masked columns.
-    async fn exposure(&self, refs: &Refs) -> Exposure {
+    pub(super) async fn exposure(&self, refs: &Refs) -> Exposure {
         let Some(m) = &self.masker else {
             return Exposure::Values;
         };
@@ -546,14 +357,14 @@ impl Frontend<'_> {
 
     /// Whether column rules apply: then result rows are masked by the columns of
     /// their own `RowDescription`, which must be known for every `Execute`.
-    fn column_rules(&self) -> bool {
+    pub(super) fn column_rules(&self) -> bool {
         self.masker.as_ref().is_some_and(|m| m.has_column_rules())
     }
 
     /// Asks the server to describe `portal` just before its `Execute`, so the rows are
     /// masked by their own columns even when the client never described the portal
     /// (it need not) or described others since. The answer is not forwarded.
-    fn describe_before(&mut self, portal: &str) {
+    pub(super) fn describe_before(&mut self, portal: &str) {
         self.push_pending(Pending::new(
             PendingKind::Describe { ours: true },
             None,
@@ -563,144 +374,13 @@ impl Frontend<'_> {
             .extend_from_slice(&Builder::new(b'D').u8(b'P').cstr(portal).finish());
     }
 
-    fn push_pending(&self, pending: Pending) {
+    pub(super) fn push_pending(&self, pending: Pending) {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.risky {
             shared.risky_in_flight += 1;
         }
         shared.pending.push_back(pending);
     }
-
-    /// How the gate's outcome ends the statement, with the record stamped: run it,
-    /// answer with an error instead, or end the session (someone left while held).
-    fn answer(
-        &self,
-        outcome: &ActionOutcome,
-        classified: &Classified,
-        record: &mut StatementRecord,
-    ) -> Answer {
-        record.verdict = outcome.verdict().into();
-        record.decided_by = outcome.decided_by();
-        record.request_id = outcome.request().map(str::to_owned);
-        match outcome {
-            ActionOutcome::Allowed { .. } => Answer::Run,
-            ActionOutcome::Denied {
-                request: None,
-                reason,
-                ..
-            } => {
-                record.reason = Some(reason.clone());
-                Answer::Refuse(Refusal::denied(classified, reason))
-            }
-            ActionOutcome::Failed { .. } => {
-                let message =
-                    "Portcullis denied this statement: its approval request could not be recorded";
-                record.decided_by = None;
-                record.reason = Some(message.into());
-                Answer::Refuse(Refusal::new("42501", message.into()))
-            }
-            ActionOutcome::Abandoned { gone, .. } => {
-                let target_left =
-                    *gone == Some(Gone::TargetLeft) || self.server_gone.is_cancelled();
-                record.reason = Some(outcome.message());
-                if *gone == Some(Gone::ClientLeft) {
-                    Answer::Left("the client left while a statement was held")
-                } else if target_left {
-                    Answer::Left("the target closed the connection while a statement was held")
-                } else {
-                    record.reason = Some("cancelled by the client".into());
-                    Answer::Refuse(Refusal::new(
-                        "57014",
-                        "canceling statement due to user request".into(),
-                    ))
-                }
-            }
-            ActionOutcome::Denied { .. }
-            | ActionOutcome::Expired { .. }
-            | ActionOutcome::ShutDown { .. } => {
-                let message = outcome.message();
-                record.reason = Some(message.clone());
-                Answer::Refuse(Refusal::new("42501", format!("Portcullis: {message}")))
-            }
-        }
-    }
-}
-
-/// A statement's client while the statement is held: told by a notice, watched for
-/// leaving (`Terminate`, a closed or broken stream), cancelling, or the target going.
-struct HeldStatement<'a> {
-    to_client: &'a mpsc::Sender<ToClient>,
-    encoding: ClientEncoding,
-    reader: &'a mut MessageReader<ClientRead>,
-    stash: &'a mut VecDeque<Message>,
-    cancel: &'a super::super::cancel::CancelEntry,
-    server_gone: &'a CancellationToken,
-}
-
-impl Waiting for HeldStatement<'_> {
-    fn reviewing(&mut self) {
-        // Before anyone can see the request: a cancel sent as soon as the client or
-        // the API shows it ends the hold, even if it beats the wait.
-        self.cancel.set_holding(true);
-    }
-
-    async fn held(&mut self, request: &str, hint: &str) {
-        let notice = wire::error_response(
-            self.encoding,
-            Severity::NOTICE,
-            "01000",
-            &format!("Portcullis: this statement is held for approval (request {request})"),
-            Some(&format!("It runs when approved; approvers can run: {hint}")),
-            Some("Cancel the query (Ctrl-C) to withdraw it."),
-        );
-        let _ = self.to_client.send(ToClient::Notice(notice)).await;
-    }
-
-    async fn gone(&mut self) -> Gone {
-        tokio::select! {
-            () = self.cancel.cancelled() => Gone::Cancelled,
-            () = watch_client(self.reader, self.stash) => Gone::ClientLeft,
-            () = self.server_gone.cancelled() => Gone::TargetLeft,
-        }
-    }
-}
-
-/// Reads the client while a statement is held: `Terminate`, a closed connection or a
-/// broken stream end the wait (`left`); other messages (pipelined) are kept for later,
-/// up to [`MAX_STASH`] bytes, after which reading pauses.
-async fn watch_client(reader: &mut MessageReader<ClientRead>, stash: &mut VecDeque<Message>) {
-    let mut kept: usize = stash.iter().map(|m| m.frame.len()).sum();
-    loop {
-        if kept >= MAX_STASH {
-            return std::future::pending().await;
-        }
-        match reader.next().await {
-            Ok(Some(m)) if m.tag() == b'X' => break,
-            Ok(Some(m)) => {
-                kept += m.frame.len();
-                stash.push_back(m);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-}
-
-enum Statement<'m> {
-    /// A simple query's text, in the client's encoding.
-    Query(&'m [u8]),
-    /// The name of a portal to run.
-    Execute(&'m str),
-    Function(i32),
-}
-
-/// What the gate's outcome makes of a statement.
-enum Answer {
-    /// It runs.
-    Run,
-    /// The client gets this error instead.
-    Refuse(Refusal),
-    /// The client or the target left: the session ends, for this reason.
-    Left(&'static str),
 }
 
 /// `classified`, made unparsed: the proxy cannot read its text as the server does,
@@ -715,38 +395,4 @@ fn unreadable(classified: &Classified, reason: String) -> Classified {
         },
         ..classified.clone()
     }
-}
-
-/// Whether a statement may change how the server reads text: backslashes in strings
-/// (`standard_conforming_strings`) or bytes (`client_encoding`, `SET NAMES`).
-fn risky(text: &str, classes: SqlClasses) -> bool {
-    static WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
-        std::sync::LazyLock::new(|| {
-            aho_corasick::AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build([
-                    "standard_conforming_strings",
-                    "client_encoding",
-                    "names",
-                    "reset",
-                    "discard",
-                    "rollback",
-                    "abort",
-                ])
-                .ok()
-        });
-    classes.contains(SqlClass::Dynamic)
-        || classes.contains(SqlClass::Admin)
-        || classes.contains(SqlClass::Unparsed)
-        || WORDS.as_ref().is_none_or(|w| w.is_match(text))
-}
-
-/// A random token naming a stand-in statement.
-fn nonce() -> String {
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().fold(String::with_capacity(16), |mut hex, b| {
-        let _ = write!(hex, "{b:02x}");
-        hex
-    })
 }
