@@ -5,17 +5,15 @@ mod asciicast;
 mod client;
 mod live;
 mod masking;
+mod policies;
 mod print;
+mod sessions;
 mod web;
 
-use crate::{
-    config::{self, Config},
-    policy::Policy,
-};
-use anyhow::Context as _;
+use crate::config::{self, Config};
 use clap::{Parser, Subcommand};
 use client::Client;
-use std::{fmt::Write as _, path::PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,7 +47,7 @@ enum Command {
     /// Recorded sessions (yours, or everyone's for admins).
     Sessions {
         #[command(subcommand)]
-        show: Option<SessionsCommand>,
+        show: Option<sessions::SessionsCommand>,
         #[arg(long)]
         json: bool,
         /// How many, newest first.
@@ -59,7 +57,7 @@ enum Command {
     /// Check or reload policy files.
     Policy {
         #[command(subcommand)]
-        command: PolicyCommand,
+        command: policies::PolicyCommand,
     },
     /// Held actions waiting for approval (those you may see).
     Approvals {
@@ -160,132 +158,16 @@ enum ApprovalsCommand {
     Watch,
 }
 
-#[derive(Debug, Subcommand)]
-enum SessionsCommand {
-    /// Audit records (every decision and session event) as JSON lines, for a SIEM.
-    Export {
-        /// Only records newer than this: a duration ago ("1h", "7d") or unix milliseconds.
-        #[arg(long)]
-        since: Option<String>,
-    },
-    /// One session in full.
-    Show {
-        /// Session id, or a unique prefix of it.
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Follow a live session until it ends: its events as they are recorded, and an
-    /// SSH shell's terminal output (masked) as it happens.
-    Watch {
-        /// Session id, or a unique prefix of it.
-        id: String,
-    },
-    /// End a live session (any protocol), recorded with who and why (admins).
-    Kill {
-        /// Session id, or a unique prefix of it.
-        id: String,
-        /// Why, for the session's record and the audit log.
-        #[arg(long)]
-        reason: String,
-    },
-    /// A session's transcript: every event (statement, command, request), its
-    /// verdict, and how it went.
-    Replay {
-        /// Session id, or a unique prefix of it.
-        id: String,
-        /// One JSON document: `{"session": …, "events": […]}`.
-        #[arg(long)]
-        json: bool,
-        /// Write the session's shell recording (asciicast v2, checked against the
-        /// digest in its chain) to FILE, for `asciinema play FILE`.
-        #[arg(long, value_name = "FILE")]
-        asciicast: Option<std::path::PathBuf>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum PolicyCommand {
-    /// Validate a policy directory without a daemon (default: the configured one).
-    Check {
-        dir: Option<PathBuf>,
-        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Run the policy's tests (`DIR/tests/*.toml`) without a daemon: exit 0 when all
-    /// pass, 1 when a case fails, 2 when the policy or a test file cannot be used.
-    Test {
-        dir: Option<PathBuf>,
-        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Load the policy files again in the running daemon (root or admin group); a
-    /// policy whose tests fail is refused.
-    Reload,
-}
-
 /// Runs the command line; the process exit code follows the result.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(cli.socket);
     match cli.command {
-        Command::Daemon { config, release } => {
-            let config = Config::load(&config)?;
-            if release {
-                let n = crate::intercept::release(&config.bpf_pin_dir)?;
-                if let Err(error) = crate::proto::ssh::release(&config.ssh) {
-                    eprintln!("warning: {error}");
-                }
-                println!(
-                    "Removed {n} pins from {}; protected targets are no longer intercepted.",
-                    config.bpf_pin_dir.display()
-                );
-                if config.http.trust_store
-                    && let Some(path) = crate::proto::http::uninstall(
-                        config.http.ca_cert.as_deref(),
-                        &config.http.state_dir,
-                        &config.http.trust_dir,
-                    )?
-                {
-                    println!(
-                        "Removed the HTTPS CA {} from the trust store.",
-                        path.display()
-                    );
-                }
-                return Ok(());
-            }
-            crate::daemon::run(config).await
-        }
+        Command::Daemon { config, release } => daemon(&config, release).await,
         Command::Status { json } => {
             let status = client.get("/v1/status").await?;
             print::status(&status, json)
         }
-        Command::Sessions {
-            show: None,
-            json,
-            limit,
-        } => {
-            let list = client.get(&format!("/v1/sessions?limit={limit}")).await?;
-            print::sessions(&list, json)
-        }
-        Command::Sessions {
-            show: Some(SessionsCommand::Show { id, json }),
-            ..
-        } => {
-            let one = client.get(&format!("/v1/sessions/{id}")).await?;
-            print::session(&one, json)
-        }
-        Command::Sessions {
-            show:
-                Some(SessionsCommand::Replay {
-                    id,
-                    json,
-                    asciicast,
-                }),
-            ..
-        } => match asciicast {
-            Some(file) => asciicast::export(&client, &id, &file).await,
-            None => replay(&client, &id, json).await,
-        },
+        Command::Sessions { show, json, limit } => sessions::run(&client, show, json, limit).await,
         Command::Approvals {
             watch: Some(ApprovalsCommand::Watch),
             ..
@@ -310,41 +192,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login => web::login(&client).await,
         Command::Logout => web::logout(&client).await,
         Command::WebLogin => web::web_login(&client).await,
-        Command::Sessions {
-            show: Some(SessionsCommand::Watch { id }),
-            ..
-        } => live::follow(&client, &id).await,
-        Command::Sessions {
-            show: Some(SessionsCommand::Kill { id, reason }),
-            ..
-        } => live::kill(&client, &id, &reason).await,
-        Command::Sessions {
-            show: Some(SessionsCommand::Export { since }),
-            ..
-        } => export(&client, since.as_deref()).await,
         Command::Audit {
             command: AuditCommand::Verify { json },
-        } => {
-            let answer = client.get("/v1/audit/verify").await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
-            } else {
-                println!(
-                    "{}",
-                    answer
-                        .get("summary")
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or("?")
-                );
-            }
-            if answer.get("intact") == Some(&serde_json::Value::Bool(true)) {
-                Ok(())
-            } else {
-                anyhow::bail!(
-                    "the audit log has been tampered with or damaged; keep a copy of the database and investigate"
-                )
-            }
-        }
+        } => audit_verify(&client, json).await,
         Command::Masking { command } => masking::run(&client, command).await,
         Command::Install { at, no_enable } => {
             crate::install::install(&install_options(at, !no_enable))?;
@@ -359,60 +209,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", text.as_str().unwrap_or_default());
             Ok(())
         }
-        Command::Policy {
-            command: PolicyCommand::Check { dir, config },
-        } => {
-            let dir = match dir {
-                Some(d) => d,
-                None => Config::load(&config)
-                    .map(|c| c.policies)
-                    .with_context(|| "name the policy directory: `portcullis policy check DIR`")?,
-            };
-            let policy = Policy::load_dir(&dir)?;
-            println!(
-                "{}: OK, {} targets, {} rules",
-                dir.display(),
-                policy.targets().len(),
-                policy.rules_len()
-            );
-            for target in policy.targets() {
-                let addrs: Vec<String> = target.addresses.iter().map(ToString::to_string).collect();
-                println!(
-                    "  {:<20} {:<8} {}",
-                    target.name,
-                    target.protocol,
-                    addrs.join(", ")
-                );
-            }
-            Ok(())
-        }
-        Command::Policy {
-            command: PolicyCommand::Test { dir, config },
-        } => {
-            let dir = match dir {
-                Some(d) => d,
-                None => Config::load(&config)
-                    .map(|c| c.policies)
-                    .with_context(|| "name the policy directory: `portcullis policy test DIR`")?,
-            };
-            std::process::exit(policy_test(&dir))
-        }
-        Command::Policy {
-            command: PolicyCommand::Reload,
-        } => {
-            let answer = client.post("/v1/policy/reload", None).await?;
-            let count = |k: &str| {
-                answer
-                    .get(k)
-                    .map_or_else(|| "?".to_owned(), ToString::to_string)
-            };
-            println!(
-                "Policy reloaded: {} targets, {} rules.",
-                count("targets"),
-                count("rules")
-            );
-            Ok(())
-        }
+        Command::Policy { command } => policies::run(&client, command).await,
+    }
+}
+
+/// `daemon`: runs the agent, or with `--release` removes what it left in the system
+/// (the eBPF pins, the SSH `known_hosts` block, the HTTPS CA in the trust store).
+async fn daemon(config: &std::path::Path, release: bool) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    if !release {
+        return crate::daemon::run(config).await;
+    }
+    let n = crate::intercept::release(&config.bpf_pin_dir)?;
+    if let Err(error) = crate::proto::ssh::release(&config.ssh) {
+        eprintln!("warning: {error}");
+    }
+    println!(
+        "Removed {n} pins from {}; protected targets are no longer intercepted.",
+        config.bpf_pin_dir.display()
+    );
+    if config.http.trust_store
+        && let Some(path) = crate::proto::http::uninstall(
+            config.http.ca_cert.as_deref(),
+            &config.http.state_dir,
+            &config.http.trust_dir,
+        )?
+    {
+        println!(
+            "Removed the HTTPS CA {} from the trust store.",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `audit verify`: the daemon's verdict on every chain; an error when one is broken.
+async fn audit_verify(client: &Client, json: bool) -> anyhow::Result<()> {
+    let answer = client.get("/v1/audit/verify").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!(
+            "{}",
+            answer
+                .get("summary")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+        );
+    }
+    if answer.get("intact") == Some(&serde_json::Value::Bool(true)) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "the audit log has been tampered with or damaged; keep a copy of the database and investigate"
+        )
     }
 }
 
@@ -422,140 +272,6 @@ fn install_options(at: InstallArgs, enable: bool) -> crate::install::Options {
         bin: at.bin,
         packaged: at.packaged,
         enable,
-    }
-}
-
-/// Runs the tests of the policy in `dir`, prints each failure (`file:line: …`) and a
-/// summary; the exit code.
-fn policy_test(dir: &std::path::Path) -> i32 {
-    match crate::policy_test::run_dir(dir) {
-        Ok(report) => {
-            for failure in &report.failures {
-                println!("FAIL {failure}");
-            }
-            let failed = report.failures.len();
-            println!(
-                "{}: {} cases, {} passed, {failed} failed",
-                dir.display(),
-                report.cases,
-                report.cases - failed
-            );
-            i32::from(failed > 0)
-        }
-        Err(error) => {
-            eprintln!("portcullis: {error}");
-            2
-        }
-    }
-}
-
-/// Pages through the audit log and prints each record as one JSON line.
-async fn export(client: &Client, since: Option<&str>) -> anyhow::Result<()> {
-    let since_ms = match since {
-        None => None,
-        Some(s) => Some(if let Ok(ms) = s.parse::<i64>() {
-            ms
-        } else {
-            let ago = humantime::parse_duration(s).with_context(|| {
-                format!("--since {s}: give a duration like 1h or 7d, or unix milliseconds")
-            })?;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-            i64::try_from(now.saturating_sub(ago).as_millis())?
-        }),
-    };
-    let mut after = 0_i64;
-    loop {
-        let mut path = format!("/v1/audit?after_seq={after}&limit=1000");
-        if let Some(ms) = since_ms {
-            let _ = write!(path, "&since_ms={ms}");
-        }
-        let page = client.get(&path).await?;
-        let rows = page.as_array().cloned().unwrap_or_default();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        for row in &rows {
-            println!("{}", serde_json::to_string(row)?);
-            after = row
-                .get("seq")
-                .and_then(serde_json::Value::as_i64)
-                .unwrap_or(after);
-        }
-    }
-}
-
-/// Events fetched per API call by `sessions replay`.
-const REPLAY_PAGE: usize = 500;
-
-/// Prints session `id` and every event recorded in it, a page at a time (so a
-/// long session is never held whole), as a transcript or as one JSON document.
-async fn replay(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
-    let session = client.get(&format!("/v1/sessions/{id}")).await?;
-    // The full id from here on: a prefix could come to match a newer session too.
-    let id = session
-        .get("id")
-        .and_then(serde_json::Value::as_str)
-        .context("the daemon answered without a session id; is it the same version?")?
-        .to_owned();
-    let mut out = if json {
-        format!(
-            "{{\"session\":{},\"events\":[",
-            serde_json::to_string(&session)?
-        )
-    } else {
-        print::replay_header(&session)
-    };
-    let (mut after, mut count) = (0_i64, 0_u64);
-    loop {
-        let page = client
-            .get(&format!(
-                "/v1/sessions/{id}/events?after={after}&limit={REPLAY_PAGE}"
-            ))
-            .await?;
-        let events = page.as_array().map_or(&[][..], Vec::as_slice);
-        for event in events {
-            if json {
-                out.push_str(if count == 0 { "\n" } else { ",\n" });
-                out += &serde_json::to_string(event)?;
-            } else {
-                out.push_str(&print::replay_event(event));
-            }
-            count += 1;
-        }
-        if !emit(&out)? {
-            return Ok(());
-        }
-        out.clear();
-        let last = events
-            .last()
-            .and_then(|s| s.get("seq"))
-            .and_then(serde_json::Value::as_i64);
-        match last {
-            Some(seq) if events.len() == REPLAY_PAGE && seq > after => after = seq,
-            _ => break,
-        }
-    }
-    let end = if json {
-        "\n]}\n".to_owned()
-    } else {
-        print::replay_footer(count)
-    };
-    emit(&end)?;
-    Ok(())
-}
-
-/// Writes `text` to stdout; `false` when the reader has gone (`| head`), which ends
-/// the output quietly instead of failing.
-fn emit(text: &str) -> anyhow::Result<bool> {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e).context("cannot write to stdout"),
     }
 }
 
