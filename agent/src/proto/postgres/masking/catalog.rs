@@ -18,25 +18,27 @@
 //!
 //! Views and inheritance are looked up again after [`VIEW_TTL`]: any session may
 //! replace a view under the same OID, or attach a partition.
+//!
+//! Layout: this file resolves columns and inheritance; [`views`] follows views;
+//! [`side`] is the side connection the lookups run on.
 
 use super::super::{
-    backend,
     classify::{Classifier, Refs},
     tls::BackendStream,
-    wire::{Builder, Fields, MessageReader, WireError},
+    wire::MessageReader,
 };
 use crate::{
     mask::{ColumnMask, Masker},
     proto::Session,
 };
-use std::{
-    collections::{HashMap, HashSet},
-    time::{Duration, Instant},
-};
-use tokio::io::AsyncWriteExt as _;
+use std::{collections::HashMap, time::Duration};
 
-/// The most rows one catalog lookup may return (columns of same-named tables).
-const MAX_CATALOG_ROWS: usize = 20_000;
+mod side;
+mod views;
+
+use side::oid;
+use views::Views;
+
 /// Views followed from one column, or looked through for one view; more is refused.
 const MAX_VIEWS: usize = 64;
 /// How long what is known of views is trusted.
@@ -68,43 +70,6 @@ pub struct Relcol {
     pub column: String,
     /// The relation is a view or a materialized view.
     view: bool,
-}
-
-/// What is known of views, since `since`.
-#[derive(Default)]
-struct Views {
-    since: Option<Instant>,
-    /// The origin (relation, attribute) of each column of a view, in order;
-    /// `(0, 0)` for a computed one.
-    origins: HashMap<i32, Vec<(i32, i16)>>,
-    /// Whether a view's definition, or a view it uses, uses a masked column.
-    reveals: HashMap<i32, bool>,
-    /// The columns of the relations so named, in any schema, that show a masked
-    /// column: a view's, or a table's that inherits a column rule.
-    named: HashMap<String, Vec<String>>,
-    /// The columns of the tables so named that inherit a column rule.
-    inherited: HashMap<String, Vec<String>>,
-    /// The names of the tables a table inherits from or that inherit from it.
-    kin: HashMap<i32, Vec<String>>,
-    /// Each view's `SELECT`, as the server prints it.
-    definitions: HashMap<i32, String>,
-}
-
-impl Views {
-    /// Forgets everything once it is older than [`VIEW_TTL`].
-    fn fresh(&mut self) -> &mut Self {
-        let now = Instant::now();
-        if self
-            .since
-            .is_none_or(|since| now.duration_since(since) > VIEW_TTL)
-        {
-            *self = Views {
-                since: Some(now),
-                ..Views::default()
-            };
-        }
-        self
-    }
 }
 
 impl<'c> Catalog<'c> {
@@ -417,298 +382,6 @@ impl<'c> Catalog<'c> {
         self.columns.insert((oid, attnum), found.clone());
         Ok(found)
     }
-
-    /// Where each column of `view` comes from, as the server describes its definition.
-    async fn origins(&mut self, session: &Session, view: i32) -> Result<Vec<(i32, i16)>, String> {
-        if let Some(known) = self.views.fresh().origins.get(&view) {
-            return Ok(known.clone());
-        }
-        let definition = self.definition(session, view).await?;
-        let origins: Vec<_> = self
-            .describe(session, &definition, "a view's definition")
-            .await?
-            .into_iter()
-            .map(|(_, origin)| origin)
-            .collect();
-        self.views.fresh().origins.insert(view, origins.clone());
-        Ok(origins)
-    }
-
-    /// Whether `view`'s definition, or that of a view it uses, may derive a value from
-    /// a masked column ([`Masker::may_derive`] on what it names). Too many views to
-    /// look through count as yes.
-    async fn reveals(
-        &mut self,
-        session: &Session,
-        masker: &Masker,
-        view: i32,
-    ) -> Result<bool, String> {
-        if let Some(&known) = self.views.fresh().reveals.get(&view) {
-            return Ok(known);
-        }
-        let mut todo = vec![view];
-        let mut seen = HashSet::new();
-        let mut reveals = false;
-        while let Some(next) = todo.pop() {
-            if !seen.insert(next) {
-                continue;
-            }
-            if seen.len() > MAX_VIEWS {
-                reveals = true;
-                break;
-            }
-            let definition = self.definition(session, next).await?;
-            let classified = self.classifier.classify(&definition, true).await;
-            let refs = &classified.refs;
-            let mut derives = masker.may_derive(
-                &refs.relations,
-                &refs.columns,
-                refs.whole_rows,
-                refs.unknown,
-            );
-            for name in &refs.relations {
-                derives = derives || uses(&self.inherited(session, masker, name).await?, refs);
-            }
-            if derives {
-                reveals = true;
-                break;
-            }
-            let used = self
-                .oids(
-                    session,
-                    "SELECT DISTINCT d.refobjid::text FROM pg_catalog.pg_rewrite r \
-                     JOIN pg_catalog.pg_depend d ON d.objid = r.oid \
-                     AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
-                     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-                     JOIN pg_catalog.pg_class c ON c.oid = d.refobjid \
-                     WHERE r.ev_class = $1::oid AND c.oid <> $1::oid \
-                     AND c.relkind IN ('v', 'm')",
-                    &oid_text(next),
-                )
-                .await?;
-            todo.extend(used);
-        }
-        self.views.fresh().reveals.insert(view, reveals);
-        Ok(reveals)
-    }
-
-    /// The `SELECT` that defines `view`, as the server prints it for this connection's
-    /// `search_path`.
-    async fn definition(&mut self, session: &Session, view: i32) -> Result<String, String> {
-        if let Some(known) = self.views.fresh().definitions.get(&view) {
-            return Ok(known.clone());
-        }
-        let rows = self
-            .query(
-                session,
-                "SELECT pg_catalog.pg_get_viewdef($1::oid)",
-                &[Some(&oid_text(view))],
-            )
-            .await?;
-        let definition = rows
-            .into_iter()
-            .next()
-            .and_then(|row| row.into_iter().next().flatten())
-            .ok_or_else(|| format!("the definition of view {} was not found", oid_text(view)))?;
-        self.views
-            .fresh()
-            .definitions
-            .insert(view, definition.clone());
-        Ok(definition)
-    }
-
-    /// The name and origin (relation, attribute) of each result column of `sql` (`what`
-    /// for the error), which is parsed and described on the side connection, never run.
-    async fn describe(
-        &mut self,
-        session: &Session,
-        sql: &str,
-        what: &str,
-    ) -> Result<Vec<(String, (i32, i16))>, String> {
-        let describe = Builder::new(b'D').u8(b'S').cstr("").finish();
-        let mut columns = Vec::new();
-        let mut failed = false;
-        self.exchange(session, sql, &describe, |tag, body| match tag {
-            b'T' => {
-                let mut f = Fields(body);
-                let described = (|| -> Result<(), WireError> {
-                    for _ in 0..f.count16()? {
-                        let name = String::from_utf8_lossy(f.cstr_bytes()?).into_owned();
-                        let table = f.i32()?;
-                        let attnum = f.i16()?;
-                        f.take(12)?;
-                        columns.push((name, (table, attnum)));
-                    }
-                    Ok(())
-                })();
-                failed |= described.is_err();
-            }
-            b'E' => failed = true,
-            _ => {}
-        })
-        .await?;
-        if failed {
-            return Err(format!("{what} could not be described for masking"));
-        }
-        Ok(columns)
-    }
-
-    /// The name and origin of each column of `COPY (query) TO`, described on the side
-    /// connection. Refused when a relation the query names is ambiguous: the side
-    /// connection could then describe another relation than the client's reads.
-    pub async fn copy_query_columns(
-        &mut self,
-        session: &Session,
-        query: &str,
-    ) -> Result<Vec<(String, (i32, i16))>, String> {
-        let classified = self.classifier.classify(query, true).await;
-        if let Some(name) = self.ambiguous(session, &classified.refs.relations).await? {
-            return Err(format!(
-                "more than one relation is named {name}, and which one the query reads \
-                 is not known here"
-            ));
-        }
-        self.describe(session, query, "the query").await
-    }
-
-    /// The first of `names` that more than one relation has (in different schemas,
-    /// including other sessions' temporary ones): which of them a statement means
-    /// depends on a `search_path` not known here.
-    async fn ambiguous<'n>(
-        &mut self,
-        session: &Session,
-        names: &'n [String],
-    ) -> Result<Option<&'n str>, String> {
-        for name in names {
-            let rows = self
-                .query(
-                    session,
-                    "SELECT count(*)::text FROM pg_catalog.pg_class \
-                     WHERE relname = $1 AND relkind NOT IN ('i', 'I')",
-                    &[Some(name)],
-                )
-                .await?;
-            let count = rows
-                .first()
-                .and_then(|row| row.first())
-                .and_then(|v| v.as_deref()?.parse::<u64>().ok());
-            if count != Some(0) && count != Some(1) {
-                return Ok(Some(name));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The OIDs the one-column catalog query `sql` returns for its one parameter.
-    async fn oids(
-        &mut self,
-        session: &Session,
-        sql: &str,
-        param: &str,
-    ) -> Result<Vec<i32>, String> {
-        let rows = self.query(session, sql, &[Some(param)]).await?;
-        Ok(rows.iter().filter_map(|row| oid(row.first())).collect())
-    }
-
-    /// Runs one catalog query with text parameters (never spliced into the SQL) and
-    /// returns its rows as text.
-    async fn query(
-        &mut self,
-        session: &Session,
-        sql: &str,
-        params: &[Option<&str>],
-    ) -> Result<Vec<Vec<Option<String>>>, String> {
-        let mut bind = Builder::new(b'B')
-            .cstr("")
-            .cstr("")
-            .i16(0)
-            .i16(i16::try_from(params.len()).unwrap_or(0));
-        for p in params {
-            bind = match p {
-                Some(p) => bind
-                    .i32(i32::try_from(p.len()).unwrap_or(i32::MAX))
-                    .bytes(p.as_bytes()),
-                None => bind.i32(-1),
-            };
-        }
-        let mut run = bind.i16(0).finish().to_vec();
-        run.extend_from_slice(&Builder::new(b'E').cstr("").i32(0).finish());
-        let mut rows = Vec::new();
-        let mut failed = false;
-        self.exchange(session, sql, &run, |tag, body| match tag {
-            b'D' if rows.len() < MAX_CATALOG_ROWS => {
-                let mut f = Fields(body);
-                let row = (|| -> Result<Vec<Option<String>>, WireError> {
-                    let count = f.count16()?;
-                    let mut row = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        row.push(f.value()?.map(|v| String::from_utf8_lossy(v).into_owned()));
-                    }
-                    Ok(row)
-                })();
-                match row {
-                    Ok(row) => rows.push(row),
-                    Err(_) => failed = true,
-                }
-            }
-            // Too many rows, or an error: the lookup cannot be trusted.
-            b'D' | b'E' => failed = true,
-            _ => {}
-        })
-        .await?;
-        if failed {
-            return Err("the catalog lookup for masking failed".into());
-        }
-        Ok(rows)
-    }
-
-    /// Sends `Parse` of `sql` (unnamed), the messages in `then` and `Sync` on the side
-    /// connection, opening it on first use, and hands each message of the answer to
-    /// `each` until `ReadyForQuery`.
-    async fn exchange(
-        &mut self,
-        session: &Session,
-        sql: &str,
-        then: &[u8],
-        mut each: impl FnMut(u8, &[u8]),
-    ) -> Result<(), String> {
-        if self.conn.is_none() {
-            let b = backend::login(session, &self.params)
-                .await
-                .map_err(|e| match e {
-                    backend::LoginError::Server { message, .. }
-                    | backend::LoginError::Proxy(message) => {
-                        format!("cannot open the catalog connection for masking: {message}")
-                    }
-                })?;
-            self.conn = Some(MessageReader::with_buffer(b.stream, 1 << 20, b.leftover));
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err("no catalog connection".into());
-        };
-        let io = |e: std::io::Error| format!("catalog connection: {e}");
-        let mut batch = Builder::new(b'P')
-            .cstr("")
-            .cstr(sql)
-            .i16(0)
-            .finish()
-            .to_vec();
-        batch.extend_from_slice(then);
-        batch.extend_from_slice(&Builder::new(b'S').finish());
-        conn.get_mut().write_all(&batch).await.map_err(io)?;
-        conn.get_mut().flush().await.map_err(io)?;
-        loop {
-            let m = match conn.next().await {
-                Ok(Some(m)) => m,
-                Ok(None) => return Err("the catalog connection closed".into()),
-                Err(e) => return Err(format!("catalog connection: {e}")),
-            };
-            if m.tag() == b'Z' {
-                return Ok(());
-            }
-            each(m.tag(), m.body());
-        }
-    }
 }
 
 /// Whether a statement that names `refs` may use one of the `shown` columns of a
@@ -721,10 +394,4 @@ fn uses(shown: &[String], refs: &Refs) -> bool {
 /// An OID as the server prints it (unsigned).
 fn oid_text(oid: i32) -> String {
     u32::from_ne_bytes(oid.to_ne_bytes()).to_string()
-}
-
-/// An OID the server printed, as `RowDescription` carries it.
-fn oid(text: Option<&Option<String>>) -> Option<i32> {
-    let oid: u32 = text?.as_deref()?.parse().ok()?;
-    Some(i32::from_ne_bytes(oid.to_ne_bytes()))
 }
