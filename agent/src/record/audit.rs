@@ -34,11 +34,11 @@
 //! [`AuditReport::last_seq`] and [`AuditReport::last_hash`] with a copy kept elsewhere
 //! (an export, a SIEM) to catch that.
 
-use super::{Backend, Store, StoreError, session::now_ms};
+use super::{Backend, Store, StoreError, canonical::write_canonical, session::now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
 use sha2::{Digest as _, Sha256};
-use sqlx::{Row as _, any::AnyRow, error::ErrorKind};
+use sqlx::{Row as _, error::ErrorKind};
 use std::{fmt, time::Duration};
 
 /// The `prev_hash` of record 1: 64 zeros.
@@ -68,6 +68,8 @@ macro_rules! select_audit {
         )
     };
 }
+
+mod reading;
 
 // ---- types ----
 
@@ -215,58 +217,6 @@ impl Link<'_> {
     }
 }
 
-/// A row as stored, `data` as plain text: what verification needs, and all it trusts.
-struct StoredRow {
-    seq: i64,
-    at: i64,
-    host: String,
-    kind: String,
-    subject: String,
-    actor: Option<String>,
-    data: String,
-    prev_hash: String,
-    hash: String,
-}
-
-impl StoredRow {
-    fn link(&self) -> Link<'_> {
-        Link {
-            seq: self.seq,
-            at: self.at,
-            host: &self.host,
-            kind: &self.kind,
-            subject: &self.subject,
-            actor: self.actor.as_deref(),
-            data: &self.data,
-            prev_hash: &self.prev_hash,
-        }
-    }
-
-    /// Why this row does not follow `prev` (`seq` and `hash` of the row before it;
-    /// `None` for the first row), or `None` if it does.
-    fn misfit(&self, prev: Option<(i64, &str)>) -> Option<String> {
-        let (prev_seq, prev_hash) = prev.unwrap_or((0, GENESIS_HASH));
-        if prev_seq.checked_add(1) != Some(self.seq) {
-            return Some(if prev.is_some() {
-                format!("seq gap after {prev_seq}")
-            } else {
-                format!("seq gap after 0: the log starts at {}, not 1", self.seq)
-            });
-        }
-        if self.link().hash() != self.hash {
-            return Some("hash does not match its contents".to_owned());
-        }
-        if self.prev_hash != prev_hash {
-            return Some(if prev.is_some() {
-                format!("prev_hash does not match record {prev_seq}")
-            } else {
-                "prev_hash does not match the genesis hash (64 zeros)".to_owned()
-            });
-        }
-        None
-    }
-}
-
 // ---- store operations ----
 
 impl Store {
@@ -374,115 +324,6 @@ impl Store {
                 .and_then(|code| code.parse::<i32>().ok())
                 .is_some_and(|code| matches!(code & 0xff, 5 | 6))
     }
-
-    /// Walks the whole audit log in `seq` order, a page at a time, and checks that every
-    /// record's hash matches its contents and links to the record before it, and that
-    /// the statements of every session a `session_closed` record closed (when it
-    /// carries their digest) are stored as recorded (see `statements`).
-    pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
-        let mut report = AuditReport::default();
-        let mut prev: Option<(i64, String)> = None;
-        loop {
-            let from = match &prev {
-                None => i64::MIN,
-                Some((seq, _)) => match seq.checked_add(1) {
-                    Some(next) => next,
-                    None => break,
-                },
-            };
-            let rows = sqlx::query(select_audit!("WHERE seq >= $1 ORDER BY seq LIMIT $2"))
-                .bind(from)
-                .bind(VERIFY_PAGE)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|source| self.query_error("read the audit log", source))?;
-            for row in &rows {
-                let row = self.stored_row(row)?;
-                report.records += 1;
-                if report.first_bad.is_none() {
-                    let reason = match row.misfit(prev.as_ref().map(|(s, h)| (*s, h.as_str()))) {
-                        Some(reason) => Some(reason),
-                        None => {
-                            self.chain_misfit(&row.kind, &row.subject, &row.data)
-                                .await?
-                        }
-                    };
-                    report.first_bad = reason.map(|reason| BadRecord {
-                        seq: row.seq,
-                        reason,
-                    });
-                }
-                prev = Some((row.seq, row.hash));
-            }
-            if i64::try_from(rows.len()).unwrap_or(i64::MAX) < VERIFY_PAGE {
-                break;
-            }
-        }
-        if report.first_bad.is_some() {
-            tracing::warn!(store = %self.url, report = %report, "Audit log does not verify");
-        }
-        (report.last_seq, report.last_hash) = prev.unzip();
-        Ok(report)
-    }
-
-    /// Up to `limit` audit records in `seq` order, those after `after_seq` (0 for the
-    /// start) appended at or after `since_ms` (unix milliseconds; `None` for all). To
-    /// export everything, call again with the last `seq` returned until the answer is
-    /// empty. Memory use grows with `limit`: keep it to a few thousand.
-    pub async fn audit_since(
-        &self,
-        since_ms: Option<i64>,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(select_audit!(
-            "WHERE seq > $1 AND at >= $2 ORDER BY seq LIMIT $3"
-        ))
-        .bind(after_seq)
-        .bind(since_ms.unwrap_or(i64::MIN))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|source| self.query_error("read the audit log", source))?;
-        rows.iter()
-            .map(|row| {
-                let row = self.stored_row(row)?;
-                let data =
-                    RawValue::from_string(row.data).map_err(|e| StoreError::CorruptAudit {
-                        url: self.url.to_string(),
-                        seq: row.seq,
-                        column: "data",
-                        detail: e.to_string(),
-                    })?;
-                Ok(AuditRecord {
-                    seq: row.seq,
-                    at: row.at,
-                    host: row.host,
-                    kind: row.kind,
-                    subject: row.subject,
-                    actor: row.actor,
-                    data,
-                    prev_hash: row.prev_hash,
-                    hash: row.hash,
-                })
-            })
-            .collect()
-    }
-
-    fn stored_row(&self, row: &AnyRow) -> Result<StoredRow, StoreError> {
-        let read = |source| self.query_error("read an audit record", source);
-        Ok(StoredRow {
-            seq: row.try_get("seq").map_err(read)?,
-            at: row.try_get("at").map_err(read)?,
-            host: row.try_get("host").map_err(read)?,
-            kind: row.try_get("kind").map_err(read)?,
-            subject: row.try_get("subject").map_err(read)?,
-            actor: row.try_get("actor").map_err(read)?,
-            data: row.try_get("data").map_err(read)?,
-            prev_hash: row.try_get("prev_hash").map_err(read)?,
-            hash: row.try_get("hash").map_err(read)?,
-        })
-    }
 }
 
 /// `entry.data` as canonical JSON text: an object, keys sorted, no spaces.
@@ -507,84 +348,4 @@ fn canonical_data(entry: &AuditEntry) -> Result<Box<RawValue>, StoreError> {
         op: "encode audit data as JSON",
         source,
     })
-}
-
-/// Writes `value` as compact JSON with object keys sorted, whatever order the map
-/// keeps (`serde_json`'s `preserve_order` feature may be on somewhere in the build).
-/// Strings and numbers are written by `serde_json` itself, so the bytes (and every
-/// hash over them) match `serde_json::to_string` of a sorted value.
-pub(super) fn write_canonical(value: &Value, out: &mut String) {
-    let mut bytes = std::mem::take(out).into_bytes();
-    canonical_bytes(value, &mut bytes);
-    *out = String::from_utf8(bytes)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-}
-
-pub(super) fn canonical_bytes(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            // serde_json's map keeps keys sorted, unless some crate in the build turns
-            // on its `preserve_order`: sort only then.
-            out.push(b'{');
-            if map.keys().is_sorted() {
-                write_entries(map.iter(), out);
-            } else {
-                let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_unstable_by_key(|(key, _)| *key);
-                write_entries(entries.into_iter(), out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical_bytes(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => scalar_bytes(scalar, out),
-    }
-}
-
-/// An object's entries, in the order given, comma-separated.
-fn write_entries<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
-    for (i, (key, value)) in entries.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        scalar_bytes(key, out);
-        out.push(b':');
-        canonical_bytes(value, out);
-    }
-}
-
-/// A string, number, boolean or null, appended without an intermediate `String`.
-/// Writes `"name":` as the next key of a canonical JSON object that begins at `start`
-/// in `out`, opening the object at its first key. Callers write keys in code-point
-/// order, as canonical JSON sorts them.
-pub(super) fn object_key(out: &mut Vec<u8>, start: usize, name: &str) {
-    out.push(if out.len() == start { b'{' } else { b',' });
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-}
-
-/// Writes `items` as a canonical JSON array of strings.
-pub(super) fn string_array(out: &mut Vec<u8>, items: &[String]) {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        scalar_bytes(item, out);
-    }
-    out.push(b']');
-}
-
-pub(super) fn scalar_bytes<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
-    // Writing into a Vec cannot fail, and these values always serialize.
-    let _ = serde_json::to_writer(out, value);
 }

@@ -31,7 +31,7 @@ mod store;
 
 use super::{
     SessionId, StatementRecord,
-    audit::{canonical_bytes, object_key, scalar_bytes, string_array},
+    canonical::{canonical_bytes, object_key, scalar_bytes, string_array},
     statements::StatementsDigest,
 };
 use serde::{Deserialize, Serialize};

@@ -18,6 +18,7 @@
 //! types `Any` carries (`i64`, `String`, their `Option`s).
 
 mod audit;
+mod canonical;
 mod changes;
 mod error;
 mod events;

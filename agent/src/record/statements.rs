@@ -31,7 +31,7 @@
 use super::Backend;
 use super::{
     GENESIS_HASH, SessionId, Store, StoreError,
-    audit::{canonical_bytes, object_key, scalar_bytes, string_array},
+    canonical::{canonical_bytes, object_key, scalar_bytes, string_array},
     events::link_hash,
 };
 use serde::{Deserialize, Serialize};

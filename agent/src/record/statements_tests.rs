@@ -140,13 +140,13 @@ fn the_direct_encoding_matches_canonical_json() {
         let mut direct = Vec::new();
         record.write_hashed_fields(&mut direct);
         let mut documented = String::new();
-        audit::write_canonical(&record.hashed_fields(), &mut documented);
+        canonical::write_canonical(&record.hashed_fields(), &mut documented);
         assert_eq!(String::from_utf8(direct).unwrap(), documented);
         // The stored JSON columns are cut from those bytes: each is its value's own
         // canonical JSON, and SQL NULL for an absent value or JSON null.
         let canonical = |value: &serde_json::Value| {
             let mut text = String::new();
-            audit::write_canonical(value, &mut text);
+            canonical::write_canonical(value, &mut text);
             text
         };
         let column = |value: &Option<serde_json::Value>| {
