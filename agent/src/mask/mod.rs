@@ -35,6 +35,7 @@
 
 #![forbid(unsafe_code)]
 
+mod compile;
 mod glob;
 pub mod json_path;
 pub mod json_stream;
@@ -45,6 +46,7 @@ mod scan;
 mod shapes;
 pub mod spec;
 mod style;
+mod words;
 
 #[cfg(test)]
 mod corpus;
@@ -56,14 +58,12 @@ pub use learned::{LearnMode, LearnedSet};
 pub use recognize::Recognizer;
 pub use spec::{MaskError, MaskSpec, MaskStyle, RegexSpec};
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use glob::ColumnGlob;
 use key::Hasher;
-use recognize::{RecognizerSet, is_word, word_at, word_before};
-use regex::bytes::Regex;
 use scan::{Possible, Scanner};
-use std::{borrow::Cow, collections::BTreeMap, fmt, sync::Arc};
+use std::{borrow::Cow, fmt, sync::Arc};
 use style::{Finding, Findings, Label};
+use words::{NamedRegex, Words};
 
 /// Scans of one value: the first, and rescans of its masked form (see
 /// `Masker::mask_possible`).
@@ -124,109 +124,17 @@ pub enum Masked<'a> {
     Null,
 }
 
-/// A `mask_regex` entry, compiled.
-struct NamedRegex {
-    name: String,
-    regex: Regex,
-    style: MaskStyle,
-}
-
-/// The `mask_words`, compiled: one case-insensitive automaton, and per word its style
-/// and whether its ends are word characters (then they must stand at word boundaries).
-struct Words {
-    ac: AhoCorasick,
-    words: Vec<(MaskStyle, bool, bool)>,
-}
-
-/// The most memory a custom regex may compile to.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-
 impl Masker {
     /// Compiles the masking specs of the rules that apply to a session into one masker.
     /// Where rules disagree about a recognizer, column or word, the most restrictive
     /// style wins. `key` is needed if a rule uses `mask_style = "hash"` (see
     /// [`MaskKey::for_specs`]).
     pub fn compile(specs: &[MaskSpec], key: Option<&MaskKey>) -> Result<Masker, MaskError> {
-        let mut styles: [Option<MaskStyle>; Recognizer::ALL.len()] = [None; Recognizer::ALL.len()];
-        let mut enabled = RecognizerSet::default();
-        let mut regexes = Vec::new();
-        let mut words: BTreeMap<String, MaskStyle> = BTreeMap::new();
-        let mut columns = Vec::new();
-        let mut uses_hash = false;
-        let mut json = json_path::JsonPaths::default();
-        let (mut learns, mut learned_style) = (false, None::<MaskStyle>);
+        let mut compiling = compile::Compiling::default();
         for spec in specs {
-            let style = spec.mask_style;
-            let by_value =
-                !(spec.mask.is_empty() && spec.mask_regex.is_empty() && spec.mask_words.is_empty());
-            if style == MaskStyle::Null && by_value {
-                return Err(MaskError::NullOnValues);
-            }
-            if by_value {
-                learns |= spec.mask_learn != LearnMode::Off;
-                learned_style = Some(learned_style.map_or(style, |s| s.max(style)));
-            }
-            uses_hash |= style == MaskStyle::Hash
-                && (by_value || !spec.mask_columns.is_empty() || !spec.mask_json.is_empty());
-            for path in &spec.mask_json {
-                let parsed =
-                    json_path::JsonPath::parse(path).map_err(|source| MaskError::JsonPath {
-                        path: path.clone(),
-                        source,
-                    })?;
-                json.push(parsed, style);
-            }
-            for name in &spec.mask {
-                let chosen: Vec<Recognizer> = if name == "all" {
-                    Recognizer::ALL.to_vec()
-                } else {
-                    vec![Recognizer::from_name(name).ok_or_else(|| {
-                        MaskError::UnknownRecognizer {
-                            name: name.clone(),
-                            known: Recognizer::ALL.map(Recognizer::name).join(", "),
-                        }
-                    })?]
-                };
-                for r in chosen {
-                    enabled.insert(r);
-                    if let Some(slot) = styles.get_mut(r as usize) {
-                        *slot = Some(slot.map_or(style, |s| s.max(style)));
-                    }
-                }
-            }
-            for pattern in &spec.mask_columns {
-                columns.push((ColumnGlob::new(pattern)?, style));
-            }
-            for r in &spec.mask_regex {
-                regexes.push(NamedRegex::new(r, style)?);
-            }
-            for word in &spec.mask_words {
-                if word.trim().is_empty() {
-                    return Err(MaskError::EmptyWord);
-                }
-                words
-                    .entry(word.to_ascii_lowercase())
-                    .and_modify(|s| *s = (*s).max(style))
-                    .or_insert(style);
-            }
+            compiling.add(spec)?;
         }
-        let hasher = match (uses_hash, key) {
-            (false, _) => None,
-            (true, None) => return Err(MaskError::MissingKey),
-            (true, Some(key)) => Some(Hasher::new(key)?),
-        };
-        Ok(Masker {
-            styles,
-            scanner: Scanner::new(enabled)?,
-            regexes,
-            words: Words::new(&words)?,
-            columns,
-            hasher,
-            learns,
-            learned_style: learned_style.unwrap_or_default(),
-            learned: None,
-            json: (!json.is_empty()).then_some(json),
-        })
+        compiling.finish(key)
     }
 
     /// This masker with the target's learned columns, when a rule learns (otherwise
@@ -474,71 +382,5 @@ impl fmt::Debug for Masker {
             .field("learned", &self.learned.as_ref().map(|l| l.len()))
             .field("hash_key", &self.hasher.as_ref().map(|_| "<secret>"))
             .finish_non_exhaustive()
-    }
-}
-
-impl NamedRegex {
-    fn new(spec: &RegexSpec, style: MaskStyle) -> Result<Self, MaskError> {
-        let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        if spec.name.is_empty() || !spec.name.chars().all(plain) {
-            return Err(MaskError::RegexName {
-                name: spec.name.clone(),
-            });
-        }
-        let regex = regex::bytes::RegexBuilder::new(&spec.pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|source| MaskError::Regex {
-                name: spec.name.clone(),
-                source,
-            })?;
-        Ok(Self {
-            name: spec.name.clone(),
-            regex,
-            style,
-        })
-    }
-}
-
-impl Words {
-    fn new(words: &BTreeMap<String, MaskStyle>) -> Result<Option<Self>, MaskError> {
-        if words.is_empty() {
-            return Ok(None);
-        }
-        let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .build(words.keys())
-            .map_err(|e| MaskError::Internal {
-                what: "the mask_words automaton",
-                reason: e.to_string(),
-            })?;
-        let words = words
-            .iter()
-            .map(|(w, style)| {
-                let (first, last) = (w.bytes().next().unwrap_or(0), w.bytes().last().unwrap_or(0));
-                (*style, is_word(first), is_word(last))
-            })
-            .collect();
-        Ok(Some(Words { ac, words }))
-    }
-
-    /// Pushes every occurrence that stands alone ("acme" in "Acme's", not in
-    /// "acmes"). Overlapping occurrences are all considered, so a longer word that is
-    /// not whole does not hide a shorter one that is.
-    fn find(&self, v: &[u8], found: &mut Findings) {
-        for m in self.ac.find_overlapping_iter(v) {
-            let Some(&(style, left, right)) = self.words.get(m.pattern().as_usize()) else {
-                continue;
-            };
-            let glued = (left && word_before(v, m.start())) || (right && word_at(v, m.end()));
-            if !glued {
-                found.push(Finding {
-                    range: m.range(),
-                    label: Label::Word,
-                    style,
-                });
-            }
-        }
     }
 }
