@@ -25,6 +25,7 @@ impl Triggers {
     /// What of `scanner`'s recognizers may match `v`, which has these counts: each
     /// needs at least the characters of its shortest match (for secrets, those of the
     /// [`Group`]s of literals that start them).
+    #[inline]
     pub(super) fn possible(&self, scanner: &Scanner, v: &[u8]) -> Possible {
         let t = self;
         let ipv6 = scanner.enabled.contains(Recognizer::IpAddress) && t.may_hold_ipv6(v);
@@ -85,6 +86,7 @@ impl Triggers {
     /// - Digits, dots and colons alone: fewer than 8 digits make no number but an IPv4
     ///   address (three dots) or an IPv6 one (two colons), and without two letters g–z
     ///   nor a capital, no secret.
+    #[inline]
     pub(super) fn rule_out_all(&self, len: usize) -> bool {
         let t = self;
         let no_digit = t.digits + t.ats + t.underscores + t.dashes == 0
