@@ -18,6 +18,7 @@
 //! types `Any` carries (`i64`, `String`, their `Option`s).
 
 mod audit;
+mod batch;
 mod canonical;
 mod changes;
 mod error;

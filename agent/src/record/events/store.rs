@@ -5,8 +5,8 @@
 use super::{ChainDigest, Encoded, EventRecord};
 use crate::record::{
     Backend, SessionId, StatementRecord, Store, StoreError,
+    batch::{ROWS_PER_INSERT, batch_insert, batch_inserts},
     journal::Mark,
-    statements::{ROWS_PER_INSERT, batch_insert, batch_inserts},
 };
 use serde_json::Value;
 use sqlx::{Row as _, any::AnyRow};

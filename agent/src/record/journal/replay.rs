@@ -8,8 +8,8 @@ use super::{
     segment_path, segments,
 };
 use crate::record::{
-    ChainDigest, GENESIS_HASH, Recordable, SessionId, Store, StoreError, events::Encoded, now_ms,
-    statements::AnyQuery,
+    ChainDigest, GENESIS_HASH, Recordable, SessionId, Store, StoreError, batch::AnyQuery,
+    events::Encoded, now_ms,
 };
 use sqlx::Row as _;
 use std::{
