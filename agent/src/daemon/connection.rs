@@ -9,16 +9,15 @@ use crate::{
     intercept::{ClientAddr, OrigDstAddr, from_endpoint},
     policy::{Protocol, Target},
     proto,
-    record::{NewSession, Outcome, SessionEnd},
+    record::{NewSession, Outcome},
 };
 use portcullis_common::Origin;
-use std::{
-    net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use records::{close_session, open_session};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpStream;
 use tracing::Instrument as _;
+
+mod records;
 
 /// What is known about a connection before it is served.
 struct Conn {
@@ -181,24 +180,82 @@ async fn serve_with<P: proto::Protocol>(
     stream: TcpStream,
     client: ClientAddr,
     orig_dst: OrigDstAddr,
-    mut principal: Principal,
+    principal: Principal,
     target: &Arc<Target>,
 ) {
-    let mut conn = Conn {
+    let conn = Conn {
         client,
         orig_dst: Some(orig_dst),
         principal: Some(principal.clone()),
         target: Some(target.name.clone()),
         protocol: target.protocol,
     };
-    let mut opened = match proto.open(stream, target).await {
+    let Some((opened, conn, principal)) =
+        open(daemon, proto, stream, target, conn, principal).await
+    else {
+        return;
+    };
+    let ask = Ask {
+        principal,
+        target: target.name.clone(),
+        protocol: target.protocol.to_string(),
+        action: Action::Connect,
+        justification: None,
+    };
+    let Some((opened, rule, reason)) = admit(daemon, proto, opened, conn, &ask).await else {
+        return;
+    };
+    let new = NewSession {
+        protocol: target.protocol.to_string(),
+        target: Some(target.name.clone()),
+        client_addr: client.to_string(),
+        orig_dst: Some(orig_dst.to_string()),
+        principal: Some(ask.principal),
+        outcome: Outcome::Open,
+        rule,
+        reason: Some(reason),
+    };
+    let Some((opened, id)) = open_session(daemon, proto, opened, &new).await else {
+        return;
+    };
+    let Some(principal) = new.principal else {
+        return;
+    };
+    let stop = daemon.hard_stop.child_token();
+    let registered = daemon.live.register(&id, stop.clone());
+    let session = Arc::new(proto::Session {
+        id: id.clone(),
+        gate: Arc::clone(&daemon.gate),
+        recorder: daemon.recorder.clone(),
+        principal,
+        target: Arc::clone(target),
+        upstream: orig_dst.0,
+        mark: daemon.config.mark,
+        stop,
+    });
+    let served = proto.serve(opened, session).await;
+    let killed = registered.finish();
+    close_session(daemon, &id, target, served, killed).await;
+}
+
+/// The protocol's opening exchange, and the caller's linked identity; `None` when
+/// the connection ended there (recorded when it was refused).
+async fn open<P: proto::Protocol>(
+    daemon: &Daemon,
+    proto: &P,
+    stream: TcpStream,
+    target: &Target,
+    mut conn: Conn,
+    mut principal: Principal,
+) -> Option<(P::Client, Conn, Principal)> {
+    let opened = match proto.open(stream, target).await {
         Ok(Some(opened)) => opened,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(reason) => {
             tracing::info!(%reason, "Connection failed before it could be decided");
             conn.record_refused(daemon, Outcome::Error, None, reason)
                 .await;
-            return;
+            return None;
         }
     };
     match daemon.store.linked_identity(principal.uid).await {
@@ -212,122 +269,47 @@ async fn serve_with<P: proto::Protocol>(
             proto.refuse(opened, told).await;
             conn.record_refused(daemon, Outcome::Refused, None, told.into())
                 .await;
-            return;
+            return None;
         }
     }
     conn.principal = Some(principal.clone());
-    let ask = Ask {
-        principal,
-        target: target.name.clone(),
-        protocol: target.protocol.to_string(),
-        action: Action::Connect,
-        justification: None,
-    };
+    Some((opened, conn, principal))
+}
+
+/// The gate's decision on the connection (a hold waits, watching the client): the
+/// client with the deciding rule and the reason, or `None` when it was refused
+/// (told in the protocol's words, and recorded).
+async fn admit<P: proto::Protocol>(
+    daemon: &Daemon,
+    proto: &P,
+    mut opened: P::Client,
+    conn: Conn,
+    ask: &Ask,
+) -> Option<(P::Client, Option<String>, String)> {
     let mut waiting = Opening {
         proto,
         client: &mut opened,
     };
-    let outcome = daemon.gate.decide(&ask, None, &mut waiting).await;
+    let outcome = daemon.gate.decide(ask, None, &mut waiting).await;
     let rule = outcome.rule().map(str::to_owned);
-    let reason = match &outcome {
+    let (recorded, told) = match &outcome {
         ActionOutcome::Allowed {
             approval: None,
             reason,
             ..
-        } => reason.clone(),
-        ActionOutcome::Allowed { .. } => outcome.message(),
-        refused => {
-            let (recorded, told) = match refused {
-                ActionOutcome::Abandoned { .. } => (Outcome::Closed, refused.message()),
-                ActionOutcome::Failed { .. } => (
-                    Outcome::Error,
-                    "the approval request could not be recorded; refused".to_owned(),
-                ),
-                _ => (Outcome::Denied, refused.message()),
-            };
-            tracing::info!(rule = rule.as_deref().unwrap_or("-"), reason = %told, "Denied");
-            proto.refuse(opened, &told).await;
-            conn.record_refused(daemon, recorded, rule, told).await;
-            return;
-        }
+        } => return Some((opened, rule, reason.clone())),
+        ActionOutcome::Allowed { .. } => return Some((opened, rule, outcome.message())),
+        ActionOutcome::Abandoned { .. } => (Outcome::Closed, outcome.message()),
+        ActionOutcome::Failed { .. } => (
+            Outcome::Error,
+            "the approval request could not be recorded; refused".to_owned(),
+        ),
+        _ => (Outcome::Denied, outcome.message()),
     };
-    let new = NewSession {
-        protocol: target.protocol.to_string(),
-        target: conn.target.take(),
-        client_addr: client.to_string(),
-        orig_dst: Some(orig_dst.to_string()),
-        principal: conn.principal.take(),
-        outcome: Outcome::Open,
-        rule,
-        reason: Some(reason),
-    };
-    let id = match daemon.store.open_session(&new).await {
-        Ok(id) => id,
-        Err(error) => {
-            // No record, no access: the audit trail is part of the deal.
-            tracing::error!(%error, "Cannot record the session; refusing it");
-            proto
-                .refuse(opened, "the session could not be recorded; refused")
-                .await;
-            return;
-        }
-    };
-    daemon.active_sessions.fetch_add(1, Ordering::Relaxed);
-    daemon.sessions_total.fetch_add(1, Ordering::Relaxed);
-    daemon.gate.metrics().session_opened();
-    tracing::info!(session = %id, "Session opened");
-    let data = serde_json::json!({
-        "target": new.target, "protocol": new.protocol, "client": new.client_addr, "orig_dst": new.orig_dst,
-        "principal": new.principal, "rule": new.rule, "reason": new.reason,
-    });
-    let actor = new.principal.as_ref().map(Principal::label);
-    daemon
-        .gate
-        .audit("session_opened", id.as_str(), actor.as_deref(), data)
-        .await;
-    let Some(principal) = new.principal.as_ref() else {
-        return;
-    };
-    let stop = daemon.hard_stop.child_token();
-    let registered = daemon.live.register(&id, stop.clone());
-    let session = Arc::new(proto::Session {
-        id: id.clone(),
-        gate: Arc::clone(&daemon.gate),
-        recorder: daemon.recorder.clone(),
-        principal: principal.clone(),
-        target: Arc::clone(target),
-        upstream: orig_dst.0,
-        mark: daemon.config.mark,
-        stop,
-    });
-    let served = proto.serve(opened, session).await;
-    let killed = registered.finish();
-    daemon.active_sessions.fetch_sub(1, Ordering::Relaxed);
-    daemon.gate.metrics().session_closed();
-    let traffic = served.traffic;
-    daemon
-        .gate
-        .metrics()
-        .bytes(&target.name, traffic.up, traffic.down);
-    let end = SessionEnd {
-        outcome: served.outcome,
-        // A kill's who and why, rather than the shutdown words the protocol used.
-        reason: killed.map(|k| k.describe()).or(served.reason),
-        bytes_up: traffic.up,
-        bytes_down: traffic.down,
-    };
-    let data = serde_json::json!({
-        "outcome": end.outcome.as_str(), "reason": end.reason, "bytes_up": end.bytes_up,
-        "bytes_down": end.bytes_down, "events": served.events,
-    });
-    daemon
-        .gate
-        .audit("session_closed", id.as_str(), None, data)
-        .await;
-    if let Err(error) = daemon.store.close_session(&id, &end).await {
-        tracing::error!(%error, session = %id, "Cannot record the end of the session");
-    }
-    tracing::info!(session = %id, up = traffic.up, down = traffic.down, "Connection closed");
+    tracing::info!(rule = rule.as_deref().unwrap_or("-"), reason = %told, "Denied");
+    proto.refuse(opened, &told).await;
+    conn.record_refused(daemon, recorded, rule, told).await;
+    None
 }
 
 /// A connection's client while the connection itself is held.
