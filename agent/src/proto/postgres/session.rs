@@ -73,42 +73,9 @@ type ClientWrite = WriteHalf<Metered<ClientStream>>;
 /// as the server would, then run both loops until either side leaves.
 pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>) -> Served {
     let opened_params = opened.params.clone();
-    let backend = match backend::login(&session, &opened.params).await {
-        Ok(b) => b,
-        Err(error) => {
-            let reason = match error {
-                LoginError::Server { frame, message } => {
-                    opened.send(&frame).await;
-                    format!("the target refused the login: {message}")
-                }
-                LoginError::Proxy(message) => {
-                    startup::fatal(
-                        &mut opened.stream,
-                        "08001",
-                        &format!("Portcullis: {message}"),
-                    )
-                    .await;
-                    message
-                }
-            };
-            tracing::info!(%reason, "Login to the target failed");
-            return Served {
-                outcome: Outcome::Error,
-                reason: Some(reason),
-                traffic: crate::proto::Traffic::default(),
-                events: None,
-            };
-        }
-    };
-    let masker = match session_masker(pg, &session) {
-        Ok(m) => m,
+    let (backend, masker) = match log_in(pg, &mut opened, &session).await {
+        Ok(ready) => ready,
         Err(reason) => {
-            startup::fatal(
-                &mut opened.stream,
-                "28000",
-                &format!("Portcullis: {reason}"),
-            )
-            .await;
             return Served {
                 outcome: Outcome::Error,
                 reason: Some(reason),
@@ -120,17 +87,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
     let registration = pg
         .cancels
         .register(session.upstream, backend.key.unwrap_or_default());
-    let mut hello = BytesMut::new();
-    hello.extend_from_slice(&wire::authentication_ok());
-    for frame in &backend.relay {
-        hello.extend_from_slice(frame);
-    }
-    hello.extend_from_slice(&wire::backend_key_data(
-        registration.key.0,
-        registration.key.1,
-    ));
-    hello.extend_from_slice(&wire::ready_for_query(backend.status));
-    opened.send(&hello).await;
+    greet(&mut opened, &backend, registration.key).await;
 
     let client = Metered::new(opened.stream);
     let meter = client.meter();
@@ -144,13 +101,6 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
     let catalog = tokio::sync::Mutex::new(masking::Catalog::new(opened_params, &pg.classifier));
     let (to_client, from_frontend) = mpsc::channel(8);
     let server_gone = CancellationToken::new();
-    let mut ask = Ask {
-        principal: session.principal.clone(),
-        target: session.target.name.clone(),
-        protocol: "postgres".into(),
-        action: Action::Connect,
-        justification: None,
-    };
     let mut front = Frontend {
         pg,
         session: &session,
@@ -185,34 +135,107 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
         idle: backend.status == b'I',
         unsynced: false,
     };
-    let (outcome, reason) = {
-        let front_run = front.run(&mut ask);
-        let back_run = back.run();
-        tokio::pin!(front_run, back_run);
-        tokio::select! {
-            r = &mut front_run => r,
-            r = &mut back_run => {
-                // A statement held when the target left can never run: let the
-                // frontend end its request (abandoned) rather than leave it pending.
-                server_gone.cancel();
-                if registration.entry.is_holding() {
-                    tokio::select! {
-                        _ = &mut front_run => {}
-                        () = tokio::time::sleep(HOLD_WIND_DOWN) => {}
-                        () = session.stop.cancelled() => {}
-                    }
-                }
-                r
-            }
-            () = session.stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
-        }
-    };
+    let (outcome, reason) = race(&mut front, &mut back, &server_gone, &session).await;
     // What the frontend asked to say last (a protocol error) still reaches the client.
     drop(front);
     while let Ok(ToClient::Notice(bytes) | ToClient::Fatal(bytes)) = back.from_frontend.try_recv() {
         let _ = back.write(&bytes).await;
     }
-    // Statements still unanswered are recorded as they stand.
+    record_unanswered(&shared, &session).await;
+    let digest = session.recorder.finish_session(&session.id).await;
+    Served {
+        outcome,
+        reason,
+        traffic: meter.traffic(),
+        events: Some(digest),
+    }
+}
+
+/// Logs in to the target with the client's startup parameters and sets up the
+/// session's masking; on failure the client has been told why, and this is the
+/// reason to record.
+async fn log_in(
+    pg: &Postgres,
+    opened: &mut Opened,
+    session: &Session,
+) -> Result<(backend::Backend, Option<Arc<Masker>>), String> {
+    let backend = match backend::login(session, &opened.params).await {
+        Ok(b) => b,
+        Err(LoginError::Server { frame, message }) => {
+            opened.send(&frame).await;
+            let reason = format!("the target refused the login: {message}");
+            tracing::info!(%reason, "Login to the target failed");
+            return Err(reason);
+        }
+        Err(LoginError::Proxy(message)) => {
+            let told = format!("Portcullis: {message}");
+            startup::fatal(&mut opened.stream, "08001", &told).await;
+            tracing::info!(reason = %message, "Login to the target failed");
+            return Err(message);
+        }
+    };
+    match session_masker(pg, session) {
+        Ok(masker) => Ok((backend, masker)),
+        Err(reason) => {
+            let told = format!("Portcullis: {reason}");
+            startup::fatal(&mut opened.stream, "28000", &told).await;
+            Err(reason)
+        }
+    }
+}
+
+/// Greets the client as the server would: authentication done, the server's
+/// parameters, the proxy's own cancel key, and ready.
+async fn greet(opened: &mut Opened, backend: &backend::Backend, key: super::cancel::Key) {
+    let mut hello = BytesMut::new();
+    hello.extend_from_slice(&wire::authentication_ok());
+    for frame in &backend.relay {
+        hello.extend_from_slice(frame);
+    }
+    hello.extend_from_slice(&wire::backend_key_data(key.0, key.1));
+    hello.extend_from_slice(&wire::ready_for_query(backend.status));
+    opened.send(&hello).await;
+}
+
+/// Runs both loops until one ends (or the daemon stops the session). When the
+/// target leaves first, a statement held then can never run: the frontend gets a
+/// moment to end its request as abandoned rather than leave it pending.
+async fn race(
+    front: &mut Frontend<'_>,
+    back: &mut BackendLoop<'_>,
+    server_gone: &CancellationToken,
+    session: &Session,
+) -> (Outcome, Option<String>) {
+    let mut ask = Ask {
+        principal: session.principal.clone(),
+        target: session.target.name.clone(),
+        protocol: "postgres".into(),
+        action: Action::Connect,
+        justification: None,
+    };
+    let holding = front.cancel;
+    let front_run = front.run(&mut ask);
+    let back_run = back.run();
+    tokio::pin!(front_run, back_run);
+    tokio::select! {
+        r = &mut front_run => r,
+        r = &mut back_run => {
+            server_gone.cancel();
+            if holding.is_holding() {
+                tokio::select! {
+                    _ = &mut front_run => {}
+                    () = tokio::time::sleep(HOLD_WIND_DOWN) => {}
+                    () = session.stop.cancelled() => {}
+                }
+            }
+            r
+        }
+        () = session.stop.cancelled() => (Outcome::Closed, Some("ended by daemon shutdown".into())),
+    }
+}
+
+/// Records the statements still unanswered as they stand.
+async fn record_unanswered(shared: &Mutex<Shared>, session: &Session) {
     let leftover: Vec<Pending> = shared
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -227,13 +250,6 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
             // Ending anyway: a stalled recorder has logged it.
             let _ = session.recorder.record(record).await;
         }
-    }
-    let digest = session.recorder.finish_session(&session.id).await;
-    Served {
-        outcome,
-        reason,
-        traffic: meter.traffic(),
-        events: Some(digest),
     }
 }
 
