@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 mod frontend;
 mod held;
 mod justify;
+mod queue;
 mod refusal;
 mod replies;
 mod statement;

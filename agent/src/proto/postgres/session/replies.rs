@@ -8,6 +8,7 @@ use super::super::{
     tls::BackendStream,
     wire::{self, Message, MessageReader, Severity},
 };
+use super::queue::{completed, front_is_execute, pop, skip_batch, skip_describes};
 use super::{ClientWrite, FLUSH_AT, PendingKind, Shared, ToClient, shown_value};
 use crate::mask::Masker;
 use crate::{
@@ -272,30 +273,13 @@ impl BackendLoop<'_> {
             Some(frame) if m.tag() != b'E' => Message { frame },
             _ => m,
         };
-        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = self.shared;
+        let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
         let mut frame = m.frame.clone();
         match m.tag() {
             b'T' | b'n' => {
-                // The answer to a Describe the queue tracks (with column rules): ours,
-                // asked before an Execute to set the columns to mask by, is not the
-                // client's to see.
-                let describe = shared.pending.front().and_then(|p| match p.kind {
-                    PendingKind::Describe { ours } => Some(ours),
-                    _ => None,
-                });
-                if describe.is_some() {
-                    shared.pending.pop_front();
-                }
-                if describe == Some(true) {
+                if self.described(&mut shared, &m) {
                     frame = Bytes::new();
-                }
-                if m.tag() == b'T' {
-                    self.columns = row_description(m.body(), shared.reading.encoding());
-                    if let Some(p) = shared.pending.front_mut()
-                        && p.columns.is_empty()
-                    {
-                        p.columns = self.columns.iter().map(|(n, _)| n.clone()).collect();
-                    }
                 }
             }
             b'D' => {
@@ -308,101 +292,19 @@ impl BackendLoop<'_> {
                     }
                 }
             }
-            b'C' | b'I' | b's' => {
-                let tag = if m.tag() == b'C' {
-                    m.fields().cstr().ok().map(str::to_owned)
-                } else {
-                    None
-                };
-                if let Some(p) = shared.pending.front_mut()
-                    && let (Some(r), Some(tag)) = (p.record.as_mut(), tag)
-                {
-                    let rows = tag.rsplit(' ').next().and_then(|n| n.parse::<i64>().ok());
-                    if let Some(rows) = rows {
-                        r.rows_affected = Some(r.rows_affected.unwrap_or(0) + rows);
-                    }
-                    r.command_tag = Some(match r.command_tag.take() {
-                        Some(before) => format!("{before}; {tag}"),
-                        None => tag,
-                    });
-                }
-                if shared
-                    .pending
-                    .front()
-                    .is_some_and(|p| p.kind == PendingKind::Execute)
-                {
-                    done.extend(pop(&mut shared));
-                }
-            }
+            b'C' | b'I' | b's' => completed(&mut shared, &m, &mut done),
             b'E' => {
-                // Describes not answered yet never will be: the server skips the rest
-                // of the batch (and the error is not theirs to record).
-                while shared
-                    .pending
-                    .front()
-                    .is_some_and(|p| matches!(p.kind, PendingKind::Describe { .. }))
-                {
-                    shared.pending.pop_front();
+                skip_describes(&mut shared);
+                if let Some(rewritten) = self.failed(&mut shared, &m) {
+                    frame = rewritten;
                 }
-                if let Some(p) = shared.pending.front_mut() {
-                    let fields = wire::notice_fields(m.body());
-                    let said = |code: u8| fields.iter().find(|(c, _)| *c == code).map(|(_, v)| *v);
-                    let message = said(b'M').unwrap_or_default();
-                    match &p.denial {
-                        Some((nonce, error)) if message.contains(nonce.as_str()) => {
-                            frame = error.clone();
-                        }
-                        _ => {
-                            let code = said(b'C').unwrap_or("?");
-                            let shown = match self.masker.as_deref() {
-                                Some(mk) => {
-                                    let exposure =
-                                        masking::message_exposure(mk, p.exposure, &fields);
-                                    masking::message_text(mk, exposure, code, message)
-                                }
-                                None => Cow::Borrowed(message),
-                            };
-                            if let Some(r) = p.record.as_mut() {
-                                r.error = Some(format!("{code}: {shown}"));
-                            }
-                            if let Some(masked) = self.masked(&m, p.exposure) {
-                                frame = masked;
-                            }
-                        }
-                    }
-                }
-                if shared
-                    .pending
-                    .front()
-                    .is_some_and(|p| p.kind == PendingKind::Execute)
-                {
+                if front_is_execute(&shared) {
                     done.extend(pop(&mut shared));
-                    // The server skips the rest of the batch, up to its Sync.
-                    while shared.pending.front().is_some_and(|p| {
-                        matches!(p.kind, PendingKind::Execute | PendingKind::Describe { .. })
-                    }) {
-                        if let Some(mut p) = shared.pending.pop_front() {
-                            if p.risky {
-                                shared.risky_in_flight = shared.risky_in_flight.saturating_sub(1);
-                            }
-                            if let Some(r) = p.record.as_mut() {
-                                r.error.get_or_insert_with(|| {
-                                    "not run: an earlier message of its batch failed".into()
-                                });
-                            }
-                            done.extend(p.finish());
-                        }
-                    }
+                    skip_batch(&mut shared, &mut done);
                 }
             }
             b'Z' => {
-                while shared
-                    .pending
-                    .front()
-                    .is_some_and(|p| matches!(p.kind, PendingKind::Describe { .. }))
-                {
-                    shared.pending.pop_front();
-                }
+                skip_describes(&mut shared);
                 if let Some(p) = shared.pending.front()
                     && matches!(p.kind, PendingKind::Query | PendingKind::Sync)
                 {
@@ -416,15 +318,55 @@ impl BackendLoop<'_> {
         self.out.extend_from_slice(&frame);
         done
     }
-}
 
-/// Pops the front statement, returning its finished record.
-fn pop(shared: &mut Shared) -> Option<StatementRecord> {
-    let p = shared.pending.pop_front()?;
-    if p.risky {
-        shared.risky_in_flight = shared.risky_in_flight.saturating_sub(1);
+    /// A `RowDescription` or `NoData`: the columns to mask by. `true` when it
+    /// answers the proxy's own Describe (asked before an Execute, with column rules),
+    /// which is not the client's to see.
+    fn described(&mut self, shared: &mut Shared, m: &Message) -> bool {
+        let describe = shared.pending.front().and_then(|p| match p.kind {
+            PendingKind::Describe { ours } => Some(ours),
+            _ => None,
+        });
+        if describe.is_some() {
+            shared.pending.pop_front();
+        }
+        if m.tag() == b'T' {
+            self.columns = row_description(m.body(), shared.reading.encoding());
+            if let Some(p) = shared.pending.front_mut()
+                && p.columns.is_empty()
+            {
+                p.columns = self.columns.iter().map(|(n, _)| n.clone()).collect();
+            }
+        }
+        describe == Some(true)
     }
-    p.finish()
+
+    /// An `ErrorResponse`: the refusal in place of a stand-in's error, or the
+    /// server's error recorded (masked) and forwarded masked; the frame to send
+    /// instead, if any.
+    fn failed(&mut self, shared: &mut Shared, m: &Message) -> Option<Bytes> {
+        let p = shared.pending.front_mut()?;
+        let fields = wire::notice_fields(m.body());
+        let said = |code: u8| fields.iter().find(|(c, _)| *c == code).map(|(_, v)| *v);
+        let message = said(b'M').unwrap_or_default();
+        if let Some((nonce, error)) = &p.denial
+            && message.contains(nonce.as_str())
+        {
+            return Some(error.clone());
+        }
+        let code = said(b'C').unwrap_or("?");
+        let shown = match self.masker.as_deref() {
+            Some(mk) => {
+                let exposure = masking::message_exposure(mk, p.exposure, &fields);
+                masking::message_text(mk, exposure, code, message)
+            }
+            None => Cow::Borrowed(message),
+        };
+        if let Some(r) = p.record.as_mut() {
+            r.error = Some(format!("{code}: {shown}"));
+        }
+        self.masked(m, p.exposure)
+    }
 }
 
 /// Column names (read in the client's `encoding`) and whether each is in binary
