@@ -204,73 +204,15 @@ impl Config {
         };
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-
-        let listen = file.listen.unwrap_or_else(|| {
-            vec![
-                (Ipv4Addr::LOCALHOST, 7450).into(),
-                (Ipv6Addr::LOCALHOST, 7450).into(),
-            ]
-        });
-        let mut v4 = listen.iter().filter(|a| a.is_ipv4());
-        let mut v6 = listen.iter().filter(|a| a.is_ipv6());
-        let (Some(&listen4), None) = (v4.next(), v4.next()) else {
-            return Err(invalid(
-                "`listen` needs exactly one IPv4 address, e.g. \"127.0.0.1:7450\"".into(),
-            ));
+        let (listen4, listen6) = listen_addresses(file.listen).map_err(invalid)?;
+        let duration = |key: &str, value: Option<String>, default: Duration| {
+            duration(key, value, default).map_err(invalid)
         };
-        let listen6 = v6.next().copied();
-        if v6.next().is_some() {
-            return Err(invalid("`listen` takes at most one IPv6 address".into()));
-        }
-        if listen4.port() == 0 || listen6.is_some_and(|a| a.port() == 0) {
-            return Err(invalid(
-                "`listen` addresses need a fixed port (not 0)".into(),
-            ));
-        }
-        let duration = |key: &str, value: Option<String>, default: Duration| match value {
-            None => Ok(default),
-            Some(v) => humantime::parse_duration(&v).map_err(|e| {
-                invalid(format!(
-                    "`{key}` = \"{v}\": {e}; write e.g. \"10s\" or \"5m\""
-                ))
-            }),
-        };
-        let store = file
-            .store
-            .unwrap_or_else(|| "sqlite:///var/lib/portcullis/portcullis.db".into());
-        let store = match store.strip_prefix("sqlite://") {
-            // sqlite://relative/path is taken from the config's directory, like other paths.
-            Some(p) if !p.starts_with('/') && !p.starts_with(':') => {
-                format!("sqlite://{}", base.join(p).display())
-            }
-            _ => store,
-        };
+        let store = store_url(file.store, base);
         let state_dir = rel(file
             .state_dir
             .unwrap_or_else(|| "/var/lib/portcullis".into()));
-        let pg = file.postgres;
-        if pg.tls_cert.is_some() != pg.tls_key.is_some() {
-            return Err(invalid(
-                "[postgres] needs both `tls_cert` and `tls_key`, or neither (a generated \
-                 certificate is used then)"
-                    .into(),
-            ));
-        }
-        let max_message = pg.max_message.unwrap_or(64 * 1024 * 1024);
-        if max_message < MIN_MESSAGE {
-            return Err(invalid(format!(
-                "[postgres] `max_message` = {max_message} is below the minimum of {MIN_MESSAGE} bytes"
-            )));
-        }
-        let postgres = PostgresConfig {
-            client_tls: pg.client_tls.unwrap_or(true),
-            tls_cert: pg.tls_cert.map(rel),
-            tls_key: pg.tls_key.map(rel),
-            state_dir: state_dir.clone(),
-            max_message,
-            record_rows: pg.record_rows.unwrap_or(20),
-            classify_cache: pg.classify_cache.unwrap_or(10_000).max(16),
-        };
+        let postgres = postgres_config(file.postgres, &rel, &state_dir).map_err(invalid)?;
         let web = match file.web {
             None => None,
             Some(web) => web
@@ -318,6 +260,83 @@ impl Config {
             ssh,
         })
     }
+}
+
+/// The `listen` addresses: exactly one IPv4 and at most one IPv6, with fixed ports
+/// (default: loopback, port 7450).
+fn listen_addresses(
+    listen: Option<Vec<SocketAddr>>,
+) -> Result<(SocketAddr, Option<SocketAddr>), String> {
+    let listen = listen.unwrap_or_else(|| {
+        vec![
+            (Ipv4Addr::LOCALHOST, 7450).into(),
+            (Ipv6Addr::LOCALHOST, 7450).into(),
+        ]
+    });
+    let mut v4 = listen.iter().filter(|a| a.is_ipv4());
+    let mut v6 = listen.iter().filter(|a| a.is_ipv6());
+    let (Some(&listen4), None) = (v4.next(), v4.next()) else {
+        return Err("`listen` needs exactly one IPv4 address, e.g. \"127.0.0.1:7450\"".into());
+    };
+    let listen6 = v6.next().copied();
+    if v6.next().is_some() {
+        return Err("`listen` takes at most one IPv6 address".into());
+    }
+    if listen4.port() == 0 || listen6.is_some_and(|a| a.port() == 0) {
+        return Err("`listen` addresses need a fixed port (not 0)".into());
+    }
+    Ok((listen4, listen6))
+}
+
+/// A duration setting (`"10s"`, `"5m"`), or `default`.
+fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(&v)
+            .map_err(|e| format!("`{key}` = \"{v}\": {e}; write e.g. \"10s\" or \"5m\"")),
+    }
+}
+
+/// The store's URL; `sqlite://relative/path` is taken from the config's directory
+/// `base`, like other paths.
+fn store_url(store: Option<String>, base: &Path) -> String {
+    let store = store.unwrap_or_else(|| "sqlite:///var/lib/portcullis/portcullis.db".into());
+    match store.strip_prefix("sqlite://") {
+        Some(p) if !p.starts_with('/') && !p.starts_with(':') => {
+            format!("sqlite://{}", base.join(p).display())
+        }
+        _ => store,
+    }
+}
+
+/// The `[postgres]` table, validated, its paths resolved with `rel`.
+fn postgres_config(
+    pg: PostgresFile,
+    rel: &dyn Fn(PathBuf) -> PathBuf,
+    state_dir: &Path,
+) -> Result<PostgresConfig, String> {
+    if pg.tls_cert.is_some() != pg.tls_key.is_some() {
+        return Err(
+            "[postgres] needs both `tls_cert` and `tls_key`, or neither (a generated \
+                    certificate is used then)"
+                .into(),
+        );
+    }
+    let max_message = pg.max_message.unwrap_or(64 * 1024 * 1024);
+    if max_message < MIN_MESSAGE {
+        return Err(format!(
+            "[postgres] `max_message` = {max_message} is below the minimum of {MIN_MESSAGE} bytes"
+        ));
+    }
+    Ok(PostgresConfig {
+        client_tls: pg.client_tls.unwrap_or(true),
+        tls_cert: pg.tls_cert.map(rel),
+        tls_key: pg.tls_key.map(rel),
+        state_dir: state_dir.to_owned(),
+        max_message,
+        record_rows: pg.record_rows.unwrap_or(20),
+        classify_cache: pg.classify_cache.unwrap_or(10_000).max(16),
+    })
 }
 
 /// 1-based line number of byte offset `at` in `text`.
