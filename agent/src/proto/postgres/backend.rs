@@ -224,18 +224,7 @@ async fn authenticate(
         ))
     };
     loop {
-        let m = next(reader).await?;
-        match m.tag() {
-            b'R' => {}
-            // A notice during login is relayed later with the parameters; others are odd.
-            b'N' | b'v' => continue,
-            other => {
-                return Err(LoginError::proxy(format!(
-                    "the target sent message {:?} during login",
-                    char::from(other)
-                )));
-            }
-        }
+        let m = auth_request(reader).await?;
         let mut fields = m.fields();
         let code = fields.i32().map_err(|e| LoginError::proxy(e.to_string()))?;
         let mut out = BytesMut::new();
@@ -249,55 +238,22 @@ async fn authenticate(
             0 => return Ok(()),
             3 => {
                 let password = password.ok_or_else(|| need("password"))?;
-                if !reader.get_mut().is_tls() {
-                    return Err(LoginError::proxy(format!(
-                        "target {target} asks for a cleartext password over an unencrypted \
-                         connection; refusing (set tls = \"require\" or \"verify-full\" on the \
-                         target, or use scram-sha-256 on the server)"
-                    )));
-                }
-                frontend::password_message(password.expose().as_bytes(), &mut out)
-                    .map_err(|e| LoginError::proxy(e.to_string()))?;
+                let tls = reader.get_mut().is_tls();
+                cleartext_response(tls, password, target, &mut out)?;
             }
             5 => {
                 let password = password.ok_or_else(|| need("password"))?;
-                let salt: [u8; 4] = fields
-                    .take(4)
-                    .ok()
-                    .and_then(|s| s.try_into().ok())
-                    .ok_or_else(|| LoginError::proxy("malformed MD5 request from the target"))?;
-                let hash = md5_hash(user.as_bytes(), password.expose().as_bytes(), salt);
-                frontend::password_message(hash.as_bytes(), &mut out)
-                    .map_err(|e| LoginError::proxy(e.to_string()))?;
+                md5_response(&mut fields, user, password, &mut out)?;
             }
             10 => {
                 let password = password.ok_or_else(|| need("password"))?;
-                let mut mechanisms = Vec::new();
-                while let Ok(name) = fields.cstr() {
-                    if name.is_empty() {
-                        break;
-                    }
-                    mechanisms.push(name);
-                }
-                let plus = mechanisms.contains(&sasl::SCRAM_SHA_256_PLUS);
-                let (mechanism, channel) = match binding {
-                    Some(b) if plus => (
-                        sasl::SCRAM_SHA_256_PLUS,
-                        sasl::ChannelBinding::tls_server_end_point(b.as_bytes().to_vec()),
-                    ),
-                    Some(_) => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unrequested()),
-                    None => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unsupported()),
-                };
-                if !mechanisms.contains(&mechanism) {
-                    return Err(LoginError::proxy(format!(
-                        "target {target} offers SASL mechanisms {mechanisms:?}; Portcullis \
-                         speaks SCRAM-SHA-256"
-                    )));
-                }
-                let s = ScramSha256::new(password.expose().as_bytes(), channel);
-                frontend::sasl_initial_response(mechanism, s.message(), &mut out)
-                    .map_err(|e| LoginError::proxy(e.to_string()))?;
-                scram = Some(s);
+                scram = Some(sasl_start(
+                    &mut fields,
+                    password,
+                    binding,
+                    target,
+                    &mut out,
+                )?);
             }
             11 => {
                 let s = scram
@@ -331,6 +287,95 @@ async fn authenticate(
         }
         send(reader, &out).await?;
     }
+}
+
+/// The server's next authentication request (`R`); notices are relayed later with
+/// the parameters.
+async fn auth_request(reader: &mut MessageReader<BackendStream>) -> Result<Message, LoginError> {
+    loop {
+        let m = next(reader).await?;
+        match m.tag() {
+            b'R' => return Ok(m),
+            b'N' | b'v' => {}
+            other => {
+                return Err(LoginError::proxy(format!(
+                    "the target sent message {:?} during login",
+                    char::from(other)
+                )));
+            }
+        }
+    }
+}
+
+/// Answers `AuthenticationCleartextPassword`, only over TLS.
+fn cleartext_response(
+    tls: bool,
+    password: &Secret,
+    target: &str,
+    out: &mut BytesMut,
+) -> Result<(), LoginError> {
+    if !tls {
+        return Err(LoginError::proxy(format!(
+            "target {target} asks for a cleartext password over an unencrypted connection; \
+             refusing (set tls = \"require\" or \"verify-full\" on the target, or use \
+             scram-sha-256 on the server)"
+        )));
+    }
+    frontend::password_message(password.expose().as_bytes(), out)
+        .map_err(|e| LoginError::proxy(e.to_string()))
+}
+
+/// Answers `AuthenticationMD5Password`: the salted hash of the password.
+fn md5_response(
+    fields: &mut super::wire::Fields<'_>,
+    user: &str,
+    password: &Secret,
+    out: &mut BytesMut,
+) -> Result<(), LoginError> {
+    let salt: [u8; 4] = fields
+        .take(4)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| LoginError::proxy("malformed MD5 request from the target"))?;
+    let hash = md5_hash(user.as_bytes(), password.expose().as_bytes(), salt);
+    frontend::password_message(hash.as_bytes(), out).map_err(|e| LoginError::proxy(e.to_string()))
+}
+
+/// Answers `AuthenticationSASL`: SCRAM-SHA-256, with channel binding (`-PLUS`) when
+/// the connection is TLS and the server offers it.
+fn sasl_start(
+    fields: &mut super::wire::Fields<'_>,
+    password: &Secret,
+    binding: Option<&ChannelBinding>,
+    target: &str,
+    out: &mut BytesMut,
+) -> Result<ScramSha256, LoginError> {
+    let mut mechanisms = Vec::new();
+    while let Ok(name) = fields.cstr() {
+        if name.is_empty() {
+            break;
+        }
+        mechanisms.push(name);
+    }
+    let plus = mechanisms.contains(&sasl::SCRAM_SHA_256_PLUS);
+    let (mechanism, channel) = match binding {
+        Some(b) if plus => (
+            sasl::SCRAM_SHA_256_PLUS,
+            sasl::ChannelBinding::tls_server_end_point(b.as_bytes().to_vec()),
+        ),
+        Some(_) => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unrequested()),
+        None => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unsupported()),
+    };
+    if !mechanisms.contains(&mechanism) {
+        return Err(LoginError::proxy(format!(
+            "target {target} offers SASL mechanisms {mechanisms:?}; Portcullis speaks \
+             SCRAM-SHA-256"
+        )));
+    }
+    let scram = ScramSha256::new(password.expose().as_bytes(), channel);
+    frontend::sasl_initial_response(mechanism, scram.message(), out)
+        .map_err(|e| LoginError::proxy(e.to_string()))?;
+    Ok(scram)
 }
 
 /// After `AuthenticationOk`: parameters, key data, then `ReadyForQuery`.
