@@ -25,6 +25,7 @@ mod masking;
 mod paste;
 mod recording;
 mod relay;
+mod relayed;
 mod screen;
 mod server;
 pub mod sftp;

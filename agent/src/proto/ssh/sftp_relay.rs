@@ -16,7 +16,7 @@
 use super::{
     actions,
     recording::{self, Finished},
-    relay::Relayed,
+    relayed::Relayed,
     server::Conn,
     sftp::{self, Framer, Reply, Request},
 };
