@@ -58,21 +58,11 @@ impl Exchange {
             let why = why.clone();
             return self.fail(&why);
         }
-        let request_sample = Arc::new(Mutex::new(Sample::new(0, false)));
-        let body = {
-            let text = record::is_text(header_str(&parts.headers, header::CONTENT_TYPE));
-            let sink = Arc::clone(&request_sample);
-            let on_end: OnEnd = Box::new(move |sample, _, _| {
-                *sink.lock().unwrap_or_else(PoisonError::into_inner) = sample;
-                None
-            });
-            let cap = self.conn.record_body;
-            Tap::new(body, Sample::new(cap, text), on_end, false).boxed_unsync()
-        };
+        let (body, request_sample) = self.tapped(&parts.headers, body);
         let request = upstream_request(parts, body, &self.parsed, credential);
         let name = tls_name(&self.conn, &self.parsed.host);
         let forwarded = Instant::now();
-        let mut response = match self.conn.upstream.send(&name, request).await {
+        let response = match self.conn.upstream.send(&name, request).await {
             Ok(response) => response,
             Err(error) => return self.fail(&error.to_string()),
         };
@@ -82,15 +72,7 @@ impl Exchange {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client) = self.client_upgrade.take()
         {
-            let server = hyper::upgrade::on(&mut response);
-            let (mut parts, _) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers, true);
-            if !self.upgraded().await {
-                // The upstream's upgraded connection closes as `server` drops.
-                return reply::not_recorded();
-            }
-            self.relay(client, server);
-            return Response::from_parts(parts, reply::full(bytes::Bytes::new()));
+            return self.switch(response, client).await;
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
@@ -109,6 +91,50 @@ impl Exchange {
             };
             return whole.respond(parts, body).await;
         }
+        self.stream(parts, body, text, request_sample)
+    }
+
+    /// The request body on its way upstream, counted and sampled for the record.
+    fn tapped(&self, headers: &HeaderMap, body: ProxyBody) -> (ProxyBody, Arc<Mutex<Sample>>) {
+        let request_sample = Arc::new(Mutex::new(Sample::new(0, false)));
+        let text = record::is_text(header_str(headers, header::CONTENT_TYPE));
+        let sink = Arc::clone(&request_sample);
+        let on_end: OnEnd = Box::new(move |sample, _, _| {
+            *sink.lock().unwrap_or_else(PoisonError::into_inner) = sample;
+            None
+        });
+        let cap = self.conn.record_body;
+        let body = Tap::new(body, Sample::new(cap, text), on_end, false).boxed_unsync();
+        (body, request_sample)
+    }
+
+    /// A `101 Switching Protocols` to an upgrade the client asked for: recorded, then
+    /// both upgraded connections relayed.
+    async fn switch(
+        self,
+        mut response: Response<Incoming>,
+        client: OnUpgrade,
+    ) -> Response<ProxyBody> {
+        let server = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        if !self.upgraded().await {
+            // The upstream's upgraded connection closes as `server` drops.
+            return reply::not_recorded();
+        }
+        self.relay(client, server);
+        Response::from_parts(parts, reply::full(bytes::Bytes::new()))
+    }
+
+    /// A response streamed to the client through a [`Tap`] that records the request
+    /// when the body ends (its end waits for the record, with `wait_for_record`).
+    fn stream(
+        self,
+        parts: hyper::http::response::Parts,
+        body: ProxyBody,
+        text: bool,
+        request_sample: Arc<Mutex<Sample>>,
+    ) -> Response<ProxyBody> {
         let sample = Sample::new(self.conn.record_body, text);
         let Exchange {
             conn,
