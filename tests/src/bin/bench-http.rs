@@ -99,7 +99,10 @@ fn main() -> anyhow::Result<()> {
         format!("http://{IP}:{port}{path}")
     };
     let cgroup = |route: Route| (route == Route::Portcullis).then_some(&cg);
-    if let Some(serve) = std::env::var("BENCH_SERVE").ok().and_then(|s| s.parse().ok()) {
+    if let Some(serve) = std::env::var("BENCH_SERVE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         println!(
             "daemon pid {}; load it with: echo $$ > {}/cgroup.procs; wrk {}",
             daemon.pid().unwrap_or(0),
