@@ -56,6 +56,19 @@ pub struct Served {
     pub events: Option<ChainDigest>,
 }
 
+impl Served {
+    /// A session that failed before it moved a byte or recorded an event.
+    #[must_use]
+    pub fn failed(reason: String) -> Self {
+        Self {
+            outcome: Outcome::Error,
+            reason: Some(reason),
+            traffic: Traffic::default(),
+            events: None,
+        }
+    }
+}
+
 /// One wire protocol, as the daemon drives it: the daemon attributes the
 /// connection and asks the gate whether it may open; the protocol speaks to the
 /// client in its own words and serves the session.

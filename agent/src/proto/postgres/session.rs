@@ -76,14 +76,7 @@ pub(super) async fn run(pg: &Postgres, mut opened: Opened, session: Arc<Session>
     let opened_params = opened.params.clone();
     let (backend, masker) = match log_in(pg, &mut opened, &session).await {
         Ok(ready) => ready,
-        Err(reason) => {
-            return Served {
-                outcome: Outcome::Error,
-                reason: Some(reason),
-                traffic: crate::proto::Traffic::default(),
-                events: None,
-            };
-        }
+        Err(reason) => return Served::failed(reason),
     };
     let registration = pg
         .cancels

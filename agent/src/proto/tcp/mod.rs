@@ -7,7 +7,7 @@ mod splice;
 #[cfg(test)]
 mod tests;
 
-use super::{Metered, Protocol, Served, Session, Traffic};
+use super::{Metered, Protocol, Served, Session};
 use crate::{policy::Target, record::Outcome};
 use std::{
     io,
@@ -69,12 +69,8 @@ impl Protocol for Tcp {
             Ok(u) => u,
             Err(error) => {
                 reset(&client);
-                return Served {
-                    outcome: Outcome::Error,
-                    reason: Some(format!("cannot connect to {}: {error}", session.upstream)),
-                    traffic: Traffic::default(),
-                    events: None,
-                };
+                let why = format!("cannot connect to {}: {error}", session.upstream);
+                return Served::failed(why);
             }
         };
         let _ = client.set_nodelay(true);
