@@ -95,6 +95,14 @@ pub fn setup_with_tls_refused(name: &str) -> Option<Setup> {
     setup_target(name, RULES, Variant::TlsRefused)
 }
 
+/// [`setup`] with the proxy's role stored and checked as MD5 (`password_encryption
+/// = 'md5'`, an `md5` line in `pg_hba.conf`): the server asks the proxy for an MD5
+/// answer rather than SCRAM.
+#[must_use]
+pub fn setup_with_md5(name: &str) -> Option<Setup> {
+    setup_target(name, RULES, Variant::Md5)
+}
+
 /// [`setup`] with a daemon that serves sessions on `workers` single-threaded
 /// runtimes (`session_workers`).
 #[must_use]
@@ -107,6 +115,7 @@ enum Variant {
     Plain,
     ClientAuth,
     TlsRefused,
+    Md5,
     Workers(usize),
 }
 
@@ -138,12 +147,18 @@ fn setup_target_with(
     .unwrap_or_else(|e| panic!("{e:#}"))?;
     pg.create_database("app")
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // How the role's password is stored, and so checked (`pg_hba.conf` method).
+    let method = if variant == Variant::Md5 {
+        "md5"
+    } else {
+        "scram-sha-256"
+    };
     pg.psql(
         "app",
         &format!(
             // Flushed at commit: tests that crash the server keep the setup.
             "SET synchronous_commit = on;
-             SET password_encryption = 'scram-sha-256';
+             SET password_encryption = '{method}';
              CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}';
              GRANT ALL ON SCHEMA public TO {APP_ROLE};
              ALTER DATABASE app OWNER TO {APP_ROLE};
@@ -153,7 +168,8 @@ fn setup_target_with(
         ),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
-    // The proxy's role must prove its password (SCRAM); everyone else stays on trust.
+    // The proxy's role must prove its password (SCRAM, or MD5); everyone else stays on
+    // trust.
     let hba = pg.data_dir().join("pg_hba.conf");
     let old = std::fs::read_to_string(&hba).unwrap_or_default();
     let refuse_tls = if variant == Variant::TlsRefused {
@@ -163,7 +179,7 @@ fn setup_target_with(
     };
     std::fs::write(
         &hba,
-        format!("{refuse_tls}host all {APP_ROLE} 127.0.0.1/32 scram-sha-256\n{old}"),
+        format!("{refuse_tls}host all {APP_ROLE} 127.0.0.1/32 {method}\n{old}"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     pg.psql("postgres", "SELECT pg_reload_conf()")
@@ -199,7 +215,7 @@ fn setup_target_with(
     let cg = TestCgroup::new(name).unwrap_or_else(|e| panic!("{e}"));
     let mut extra = match variant {
         Variant::Workers(n) => format!("session_workers = {n}\n"),
-        Variant::Plain | Variant::ClientAuth | Variant::TlsRefused => String::new(),
+        Variant::Plain | Variant::ClientAuth | Variant::TlsRefused | Variant::Md5 => String::new(),
     };
     extra.push_str(extra_config);
     let d = TestDaemon::start(name, &cg, &policy, &extra).unwrap_or_else(|e| panic!("{e:#}"));

@@ -9,7 +9,7 @@
 
 use portcullis_tests::pgproxy::{
     APP_PASSWORD, APP_ROLE, CLIENT_TOKEN, NOBODY, RULES, Setup, setup, setup_with_client_auth,
-    setup_with_rules, setup_with_tls_refused, text, wait_child,
+    setup_with_md5, setup_with_rules, setup_with_tls_refused, text, wait_child,
 };
 use serde_json::Value;
 use std::process::{Output, Stdio};
@@ -38,6 +38,29 @@ fn psql_logs_in_with_injected_credentials_and_is_recorded() {
     // The password appears nowhere the daemon writes.
     let db = std::fs::read(s.d.dir().join("state/portcullis.db")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&db).contains(APP_PASSWORD));
+    assert!(!s.d.log().contains(APP_PASSWORD));
+}
+
+#[test]
+fn a_target_that_asks_for_md5_gets_the_injected_password() {
+    let Some(s) = setup_with_md5("pg-md5") else {
+        return;
+    };
+    let stored =
+        s.pg.psql(
+            "postgres",
+            &format!("SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = '{APP_ROLE}'"),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        stored.trim(),
+        "md5",
+        "the role's password is not stored as MD5"
+    );
+    let out = s.psql(&["-c", "SELECT current_user"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "psql failed: {stderr}\n{}", s.d.log());
+    assert_eq!(stdout.trim(), APP_ROLE);
     assert!(!s.d.log().contains(APP_PASSWORD));
 }
 
