@@ -75,23 +75,13 @@ impl Conn {
         params: &[&str],
         max_rows: usize,
     ) -> Result<Rows, ConnError> {
-        let mut bind = Builder::new(b'B')
-            .cstr("")
-            .cstr("")
-            .i16(0)
-            .i16(i16::try_from(params.len()).unwrap_or(0));
-        for p in params {
-            bind = bind
-                .i32(i32::try_from(p.len()).unwrap_or(i32::MAX))
-                .bytes(p.as_bytes());
-        }
         let mut batch = Builder::new(b'P')
             .cstr("")
             .cstr(sql)
             .i16(0)
             .finish()
             .to_vec();
-        batch.extend_from_slice(&bind.i16(0).finish());
+        batch.extend_from_slice(&wire::bind_text(params.iter().map(|p| Some(*p))));
         batch.extend_from_slice(&Builder::new(b'D').u8(b'P').cstr("").finish());
         batch.extend_from_slice(&Builder::new(b'E').cstr("").i32(0).finish());
         batch.extend_from_slice(&Builder::new(b'S').finish());

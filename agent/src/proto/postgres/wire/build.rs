@@ -73,6 +73,26 @@ impl Builder {
     }
 }
 
+/// `Bind` of the unnamed statement to the unnamed portal, with text parameters
+/// (`None`: NULL; never spliced into SQL) and text results.
+#[must_use]
+pub fn bind_text<'p>(params: impl ExactSizeIterator<Item = Option<&'p str>>) -> Bytes {
+    let mut bind = Builder::new(b'B')
+        .cstr("")
+        .cstr("")
+        .i16(0)
+        .i16(i16::try_from(params.len()).unwrap_or(0));
+    for p in params {
+        bind = match p {
+            Some(p) => bind
+                .i32(i32::try_from(p.len()).unwrap_or(i32::MAX))
+                .bytes(p.as_bytes()),
+            None => bind.i32(-1),
+        };
+    }
+    bind.i16(0).finish()
+}
+
 /// Severity and SQLSTATE of an error or notice the proxy writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Severity(pub &'static str);

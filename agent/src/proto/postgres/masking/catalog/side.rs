@@ -4,7 +4,7 @@
 
 use super::super::super::{
     backend,
-    wire::{Builder, Fields, MessageReader, WireError},
+    wire::{self, Builder, Fields, MessageReader, WireError},
 };
 use super::Catalog;
 use crate::proto::Session;
@@ -115,20 +115,7 @@ impl Catalog<'_> {
         sql: &str,
         params: &[Option<&str>],
     ) -> Result<Vec<Vec<Option<String>>>, String> {
-        let mut bind = Builder::new(b'B')
-            .cstr("")
-            .cstr("")
-            .i16(0)
-            .i16(i16::try_from(params.len()).unwrap_or(0));
-        for p in params {
-            bind = match p {
-                Some(p) => bind
-                    .i32(i32::try_from(p.len()).unwrap_or(i32::MAX))
-                    .bytes(p.as_bytes()),
-                None => bind.i32(-1),
-            };
-        }
-        let mut run = bind.i16(0).finish().to_vec();
+        let mut run = wire::bind_text(params.iter().copied()).to_vec();
         run.extend_from_slice(&Builder::new(b'E').cstr("").i32(0).finish());
         let mut rows = Vec::new();
         let mut failed = false;
