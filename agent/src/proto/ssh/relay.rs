@@ -3,8 +3,9 @@
 //! sampled for an exec's event and written to a shell's recording. Ends when the
 //! target has ended the action (its EOF and exit status, or its close), the client
 //! closes the channel, or the client's connection ends. The target's end (exit
-//! status or signal, EOF) is kept in `Ends` (relayed.rs) and passed on only once the action's
-//! record is durable, so a crash never loses the record of a result a client saw.
+//! status or signal, EOF) is kept in `Ends` (relayed.rs) and passed on only once
+//! the action's record is durable, so a crash never loses the record of a result a
+//! client saw.
 
 use super::{
     masking::{FLUSH_AFTER, FLUSH_AFTER_EXEC, StreamMasker},

@@ -8,8 +8,9 @@
 //!   called, the tables touched, and the kinds of all statements it met, nested ones
 //!   included. It does not look inside most utility statements (a cursor's query, COPY's
 //!   WHERE, EXECUTE's arguments) and it cannot say whether a DELETE has a WHERE.
-//! - **`pg_query::parse`** gives the full tree, decoded into Rust. A walker (`walker.rs`) reads
-//!   what each statement does from the places statements nest: top level, WITH,
+//! - **`pg_query::parse`** gives the full tree, decoded into Rust. A walker
+//!   (`walker.rs`) reads what each statement does from the places statements nest:
+//!   top level, WITH,
 //!   set operations, INSERT's source, EXPLAIN, PREPARE, COPY, CREATE TABLE AS, CREATE
 //!   VIEW, CREATE SCHEMA. The decoding stops at 100 nested messages, which a
 //!   `1+1+…` of ~48 terms or ~20 nested subqueries already reach.
